@@ -1,0 +1,166 @@
+"""Plan, Change, Check, Step, Result: the changed / diff / check-mode contract.
+
+A changing procedure observes, then computes a :class:`Plan` with pure code
+(observed state in, plan out). ``apply`` makes the plan's changes, verifies
+them and returns a :class:`Result`. Everything here is plain data that
+serialises to JSON, so that a record can be read without a kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "warn", "fail"]
+Outcome = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
+
+
+def unified_diff(before: str | None, after: str | None, name: str) -> str:
+    """A unified diff of two texts; ``None`` stands for a missing file."""
+    a = (before or "").splitlines(keepends=True)
+    b = (after or "").splitlines(keepends=True)
+    lines = difflib.unified_diff(
+        a,
+        b,
+        fromfile=f"a/{name}" if before is not None else "/dev/null",
+        tofile=f"b/{name}" if after is not None else "/dev/null",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to one thing: a file, a libvirt object, a link, a DNS record."""
+
+    target: str  # what is changed, e.g. "file:/etc/network/interfaces", "network:nat-bridge"
+    action: str  # create | update | delete | start | autostart | attach | restart ...
+    summary: str  # one line for people
+    before: str | None = None
+    after: str | None = None
+
+    @property
+    def diff(self) -> str:
+        if self.before is None and self.after is None:
+            return ""
+        return unified_diff(self.before, self.after, self.target.split(":", 1)[-1].lstrip("/"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "diff": self.diff}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verification or health check: what was seen, and what to do if it failed."""
+
+    name: str
+    status: Status
+    seen: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A timed step of an apply, shown in the record."""
+
+    name: str
+    started: float
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply would do. Empty ``changes`` means nothing to do."""
+
+    runbook: str
+    host: str
+    changes: tuple[Change, ...] = ()
+    notes: tuple[str, ...] = ()
+    # Observed state or computed values apply needs; JSON-serialisable.
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def diff(self) -> str:
+        return "".join(c.diff for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "plan",
+            "runbook": self.runbook,
+            "host": self.host,
+            "changes": [c.to_json() for c in self.changes],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Result:
+    """The outcome of a run: apply, a check, or a read-only report."""
+
+    runbook: str
+    host: str
+    status: Outcome
+    summary: str = ""
+    changes: list[Change] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return self.status == "changed"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "rolled back") or any(
+            c.status == "fail" for c in self.checks
+        )
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[list[str]]:
+        """Time a step; append details to the yielded list. Exceptions mark it failed."""
+        detail: list[str] = []
+        t0 = time.time()
+        ok = False
+        try:
+            yield detail
+            ok = True
+        finally:
+            self.steps.append(Step(name, t0, round(time.time() - t0, 3), ok, "; ".join(detail)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "result",
+            "runbook": self.runbook,
+            "host": self.host,
+            "status": self.status,
+            "changed": self.changed,
+            "failed": self.failed,
+            "summary": self.summary,
+            "changes": [c.to_json() for c in self.changes],
+            "checks": [c.to_json() for c in self.checks],
+            "steps": [s.to_json() for s in self.steps],
+            "tables": self.tables,
+            "data": self.data,
+        }

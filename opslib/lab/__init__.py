@@ -1,0 +1,1 @@
+"""The lab: a whole daemon host built from real parts in network namespaces."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12 as root: Debian packages, .venv with opslib
+# (editable, with test extras), a Jupyter kernelspec pointing at that venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (it installs Debian packages): sudo $0" >&2
+  exit 2
+fi
+
+mapfile -t pkgs < <(grep -Ev '^\s*(#|$)' scripts/debian-packages.txt)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  step "Debian packages present"
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  step "virtualenv .venv ($($py --version))"
+  "$py" -m venv .venv
+fi
+stamp=.venv/.opsbook-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  step "pip install -e .[test]"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+else
+  step "virtualenv up to date"
+fi
+
+step "Jupyter kernelspec opsbook -> .venv"
+.venv/bin/python -m ipykernel install --prefix "$root/.venv" --name opsbook \
+  --display-name "opsbook (.venv)" >/dev/null
+
+step "guest kernel and initramfs"
+.venv/bin/opsbook lab image
