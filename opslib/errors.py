@@ -44,8 +44,10 @@ class UnknownName(InputError):
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
         known = sorted(known)
         close = get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else (
-            f"known: {', '.join(known)}" if known else f"there is no {kind} at all"
+        hint = (
+            f"did you mean {', '.join(close)}?"
+            if close
+            else (f"known: {', '.join(known)}" if known else f"there is no {kind} at all")
         )
         super().__init__(f"no {kind} named {name!r}; {hint}")
         self.kind, self.name, self.suggestions = kind, name, close

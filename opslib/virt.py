@@ -1,0 +1,264 @@
+"""libvirt: connect by URI, networks and domains, parsed from their XML with lxml.
+
+Side effects (the connection) and parsing (XML text in, dataclasses out) are
+separate: the parsers are pure and tested on XML strings, the rest takes an
+open connection. libvirtError is translated to opslib.errors here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+import libvirt
+from lxml import etree
+
+from opslib.errors import LibvirtError, UnknownName
+
+# libvirt prints every error to stderr by default; we raise them instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+DOMAIN_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+@contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Turn a libvirtError raised inside into LibvirtError('ACTION: message')."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"{action}: {exc.get_error_message()}", exc.get_error_code()) from exc
+
+
+@contextmanager
+def connect(uri: str, *, readonly: bool = False) -> Iterator[libvirt.virConnect]:
+    """An open libvirt connection to ``uri``, closed afterwards."""
+    with translated(f"cannot connect to libvirt at {uri} (is libvirtd running?)"):
+        conn = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+    try:
+        yield conn
+    finally:
+        with suppress(libvirt.libvirtError):
+            conn.close()
+
+
+# -- XML models ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A guest NIC as the domain XML declares it."""
+
+    mac: str
+    type: str  # network | bridge | direct | user ...
+    source: str  # network name or bridge name ("" when none)
+    target: str = ""  # the host-side tap device while running
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkIP:
+    family: str  # ipv4 | ipv6
+    address: str
+    prefix: int
+    dhcp_ranges: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_interface(f"{self.address}/{self.prefix}").network
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    bridge: str
+    forward_mode: str  # nat | bridge | route | open | isolated ("" in the XML)
+    ips: tuple[NetworkIP, ...]
+    xml: str
+    active: bool = False
+    autostart: bool = False
+    persistent: bool = False
+
+    def ip(self, family: str) -> NetworkIP | None:
+        return next((i for i in self.ips if i.family == family), None)
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    state: str
+    interfaces: tuple[Interface, ...]
+    persistent: bool = True
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def macs(self) -> tuple[str, ...]:
+        return tuple(i.mac for i in self.interfaces)
+
+
+def _parse(xml: str) -> etree._Element:
+    return etree.fromstring(xml.encode())
+
+
+def _attr(parent: etree._Element, child: str, name: str) -> str:
+    node = parent.find(child)
+    return node.get(name, "") if node is not None else ""
+
+
+def parse_interfaces(domain_xml: str) -> tuple[Interface, ...]:
+    """Every ``<interface>`` of a domain XML, MACs lower-cased."""
+    root = _parse(domain_xml)
+    found = []
+    for iface in root.iterfind("devices/interface"):
+        source = iface.find("source")
+        src = ""
+        if source is not None:
+            src = source.get("network") or source.get("bridge") or source.get("dev") or ""
+        found.append(
+            Interface(
+                mac=_attr(iface, "mac", "address").lower(),
+                type=iface.get("type", ""),
+                source=src,
+                target=_attr(iface, "target", "dev"),
+                model=_attr(iface, "model", "type"),
+            )
+        )
+    return tuple(found)
+
+
+def parse_network(xml: str, **state: bool) -> Network:
+    """A network XML (``net-dumpxml``) as a :class:`Network`; ``state`` adds active/autostart."""
+    root = _parse(xml)
+    forward = root.find("forward")
+    mode = "isolated" if forward is None else forward.get("mode", "nat")
+    bridge = root.find("bridge")
+    ips = []
+    for ip in root.iterfind("ip"):
+        family = ip.get("family", "ipv4")
+        address = ip.get("address", "")
+        if ip.get("prefix"):
+            prefix = int(ip.get("prefix", "0"))
+        elif ip.get("netmask"):
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen
+        else:
+            prefix = 64 if family == "ipv6" else 24
+        ranges = tuple((r.get("start", ""), r.get("end", "")) for r in ip.iterfind("dhcp/range"))
+        ips.append(NetworkIP(family, address, prefix, ranges))
+    return Network(
+        name=root.findtext("name", ""),
+        bridge=bridge.get("name", "") if bridge is not None else "",
+        forward_mode=mode,
+        ips=tuple(ips),
+        xml=xml,
+        **state,
+    )
+
+
+# -- reading a host ------------------------------------------------------------
+
+
+def _network(net: libvirt.virNetwork) -> Network:
+    with translated(f"cannot read network {net.name()}"):
+        return parse_network(
+            net.XMLDesc(0),
+            active=bool(net.isActive()),
+            autostart=bool(net.autostart()),
+            persistent=bool(net.isPersistent()),
+        )
+
+
+def list_networks(conn: libvirt.virConnect) -> list[Network]:
+    with translated("cannot list networks"):
+        nets = conn.listAllNetworks()
+    return sorted((_network(n) for n in nets), key=lambda n: n.name)
+
+
+def get_network(conn: libvirt.virConnect, name: str) -> Network:
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            with translated("cannot list networks"):
+                names = conn.listNetworks() + conn.listDefinedNetworks()
+            raise UnknownName("network", name, names) from exc
+        raise LibvirtError(f"cannot look up network {name}: {exc.get_error_message()}") from exc
+    return _network(net)
+
+
+def _domain(dom: libvirt.virDomain) -> Domain:
+    with translated(f"cannot read domain {dom.name()}"):
+        state, _reason = dom.state()
+        return Domain(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=DOMAIN_STATES.get(state, str(state)),
+            interfaces=parse_interfaces(dom.XMLDesc(0)),
+            persistent=bool(dom.isPersistent()),
+        )
+
+
+def list_domains(conn: libvirt.virConnect) -> list[Domain]:
+    with translated("cannot list domains"):
+        doms = conn.listAllDomains()
+    return sorted((_domain(d) for d in doms), key=lambda d: d.name)
+
+
+def domain_names(conn: libvirt.virConnect) -> list[str]:
+    with translated("cannot list domains"):
+        return sorted(d.name() for d in conn.listAllDomains())
+
+
+def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise UnknownName("VM", name, domain_names(conn)) from exc
+        raise LibvirtError(f"cannot look up VM {name}: {exc.get_error_message()}") from exc
+
+
+def get_domain(conn: libvirt.virConnect, name: str) -> Domain:
+    return _domain(lookup_domain(conn, name))
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    prefix: int
+    hostname: str
+    expiry: int
+
+
+def dhcp_leases(conn: libvirt.virConnect, network: str) -> list[Lease]:
+    """libvirt's DHCP leases of an active network (empty for an inactive one)."""
+    with translated(f"cannot read DHCP leases of {network}"):
+        net = conn.networkLookupByName(network)
+        if not net.isActive():
+            return []
+        leases = net.DHCPLeases()
+    return [
+        Lease(
+            mac=(lease.get("mac") or "").lower(),
+            ip=lease.get("ipaddr", ""),
+            prefix=int(lease.get("prefix") or 0),
+            hostname=lease.get("hostname") or "",
+            expiry=int(lease.get("expirytime") or 0),
+        )
+        for lease in leases
+    ]
