@@ -158,9 +158,9 @@ class Store:
                 self._data = json.loads(self.path.read_text())
             before = json.dumps(self._data, sort_keys=True)
             yield self._data
-            if self.path and json.dumps(self._data, sort_keys=True) != before:
-                self._write()
-            elif self.path and not self.path.exists():
+            if self.path and (
+                not self.path.exists() or json.dumps(self._data, sort_keys=True) != before
+            ):
                 self._write()
 
     @contextlib.contextmanager
@@ -652,6 +652,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: CloudflareApi, *, verbose: bool) -> None:
         self.api, self.verbose = api, verbose
+        self.server_name_ip = address[0]  # the loopback address itself, not a host name
         super().__init__(address, _Handler)
 
 
@@ -693,8 +694,7 @@ class CloudflareStandIn:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{API_PREFIX}"
+        return f"http://{self._server.server_name_ip}:{self._server.server_port}{API_PREFIX}"
 
     @property
     def requests(self) -> list[tuple[str, str, int]]:
