@@ -1,0 +1,279 @@
+"""Scheduled runs: ``parameters/HOST/schedule.yaml`` → systemd timer + service units.
+
+A schedule file names, per host, the runbooks to run, their parameter sets and
+when (systemd calendar syntax), plus an optional failure hook command::
+
+    host: lab
+    on_failure: "mail -s 'opsbook: run failed' root"   # gets the summary on stdin
+    runs:
+      - runbook: host-health
+        parameters: host-health.yaml      # relative to the schedule file
+        when: hourly
+
+Rendering is pure (schedule in, unit texts out); installing writes only units
+that differ, so a second install changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from opslib.changes import Change, Result
+from opslib.errors import InputError
+
+MARKER = "# Managed by opsbook schedule; edit parameters/HOST/schedule.yaml instead."
+FAILURE_TEMPLATE = "opsbook-onfailure@.service"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    runbook: str
+    parameters: Path
+    when: str
+    timeout: str = "30min"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    host: str
+    runs: tuple[ScheduledRun, ...]
+    on_failure: str = ""
+    source: Path | None = None
+
+
+def schedule_file(params_dir: Path, host: str) -> Path:
+    return params_dir / host / "schedule.yaml"
+
+
+def check_calendar(expr: str) -> str:
+    """Validate a systemd calendar expression; returns its next elapse ("" if unknown)."""
+    if shutil.which("systemd-analyze") is None:
+        return ""
+    proc = subprocess.run(
+        ["systemd-analyze", "calendar", "--iterations=1", expr],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise InputError(
+            f"schedule: {expr!r} is not a systemd calendar expression "
+            "(try 'hourly', 'daily' or '*-*-* *:00/15:00'; see `systemd-analyze calendar`)"
+        )
+    match = re.search(r"Next elapse: (.+)", proc.stdout)
+    return match.group(1).strip() if match else ""
+
+
+def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Schedule:
+    """Read and validate a host's schedule file; InputError names the first problem."""
+    path = schedule_file(params_dir, host)
+    if not path.is_file():
+        raise InputError(f"schedule: no {path}; write one (see parameters/lab/schedule.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"schedule: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if raw.get("host", host) != host:
+        raise InputError(f"schedule: {path} says host {raw['host']!r}, expected {host!r}")
+    runs = []
+    for i, item in enumerate(raw.get("runs") or []):
+        where = f"schedule: {path} run {i + 1}"
+        runbook = str(item.get("runbook", ""))
+        if not _NAME.match(runbook):
+            raise InputError(f"{where}: 'runbook' must name a notebook, got {runbook!r}")
+        if notebooks is not None and not (notebooks / f"{runbook}.ipynb").is_file():
+            raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
+        params = path.parent / str(item.get("parameters", f"{runbook}.yaml"))
+        if not params.is_file():
+            raise InputError(f"{where}: parameter set {params} does not exist")
+        when = str(item.get("when", ""))
+        if not when:
+            raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
+        check_calendar(when)
+        runs.append(
+            ScheduledRun(runbook, params.resolve(), when, str(item.get("timeout", "30min")))
+        )
+    if not runs:
+        raise InputError(f"schedule: {path} has no runs")
+    return Schedule(host, tuple(runs), str(raw.get("on_failure", "")), path.resolve())
+
+
+def unit_stem(host: str, runbook: str) -> str:
+    return f"opsbook-{host}-{runbook}"
+
+
+def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str, str]:
+    """Every unit file's name and text; pure."""
+    units: dict[str, str] = {}
+    hook = schedule.on_failure.strip()
+    for run in schedule.runs:
+        stem = unit_stem(schedule.host, run.runbook)
+        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", schedule.host]
+        on_failure = f"OnFailure={FAILURE_TEMPLATE.replace('@', '@%n')}\n" if hook else ""
+        units[f"{stem}.service"] = (
+            f"{MARKER}\n[Unit]\n"
+            f"Description=opsbook runbook {run.runbook} on {schedule.host}\n"
+            f"{on_failure}"
+            "\n[Service]\nType=oneshot\n"
+            f"WorkingDirectory={workdir}\n"
+            f"ExecStart={shlex.join(argv)}\n"
+            f"TimeoutStartSec={run.timeout}\n"
+            "SyslogIdentifier=opsbook\n"
+        )
+        units[f"{stem}.timer"] = (
+            f"{MARKER}\n[Unit]\n"
+            f"Description=Schedule of opsbook runbook {run.runbook} on {schedule.host}\n"
+            "\n[Timer]\n"
+            f"OnCalendar={run.when}\n"
+            "Persistent=true\n"
+            "RandomizedDelaySec=30\n"
+            "\n[Install]\nWantedBy=timers.target\n"
+        )
+    if hook:
+        argv = [opsbook, "schedule", "notify", "%i"]
+        if schedule.source is not None:
+            argv += ["--params-dir", str(schedule.source.parent.parent)]
+        units[FAILURE_TEMPLATE] = (
+            f"{MARKER}\n[Unit]\n"
+            "Description=opsbook: report the failed scheduled run %i\n"
+            "\n[Service]\nType=oneshot\n"
+            f"WorkingDirectory={workdir}\n"
+            f"ExecStart={shlex.join(argv)}\n"
+            "SyslogIdentifier=opsbook\n"
+        )
+    return units
+
+
+def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[str]:
+    """Equivalent crontab lines, for hosts without systemd timers."""
+    lines = []
+    for run in schedule.runs:
+        cron = calendar_to_cron(run.when)
+        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", schedule.host]
+        cmd = f"cd {shlex.quote(str(workdir))} && {shlex.join(argv)}"
+        if schedule.on_failure:
+            notify = [opsbook, "schedule", "notify", unit_stem(schedule.host, run.runbook)]
+            cmd += f" || {shlex.join(notify)}"
+        lines.append(f"{cron} root ({cmd}) 2>&1 | logger -t opsbook")
+    return lines
+
+
+_SHORTHANDS = {
+    "minutely": "* * * * *",
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "weekly": "0 0 * * 1",
+    "monthly": "0 0 1 * *",
+}
+
+
+def calendar_to_cron(expr: str) -> str:
+    """The cron form of the calendar expressions cron can say; InputError otherwise."""
+    if expr in _SHORTHANDS:
+        return _SHORTHANDS[expr]
+    # *-*-* HH:MM[:00] with '*', numbers, lists and /steps in hour and minute.
+    m = re.fullmatch(r"(?:\*-\*-\*\s+)?([0-9*,/]+):([0-9*,/]+)(?::0?0)?", expr.strip())
+    if m:
+        hour, minute = (_cron_field(f) for f in m.groups())
+        return f"{minute} {hour} * * *"
+    raise InputError(
+        f"schedule: cannot express {expr!r} in crontab; use the systemd timers, "
+        "or a simpler expression (hourly, daily, '*:00/15')"
+    )
+
+
+def _cron_field(field: str) -> str:
+    # systemd writes steps as start/step ("00/15"); cron as start-max/step or */step.
+    if "/" in field:
+        start, step = field.split("/", 1)
+        return f"*/{int(step)}" if start in ("*", "0", "00") else f"{int(start)}-59/{int(step)}"
+    return ",".join(str(int(p)) if p != "*" else "*" for p in field.split(","))
+
+
+def verify_units(paths: list[Path]) -> str:
+    """``systemd-analyze verify`` on unit files; returns its complaints ("" when clean)."""
+    if shutil.which("systemd-analyze") is None or not paths:
+        return ""
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
+    return (proc.stdout + proc.stderr).strip() if proc.returncode != 0 else ""
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) -> Result:
+    """Write the units that differ, verify them, and remove stale ones of this host."""
+    result = Result("schedule", schedule.host, "unchanged")
+    units = render_units(schedule, opsbook=opsbook, workdir=workdir)
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        path = unit_dir / name
+        before = path.read_text() if path.exists() else None
+        if before == text:
+            continue
+        _write(path, text)
+        result.changes.append(
+            Change(f"file:{path}", "create" if before is None else "update", name, before, text)
+        )
+    for stale in _managed(unit_dir, schedule.host):
+        if stale.name not in units:
+            result.changes.append(
+                Change(f"file:{stale}", "delete", stale.name, stale.read_text(), None)
+            )
+            stale.unlink()
+    with result.step("systemd-analyze verify") as detail:
+        complaints = verify_units([unit_dir / n for n in units if not n.endswith("@.service")])
+        detail.append(complaints or "clean")
+    if complaints:
+        result.status = "failed"
+        result.summary = f"systemd-analyze verify: {complaints.splitlines()[0]}"
+        return result
+    result.status = "changed" if result.changes else "unchanged"
+    result.summary = f"{len(result.changes)} unit file(s) changed in {unit_dir}"
+    return result
+
+
+def _managed(unit_dir: Path, host: str) -> list[Path]:
+    if not unit_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in unit_dir.glob(f"opsbook-{host}-*")
+        if p.suffix in (".service", ".timer") and p.read_text().startswith(MARKER)
+    )
+
+
+def remove(host: str, unit_dir: Path) -> Result:
+    result = Result("schedule", host, "unchanged")
+    for path in _managed(unit_dir, host):
+        result.changes.append(Change(f"file:{path}", "delete", path.name, path.read_text(), None))
+        path.unlink()
+    result.status = "changed" if result.changes else "unchanged"
+    result.summary = f"{len(result.changes)} unit file(s) removed from {unit_dir}"
+    return result
+
+
+def opsbook_executable() -> str:
+    """The absolute path of the `opsbook` beside this interpreter (the venv's)."""
+    candidate = Path(sys.executable).with_name("opsbook")
+    return str(candidate) if candidate.exists() else shutil.which("opsbook") or "opsbook"
