@@ -210,3 +210,81 @@ def set_master(netns: str, port: str, bridge: str) -> None:
             missing = port if not port_idx else bridge
             raise NetlinkError(f"cannot attach {port} to {bridge}: no link {missing}", errno.ENODEV)
         ip.link("set", index=port_idx[0], master=bridge_idx[0])
+
+
+def _index(ip: IPRoute, name: str, action: str) -> int:
+    found = ip.link_lookup(ifname=name)
+    if not found:
+        raise NetlinkError(f"{action}: no link {name}", errno.ENODEV)
+    return int(found[0])
+
+
+def ensure_address(netns: str, ifname: str, cidr: str) -> bool:
+    """Put ``cidr`` (e.g. "2001:db8:1::2/64") on ``ifname`` unless there; True if added."""
+    import ipaddress
+
+    iface = ipaddress.ip_interface(cidr)
+    with ipr(netns) as ip, translated(f"cannot add {cidr} to {ifname}"):
+        index = _index(ip, ifname, f"cannot add {cidr} to {ifname}")
+        for m in ip.get_addr(index=index):
+            if (
+                m["prefixlen"] == iface.network.prefixlen
+                and ipaddress.ip_address(m.get_attr("IFA_ADDRESS")) == iface.ip
+            ):
+                return False
+        ip.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        return True
+
+
+def ensure_route(netns: str, dst: str, *, gateway: str = "", dev: str = "") -> bool:
+    """Route ``dst`` ("default" or a CIDR; family from the addresses) via ``gateway`` and/or
+    ``dev``, replacing a different route to the same destination; True if changed."""
+    import ipaddress
+
+    family = socket.AF_INET6 if ":" in (gateway or dst) else socket.AF_INET
+    wanted_dst = (
+        "default" if dst in ("default", "::/0", "0.0.0.0/0") else str(ipaddress.ip_network(dst))
+    )
+    with ipr(netns) as ip, translated(f"cannot route {dst} via {gateway or dev}"):
+        oif = _index(ip, dev, f"cannot route {dst}") if dev else 0
+        for m in ip.get_routes(family=family, table=254):
+            rdst = m.get_attr("RTA_DST")
+            seen = f"{rdst}/{m['dst_len']}" if rdst else "default"
+            if seen != wanted_dst:
+                continue
+            same_gw = (m.get_attr("RTA_GATEWAY") or "") == gateway
+            if same_gw and (not oif or m.get_attr("RTA_OIF") == oif):
+                return False
+        kwargs: dict[str, Any] = {"family": family, "table": 254}
+        kwargs["dst"] = (
+            ("::/0" if family == socket.AF_INET6 else "0.0.0.0/0")
+            if (wanted_dst == "default")
+            else wanted_dst
+        )
+        if gateway:
+            kwargs["gateway"] = gateway
+        if oif:
+            kwargs["oif"] = oif
+        ip.route("replace", **kwargs)
+        return True
+
+
+def set_link(netns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
+    """Set a link's MTU and/or administrative state."""
+    with ipr(netns) as ip, translated(f"cannot set link {name}"):
+        kwargs: dict[str, Any] = {"index": _index(ip, name, f"cannot set link {name}")}
+        if mtu is not None:
+            kwargs["mtu"] = mtu
+        if up is not None:
+            kwargs["state"] = "up" if up else "down"
+        ip.link("set", **kwargs)
+
+
+def delete_link(netns: str, name: str) -> bool:
+    """Delete a link if it exists; True if it did."""
+    with ipr(netns) as ip, translated(f"cannot delete link {name}"):
+        found = ip.link_lookup(ifname=name)
+        if not found:
+            return False
+        ip.link("del", index=found[0])
+        return True

@@ -1,0 +1,1 @@
+"""One module per runbook: the plan()/apply()/run()/checks() its notebook calls."""
