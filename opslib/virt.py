@@ -262,3 +262,33 @@ def dhcp_leases(conn: libvirt.virConnect, network: str) -> list[Lease]:
         )
         for lease in leases
     ]
+
+
+# -- changing networks (appended for forward-bridge; others may use them) -------------
+
+
+def define_network(conn: libvirt.virConnect, xml: str) -> None:
+    """Define (or redefine, when the XML carries the existing UUID) a persistent network."""
+    with translated("cannot define network"):
+        conn.networkDefineXML(xml)
+
+
+def start_network(conn: libvirt.virConnect, name: str) -> None:
+    with translated(f"cannot start network {name}"):
+        net = conn.networkLookupByName(name)
+        if not net.isActive():
+            net.create()
+
+
+def restart_network(conn: libvirt.virConnect, name: str) -> None:
+    """Destroy and start: an active network takes a redefined XML only this way."""
+    with translated(f"cannot restart network {name}"):
+        net = conn.networkLookupByName(name)
+        if net.isActive():
+            net.destroy()
+        net.create()
+
+
+def set_network_autostart(conn: libvirt.virConnect, name: str, on: bool = True) -> None:
+    with translated(f"cannot set autostart of network {name}"):
+        conn.networkLookupByName(name).setAutostart(1 if on else 0)
