@@ -1,0 +1,495 @@
+"""``/etc/network/interfaces``: parse into stanzas, edit, render byte for byte.
+
+The model keeps every physical line as it was read, so an unchanged file renders
+to the same bytes and an edit rewrites only the lines it must. A file is a tuple
+of :class:`Stanza`; a stanza is a tuple of :class:`Line` (one *logical* line
+each: continuation lines ending in ``\\`` stay joined to their first line, as
+ifupdown reads them). Comments and blank lines are stanzas of their own, except
+when they sit between the option lines of an ``iface``/``mapping`` stanza:
+ifupdown keeps reading options after them, and so does this model.
+
+Pure functions (``parse``, ``render``, the edits) are separate from the file
+system ones (``load_tree``, ``write_atomic``, ``backup``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import glob
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from opslib.errors import ApplyError, InputError
+
+# Words that open a stanza (interfaces(5)); anything else inside an iface or
+# mapping stanza is one of its options.
+STANZA_WORDS = frozenset(
+    {"iface", "mapping", "auto", "source", "source-directory", "no-auto-down", "no-scripts",
+     "rename"}
+)  # fmt: skip
+SOURCE_DIRECTORY_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One logical line: its exact text (all physical lines, newlines included)."""
+
+    raw: str
+
+    @property
+    def text(self) -> str:
+        """The line as ifupdown reads it: continuations joined, outer whitespace stripped."""
+        if self.is_comment:
+            return self.raw.strip()
+        parts = []
+        for physical in self.raw.split("\n"):
+            stripped = physical.rstrip()
+            parts.append(stripped[:-1] if stripped.endswith("\\") else stripped)
+        return "".join(parts).strip()
+
+    @property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @property
+    def is_blank(self) -> bool:
+        return not self.raw.strip()
+
+    @property
+    def is_comment(self) -> bool:
+        return self.raw.lstrip().startswith("#")
+
+    @property
+    def indent(self) -> str:
+        return self.raw[: len(self.raw) - len(self.raw.lstrip(" \t"))]
+
+    @property
+    def newline(self) -> str:
+        return "\n" if self.raw.endswith("\n") else ""
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """A stanza, or a run of one comment / blank line outside stanzas."""
+
+    lines: tuple[Line, ...]
+    lineno: int = 0  # first line in the file it was read from (0: made by an edit)
+
+    @property
+    def raw(self) -> str:
+        return "".join(line.raw for line in self.lines)
+
+    @property
+    def head(self) -> list[str]:
+        return self.lines[0].words
+
+    @property
+    def kind(self) -> str:
+        """iface, mapping, auto, allow, source, source-directory, comment, blank, other."""
+        first = self.lines[0]
+        if first.is_blank:
+            return "blank"
+        if first.is_comment:
+            return "comment"
+        word = first.words[0]
+        if word.startswith("allow-"):
+            return "allow"
+        if word == "source-dir":  # ifupdown's own alias
+            return "source-directory"
+        return word if word in STANZA_WORDS else "other"
+
+    # -- iface stanzas -----------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.head[1] if self.kind in ("iface", "source", "source-directory") else ""
+
+    @property
+    def family(self) -> str:
+        return self.head[2] if self.kind == "iface" and len(self.head) > 2 else ""
+
+    @property
+    def method(self) -> str:
+        return self.head[3] if self.kind == "iface" and len(self.head) > 3 else ""
+
+    @property
+    def option_lines(self) -> list[tuple[int, Line]]:
+        return [
+            (i, line)
+            for i, line in enumerate(self.lines[1:], 1)
+            if not line.is_blank and not line.is_comment
+        ]
+
+    @property
+    def options(self) -> list[tuple[str, str]]:
+        """(key, value) of every option line, in file order (keys repeat, e.g. ``up``)."""
+        found = []
+        for _i, line in self.option_lines:
+            key, _, value = line.text.partition(" ")
+            found.append((key, value.strip()))
+        return found
+
+    def option(self, key: str) -> str | None:
+        """The first value of ``key`` (``bridge-ports`` and ``bridge_ports`` are one key)."""
+        wanted = option_key(key)
+        return next((v for k, v in self.options if option_key(k) == wanted), None)
+
+    @property
+    def classes(self) -> tuple[str, list[str]]:
+        """For auto/allow lines: (class, interface names); ``auto`` is class ``auto``."""
+        words = self.head
+        cls = "auto" if words[0] in ("auto", "allow-auto") else words[0][len("allow-") :]
+        return cls, words[1:]
+
+
+@dataclass(frozen=True)
+class Interfaces:
+    """One interfaces file as stanzas; ``render()`` gives its exact text back."""
+
+    path: str
+    stanzas: tuple[Stanza, ...]
+
+    def render(self) -> str:
+        return "".join(s.raw for s in self.stanzas)
+
+    def ifaces(self, name: str | None = None) -> list[tuple[int, Stanza]]:
+        return [
+            (i, s)
+            for i, s in enumerate(self.stanzas)
+            if s.kind == "iface" and (name is None or s.name == name)
+        ]
+
+    @property
+    def indent(self) -> str:
+        """The indentation this file uses for options (a tab, as the wiki, if none)."""
+        for s in self.stanzas:
+            for _i, line in s.option_lines:
+                if line.indent:
+                    return line.indent
+        return "\t"
+
+    @property
+    def newline_terminated(self) -> bool:
+        text = self.render()
+        return not text or text.endswith("\n")
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def _logical_lines(text: str) -> Iterator[Line]:
+    physical = re.findall(r"[^\n]*\n|[^\n]+$", text)
+    i = 0
+    while i < len(physical):
+        start = i
+        # A comment never continues (verified with ifquery); other lines do on "\".
+        if not physical[i].lstrip().startswith("#"):
+            while physical[i].rstrip().endswith("\\") and i + 1 < len(physical):
+                i += 1
+        yield Line("".join(physical[start : i + 1]))
+        i += 1
+
+
+def parse(text: str, path: str = "") -> Interfaces:
+    """Split ``text`` into stanzas; ``render()`` of the result is ``text`` again."""
+    stanzas: list[Stanza] = []
+    current: list[Line] = []
+    in_block = False  # inside an iface / mapping stanza: non-stanza lines are options
+
+    def close() -> None:
+        nonlocal current
+        if not current:
+            return
+        # Comments and blanks after the last option belong to what follows.
+        tail: list[Line] = []
+        while len(current) > 1 and (current[-1].is_blank or current[-1].is_comment):
+            tail.insert(0, current.pop())
+        stanzas.append(Stanza(tuple(current)))
+        stanzas.extend(Stanza((line,)) for line in tail)
+        current = []
+
+    for line in _logical_lines(text):
+        word = "" if line.is_blank or line.is_comment else line.words[0]
+        if word in STANZA_WORDS or word.startswith("allow-") or word == "source-dir":
+            close()
+            current = [line]
+            in_block = word in ("iface", "mapping")
+            if not in_block:
+                close()
+        elif in_block:
+            current.append(line)
+        else:
+            stanzas.append(Stanza((line,)))
+    close()
+    numbered, lineno = [], 1
+    for s in stanzas:
+        numbered.append(replace(s, lineno=lineno))
+        lineno += s.raw.count("\n")
+    return Interfaces(path, tuple(numbered))
+
+
+def render(model: Interfaces) -> str:
+    return model.render()
+
+
+# -- edits (pure: a new Interfaces, only the touched stanzas differ) ----------
+
+
+def _option_line(indent: str, key: str, value: str) -> Line:
+    return Line(f"{indent}{key} {value}\n" if value else f"{indent}{key}\n")
+
+
+def iface_stanza(
+    name: str, family: str, method: str, options: Iterable[tuple[str, str]], indent: str = "\t"
+) -> Stanza:
+    lines = [Line(f"iface {name} {family} {method}\n")]
+    lines += [_option_line(indent, k, v) for k, v in options]
+    return Stanza(tuple(lines))
+
+
+def set_head(stanza: Stanza, words: list[str]) -> Stanza:
+    """Replace the first line's words, keeping its indentation and newline."""
+    first = stanza.lines[0]
+    if first.words == words:
+        return stanza
+    return replace(stanza, lines=(Line(first.indent + " ".join(words) + "\n"), *stanza.lines[1:]))
+
+
+def option_key(key: str) -> str:
+    """ifupdown passes options as IF_KEY variables: ``bridge-ports`` is ``bridge_ports``."""
+    return key.replace("-", "_").lower()
+
+
+def remove_options(stanza: Stanza, keys: Callable[[str], bool]) -> Stanza:
+    """Drop the option lines whose normalised key ``keys`` accepts."""
+    keep = [stanza.lines[0]]
+    for line in stanza.lines[1:]:
+        if not line.is_blank and not line.is_comment and keys(option_key(line.words[0])):
+            continue
+        keep.append(line)
+    return replace(stanza, lines=tuple(keep))
+
+
+def set_option(stanza: Stanza, key: str, value: str, indent: str = "\t") -> Stanza:
+    """Set the first ``key`` line to ``value`` (others of that key are dropped), or append.
+
+    An existing line keeps its spelling of the key (``bridge-stp`` stays so).
+    """
+    lines = list(stanza.lines)
+    found = [i for i, line in stanza.option_lines if option_key(line.words[0]) == option_key(key)]
+    if found:
+        first = found[0]
+        current = lines[first]
+        if current.text.partition(" ")[2].strip() != value or len(found) > 1:
+            lines[first] = _option_line(current.indent, current.words[0], value)
+        for i in reversed(found[1:]):
+            del lines[i]
+        return replace(stanza, lines=tuple(lines))
+    options = stanza.option_lines
+    at = options[-1][0] + 1 if options else 1
+    use_indent = options[-1][1].indent if options else indent
+    lines.insert(at, _option_line(use_indent or indent, key, value))
+    return replace(stanza, lines=tuple(lines))
+
+
+def with_stanzas(model: Interfaces, stanzas: Iterable[Stanza]) -> Interfaces:
+    return replace(model, stanzas=tuple(stanzas))
+
+
+def ensure_final_newline(model: Interfaces) -> Interfaces:
+    """A file must end in a newline before a stanza is appended after it."""
+    if model.newline_terminated or not model.stanzas:
+        return model
+    last = model.stanzas[-1]
+    fixed = replace(last, lines=(*last.lines[:-1], Line(last.lines[-1].raw + "\n")))
+    return with_stanzas(model, (*model.stanzas[:-1], fixed))
+
+
+# -- following source / source-directory ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The main file and every file it sources, in the order ifupdown reads them."""
+
+    main: str
+    files: dict[str, Interfaces]  # path -> model, in reading order
+
+    def find_ifaces(self, name: str) -> list[tuple[str, int, Stanza]]:
+        return [(p, i, s) for p, m in self.files.items() for i, s in m.ifaces(name)]
+
+    def stanzas(self) -> Iterator[tuple[str, int, Stanza]]:
+        for path, model in self.files.items():
+            for i, s in enumerate(model.stanzas):
+                yield path, i, s
+
+
+def sourced_paths(model: Interfaces, exists: Callable[[str], list[str]]) -> list[str]:
+    """The files a model's source / source-directory lines name, resolved like ifupdown.
+
+    ``exists(pattern)`` expands a glob into sorted existing paths (injected: the
+    pure tests pass a dictionary's keys, ``load_tree`` the file system).
+    """
+    base = os.path.dirname(model.path) or "."
+    found: list[str] = []
+    for s in model.stanzas:
+        if s.kind not in ("source", "source-directory") or len(s.head) < 2:
+            continue
+        pattern = s.head[1]
+        if not pattern.startswith("/"):
+            pattern = os.path.join(base, pattern)
+        if s.kind == "source":
+            found += [p for p in exists(pattern) if not p.endswith("/")]
+        else:
+            for directory in exists(pattern):
+                entries = exists(os.path.join(glob.escape(directory), "*"))
+                found += [p for p in entries if SOURCE_DIRECTORY_NAME.match(os.path.basename(p))]
+    return found
+
+
+def _glob(pattern: str) -> list[str]:
+    return sorted(p for p in glob.glob(pattern) if os.path.exists(p))
+
+
+def load_tree(path: str, read: Callable[[str], str] | None = None) -> Tree:
+    """Read ``path`` and, depth first, every file it sources (each once)."""
+
+    def read_file(p: str) -> str:
+        try:
+            with open(p, encoding="utf-8", newline="") as f:
+                return f.read()
+        except FileNotFoundError as exc:
+            raise InputError(
+                f"no interfaces file at {p}; check the interfaces_file parameter"
+            ) from exc
+        except OSError as exc:
+            raise InputError(f"cannot read {p}: {exc.strerror}") from exc
+
+    reader = read or read_file
+    files: dict[str, Interfaces] = {}
+
+    def visit(p: str) -> None:
+        if p in files:
+            return
+        files[p] = parse(reader(p), p)
+        for child in sourced_paths(files[p], _glob):
+            if os.path.isfile(child):
+                visit(child)
+
+    visit(path)
+    return Tree(path, files)
+
+
+def _globber(paths: Iterable[str]) -> Callable[[str], list[str]]:
+    """A glob over known paths: a directory "exists" when a known file lives in it."""
+    known = sorted(paths)
+
+    def exists(pattern: str) -> list[str]:
+        hits = {p for p in known if fnmatch.fnmatchcase(p, pattern)}
+        hits |= {
+            os.path.dirname(p) for p in known if fnmatch.fnmatchcase(os.path.dirname(p), pattern)
+        }
+        return sorted(hits)
+
+    return exists
+
+
+def tree_from_texts(main: str, texts: dict[str, str]) -> Tree:
+    """A Tree from path -> text, resolving sources against the dictionary (pure)."""
+    exists = _globber(texts)
+    files: dict[str, Interfaces] = {}
+
+    def visit(p: str) -> None:
+        if p in files or p not in texts:
+            return
+        files[p] = parse(texts[p], p)
+        for child in sourced_paths(files[p], exists):
+            visit(child)
+
+    visit(main)
+    return Tree(main, files)
+
+
+def flatten(tree: Tree) -> str:
+    """One self-contained file: every source line replaced by the text it sources.
+
+    Used to hand ifdown the configuration being left as a single file, even when
+    the files it sourced have already been rewritten on disk.
+    """
+    exists = _globber(tree.files)
+
+    def expand(path: str, seen: tuple[str, ...]) -> str:
+        model = tree.files[path]
+        out = []
+        for s in model.stanzas:
+            if s.kind in ("source", "source-directory"):
+                one = Interfaces(model.path, (s,))
+                for child in sourced_paths(one, exists):
+                    if child in tree.files and child not in seen:
+                        text = expand(child, (*seen, child))
+                        out.append(text if text.endswith("\n") or not text else text + "\n")
+                out.append(f"# ({s.lines[0].text} expanded above)\n")
+            else:
+                out.append(s.raw)
+        return "".join(out)
+
+    text = expand(tree.main, (tree.main,))
+    return text if text.endswith("\n") else text + "\n"
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``: temp file in the same directory, fsync, rename.
+
+    The new file keeps the old one's mode and owner, so a reader sees either the
+    old or the new content, never half of it.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if st is not None:
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def backup(path: str, directory: str = "", *, now: _dt.datetime | None = None) -> str:
+    """Copy ``path`` to ``DIR/NAME.opsbook-YYYYmmddTHHMMSSZ`` (kept); returns the copy's path."""
+    stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    target_dir = directory or os.path.dirname(os.path.abspath(path))
+    target = os.path.join(target_dir, f"{os.path.basename(path)}.opsbook-{stamp}")
+    try:
+        os.makedirs(target_dir, exist_ok=True)
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ApplyError(f"cannot back up {path}: {exc.strerror}") from exc
+    write_atomic(target, text)
+    st = os.stat(path)
+    os.chmod(target, st.st_mode & 0o7777)
+    return target

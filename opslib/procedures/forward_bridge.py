@@ -1,0 +1,897 @@
+"""forward-bridge: br0 over eth0 in the interfaces file, a confirm-or-revert restart
+of networking, and the libvirt network ``forward-bridge`` (``<forward mode='bridge'/>``).
+
+The wiki page says: add ``iface eth0 inet manual`` / ``auto br0`` / ``iface br0 inet
+dhcp`` with ``bridge_ports eth0`` and ``bridge_stp off``, then ``systemctl restart
+networking``. Over SSH that restart is how an operator locks themselves out, so
+:func:`apply` keeps a backup, checks the new file with ``ifup --no-act``, restarts,
+and verifies br0 within a deadline; if that fails it restores the backup, restarts
+again and checks the old state is back.
+
+Layers: :func:`observe` reads (files, netlink, libvirt); :func:`make_plan` and the
+``plan_*`` functions are pure (observed state in, Plan out); :func:`apply` acts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import re
+import shlex
+import shutil
+import string
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from opslib import interfaces as ifs
+from opslib import netlink, virt
+from opslib.changes import Change, Check, Plan, Result
+from opslib.errors import ApplyError, HostError, InputError, OpsError, UnknownName
+
+RUNBOOK = "forward-bridge"
+DEFAULT_RESTART = "systemctl restart networking"
+RESTART_FIELDS = frozenset({"old", "new", "ifaces"})
+
+# Link kinds that can be the host's way out; "" is a physical NIC.
+UPLINK_KINDS = frozenset({"", "veth", "bond", "team", "vlan"})
+# Options that give an interface an address; they go when eth0 becomes a bridge port.
+ADDRESSING = frozenset(
+    {"address", "netmask", "broadcast", "network", "gateway", "metric", "pointopoint",
+     "scope", "hostname", "leasehours", "leasetime", "vendor", "client", "media",
+     "dns_nameservers", "dns_search", "dns_domain", "dns_sortlist", "dns_options",
+     "request_prefix", "accept_ra", "autoconf", "privext", "dhcp", "preferred_lifetime"}
+)  # fmt: skip
+HOOKS = frozenset({"pre_up", "up", "post_up", "pre_down", "down", "post_down"})
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+
+
+# -- parameters ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Params:
+    """The planner's parameters, checked: apply gets them back from ``plan.data``."""
+
+    libvirt_uri: str
+    netns: str
+    interfaces_file: str
+    uplink: str = "eth0"
+    bridge: str = "br0"
+    address: str = ""  # static CIDR on the bridge; "" = DHCP
+    gateway: str = ""
+    network_name: str = RUNBOOK
+
+    def __post_init__(self) -> None:
+        for what, name in (("uplink", self.uplink), ("bridge", self.bridge)):
+            if not _IFNAME.match(name) or name in (".", ".."):
+                raise InputError(
+                    f"{what} {name!r} is not an interface name; use 1-15 letters, digits, . _ -"
+                )
+        if self.uplink == self.bridge:
+            raise InputError(f"uplink and bridge are both {self.uplink!r}; give them two names")
+        if not _NETWORK_NAME.match(self.network_name):
+            raise InputError(
+                f"network_name {self.network_name!r} is not a libvirt network name; "
+                "use letters, digits, . _ + -"
+            )
+        if not self.interfaces_file.startswith("/"):
+            raise InputError(
+                f"interfaces_file {self.interfaces_file!r} is relative; give an absolute path"
+            )
+        if self.address:
+            try:
+                iface = ipaddress.IPv4Interface(self.address)
+            except ValueError as exc:
+                raise InputError(
+                    f"address {self.address!r} is not an IPv4 address with prefix; "
+                    "write it like 192.0.2.10/24 (or leave it empty for DHCP)"
+                ) from exc
+            if "/" not in self.address or iface.network.prefixlen >= 31:
+                raise InputError(
+                    f"address {self.address!r} needs a prefix length below 31, e.g. 192.0.2.10/24"
+                )
+            if not self.gateway:
+                raise InputError(
+                    "address is static but gateway is empty; give the default router on "
+                    "the bridge's network as gateway"
+                )
+            try:
+                gw = ipaddress.IPv4Address(self.gateway)
+            except ValueError as exc:
+                raise InputError(f"gateway {self.gateway!r} is not an IPv4 address") from exc
+            if gw not in iface.network or gw == iface.ip:
+                raise InputError(
+                    f"gateway {self.gateway} is not another address in {iface.network}; "
+                    "give the router of the bridge's network"
+                )
+        elif self.gateway:
+            raise InputError(
+                "gateway is set but address is empty (DHCP); DHCP supplies the gateway, "
+                "so leave gateway empty or give a static address"
+            )
+
+
+# -- observation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    name: str
+    kind: str  # netlink's kind: "" for a physical NIC, veth, bridge, tun ...
+    master: str  # name of the bridge it is a port of, "" when none
+    up: bool = True
+
+
+@dataclass(frozen=True)
+class Observed:
+    tree: ifs.Tree
+    links: dict[str, LinkFacts]
+    network: virt.Network | None
+
+
+def observe_links(netns: str) -> dict[str, LinkFacts]:
+    found = netlink.links(netns)
+    names = {link.index: link.name for link in found}
+    kinds = {}
+    for link in found:
+        kind = link.kind
+        if link.name == "lo" or (not kind and link.mac in ("", "00:00:00:00:00:00")):
+            kind = "loopback"
+        kinds[link.name] = LinkFacts(link.name, kind, names.get(link.master, ""), link.up)
+    return kinds
+
+
+def observe_network(libvirt_uri: str, name: str) -> virt.Network | None:
+    with virt.connect(libvirt_uri) as conn:
+        try:
+            return virt.get_network(conn, name)
+        except UnknownName:
+            return None
+
+
+def observe(p: Params) -> Observed:
+    """Read the interfaces files, the links of the netns and the libvirt network."""
+    return Observed(
+        ifs.load_tree(p.interfaces_file),
+        observe_links(p.netns),
+        observe_network(p.libvirt_uri, p.network_name),
+    )
+
+
+# -- planning: the interfaces files (pure) -------------------------------------------
+
+
+def _where(path: str, stanza: ifs.Stanza) -> str:
+    return f"{path}:{stanza.lineno}"
+
+
+def _ports(stanza: ifs.Stanza) -> list[str]:
+    return (stanza.option("bridge_ports") or "").split()
+
+
+def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
+    """Stanzas that make the conversion unsafe: InputError naming the file and line."""
+    for path, _i, s in tree.stanzas():
+        where = _where(path, s)
+        if s.kind == "mapping" and any(fnmatch.fnmatchcase(uplink, pat) for pat in s.head[1:]):
+            raise InputError(
+                f"{uplink} is renamed by a mapping stanza at {where}; convert it by hand "
+                "or remove the mapping first"
+            )
+        if s.kind == "rename" and any(w.split("=")[0] == uplink for w in s.head[1:]):
+            raise InputError(f"{uplink} is renamed at {where}; name the renamed link as uplink")
+        if s.kind != "iface":
+            continue
+        if s.name.startswith(uplink + ":"):
+            raise InputError(
+                f"{s.name} at {where} puts an alias address on {uplink}, which becomes a "
+                f"bridge port; move it to {bridge}:{s.name.split(':', 1)[1]} first"
+            )
+        ports = _ports(s)
+        if s.name == bridge:
+            others = [p for p in ports if p not in (uplink, "none")]
+            if others:
+                raise InputError(
+                    f"{bridge} already bridges {' '.join(others)} ({where}); choose another "
+                    "bridge name or take it out of the file first"
+                )
+        elif uplink in ports or "all" in ports:
+            raise InputError(
+                f"{uplink} is already a port of {s.name} ({where}); choose that bridge as "
+                "bridge or free the uplink first"
+            )
+        slaves = (s.option("bond_slaves") or "").split()
+        if uplink in slaves:
+            raise InputError(f"{uplink} is a slave of bond {s.name} ({where}); use uplink={s.name}")
+        if s.name == uplink and s.option("bond_master"):
+            raise InputError(
+                f"{uplink} is a slave of bond {s.option('bond_master')} ({where}); "
+                f"use uplink={s.option('bond_master')}"
+            )
+
+
+def _one_inet(tree: ifs.Tree, name: str) -> tuple[str, int, ifs.Stanza] | None:
+    found = [(p, i, s) for p, i, s in tree.find_ifaces(name) if s.family == "inet"]
+    if len(found) > 1:
+        places = ", ".join(_where(p, s) for p, _i, s in found)
+        raise InputError(f"{name} has {len(found)} inet stanzas ({places}); keep one")
+    return found[0] if found else None
+
+
+def _same_address(stanza: ifs.Stanza, cidr: str) -> bool:
+    current = stanza.option("address") or ""
+    netmask = stanza.option("netmask")
+    try:
+        if "/" not in current and netmask:
+            current = f"{current}/{netmask}"
+        return ipaddress.IPv4Interface(current) == ipaddress.IPv4Interface(cidr)
+    except ValueError:
+        return False
+
+
+def _bridge_options(p: Params, carried: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    options: list[tuple[str, str]] = []
+    if p.address:
+        options += [("address", p.address), ("gateway", p.gateway)]
+        options += carried
+    options += [("bridge_ports", p.uplink), ("bridge_stp", "off")]
+    return options
+
+
+def _edit_bridge(stanza: ifs.Stanza, p: Params, indent: str) -> ifs.Stanza:
+    method = "static" if p.address else "dhcp"
+    s = stanza
+    if s.method != method:
+        s = ifs.set_head(s, ["iface", p.bridge, "inet", method])
+    if p.address:
+        if not _same_address(s, p.address):
+            s = ifs.remove_options(s, lambda k: k == "netmask")
+            s = ifs.set_option(s, "address", p.address, indent)
+        if s.option("gateway") != p.gateway:
+            s = ifs.set_option(s, "gateway", p.gateway, indent)
+    else:
+        s = ifs.remove_options(s, lambda k: k in ("address", "netmask", "gateway", "broadcast"))
+    if _ports(s) != [p.uplink]:
+        s = ifs.set_option(s, "bridge_ports", p.uplink, indent)
+    if (s.option("bridge_stp") or "").lower() not in ("off", "no", "0"):
+        s = ifs.set_option(s, "bridge_stp", "off", indent)
+    return s
+
+
+def _terminated(stanza: ifs.Stanza) -> ifs.Stanza:
+    last = stanza.lines[-1]
+    if last.raw.endswith("\n"):
+        return stanza
+    return ifs.Stanza((*stanza.lines[:-1], ifs.Line(last.raw + "\n")), stanza.lineno)
+
+
+def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
+    """The new text of every file that changes, and notes for people (pure).
+
+    All edits happen in the file that defines the stanza: an eth0 defined in a
+    sourced file is edited there, and a new br0 stanza goes right after eth0's.
+    """
+    _refusals(tree, p.uplink, p.bridge)
+    notes: list[str] = []
+    models: dict[str, list[ifs.Stanza]] = {path: list(m.stanzas) for path, m in tree.files.items()}
+    indent = tree.files[tree.main].indent
+    up_inet = _one_inet(tree, p.uplink)
+    br_inet = _one_inet(tree, p.bridge)
+    carried: list[tuple[str, str]] = []
+
+    for path, _i, s in tree.stanzas():
+        if s.kind == "iface" and s.name != p.uplink:
+            raw_device = s.option("vlan_raw_device")
+            if raw_device == p.uplink or s.name.startswith(p.uplink + "."):
+                notes.append(
+                    f"{s.name} ({_where(path, s)}) is a VLAN on {p.uplink}; it keeps working on "
+                    f"a bridge port, but {p.bridge}.VID is the usual place for it"
+                )
+
+    # eth0 inet -> manual, its addressing options dropped (hooks and link options stay).
+    if up_inet is not None:
+        path, i, s = up_inet
+        if s.method != "manual":
+            dropped = [(k, v) for k, v in s.options if ifs.option_key(k) in ADDRESSING]
+            new = ifs.set_head(s, ["iface", p.uplink, "inet", "manual"])
+            new = ifs.remove_options(new, lambda k: k in ADDRESSING)
+            models[path][i] = _trim_blanks(new)
+            what = ", ".join(f"{k} {v}" for k, v in dropped)
+            notes.append(
+                f"{p.uplink}: inet {s.method} -> manual" + (f" (dropped: {what})" if what else "")
+            )
+            carried = [(k, v) for k, v in dropped if ifs.option_key(k).startswith("dns_")]
+            if s.method == "static" and not p.address:
+                notes.append(
+                    f"{p.uplink} had the static address {s.option('address')}; {p.bridge} will "
+                    "ask DHCP for one, as asked (give address and gateway to keep it static)"
+                )
+        hooks = [k for k, _v in s.options if ifs.option_key(k) in HOOKS]
+        if hooks:
+            notes.append(
+                f"{p.uplink} keeps its {', '.join(sorted(set(hooks)))} lines; they now run on "
+                "a bridge port without an address"
+            )
+
+    # eth0's inet6 stanzas configure the bridge now: renamed and moved after br0's inet.
+    moved: list[ifs.Stanza] = []
+    for path, i, s in tree.find_ifaces(p.uplink):
+        if s.family != "inet6" or s.method == "manual":
+            continue
+        if any(b.family == "inet6" for _p, _i, b in tree.find_ifaces(p.bridge)):
+            raise InputError(
+                f"both {p.uplink} ({_where(path, s)}) and {p.bridge} have inet6 stanzas; "
+                f"remove {p.uplink}'s first"
+            )
+        moved += [_BLANK, _terminated(ifs.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
+        models[path][i] = _GONE
+        notes.append(
+            f"{p.uplink}'s inet6 {s.method} stanza ({_where(path, s)}) moves to {p.bridge}"
+        )
+
+    # auto / allow-*: eth0 leaves them (the bridge brings its port up), br0 is auto.
+    has_auto_bridge = False
+    for path, i, s in tree.stanzas():
+        if s.kind not in ("auto", "allow"):
+            continue
+        cls, names = s.classes
+        if cls == "auto" and p.bridge in names:
+            has_auto_bridge = True
+        if p.uplink in names:
+            rest = [n for n in names if n != p.uplink]
+            if rest:
+                models[path][i] = ifs.set_head(s, [s.head[0], *rest])
+            else:
+                models[path][i] = _GONE
+            notes.append(
+                f"{p.uplink} leaves its {s.head[0]} line ({_where(path, s)}): "
+                f"{p.bridge} brings its port up"
+            )
+    auto_line = ifs.Stanza((ifs.Line(f"auto {p.bridge}\n"),))
+
+    if br_inet is None:
+        new_bridge = ifs.iface_stanza(
+            p.bridge, "inet", "static" if p.address else "dhcp", _bridge_options(p, carried), indent
+        )
+        block = [_BLANK, auto_line, new_bridge, *moved]
+        if up_inet is not None:
+            path, i, _s = up_inet
+            models[path][i] = _terminated(models[path][i])
+            models[path][i + 1 : i + 1] = block
+        else:
+            manual = ifs.iface_stanza(p.uplink, "inet", "manual", (), indent)
+            main = models[tree.main]
+            if main and not main[-1].raw.endswith("\n"):
+                main[-1] = _terminated(main[-1])
+            main += [_BLANK, manual, *block]
+            notes.append(f"{p.uplink} had no inet stanza; it gets 'iface {p.uplink} inet manual'")
+    else:
+        path, i, s = br_inet
+        models[path][i] = _edit_bridge(s, p, indent)
+        extra = [] if has_auto_bridge else [auto_line]
+        if moved:
+            models[path][i] = _terminated(models[path][i])
+        models[path][i:i] = extra
+        models[path][i + len(extra) + 1 : i + len(extra) + 1] = moved
+
+    changed: dict[str, str] = {}
+    for path, stanzas in models.items():
+        text = "".join(s.raw for s in _drop_gone(stanzas))
+        original = tree.files[path].render()
+        if original.count("\r\n") * 2 > original.count("\n"):
+            text = re.sub(r"(?<!\r)\n", "\r\n", text)  # keep a CRLF file CRLF
+        if text != original:
+            changed[path] = text
+    return changed, notes
+
+
+_BLANK = ifs.Stanza((ifs.Line("\n"),))
+_GONE = ifs.Stanza(())  # a removed stanza, until _drop_gone
+
+
+def _drop_gone(stanzas: list[ifs.Stanza]) -> list[ifs.Stanza]:
+    """Remove deleted stanzas without leaving two blank lines (or one at the end) behind."""
+    out: list[ifs.Stanza] = []
+    after_gone = False
+    for s in stanzas:
+        if not s.lines:
+            after_gone = True
+            continue
+        if not (after_gone and s.kind == "blank" and out and out[-1].kind == "blank"):
+            out.append(s)
+        after_gone = False
+    if after_gone and out and out[-1].kind == "blank":
+        out.pop()
+    return out
+
+
+def _trim_blanks(stanza: ifs.Stanza) -> ifs.Stanza:
+    """Blank lines that separated removed options must not end the stanza."""
+    lines = list(stanza.lines)
+    while len(lines) > 1 and lines[-1].is_blank:
+        lines.pop()
+    return ifs.Stanza(tuple(lines), stanza.lineno)
+
+
+# -- planning: the kernel and libvirt (pure) ---------------------------------------------
+
+
+def check_links(links: dict[str, LinkFacts], p: Params, netns: str) -> bool:
+    """Refuse a missing or unsuitable uplink; True when the kernel is converted already."""
+    where = f"netns {netns}" if netns else "this host"
+    up = links.get(p.uplink)
+    if up is None:
+        raise InputError(
+            f"there is no link {p.uplink} in {where}; set uplink to the host's NIC (ip link)"
+        )
+    if up.kind not in UPLINK_KINDS:
+        raise InputError(
+            f"{p.uplink} is a {up.kind} device, not an uplink; set uplink to the host's NIC"
+        )
+    if up.master and up.master != p.bridge:
+        raise InputError(
+            f"{p.uplink} is already a port of {up.master}; free it or set bridge={up.master}"
+        )
+    br = links.get(p.bridge)
+    if br is not None:
+        if br.kind != "bridge":
+            raise InputError(f"{p.bridge} exists and is a {br.kind or 'NIC'}, not a bridge")
+        # Guests' taps (kind tun) on the bridge are expected once VMs use it.
+        others = [
+            link.name
+            for link in links.values()
+            if link.master == p.bridge and link.name != p.uplink and link.kind != "tun"
+        ]
+        if others:
+            raise InputError(
+                f"{p.bridge} already bridges {' '.join(sorted(others))}; choose another bridge"
+            )
+    return up.master == p.bridge and br is not None and br.up
+
+
+def network_xml(name: str, bridge: str, uuid: str = "") -> str:
+    uuid_line = f"  <uuid>{uuid}</uuid>\n" if uuid else ""
+    return (
+        f"<network>\n  <name>{name}</name>\n{uuid_line}  <forward mode='bridge'/>\n"
+        f"  <bridge name='{bridge}'/>\n</network>\n"
+    )
+
+
+def _canonical(xml: str) -> bytes:
+    root = etree.fromstring(xml.encode(), etree.XMLParser(remove_blank_text=True))
+    for uuid in root.findall("uuid"):
+        root.remove(uuid)
+    return bytes(etree.tostring(root, method="c14n"))
+
+
+def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Change]:
+    target = f"network:{name}"
+    if net is None:
+        return [
+            Change(target, "define", f"define {name} (forward mode bridge on {bridge})", None,
+                   network_xml(name, bridge)),
+            Change(target, "start", f"start {name}"),
+            Change(target, "autostart", f"autostart {name}"),
+        ]  # fmt: skip
+    changes: list[Change] = []
+    uuid = etree.fromstring(net.xml.encode()).findtext("uuid") or ""
+    wanted = network_xml(name, bridge, uuid)
+    if _canonical(net.xml) != _canonical(wanted):
+        summary = f"update {name}: forward mode bridge on {bridge}"
+        if net.active:
+            summary += " (restarted: guests on it stay on the bridge)"
+        changes.append(Change(target, "update", summary, net.xml, wanted))
+    elif not net.persistent:
+        changes.append(Change(target, "define", f"make {name} persistent", None, wanted))
+    if not net.active:
+        changes.append(Change(target, "start", f"start {name} (inactive)"))
+    if not net.autostart:
+        changes.append(Change(target, "autostart", f"autostart {name} (off)"))
+    return changes
+
+
+def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
+    """The whole plan from observed state (pure)."""
+    kernel_converted = check_links(observed.links, p, netns)
+    files, notes = plan_files(observed.tree, p)
+    changes = [
+        Change(
+            f"file:{path}",
+            "update",
+            f"{p.uplink} -> inet manual, {p.bridge} over {p.uplink} "
+            f"({'static ' + p.address if p.address else 'dhcp'})",
+            observed.tree.files[path].render(),
+            text,
+        )
+        for path, text in files.items()
+    ]
+    if files or not kernel_converted:
+        why = "the file changes" if files else f"the file is converted but {p.uplink} is not a "
+        why += "" if files else f"port of an up {p.bridge} yet"
+        changes.append(
+            Change(
+                f"service:networking{'@' + netns if netns else ''}",
+                "restart",
+                f"restart networking ({why}); confirm {p.bridge} works or revert",
+            )
+        )
+    changes += plan_network(observed.network, p.network_name, p.bridge)
+    return Plan(
+        RUNBOOK,
+        host,
+        tuple(changes),
+        tuple(notes),
+        data={
+            "params": p.__dict__,
+            "files": {path: observed.tree.files[path].render() for path in files},
+            "new_files": files,
+        },
+    )
+
+
+def plan(
+    *,
+    host: str,
+    libvirt_uri: str,
+    netns: str,
+    interfaces_file: str,
+    uplink: str = "eth0",
+    bridge: str = "br0",
+    address: str = "",
+    gateway: str = "",
+    network_name: str = RUNBOOK,
+) -> Plan:
+    """Observe the host and plan the conversion; refuses unsafe starting points."""
+    p = Params(libvirt_uri, netns, interfaces_file, uplink, bridge, address, gateway, network_name)
+    if netns and not netlink.netns_exists(netns):
+        raise InputError(f"network namespace {netns!r} does not exist; check `ip netns list`")
+    return make_plan(observe(p), p, host=host, netns=netns)
+
+
+# -- apply -------------------------------------------------------------------------------
+
+
+def restart_argv(template: str, netns: str, **fields: str) -> list[str]:
+    """The restart command as argv: ``sh -c`` of the filled template, in ``netns`` if set."""
+    names = {f for _t, f, _s, _c in string.Formatter().parse(template) if f is not None}
+    unknown = names - RESTART_FIELDS
+    if unknown or not template.strip():
+        raise InputError(
+            f"restart_command {template!r} is not usable; it needs a command and may only "
+            f"use the placeholders {{old}} {{new}} {{ifaces}}"
+        )
+    command = template.format(**{k: shlex.quote(v) for k, v in fields.items()})
+    argv = ["sh", "-c", command]
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
+def _run(argv: Sequence[str], timeout: float) -> tuple[int, str]:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=max(timeout, 1.0), check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") if isinstance(exc.stdout, bytes) else (exc.stdout or "").encode()
+        return 124, f"timed out after {timeout:.0f}s: {out.decode(errors='replace')[-300:]}"
+    except OSError as exc:
+        return 127, f"cannot run {argv[0]}: {exc.strerror}"
+    output = (done.stdout + done.stderr).strip()
+    return done.returncode, output[-600:]
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """What the restart changes, for comparing before and after a rollback."""
+
+    uplink_master: str
+    bridge_exists: bool
+    ipv4: dict[str, tuple[str, ...]]  # link -> sorted global IPv4 CIDRs
+    default_route: tuple[str, str]  # (gateway, device)
+
+    def describe(self) -> str:
+        addrs = "; ".join(f"{k} {' '.join(v) or '-'}" for k, v in sorted(self.ipv4.items()))
+        gw, dev = self.default_route
+        route = f"default via {gw} dev {dev}" if dev else "no default route"
+        master = f"port of {self.uplink_master}" if self.uplink_master else "no bridge"
+        return f"{addrs}; uplink {master}; {route}"
+
+
+def kernel_state(netns: str, uplink: str, bridge: str) -> KernelState:
+    links = {link.name: link for link in netlink.links(netns)}
+    names = {link.index: link.name for link in links.values()}
+    addrs: dict[str, list[str]] = {uplink: [], bridge: []}
+    for a in netlink.addresses(netns):
+        name = names.get(a.ifindex, "")
+        if name in addrs and a.family == "ipv4" and a.scope == "global":
+            addrs[name].append(f"{a.address}/{a.prefix}")
+    route = netlink.default_route(netns)
+    up = links.get(uplink)
+    return KernelState(
+        uplink_master=names.get(up.master, "") if up else "",
+        bridge_exists=bridge in links,
+        ipv4={k: tuple(sorted(v)) for k, v in addrs.items()},
+        default_route=(route.gateway, names.get(route.ifindex, "")) if route else ("", ""),
+    )
+
+
+def _ping(netns: str, address: str) -> bool:
+    argv = ["ping", "-c", "1", "-W", "1", "-n", "-q", address]
+    rc, _out = _run(["ip", "netns", "exec", netns, *argv] if netns else argv, 5)
+    return rc == 0
+
+
+def verify_bridge(p: Params, netns: str) -> list[Check]:
+    """The conversion as the kernel reports it, one Check per property."""
+    state = kernel_state(netns, p.uplink, p.bridge)
+    links = observe_links(netns)
+    br = links.get(p.bridge)
+    seen = "missing" if br is None else f"{br.kind or 'nic'} {'up' if br.up else 'down'}"
+    checks = [
+        Check(
+            f"{p.bridge} up",
+            "ok" if br and br.kind == "bridge" and br.up else "fail",
+            f"{p.bridge}: {seen}",
+            "see the restart step's output",
+        ),
+        Check(
+            f"{p.uplink} is its port",
+            "ok" if state.uplink_master == p.bridge else "fail",
+            f"{p.uplink} master: {state.uplink_master or 'none'}",
+        ),
+    ]
+    got = state.ipv4.get(p.bridge, ())
+    ok = p.address in got if p.address else bool(got)
+    checks.append(
+        Check(
+            f"{p.bridge} has an address",
+            "ok" if ok else "fail",
+            " ".join(got) or "no IPv4 address",
+            "is the host's MAC registered for DHCP (NetReg)?" if not p.address else "",
+        )
+    )
+    leftover = state.ipv4.get(p.uplink, ())
+    checks.append(
+        Check(
+            f"{p.uplink} has no address",
+            "fail" if leftover else "ok",
+            " ".join(leftover) or "none",
+            "an old DHCP client still runs on the port; let the restart take it down "
+            "with the old file ({old})"
+            if leftover
+            else "",
+        )
+    )
+    gw, dev = state.default_route
+    route_ok = dev == p.bridge and (not p.gateway or gw == p.gateway)
+    checks.append(
+        Check(
+            "default route",
+            "ok" if route_ok else "fail",
+            f"via {gw} dev {dev}" if dev else "none",
+        )
+    )
+    answered = bool(gw) and route_ok and _ping(netns, gw)
+    checks.append(
+        Check("gateway answers", "ok" if answered else "fail", f"ping {gw or '-'}: "
+              + ("reply" if answered else "no reply"))
+    )  # fmt: skip
+    return checks
+
+
+def _poll(probe: Any, deadline: float) -> Any:
+    """Call ``probe`` until it returns a passing value or the monotonic deadline passes."""
+    while True:
+        value, ok = probe()
+        if ok or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.5)
+
+
+def apply(
+    plan: Plan,
+    *,
+    restart_command: str = DEFAULT_RESTART,
+    deadline: float = 60.0,
+    backup_dir: str = "",
+) -> Result:
+    """Make the plan's changes: files with confirm-or-revert, then the libvirt network.
+
+    ``restart_command`` is run with ``sh -c`` (inside ``netns`` when set) and may use
+    ``{old}`` (a single file holding the configuration being left: ifdown must read
+    that one, or it leaves the old DHCP client behind), ``{new}`` (the interfaces
+    file) and ``{ifaces}`` (the uplink and the bridge). ``deadline`` is the number of
+    seconds from the restart until the bridge must work.
+    """
+    if deadline <= 0 or deadline > 3600:
+        raise InputError(f"deadline {deadline} is out of range; give seconds between 1 and 3600")
+    p = Params(**plan.data["params"])
+    netns = p.netns
+    restart_argv(restart_command, netns, old="x", new="x", ifaces="x")  # InputError early
+    if os.geteuid() != 0:
+        raise HostError(
+            f"apply must run as root: it writes {p.interfaces_file} and restarts networking; "
+            "run it with sudo (plan works without)"
+        )
+    result = Result(RUNBOOK, plan.host, "unchanged")
+    with result.step("observe") as detail:
+        observed = observe(p)
+        fresh = make_plan(observed, p, host=plan.host, netns=netns)
+        detail.append(f"{len(fresh.changes)} change(s) needed now")
+    wanted: dict[str, str] = plan.data.get("new_files", {})
+    now: dict[str, str] = fresh.data["new_files"]
+    for path, text in now.items():
+        if wanted.get(path) != text:
+            raise ApplyError(
+                f"{path} changed since the plan was made; plan again and review the new diff"
+            )
+    result.data["diff"] = "".join(c.diff for c in fresh.changes if c.target.startswith("file:"))
+    restart = any(c.action == "restart" for c in fresh.changes)
+    if restart:
+        ok = _confirm_or_revert(result, fresh, observed, p, restart_command, deadline, backup_dir)
+        if not ok:
+            return result
+    net_changes = [c for c in fresh.changes if c.target.startswith("network:")]
+    if net_changes:
+        with result.step(f"libvirt network {p.network_name}") as detail:
+            _apply_network(p, net_changes, detail)
+        result.changes += net_changes
+    if result.changes:
+        result.status = "changed"
+        result.summary = "; ".join(c.summary for c in result.changes)
+    else:
+        result.summary = "nothing to do: the bridge and the network are as planned"
+        with result.step("verify") as detail:
+            result.checks = verify_bridge(p, netns)
+            detail.append(", ".join(f"{c.name}: {c.status}" for c in result.checks))
+    return result
+
+
+def _confirm_or_revert(
+    result: Result,
+    fresh: Plan,
+    observed: Observed,
+    p: Params,
+    restart_command: str,
+    deadline: float,
+    backup_dir: str,
+) -> bool:
+    """Write, validate, restart, verify; on failure restore and restart. True when kept."""
+    netns = p.netns
+    new_files: dict[str, str] = fresh.data["new_files"]
+    before = kernel_state(netns, p.uplink, p.bridge)
+    result.data["kernel_before"] = before.describe()
+    work = tempfile.mkdtemp(prefix="opsbook-forward-bridge-")
+    old_flat = os.path.join(work, "interfaces.old")
+    new_flat = os.path.join(work, "interfaces.new")
+    ifaces = f"{p.uplink} {p.bridge}"
+    backups: dict[str, str] = {}
+    try:
+        with open(old_flat, "w", encoding="utf-8") as f:
+            f.write(ifs.flatten(observed.tree))
+        with result.step("back up") as detail:
+            for path in new_files:
+                backups[path] = ifs.backup(path, backup_dir)
+                detail.append(f"{path} -> {backups[path]}")
+        result.data["backups"] = backups
+        with result.step("write") as detail:
+            for path, text in new_files.items():
+                ifs.write_atomic(path, text)
+                detail.append(path)
+        new_tree = ifs.load_tree(p.interfaces_file)
+        with open(new_flat, "w", encoding="utf-8") as f:
+            f.write(ifs.flatten(new_tree))
+        file_changes = [c for c in fresh.changes if c.target.startswith("file:")]
+
+        with result.step("validate (ifup --no-act)") as detail:
+            state = os.path.join(work, "state")
+            os.mkdir(state)
+            argv = ["ifup", "--no-act", "-i", p.interfaces_file, "--state-dir", state, p.bridge]
+            rc, out = _run(argv, 30)
+            detail.append(f"rc {rc}")
+            if rc != 0:
+                detail.append(out)
+        if rc != 0:
+            with result.step("restore backup") as detail:
+                for path, copy in backups.items():
+                    ifs.write_atomic(path, _read(copy))
+                    detail.append(f"{copy} -> {path}")
+            result.status = "failed"
+            result.summary = f"ifup --no-act rejected the new file; the old one is back: {out}"
+            return False
+
+        t0 = time.monotonic()
+        with result.step("restart networking") as detail:
+            argv = restart_argv(restart_command, netns, old=old_flat, new=p.interfaces_file,
+                                ifaces=ifaces)  # fmt: skip
+            rc, out = _run(argv, deadline)
+            detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
+        restart_failed = rc != 0
+        with result.step("verify") as detail:
+            checks = _poll(
+                lambda: (c := verify_bridge(p, netns), all(x.ok for x in c)), t0 + deadline
+            )
+            detail.append(", ".join(f"{c.name}: {c.status}" for c in checks))
+        result.checks = list(checks)
+        failed = [c for c in checks if not c.ok]
+        if restart_failed:
+            failed.insert(0, Check("restart command", "fail", f"exit code {rc}: {out[-200:]}"))
+            result.checks.insert(0, failed[0])
+        if not failed:
+            result.changes += [*file_changes, *(c for c in fresh.changes if c.action == "restart")]
+            result.data["kernel_after"] = kernel_state(netns, p.uplink, p.bridge).describe()
+            return True
+
+        # -- revert ---------------------------------------------------------------------
+        what = "; ".join(f"{c.name}: {c.seen}" for c in failed)
+        with result.step("restore backup") as detail:
+            for path, copy in backups.items():
+                ifs.write_atomic(path, _read(copy))
+                detail.append(f"{copy} -> {path}")
+        t1 = time.monotonic()
+        with result.step("restart networking (rollback)") as detail:
+            argv = restart_argv(restart_command, netns, old=new_flat, new=p.interfaces_file,
+                                ifaces=ifaces)  # fmt: skip
+            rc, out = _run(argv, deadline)
+            detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
+        with result.step("verify previous state") as detail:
+            after = _poll(
+                lambda: (s := kernel_state(netns, p.uplink, p.bridge), s == before), t1 + deadline
+            )
+            detail.append(after.describe())
+        result.data["kernel_after"] = after.describe()
+        back = after == before
+        result.checks.append(
+            Check(
+                "previous state back",
+                "ok" if back else "fail",
+                after.describe(),
+                "" if back else f"expected: {before.describe()}; fix by hand from the console",
+            )
+        )
+        result.status = "rolled back" if back else "failed"
+        result.summary = (
+            f"verification failed ({what}); "
+            + ("restored the previous file and state" if back else "restored the file, but the "
+               "previous state did not come back")
+        )  # fmt: skip
+        return False
+    except OpsError:
+        if result.status == "unchanged":
+            result.status = "failed"
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
+    with virt.connect(p.libvirt_uri) as conn:
+        for change in changes:
+            if change.action in ("define", "update"):
+                assert change.after is not None
+                virt.define_network(conn, change.after)
+                if change.action == "update" and virt.get_network(conn, p.network_name).active:
+                    virt.restart_network(conn, p.network_name)
+            elif change.action == "start":
+                virt.start_network(conn, p.network_name)
+            elif change.action == "autostart":
+                virt.set_network_autostart(conn, p.network_name, True)
+            detail.append(change.summary)
+        net = virt.get_network(conn, p.network_name)
+        if not (net.active and net.autostart and net.forward_mode == "bridge"):
+            raise ApplyError(
+                f"{p.network_name} is not active+autostarted in bridge mode after the changes"
+            )
+        detail.append(f"{p.network_name}: active, autostart, bridge {net.bridge}")
