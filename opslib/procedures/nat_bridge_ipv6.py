@@ -1,0 +1,741 @@
+"""nat-bridge-ipv6: give the NAT network the routed /64 of the tunnel broker.
+
+The wiki's "nat-bridge setup": add ``<ip family='ipv6' address='PREFIX::1'
+prefix='64'/>`` to the NAT network's XML, so that libvirt's dnsmasq sends router
+advertisements and the guests take SLAAC addresses from the prefix. A network
+restart leaves running guests' taps detached from the bridge, so apply puts every
+one back (netlink), then waits until each guest's EUI-64 address answers ping6.
+
+Renaming the stock ``default`` network to ``nat-bridge`` (``rename_from``) is part
+of the plan only when asked. libvirt cannot rename a network, so the rename is:
+define the new name with the same config (new UUID), move autostart, stop and
+undefine the old one, start the new one on the same bridge, and point every guest
+interface at the new name, in the persistent config (else the guest would not start
+again) and, for running guests, live (libvirt reconnects the tap). Running guests
+are cut off for the moment between stop and reattach, as in any restart.
+
+Pure parts (``validate_prefix``, ``with_ipv6``, ``renamed``, ``compute_plan``) take
+text and observed state; ``observe`` and ``apply`` talk to libvirt and netlink.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import libvirt
+from lxml import etree
+
+from opslib import netlink, virt
+from opslib.changes import Change, Check, Plan, Result
+from opslib.errors import ApplyError, InputError, LibvirtError, OpsError, UnknownName
+from opslib.slaac import eui64_address
+
+RUNBOOK = "nat-bridge-ipv6"
+ULA = ipaddress.IPv6Network("fc00::/7")
+
+
+# -- pure: input, XML --------------------------------------------------------------
+
+
+def validate_prefix(prefix: str, *, allow_ula: bool = False) -> ipaddress.IPv6Network:
+    """The routed /64 as a network; InputError (one line) for anything else."""
+    text = str(prefix).strip()
+    try:
+        net = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise InputError(
+            f"prefix {text!r} is not an IPv6 prefix; write the routed /64, e.g. 2001:db8:2::/64"
+        ) from None
+    if "/" not in text or net.prefixlen != 64:
+        raise InputError(
+            f"prefix {text!r} is not a /64; SLAAC needs exactly a /64 (use one /64 of a "
+            "larger delegation)"
+        )
+    if ipaddress.IPv6Interface(text).ip != net.network_address:
+        raise InputError(f"prefix {text!r} has host bits set; the /64 is {net}")
+    if net.is_link_local:
+        raise InputError(f"prefix {text} is link-local; use the routed /64 of the tunnel broker")
+    if net.is_multicast:
+        raise InputError(f"prefix {text} is multicast; use the routed /64 of the tunnel broker")
+    if net.subnet_of(ULA) and not allow_ula:
+        raise InputError(
+            f"prefix {text} is unique-local (fc00::/7), not reachable from the internet; "
+            "set allow_ula to use it anyway"
+        )
+    if net.is_loopback or net.is_unspecified or net.network_address.ipv4_mapped:
+        raise InputError(f"prefix {text} is not a routable unicast /64")
+    return net
+
+
+def gateway(net: ipaddress.IPv6Network) -> str:
+    """The bridge's address in the prefix: PREFIX::1, as the wiki has it."""
+    return str(net.network_address + 1)
+
+
+def _parse(xml: str) -> etree._Element:
+    parser = etree.XMLParser(remove_blank_text=False)
+    return etree.fromstring(xml.encode(), parser)
+
+
+def canonical(xml: str) -> str:
+    """The XML as lxml writes it: both sides of a diff go through this."""
+    return etree.tostring(_parse(xml), encoding="unicode") + "\n"
+
+
+def _ipv6_elements(root: etree._Element) -> list[etree._Element]:
+    return [ip for ip in root.iterfind("ip") if ip.get("family") == "ipv6"]
+
+
+def has_ipv6(xml: str, net: ipaddress.IPv6Network) -> bool:
+    """True when the network XML carries PREFIX::1/64 for ``net``."""
+    for ip in _ipv6_elements(_parse(xml)):
+        address, prefix = ip.get("address", ""), ip.get("prefix", "64")
+        try:
+            if ipaddress.IPv6Address(address) == ipaddress.IPv6Address(gateway(net)):
+                return prefix == "64"
+        except ValueError:
+            continue
+    return False
+
+
+def with_ipv6(xml: str, net: ipaddress.IPv6Network) -> str:
+    """The network XML with its IPv6 ``<ip>`` set to PREFIX::1/64; the input when it is."""
+    if has_ipv6(xml, net):
+        return canonical(xml)
+    root = _parse(xml)
+    existing = _ipv6_elements(root)
+    if existing:
+        # Correct the first IPv6 <ip> in place, keeping its children (e.g. <dhcp>).
+        ip = existing[0]
+        ip.set("address", gateway(net))
+        ip.set("prefix", "64")
+        if "netmask" in ip.attrib:
+            del ip.attrib["netmask"]
+    else:
+        ip = etree.Element("ip", {"family": "ipv6", "address": gateway(net), "prefix": "64"})
+        ips = root.findall("ip")
+        if ips:
+            last = ips[-1]
+            previous = last.getprevious()
+            indent = (previous.tail if previous is not None else root.text) or "\n  "
+            last.addnext(ip)
+            ip.tail, last.tail = last.tail, indent
+        else:
+            children = list(root)
+            indent = root.text or "\n  "
+            if children:
+                children[-1].addnext(ip)
+                ip.tail, children[-1].tail = children[-1].tail, indent
+            else:
+                root.text, ip.tail = indent, "\n"
+                root.append(ip)
+    return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def renamed(xml: str, name: str) -> str:
+    """The same network config under another name, without its UUID (libvirt makes one)."""
+    root = _parse(xml)
+    name_el = root.find("name")
+    if name_el is None:
+        raise InputError("the network XML has no <name>")
+    name_el.text = name
+    for uuid in root.findall("uuid"):
+        previous = uuid.getprevious()
+        if previous is not None:
+            previous.tail = uuid.tail
+        root.remove(uuid)
+    return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def retarget_interfaces(domain_xml: str, old: str, new: str) -> str:
+    """A domain XML with every ``<interface type='network'>`` on ``old`` moved to ``new``."""
+    root = _parse(domain_xml)
+    for source in root.iterfind("devices/interface[@type='network']/source"):
+        if source.get("network") == old:
+            source.set("network", new)
+    return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def interface_xml(domain_xml: str, mac: str) -> str | None:
+    """The ``<interface>`` element of ``mac`` alone (for updateDeviceFlags)."""
+    root = _parse(domain_xml)
+    for iface in root.iterfind("devices/interface"):
+        mac_el = iface.find("mac")
+        if mac_el is not None and mac_el.get("address", "").lower() == mac.lower():
+            iface.tail = None
+            return etree.tostring(iface, encoding="unicode")
+    return None
+
+
+# -- observed state -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestTap:
+    """A running guest's NIC on the network and where its tap is now."""
+
+    domain: str
+    mac: str
+    tap: str
+    master: str  # bridge the tap is a port of now ("" = detached)
+
+
+@dataclass(frozen=True)
+class NetState:
+    name: str
+    xml: str  # persistent config
+    live_xml: str  # running config ("" when inactive)
+    active: bool
+    autostart: bool
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    target: NetState | None  # the network called ``network``
+    source: NetState | None  # the network called ``rename_from`` (None when not asked)
+    taps: tuple[GuestTap, ...]  # running guests' NICs on either
+    users: tuple[tuple[str, str], ...]  # (domain, persistent XML) of every domain using source
+
+
+def _net_state(conn: libvirt.virConnect, name: str) -> NetState | None:
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise LibvirtError(f"cannot look up network {name}: {exc.get_error_message()}") from exc
+    with virt.translated(f"cannot read network {name}"):
+        active = bool(net.isActive())
+        live = net.XMLDesc(0)
+        try:
+            config = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+        except libvirt.libvirtError:
+            config = live  # drivers without separate configs (test:///)
+        return NetState(
+            name=name,
+            xml=config,
+            live_xml=live if active else "",
+            active=active,
+            autostart=bool(net.autostart()),
+            bridge=virt.parse_network(live).bridge,
+        )
+
+
+def _inactive_domain_xml(dom: libvirt.virDomain) -> str:
+    with virt.translated(f"cannot read domain {dom.name()}"):
+        try:
+            return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError:
+            return str(dom.XMLDesc(0))
+
+
+def observe(conn: libvirt.virConnect, netns: str, network: str, rename_from: str = "") -> Observed:
+    target = _net_state(conn, network)
+    source = _net_state(conn, rename_from) if rename_from else None
+    names = {network, rename_from} - {""}
+    link_names = {link.index: link.name for link in netlink.links(netns)}
+    masters = {link.name: link_names.get(link.master, "") for link in netlink.links(netns)}
+    taps = []
+    users = []
+    with virt.translated("cannot list domains"):
+        doms = conn.listAllDomains()
+    for dom in sorted(doms, key=lambda d: d.name()):
+        domain = virt.get_domain(conn, dom.name())
+        for iface in domain.interfaces:
+            if iface.type == "network" and iface.source in names and domain.running:
+                taps.append(
+                    GuestTap(domain.name, iface.mac, iface.target, masters.get(iface.target, ""))
+                )
+        if rename_from and any(
+            i.type == "network" and i.source == rename_from for i in domain.interfaces
+        ):
+            users.append((domain.name, _inactive_domain_xml(dom)))
+    return Observed(target, source, tuple(taps), tuple(users))
+
+
+# -- pure: the plan -----------------------------------------------------------------------
+
+
+def compute_plan(
+    observed: Observed,
+    *,
+    host: str,
+    network: str,
+    prefix: ipaddress.IPv6Network,
+    rename_from: str = "",
+    known_networks: Iterable[str] = (),
+) -> Plan:
+    """What apply would change, from observed state only."""
+    target, source = observed.target, observed.source
+    notes: list[str] = []
+    changes: list[Change] = []
+    renaming = False
+    if rename_from and rename_from != network:
+        if target is not None and source is not None:
+            raise InputError(
+                f"both {rename_from} and {network} exist; undefine one of them or leave "
+                "rename_from empty"
+            )
+        if target is None and source is None:
+            raise UnknownName("network", rename_from, known_networks)
+        renaming = source is not None
+        if not renaming:
+            notes.append(f"{rename_from} is already renamed to {network}")
+    elif target is None:
+        raise UnknownName("network", network, known_networks)
+
+    base = source if renaming else target
+    assert base is not None
+    new_xml = with_ipv6(base.xml, prefix)
+    bridge = base.bridge
+    running_taps = [t for t in observed.taps if t.tap]
+    cut = ", ".join(sorted({t.domain for t in running_taps})) or "none"
+    if renaming:
+        assert source is not None
+        new_xml = renamed(new_xml, network)
+        changes.append(
+            Change(
+                f"network:{network}",
+                "define",
+                f"define {network} as {rename_from}'s config with {gateway(prefix)}/64",
+                None,
+                new_xml,
+            )
+        )
+        if source.autostart:
+            changes.append(
+                Change(f"network:{network}", "autostart", f"autostart {network}", "off", "on")
+            )
+        changes.append(
+            Change(
+                f"network:{rename_from}",
+                "undefine",
+                f"stop and undefine {rename_from} (its bridge {bridge} moves to {network})",
+                canonical(source.xml),
+                None,
+            )
+        )
+        for domain, xml in observed.users:
+            changes.append(
+                Change(
+                    f"domain:{domain}",
+                    "update",
+                    f"{domain}: interfaces on {rename_from} move to {network}",
+                    canonical(xml),
+                    retarget_interfaces(xml, rename_from, network),
+                )
+            )
+        changes.append(
+            Change(
+                f"network:{network}",
+                "start",
+                f"start {network} on {bridge}; reattach the taps of running guests ({cut})",
+            )
+        )
+        notes.append(
+            f"running guests ({cut}) lose their network between stopping {rename_from} and "
+            f"reattaching their taps to {bridge}; libvirt keeps {network}'s bridge name"
+        )
+    else:
+        assert target is not None
+        before = canonical(target.xml)
+        if new_xml != before:
+            changes.append(
+                Change(
+                    f"network:{network}",
+                    "update",
+                    f"set {network}'s IPv6 to {gateway(prefix)}/64",
+                    before,
+                    new_xml,
+                )
+            )
+        if target.active and (new_xml != before or not has_ipv6(target.live_xml, prefix)):
+            changes.append(
+                Change(
+                    f"network:{network}",
+                    "restart",
+                    f"restart {network}; reattach the taps of running guests ({cut})",
+                )
+            )
+            notes.append(
+                f"running guests ({cut}) are cut off from the stop of {network} until their "
+                "taps are back on the bridge"
+            )
+        elif target.active:
+            for tap in running_taps:
+                if tap.master != bridge:
+                    changes.append(
+                        Change(
+                            f"link:{tap.tap}",
+                            "attach",
+                            f"reattach {tap.domain}'s tap {tap.tap} to {bridge}",
+                            tap.master or "(detached)",
+                            bridge,
+                        )
+                    )
+        else:
+            notes.append(f"{network} is not running: the prefix takes effect when it starts")
+    return Plan(
+        runbook=RUNBOOK,
+        host=host,
+        changes=tuple(changes),
+        notes=tuple(notes),
+        data={
+            "network": network,
+            "rename_from": rename_from if renaming else "",
+            "prefix": str(prefix),
+            "bridge": bridge,
+            "xml": new_xml,
+            "guests": [asdict(t) for t in running_taps],
+        },
+    )
+
+
+# -- side effects ---------------------------------------------------------------------------
+
+
+def ping6(netns: str, address: str, *, size: int = 56, wait: float = 1.0) -> bool:
+    """One echo request from ``netns`` to ``address``; True when answered (never fragments)."""
+    cmd = ["ping", "-6", "-n", "-q", "-c1", "-W", str(max(1, round(wait))), "-s", str(size)]
+    cmd += ["-M", "do", address]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=wait + 5, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def plan(
+    *,
+    host: str,
+    libvirt_uri: str,
+    netns: str,
+    prefix: str,
+    network: str = "nat-bridge",
+    rename_from: str = "",
+    allow_ula: bool = False,
+) -> Plan:
+    net = validate_prefix(prefix, allow_ula=allow_ula)
+    with virt.connect(libvirt_uri) as conn:
+        observed = observe(conn, netns, network, rename_from)
+        known = [n.name for n in virt.list_networks(conn)]
+    return compute_plan(
+        observed,
+        host=host,
+        network=network,
+        prefix=net,
+        rename_from=rename_from,
+        known_networks=known,
+    )
+
+
+@dataclass
+class _Cut:
+    domain: str
+    tap: str
+    mac: str
+    address: str
+    detached_at: float
+    reattached_at: float | None = None
+    answered_at: float | None = None
+
+
+def _reattach(netns: str, bridge: str, cuts: list[_Cut]) -> list[str]:
+    """Put every tap back on the bridge (and up); names of taps that could not be."""
+    failed = []
+    for cut in cuts:
+        link = netlink.link_by_name(netns, cut.tap)
+        bridge_link = netlink.link_by_name(netns, bridge)
+        if link is None or bridge_link is None:
+            failed.append(cut.tap)
+            continue
+        if link.master != bridge_link.index:
+            netlink.set_master(netns, cut.tap, bridge)
+        if not link.up:
+            netlink.set_link(netns, cut.tap, up=True)
+        cut.reattached_at = time.monotonic()
+    return failed
+
+
+def _wait_for_guests(netns: str, cuts: list[_Cut], timeout: float) -> None:
+    """Ping each guest's SLAAC address until it answers or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = [c for c in cuts if c.answered_at is None]
+        if not pending:
+            return
+        for cut in pending:
+            if ping6(netns, cut.address):
+                cut.answered_at = time.monotonic()
+
+
+def _restart(conn: libvirt.virConnect, name: str, xml: str | None) -> None:
+    with virt.translated(f"cannot restart network {name}"):
+        if xml is not None:
+            conn.networkDefineXML(xml)  # validated before anyone is cut off
+        net = conn.networkLookupByName(name)
+        if net.isActive():
+            net.destroy()
+        if xml is not None:
+            # Again while stopped: some drivers (test:///) drop a config defined while running.
+            conn.networkDefineXML(xml)
+        net.create()
+
+
+def apply(
+    plan: Plan,  # shown to the operator; apply re-plans from what is there now
+    *,
+    host: str,
+    libvirt_uri: str,
+    netns: str,
+    prefix: str,
+    network: str = "nat-bridge",
+    rename_from: str = "",
+    allow_ula: bool = False,
+    timeout: float = 90.0,
+) -> Result:
+    """Make the plan's changes (re-planned from what is there now) and verify the guests."""
+    net = validate_prefix(prefix, allow_ula=allow_ula)
+    with virt.connect(libvirt_uri) as conn:
+        return apply_on(
+            conn,
+            host=host,
+            netns=netns,
+            net=net,
+            network=network,
+            rename_from=rename_from,
+            timeout=timeout,
+        )
+
+
+def apply_on(
+    conn: libvirt.virConnect,
+    *,
+    host: str,
+    netns: str,
+    net: ipaddress.IPv6Network,
+    network: str,
+    rename_from: str = "",
+    timeout: float = 90.0,
+) -> Result:
+    """apply on an open connection (the tests keep one to the test driver)."""
+    result = Result(RUNBOOK, host, "unchanged")
+    observed = observe(conn, netns, network, rename_from)
+    fresh = compute_plan(
+        observed,
+        host=host,
+        network=network,
+        prefix=net,
+        rename_from=rename_from,
+        known_networks=[n.name for n in virt.list_networks(conn)],
+    )
+    bridge = str(fresh.data["bridge"])
+    cuts = [
+        _Cut(t.domain, t.tap, t.mac, eui64_address(net, t.mac), 0.0) for t in observed.taps if t.tap
+    ]
+    actions = {c.action for c in fresh.changes}
+    try:
+        if fresh.data["rename_from"]:
+            with result.step(f"rename {rename_from} to {network}") as detail:
+                _rename(conn, netns, observed, fresh, cuts, detail)
+        elif "update" in actions or "restart" in actions:
+            old_xml = observed.target.xml if observed.target else None
+            with result.step(f"redefine and restart {network}") as detail:
+                new_xml = fresh.data["xml"] if "update" in actions else None
+                if "restart" in actions:
+                    for cut in cuts:
+                        cut.detached_at = time.monotonic()
+                    try:
+                        _restart(conn, network, new_xml)
+                    except OpsError:
+                        _rollback(conn, network, old_xml, netns, bridge, cuts, result)
+                        raise
+                else:
+                    with virt.translated(f"cannot define network {network}"):
+                        conn.networkDefineXML(new_xml)
+                detail.append("defined" if new_xml else "config already right")
+        if "restart" in actions or "start" in actions or "attach" in actions:
+            with result.step(f"reattach guest taps to {bridge}") as detail:
+                now = time.monotonic()
+                for cut in cuts:
+                    cut.detached_at = cut.detached_at or now
+                lost = _reattach(netns, bridge, cuts)
+                detail.append(f"{len(cuts) - len(lost)} of {len(cuts)} taps on {bridge}")
+    except _RolledBack as exc:
+        result.status = "rolled back"
+        result.summary = str(exc)
+        return result
+    if fresh.changes:
+        result.status = "changed"
+        result.changes = list(fresh.changes)
+    with result.step("wait for each guest's SLAAC address") as detail:
+        _wait_for_guests(netns, cuts, timeout)
+        detail.append(f"{sum(c.answered_at is not None for c in cuts)} of {len(cuts)} answer")
+    result.checks = verify(netns, bridge, net, cuts, network=network, conn=conn)
+    result.tables["guests"] = [
+        {
+            "guest": c.domain,
+            "tap": c.tap,
+            "slaac": c.address,
+            "on bridge": c.reattached_at is not None or not fresh.changes,
+            "answers": c.answered_at is not None,
+            "cut off s": (
+                round(c.answered_at - c.detached_at, 1)
+                if c.answered_at is not None and c.detached_at
+                else None
+            ),
+        }
+        for c in cuts
+    ]
+    result.data["cut_off"] = [row for row in result.tables["guests"] if row["cut off s"]]
+    lost = [c.domain for c in cuts if c.answered_at is None]
+    if lost:
+        result.status = "failed"
+        result.summary = (
+            f"{network} has {gateway(net)}/64, but these guests did not come back: "
+            f"{', '.join(lost)}"
+        )
+    elif result.status == "changed":
+        briefly = ", ".join(f"{c.domain} {s}s" for c, s in _cut_rows(cuts)) or "no guest"
+        result.summary = f"{network} has {gateway(net)}/64; cut off briefly: {briefly}"
+    else:
+        result.summary = f"{network} already has {gateway(net)}/64; every guest answers"
+    return result
+
+
+def _cut_rows(cuts: list[_Cut]) -> list[tuple[_Cut, float]]:
+    return [
+        (c, round(c.answered_at - c.detached_at, 1))
+        for c in cuts
+        if c.answered_at is not None and c.detached_at
+    ]
+
+
+class _RolledBack(ApplyError):
+    pass
+
+
+def _rollback(
+    conn: libvirt.virConnect,
+    network: str,
+    old_xml: str | None,
+    netns: str,
+    bridge: str,
+    cuts: list[_Cut],
+    result: Result,
+) -> None:
+    """The new config did not start: the old one back, running, guests reattached."""
+    with result.step(f"roll back {network}") as detail:
+        _restart(conn, network, old_xml)
+        _reattach(netns, bridge, cuts)
+        detail.append("old config running again")
+    raise _RolledBack(f"{network} did not start with the new config; the old one is back")
+
+
+def _rename(
+    conn: libvirt.virConnect,
+    netns: str,
+    observed: Observed,
+    fresh: Plan,
+    cuts: list[_Cut],
+    detail: list[str],
+) -> None:
+    source = observed.source
+    assert source is not None
+    network, old = str(fresh.data["network"]), source.name
+    with virt.translated(f"cannot define network {network}"):
+        new_net = conn.networkDefineXML(fresh.data["xml"])
+    old_net = conn.networkLookupByName(old)
+    try:
+        with virt.translated(f"cannot stop network {old}"):
+            if old_net.isActive():
+                for cut in cuts:
+                    cut.detached_at = time.monotonic()
+                old_net.destroy()
+        with virt.translated(f"cannot start network {network}"):
+            new_net.create()
+    except OpsError:
+        # Back to the old network, running, with the taps on its bridge.
+        with virt.translated(f"cannot roll back to {old}"):
+            new_net.undefine()
+            if not old_net.isActive():
+                old_net.create()
+        _reattach(netns, source.bridge, cuts)
+        raise _RolledBack(f"{network} did not start; {old} is running again") from None
+    with virt.translated(f"cannot move autostart to {network}"):
+        new_net.setAutostart(1 if source.autostart else 0)
+        old_net.setAutostart(0)
+        old_net.undefine()
+    detail.append(f"{network} defined and running, {old} undefined")
+    for domain, xml in observed.users:
+        with virt.translated(f"cannot update {domain}'s interfaces"):
+            dom = conn.lookupByName(domain)
+            if dom.isPersistent():
+                conn.defineXML(retarget_interfaces(xml, old, network))
+            if dom.isActive():
+                _move_live_interfaces(dom, old, network, detail)
+
+
+def _move_live_interfaces(dom: libvirt.virDomain, old: str, new: str, detail: list[str]) -> None:
+    live = dom.XMLDesc(0)
+    for iface in virt.parse_interfaces(live):
+        if iface.type != "network" or iface.source != old:
+            continue
+        element = interface_xml(retarget_interfaces(live, old, new), iface.mac)
+        try:
+            dom.updateDeviceFlags(element, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            # The tap is reattached by netlink anyway; only libvirt's live record keeps
+            # the old name until the guest restarts (its persistent config is updated).
+            detail.append(f"{dom.name()} {iface.mac}: live source kept ({exc.get_error_message()})")
+
+
+def verify(
+    netns: str,
+    bridge: str,
+    net: ipaddress.IPv6Network,
+    cuts: Iterable[_Cut],
+    *,
+    network: str,
+    conn: libvirt.virConnect,
+) -> list[Check]:
+    checks = []
+    state = _net_state(conn, network)
+    live = state.live_xml if state else ""
+    checks.append(
+        Check(
+            f"{network} carries {gateway(net)}/64",
+            "ok" if live and has_ipv6(live, net) else "fail",
+            "running with the prefix" if live and has_ipv6(live, net) else "not running with it",
+            "" if live and has_ipv6(live, net) else f"apply nat-bridge-ipv6 to {network}",
+        )
+    )
+    bridge_link = netlink.link_by_name(netns, bridge)
+    for cut in cuts:
+        link = netlink.link_by_name(netns, cut.tap)
+        on = link is not None and bridge_link is not None and link.master == bridge_link.index
+        checks.append(
+            Check(
+                f"{cut.domain}: tap {cut.tap} on {bridge}",
+                "ok" if on else "fail",
+                "attached" if on else "detached",
+                "" if on else f"ip link set {cut.tap} master {bridge}",
+            )
+        )
+        answered = cut.answered_at is not None
+        checks.append(
+            Check(
+                f"{cut.domain}: SLAAC {cut.address} answers ping6",
+                "ok" if answered else "fail",
+                "answers" if answered else "no answer",
+                "" if answered else f"check the guest's console: does it accept RAs on {bridge}?",
+            )
+        )
+    return checks

@@ -1,0 +1,272 @@
+"""nat-bridge-ipv6 without root: prefix validation, the XML edit, the plan, the rename.
+
+libvirt logic runs against the ``test:///`` driver with a node of our own (a running
+NAT network ``default`` with a running and a shut-off guest on it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+from opslib import virt
+from opslib.errors import InputError, UnknownName
+from opslib.procedures import nat_bridge_ipv6 as nb
+
+PREFIX = "2001:db8:2::/64"
+NET = ipaddress.IPv6Network(PREFIX)
+
+STOCK = """<network>
+  <name>default</name>
+  <uuid>dd8fe884-6c02-601e-7551-cca97df1c5df</uuid>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <mac address='52:54:00:0b:ff:01'/>
+  <ip address='198.51.100.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='198.51.100.100' end='198.51.100.199'/>
+    </dhcp>
+  </ip>
+</network>
+"""
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("2001:db8::/48", "not a /64"),
+        ("2001:db8:2::", "not a /64"),
+        ("fe80::/64", "link-local"),
+        ("2001:db8::1/64", "host bits"),
+        ("ff02::/64", "multicast"),
+        ("fd00:1::/64", "unique-local"),
+        ("not-a-prefix", "not an IPv6 prefix"),
+        ("198.51.100.0/24", "not an IPv6 prefix"),
+        ("", "not an IPv6 prefix"),
+    ],
+)
+def test_bad_prefix_is_one_clear_line(prefix: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as exc:
+        nb.validate_prefix(prefix)
+    assert "\n" not in str(exc.value)
+
+
+def test_ula_prefix_is_accepted_only_when_allowed() -> None:
+    assert str(nb.validate_prefix("fd00:1::/64", allow_ula=True)) == "fd00:1::/64"
+    assert nb.validate_prefix(PREFIX) == NET
+
+
+def test_bad_prefix_fails_before_libvirt_is_touched() -> None:
+    # The URI would fail to connect; the prefix error must come first.
+    with pytest.raises(InputError, match="host bits"):
+        nb.plan(host="h", libvirt_uri="qemu:///nowhere", netns="", prefix="2001:db8::1/64")
+
+
+def diff_lines(before: str, after: str) -> list[str]:
+    from opslib.changes import unified_diff
+
+    return [
+        line
+        for line in unified_diff(before, after, "x").splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+def test_adding_ipv6_adds_one_element_and_leaves_the_rest_alone() -> None:
+    after = nb.with_ipv6(STOCK, NET)
+    assert diff_lines(nb.canonical(STOCK), after) == [
+        '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>'
+    ]
+    parsed = virt.parse_network(after)
+    assert parsed.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert parsed.ip("ipv4") == virt.NetworkIP(
+        "ipv4", "198.51.100.1", 24, (("198.51.100.100", "198.51.100.199"),)
+    )
+    assert nb.with_ipv6(after, NET) == after  # idempotent
+
+
+def test_a_wrong_ipv6_address_is_corrected_in_place() -> None:
+    old = STOCK.replace(
+        "</network>", "  <ip family='ipv6' address='2001:db8:9::1' prefix='48'/>\n</network>"
+    )
+    after = nb.with_ipv6(old, NET)
+    assert diff_lines(nb.canonical(old), after) == [
+        '-  <ip family="ipv6" address="2001:db8:9::1" prefix="48"/>',
+        '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>',
+    ]
+
+
+def test_a_network_without_any_ip_gets_the_ipv6_element() -> None:
+    bare = "<network>\n  <name>n</name>\n  <bridge name='br9'/>\n</network>\n"
+    after = nb.with_ipv6(bare, NET)
+    assert virt.parse_network(after).ip("ipv6") is not None
+    assert after.endswith('<ip family="ipv6" address="2001:db8:2::1" prefix="64"/>\n</network>\n')
+
+
+def test_renamed_config_keeps_everything_but_name_and_uuid() -> None:
+    new = etree.fromstring(nb.renamed(STOCK, "nat-bridge").encode())
+    assert new.findtext("name") == "nat-bridge"
+    assert new.find("uuid") is None
+    assert new.find("bridge").get("name") == "virbr0"  # type: ignore[union-attr]
+    assert new.find("mac").get("address") == "52:54:00:0b:ff:01"  # type: ignore[union-attr]
+
+
+def test_retarget_moves_only_interfaces_on_the_old_network() -> None:
+    dom = """<domain><devices>
+<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/></interface>
+<interface type='network'><mac address='52:54:00:00:00:02'/><source network='other'/></interface>
+<interface type='bridge'><mac address='52:54:00:00:00:03'/><source bridge='default'/></interface>
+</devices></domain>"""
+    ifaces = virt.parse_interfaces(nb.retarget_interfaces(dom, "default", "nat-bridge"))
+    assert [i.source for i in ifaces] == ["nat-bridge", "other", "default"]
+
+
+# -- plans against the test driver -----------------------------------------------------------
+
+NODE = """<node>
+{network}
+<domain type='test'>
+  <name>vm-run</name><memory>65536</memory><os><type>hvm</type></os>
+  <devices>
+    <interface type='network'><mac address='52:54:00:0b:00:01'/><source network='default'/>
+      <target dev='obtestvnet0'/></interface>
+  </devices>
+</domain>
+<domain type='test'>
+  <name>vm-off</name><memory>65536</memory><os><type>hvm</type></os>
+  <devices>
+    <interface type='network'><mac address='52:54:00:0b:00:02'/><source network='default'/>
+    </interface>
+  </devices>
+</domain>
+</node>
+"""
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[libvirt.virConnect]:
+    """One connection for the whole test: a test:///FILE node lives as long as it."""
+    path = tmp_path / "node.xml"
+    path.write_text(NODE.format(network=STOCK))
+    with virt.connect(f"test://{path}") as conn:
+        conn.lookupByName("vm-off").destroy()
+        conn.networkLookupByName("default").setAutostart(1)
+        yield conn
+
+
+def observe(conn: libvirt.virConnect, network: str, rename_from: str = "") -> nb.Observed:
+    return nb.observe(conn, "", network, rename_from)
+
+
+def test_plan_adds_the_prefix_and_restarts_naming_the_guests_cut_off(
+    node: libvirt.virConnect,
+) -> None:
+    plan = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    assert [(c.target, c.action) for c in plan.changes] == [
+        ("network:default", "update"),
+        ("network:default", "restart"),
+    ]
+    assert '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>' in plan.diff
+    assert "vm-run" in plan.changes[1].summary and "vm-off" not in plan.changes[1].summary
+    assert plan.data["guests"] == [
+        {"domain": "vm-run", "mac": "52:54:00:0b:00:01", "tap": "obtestvnet0", "master": ""}
+    ]
+
+
+def test_plan_for_a_missing_network_names_the_ones_there(node: libvirt.virConnect) -> None:
+    with pytest.raises(UnknownName, match=r"nat-bridge.*default"):
+        nb.compute_plan(
+            observe(node, "nat-bridge"),
+            host="h",
+            network="nat-bridge",
+            prefix=NET,
+            known_networks=["default"],
+        )
+
+
+def test_rename_is_planned_only_when_asked(node: libvirt.virConnect) -> None:
+    plan = nb.compute_plan(
+        observe(node, "nat-bridge", "default"),
+        host="h",
+        network="nat-bridge",
+        prefix=NET,
+        rename_from="default",
+    )
+    assert [(c.target, c.action) for c in plan.changes] == [
+        ("network:nat-bridge", "define"),
+        ("network:nat-bridge", "autostart"),
+        ("network:default", "undefine"),
+        ("domain:vm-off", "update"),
+        ("domain:vm-run", "update"),
+        ("network:nat-bridge", "start"),
+    ]
+    moved = plan.changes[3]
+    assert '-      <source network="default"/>' in moved.diff.replace("'", '"') or (
+        "source network" in moved.diff
+    )
+    assert virt.parse_network(plan.data["xml"]).name == "nat-bridge"
+
+
+def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.virConnect) -> None:
+    # timeout=0: the test driver's guests have no real taps to ping.
+    result = nb.apply_on(
+        node, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
+    )
+    names = [n.name for n in virt.list_networks(node)]
+    new = virt.get_network(node, "nat-bridge")
+    off = virt.parse_interfaces(node.lookupByName("vm-off").XMLDesc(0))
+    run_dom = node.lookupByName("vm-run")
+    run_cfg = virt.parse_interfaces(run_dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert names == ["nat-bridge"]
+    assert new.active and new.autostart and new.bridge == "virbr0"
+    assert new.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert [i.source for i in off] == ["nat-bridge"]
+    assert [i.source for i in run_cfg] == ["nat-bridge"]
+    # The test driver cannot change a live interface: the record says so.
+    assert "vm-run 52:54:00:0b:00:01: live source kept" in result.steps[0].detail
+    # The running guest's tap does not exist here: it is named as not come back.
+    assert result.status == "failed" and "vm-run" in result.summary
+    # Second plan: the rename is done, nothing left but the (absent) tap.
+    again = nb.compute_plan(
+        observe(node, "nat-bridge", "default"),
+        host="h",
+        network="nat-bridge",
+        prefix=NET,
+        rename_from="default",
+    )
+    assert [c.action for c in again.changes] == ["attach"]
+    assert "default is already renamed to nat-bridge" in again.notes
+
+
+def test_rename_refuses_when_both_networks_exist(node: libvirt.virConnect) -> None:
+    node.networkDefineXML(nb.renamed(STOCK, "nat-bridge").replace("virbr0", "virbr9"))
+    with pytest.raises(InputError, match="both default and nat-bridge exist"):
+        nb.compute_plan(
+            observe(node, "nat-bridge", "default"),
+            host="h",
+            network="nat-bridge",
+            prefix=NET,
+            rename_from="default",
+        )
+
+
+def test_redefine_apply_then_second_plan_is_empty(node: libvirt.virConnect) -> None:
+    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    assert [c.action for c in result.changes] == ["update", "restart"]
+    assert virt.get_network(node, "default").ip("ipv6") is not None
+    assert node.networkLookupByName("default").isActive()
+    plan = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    assert [c.action for c in plan.changes] == ["attach"]  # only the test driver's fake tap
+
+
+def test_libvirt_errors_are_translated(tmp_path: Path) -> None:
+    from opslib.errors import LibvirtError
+
+    with pytest.raises(LibvirtError, match="cannot connect"):
+        nb.plan(host="h", libvirt_uri=f"test://{tmp_path}/missing.xml", netns="", prefix=PREFIX)
+    assert libvirt  # the module is the real binding, not a stub
