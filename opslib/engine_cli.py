@@ -1,0 +1,581 @@
+"""``opsbook runbooks | run | records | demo``: the runbook engine's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opslib.errors import InputError
+
+__all__ = ["WIKI_ORDER", "add_parsers", "table"]
+
+# The wiki page's order: `opsbook demo` runs the runbooks that exist in it.
+WIKI_ORDER = (
+    "network-inventory",
+    "forward-bridge",
+    "netreg-attach",
+    "find-vm-ip",
+    "nat-bridge-ipv6",
+    "ipv6-tunnel",
+    "cloudflare-aaaa",
+    "host-health",
+)
+
+
+def table(
+    rows: Sequence[Sequence[object]],
+    headers: Sequence[str],
+    *,
+    indent: str = "",
+    max_width: Mapping[int, int] | None = None,
+) -> str:
+    """An aligned text table with an upper-case header, like systemctl list-timers."""
+    max_width = max_width or {}
+    cells = [[str(v) for v in r] for r in rows]
+    for row in cells:
+        for i, limit in max_width.items():
+            if len(row[i]) > limit:
+                row[i] = row[i][: limit - 1] + "…"
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = [indent + "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += [indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from opslib.records import Store, default_root
+
+    root = getattr(args, "records", None)
+    return Store(Path(root) if root else default_root())
+
+
+# -- runbooks ------------------------------------------------------------------------------
+
+
+def _default(value: object) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def cmd_runbooks(args: argparse.Namespace) -> int:
+    from opslib import runner
+
+    infos = [runner.find_runbook(args.name)] if args.name else runner.list_runbooks()
+    if not infos:
+        print(f"no runbooks in {runner.notebooks_dir()}")
+        return 0
+    for n, info in enumerate(infos):
+        if n:
+            print()
+        print(f"{info.name}  {info.purpose}".rstrip())
+        if not info.params:
+            print("  (no parameters)")
+            continue
+        rows = [(p.name, p.type_label, _default(p.default), p.help) for p in info.params]
+        print(table(rows, ["name", "type", "default", "help"], indent="  "))
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from opslib import runner
+
+    info = runner.find_runbook(args.runbook)
+    prepared = runner.prepare(
+        info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
+    )
+    store = _store(args)
+    quiet = args.quiet
+    if not quiet:
+        print(f"{info.name} on {prepared.host}", file=sys.stderr)
+    outcome = runner.run(
+        prepared,
+        store=store,
+        timeout=args.timeout,
+        lock_wait=args.lock_wait,
+        progress=None if quiet else sys.stderr,
+    )
+    changed = (
+        "" if outcome.changed is None else (" (changed)" if outcome.changed else " (no change)")
+    )
+    line = (
+        f"{outcome.status}{changed}: {outcome.summary}"
+        if outcome.summary
+        else (f"{outcome.status}{changed}")
+    )
+    print(line, file=sys.stderr if outcome.exit_code else sys.stdout)
+    print(f"record #{outcome.run_id}: {_shown(outcome.record)}  ({outcome.seconds:.1f} s)")
+    return outcome.exit_code
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+def _yes_no(v: bool | None) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from opslib.records import parse_since
+
+    store = _store(args)
+    store.mark_stale()  # a run whose runner died shows as killed, not running
+    since = parse_since(args.since) if args.since else None
+    if args.status:
+        from opslib.records import STATUSES
+
+        if args.status not in STATUSES:
+            raise InputError(f"--status {args.status!r}: one of {', '.join(STATUSES)}")
+    rows = store.list(
+        runbook=args.runbook,
+        host=args.host,
+        status=args.status,
+        since=since,
+        limit=args.limit or None,
+    )
+    if not rows:
+        print(
+            "no records"
+            + (
+                " match"
+                if any([args.runbook, args.host, args.status, since])
+                else f" in {store.root}"
+            )
+        )
+        return 0
+    out = [
+        (
+            r.id,
+            r.start.replace("T", " "),
+            r.runbook,
+            r.host,
+            r.status,
+            _yes_no(r.changed),
+            "-" if r.seconds is None else f"{r.seconds:.0f}s",
+            r.summary,
+        )
+        for r in rows
+    ]
+    print(
+        table(
+            out,
+            ["id", "start (utc)", "runbook", "host", "status", "changed", "took", "summary"],
+            max_width={7: 60},
+        )
+    )
+    if args.limit and len(rows) == args.limit:
+        print(f"\n{len(rows)} newest shown; -n 0 for all.")
+    return 0
+
+
+def cmd_records_show(args: argparse.Namespace) -> int:
+    from opslib import records, ui
+
+    store = _store(args)
+    row = store.get(args.id)
+    path = store.abspath(row)
+    if args.html:
+        out = Path(args.output) if args.output else path.with_suffix(".html")
+        write_html(path, out)
+        print(_shown(out))
+        return 0
+    fields = [
+        ("record", f"#{row.id} {_shown(path)}"),
+        ("runbook", row.runbook),
+        ("host", row.host),
+        ("status", f"{row.status} (exit {row.exit_code})"),
+        ("changed", _yes_no(row.changed)),
+        ("start", row.start),
+        ("end", row.end or "-"),
+        ("user", row.user or "-"),
+        ("summary", row.summary or "-"),
+        ("opslib", f"{row.opslib_version} ({row.revision})"),
+        ("sha256", row.sha256 or "-"),
+    ]
+    width = max(len(k) for k, _ in fields)
+    for k, v in fields:
+        print(f"{k + ':':<{width + 1}} {v}")
+    if row.parameters:
+        print("parameters:")
+        pw = max(len(k) for k in row.parameters)
+        for k, v in row.parameters.items():
+            print(f"  {k:<{pw}}  {json.dumps(v)}")
+    nb = store.notebook(row)
+    err = records.cell_error(nb)
+    if err:
+        print(f"error:   {err.splitlines()[0]}")
+    for result in records.results_of(nb):
+        print()
+        print(ui.result_text(result).rstrip())
+    return 0
+
+
+def write_html(notebook: Path, out: Path) -> None:
+    import nbconvert
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    from opslib.records import atomic_write
+
+    atomic_write(out, body.encode())
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    return {f"{prefix}{k}": json.dumps(v, sort_keys=True) for k, v in d.items()}
+
+
+def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """A structured diff of two runs (headers + final results); each line starts - + or ~."""
+    lines: list[str] = []
+
+    def pair(label: str, x: Mapping[str, str], y: Mapping[str, str]) -> None:
+        for k in sorted(set(x) | set(y)):
+            if k not in y:
+                lines.append(f"- {label}{k}: {x[k]}")
+            elif k not in x:
+                lines.append(f"+ {label}{k}: {y[k]}")
+            elif x[k] != y[k]:
+                lines.append(f"~ {label}{k}: {x[k]} -> {y[k]}")
+
+    ha, hb = a["header"], b["header"]
+    pair(
+        "",
+        {
+            k: json.dumps(ha.get(k))
+            for k in (
+                "runbook",
+                "host",
+                "status",
+                "changed",
+                "summary",
+                "opslib_version",
+                "revision",
+            )
+        },
+        {
+            k: json.dumps(hb.get(k))
+            for k in (
+                "runbook",
+                "host",
+                "status",
+                "changed",
+                "summary",
+                "opslib_version",
+                "revision",
+            )
+        },
+    )
+    pair("parameter ", _flatten(ha.get("parameters") or {}), _flatten(hb.get("parameters") or {}))
+    ra, rb = a["result"] or {}, b["result"] or {}
+
+    def changes(r: Mapping[str, Any]) -> dict[str, str]:
+        return {
+            f"{c.get('action')} {c.get('target')}": c.get("summary", "")
+            for c in r.get("changes", [])
+        }
+
+    pair("change ", changes(ra), changes(rb))
+    pair(
+        "check ",
+        {c["name"]: f"{c.get('status')} ({c.get('seen')})" for c in ra.get("checks", [])},
+        {c["name"]: f"{c.get('status')} ({c.get('seen')})" for c in rb.get("checks", [])},
+    )
+    pair(
+        "table ",
+        {k: f"{len(v)} rows" for k, v in (ra.get("tables") or {}).items()},
+        {k: f"{len(v)} rows" for k, v in (rb.get("tables") or {}).items()},
+    )
+    for name in sorted(set(ra.get("tables") or {}) & set(rb.get("tables") or {})):
+        ta = {json.dumps(r, sort_keys=True) for r in ra["tables"][name]}
+        tb = {json.dumps(r, sort_keys=True) for r in rb["tables"][name]}
+        lines += [f"- {name} row: {r}" for r in sorted(ta - tb)]
+        lines += [f"+ {name} row: {r}" for r in sorted(tb - ta)]
+    return lines
+
+
+def cmd_records_diff(args: argparse.Namespace) -> int:
+    from opslib import records
+
+    store = _store(args)
+    runs = []
+    for run_id in (args.a, args.b):
+        row = store.get(run_id)
+        nb = store.notebook(row)
+        runs.append(
+            {
+                "header": nb.get("metadata", {}).get(records.META_KEY, {}),
+                "result": records.final_result(records.results_of(nb)),
+            }
+        )
+    lines = diff_runs(runs[0], runs[1])
+    print(f"--- #{args.a}\n+++ #{args.b}")
+    print("\n".join(lines) if lines else "(no difference in parameters or results)")
+    return 0
+
+
+def cmd_records_reindex(args: argparse.Namespace) -> int:
+    store = _store(args)
+    t0 = time.monotonic()
+    n = store.reindex()
+    print(
+        f"indexed {n} record{'s' * (n != 1)} in {time.monotonic() - t0:.1f} s: "
+        f"{_shown(store.index_path)}"
+    )
+    return 0
+
+
+def cmd_records_html(args: argparse.Namespace) -> int:
+    store = _store(args)
+    out = Path(args.output) if args.output else store.root / "index.html"
+    write_index(store, out)
+    print(_shown(out))
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from opslib import runner
+    from opslib.lab import control
+    from opslib.lab.config import Lab
+
+    lab = Lab.from_env()
+    print("==> lab up")
+    control.up(lab)
+    nb_dir = runner.notebooks_dir()
+    param_dir = Path(args.parameters) if args.parameters else nb_dir.parent / "parameters" / "lab"
+    store = _store(args)
+    rows, failed = [], 0
+    for name in WIKI_ORDER:
+        if not (nb_dir / f"{name}.ipynb").is_file():
+            continue
+        print(f"==> {name}")
+        info = runner.find_runbook(name)
+        files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
+        try:
+            prepared = runner.prepare(info, [], files)
+        except InputError as exc:
+            print(f"    {exc}", file=sys.stderr)
+            rows.append((name, "bad input", "-", "-", "-"))
+            failed += 1
+            continue
+        outcome = runner.run(prepared, store=store, progress=sys.stderr)
+        failed += outcome.exit_code != 0
+        rows.append(
+            (
+                name,
+                outcome.status,
+                _yes_no(outcome.changed),
+                f"{outcome.seconds:.1f}",
+                _shown(outcome.record),
+            )
+        )
+    print()
+    print(table(rows, ["runbook", "status", "changed", "seconds", "record"]))
+    return 1 if failed else 0
+
+
+# -- parsers -------------------------------------------------------------------------------
+
+
+def _records_option(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's unset option must not hide the one given before it.
+    p.add_argument(
+        "--records",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="record store (default: $OPSBOOK_RECORDS or ./records)",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "runbooks",
+        help="list runbooks with their purpose and parameters",
+        description="List the runbooks in notebooks/ with their parameters.",
+    )
+    p.add_argument("name", nargs="?", help="show only this runbook")
+    p.set_defaults(func=cmd_runbooks)
+
+    p = sub.add_parser(
+        "run",
+        help="run a runbook headless and file its record",
+        description="Validate the parameters, run the notebook headless with papermill and "
+        "file the executed notebook as a record. Exit 0 ok, 1 the runbook failed "
+        "(record kept), 2 bad input (nothing ran).",
+    )
+    p.add_argument("runbook", help="runbook name (see `opsbook runbooks`) or notebook path")
+    p.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter; VALUE is converted to its declared type",
+    )
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        metavar="PARAMS.yaml",
+        help="parameter set (NAME: VALUE lines); -p wins over it",
+    )
+    p.add_argument("--host", help="host the run is for (sets a `host` parameter, files the record)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell time limit")
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long an apply waits for the host's lock (default 30)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _records_option(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "records",
+        help="list, show, compare and reindex run records",
+        description="List run records, newest first.",
+    )
+    p.add_argument("--runbook", metavar="R")
+    p.add_argument("--host", metavar="H")
+    p.add_argument("--status", metavar="S", help="ok, failed, killed, timeout, locked, ...")
+    p.add_argument("--since", metavar="D", help="2024-05-01, 2024-05-01T10:00, 3d, 12h, 90m")
+    p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+    _records_option(p)
+    p.set_defaults(func=cmd_records)
+    rsub = p.add_subparsers(dest="records_command", metavar="COMMAND")
+    q = rsub.add_parser("show", help="summary of one record (or --html)")
+    q.add_argument("id")
+    q.add_argument("--html", action="store_true", help="write the notebook as HTML (nbconvert)")
+    q.add_argument("-o", "--output", metavar="FILE", help="HTML file (default: beside the record)")
+    _records_option(q)
+    q.set_defaults(func=cmd_records_show)
+    q = rsub.add_parser("diff", help="compare two runs' parameters and results")
+    q.add_argument("a", metavar="ID")
+    q.add_argument("b", metavar="ID")
+    _records_option(q)
+    q.set_defaults(func=cmd_records_diff)
+    q = rsub.add_parser("reindex", help="rebuild index.sqlite from the record notebooks")
+    _records_option(q)
+    q.set_defaults(func=cmd_records_reindex)
+    q = rsub.add_parser("html", help="write a static HTML index of the records")
+    q.add_argument("-o", "--output", metavar="FILE", help="default: RECORDS/index.html")
+    _records_option(q)
+    q.set_defaults(func=cmd_records_html)
+
+    p = sub.add_parser(
+        "demo",
+        help="bring the lab up and run every runbook on it",
+        description="Bring the lab up bare, run every runbook in the wiki's "
+        "order with parameters/lab/, print a summary.",
+    )
+    p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
+    _records_option(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - cli.main is the entry
+    from opslib.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+_HTML_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>opsbook records</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 3px 10px; text-align: left; }}
+tr:nth-child(even) {{ background: #f6f8fa; }} th {{ border-bottom: 2px solid #d0d7de; }}
+.failed, .killed, .timeout, .locked, .leaked-secret {{ color: #cf222e; font-weight: 600; }}
+.ok {{ color: #1a7f37; }} .running {{ color: #9a6700; }}
+#filters input, #filters select {{ margin-right: 1em; }}
+</style></head><body>
+<h1>opsbook records</h1>
+<p>{count} runs, generated {generated}. Open a record in JupyterLab or as HTML
+(<code>opsbook records show ID --html</code>).</p>
+<div id="filters">
+runbook <select id="f-runbook"><option value="">all</option>{runbooks}</select>
+host <select id="f-host"><option value="">all</option>{hosts}</select>
+status <select id="f-status"><option value="">all</option>{statuses}</select>
+since <input id="f-since" type="date">
+</div>
+<table id="runs"><thead><tr><th>id</th><th>start (UTC)</th><th>runbook</th><th>host</th>
+<th>status</th><th>changed</th><th>summary</th><th>record</th></tr></thead><tbody>
+{rows}
+</tbody></table>
+<script>
+const f = id => document.getElementById(id);
+function apply() {{
+  for (const tr of document.querySelectorAll("#runs tbody tr")) {{
+    const d = tr.dataset;
+    tr.hidden = (f("f-runbook").value && d.runbook !== f("f-runbook").value)
+      || (f("f-host").value && d.host !== f("f-host").value)
+      || (f("f-status").value && d.status !== f("f-status").value)
+      || (f("f-since").value && d.start < f("f-since").value);
+  }}
+}}
+for (const id of ["f-runbook", "f-host", "f-status", "f-since"]) f(id).oninput = apply;
+</script></body></html>
+"""
+
+
+def write_index(store: Any, out: Path) -> None:
+    """A static HTML page of every run with client-side filters and links to the records."""
+    import html
+    import os
+
+    from opslib.records import atomic_write, utcnow
+
+    rows = store.list()
+    esc = html.escape
+
+    def options(values: set[str]) -> str:
+        return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(values))
+
+    lines = []
+    for r in rows:
+        target = store.abspath(r)
+        href = os.path.relpath(target, out.parent)
+        html_copy = target.with_suffix(".html")
+        extra = (
+            f' · <a href="{esc(os.path.relpath(html_copy, out.parent))}">html</a>'
+            if html_copy.exists()
+            else ""
+        )
+        lines.append(
+            f'<tr data-runbook="{esc(r.runbook)}" data-host="{esc(r.host)}" '
+            f'data-status="{esc(r.status)}" data-start="{esc(r.start[:10])}">'
+            f"<td>{r.id}</td><td>{esc(r.start.replace('T', ' '))}</td><td>{esc(r.runbook)}</td>"
+            f'<td>{esc(r.host)}</td><td class="{esc(r.status)}">{esc(r.status)}</td>'
+            f"<td>{_yes_no(r.changed)}</td><td>{esc(r.summary)}</td>"
+            f'<td><a href="{esc(href)}">{esc(target.name)}</a>{extra}</td></tr>'
+        )
+    page = _HTML_PAGE.format(
+        count=len(rows),
+        generated=utcnow().strftime("%Y-%m-%d %H:%M:%SZ"),
+        runbooks=options({r.runbook for r in rows}),
+        hosts=options({r.host for r in rows}),
+        statuses=options({r.status for r in rows}),
+        rows="\n".join(lines),
+    )
+    atomic_write(out, page.encode())

@@ -1,0 +1,343 @@
+"""What a runbook notebook calls: ``rb = runbook.start(globals())``, then plan/apply/report.
+
+``start`` reads the declarations of the notebook's ``parameters`` cell, takes
+the values from the notebook's globals (papermill's injected cell overrides
+them), validates them with :mod:`opslib.params`, and returns a :class:`Runbook`.
+
+Headless (``opsbook run`` sets ``OPSBOOK_HEADLESS=1``) nothing waits on a
+widget: ``rb.apply`` applies when the ``apply`` parameter is true, under the
+host's apply lock. Interactive (JupyterLab), ``start`` shows a form right after
+the parameters cell; ``rb.plan`` shows a Plan button, ``rb.apply`` an Apply
+button that is enabled once a plan for the current values is shown, and each
+interactive apply is filed as a record in the same store.
+
+Every plan and result is displayed with the MIME type
+``application/vnd.opsbook.result+json`` beside its HTML and text, so a record's
+results are readable without a kernel.
+"""
+
+from __future__ import annotations
+
+import getpass
+import inspect
+import json
+import os
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from opslib import __version__, params, secrets
+from opslib.changes import Plan, Result
+from opslib.errors import ApplyError, InputError, OpsError
+from opslib.locks import host_lock
+
+__all__ = ["HEADLESS_ENV", "Runbook", "headless", "start"]
+
+HEADLESS_ENV = "OPSBOOK_HEADLESS"
+
+
+def headless() -> bool:
+    return os.environ.get(HEADLESS_ENV, "") not in ("", "0")
+
+
+def _notebook_path(ns: MutableMapping[str, Any]) -> Path | None:
+    for candidate in (
+        os.environ.get("OPSBOOK_NOTEBOOK"),
+        ns.get("__session__"),  # ipykernel under jupyter-server: the notebook's path
+        ns.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+    ):
+        if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _declarations_from_history(ns: MutableMapping[str, Any]) -> list[params.Param]:
+    # Without a notebook file (a console, an unsaved notebook), the parameters
+    # cell is the latest executed cell that reads as declarations.
+    for source in reversed(list(ns.get("In", []) or [])):
+        try:
+            found = params.parse_declarations(source)
+        except InputError:
+            continue
+        if found:
+            return found
+    return []
+
+
+def start(ns: MutableMapping[str, Any]) -> Runbook:
+    """The runbook of the calling notebook: ``rb = runbook.start(globals())``."""
+    path = _notebook_path(ns)
+    if path is not None:
+        info = params.read_runbook(path)
+        name, decls, purpose = info.name, list(info.params), info.purpose
+    else:
+        name, decls, purpose = "notebook", _declarations_from_history(ns), ""
+    name = os.environ.get("OPSBOOK_RUNBOOK") or name
+    raw = {p.name: ns.get(p.name, p.default) for p in decls}
+    rb = Runbook(name, decls, raw, ns, path=path, purpose=purpose)
+    from opslib import ui
+
+    ui.install_error_display()
+    if rb.headless:
+        rb.values = params.validate(decls, raw)
+    else:
+        rb.form = ui.show_form(rb)
+    return rb
+
+
+class Runbook:
+    """The running notebook: its parameters and the plan/apply/report verbs."""
+
+    def __init__(
+        self,
+        name: str,
+        decls: list[params.Param],
+        raw: dict[str, Any],
+        ns: MutableMapping[str, Any],
+        *,
+        path: Path | None = None,
+        purpose: str = "",
+    ) -> None:
+        self.name, self.decls, self.ns, self.path, self.purpose = name, decls, ns, path, purpose
+        self.raw = dict(raw)
+        self.values: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.headless = headless()
+        self.form: Any = None
+        self.last_plan: Plan | None = None
+        self.plan_fn: Callable[..., Plan] | None = None
+        self._revalidate()
+
+    # -- parameters --------------------------------------------------------------------
+
+    def _revalidate(self) -> None:
+        self.errors, values = {}, {}
+        for p in self.decls:
+            try:
+                values[p.name] = p.convert(self.raw.get(p.name, p.default))
+            except InputError as exc:
+                self.errors[p.name] = str(exc).split(": ", 1)[-1]
+        self.values = values
+
+    def set(self, name: str, raw: Any) -> str:
+        """Set a parameter from the form; returns the validation message ('' when fine)."""
+        self.raw[name] = raw
+        self._revalidate()
+        if name in self.values:
+            self.ns[name] = self.values[name]  # later cells see the form's value
+        self.last_plan = None
+        return self.errors.get(name, "")
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def host(self) -> str:
+        return str(self.values.get("host") or os.environ.get("OPSBOOK_HOST") or "local")
+
+    @property
+    def records(self) -> Path:
+        env = os.environ.get("OPSBOOK_RECORDS")
+        if env:
+            return Path(env)
+        if self.path is not None and self.path.resolve().parent.name == "notebooks":
+            return self.path.resolve().parent.parent / "records"
+        return Path("records")
+
+    def kwargs_for(self, fn: Callable[..., Any], *, skip_first: bool = False) -> dict[str, Any]:
+        """The parameters ``fn``'s signature names (plus ``host``), as keyword arguments."""
+        if not self.valid:
+            name, msg = next(iter(self.errors.items()))
+            raise InputError(f"parameter {name}: {msg}")
+        available = {**self.values, "host": self.host}
+        sig = inspect.signature(fn)
+        items = list(sig.parameters.values())
+        if (
+            skip_first
+            and items
+            and items[0].kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ):
+            items = items[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in items):
+            return available
+        kwargs = {}
+        for p in items:
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                continue
+            if p.name in available:
+                kwargs[p.name] = available[p.name]
+            elif p.default is inspect.Parameter.empty:
+                raise InputError(
+                    f"{fn.__module__}.{fn.__qualname__} needs {p.name!r}, which this notebook "
+                    f"does not declare; add `{p.name} = ...  # TYPE: help` to its parameters cell"
+                )
+        return kwargs
+
+    # -- verbs -------------------------------------------------------------------------
+
+    def plan(self, fn: Callable[..., Plan]) -> Plan | None:
+        """Compute and show the plan: ``plan = rb.plan(procedure.plan)``."""
+        from opslib import ui
+
+        self.plan_fn = fn
+        if not self.headless:
+            return ui.plan_panel(self)
+        plan = fn(**self.kwargs_for(fn))
+        ui.show_plan(plan)
+        self.last_plan = plan
+        return plan
+
+    def compute_plan(self) -> Plan:
+        assert self.plan_fn is not None
+        plan = self.plan_fn(**self.kwargs_for(self.plan_fn))
+        self.last_plan = plan
+        return plan
+
+    def apply(self, fn: Callable[..., Result], plan: Plan | None) -> Result | None:
+        """Apply the plan (headless: when ``apply`` is true) under the host's lock."""
+        from opslib import ui
+
+        if not self.headless:
+            ui.apply_panel(self, fn)
+            return None
+        if plan is None:
+            raise InputError("rb.apply needs the plan from rb.plan(...)")
+        if not self.values.get("apply"):
+            ui.show_note(
+                "Plan only: apply is false. Run again with -p apply true to make these changes."
+            )
+            return None
+        result = self.run_apply(fn, plan)
+        self._raise_if_failed(result)
+        return result
+
+    def run_apply(self, fn: Callable[..., Result], plan: Plan) -> Result:
+        from opslib import ui
+
+        with host_lock(self.records, self.host, self.name):
+            result = fn(plan, **self.kwargs_for(fn, skip_first=True))
+        ui.show_result(result)
+        return result
+
+    def report(self, fn: Callable[..., Result]) -> Result:
+        """Run a read-only procedure and show its result: ``rb.report(procedure.run)``."""
+        from opslib import ui
+
+        result = fn(**self.kwargs_for(fn))
+        ui.show_result(result)
+        self._raise_if_failed(result)
+        return result
+
+    def _raise_if_failed(self, result: Result) -> None:
+        if not result.failed:
+            return
+        failing = [c.name for c in result.checks if c.status == "fail"]
+        what = result.summary or result.status
+        if failing:
+            what += f" (failing: {', '.join(failing)})"
+        if result.status in ("failed", "rolled back"):
+            raise ApplyError(f"{self.name}: {result.status}: {what}")
+        raise OpsError(f"{self.name}: {what}")
+
+    # -- interactive records -----------------------------------------------------------
+
+    def save_interactive_record(
+        self, plan: Plan, result: Result, *, started: str, ended: str
+    ) -> Path:
+        """File an interactive apply in the record store, like a headless run."""
+        from opslib import records, ui
+
+        if self.path is not None:
+            nb = json.loads(self.path.read_text(encoding="utf-8"))
+        else:
+            nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
+        assignments = "".join(f"{k} = {v!r}\n" for k, v in self.values.items())
+        nb["cells"] = [
+            *nb.get("cells", []),
+            _code_cell(f"# interactive apply from JupyterLab\n{assignments}", []),
+            _code_cell("rb.plan(...)", [ui.bundle_output(plan.to_json())]),
+            _code_cell("rb.apply(...)", [ui.bundle_output(result.to_json())]),
+        ]
+        status = "failed" if result.failed else "ok"
+        header = {
+            "runbook": self.name,
+            "host": self.host,
+            "parameters": redact_parameters(self.decls, self.values),
+            "user": getpass.getuser(),
+            "start": started,
+            "end": ended,
+            "status": status,
+            "exit_code": 1 if result.failed else 0,
+            "changed": result.changed,
+            "summary": (result.summary or result.status).splitlines()[0][:300]
+            if (result.summary or result.status)
+            else "",
+            "opslib_version": __version__,
+            "revision": repo_revision(),
+            "mode": "interactive",
+            "pid": os.getpid(),
+        }
+        store = records.Store(self.records)
+        run_id, path = store.add(header, nb)
+        leaked = secrets.loaded()
+        if leaked and secrets.find_leaks(path.read_bytes(), leaked):
+            records.atomic_write(path, secrets.scrub(path.read_bytes(), leaked))
+            header.update(status="leaked-secret", exit_code=1)
+            data = json.loads(path.read_bytes())
+            records.atomic_write(
+                path, records.dump_notebook(records.with_header(data, {**header, "id": run_id}))
+            )
+            store.finish(run_id, path, header)
+        return path
+
+
+def _code_cell(source: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": os.urandom(4).hex(),
+        "metadata": {},
+        "outputs": outputs,
+        "source": source,
+    }
+
+
+def redact_parameters(decls: list[params.Param], values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters for the index. A secret parameter holds a source (file:/path, env:NAME),
+    never a value; anything else in it is replaced, in case a caller bypassed validation."""
+    kinds = {p.name: p.type for p in decls}
+    return {
+        k: (v if kinds.get(k) != "secret" or not v or _is_source(v) else secrets.REDACTED)
+        for k, v in values.items()
+    }
+
+
+def _is_source(value: object) -> bool:
+    return isinstance(value, str) and (value.startswith("file:/") or value.startswith("env:"))
+
+
+def repo_revision(where: Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of opslib's checkout (+ '-dirty'); None outside git."""
+    import subprocess
+
+    root = where or Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev

@@ -1,0 +1,393 @@
+"""Headless runs: validate every parameter, execute with papermill, file the record.
+
+Order of a run (:func:`run`):
+
+1. find the runbook, read its declarations, merge defaults < parameter files
+   < ``-p`` values, convert each to its declared type, check VM/network names
+   against libvirt and read every secret source: any problem is an InputError
+   (exit 2) and no record is written, because nothing ran;
+2. insert a ``running`` index row and a placeholder record (see records.py);
+3. execute with papermill into a hidden partial notebook beside the record,
+   typed values injected as the ``injected-parameters`` cell, one progress line
+   per code cell;
+4. finalise: header into ``metadata.opsbook``, atomic rename into place, scan the
+   bytes for every secret loaded (redact + ``leaked-secret`` + exit 1), index row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from opslib import __version__, params, records, secrets
+from opslib.errors import InputError, UnknownName
+from opslib.params import RunbookInfo
+from opslib.runbook import HEADLESS_ENV, redact_parameters, repo_revision
+
+__all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
+
+
+def notebooks_dir() -> Path:
+    """$OPSBOOK_NOTEBOOKS, else the checkout's notebooks/, else ./notebooks."""
+    env = os.environ.get("OPSBOOK_NOTEBOOKS")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parent.parent / "notebooks"
+    return beside if beside.is_dir() else Path("notebooks")
+
+
+def list_runbooks(directory: Path | None = None) -> list[RunbookInfo]:
+    directory = directory or notebooks_dir()
+    return [params.read_runbook(p) for p in sorted(directory.glob("*.ipynb"))]
+
+
+def find_runbook(name: str, directory: Path | None = None) -> RunbookInfo:
+    """A runbook by name (``forward-bridge``) or by notebook path."""
+    if name.endswith(".ipynb"):
+        path = Path(name)
+        if not path.is_file():
+            raise InputError(f"{name}: no such notebook")
+        return params.read_runbook(path)
+    directory = directory or notebooks_dir()
+    path = directory / f"{name}.ipynb"
+    if not path.is_file():
+        known = [p.stem for p in directory.glob("*.ipynb")]
+        raise UnknownName("runbook", name, known)
+    return params.read_runbook(path)
+
+
+def load_param_file(path: Path) -> dict[str, object]:
+    """A parameter set (YAML mapping). Scalars are read as text, then converted by type:
+    YAML's own guesses (``010`` as 8, ``no`` as False) never reach a parameter."""
+    import yaml
+
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read parameter file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{where}: not valid YAML") from None
+    if data is None or data == "":
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a parameter file is a mapping of NAME: VALUE lines")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise InputError(f"{path}: {key}: give a single value, not a list or mapping")
+    return dict(data)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated run, ready to execute."""
+
+    info: RunbookInfo
+    values: dict[str, Any]
+    host: str
+    secret_values: tuple[str, ...]
+
+
+def prepare(
+    info: RunbookInfo,
+    cli_params: Sequence[tuple[str, str]] = (),
+    files: Sequence[Path] = (),
+    host: str | None = None,
+    *,
+    check_libvirt: bool = True,
+) -> Prepared:
+    """Validate everything a run needs; raises InputError before any side effect."""
+    given: dict[str, object] = {}
+    for f in files:
+        loaded = load_param_file(Path(f))
+        for name in loaded:
+            if info.param(name) is None:
+                unknown = UnknownName("parameter", name, [p.name for p in info.params])
+                raise InputError(f"{f}: {unknown}")
+        given.update(loaded)
+    given.update(dict(cli_params))
+    if host is not None:
+        host = params.Param("host", "host", host).convert(host)
+        if info.param("host") is not None:
+            given["host"] = host
+    values = params.validate(info.params, given, where=f"{info.name}: ")
+    record_host = str(values.get("host") or host or "local")
+    if check_libvirt:
+        params.check_names(info.params, values)
+    found = []
+    for p in info.params:
+        if p.type == "secret" and values.get(p.name):
+            try:
+                found.append(secrets.load(values[p.name]))
+            except Exception as exc:
+                raise InputError(f"parameter {p.name}: {exc}") from None
+    return Prepared(info, values, record_host, tuple(found))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    runbook: str
+    host: str
+    status: str
+    exit_code: int
+    changed: bool | None
+    summary: str
+    record: Path
+    run_id: int
+    seconds: float
+
+
+def choose_kernel() -> str:
+    """The ``opsbook`` kernelspec (setup.sh installs it into the venv), else python3,
+    which jupyter_client starts with this very interpreter: the same venv either way."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "opsbook" if "opsbook" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    return source.strip().splitlines()[0] if source.strip() else ""
+
+
+class _Progress:
+    """One line per code cell: number, first line of code, outcome and seconds."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream, self.total, self.n, self.t0 = stream, total, 0, 0.0
+        self.tty = stream.isatty()
+
+    def start(self, cell: Mapping[str, Any]) -> None:
+        self.n += 1
+        self.t0 = time.monotonic()
+        tags = cell.get("metadata", {}).get("tags", [])
+        src = "".join(cell.get("source", ""))
+        text = "(injected parameters)" if "injected-parameters" in tags else _first_line(src)
+        self.line = f"  [{self.n:>{len(str(self.total))}}/{self.total}] {text[:60]:<60}"
+        if self.tty:
+            self.stream.write(self.line + "  …\r")
+            self.stream.flush()
+
+    def done(self, cell: Mapping[str, Any]) -> None:
+        failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+        mark = "FAILED" if failed else "ok"
+        self.stream.write(f"{self.line}  {mark:<6} {time.monotonic() - self.t0:5.1f} s\n")
+        self.stream.flush()
+
+
+def _engine(progress: _Progress | None) -> str:
+    """Register (once per call) a papermill engine that reports progress per cell."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class OpsbookEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            if progress is not None:
+                start, complete = nb_man.cell_start, nb_man.cell_complete
+
+                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    if cell.cell_type == "code":
+                        progress.start(cell)
+                    return start(cell, cell_index, **kw)
+
+                def cell_complete(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    if cell.cell_type == "code":
+                        progress.done(cell)
+                    return complete(cell, cell_index, **kw)
+
+                nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("opsbook", OpsbookEngine)
+    return "opsbook"
+
+
+def _quiet_kernel_manager(log: TextIO) -> type:
+    """A kernel manager whose kernel writes its stderr (debugger and TCP warnings,
+    tracebacks of crashes) to ``log`` instead of our terminal."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+            kw.setdefault("stderr", log)
+            kw.setdefault("stdout", log)
+            await super()._async_start_kernel(**kw)
+
+    return QuietKernelManager
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Terminated(Exception):
+    """SIGTERM/SIGHUP: finish the record as killed, then exit."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated(signal.Signals(signum).name)
+
+    if threading_main():
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    else:
+        old = {}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(
+    prepared: Prepared,
+    *,
+    store: records.Store,
+    timeout: float | None = None,
+    lock_wait: float | None = None,
+    progress: TextIO | None = sys.stderr,
+) -> RunOutcome:
+    """Execute a prepared run into ``store``; never raises for a failing notebook."""
+    info = prepared.info
+    store.mark_stale()
+    nb_source = json.loads(info.path.read_text(encoding="utf-8"))
+    start = records.utcnow()
+    header: dict[str, Any] = {
+        "runbook": info.name,
+        "host": prepared.host,
+        "parameters": redact_parameters(list(info.params), prepared.values),
+        "user": getpass.getuser(),
+        "start": records.iso(start),
+        "end": None,
+        "status": "running",
+        "exit_code": None,
+        "changed": None,
+        "summary": "",
+        "opslib_version": __version__,
+        "revision": repo_revision(),
+        "mode": "headless",
+        "pid": os.getpid(),
+    }
+    run_id, path = store.begin(header, nb_source)
+    header["id"] = run_id
+    partial = records.partial_path(path)
+    env = {
+        HEADLESS_ENV: "1",
+        "OPSBOOK_RECORDS": str(store.root.resolve()),
+        "OPSBOOK_RUNBOOK": info.name,
+        "OPSBOOK_NOTEBOOK": str(info.path.resolve()),
+        "OPSBOOK_HOST": prepared.host,
+        "OPSBOOK_RUN_ID": str(run_id),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules warning
+    }
+    if lock_wait is not None:
+        env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
+    code_cells = sum(1 for c in nb_source.get("cells", []) if c.get("cell_type") == "code")
+    prog = _Progress(progress, code_cells + 1) if progress is not None else None
+    status, error = "ok", ""
+    t0 = time.monotonic()
+    with (
+        tempfile.TemporaryFile("w+") as kernel_log,
+        _environment(env),
+        _terminate_as_exception(),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        for name in ("papermill", "traitlets", "nbclient"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        try:
+            papermill.execute_notebook(
+                str(info.path),
+                str(partial),
+                parameters=prepared.values,
+                engine_name=_engine(prog),
+                kernel_name=choose_kernel(),
+                progress_bar=False,
+                execution_timeout=timeout,
+                start_timeout=60,
+                kernel_manager_class=_quiet_kernel_manager(kernel_log),
+            )
+        except PapermillExecutionError as exc:
+            status = "locked" if exc.ename == "LockHeld" else "failed"
+            error = f"{exc.ename}: {exc.evalue}"
+        except (KeyboardInterrupt, _Terminated) as exc:
+            status, error = "killed", f"interrupted ({type(exc).__name__} {exc})".strip()
+        except Exception as exc:  # nbclient's timeout, a dead kernel...
+            timed_out = "Timeout" in type(exc).__name__
+            status = "timeout" if timed_out else "failed"
+            first = (str(exc).strip().splitlines() or [""])[0]
+            error = f"{type(exc).__name__}: {first}"[:300]
+    seconds = time.monotonic() - t0
+    try:
+        nb = json.loads(partial.read_bytes())
+    except (OSError, ValueError):
+        nb = json.loads(path.read_bytes())
+    final = records.final_result(records.results_of(nb))
+    if status == "ok" and final is not None and final.get("failed"):
+        status = "failed"
+    exit_code = {"ok": 0, "killed": 130}.get(status, 1)
+    changed = bool(final.get("changed")) if final is not None else None
+    summary = records.summarize(nb, status) or error
+    if status != "ok" and error and not records.cell_error(nb):
+        summary = error
+    header.update(
+        status=status,
+        exit_code=exit_code,
+        changed=changed,
+        summary=summary,
+        end=records.iso(records.utcnow()),
+    )
+    data = records.dump_notebook(records.with_header(nb, header))
+    if secrets.find_leaks(data, prepared.secret_values):
+        # Fail closed: the record must not hold a secret, and the run must say so.
+        header.update(
+            status="leaked-secret",
+            exit_code=1,
+            summary="a secret appeared in the record; it was redacted",
+        )
+        status, exit_code = "leaked-secret", 1
+        data = secrets.scrub(
+            records.dump_notebook(records.with_header(nb, header)), prepared.secret_values
+        )
+    records.atomic_write(path, data)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    store.finish(run_id, path, header)
+    return RunOutcome(
+        info.name, prepared.host, status, exit_code, changed, summary, path, run_id, seconds
+    )

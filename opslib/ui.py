@@ -1,0 +1,405 @@
+"""Display of plans and results, and the interactive forms (the only IPython/ipywidgets user).
+
+The renderers (``*_text``, ``*_html``) are pure: JSON of a Plan/Result in, text
+out; ``opsbook records show`` uses the text ones without a kernel. The display
+functions emit one bundle per plan/result: text/plain, text/html and the
+structured JSON under :data:`opslib.records.RESULT_MIME`.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opslib.records import RESULT_MIME
+
+if TYPE_CHECKING:
+    from opslib.changes import Plan, Result
+    from opslib.runbook import Runbook
+
+__all__ = [
+    "bundle_output",
+    "install_error_display",
+    "plan_text",
+    "result_text",
+    "show_plan",
+    "show_result",
+]
+
+_STATUS_COLOR = {
+    "changed": "#1a7f37",
+    "unchanged": "#57606a",
+    "ok": "#1a7f37",
+    "rolled back": "#bc4c00",
+    "failed": "#cf222e",
+    "planned": "#0969da",
+    "warn": "#9a6700",
+    "fail": "#cf222e",
+}
+
+
+# -- pure renderers -------------------------------------------------------------------------
+
+
+def _table_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "  (none)\n"
+    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "".join(f"  {line.rstrip()}\n" for line in lines)
+
+
+def plan_text(plan: Mapping[str, Any]) -> str:
+    changes = plan.get("changes", [])
+    out = [
+        f"Plan for {plan.get('runbook')} on {plan.get('host')}: "
+        f"{len(changes) or 'no'} change{'s' * (len(changes) != 1)}\n"
+    ]
+    for c in changes:
+        out.append(f"  {c.get('action')} {c.get('target')}: {c.get('summary')}\n")
+        out += [f"    {line}\n" for line in (c.get("diff") or "").splitlines()]
+    out += [f"  note: {n}\n" for n in plan.get("notes", [])]
+    return "".join(out)
+
+
+def result_text(result: Mapping[str, Any]) -> str:
+    if result.get("kind") == "plan":
+        return plan_text(result)
+    out = [
+        f"{result.get('runbook')} on {result.get('host')}: {result.get('status')}"
+        + (f": {result['summary']}" if result.get("summary") else "")
+        + "\n"
+    ]
+    if result.get("changes"):
+        out.append("Changes:\n")
+        for c in result["changes"]:
+            out.append(f"  {c.get('action')} {c.get('target')}: {c.get('summary')}\n")
+    if result.get("checks"):
+        out.append("Checks:\n")
+        out.append(_table_text(result["checks"], ["name", "status", "seen", "fix"]))
+    if result.get("steps"):
+        out.append("Steps:\n")
+        steps = [{**s, "ok": "ok" if s.get("ok") else "FAILED"} for s in result["steps"]]
+        out.append(_table_text(steps, ["name", "ok", "seconds", "detail"]))
+    for name, rows in (result.get("tables") or {}).items():
+        out.append(f"{name}:\n")
+        out.append(_table_text(rows))
+    return "".join(out)
+
+
+def _diff_html(diff: str) -> str:
+    lines = []
+    for line in diff.splitlines():
+        color = (
+            "#1a7f37"
+            if line.startswith("+") and not line.startswith("+++")
+            else "#cf222e"
+            if line.startswith("-") and not line.startswith("---")
+            else "#0969da"
+            if line.startswith("@@")
+            else "#57606a"
+        )
+        lines.append(f'<span style="color:{color}">{html.escape(line)}</span>')
+    return (
+        '<pre style="background:#f6f8fa;padding:6px;border-radius:4px;margin:2px 0 8px">'
+        + "\n".join(lines)
+        + "</pre>"
+    )
+
+
+def _badge(status: str) -> str:
+    color = _STATUS_COLOR.get(status, "#57606a")
+    return (
+        f'<span style="background:{color};color:white;padding:1px 8px;border-radius:8px;'
+        f'font-weight:600">{html.escape(status)}</span>'
+    )
+
+
+def _table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "<p><i>(none)</i></p>"
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if columns:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    return str(frame.to_html(index=False, escape=True, border=0))
+
+
+def plan_html(plan: Mapping[str, Any]) -> str:
+    changes = plan.get("changes", [])
+    head = (
+        f"<h4>Plan for {html.escape(str(plan.get('runbook')))} on "
+        f"{html.escape(str(plan.get('host')))}: "
+        f"{len(changes) or 'no'} change{'s' * (len(changes) != 1)}</h4>"
+    )
+    body = []
+    for c in changes:
+        body.append(
+            f"<div><b>{html.escape(str(c.get('action')))}</b> "
+            f"<code>{html.escape(str(c.get('target')))}</code>: "
+            f"{html.escape(str(c.get('summary')))}</div>"
+        )
+        if c.get("diff"):
+            body.append(_diff_html(c["diff"]))
+    body += [f"<div><i>note:</i> {html.escape(n)}</div>" for n in plan.get("notes", [])]
+    return head + "".join(body)
+
+
+def result_html(result: Mapping[str, Any]) -> str:
+    if result.get("kind") == "plan":
+        return plan_html(result)
+    parts = [
+        f"<h4>{html.escape(str(result.get('runbook')))} on "
+        f"{html.escape(str(result.get('host')))}: {_badge(str(result.get('status')))}</h4>"
+    ]
+    if result.get("summary"):
+        parts.append(f"<p>{html.escape(str(result['summary']))}</p>")
+    if result.get("changes"):
+        parts.append("<h5>Changes</h5>")
+        for c in result["changes"]:
+            parts.append(
+                f"<div><b>{html.escape(str(c.get('action')))}</b> "
+                f"<code>{html.escape(str(c.get('target')))}</code>: "
+                f"{html.escape(str(c.get('summary')))}</div>"
+            )
+            if c.get("diff"):
+                parts.append(_diff_html(c["diff"]))
+    if result.get("checks"):
+        parts.append("<h5>Checks</h5>")
+        parts.append(_table_html(result["checks"], ["name", "status", "seen", "fix"]))
+    if result.get("steps"):
+        parts.append("<h5>Steps</h5>")
+        parts.append(_table_html(result["steps"], ["name", "ok", "seconds", "detail"]))
+    for name, rows in (result.get("tables") or {}).items():
+        parts.append(f"<h5>{html.escape(name)}</h5>")
+        parts.append(_table_html(rows))
+    return "".join(parts)
+
+
+def bundle(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "text/plain": result_text(data),
+        "text/html": result_html(data),
+        RESULT_MIME: dict(data),
+    }
+
+
+def bundle_output(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A notebook output (nbformat 4) holding ``data``'s bundle."""
+    return {"output_type": "display_data", "metadata": {}, "data": bundle(data)}
+
+
+# -- display in a kernel -------------------------------------------------------------------
+
+
+def _display(data: Mapping[str, Any]) -> None:
+    from IPython.display import display
+
+    display(bundle(data), raw=True)
+
+
+def show_plan(plan: Plan) -> None:
+    _display(plan.to_json())
+
+
+def show_result(result: Result) -> None:
+    _display(result.to_json())
+
+
+def show_note(text: str) -> None:
+    from IPython.display import display
+
+    display({"text/plain": text, "text/html": f"<p><i>{html.escape(text)}</i></p>"}, raw=True)
+
+
+def install_error_display() -> None:
+    """Show opslib errors as one red line instead of a traceback (bugs keep theirs)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from opslib.errors import OpsError
+
+    def one_line(
+        shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
+    ) -> list[str]:
+        return [f"\x1b[31m{etype.__name__}: {value}\x1b[0m"]
+
+    shell.set_custom_exc((OpsError,), one_line)
+
+
+# -- interactive forms ---------------------------------------------------------------------
+
+
+def _libvirt_choices(rb: Runbook, kind: str) -> list[str]:
+    uri = rb.values.get("libvirt_uri")
+    if not uri:
+        return []
+    from opslib.errors import OpsError
+    from opslib.params import known_names
+
+    try:
+        return known_names(str(uri), kind)
+    except OpsError:
+        return []
+
+
+class Form:
+    """A widget per parameter, with its validation message beside it."""
+
+    def __init__(self, rb: Runbook) -> None:
+        import ipywidgets as w
+
+        self.rb = rb
+        self.listeners: list[Callable[[], None]] = []
+        rows = []
+        self.messages: dict[str, Any] = {}
+        for p in rb.decls:
+            value = rb.raw.get(p.name, p.default)
+            style = {"description_width": "130px"}
+            layout = w.Layout(width="420px")
+            field: Any
+            if p.type == "bool":
+                field = w.Checkbox(value=bool(value), description=p.name, style=style, indent=True)
+            elif p.type == "choice":
+                field = w.Dropdown(
+                    options=list(p.choices),
+                    value=value if value in p.choices else p.choices[0],
+                    description=p.name,
+                    style=style,
+                    layout=layout,
+                )
+            elif p.type in ("vm", "network"):
+                field = w.Combobox(
+                    value=str(value),
+                    options=_libvirt_choices(rb, p.type),
+                    ensure_option=False,
+                    description=p.name,
+                    style=style,
+                    layout=layout,
+                    placeholder="(empty)" if p.optional else "",
+                )
+            else:
+                field = w.Text(
+                    value="" if value is None else str(value),
+                    description=p.name,
+                    style=style,
+                    layout=layout,
+                    placeholder="file:/path or env:NAME" if p.type == "secret" else "",
+                )
+            field.description_tooltip = f"{p.type_label}: {p.help}"
+            msg = w.HTML(value=self._msg(rb.errors.get(p.name, ""), p.help))
+            self.messages[p.name] = msg
+            field.observe(self._changed(p.name), names="value")
+            rows.append(w.HBox([field, msg]))
+        self.box = w.VBox([w.HTML(f"<b>{rb.name}</b>: {html.escape(rb.purpose)}"), *rows])
+
+    @staticmethod
+    def _msg(error: str, help_text: str) -> str:
+        if error:
+            return f'<span style="color:#cf222e">✗ {html.escape(error)}</span>'
+        return f'<span style="color:#57606a">{html.escape(help_text)}</span>'
+
+    def _changed(self, name: str) -> Callable[[dict[str, Any]], None]:
+        def handler(change: dict[str, Any]) -> None:
+            self.rb.set(name, change["new"])
+            help_of = {p.name: p.help for p in self.rb.decls}
+            for n, msg in self.messages.items():
+                msg.value = self._msg(self.rb.errors.get(n, ""), help_of[n])
+            for listener in self.listeners:
+                listener()
+
+        return handler
+
+
+def show_form(rb: Runbook) -> Form:
+    from IPython.display import display
+
+    form = Form(rb)
+    display(form.box)
+    return form
+
+
+def plan_panel(rb: Runbook) -> Plan | None:
+    """The Plan button and its output; plans at once when the form is valid."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    button = w.Button(description="Plan", button_style="info", icon="list")
+    out = w.Output()
+
+    def do_plan(_: Any = None) -> None:
+        out.clear_output()
+        with out:
+            if not rb.valid:
+                show_note("Fix the parameters above first.")
+                return
+            show_plan(rb.compute_plan())
+        for listener in rb.form.listeners if rb.form else []:
+            listener()
+
+    button.on_click(do_plan)
+    display(w.VBox([button, out]))
+    do_plan()
+    return rb.last_plan
+
+
+def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
+    """The Apply button: enabled once a plan for the current values is shown."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from opslib.errors import OpsError
+    from opslib.records import iso
+
+    button = w.Button(
+        description="Apply",
+        button_style="danger",
+        icon="play",
+        tooltip="make the changes of the plan shown above",
+    )
+    out = w.Output()
+    busy = {"applying": False}
+
+    def refresh() -> None:
+        plan = rb.last_plan
+        button.disabled = busy["applying"] or plan is None or plan.empty or not rb.valid
+
+    def do_apply(_: Any) -> None:
+        plan = rb.last_plan
+        if plan is None:
+            return
+        busy["applying"] = True
+        refresh()
+        out.clear_output()
+        started = iso(datetime.now(UTC))
+        t0 = time.monotonic()
+        with out:
+            try:
+                result = rb.run_apply(fn, plan)
+                path = rb.save_interactive_record(
+                    plan, result, started=started, ended=iso(datetime.now(UTC))
+                )
+                show_note(f"Record: {path} ({time.monotonic() - t0:.1f} s)")
+            except OpsError as exc:
+                show_note(f"{type(exc).__name__}: {exc}")
+            finally:
+                busy["applying"] = False
+                rb.last_plan = None  # the state changed: plan again before the next apply
+                refresh()
+
+    button.on_click(do_apply)
+    if rb.form is not None:
+        rb.form.listeners.append(refresh)
+    refresh()
+    display(w.VBox([button, out]))
