@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opslib.lab import cli as lab_cli
 
     lab_cli.add_parser(sub)
+    from opslib import engine_cli
+
+    engine_cli.add_parsers(sub)
     return parser
 
 
