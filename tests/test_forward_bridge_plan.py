@@ -1,0 +1,281 @@
+"""The forward-bridge planner, pure: observed files + link facts + libvirt network in, Plan out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from opslib import interfaces as ifs
+from opslib import virt
+from opslib.errors import HostError, InputError
+from opslib.procedures import forward_bridge as fb
+
+CORPUS = Path(__file__).parent / "interfaces_corpus"
+CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
+MAIN = "/etc/network/interfaces"
+PHYSICAL = {
+    "lo": fb.LinkFacts("lo", "loopback", ""),
+    "eth0": fb.LinkFacts("eth0", "", ""),
+}
+CONVERTED_LINKS = {
+    **PHYSICAL,
+    "eth0": fb.LinkFacts("eth0", "", "br0"),
+    "br0": fb.LinkFacts("br0", "bridge", ""),
+}
+GOOD_NET_XML = (
+    "<network><name>forward-bridge</name><uuid>6a8f3c52-0d4e-4b55-9a55-3c1f0e8b9d11</uuid>"
+    "<forward mode='bridge'/><bridge name='br0'/></network>"
+)
+
+
+def params(**kw: str) -> fb.Params:
+    return fb.Params(
+        **{"libvirt_uri": "test:///default", "netns": "", "interfaces_file": MAIN, **kw}
+    )
+
+
+def case_texts(case: str) -> dict[str, str]:
+    root = CORPUS / case
+    return {
+        str(p): p.read_bytes().decode()
+        for p in root.rglob("*")
+        if p.is_file() and "expected" not in p.relative_to(root).parts and p.name != "refuse"
+    }
+
+
+def observed(texts: dict[str, str], main: str = MAIN, links=None, network=None) -> fb.Observed:
+    return fb.Observed(
+        ifs.tree_from_texts(main, texts), PHYSICAL if links is None else links, network
+    )
+
+
+def net(xml: str = GOOD_NET_XML, **state: bool) -> virt.Network:
+    return virt.parse_network(
+        xml, **{"active": True, "autostart": True, "persistent": True, **state}
+    )
+
+
+# -- the corpus: golden results, and ifupdown accepts every result ------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plan_on_every_corpus_file_matches_its_golden_result(case: str, tmp_path: Path) -> None:
+    root = CORPUS / case
+    main = str(root / "interfaces")
+    texts = case_texts(case)
+    obs = observed(texts, main)
+    if (root / "refuse").exists():
+        with pytest.raises(InputError, match=(root / "refuse").read_text().strip()):
+            fb.make_plan(obs, params(interfaces_file=main), host="h", netns="")
+        return
+    plan = fb.make_plan(obs, params(interfaces_file=main), host="h", netns="")
+    expected = {
+        str(root / p.relative_to(root / "expected")): p.read_bytes().decode()
+        for p in (root / "expected").rglob("*")
+        if p.is_file()
+    } if (root / "expected").exists() else {}  # fmt: skip
+    assert plan.data["new_files"] == expected
+    file_changes = [c for c in plan.changes if c.target.startswith("file:")]
+    assert {c.target[5:] for c in file_changes} == set(expected)
+    assert all(c.diff.startswith("--- a/") for c in file_changes)
+    # eth0 is no bridge port in PHYSICAL: networking restarts whether or not a file changes
+    assert any(c.action == "restart" for c in plan.changes)
+    if expected and shutil.which("ifup"):
+        # the new files as a whole tree: ifupdown must accept br0 from them
+        for path, text in {**texts, **expected}.items():
+            dest = tmp_path / os.path.relpath(path, root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(text.encode())
+        done = subprocess.run(
+            ["ifup", "--no-act", "-i", str(tmp_path / "interfaces"),
+             "--state-dir", str(tmp_path / "state"), "br0"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "bridge_ports" not in done.stderr
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if (CORPUS / c / "expected").exists()])
+def test_planning_again_on_the_result_changes_nothing(case: str) -> None:
+    root = CORPUS / case
+    main = str(root / "interfaces")
+    texts = case_texts(case)
+    for p in (root / "expected").rglob("*"):
+        if p.is_file():
+            texts[str(root / p.relative_to(root / "expected"))] = p.read_bytes().decode()
+    plan = fb.make_plan(
+        observed(texts, main, CONVERTED_LINKS, net()), params(interfaces_file=main),
+        host="h", netns="",
+    )  # fmt: skip
+    assert plan.empty, [c.summary for c in plan.changes]
+
+
+def test_bare_dhcp_host_plan_shows_the_wiki_stanza_as_a_diff() -> None:
+    texts = {MAIN: "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"}
+    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    assert [c.action for c in plan.changes] == ["update", "restart", "define", "start", "autostart"]
+    diff = plan.changes[0].diff
+    for line in ("-auto eth0", "-iface eth0 inet dhcp", "+iface eth0 inet manual", "+auto br0",
+                 "+iface br0 inet dhcp", "+\tbridge_ports eth0", "+\tbridge_stp off"):  # fmt: skip
+        assert line + "\n" in diff
+    assert "<forward mode='bridge'/>" in (plan.changes[2].after or "")
+
+
+def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
+    texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
+    plan = fb.make_plan(
+        observed(texts), params(address="192.0.2.10/24", gateway="192.0.2.1"), host="h", netns=""
+    )
+    after = plan.data["new_files"][MAIN]
+    assert after.endswith(
+        "iface br0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n"
+        "\tdns-nameservers 192.0.2.53 198.51.100.53\n\tdns-search example.org\n"
+        "\tbridge_ports eth0\n\tbridge_stp off\n"
+    )
+    assert not any("ask DHCP" in n for n in plan.notes)
+
+
+def test_existing_bridge_switches_from_dhcp_to_static_touching_only_its_lines() -> None:
+    before = "auto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n"
+    texts = {MAIN: "iface eth0 inet manual\n\n" + before}
+    new, _notes = fb.plan_files(
+        ifs.tree_from_texts(MAIN, texts), params(address="192.0.2.20/24", gateway="192.0.2.1")
+    )
+    assert new[MAIN] == "iface eth0 inet manual\n\nauto br0\niface br0 inet static\n" + (
+        "\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n\taddress 192.0.2.20/24\n"
+        "\tgateway 192.0.2.1\n"
+    )
+
+
+def test_other_names_are_parameters() -> None:
+    texts = {MAIN: "auto enp1s0\niface enp1s0 inet dhcp\n"}
+    links = {"enp1s0": fb.LinkFacts("enp1s0", "", "")}
+    plan = fb.make_plan(
+        observed(texts, links=links), params(uplink="enp1s0", bridge="vmbr1",
+                                             network_name="vms"),
+        host="h", netns="",
+    )  # fmt: skip
+    assert "iface vmbr1 inet dhcp\n\tbridge_ports enp1s0\n" in plan.data["new_files"][MAIN]
+    assert "<name>vms</name>" in (plan.changes[2].after or "")
+
+
+def test_file_converted_but_kernel_not_yet_plans_only_the_restart() -> None:
+    texts = {MAIN: (CORPUS / "04-already-converted" / "interfaces").read_text()}
+    plan = fb.make_plan(observed(texts, network=net()), params(), host="h", netns="")
+    assert [c.action for c in plan.changes] == ["restart"]
+    assert "not a port of an up br0" in plan.changes[0].summary
+
+
+# -- kernel facts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("links", "message"),
+    [
+        ({}, "there is no link eth0"),
+        ({"eth0": fb.LinkFacts("eth0", "bridge", "")}, "eth0 is a bridge device, not an uplink"),
+        ({"eth0": fb.LinkFacts("eth0", "tun", "")}, "eth0 is a tun device"),
+        ({"eth0": fb.LinkFacts("eth0", "loopback", "")}, "eth0 is a loopback device"),
+        ({"eth0": fb.LinkFacts("eth0", "", "virbr0")}, "already a port of virbr0"),
+        ({**PHYSICAL, "br0": fb.LinkFacts("br0", "veth", "")}, "br0 exists and is a veth"),
+        (
+            {**PHYSICAL, "br0": fb.LinkFacts("br0", "bridge", ""),
+             "eth1": fb.LinkFacts("eth1", "", "br0")},
+            "br0 already bridges eth1",
+        ),
+    ],
+)  # fmt: skip
+def test_unsuitable_links_are_refused_with_one_line(links, message) -> None:
+    texts = {MAIN: "iface eth0 inet dhcp\n"}
+    with pytest.raises(InputError, match=message) as info:
+        fb.make_plan(observed(texts, links=links), params(), host="h", netns="")
+    assert "\n" not in str(info.value)
+
+
+def test_guest_taps_on_the_bridge_are_not_a_reason_to_refuse() -> None:
+    links = {**CONVERTED_LINKS, "vnet0": fb.LinkFacts("vnet0", "tun", "br0")}
+    assert fb.check_links(links, params(), "") is True
+
+
+# -- libvirt network -------------------------------------------------------------------------
+
+
+def test_identical_network_is_left_alone() -> None:
+    assert fb.plan_network(net(), "forward-bridge", "br0") == []
+
+
+def test_inactive_network_without_autostart_is_started_and_autostarted() -> None:
+    changes = fb.plan_network(net(active=False, autostart=False), "forward-bridge", "br0")
+    assert [c.action for c in changes] == ["start", "autostart"]
+
+
+def test_different_network_is_updated_keeping_its_uuid() -> None:
+    old = GOOD_NET_XML.replace("br0", "br9")
+    (change,) = fb.plan_network(net(old), "forward-bridge", "br0")
+    assert change.action == "update"
+    assert "6a8f3c52-0d4e-4b55-9a55-3c1f0e8b9d11" in (change.after or "")
+    assert "-  <bridge name='br9'/>" in change.diff or "br9" in change.diff
+
+
+def test_network_xml_defines_on_the_libvirt_test_driver() -> None:
+    with virt.connect("test:///default") as conn:
+        virt.define_network(conn, fb.network_xml("fb-test", "br0"))
+        virt.start_network(conn, "fb-test")
+        virt.set_network_autostart(conn, "fb-test", True)
+        got = virt.get_network(conn, "fb-test")
+    assert (got.forward_mode, got.bridge, got.active, got.autostart) == (
+        "bridge",
+        "br0",
+        True,
+        True,
+    )
+    assert fb.plan_network(got, "fb-test", "br0") == []
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"uplink": "eth 0"}, "uplink 'eth 0' is not an interface name"),
+        ({"bridge": "a-very-long-bridge-name"}, "bridge .* is not an interface name"),
+        ({"bridge": "eth0"}, "uplink and bridge are both"),
+        ({"address": "192.0.2.10"}, "needs a prefix length"),
+        ({"address": "192.0.2.300/24"}, "not an IPv4 address with prefix"),
+        ({"address": "192.0.2.10/24"}, "gateway is empty"),
+        ({"address": "192.0.2.10/24", "gateway": "198.51.100.1"}, "not another address in"),
+        ({"gateway": "192.0.2.1"}, "DHCP supplies the gateway"),
+        ({"interfaces_file": "interfaces"}, "is relative"),
+        ({"network_name": "a b"}, "not a libvirt network name"),
+    ],
+)
+def test_bad_parameters_fail_before_anything_with_one_line(kw, message) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        params(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_restart_command_runs_in_the_netns_with_quoted_files() -> None:
+    argv = fb.restart_argv("ifdown -i {old} x; ifup -i {new} {ifaces}", "ob-host",
+                           old="/t/a b", new="/n", ifaces="eth0 br0")  # fmt: skip
+    assert argv == ["ip", "netns", "exec", "ob-host", "sh", "-c",
+                    "ifdown -i '/t/a b' x; ifup -i /n 'eth0 br0'"]  # fmt: skip
+    assert fb.restart_argv(fb.DEFAULT_RESTART, "", old="o", new="n", ifaces="i") == [
+        "sh", "-c", "systemctl restart networking",
+    ]  # fmt: skip
+    with pytest.raises(InputError, match="placeholders"):
+        fb.restart_argv("ifup -i {file}", "", old="o", new="n", ifaces="i")
+
+
+def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = {MAIN: "iface eth0 inet dhcp\n"}
+    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(HostError, match="apply must run as root") as info:
+        fb.apply(plan)
+    assert "\n" not in str(info.value)
