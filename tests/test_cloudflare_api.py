@@ -1,0 +1,246 @@
+"""The Cloudflare v4 stand-in: wire format over HTTP, and the real SDK talking to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudflare
+import pytest
+
+from opslib.lab.cloudflare_api import CloudflareStandIn, Fault, Store
+
+TOKEN = "edit-token-0123456789abcdef"
+READ_TOKEN = "read-token-0123456789abcdef"
+
+
+@pytest.fixture
+def cf() -> Iterator[CloudflareStandIn]:
+    with CloudflareStandIn(token=TOKEN, read_token=READ_TOKEN, zones=("example.org",)) as server:
+        yield server
+
+
+def sdk(url: str, token: str = TOKEN) -> cloudflare.Cloudflare:
+    return cloudflare.Cloudflare(api_token=token, base_url=url, max_retries=0)
+
+
+def http(
+    method: str, url: str, *, token: str | None = TOKEN, body: Any = None
+) -> tuple[int, dict[str, str], Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read())
+
+
+def zone_id(cf: CloudflareStandIn) -> str:
+    return cf.store.zone_id("example.org")
+
+
+def test_zone_lookup_by_name_returns_the_v4_envelope(cf: CloudflareStandIn) -> None:
+    status, _, body = http("GET", f"{cf.url}/zones?name=example.org")
+    assert status == 200
+    assert set(body) == {"success", "errors", "messages", "result", "result_info"}
+    assert body["success"] is True and body["errors"] == []
+    assert [z["name"] for z in body["result"]] == ["example.org"]
+    assert body["result_info"]["total_count"] == 1
+    assert http("GET", f"{cf.url}/zones?name=example.net")[2]["result"] == []
+
+
+def test_sdk_creates_lists_edits_and_deletes_a_record(cf: CloudflareStandIn) -> None:
+    client = sdk(cf.url)
+    zid = next(iter(client.zones.list(name="example.org"))).id
+    made = client.dns.records.create(
+        zone_id=zid, name="vm1.example.org", type="AAAA", content="2001:db8:2:0::5", ttl=300
+    )
+    assert made is not None and made.content == "2001:db8:2::5"  # canonical form
+    listed = list(client.dns.records.list(zone_id=zid, name={"exact": "vm1.example.org"}))
+    assert [r.id for r in listed] == [made.id]
+    edited = client.dns.records.edit(
+        made.id, zone_id=zid, name="vm1.example.org", type="AAAA", ttl=300, proxied=True
+    )
+    assert edited is not None and edited.proxied is True
+    assert edited.ttl == 1  # proxied records get automatic TTL, as on the real API
+    assert edited.content == "2001:db8:2::5"  # PATCH keeps what it does not send
+    put = client.dns.records.update(
+        made.id, zone_id=zid, name="vm1.example.org", type="AAAA", ttl=120, content="2001:db8::9"
+    )
+    assert put is not None and (put.proxied, put.ttl) == (False, 120)  # PUT replaces
+    client.dns.records.delete(made.id, zone_id=zid)
+    assert cf.store.records("example.org") == []
+    with pytest.raises(cloudflare.NotFoundError) as err:
+        client.dns.records.get(made.id, zone_id=zid)
+    assert err.value.body["errors"][0]["code"] == 81044  # type: ignore[index]
+
+
+def test_name_exact_and_type_filters(cf: CloudflareStandIn) -> None:
+    store = cf.store
+    store.put_record("example.org", name="a.example.org", type="AAAA", content="2001:db8::1")
+    store.put_record("example.org", name="a.example.org", type="TXT", content="hello")
+    store.put_record("example.org", name="aa.example.org", type="AAAA", content="2001:db8::2")
+    zid = zone_id(cf)
+    client = sdk(cf.url)
+    exact = list(client.dns.records.list(zone_id=zid, name={"exact": "a.example.org"}))
+    assert sorted(r.type for r in exact) == ["AAAA", "TXT"]
+    typed = list(client.dns.records.list(zone_id=zid, name={"exact": "a.example.org"}, type="AAAA"))
+    assert [r.content for r in typed] == ["2001:db8::1"]
+    plain = http("GET", f"{cf.url}/zones/{zid}/dns_records?name=aa.example.org")[2]
+    assert [r["content"] for r in plain["result"]] == ["2001:db8::2"]
+    contains = list(client.dns.records.list(zone_id=zid, name={"contains": "a.example"}))
+    assert len(contains) == 3
+
+
+def test_pagination_pages_are_disjoint_and_the_sdk_gets_them_all(cf: CloudflareStandIn) -> None:
+    for i in range(237):
+        cf.store.put_record(
+            "example.org", name="many.example.org", type="AAAA", content=f"2001:db8::{i:x}"
+        )
+    zid = zone_id(cf)
+    page2 = http("GET", f"{cf.url}/zones/{zid}/dns_records?per_page=100&page=2")[2]
+    assert page2["result_info"] == {
+        "page": 2, "per_page": 100, "count": 100, "total_count": 237, "total_pages": 3,
+    }  # fmt: skip
+    got = list(sdk(cf.url).dns.records.list(zone_id=zid, per_page=50))
+    assert len({r.id for r in got}) == 237
+    gets = [p for m, p, _ in cf.requests if m == "GET" and p.endswith("/dns_records")]
+    assert len(gets) == 1 + 6  # the raw page, then 5 full SDK pages and the empty one
+
+
+def test_bad_token_is_401_and_read_only_token_cannot_write(cf: CloudflareStandIn) -> None:
+    status, _, body = http("GET", f"{cf.url}/zones", token="not-the-token-at-all")
+    assert status == 401
+    assert body == {
+        "success": False,
+        "errors": [{"code": 10000, "message": "Authentication error"}],
+        "messages": [],
+        "result": None,
+    }
+    assert http("GET", f"{cf.url}/zones", token=None)[0] == 400
+    zid = zone_id(cf)
+    assert http("GET", f"{cf.url}/zones/{zid}/dns_records", token=READ_TOKEN)[0] == 200
+    with pytest.raises(cloudflare.PermissionDeniedError):
+        sdk(cf.url, READ_TOKEN).dns.records.create(
+            zone_id=zid, name="x.example.org", type="AAAA", content="2001:db8::1", ttl=1
+        )
+    assert cf.store.records("example.org") == []
+
+
+def test_conflicts_answer_with_the_real_error_codes(cf: CloudflareStandIn) -> None:
+    zid = zone_id(cf)
+    body = {"name": "w.example.org", "type": "AAAA", "content": "2001:db8::1", "ttl": 1}
+    assert http("POST", f"{cf.url}/zones/{zid}/dns_records", body=body)[0] == 200
+    status, _, same = http("POST", f"{cf.url}/zones/{zid}/dns_records", body=body)
+    assert (status, same["errors"][0]["code"]) == (400, 81058)
+    cname = {"name": "w", "type": "CNAME", "content": "elsewhere.example.net", "ttl": 1}
+    status, _, clash = http("POST", f"{cf.url}/zones/{zid}/dns_records", body=cname)
+    assert (status, clash["errors"][0]["code"]) == (400, 81053)
+    bad = {**body, "content": "192.0.2.1"}
+    status, _, invalid = http("POST", f"{cf.url}/zones/{zid}/dns_records", body=bad)
+    assert status == 400 and invalid["success"] is False
+    assert len(cf.store.records("example.org")) == 1
+
+
+def test_unknown_zone_id_is_7003(cf: CloudflareStandIn) -> None:
+    status, _, body = http("GET", f"{cf.url}/zones/{'f' * 32}/dns_records")
+    assert (status, body["errors"][0]["code"]) == (400, 7003)
+
+
+def test_injected_429_carries_retry_after_then_clears(cf: CloudflareStandIn) -> None:
+    cf.store.inject(Fault(status=429, retry_after=7))
+    status, headers, body = http("GET", f"{cf.url}/zones")
+    assert status == 429 and headers["Retry-After"] == "7"
+    assert body["errors"][0]["code"] == 971
+    assert http("GET", f"{cf.url}/zones")[0] == 200
+
+
+def test_committed_500_creates_the_record_although_the_client_sees_an_error(
+    cf: CloudflareStandIn,
+) -> None:
+    cf.store.inject(Fault(status=500, method="POST", commit=True))
+    with pytest.raises(cloudflare.InternalServerError):
+        sdk(cf.url).dns.records.create(
+            zone_id=zone_id(cf), name="c.example.org", type="AAAA", content="2001:db8::c", ttl=1
+        )
+    assert [r["content"] for r in cf.store.records("example.org")] == ["2001:db8::c"]
+
+
+def test_the_sdks_own_retry_turns_a_create_that_happened_into_an_error(
+    cf: CloudflareStandIn,
+) -> None:
+    # Why opslib.dns turns the SDK's retries off: the create wrote the record but
+    # answered 500; the SDK sends it again and the API refuses the twin (81058),
+    # so the caller sees a failure for a record that exists. max_retries=1: fast.
+    cf.store.inject(Fault(status=500, method="POST", commit=True))
+    client = cloudflare.Cloudflare(api_token=TOKEN, base_url=cf.url, max_retries=1)
+    with pytest.raises(cloudflare.BadRequestError) as err:
+        client.dns.records.create(
+            zone_id=zone_id(cf), name="t.example.org", type="TXT", content="v=1", ttl=1
+        )
+    assert err.value.body["errors"][0]["code"] == 81058  # type: ignore[index]
+    assert len(cf.store.records("example.org", name="t.example.org")) == 1
+    assert [m for m, _, _ in cf.requests].count("POST") == 2
+
+
+def test_state_file_is_shared_with_another_store(tmp_path: Path) -> None:
+    state = tmp_path / "cf.json"
+    with CloudflareStandIn(token=TOKEN, state_file=state) as server:
+        zid = zone_id(server)
+        body = {"name": "s.example.org", "type": "AAAA", "content": "2001:db8::5", "ttl": 1}
+        http("POST", f"{server.url}/zones/{zid}/dns_records", body=body)
+        other = Store(state)
+        [record] = other.records("example.org", name="s.example.org")
+        other.change_record(record["id"], content="2001:db8::6")  # drift behind the API
+        listed = http("GET", f"{server.url}/zones/{zid}/dns_records")[2]["result"]
+        assert [r["content"] for r in listed] == ["2001:db8::6"]
+    assert TOKEN not in state.read_text()
+
+
+def test_process_entry_serves_and_keeps_state_across_restarts(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    state = tmp_path / "state.json"
+
+    def run() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opslib.lab.cloudflare_api", "--port", "0",
+             "--state", str(state), "--zones", "example.org", "example.net",
+             "--token-file", str(token_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded: the server prints it or exits
+        assert line.startswith("listening on http://127.0.0.1:"), proc.stderr
+        return proc, line.split()[-1]
+
+    proc, url = run()
+    try:
+        zid = next(iter(sdk(url).zones.list(name="example.net"))).id
+        sdk(url).dns.records.create(
+            zone_id=zid, name="p.example.net", type="AAAA", content="2001:db8::7", ttl=1
+        )
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    proc, url = run()
+    try:
+        got = list(sdk(url).dns.records.list(zone_id=zid))
+        assert [r.content for r in got] == ["2001:db8::7"]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert TOKEN not in state.read_text()
