@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opslib.errors import ApplyError, HostError, InputError
 
@@ -334,6 +334,44 @@ def start_he(lab: Lab) -> int:
 
 def stop_he(lab: Lab) -> bool:
     return stop(he_pidfile(lab))
+
+
+def _service_up(lab: Lab) -> None:
+    start_he(lab)
+
+
+def _service_down(lab: Lab) -> None:
+    # Every tunnel end of this lab: the broker's and the host's (made by the ipv6-tunnel
+    # runbook with run_dir = the lab root).
+    for path in sorted(lab.root.glob("sixinfour-*.pid")):
+        stop(path)
+
+
+def _service_status(lab: Lab) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted(lab.root.glob("sixinfour-*.pid")):
+        spec = running_spec(path)
+        rows.append(
+            {
+                "component": "service",
+                "name": f"sixinfour {path.stem.removeprefix('sixinfour-')}",
+                "state": "running" if spec else "stopped",
+                "detail": f"{spec.netns}/{spec.name} {spec.local} <-> {spec.remote}"
+                if spec
+                else "",
+            }
+        )
+    return rows
+
+
+def __getattr__(name: str) -> Any:
+    # The lab finds SERVICE by getattr; built lazily so that the daemon itself never
+    # imports the lab's control module.
+    if name == "SERVICE":
+        from opslib.lab.control import LabService
+
+        return LabService("sixinfour", _service_up, _service_down, _service_status)
+    raise AttributeError(name)
 
 
 # -- command line --------------------------------------------------------------------
