@@ -20,6 +20,7 @@ only; it is in no repr, log line or exception message of opslib.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,20 @@ class DnsRecord:
             "ttl": self.ttl,
             "comment": self.comment,
         }
+
+
+def same_content(type: str, a: str, b: str) -> bool:
+    """Whether two contents are the same: addresses compare as addresses.
+
+    The API stores addresses in canonical form (``2001:db8:2:0:...``, not
+    ``2001:db8:2::...``), so a text comparison would miss a record that exists.
+    """
+    if type in ("A", "AAAA"):
+        try:
+            return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+        except ValueError:
+            pass
+    return a == b
 
 
 def record_text(name: str, type: str, content: str, proxied: bool, ttl: int, comment: str) -> str:
@@ -299,7 +314,7 @@ class DnsClient:
 
     def _find(self, zone_id: str, spec: RecordSpec) -> DnsRecord | None:
         for record in self.list_records(zone_id, name=spec.name, type=spec.type):
-            if record.content == spec.content:
+            if same_content(spec.type, record.content, spec.content):
                 return record
         return None
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from opslib import secrets, slaac, virt
 from opslib.changes import Change, Check, Plan, Result, Status
-from opslib.dns import DnsClient, DnsRecord, RecordSpec
+from opslib.dns import DnsClient, DnsRecord, RecordSpec, same_content
 from opslib.errors import ApiError, InputError, OpsError
 
 RUNBOOK = "cloudflare-aaaa"
@@ -180,6 +180,14 @@ def _ours(record: DnsRecord, want: Desired) -> bool:
     return record.comment == want.comment
 
 
+def _points_at(record: DnsRecord, want: Desired) -> bool:
+    return same_content(record.type, record.content, want.content)
+
+
+def _matches(record: DnsRecord, want: Desired) -> bool:
+    return _points_at(record, want) and (record.proxied, record.ttl) == (want.proxied, want.ttl)
+
+
 def plan_records(
     existing: Sequence[DnsRecord], want: Desired, *, replace: bool = False
 ) -> tuple[list[Op], list[str]]:
@@ -193,7 +201,7 @@ def plan_records(
     notes: list[str] = []
     # The record to keep: the right address first, then ours, then one we may take over.
     candidates = (
-        [r for r in aaaa if r.content == want.content]
+        [r for r in aaaa if _points_at(r, want)]
         + [r for r in aaaa if _ours(r, want)]
         + [r for r in aaaa if not r.proxied or replace]
     )
@@ -204,7 +212,7 @@ def plan_records(
     for record in aaaa:
         if record is keep:
             continue
-        if record.content == want.content or _ours(record, want):
+        if _points_at(record, want) or _ours(record, want):
             duplicates.append(record)  # left over from an earlier run: ours to remove
         else:
             conflicts.append(record)
@@ -224,7 +232,7 @@ def plan_records(
     ops = [Op("delete", before=r) for r in conflicts if r.type == "CNAME"]  # before a create
     if keep is None:
         ops.append(Op("create", after=want.spec))
-    elif (keep.content, keep.proxied, keep.ttl) != (want.content, want.proxied, want.ttl):
+    elif not _matches(keep, want):
         ops.append(Op("update", before=keep, after=want.spec))
     ops += [Op("delete", before=r) for r in conflicts if r.type != "CNAME"]
     ops += [Op("delete", before=r) for r in duplicates]
@@ -236,15 +244,13 @@ def verify(records: Sequence[DnsRecord], want: Desired) -> list[Check]:
     at_name = [r for r in records if r.name == want.name]
     seen = "".join(r.text() for r in at_name).strip() or "no record"
     aaaa = [r for r in at_name if r.type == "AAAA"]
-    right = [
-        r for r in aaaa if (r.content, r.proxied, r.ttl) == (want.content, want.proxied, want.ttl)
-    ]
+    right = [r for r in aaaa if _matches(r, want)]
     checks = [
         Check(
             f"AAAA {want.name}",
             "ok" if len(right) == 1 and len(aaaa) == 1 else "fail",
             seen,
-            "" if len(right) == 1 else f"expected one AAAA -> {want.content}; apply again",
+            "" if len(right) == len(aaaa) == 1 else f"want one AAAA -> {want.content}; apply again",
         )
     ]
     if any(r.type == "CNAME" for r in at_name):
@@ -461,7 +467,7 @@ def apply(plan: Plan, *, token: str, api_base_url: str = "", replace: bool = Fal
             )
             return result
     result.status = "changed" if done else "unchanged"
-    kept = next((r for r in after if r.type == "AAAA" and r.content == want.content), None)
+    kept = next((r for r in after if r.type == "AAAA" and _points_at(r, want)), None)
     result.data = {"record": kept.to_json() if kept else None, "zone": want.zone}
     how = "proxied" if want.proxied else "DNS only"
     result.summary = f"{want.name} AAAA {want.content} ({how})" + (
