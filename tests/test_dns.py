@@ -121,7 +121,7 @@ def test_a_5xx_on_a_later_page_is_retried_without_losing_records(
 
 
 def test_unknown_zone_is_one_input_line(client: DnsClient) -> None:
-    with pytest.raises(InputError, match="no zone example.net visible"):
+    with pytest.raises(InputError, match=r"no zone example\.net visible"):
         client.zone_id("example.net")
 
 
