@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 from lxml import etree
@@ -33,6 +34,9 @@ from opslib import netlink, virt
 from opslib.changes import Change, Check, Plan, Result
 from opslib.errors import ApplyError, InputError, LibvirtError, OpsError, UnknownName
 from opslib.slaac import eui64_address
+
+if TYPE_CHECKING:
+    from opslib.lab.config import Lab
 
 RUNBOOK = "nat-bridge-ipv6"
 ULA = ipaddress.IPv6Network("fc00::/7")
@@ -739,3 +743,21 @@ def verify(
             )
         )
     return checks
+
+
+def lab_parameters(lab: Lab) -> dict[str, Any]:
+    """This runbook's parameters for a lab: its NAT network gets the routed /64."""
+    return {
+        "host": "lab",
+        "libvirt_uri": lab.uri,
+        "netns": lab.host_ns,
+        "network": lab.nat_network,
+        "prefix": lab.routed_prefix,
+        "rename_from": "",
+        "allow_ula": False,
+    }
+
+
+def apply_lab(lab: Lab) -> Result:
+    values = lab_parameters(lab)
+    return apply(plan(**values), **values)
