@@ -36,7 +36,10 @@ from opslib.changes import Change, Check, Plan, Result
 from opslib.errors import ApplyError, HostError, InputError, OpsError, UnknownName
 
 RUNBOOK = "forward-bridge"
-DEFAULT_RESTART = "systemctl restart networking"
+DEFAULT_RESTART = (
+    "ifdown --force -i {old} {ifaces}; ifdown --force {ifaces} 2>/dev/null; "
+    "systemctl restart networking"
+)
 RESTART_FIELDS = frozenset({"old", "new", "ifaces"})
 
 # Link kinds that can be the host's way out; "" is a physical NIC.
@@ -568,7 +571,9 @@ def restart_argv(template: str, netns: str, **fields: str) -> list[str]:
             f"restart_command {template!r} is not usable; it needs a command and may only "
             f"use the placeholders {{old}} {{new}} {{ifaces}}"
         )
-    command = template.format(**{k: shlex.quote(v) for k, v in fields.items()})
+    # interface names are checked to be shell-safe words; paths are quoted when they must be
+    quoted = {k: v if k == "ifaces" else shlex.quote(v) for k, v in fields.items()}
+    command = template.format(**quoted)
     argv = ["sh", "-c", command]
     return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
@@ -709,6 +714,11 @@ def apply(
     that one, or it leaves the old DHCP client behind), ``{new}`` (the interfaces
     file) and ``{ifaces}`` (the uplink and the bridge). ``deadline`` is the number of
     seconds from the restart until the bridge must work.
+
+    The default first takes the uplink and bridge down with the old file (stopping
+    eth0's DHCP client), then with the new one (``inet manual`` flushes eth0's
+    address: udhcpc's release on ifdown races its kill and can leave the address on
+    what becomes a bridge port, as seen in the lab), then restarts networking.
     """
     if deadline <= 0 or deadline > 3600:
         raise InputError(f"deadline {deadline} is out of range; give seconds between 1 and 3600")
@@ -895,3 +905,39 @@ def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
                 f"{p.network_name} is not active+autostarted in bridge mode after the changes"
             )
         detail.append(f"{p.network_name}: active, autostart, bridge {net.bridge}")
+
+
+# -- the lab ---------------------------------------------------------------------------------
+
+
+def lab_restart_command(lab: Any) -> str:
+    """The lab host's "restart networking": ifupdown inside the host's mount namespace.
+
+    ifdown reads ``{old}`` (the configuration being left) so that it stops the old
+    DHCP client; ``--force`` also takes down a bridge whose ifup half failed.
+    """
+    from opslib.lab import control
+
+    state = shlex.quote(str(lab.ifupdown_state_dir))
+    inner = (
+        f"ifdown --force -i {{old}} --state-dir {state} {{ifaces}}; "
+        f"ifdown --force -i {{new}} --state-dir {state} {{ifaces}} 2>/dev/null; "
+        f"ifup -a -i {{new}} --state-dir {state} && "
+        f"ifup -a --allow=hotplug -i {{new}} --state-dir {state}"
+    )
+    return shlex.join(control.host_command(lab, ["sh", "-c", inner]))
+
+
+def lab_params(lab: Any) -> dict[str, Any]:
+    """The plan() keyword arguments of the lab's daemon host."""
+    return {
+        "host": "lab",
+        "libvirt_uri": lab.uri,
+        "netns": lab.host_ns,
+        "interfaces_file": str(lab.interfaces_file),
+    }
+
+
+def apply_lab(lab: Any) -> Result:
+    """``opsbook lab up --configured``: convert the lab host as the runbook would."""
+    return apply(plan(**lab_params(lab)), restart_command=lab_restart_command(lab), deadline=60)
