@@ -825,9 +825,9 @@ def _confirm_or_revert(
             detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
         restart_failed = rc != 0
         with result.step("verify") as detail:
-            checks = _poll(
-                lambda: (c := verify_bridge(p, netns), all(x.ok for x in c)), t0 + deadline
-            )
+            # a failed restart is final (ifup gave up): look once instead of waiting it out
+            until = time.monotonic() if restart_failed else t0 + deadline
+            checks = _poll(lambda: (c := verify_bridge(p, netns), all(x.ok for x in c)), until)
             detail.append(", ".join(f"{c.name}: {c.status}" for c in checks))
         result.checks = list(checks)
         failed = [c for c in checks if not c.ok]

@@ -1,0 +1,209 @@
+"""forward-bridge in the lab: eth0 becomes br0 with a campus lease, and a real rollback.
+
+Runs in the wiki page's order and leaves the host converted (br0 over eth0, network
+forward-bridge active + autostarted): test_40_netreg_attach builds on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from opslib import netlink, virt
+from opslib.lab import control
+from opslib.procedures import forward_bridge as fb
+
+pytestmark = pytest.mark.lab
+
+# The host as freshly installed (what `lab up` writes), and a static variant of it.
+BARE = (
+    "# The lab daemon host's /etc/network/interfaces, as freshly installed.\n"
+    "source /etc/network/interfaces.d/*\n\n"
+    "auto lo\niface lo inet loopback\n\n"
+    "auto eth0\niface eth0 inet dhcp\n"
+)
+
+
+def static_file(lab) -> str:
+    return BARE.replace(
+        "iface eth0 inet dhcp\n",
+        f"iface eth0 inet static\n\taddress {lab.host_eth0_ip}/24\n"
+        f"\tgateway {lab.campus_gateway}\n",
+    )
+
+
+def switch_to(lab, text: str) -> None:
+    """Put ``text`` in the host's file and restart its networking with the lab's command."""
+    current = Path(lab.interfaces_file).read_text()
+    if current == text and netlink.link_by_name(lab.host_ns, "eth0"):
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".old", delete=False) as old:
+        old.write(current.replace("source /etc/network/interfaces.d/*\n", ""))
+    try:
+        Path(lab.interfaces_file).write_text(text)
+        argv = fb.restart_argv(
+            fb.lab_restart_command(lab), lab.host_ns,
+            old=old.name, new=str(lab.interfaces_file), ifaces="eth0 br0",
+        )  # fmt: skip
+        subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+    finally:
+        os.unlink(old.name)
+
+
+def drop_network(lab) -> None:
+    with virt.connect(lab.uri) as conn:
+        try:
+            net = conn.networkLookupByName("forward-bridge")
+        except libvirt.libvirtError:
+            return
+        if net.isActive():
+            net.destroy()
+        if net.isPersistent():
+            net.undefine()
+
+
+def ipv4(lab, name: str) -> list[str]:
+    link = netlink.link_by_name(lab.host_ns, name)
+    if link is None:
+        return []
+    return sorted(
+        f"{a.address}/{a.prefix}"
+        for a in netlink.addresses(lab.host_ns, ifindex=link.index)
+        if a.family == "ipv4"
+    )
+
+
+def acks(lab) -> list[str]:
+    """NetReg dnsmasq's DHCPACK log lines for the host's MAC."""
+    log = Path(lab.netreg_log)
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line for line in lines if "DHCPACK" in line and lab.host_eth0_mac in line]
+
+
+def backups(lab) -> list[Path]:
+    return sorted(Path(lab.interfaces_file).parent.glob("interfaces.opsbook-*"))
+
+
+@pytest.fixture(scope="module")
+def host(lab) -> Iterator:
+    """The lab host bare: eth0 on DHCP, no br0, no forward-bridge network."""
+    control.set_campus_refuses_host(lab, False)
+    switch_to(lab, BARE)
+    drop_network(lab)
+    assert ipv4(lab, "eth0") == [f"{lab.host_eth0_ip}/24"], "the bare lab host has no lease"
+    yield lab
+    control.set_campus_refuses_host(lab, False)
+
+
+def test_plan_on_the_bare_host_shows_the_diff_and_changes_nothing(host) -> None:
+    before = Path(host.interfaces_file).read_bytes()
+    plan = fb.plan(**fb.lab_params(host))
+    assert [c.action for c in plan.changes] == ["update", "restart", "define", "start", "autostart"]
+    for line in ("-auto eth0", "-iface eth0 inet dhcp", "+iface eth0 inet manual", "+auto br0",
+                 "+iface br0 inet dhcp", "+\tbridge_ports eth0", "+\tbridge_stp off"):  # fmt: skip
+        assert line + "\n" in plan.diff
+    assert Path(host.interfaces_file).read_bytes() == before
+    assert netlink.link_by_name(host.host_ns, "br0") is None
+    assert json.dumps(plan.to_json())
+
+
+def test_apply_rolls_back_when_campus_refuses_the_bridge(host) -> None:
+    """Previous state: eth0 static (so it can come back without DHCP); br0 gets no lease."""
+    previous = static_file(host)
+    switch_to(host, previous)
+    assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
+    plan = fb.plan(**fb.lab_params(host))
+    control.set_campus_refuses_host(host, True)
+    try:
+        result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=30)
+    finally:
+        control.set_campus_refuses_host(host, False)
+
+    assert result.status == "rolled back", result.summary
+    assert "br0 has an address: no IPv4 address" in result.summary
+    # the file: byte for byte the previous one, and the backup kept
+    assert Path(host.interfaces_file).read_text() == previous
+    backup = Path(result.data["backups"][str(host.interfaces_file)])
+    assert backup.read_text() == previous
+    # the kernel: eth0 has its address back, no bridge, default route via eth0
+    assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
+    assert netlink.link_by_name(host.host_ns, "br0") is None
+    eth0 = netlink.link_by_name(host.host_ns, "eth0")
+    assert eth0 is not None and eth0.master == 0
+    route = netlink.default_route(host.host_ns)
+    assert route is not None and (route.gateway, route.ifindex) == (host.campus_gateway, eth0.index)
+    steps = [s.name for s in result.steps]
+    assert steps[-3:] == [
+        "restore backup",
+        "restart networking (rollback)",
+        "verify previous state",
+    ]
+    assert all(s.seconds >= 0 for s in result.steps)
+    assert any(c.name == "previous state back" and c.ok for c in result.checks)
+    # nothing of libvirt was touched after the failed verification
+    with virt.connect(host.uri) as conn:
+        assert "forward-bridge" not in [n.name for n in virt.list_networks(conn)]
+    switch_to(host, BARE)
+    assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
+
+
+def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
+    assert Path(host.interfaces_file).read_text() == BARE
+    acks_before = acks(host)
+    plan = fb.plan(**fb.lab_params(host))
+    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=60)
+
+    assert result.status == "changed", result.summary
+    assert (
+        Path(host.interfaces_file).read_text() == plan.data["new_files"][str(host.interfaces_file)]
+    )
+    # the kernel: br0 is a bridge with eth0 as its port and the campus address
+    br0 = netlink.link_by_name(host.host_ns, "br0")
+    assert br0 is not None and br0.kind == "bridge" and br0.up
+    assert netlink.bridge_ports(host.host_ns)["br0"] == ["eth0"]
+    assert ipv4(host, "br0") == [f"{host.host_eth0_ip}/24"] and ipv4(host, "eth0") == []
+    # campus: NetReg's dnsmasq acknowledged a lease for the host's MAC during the apply
+    assert len(acks(host)) > len(acks_before)
+    assert control.netreg_leases(host).get(host.host_eth0_mac) == host.host_eth0_ip
+    # libvirt: forward-bridge in bridge mode on br0, active and autostarted
+    with virt.connect(host.uri) as conn:
+        net = virt.get_network(conn, "forward-bridge")
+    assert (net.forward_mode, net.bridge, net.active, net.autostart) == (
+        "bridge",
+        "br0",
+        True,
+        True,
+    )
+    # the record: diff, backup, verification, timed steps
+    record = json.loads(json.dumps(result.to_json()))
+    assert "+iface br0 inet dhcp" in record["data"]["diff"]
+    backup = Path(record["data"]["backups"][str(host.interfaces_file)])
+    assert backup.read_text() == BARE
+    assert {c["name"]: c["status"] for c in record["checks"]} == {
+        "br0 up": "ok", "eth0 is its port": "ok", "br0 has an address": "ok",
+        "eth0 has no address": "ok", "default route": "ok", "gateway answers": "ok",
+    }  # fmt: skip
+    names = [s["name"] for s in record["steps"]]
+    assert names == ["observe", "back up", "write", "validate (ifup --no-act)",
+                     "restart networking", "verify", "libvirt network forward-bridge"]  # fmt: skip
+    assert all(s["ok"] and s["seconds"] >= 0 for s in record["steps"])
+
+
+def test_a_second_apply_reports_no_change(host) -> None:
+    text = Path(host.interfaces_file).read_bytes()
+    kept = backups(host)
+    plan = fb.plan(**fb.lab_params(host))
+    assert plan.empty, [c.summary for c in plan.changes]
+    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=60)
+    assert result.status == "unchanged"
+    assert all(c.ok for c in result.checks)
+    assert Path(host.interfaces_file).read_bytes() == text
+    assert backups(host) == kept
+    assert ipv4(host, "br0") == [f"{host.host_eth0_ip}/24"]
