@@ -7,6 +7,7 @@ NetlinkError is translated here, keeping the kernel's errno.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -52,12 +53,19 @@ def ipr(netns: str = "") -> Iterator[IPRoute]:
     """An rtnetlink socket in ``netns`` ("" = this namespace); never creates one."""
     if not netns_exists(netns):
         raise InputError(f"network namespace {netns!r} does not exist; check `ip netns list`")
-    with translated(f"cannot open rtnetlink in netns {netns or '(own)'}"):
-        sock = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    # pyroute2's sync API drives its own asyncio loop and fails inside a running one (a
+    # Jupyter kernel's): hide the kernel's loop while the socket lives; cells are synchronous.
+    outer = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
     try:
-        yield sock
+        with translated(f"cannot open rtnetlink in netns {netns or '(own)'}"):
+            sock = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        try:
+            yield sock
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        asyncio._set_running_loop(outer)
 
 
 @dataclass(frozen=True)
