@@ -280,3 +280,27 @@ def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(HostError, match="apply must run as root") as info:
         fb.apply(plan)
     assert "\n" not in str(info.value)
+
+
+def test_lab_parameter_set_matches_the_default_lab_and_the_notebook() -> None:
+    from opslib import params
+    from opslib.lab.config import Lab
+    from opslib.runner import load_param_file
+
+    root = Path(__file__).parent.parent
+    values = load_param_file(root / "parameters" / "lab" / "forward-bridge.yaml")
+    lab = Lab.from_env("ob")
+    assert values["restart_command"] == fb.lab_restart_command(lab)
+    assert (values["libvirt_uri"], values["netns"], values["interfaces_file"]) == (
+        lab.uri, lab.host_ns, str(lab.interfaces_file),
+    )  # fmt: skip
+    info = params.read_runbook(root / "notebooks" / "forward-bridge.ipynb")
+    declared = {p.name: p.default for p in info.params}
+    assert set(values) <= set(declared)
+    assert declared["restart_command"] == fb.DEFAULT_RESTART
+    # every name plan() and apply() take is a notebook parameter
+    import inspect
+
+    for fn in (fb.plan, fb.apply):
+        names = [n for n in inspect.signature(fn).parameters if n != "plan"]
+        assert set(names) <= set(declared), set(names) - set(declared)
