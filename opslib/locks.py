@@ -68,7 +68,9 @@ def host_lock(
                     ) from None
                 time.sleep(0.1)
         me = {
-            "pid": os.getpid(),
+            # Headless, name the `opsbook run` process (what an operator looks for),
+            # not the kernel it started.
+            "pid": int(os.environ.get("OPSBOOK_RUNNER_PID") or os.getpid()),
             "runbook": runbook,
             "user": getpass.getuser(),
             "start": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),

@@ -415,7 +415,7 @@ class Store:
             return None
         end = datetime.fromtimestamp(source.stat().st_mtime, UTC).replace(microsecond=0)
         header.update(status="killed", exit_code=None, end=iso(end))
-        header["summary"] = header.get("summary") or summarize(nb, "killed") or _killed_at(nb)
+        header["summary"] = _killed_at(nb)
         atomic_write(path, dump_notebook(with_header(nb, header)))
         with contextlib.suppress(FileNotFoundError):
             part.unlink()

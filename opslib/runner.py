@@ -310,6 +310,7 @@ def run(
         "OPSBOOK_NOTEBOOK": str(info.path.resolve()),
         "OPSBOOK_HOST": prepared.host,
         "OPSBOOK_RUN_ID": str(run_id),
+        "OPSBOOK_RUNNER_PID": str(os.getpid()),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules warning
     }
     if lock_wait is not None:
@@ -380,7 +381,7 @@ def run(
             exit_code=1,
             summary="a secret appeared in the record; it was redacted",
         )
-        status, exit_code = "leaked-secret", 1
+        status, exit_code, summary = "leaked-secret", 1, header["summary"]
         data = secrets.scrub(
             records.dump_notebook(records.with_header(nb, header)), prepared.secret_values
         )

@@ -233,7 +233,11 @@ def install_error_display() -> None:
     def one_line(
         shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
     ) -> list[str]:
-        return [f"\x1b[31m{etype.__name__}: {value}\x1b[0m"]
+        # IPython discards a custom handler's return value: emit the error output
+        # ourselves, which also gives the kernel's execute_reply its ename/evalue.
+        stb = [f"\x1b[31m{etype.__name__}: {value}\x1b[0m"]
+        shell._showtraceback(etype, value, stb)
+        return stb
 
     shell.set_custom_exc((OpsError,), one_line)
 

@@ -1,0 +1,169 @@
+"""Parameter declarations and types: what a wrong value tells the operator."""
+
+from __future__ import annotations
+
+import pytest
+
+from opslib import params
+from opslib.errors import InputError
+
+CELL = """\
+host = "lab"  # host: the host name records are filed under
+libvirt_uri = "qemu:///system"  # libvirt-uri: libvirt connection of the host
+netns = ""  # netns: network namespace ("" = this one)
+vm = ""  # vm?: one VM, or empty for all
+count: int = 3  # int: how many
+mode = "dry"  # choice[dry|wet]: how to run
+apply = False  # bool: make the changes (False shows the plan only)
+note = "a # not a comment"  # str: text with a hash inside the value
+"""
+
+
+def test_declarations_read_names_types_defaults_and_help() -> None:
+    decls = params.parse_declarations(CELL)
+    assert [(p.name, p.type_label, p.default) for p in decls] == [
+        ("host", "host", "lab"),
+        ("libvirt_uri", "libvirt-uri", "qemu:///system"),
+        ("netns", "netns", ""),
+        ("vm", "vm?", ""),
+        ("count", "int", 3),
+        ("mode", "choice[dry|wet]", "dry"),
+        ("apply", "bool", False),
+        ("note", "str", "a # not a comment"),
+    ]
+    assert decls[0].help == "the host name records are filed under"
+    assert decls[5].choices == ("dry", "wet")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = 1\n", "x has no type comment; write `x = ...  # TYPE: help`"),
+        ("x = 1  # integer: n\n", "unknown parameter type 'integer'"),
+        ('x = "a"  # choice[]: n\n', "choice needs options"),
+        ("x = f(1)  # int: n\n", "the default must be a literal"),
+    ],
+)
+def test_bad_declarations_say_how_to_fix_them(source: str, message: str) -> None:
+    with pytest.raises(InputError, match=r"^(parameters cell|line)") as err:
+        params.parse_declarations(source)
+    assert message in str(err.value)
+
+
+def test_text_values_convert_to_the_declared_type_never_guessed() -> None:
+    decls = params.parse_declarations(CELL)
+    values = params.validate(decls, {"count": "010", "apply": "yes", "note": "010"})
+    assert values["count"] == 10 and values["apply"] is True and values["note"] == "010"
+
+
+def test_unknown_parameter_suggests_the_close_name() -> None:
+    with pytest.raises(InputError, match="no parameter named 'cuont'; did you mean count"):
+        params.validate(params.parse_declarations(CELL), {"cuont": "1"})
+
+
+def test_required_value_missing_names_the_flag() -> None:
+    p = params.Param("zone", "str", "")
+    with pytest.raises(InputError, match=r"needs a value; give -p zone VALUE"):
+        p.convert("")
+    assert params.Param("vm", "vm", "", optional=True).convert("") == ""
+
+
+def conv(type_: str, value: object) -> object:
+    return params.Param("x", type_, None).convert(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yo:ug:ot:fr:om:nr", "the wiki's placeholder"),
+        ("52:54:00:12:34", "not a MAC address"),
+        ("01:00:5e:00:00:01", "multicast MAC"),
+        ("00:00:00:00:00:00", "not a usable MAC"),
+    ],
+)
+def test_mac_rejects_placeholder_malformed_multicast_and_zero(value: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        conv("mac", value)
+
+
+def test_mac_is_normalised() -> None:
+    assert conv("mac", "52-54-00-AB-CD-EF") == "52:54:00:ab:cd:ef"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2001:db8:2::/48", "not a /64"),
+        ("2001:db8:2::", "not a /64"),
+        ("2001:db8:2::1/64", "host bits set; the prefix is 2001:db8:2::/64"),
+        ("fe80::/64", "link-local"),
+        ("ff02::/64", "multicast"),
+        ("192.0.2.0/24", "not an IPv6 prefix"),
+    ],
+)
+def test_ipv6_prefix64_rejects_what_slaac_cannot_use(value: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        conv("ipv6-prefix64", value)
+
+
+def test_ipv6_prefix64_accepts_a_routed_64() -> None:
+    assert conv("ipv6-prefix64", "2001:DB8:2:0::/64") == "2001:db8:2::/64"
+
+
+@pytest.mark.parametrize(
+    ("type_", "good", "bad"),
+    [
+        ("libvirt-uri", "qemu:///system?socket=/var/tmp/x/libvirt-sock", "qemu://system"),
+        ("libvirt-uri", "test:///default", "not a uri"),
+        ("host", "daemon-1.example.org", "bad_host"),
+        ("netns", "ob-host", "../etc"),
+        ("ipv4", "192.0.2.10", "192.0.2.300"),
+        ("ipv6", "2001:db8::1", "2001:db8::g"),
+        ("int", "-3", "3.5"),
+        ("bool", "off", "maybe"),
+        ("vm", "vm-nat1", "a/b"),
+    ],
+)
+def test_types_accept_good_and_reject_bad(type_: str, good: str, bad: str) -> None:
+    conv(type_, good)
+    with pytest.raises(InputError, match=r"^parameter x \("):
+        conv(type_, bad)
+
+
+def test_secret_takes_a_source_and_never_echoes_a_value() -> None:
+    assert conv("secret", "file:/etc/opsbook/token") == "file:/etc/opsbook/token"
+    assert conv("secret", "env:CF_API_TOKEN") == "env:CF_API_TOKEN"
+    with pytest.raises(InputError) as err:
+        conv("secret", "hunter2-the-token")
+    assert "hunter2" not in str(err.value) and "file:/path or env:NAME" in str(err.value)
+
+
+def test_read_runbook_finds_purpose_and_parameters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# demo\n\nDoes a thing.\n\nMore."},
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["parameters"]},
+                "source": CELL,
+                "outputs": [],
+                "execution_count": None,
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path = tmp_path / "demo.ipynb"
+    path.write_text(json.dumps(nb))
+    info = params.read_runbook(path)
+    assert (info.name, info.purpose, len(info.params)) == ("demo", "Does a thing.", 8)
+
+
+def test_vm_names_are_checked_against_libvirt() -> None:
+    decls = [params.Param("libvirt_uri", "libvirt-uri", ""), params.Param("vm", "vm", "")]
+    params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "test"})
+    with pytest.raises(InputError, match="no VM named 'tset'; did you mean test"):
+        params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "tset"})

@@ -1,0 +1,101 @@
+"""The notebook API in-process: parameters into procedures, plan-only, failing results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opslib import runbook
+from opslib.changes import Change, Check, Plan, Result
+from opslib.errors import ApplyError, InputError, LockHeld, OpsError
+from opslib.locks import host_lock
+
+CELL = """host = "lab"  # host: host
+count = 2  # int: how many
+apply = False  # bool: make the changes
+"""
+
+
+@pytest.fixture
+def rb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> runbook.Runbook:
+    monkeypatch.setenv("OPSBOOK_HEADLESS", "1")
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(tmp_path))
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    ns = {"In": ["", CELL, "rb = runbook.start(globals())"], "count": "3", "apply": True}
+    return runbook.start(ns)
+
+
+def plan_fn(*, host: str, count: int) -> Plan:
+    return Plan("t", host, tuple(Change(f"x:{i}", "create", f"x{i}") for i in range(count)))
+
+
+def test_start_reads_declarations_from_history_and_types_values(rb: runbook.Runbook) -> None:
+    assert rb.values == {"host": "lab", "count": 3, "apply": True}
+
+
+def test_start_headless_rejects_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSBOOK_HEADLESS", "1")
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    with pytest.raises(InputError, match="parameter count \\(int\\): 'many' is not an integer"):
+        runbook.start({"In": [CELL], "count": "many"})
+
+
+def test_plan_gets_only_the_parameters_its_signature_names(rb: runbook.Runbook) -> None:
+    plan = rb.plan(plan_fn)
+    assert plan is not None and len(plan.changes) == 3 and plan.host == "lab"
+
+
+def test_procedure_needing_an_undeclared_parameter_says_what_to_add(rb: runbook.Runbook) -> None:
+    def needs_vm(*, vm: str) -> Plan:
+        raise AssertionError("not called")
+
+    with pytest.raises(InputError, match="needs 'vm', which this notebook does not declare"):
+        rb.plan(needs_vm)
+
+
+def test_apply_passes_plan_and_kwargs_and_raises_when_failed(rb: runbook.Runbook) -> None:
+    plan = rb.plan(plan_fn)
+    assert plan is not None
+
+    def good(plan: Plan, *, host: str) -> Result:
+        return Result("t", host, "changed", changes=list(plan.changes))
+
+    assert rb.apply(good, plan).changed  # type: ignore[union-attr]
+
+    def rolled_back(plan: Plan, *, host: str) -> Result:
+        return Result("t", host, "rolled back", summary="ping failed; restored")
+
+    with pytest.raises(ApplyError, match=r"^notebook: rolled back: ping failed; restored$"):
+        rb.apply(rolled_back, plan)
+
+
+def test_plan_only_when_apply_is_false(rb: runbook.Runbook, capsys) -> None:  # type: ignore[no-untyped-def]
+    rb.values["apply"] = False
+    plan = rb.plan(plan_fn)
+
+    def never(plan: Plan) -> Result:
+        raise AssertionError("applied without apply = True")
+
+    assert rb.apply(never, plan) is None
+    assert "Plan only: apply is false" in capsys.readouterr().out
+
+
+def test_report_with_a_failing_check_raises_after_showing(rb: runbook.Runbook, capsys) -> None:  # type: ignore[no-untyped-def]
+    def run(*, host: str) -> Result:
+        return Result("t", host, "ok", checks=[Check("route", "fail", "no default route")])
+
+    with pytest.raises(OpsError, match="failing: route"):
+        rb.report(run)
+    assert "no default route" in capsys.readouterr().out
+
+
+def test_apply_waits_for_the_host_lock_then_names_the_holder(
+    rb: runbook.Runbook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSBOOK_LOCK_WAIT", "0.3")
+    plan = rb.plan(plan_fn)
+    assert plan is not None
+    held = r"host lab: apply lock held by pid \d+ \(other-runbook"
+    with host_lock(rb.records, "lab", "other-runbook"), pytest.raises(LockHeld, match=held):
+        rb.apply(lambda plan, **kw: Result("t", "lab", "changed"), plan)

@@ -1,0 +1,329 @@
+"""`opsbook run` end to end on real kernels, with the fixture runbook tests/notebooks/engine-demo.
+
+The kernel runs are started together by one module fixture (each costs a kernel
+start); the tests then read what they left: exit codes, records, index rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+SECRET = "s3cr3t-T0KEN-for-the-engine-tests"
+
+
+def opsbook(*args: str, store: Path, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS), "OPSBOOK_RECORDS": str(store)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "opslib.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Done:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def record(self) -> Path:
+        line = next(ln for ln in self.out.splitlines() if ln.startswith("record #"))
+        return Path(line.split(": ", 1)[1].rsplit("  (", 1)[0]).resolve()
+
+    @property
+    def run_id(self) -> int:
+        line = next(ln for ln in self.out.splitlines() if ln.startswith("record #"))
+        return int(line.split()[1].strip("#:"))
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Done:
+    out, err = proc.communicate(timeout=timeout)
+    return Done(proc.returncode, out, err)
+
+
+def partial_cell_running(store: Path, host: str, source: str) -> bool:
+    for part in (store / host).rglob(".*.partial.ipynb"):
+        try:
+            nb = json.loads(part.read_text())
+        except (OSError, ValueError):
+            continue
+        for cell in nb["cells"]:
+            status = cell.get("metadata", {}).get("papermill", {}).get("status")
+            if "".join(cell["source"]) == source and status == "running":
+                return True
+    return False
+
+
+def wait_for(predicate, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    store = tmp_path_factory.mktemp("records")
+    secret_file = tmp_path_factory.mktemp("secret") / "token"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    release = tmp_path_factory.mktemp("release") / "go"
+    tok = f"file:{secret_file}"
+    procs = {
+        "ok": opsbook(
+            "run",
+            "engine-demo",
+            "--host",
+            "h-ok",
+            "-p",
+            "label",
+            "010",
+            "-p",
+            "count",
+            "3",
+            "-p",
+            "apply",
+            "yes",
+            "-p",
+            "token",
+            tok,
+            store=store,
+        ),
+        "fail": opsbook(
+            "run", "engine-demo", "--host", "h-fail", "-p", "mode", "fail", store=store
+        ),
+        "leak": opsbook(
+            "run",
+            "engine-demo",
+            "--host",
+            "h-leak",
+            "-p",
+            "mode",
+            "leak",
+            "-p",
+            "token",
+            tok,
+            store=store,
+        ),
+        "killed": opsbook(
+            "run", "engine-demo", "--host", "h-kill", "-p", "mode", "sleep", store=store
+        ),
+        "holder": opsbook(
+            "run",
+            "engine-demo",
+            "--host",
+            "h-lock",
+            "-p",
+            "apply",
+            "true",
+            "-p",
+            "hold",
+            "90",
+            "-p",
+            "release",
+            str(release),
+            store=store,
+        ),
+    }
+    # The killed run: SIGKILL the runner while its plan cell runs.
+    wait_for(lambda: partial_cell_running(store, "h-kill", "plan = rb.plan(plan_fn)"))
+    procs["killed"].send_signal(signal.SIGKILL)
+    # The lock: a second apply on h-lock while the first one holds the lock.
+    lock_file = store / "locks" / "h-lock.lock"
+    wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0)
+    waiter = finish(
+        opsbook(
+            "run",
+            "engine-demo",
+            "--host",
+            "h-lock",
+            "-p",
+            "apply",
+            "true",
+            "--lock-wait",
+            "1",
+            store=store,
+        )
+    )
+    release.touch()
+    done = {name: finish(p) for name, p in procs.items()}
+    yield {"store": store, "waiter": waiter, "holder_pid": procs["holder"].pid, **done}
+
+
+def index_rows(store: Path) -> dict[int, dict[str, object]]:
+    con = sqlite3.connect(store / "index.sqlite")
+    con.row_factory = sqlite3.Row
+    try:
+        return {r["id"]: dict(r) for r in con.execute("SELECT * FROM runs")}
+    finally:
+        con.close()
+
+
+def test_ok_run_files_record_and_index_row_with_typed_parameters(runs: dict) -> None:
+    ok = runs["ok"]
+    assert ok.rc == 0, ok.err
+    assert "[5/5] rb.apply(apply_fn, plan)" in ok.err  # one progress line per code cell
+    assert ok.record.is_file() and ok.record.parent.parent.parent.parent.name == "h-ok"
+    assert ok.record.name.endswith("Z-engine-demo.ipynb")
+    nb = json.loads(ok.record.read_text())
+    injected = next(c for c in nb["cells"] if "injected-parameters" in c["metadata"]["tags"])
+    assert 'label = "010"' in "".join(injected["source"])  # a str stays a str
+    assert "count = 3\n" in "".join(injected["source"])
+    result = [
+        o["data"]["application/vnd.opsbook.result+json"]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.opsbook.result+json" in o.get("data", {})
+    ][-1]
+    assert result["status"] == "changed" and len(result["changes"]) == 3
+    assert result["data"] == {"label": "010", "count_type": "int"}
+    row = index_rows(runs["store"])[ok.run_id]
+    assert row["status"] == "ok" and row["exit_code"] == 0 and row["changed"] == 1
+    assert row["runbook"] == "engine-demo" and row["host"] == "h-ok"
+    assert json.loads(row["parameters"])["label"] == "010"
+    assert row["summary"] == "3 changes applied"
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256(ok.record.read_bytes()).hexdigest()
+
+
+def test_secret_read_from_file_appears_nowhere_in_the_record(runs: dict) -> None:
+    ok = runs["ok"]
+    assert SECRET.encode() not in ok.record.read_bytes()
+    assert SECRET not in ok.out + ok.err
+    assert not list((runs["store"] / "h-ok").rglob(".*.partial.ipynb"))
+
+
+def test_leaked_secret_is_redacted_and_fails_the_run(runs: dict) -> None:
+    leak = runs["leak"]
+    assert leak.rc == 1
+    data = leak.record.read_bytes()
+    assert SECRET.encode() not in data and b"[secret redacted]" in data
+    row = index_rows(runs["store"])[leak.run_id]
+    assert row["status"] == "leaked-secret" and row["exit_code"] == 1
+
+
+def test_failing_cell_exits_1_and_keeps_record_with_papermill_banner(runs: dict) -> None:
+    fail = runs["fail"]
+    assert fail.rc == 1
+    assert "RuntimeError: the fixture failed on purpose" in fail.err
+    nb = json.loads(fail.record.read_text())
+    assert "papermill-error-cell-tag" in nb["cells"][0]["metadata"]["tags"]
+    assert nb["metadata"]["opsbook"]["status"] == "failed"
+    row = index_rows(runs["store"])[fail.run_id]
+    assert (row["status"], row["exit_code"]) == ("failed", 1)
+
+
+def test_second_concurrent_apply_reports_the_lock_holder(runs: dict) -> None:
+    waiter, holder = runs["waiter"], runs["holder"]
+    assert holder.rc == 0, holder.err
+    assert waiter.rc == 1
+    assert f"apply lock held by pid {runs['holder_pid']} (engine-demo" in waiter.err
+    row = index_rows(runs["store"])[waiter.run_id]
+    assert (row["status"] == "locked" and row["changed"] is None) or row["changed"] == 0
+
+
+def test_killed_run_leaves_its_record_marked_killed(runs: dict) -> None:
+    assert runs["killed"].rc == -signal.SIGKILL
+    store = runs["store"]
+    listing = finish(opsbook("records", "--status", "killed", store=store))
+    assert listing.rc == 0 and "h-kill" in listing.out
+    assert "the run died during: plan = rb.plan(plan_fn)" in listing.out
+    (record,) = (store / "h-kill").rglob("*.ipynb")
+    nb = json.loads(record.read_text())
+    assert nb["metadata"]["opsbook"]["status"] == "killed"
+    # What ran before the kill is kept: the parameters cell executed.
+    assert any(
+        c.get("metadata", {}).get("papermill", {}).get("status") == "completed" for c in nb["cells"]
+    )
+
+
+def test_reindex_reproduces_the_index(runs: dict) -> None:
+    store = runs["store"]
+    finish(opsbook("records", store=store))  # settles stale rows first
+    before = index_rows(store)
+    done = finish(opsbook("records", "reindex", store=store))
+    assert done.rc == 0 and f"indexed {len(before)} records" in done.out
+    assert index_rows(store) == before
+
+
+def test_records_listing_show_and_diff(runs: dict) -> None:
+    store = runs["store"]
+    listing = finish(
+        opsbook("records", "--runbook", "engine-demo", "--status", "failed", store=store)
+    )
+    lines = listing.out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "START",
+        "(UTC)",
+        "RUNBOOK",
+        "HOST",
+        "STATUS",
+        "CHANGED",
+        "TOOK",
+        "SUMMARY",
+    ]
+    assert len(lines) == 2 and "h-fail" in lines[1]
+    show = finish(opsbook("records", "show", str(runs["ok"].run_id), store=store))
+    assert show.rc == 0 and "status:  ok (exit 0)" in show.out and "Checks:" in show.out
+    diff = finish(
+        opsbook("records", "diff", str(runs["fail"].run_id), str(runs["ok"].run_id), store=store)
+    )
+    assert '~ status: "failed" -> "ok"' in diff.out
+    assert "~ parameter count: 2 -> 3" in diff.out
+    assert "+ change update file:/etc/fixture2: line 2 to 010" in diff.out
+    html = finish(opsbook("records", "show", str(runs["ok"].run_id), "--html", store=store))
+    assert html.rc == 0 and Path(html.out.strip()).resolve().read_text().startswith("<!DOCTYPE")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "cuont", "3"], "no parameter named 'cuont'; did you mean count?"),
+        (["-p", "count", "three"], "parameter count (int): 'three' is not an integer"),
+        (["-p", "mode", "loud"], "'loud' is not one of plan, fail, sleep, leak, badcheck"),
+        (["-p", "token", SECRET], "a secret parameter names a source, never a value"),
+        (["-p", "token", "file:/nonexistent/token"], "file:/nonexistent/token: no such file"),
+        (["--host", "bad host"], "'bad host' is not a host name"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_record(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = finish(opsbook("run", "engine-demo", *args, store=tmp_path))
+    assert done.rc == 2
+    assert done.err.count("\n") == 1 and message in done.err
+    assert SECRET not in done.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_runbook_suggests_names(tmp_path: Path) -> None:
+    done = finish(opsbook("run", "engine-dem", store=tmp_path))
+    assert done.rc == 2 and "no runbook named 'engine-dem'; did you mean engine-demo?" in done.err
+
+
+def test_runbooks_lists_purpose_and_parameters_as_a_table(tmp_path: Path) -> None:
+    done = finish(opsbook("runbooks", store=tmp_path))
+    lines = done.out.splitlines()
+    assert lines[0] == "engine-demo  A fixture runbook for the engine tests."
+    assert lines[1].split() == ["NAME", "TYPE", "DEFAULT", "HELP"]
+    label = next(ln for ln in lines if ln.strip().startswith("label"))
+    assert label.split()[:3] == ["label", "str", '"010"']
+    assert lines[1].index("TYPE") == label.index("str")  # aligned columns

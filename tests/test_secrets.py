@@ -1,0 +1,56 @@
+"""Secret sources: read from a file or the environment, never echoed, found when leaked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opslib import secrets
+from opslib.errors import SecretError
+
+VALUE = "tok-3f9a1c77e2"
+
+
+def test_file_source_drops_one_trailing_newline(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text(VALUE + "\n")
+    f.chmod(0o600)
+    assert secrets.load(f"file:{f}") == VALUE
+    assert VALUE in secrets.loaded()
+
+
+def test_world_readable_file_warns_without_the_value(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "token"
+    f.write_text(VALUE)
+    f.chmod(0o644)
+    secrets.load(f"file:{f}")
+    err = capsys.readouterr().err
+    assert "world-readable; chmod o-r" in err and VALUE not in err
+
+
+def test_env_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OB_TEST_TOKEN", VALUE)
+    assert secrets.load("env:OB_TEST_TOKEN") == VALUE
+    monkeypatch.delenv("OB_TEST_TOKEN")
+    with pytest.raises(SecretError, match="env:OB_TEST_TOKEN: the variable is not set"):
+        secrets.load("env:OB_TEST_TOKEN")
+
+
+def test_missing_file_and_short_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SecretError, match="no such file"):
+        secrets.load(f"file:{tmp_path}/absent")
+    short = tmp_path / "short"
+    short.write_text("abc")
+    short.chmod(0o600)
+    with pytest.raises(SecretError, match="shorter than 8") as err:
+        secrets.load(f"file:{short}")
+    assert "abc" not in str(err.value)
+
+
+def test_leaks_are_found_raw_and_json_escaped_and_scrubbed() -> None:
+    tricky = 'pa"ss\\word-123'
+    data = b'{"text": "token is pa\\"ss\\\\word-123"}'
+    assert secrets.find_leaks(data, [tricky]) == 1
+    cleaned = secrets.scrub(data, [tricky])
+    assert secrets.find_leaks(cleaned, [tricky]) == 0 and b"[secret redacted]" in cleaned
