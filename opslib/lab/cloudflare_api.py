@@ -39,21 +39,27 @@ import hmac
 import ipaddress
 import json
 import os
+import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from opslib.errors import InputError
+from opslib.errors import HostError, InputError
+
+if TYPE_CHECKING:
+    from opslib.lab.config import Lab
 
 API_PREFIX = "/client/v4"
 PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
@@ -740,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zones", nargs="+", default=["example.org"], metavar="ZONE")
     parser.add_argument("--token-file", required=True, help="file holding the edit token")
     parser.add_argument("--read-token-file", help="file holding a token without edit permission")
+    parser.add_argument("--pid-file", help="write the pid here once listening; removed at exit")
     parser.add_argument("--verbose", action="store_true", help="log request lines to stderr")
     args = parser.parse_args(argv)
     try:
@@ -759,10 +766,146 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with standin:
+        if args.pid_file:
+            Path(args.pid_file).write_text(f"{os.getpid()}\n")
         print(f"listening on {standin.url}", flush=True)
-        while not stop.wait(1.0):
-            pass
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            if args.pid_file:
+                Path(args.pid_file).unlink(missing_ok=True)
     return 0
+
+
+# -- the lab service ---------------------------------------------------------------
+# `opsbook lab up` starts the stand-in as a process on 127.0.0.1 (control.py finds
+# SERVICE here); runbooks reach it with the URL and token file below.
+
+LAB_ZONES = ("example.org",)
+LAB_START_TIMEOUT = 15.0
+
+
+def lab_dir(lab: Lab) -> Path:
+    return lab.root / "cloudflare"
+
+
+def lab_token_file(lab: Lab) -> Path:
+    """The edit token (Zone DNS Edit), mode 0600: the runbook's ``token=file:...``."""
+    return lab_dir(lab) / "token"
+
+
+def lab_read_token_file(lab: Lab) -> Path:
+    """A token that may read but not edit: for the 403 path."""
+    return lab_dir(lab) / "read-token"
+
+
+def lab_state_file(lab: Lab) -> Path:
+    return lab_dir(lab) / "state.json"
+
+
+def lab_pid_file(lab: Lab) -> Path:
+    return lab_dir(lab) / "api.pid"
+
+
+def lab_port(lab: Lab) -> int:
+    # Fixed per prefix, so that parameter files can name the URL (ob: 18783).
+    return 18700 + zlib.crc32(lab.prefix.encode()) % 1000
+
+
+def lab_url(lab: Lab) -> str:
+    return f"http://127.0.0.1:{lab_port(lab)}{API_PREFIX}"
+
+
+def lab_store(lab: Lab) -> Store:
+    """The running lab stand-in's state: inspect and change records, inject faults."""
+    return Store(lab_state_file(lab))
+
+
+def lab_running(lab: Lab) -> int | None:
+    """The pid of this lab's stand-in, if it runs (never a recycled pid of another program)."""
+    try:
+        pid = int(lab_pid_file(lab).read_text().split()[0])
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    ours = __name__.encode() in argv and str(lab_state_file(lab)).encode() in argv
+    return pid if ours else None
+
+
+def _write_secret(path: Path) -> None:
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(20) + "\n")
+
+
+def lab_up(lab: Lab) -> None:
+    """Start the lab's stand-in (tokens written on first start); a no-op when it runs."""
+    if lab_running(lab):
+        return
+    _write_secret(lab_token_file(lab))
+    _write_secret(lab_read_token_file(lab))
+    with open(lab_dir(lab) / "api.log", "ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--port", str(lab_port(lab)),
+             "--state", str(lab_state_file(lab)), "--zones", *LAB_ZONES,
+             "--token-file", str(lab_token_file(lab)),
+             "--read-token-file", str(lab_read_token_file(lab)),
+             "--pid-file", str(lab_pid_file(lab))],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + LAB_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HostError(
+                f"the Cloudflare stand-in exited ({proc.returncode}) at start; "
+                f"see {lab_dir(lab) / 'api.log'} (port {lab_port(lab)} in use?)"
+            )
+        if lab_running(lab):
+            return
+        time.sleep(0.1)
+    proc.terminate()
+    raise HostError(f"the Cloudflare stand-in did not start within {LAB_START_TIMEOUT:g} s")
+
+
+def lab_down(lab: Lab) -> None:
+    """Stop the lab's stand-in (its state file stays until the lab directory goes)."""
+    pid = lab_running(lab)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and lab_running(lab) == pid:
+        time.sleep(0.05)
+    if lab_running(lab) == pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    lab_pid_file(lab).unlink(missing_ok=True)
+
+
+def lab_status(lab: Lab) -> list[dict[str, str]]:
+    pid = lab_running(lab)
+    return [
+        {
+            "component": "cloudflare-api",
+            "name": lab_url(lab),
+            "state": "running" if pid else "stopped",
+            "detail": f"pid {pid}, token {lab_token_file(lab)}" if pid else "",
+        }
+    ]
+
+
+def __getattr__(name: str) -> Any:
+    # SERVICE is built on first use: the stand-in process need not import the lab.
+    if name == "SERVICE":
+        from opslib.lab.control import LabService
+
+        return LabService("cloudflare-api", lab_up, lab_down, lab_status)
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":
