@@ -244,3 +244,27 @@ def test_process_entry_serves_and_keeps_state_across_restarts(tmp_path: Path) ->
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
     assert TOKEN not in state.read_text()
+
+
+def test_lab_service_starts_once_serves_with_its_token_and_stops(tmp_path: Path) -> None:
+    from opslib.lab import cloudflare_api as service
+    from opslib.lab.config import Lab
+
+    lab = Lab(prefix="obu", base=tmp_path)
+    try:
+        service.SERVICE.up(lab)
+        pid = service.lab_running(lab)
+        service.SERVICE.up(lab)  # a second up leaves the running one alone
+        assert pid and service.lab_running(lab) == pid
+        assert service.lab_token_file(lab).stat().st_mode & 0o077 == 0
+        token = service.lab_token_file(lab).read_text().strip()
+        zones = list(sdk(service.lab_url(lab), token).zones.list(name="example.org"))
+        assert [z.name for z in zones] == ["example.org"]
+        assert service.lab_status(lab)[0]["state"] == "running"
+    finally:
+        service.SERVICE.down(lab)
+    assert service.lab_running(lab) is None
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or b"cloudflare_api" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
