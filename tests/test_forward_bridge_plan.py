@@ -304,3 +304,28 @@ def test_lab_parameter_set_matches_the_default_lab_and_the_notebook() -> None:
     for fn in (fb.plan, fb.apply):
         names = [n for n in inspect.signature(fn).parameters if n != "plan"]
         assert set(names) <= set(declared), set(names) - set(declared)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throwaway network namespace")
+def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) -> None:
+    """eth0's inet6 stanza with a bogus method moves to br0: ifup --no-act rejects br0."""
+    netns = f"obfb-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth",
+                        "peer", "name", "peer0"], check=True)  # fmt: skip
+        main = tmp_path / "interfaces"
+        before = "auto eth0\niface eth0 inet dhcp\niface eth0 inet6 bogus\n"
+        main.write_text(before)
+        marker = tmp_path / "restarted"
+        plan = fb.plan(host="t", libvirt_uri="test:///default", netns=netns,
+                       interfaces_file=str(main))  # fmt: skip
+        result = fb.apply(plan, restart_command=f"touch {marker}", deadline=5)
+        assert result.status == "failed"
+        assert "ifup --no-act rejected the new file" in result.summary
+        assert main.read_text() == before
+        assert not marker.exists()  # networking was never restarted
+        assert [s.name for s in result.steps][-2:] == ["validate (ifup --no-act)", "restore backup"]
+        assert Path(result.data["backups"][str(main)]).read_text() == before
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
