@@ -879,12 +879,20 @@ def lab_down(lab: Lab) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and lab_running(lab) == pid:
+    while time.monotonic() < deadline and not _gone(pid):
         time.sleep(0.05)
-    if lab_running(lab) == pid:
+    if not _gone(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     lab_pid_file(lab).unlink(missing_ok=True)
+
+
+def _gone(pid: int) -> bool:
+    # Exited, or a zombie its parent (the process that ran `lab up`) has not reaped.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def lab_status(lab: Lab) -> list[dict[str, str]]:
