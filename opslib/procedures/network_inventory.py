@@ -1,0 +1,202 @@
+"""network-inventory: the wiki's ``virsh net-list``, joined with the kernel's view of each bridge.
+
+One row per libvirt network: its libvirt state and XML facts, and what the kernel
+of the host's netns says of the bridge (exists, up, ports, addresses, STP). The
+problems it sees come back as checks: a bridge missing or down, autostart off,
+a forward-bridge whose bridge has no uplink port, a NAT network without IPv6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opslib import netlink, virt
+from opslib.changes import Check, Result
+
+RUNBOOK = "network-inventory"
+
+
+@dataclass(frozen=True)
+class BridgeView:
+    """The kernel's view of one bridge."""
+
+    name: str
+    up: bool
+    operstate: str
+    ports: tuple[str, ...]
+    addresses: tuple[str, ...]  # CIDR, both families, link-local included
+    stp: str  # "on" | "off" | "" when unknown
+
+
+@dataclass(frozen=True)
+class Observed:
+    networks: tuple[virt.Network, ...]
+    bridges: Mapping[str, BridgeView]  # by name; absent when the kernel has no such bridge
+    port_kinds: Mapping[str, str]  # link name -> kind (veth, tun, "" for physical)
+
+
+def _ips(net: virt.Network, family: str) -> str:
+    return ", ".join(f"{ip.address}/{ip.prefix}" for ip in net.ips if ip.family == family)
+
+
+def _dhcp(net: virt.Network) -> str:
+    return ", ".join(f"{a}-{b}" for ip in net.ips for a, b in ip.dhcp_ranges)
+
+
+def _is_guest_port(name: str, kind: str) -> bool:
+    # libvirt names guest taps vnetN (kind tun); everything else on a bridge is an uplink.
+    return kind == "tun" or name.startswith("vnet")
+
+
+def table(obs: Observed) -> list[dict[str, Any]]:
+    """The inventory: one row per network. Pure."""
+    out = []
+    for net in obs.networks:
+        br = obs.bridges.get(net.bridge) if net.bridge else None
+        out.append(
+            {
+                "network": net.name,
+                "active": net.active,
+                "autostart": net.autostart,
+                "persistent": net.persistent,
+                "forward": net.forward_mode,
+                "bridge": net.bridge,
+                "ipv4": _ips(net, "ipv4"),
+                "ipv6": _ips(net, "ipv6"),
+                "dhcp": _dhcp(net),
+                "bridge_exists": br is not None,
+                "bridge_up": bool(br and br.up),
+                "bridge_state": br.operstate if br else "",
+                "stp": br.stp if br else "",
+                "ports": ", ".join(br.ports) if br else "",
+                "bridge_addresses": ", ".join(br.addresses) if br else "",
+            }
+        )
+    return out
+
+
+def problems(obs: Observed) -> list[Check]:
+    """What an operator should look at. Pure."""
+    checks = []
+    for net in obs.networks:
+        name = f"network {net.name}"
+        br = obs.bridges.get(net.bridge) if net.bridge else None
+        if not net.active:
+            checks.append(
+                Check(f"{name} active", "fail", "inactive", f"virsh net-start {net.name}")
+            )
+        if not net.autostart:
+            checks.append(
+                Check(
+                    f"{name} autostart",
+                    "warn",
+                    "autostart off: it stays down after a reboot",
+                    f"virsh net-autostart {net.name}",
+                )
+            )
+        if net.bridge and br is None:
+            checks.append(
+                Check(
+                    f"{name} bridge",
+                    "fail",
+                    f"bridge {net.bridge} does not exist",
+                    "run the forward-bridge runbook"
+                    if net.forward_mode == "bridge"
+                    else f"virsh net-start {net.name}",
+                )
+            )
+        elif br is not None and not br.up:
+            checks.append(
+                Check(
+                    f"{name} bridge",
+                    "fail",
+                    f"bridge {br.name} is down",
+                    f"ip link set {br.name} up",
+                )
+            )
+        if net.forward_mode == "bridge" and br is not None:
+            uplinks = [p for p in br.ports if not _is_guest_port(p, obs.port_kinds.get(p, ""))]
+            if not uplinks:
+                checks.append(
+                    Check(
+                        f"{name} uplink",
+                        "fail",
+                        f"bridge {br.name} has no uplink port "
+                        f"(ports: {', '.join(br.ports) or 'none'})",
+                        "add bridge_ports eth0 to its stanza (forward-bridge runbook)",
+                    )
+                )
+        if net.forward_mode == "nat" and net.ip("ipv6") is None:
+            checks.append(
+                Check(
+                    f"{name} ipv6",
+                    "warn",
+                    "NAT network without IPv6: guests get no public address",
+                    "run the nat-bridge-ipv6 runbook",
+                )
+            )
+    return checks
+
+
+# -- observation ---------------------------------------------------------------------
+
+
+def _stp_in_netns(netns: str, bridges: Sequence[str]) -> dict[str, str]:
+    """STP state of bridges via IFLA_BR_STP_STATE (works in any netns, no sysfs needed)."""
+    out: dict[str, str] = {}
+    with netlink.ipr(netns) as ip, netlink.translated("cannot read bridge settings"):
+        for msg in ip.get_links():
+            name = msg.get_attr("IFLA_IFNAME")
+            if name not in bridges:
+                continue
+            info = msg.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+            state = data.get_attr("IFLA_BR_STP_STATE") if data is not None else None
+            out[name] = "" if state is None else ("on" if state else "off")
+    return out
+
+
+def observe(*, libvirt_uri: str, netns: str) -> Observed:
+    with virt.connect(libvirt_uri, readonly=True) as conn:
+        networks = tuple(virt.list_networks(conn))
+    links = netlink.links(netns)
+    addrs: dict[int, list[str]] = {}
+    for a in netlink.addresses(netns):
+        addrs.setdefault(a.ifindex, []).append(f"{a.address}/{a.prefix}")
+    bridge_links = [link for link in links if link.kind == "bridge"]
+    stp = _stp_in_netns(netns, [b.name for b in bridge_links])
+    bridges = {
+        b.name: BridgeView(
+            name=b.name,
+            up=b.up,
+            operstate=b.operstate,
+            ports=tuple(sorted(link.name for link in links if link.master == b.index)),
+            addresses=tuple(addrs.get(b.index, ())),
+            stp=stp.get(b.name, ""),
+        )
+        for b in bridge_links
+    }
+    return Observed(networks, bridges, {link.name: link.kind for link in links})
+
+
+def checks(*, libvirt_uri: str, netns: str) -> list[Check]:
+    """For host-health: the inventory's problems."""
+    return problems(observe(libvirt_uri=libvirt_uri, netns=netns))
+
+
+def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
+    result = Result(RUNBOOK, host, "ok")
+    with result.step("observe networks and bridges") as detail:
+        obs = observe(libvirt_uri=libvirt_uri, netns=netns)
+        detail.append(f"{len(obs.networks)} networks, {len(obs.bridges)} bridges")
+    result.tables["networks"] = table(obs)
+    result.checks = problems(obs)
+    bad = sum(1 for c in result.checks if c.status == "fail")
+    result.summary = (
+        f"{len(obs.networks)} network(s); "
+        + (f"{bad} problem(s)" if bad else "no failing check")
+        + (f", {len(result.checks) - bad} warning(s)" if len(result.checks) > bad else "")
+    )
+    return result
