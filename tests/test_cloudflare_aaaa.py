@@ -357,3 +357,14 @@ def test_the_token_is_in_no_plan_result_log_or_error(
     assert caplog.text
     for text in [*texts, caplog.text]:
         assert TOKEN not in text
+
+
+def test_the_lab_parameter_file_matches_the_lab() -> None:
+    import yaml
+
+    from opslib.lab.config import Lab
+
+    path = Path(__file__).parent.parent / "parameters/lab/cloudflare-aaaa.yaml"
+    given = yaml.safe_load(path.read_text())
+    expected = cfa.lab_parameters(Lab.from_env("ob"), vm="vm-nat1")
+    assert {k: v for k, v in expected.items() if k in given} == given
