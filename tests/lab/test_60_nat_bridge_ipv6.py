@@ -1,0 +1,96 @@
+"""nat-bridge-ipv6 in the lab, from bare: the NAT network gets the routed /64, every
+running guest is back on the bridge with a SLAAC address from it, a second apply is a
+no-op, and a bad prefix changes nothing."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from opslib import netlink, virt
+from opslib.changes import Result
+from opslib.errors import InputError
+from opslib.lab import control
+from opslib.lab.config import Lab
+from opslib.procedures import nat_bridge_ipv6 as nb
+from opslib.slaac import eui64_address
+
+
+@pytest.fixture(scope="module")
+def applied(lab: Lab) -> Result:
+    values = nb.lab_parameters(lab)
+    return nb.apply(nb.plan(**values), **values)
+
+
+def test_bad_prefixes_are_refused_before_any_change(lab: Lab) -> None:
+    values = nb.lab_parameters(lab)
+    with virt.connect(lab.uri) as conn:
+        before = virt.get_network(conn, lab.nat_network).xml
+    for bad in ("2001:db8::/48", "fe80::/64", "2001:db8::1/64", "garbage"):
+        with pytest.raises(InputError) as exc:
+            nb.plan(**{**values, "prefix": bad})
+        assert "\n" not in str(exc.value)
+    with virt.connect(lab.uri) as conn:
+        assert virt.get_network(conn, lab.nat_network).xml == before
+
+
+def test_apply_gives_the_nat_network_the_routed_prefix(lab: Lab, applied: Result) -> None:
+    assert applied.status == "changed", applied.summary
+    with virt.connect(lab.uri) as conn:
+        net = virt.get_network(conn, lab.nat_network)
+    assert net.active
+    assert net.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    bridge = netlink.link_by_name(lab.host_ns, lab.nat_bridge)
+    assert bridge is not None
+    assert any(
+        a.address == "2001:db8:2::1" and a.prefix == 64
+        for a in netlink.addresses(lab.host_ns, ifindex=bridge.index)
+    )
+
+
+def test_every_running_guest_is_back_with_a_slaac_address(lab: Lab, applied: Result) -> None:
+    assert not [c for c in applied.checks if c.status == "fail"], applied.checks
+    ports = netlink.bridge_ports(lab.host_ns)[lab.nat_bridge]
+    with virt.connect(lab.uri) as conn:
+        running = [d for d in virt.list_domains(conn) if d.running]
+    assert {d.name for d in running} == {g.name for g in lab.nat_guests}
+    rows = {row["guest"]: row for row in applied.tables["guests"]}
+    for dom in running:
+        (iface,) = [i for i in dom.interfaces if i.source == lab.nat_network]
+        assert iface.target in ports
+        slaac = eui64_address(lab.routed_prefix, iface.mac)
+        assert nb.ping6(lab.host_ns, slaac, wait=2)
+        # Checked from inside the guest too: its shell lists the address.
+        rc, out = control.guest_shell(lab, dom.name, "ip -6 addr show dev eth0")
+        assert rc == 0 and slaac in out
+        assert rows[dom.name]["answers"] and rows[dom.name]["cut off s"] is not None
+    assert len(applied.data["cut_off"]) == len(running)
+
+
+def test_second_apply_changes_nothing(lab: Lab, applied: Result) -> None:
+    values = nb.lab_parameters(lab)
+    plan = nb.plan(**values)
+    assert plan.empty, plan.changes
+    again = nb.apply(plan, **values)
+    assert again.status == "unchanged" and not again.changes
+    assert ipaddress.IPv6Network(values["prefix"]) == ipaddress.IPv6Network(lab.routed_prefix)
+
+
+def test_a_detached_tap_is_planned_and_reattached(lab: Lab, applied: Result) -> None:
+    values = nb.lab_parameters(lab)
+    guest = lab.nat_guests[0]
+    with virt.connect(lab.uri) as conn:
+        tap = next(
+            i.target
+            for i in virt.get_domain(conn, guest.name).interfaces
+            if i.source == lab.nat_network
+        )
+    with netlink.ipr(lab.host_ns) as ip:
+        ip.link("set", index=ip.link_lookup(ifname=tap)[0], master=0)
+    plan = nb.plan(**values)
+    assert [(c.target, c.action) for c in plan.changes] == [(f"link:{tap}", "attach")]
+    result = nb.apply(plan, **values)
+    assert result.status == "changed"
+    assert tap in netlink.bridge_ports(lab.host_ns)[lab.nat_bridge]
+    assert nb.plan(**values).empty
