@@ -1,0 +1,334 @@
+"""host-health: every check of the wiki page's setup as one read-only table.
+
+Meant to run every hour on every daemon host: exit 1 (through the runbook
+engine) when any check fails, with the failed checks named in the summary. A
+check that cannot run (no token, a missing piece) is a warn with the reason,
+never a crash of the whole run. Check groups run concurrently so that the
+whole headless run stays within a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from opslib import netlink, virt
+from opslib.changes import Check, Result
+from opslib.errors import OpsError
+
+RUNBOOK = "host-health"
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+def _guarded(group: str, fn: Callable[[], list[Check]]) -> list[Check]:
+    """Run a check group; a group that cannot run becomes one warn with the reason."""
+    try:
+        return fn()
+    except OpsError as exc:
+        return [Check(group, "warn", f"could not check: {exc}", "see the reason")]
+    except Exception as exc:  # a bug in one check must not hide the others
+        return [Check(group, "warn", f"could not check: {type(exc).__name__}: {exc}")]
+
+
+def libvirt_checks(libvirt_uri: str, networks: list[str]) -> list[Check]:
+    """libvirtd answers; each named network exists, is active and autostarted."""
+    try:
+        with virt.connect(libvirt_uri) as conn:
+            found = {n.name: n for n in virt.list_networks(conn)}
+    except OpsError as exc:
+        return [
+            Check(
+                "libvirtd reachable",
+                "fail",
+                str(exc),
+                f"start libvirtd (systemctl start libvirtd) and check {libvirt_uri}",
+            )
+        ]
+    out = [Check("libvirtd reachable", "ok", libvirt_uri)]
+    for name in networks:
+        net = found.get(name)
+        if net is None:
+            fix = f"run the {name} runbook" if name else ""
+            out.append(Check(f"network {name}", "fail", "not defined", fix))
+            continue
+        problems = []
+        if not net.active:
+            problems.append("inactive")
+        if not net.autostart:
+            problems.append("no autostart")
+        out.append(
+            Check(
+                f"network {name}",
+                "fail" if problems else "ok",
+                ", ".join(problems) or f"active, autostart, bridge {net.bridge}",
+                f"virsh net-start {name}; virsh net-autostart {name}" if problems else "",
+            )
+        )
+    return out
+
+
+def bridge_checks(netns: str, bridge: str, uplink: str) -> list[Check]:
+    """br0 is up, has eth0 as its port and an IPv4 address."""
+    links = {link.name: link for link in netlink.links(netns)}
+    br = links.get(bridge)
+    if br is None or br.kind != "bridge":
+        return [Check(f"{bridge} up", "fail", "missing", "run the forward-bridge runbook")]
+    out = [
+        Check(
+            f"{bridge} up",
+            "ok" if br.up else "fail",
+            br.operstate.lower() if br.up else "down",
+            "" if br.up else f"ip link set {bridge} up, or restart networking",
+        )
+    ]
+    port = links.get(uplink)
+    is_port = port is not None and port.master == br.index
+    out.append(
+        Check(
+            f"{uplink} port of {bridge}",
+            "ok" if is_port else "fail",
+            "yes" if is_port else ("missing" if port is None else "not a port"),
+            "" if is_port else "run the forward-bridge runbook",
+        )
+    )
+    addrs = [
+        f"{a.address}/{a.prefix}"
+        for a in netlink.addresses(netns, ifindex=br.index)
+        if a.family == "ipv4" and a.scope == "global"
+    ]
+    out.append(
+        Check(
+            f"{bridge} address",
+            "ok" if addrs else "fail",
+            " ".join(addrs) or "no IPv4 address",
+            "" if addrs else "is the host's MAC registered in NetReg? restart networking",
+        )
+    )
+    return out
+
+
+def records_checks(records_dir: str) -> list[Check]:
+    """The record store is writable and has space left."""
+    root = Path(records_dir or "records")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".health-"):
+            pass
+    except OSError as exc:
+        return [Check("records writable", "fail", f"{root}: {exc.strerror}", f"fix {root}")]
+    free = shutil.disk_usage(root).free
+    return [
+        Check("records writable", "ok", str(root)),
+        Check(
+            "records space",
+            "ok" if free >= MIN_FREE_BYTES else "fail",
+            f"{free // (1024 * 1024)} MiB free",
+            "" if free >= MIN_FREE_BYTES else f"free space on {root} or prune old records",
+        ),
+    ]
+
+
+def summarize(checks: list[Check]) -> tuple[str, str]:
+    failing = [c.name for c in checks if c.status == "fail"]
+    warns = [c.name for c in checks if c.status == "warn"]
+    if failing:
+        return "failed", f"{len(failing)} failed: {', '.join(failing)}"
+    tail = f" ({len(warns)} warn: {', '.join(warns)})" if warns else ""
+    return "ok", f"all {len(checks)} checks passed{tail}"
+
+
+def run_groups(groups: dict[str, Callable[[], list[Check]]]) -> list[Check]:
+    """Run the check groups concurrently, keeping their order in the table."""
+    with ThreadPoolExecutor(max_workers=min(8, len(groups) or 1)) as pool:
+        futures = [pool.submit(_guarded, name, fn) for name, fn in groups.items()]
+        return [c for f in futures for c in f.result()]
+
+
+def result_of(host: str, checks: list[Check], data: dict[str, Any] | None = None) -> Result:
+    status, summary = summarize(checks)
+    table = [{"check": c.name, "status": c.status, "seen": c.seen, "fix": c.fix} for c in checks]
+    return Result(
+        RUNBOOK,
+        host,
+        "failed" if status == "failed" else "ok",
+        summary=summary,
+        checks=checks,
+        tables={"checks": table},
+        data=data or {},
+    )
+
+
+def records_dir_default() -> str:
+    return os.environ.get("OPSBOOK_RECORDS", "records")
+
+
+def nat_prefix_checks(libvirt_uri: str, nat_network: str, routed_prefix: str) -> list[Check]:
+    """The NAT network carries the routed /64 (the wiki's nat-bridge IPv6 block)."""
+    import ipaddress
+
+    with virt.connect(libvirt_uri) as conn:
+        net = virt.get_network(conn, nat_network)
+    ip6 = net.ip("ipv6")
+    want = ipaddress.IPv6Network(routed_prefix)
+    ok = ip6 is not None and ip6.network == want
+    seen = f"{ip6.address}/{ip6.prefix}" if ip6 else "no IPv6 on the network"
+    fix = "" if ok else f"run nat-bridge-ipv6 with prefix {want}"
+    return [Check(f"{nat_network} has {want}", "ok" if ok else "fail", seen, fix)]
+
+
+def tunnel_checks(
+    *, netns: str, tunnel: str, client_ipv6: str, server_ipv6: str, routed_prefix: str
+) -> list[Check]:
+    from opslib.procedures import ipv6_tunnel
+
+    return ipv6_tunnel.checks(
+        netns=netns,
+        tunnel=tunnel,
+        client_ipv6=client_ipv6,
+        server_ipv6=server_ipv6,
+        routed_prefix=routed_prefix,
+    )
+
+
+def managed_dns_records(records_dir: str, host: str) -> list[dict[str, Any]]:
+    """The AAAA records opslib manages on this host: the last successful
+    cloudflare-aaaa apply per record name, from the record index."""
+    from opslib import records
+
+    latest: dict[str, dict[str, Any]] = {}
+    for row in records.Store(records_dir).list(runbook="cloudflare-aaaa", host=host):
+        p = row.parameters
+        name = p.get("record_name")
+        if row.status == "ok" and p.get("apply") and name and name not in latest:
+            latest[name] = p
+    return list(latest.values())
+
+
+def _dns_check(
+    host: str, libvirt_uri: str, netns: str, p: dict[str, Any], token: str, api_base_url: str
+) -> list[Check]:
+    from opslib.procedures import cloudflare_aaaa
+
+    return cloudflare_aaaa.checks(
+        host=host,
+        libvirt_uri=libvirt_uri,
+        netns=netns,
+        vm=p["vm"],
+        record_name=p["record_name"],
+        zone=p["zone"],
+        token=token,
+        api_base_url=api_base_url or p.get("api_base_url", ""),
+        proxied=bool(p.get("proxied", True)),
+        ttl=int(p.get("ttl", 1)),
+    )
+
+
+def dns_checks(
+    *, host: str, libvirt_uri: str, netns: str, records_dir: str, token: str, api_base_url: str
+) -> list[Check]:
+    """DNS drift: every managed AAAA record points at its VM's current address."""
+    managed = managed_dns_records(records_dir, host)
+    if not managed:
+        return [Check("DNS records", "ok", "no AAAA records managed on this host")]
+    out: list[Check] = []
+    for p in managed:
+        source = token or p.get("token", "")
+        if not source:
+            out.append(Check(f"DNS {p['record_name']}", "warn", "no token source to read it"))
+            continue
+        check = partial(_dns_check, host, libvirt_uri, netns, p, source, api_base_url)
+        out += _guarded(f"DNS {p['record_name']}", check)
+    return out
+
+
+def run(
+    *,
+    host: str,
+    libvirt_uri: str,
+    netns: str = "",
+    nat_network: str = "nat-bridge",
+    forward_network: str = "forward-bridge",
+    bridge: str = "br0",
+    uplink: str = "eth0",
+    routed_prefix: str = "",
+    tunnel: str = "",
+    client_ipv6: str = "",
+    server_ipv6: str = "",
+    token: str = "",
+    api_base_url: str = "",
+    records_dir: str = "",
+) -> Result:
+    """All checks; read-only."""
+    records_dir = records_dir or records_dir_default()
+    groups: dict[str, Callable[[], list[Check]]] = {
+        "libvirt": lambda: libvirt_checks(
+            libvirt_uri, [n for n in (nat_network, forward_network) if n]
+        ),
+    }
+    if bridge:
+        groups["bridge"] = lambda: bridge_checks(netns, bridge, uplink)
+    if routed_prefix and nat_network:
+        groups["nat-bridge IPv6"] = lambda: nat_prefix_checks(
+            libvirt_uri, nat_network, routed_prefix
+        )
+    if tunnel:
+        groups["tunnel"] = lambda: tunnel_checks(
+            netns=netns,
+            tunnel=tunnel,
+            client_ipv6=client_ipv6,
+            server_ipv6=server_ipv6,
+            routed_prefix=routed_prefix,
+        )
+    groups["guests"] = lambda: guest_checks(
+        libvirt_uri=libvirt_uri, netns=netns, nat_network=nat_network
+    )
+    groups["DNS"] = lambda: dns_checks(
+        host=host,
+        libvirt_uri=libvirt_uri,
+        netns=netns,
+        records_dir=records_dir,
+        token=token,
+        api_base_url=api_base_url,
+    )
+    groups["records"] = lambda: records_checks(records_dir)
+    return result_of(host, run_groups(groups))
+
+
+def guest_checks(*, libvirt_uri: str, netns: str, nat_network: str) -> list[Check]:
+    """Every running guest has an address; every guest on the NAT network a global IPv6."""
+    from opslib.procedures import find_vm_ip
+
+    # No agent: a guest without one would cost a timeout per run.
+    vms = find_vm_ip.find(libvirt_uri=libvirt_uri, netns=netns, agent=False)
+    out: list[Check] = []
+    for vm in vms:
+        if vm.state != "running":
+            continue
+        name = f"guest {vm.name}"
+        if not vm.nics:
+            out.append(Check(name, "warn", "running without interfaces"))
+            continue
+        ips = vm.ips()
+        problems = []
+        if not ips:
+            problems.append("no address seen")
+        for nic in vm.nics:
+            if nic.network == nat_network and not nic.global_ips("ipv6"):
+                problems.append(f"no global IPv6 on {nat_network} ({nic.mac})")
+        out.append(
+            Check(
+                name,
+                "fail" if problems else "ok",
+                "; ".join(problems) or " ".join(ips),
+                "run find-vm-ip with probe = True; check the guest's network configuration"
+                if problems
+                else "",
+            )
+        )
+    return out or [Check("guests", "ok", "no running guests")]
