@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opslib import engine_cli
 
     engine_cli.add_parsers(sub)
+    from opslib import schedule_cli
+
+    schedule_cli.add_parser(sub)
     return parser
 
 
