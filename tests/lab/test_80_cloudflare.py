@@ -98,7 +98,8 @@ def test_a_500_on_the_first_create_leaves_one_record_and_a_429_is_waited_out(
 def test_a_headless_run_leaves_no_token_in_its_record(published: Lab, tmp_path: Path) -> None:
     lab = published
     p = cfa.lab_parameters(lab, lab.guests[0].name)
-    argv = [sys.executable, "-m", "opslib.cli", "run", str(REPO / "notebooks/cloudflare-aaaa.ipynb"),
+    notebook = REPO / "notebooks/cloudflare-aaaa.ipynb"
+    argv = [sys.executable, "-m", "opslib.cli", "run", str(notebook),
             "--records", str(tmp_path / "records"), "-q", "-p", "apply", "true"]  # fmt: skip
     for name in ("libvirt_uri", "netns", "vm", "record_name", "zone", "token", "api_base_url"):
         argv += ["-p", name, str(p[name])]
