@@ -83,7 +83,7 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
             print("  (no parameters)")
             continue
         rows = [(p.name, p.type_label, _default(p.default), p.help) for p in info.params]
-        print(table(rows, ["name", "type", "default", "help"], indent="  "))
+        print(table(rows, ["name", "type", "default", "help"], indent="  ", max_width={2: 40}))
     return 0
 
 

@@ -126,10 +126,17 @@ def _table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
         return "<p><i>(none)</i></p>"
     import pandas as pd
 
-    frame = pd.DataFrame(list(rows))
+    # Escape every cell here so that a "record" column can be a link (records-review).
+    def cell(key: str, value: Any) -> str:
+        text = html.escape("" if value is None else str(value))
+        if key == "record" and text.endswith(".ipynb"):
+            return f'<a href="{text}" target="_blank">{text}</a>'
+        return text
+
+    frame = pd.DataFrame([{k: cell(k, v) for k, v in r.items()} for r in rows])
     if columns:
         frame = frame[[c for c in columns if c in frame.columns]]
-    return str(frame.to_html(index=False, escape=True, border=0))
+    return str(frame.to_html(index=False, escape=False, border=0))
 
 
 def plan_html(plan: Mapping[str, Any]) -> str:

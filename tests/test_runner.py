@@ -70,7 +70,7 @@ def partial_cell_running(store: Path, host: str, source: str) -> bool:
     return False
 
 
-def wait_for(predicate, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 300) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
@@ -141,28 +141,34 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
             store=store,
         ),
     }
-    # The killed run: SIGKILL the runner while its plan cell runs.
-    wait_for(lambda: partial_cell_running(store, "h-kill", "plan = rb.plan(plan_fn)"))
-    procs["killed"].send_signal(signal.SIGKILL)
-    # The lock: a second apply on h-lock while the first one holds the lock.
-    lock_file = store / "locks" / "h-lock.lock"
-    wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0)
-    waiter = finish(
-        opsbook(
-            "run",
-            "engine-demo",
-            "--host",
-            "h-lock",
-            "-p",
-            "apply",
-            "true",
-            "--lock-wait",
-            "1",
-            store=store,
+    try:
+        # The killed run: SIGKILL the runner while its plan cell runs.
+        wait_for(lambda: partial_cell_running(store, "h-kill", "plan = rb.plan(plan_fn)"))
+        procs["killed"].send_signal(signal.SIGKILL)
+        # The lock: a second apply on h-lock while the first one holds the lock.
+        lock_file = store / "locks" / "h-lock.lock"
+        wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0)
+        waiter = finish(
+            opsbook(
+                "run",
+                "engine-demo",
+                "--host",
+                "h-lock",
+                "-p",
+                "apply",
+                "true",
+                "--lock-wait",
+                "1",
+                store=store,
+            )
         )
-    )
-    release.touch()
-    done = {name: finish(p) for name, p in procs.items()}
+        release.touch()
+        done = {name: finish(p) for name, p in procs.items()}
+    finally:
+        for p in procs.values():  # only the runs this fixture started
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
     yield {"store": store, "waiter": waiter, "holder_pid": procs["holder"].pid, **done}
 
 
@@ -327,3 +333,41 @@ def test_runbooks_lists_purpose_and_parameters_as_a_table(tmp_path: Path) -> Non
     label = next(ln for ln in lines if ln.strip().startswith("label"))
     assert label.split()[:3] == ["label", "str", '"010"']
     assert lines[1].index("TYPE") == label.index("str")  # aligned columns
+
+
+def test_records_review_notebook_runs_headless_over_a_store(runs: dict, tmp_path: Path) -> None:
+    review = Path(__file__).parent.parent / "notebooks" / "records-review.ipynb"
+    done = finish(
+        opsbook(
+            "run",
+            str(review),
+            "-p",
+            "records_dir",
+            str(runs["store"]),
+            "-p",
+            "status_filter",
+            "failed",
+            "--records",
+            str(tmp_path),
+            store=tmp_path,
+        )
+    )
+    assert done.rc == 0, done.err
+    nb = json.loads(done.record.read_text())
+    (result,) = [
+        o["data"]["application/vnd.opsbook.result+json"]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.opsbook.result+json" in o.get("data", {})
+    ]
+    assert [r["host"] for r in result["tables"]["runs"]] == ["h-fail"]
+    assert result["tables"]["failures by runbook"] == [
+        {"runbook": "engine-demo", "runs": 1, "not ok": 1}
+    ]
+    html = next(
+        o["data"]["text/html"]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.opsbook.result+json" in o.get("data", {})
+    )
+    assert '<a href="' in "".join(html) and ".ipynb</a>" in "".join(html)
