@@ -109,7 +109,8 @@ class Observed:
 
 def nic_bridge(iface: virt.Interface, networks: Mapping[str, virt.Network]) -> tuple[str, str]:
     """(network, bridge) of a NIC; bridge "" when it has none."""
-    if iface.type == "network":
+    # A running NIC on a bridge-mode network shows as type bridge with source network=NAME.
+    if iface.type == "network" or (iface.type == "bridge" and iface.source in networks):
         net = networks.get(iface.source)
         return iface.source, (net.bridge if net else "")
     if iface.type == "bridge":
@@ -294,6 +295,42 @@ def _bridge_prefixes(netns: str, bridge: str, ifindex: int, net: virt.Network | 
     return list(dict.fromkeys(prefixes))
 
 
+# A sweep of the bridge's IPv4 subnet makes the kernel ARP every address: fine on a /24,
+# not on a campus /16. Larger subnets are not swept.
+MAX_SWEEP_PREFIX = 24
+
+
+def _probe(
+    netns: str,
+    bridge: str,
+    idx: int,
+    prefixes: Sequence[str],
+    views: Sequence[DomainView],
+    networks: Mapping[str, virt.Network],
+) -> set[str]:
+    """Ping what the guests on ``bridge`` should answer on; the addresses that did."""
+    macs = {
+        i.mac
+        for v in views
+        if v.state == "running"
+        for i in v.interfaces
+        if nic_bridge(i, networks)[1] == bridge
+    }
+    if not macs:
+        return set()
+    targets = [slaac.eui64_address(p, m) for p in [*prefixes, "fe80::/64"] for m in macs]
+    replies = rtnl.ping6(netns, [*targets, "ff02::1"], ifname=bridge, timeout=1.0)
+    answered = {t for t in targets if replies.get(t)}
+    sweep: list[str] = []
+    for a in netlink.addresses(netns, ifindex=idx):
+        if a.family == "ipv4" and MAX_SWEEP_PREFIX <= a.prefix < 31:
+            net = ipaddress.IPv4Interface(f"{a.address}/{a.prefix}").network
+            sweep += [str(h) for h in net.hosts() if str(h) != a.address]
+    if sweep:
+        answered |= {t for t, ok in rtnl.ping4(netns, sweep, ifname=bridge).items() if ok}
+    return answered
+
+
 def observe(
     *, libvirt_uri: str, netns: str, vm: str = "", probe: bool = False, agent: bool = True
 ) -> Observed:
@@ -326,16 +363,7 @@ def observe(
                 prefixes[bridge] = _bridge_prefixes(
                     netns, bridge, idx, network_of_bridge.get(bridge)
                 )
-                macs = {
-                    i.mac
-                    for v in views
-                    if v.state == "running"
-                    for i in v.interfaces
-                    if nic_bridge(i, networks)[1] == bridge
-                }
-                targets = [slaac.eui64_address(p, m) for p in prefixes[bridge] for m in macs]
-                replies = rtnl.ping6(netns, [*targets, "ff02::1"], ifname=bridge, timeout=1.0)
-                answered |= {t for t in targets if replies.get(t)}
+                answered |= _probe(netns, bridge, idx, prefixes[bridge], views, networks)
 
         # After the probe, so that the replies' neighbour entries are in the dump.
         neighbours = {
