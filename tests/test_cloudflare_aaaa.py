@@ -368,3 +368,14 @@ def test_the_lab_parameter_file_matches_the_lab() -> None:
     given = yaml.safe_load(path.read_text())
     expected = cfa.lab_parameters(Lab.from_env("ob"), vm="vm-nat1")
     assert {k: v for k, v in expected.items() if k in given} == given
+
+
+def test_drift_check_fails_instead_of_raising_when_the_api_refuses(
+    cf: CloudflareStandIn, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("wrong-token-3f9a0c2b")
+    p = params(cf, wrong)
+    del p["replace"]
+    [check] = cfa.checks(**p)
+    assert check.status == "fail" and "Zone > DNS > Edit" in check.seen

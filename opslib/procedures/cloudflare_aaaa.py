@@ -501,7 +501,7 @@ def checks(
             zone=zone, token=token, api_base_url=api_base_url, proxied=proxied, ttl=ttl,
             address=address,
         )  # fmt: skip
-    except InputError as exc:
+    except OpsError as exc:  # a refused plan, an unreachable API, a bad token: all fail here
         return [Check(name, "fail", str(exc), "run cloudflare-aaaa")]
     warnings = planned.data.get("warnings") or []
     if planned.changes:
