@@ -1,0 +1,58 @@
+"""network-inventory without root: the table and the problems, from observed state."""
+
+from __future__ import annotations
+
+from opslib import virt
+from opslib.procedures import network_inventory as ni
+
+
+def net(xml: str, **state: bool) -> virt.Network:
+    return virt.parse_network(xml, **{"active": True, "autostart": True, **state})
+
+
+NAT = "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/><ip address='198.51.100.1' prefix='24'><dhcp><range start='198.51.100.100' end='198.51.100.199'/></dhcp></ip></network>"  # noqa: E501
+FWD = "<network><name>forward-bridge</name><forward mode='bridge'/><bridge name='br0'/></network>"
+
+
+def br(name: str, *ports: str, up: bool = True) -> ni.BridgeView:
+    return ni.BridgeView(name, up, "UP" if up else "DOWN", ports, ("198.51.100.1/24",), "on")
+
+
+def test_table_joins_libvirt_and_kernel() -> None:
+    obs = ni.Observed((net(NAT),), {"virbr0": br("virbr0", "vnet0")}, {"vnet0": "tun"})
+    [row] = ni.table(obs)
+    assert row["ipv4"] == "198.51.100.1/24"
+    assert row["dhcp"] == "198.51.100.100-198.51.100.199"
+    assert (row["bridge_exists"], row["bridge_up"], row["ports"]) == (True, True, "vnet0")
+
+
+def test_problems_name_the_fix() -> None:
+    obs = ni.Observed(
+        (
+            net(NAT, autostart=False),
+            net(FWD),
+        ),
+        {"virbr0": br("virbr0", up=False), "br0": br("br0", "vnet3")},
+        {"vnet3": "tun"},
+    )
+    by_name = {c.name: c for c in ni.problems(obs)}
+    assert by_name["network default autostart"].status == "warn"
+    assert by_name["network default bridge"].status == "fail"
+    assert "down" in by_name["network default bridge"].seen
+    assert by_name["network default ipv6"].status == "warn"
+    assert by_name["network forward-bridge uplink"].status == "fail"
+    assert "bridge_ports eth0" in by_name["network forward-bridge uplink"].fix
+
+
+def test_a_forward_bridge_with_its_uplink_and_a_missing_bridge() -> None:
+    obs = ni.Observed((net(FWD),), {"br0": br("br0", "eth0", "vnet0")}, {"eth0": "veth"})
+    assert ni.problems(obs) == []
+    obs = ni.Observed((net(FWD, active=False),), {}, {})
+    names = {c.name: c for c in ni.problems(obs)}
+    assert names["network forward-bridge bridge"].fix == "run the forward-bridge runbook"
+    assert names["network forward-bridge active"].status == "fail"
+
+
+def test_run_on_the_test_driver_reports_its_network() -> None:
+    result = ni.run(host="t", libvirt_uri="test:///default", netns="")
+    assert [r["network"] for r in result.tables["networks"]] == ["default"]
