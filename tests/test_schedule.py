@@ -92,7 +92,7 @@ def test_missing_parameter_set_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_schedule_file_says_what_to_write(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no .*schedule.yaml; write one"):
+    with pytest.raises(InputError, match=r"no .*schedule\.yaml; write one"):
         schedule.load(tmp_path, "nowhere")
 
 
