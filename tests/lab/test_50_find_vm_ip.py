@@ -1,0 +1,113 @@
+"""find-vm-ip on the lab: every guest's IPv4 as libvirt's dnsmasq leased it and its
+IPv6 SLAAC address as the guest reports it on its console, each with its source; the
+probe brings back a guest whose neighbour entries were flushed just before.
+
+Needs IPv6 on the NAT network: the fixture applies nat-bridge-ipv6 (idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from pyroute2 import IPRoute
+
+from opslib import virt
+from opslib.errors import UnknownName
+from opslib.lab import control
+from opslib.lab.config import Lab
+from opslib.procedures import find_vm_ip, nat_bridge_ipv6
+
+
+def guest_slaac(lab: Lab, name: str, timeout: float = 60) -> str:
+    """The global IPv6 on eth0 that the guest itself reports (its console)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = control.guest_report(lab, name)
+        for iface, cidr in report.addresses if report else ():
+            if iface == "eth0" and cidr.startswith(lab.routed_prefix.split("::")[0] + ":"):
+                return cidr.split("/")[0]
+        time.sleep(1)
+    raise AssertionError(f"{name} reports no address in {lab.routed_prefix}")
+
+
+def leased_ipv4(lab: Lab) -> dict[str, str]:
+    """MAC -> IPv4 from libvirt's dnsmasq status file (what dnsmasq handed out)."""
+    entries = json.loads(lab.nat_status_file.read_text() or "[]")
+    return {e["mac-address"]: e["ip-address"] for e in entries}
+
+
+@pytest.fixture(scope="module")
+def ipv6(lab: Lab) -> Lab:
+    result = nat_bridge_ipv6.apply_lab(lab)
+    assert result.status in ("changed", "unchanged"), result.summary
+    return lab
+
+
+def test_every_guest_has_its_leased_ipv4_and_its_slaac_ipv6_with_sources(ipv6: Lab) -> None:
+    slaac = {g.name: guest_slaac(ipv6, g.name) for g in ipv6.guests}
+    leases = leased_ipv4(ipv6)
+    by_name = {
+        v.name: v for v in find_vm_ip.find(libvirt_uri=ipv6.uri, netns=ipv6.host_ns, probe=True)
+    }
+    for g in ipv6.guests:
+        nic = next(n for n in by_name[g.name].nics if n.mac == g.nat_mac)
+        assert nic.bridge == ipv6.nat_bridge
+        assert leases[g.nat_mac] in nic.ips("ipv4", sources=["lease"])
+        assert leases[g.nat_mac] in nic.ips("ipv4", sources=["neighbour"])
+        assert slaac[g.name] in nic.ips("ipv6", sources=["neighbour"])
+        assert slaac[g.name] in nic.predicted and not nic.silent
+
+
+def test_the_probe_finds_a_guest_whose_neighbours_were_flushed(ipv6: Lab) -> None:
+    guest = ipv6.guests[1]
+    address = guest_slaac(ipv6, guest.name)
+    with IPRoute(netns=ipv6.host_ns, flags=0) as ip:
+        bridge = ip.link_lookup(ifname=ipv6.nat_bridge)[0]
+        for family in (2, 10):
+            for entry in ip.get_neighbours(family=family, ifindex=bridge):
+                if (entry.get_attr("NDA_LLADDR") or "").lower() == guest.nat_mac:
+                    ip.neigh("del", dst=entry.get_attr("NDA_DST"), ifindex=bridge,
+                             family=family)  # fmt: skip
+    [vm] = find_vm_ip.find(libvirt_uri=ipv6.uri, netns=ipv6.host_ns, vm=guest.name, probe=True)
+    nic = next(n for n in vm.nics if n.mac == guest.nat_mac)
+    assert address in nic.ips("ipv6", sources=["neighbour"])
+
+
+def test_an_unknown_vm_is_exit_2_with_the_names_it_could_mean(ipv6: Lab) -> None:
+    with pytest.raises(UnknownName) as exc:
+        find_vm_ip.run(host="lab", libvirt_uri=ipv6.uri, netns=ipv6.host_ns, vm="vm-nat")
+    assert exc.value.exit_code == 2
+    assert "vm-nat1" in str(exc.value)
+
+
+@pytest.fixture
+def odd_domains(lab: Lab) -> Iterator[None]:
+    off = (
+        "<domain type='qemu'><name>fv-off</name><memory unit='MiB'>32</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><interface type='network'>"
+        f"<mac address='52:54:00:0f:00:01'/><source network='{lab.nat_network}'/>"
+        "</interface></devices></domain>"
+    )
+    bare = (
+        "<domain type='qemu'><name>fv-bare</name><memory unit='MiB'>32</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    with virt.connect(lab.uri) as conn:
+        for xml in (off, bare):
+            conn.defineXML(xml)
+    try:
+        yield
+    finally:
+        with virt.connect(lab.uri) as conn:
+            for name in ("fv-off", "fv-bare"):
+                conn.lookupByName(name).undefine()
+
+
+def test_shut_off_and_interfaceless_vms_are_rows_not_errors(lab: Lab, odd_domains: None) -> None:
+    result = find_vm_ip.run(host="lab", libvirt_uri=lab.uri, netns=lab.host_ns)
+    rows = {r["vm"]: r for r in result.tables["addresses"]}
+    assert rows["fv-off"]["state"] == "shut off" and "shut off" in rows["fv-off"]["note"]
+    assert rows["fv-bare"]["note"] == "no interfaces"
