@@ -31,9 +31,10 @@ from opslib.changes import Plan, Result
 from opslib.errors import ApplyError, InputError, OpsError
 from opslib.locks import host_lock
 
-__all__ = ["HEADLESS_ENV", "Runbook", "headless", "start"]
+__all__ = ["DEFAULTS_ENV", "HEADLESS_ENV", "Runbook", "headless", "preset_values", "start"]
 
 HEADLESS_ENV = "OPSBOOK_HEADLESS"
+DEFAULTS_ENV = "OPSBOOK_DEFAULTS"
 
 
 def headless() -> bool:
@@ -75,6 +76,9 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
         name, decls, purpose = "notebook", _declarations_from_history(ns), ""
     name = os.environ.get("OPSBOOK_RUNBOOK") or name
     raw = {p.name: ns.get(p.name, p.default) for p in decls}
+    if not headless():
+        for key, value in preset_values(name, decls, raw).items():
+            raw[key] = ns[key] = value
     rb = Runbook(name, decls, raw, ns, path=path, purpose=purpose)
     from opslib import ui
 
@@ -84,6 +88,33 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
     else:
         rb.form = ui.show_form(rb)
     return rb
+
+
+def preset_values(name: str, decls: list[params.Param], raw: dict[str, Any]) -> dict[str, Any]:
+    """An interactive session's parameter set: ``$OPSBOOK_DEFAULTS/NAME.yaml``.
+
+    The notebooks' defaults describe a real daemon host (``qemu:///system``); a session
+    for another host (the lab: ``opsbook lab notebook``, or ``parameters/HOST/``) sets
+    ``OPSBOOK_DEFAULTS`` and the form starts from that host's values. A value the
+    operator already changed in the parameters cell is kept. Headless runs take their
+    values from papermill only and ignore this.
+    """
+    directory = os.environ.get(DEFAULTS_ENV)
+    path = Path(directory) / f"{name}.yaml" if directory else None
+    if path is None or not path.is_file():
+        return {}
+    from opslib.runner import load_param_file
+
+    found = load_param_file(path)
+    presets: dict[str, Any] = {}
+    for p in decls:
+        if p.name not in found or raw.get(p.name) != p.default:
+            continue
+        try:
+            presets[p.name] = p.convert(found[p.name])
+        except InputError:
+            presets[p.name] = found[p.name]  # the form shows why it is wrong
+    return presets
 
 
 class Runbook:

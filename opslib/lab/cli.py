@@ -51,6 +51,29 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if up == "running" else 1
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from opslib.lab import notebook
+    from opslib.records import default_root
+
+    lab = _lab(args)
+    records = Path(args.records) if args.records else default_root()
+    server = notebook.start_for_lab(lab, records=records)
+    print(f"JupyterLab for lab {lab.prefix} (runbooks: {notebook.repo_root() / 'notebooks'})")
+    print(f"  parameters: {server.env['OPSBOOK_DEFAULTS']}")
+    print(f"  records:    {server.env['OPSBOOK_RECORDS']}")
+    print(f"  log:        {server.log}")
+    print(f"  open:       {server.url}", flush=True)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        print("stopping JupyterLab", flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
 def _netreg(args: argparse.Namespace) -> int:
     lab = _lab(args)
     if args.action == "add":
@@ -97,6 +120,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = lab_sub.add_parser("status", help="what is up, as a table (exit 1 when not up)")
     q.add_argument("--json", action="store_true", help="rows as JSON")
     q.set_defaults(func=_status)
+
+    q = lab_sub.add_parser(
+        "notebook",
+        help="JupyterLab on 127.0.0.1 (random port, token) with the runbooks set for the lab",
+    )
+    q.add_argument(
+        "--records",
+        metavar="DIR",
+        help="where interactive applies are filed (default: $OPSBOOK_RECORDS or ./records)",
+    )
+    q.set_defaults(func=_notebook)
 
     q = lab_sub.add_parser("netreg", help="the lab's NetReg: list, add or remove a MAC")
     q.add_argument("action", choices=["list", "add", "remove"])
