@@ -541,7 +541,8 @@ def _netreg(lab: Lab) -> None:
 
 
 def _host_eth0(lab: Lab) -> None:
-    if _has_ipv4(lab.host_ns, "eth0", lab.host_eth0_ip):
+    # already up, perhaps as a port of br0 (forward-bridge): ifupdown's state says so
+    if _has_ipv4(lab.host_ns, "eth0", lab.host_eth0_ip) or _ifupdown_configured(lab):
         return
     ifup = ["ifup", "-i", str(lab.interfaces_file), "--state-dir", str(lab.ifupdown_state_dir)]
     proc = host_exec(lab, [*ifup, "eth0"], check=False, timeout=60)
@@ -550,6 +551,12 @@ def _host_eth0(lab: Lab) -> None:
             f"the lab host's eth0 got no campus lease ({lab.host_eth0_ip}): "
             f"{(proc.stderr or proc.stdout).strip()[-200:]}; see {lab.netreg_log}"
         )
+
+
+def _ifupdown_configured(lab: Lab) -> bool:
+    """Whether ifupdown has any interface of the host configured (its state files)."""
+    state = lab.ifupdown_state_dir
+    return any(f.read_text().strip() for f in state.glob("ifstate.*")) if state.is_dir() else False
 
 
 def _has_ipv4(ns: str, dev: str, address: str) -> bool:
@@ -801,12 +808,7 @@ def status(lab: Lab) -> list[Row]:
         rows.append(_row("netns", ns, "present" if present else "absent",
                          f"{len(_netns_pids(ns))} processes" if present else ""))  # fmt: skip
     if _netns_exists(lab.host_ns):
-        proc = _run(
-            ["ip", "-n", lab.host_ns, "-o", "-4", "addr", "show", "dev", "eth0"], check=False
-        )
-        addrs = re.findall(r"inet (\S+)", proc.stdout)
-        rows.append(_row("link", f"{lab.host_ns}/eth0", "up" if addrs else "no address",
-                         " ".join(addrs)))  # fmt: skip
+        rows += _host_link_rows(lab)
     pid = _alive(lab, lab.netreg_pid_file)
     detail = f"pid {pid}, {len(netreg_registered(lab))} registered MACs" if pid else ""
     rows.append(_row("netreg", "dnsmasq", "running" if pid else "stopped", detail))
@@ -822,6 +824,22 @@ def status(lab: Lab) -> list[Row]:
                 rows += service.status(lab)
             except OpsError as exc:
                 rows.append(_row("service", service.name, "error", str(exc)))
+    return rows
+
+
+def _host_link_rows(lab: Lab) -> list[Row]:
+    """The host's campus side: eth0, and br0 once forward-bridge made it a port."""
+    rows = []
+    for dev in ("eth0", "br0"):
+        link = _run(["ip", "-n", lab.host_ns, "-o", "link", "show", "dev", dev], check=False)
+        if link.returncode != 0:
+            continue
+        addr = _run(["ip", "-n", lab.host_ns, "-o", "-4", "addr", "show", "dev", dev], check=False)
+        addrs = re.findall(r"inet (\S+)", addr.stdout)
+        master = re.search(r" master (\S+)", link.stdout)
+        state = "up" if ",UP" in link.stdout or "<UP" in link.stdout else "down"
+        detail = " ".join(addrs) or (f"port of {master.group(1)}" if master else "no address")
+        rows.append(_row("link", f"{lab.host_ns}/{dev}", state, detail))
     return rows
 
 

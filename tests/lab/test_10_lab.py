@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +23,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from opslib import cli
+from opslib.errors import HostError
 from opslib.lab import control
 from opslib.lab.config import Lab
 
@@ -154,6 +156,8 @@ def test_status_lists_what_is_up(lab: Lab, capsys: pytest.CaptureFixture[str]) -
     assert state[("daemon", "libvirtd")]["state"] == "running"
     assert state[("daemon", "virtlogd")]["state"] == "running"
     assert state[("netreg", "dnsmasq")]["state"] == "running"
+    eth0 = state[("link", f"{lab.host_ns}/eth0")]
+    assert (eth0["state"], eth0["detail"]) == ("up", f"{lab.host_eth0_ip}/24")
     net = state[("network", lab.nat_network)]
     assert (
         net["state"] == "active"
@@ -183,6 +187,23 @@ def test_up_again_is_harmless(lab: Lab) -> None:
     assert {f: Path(f).read_text() for f in pids} == pids  # same daemons
     assert control.nat_leases(lab) == leases
     assert all(re.match(r"^\[\s*\d+\.\ds\] .+ \(\d+\.\ds\)$", line) for line in lines[:-1]), lines
+
+
+def test_preflight_names_the_missing_package_and_the_space_to_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab = Lab.from_env("obpre")  # never brought up: preflight comes before any side effect
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda b: None if b == "dnsmasq" else real_which(b))
+    with pytest.raises(HostError, match=r"apt-get install dnsmasq-base$"):
+        control.up(lab, progress=lambda _line: None)
+    monkeypatch.setattr(shutil, "which", real_which)
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=10 * 2**20))
+    with pytest.raises(HostError, match=r"no free space for the lab: 10 MiB free"):
+        control.up(lab, progress=lambda _line: None)
+    assert not lab.root.exists()
+    assert not Path("/run/netns", lab.host_ns).exists()
 
 
 # --- a second, throwaway lab: down leaves nothing behind ---------------------------
