@@ -136,6 +136,8 @@ class Runbook:
         self.errors: dict[str, str] = {}
         self.headless = headless()
         self.form: Any = None
+        self.plan_button: Any = None  # interactive: the Plan / Apply buttons (ipywidgets)
+        self.apply_button: Any = None
         self.last_plan: Plan | None = None
         self.plan_fn: Callable[..., Plan] | None = None
         self._revalidate()

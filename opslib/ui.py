@@ -308,7 +308,7 @@ class Form:
                     layout=layout,
                     placeholder="file:/path or env:NAME" if p.type == "secret" else "",
                 )
-            field.description_tooltip = f"{p.type_label}: {p.help}"
+            field.tooltip = f"{p.type_label}: {p.help}"
             msg = w.HTML(value=self._msg(rb.errors.get(p.name, ""), p.help))
             self.messages[p.name] = msg
             field.observe(self._changed(p.name), names="value")
@@ -360,6 +360,7 @@ def plan_panel(rb: Runbook) -> Plan | None:
             listener()
 
     button.on_click(do_plan)
+    rb.plan_button = button
     display(w.VBox([button, out]))
     do_plan()
     return rb.last_plan
@@ -410,6 +411,7 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
                 refresh()
 
     button.on_click(do_apply)
+    rb.apply_button = button
     if rb.form is not None:
         rb.form.listeners.append(refresh)
     refresh()

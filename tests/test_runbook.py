@@ -99,3 +99,41 @@ def test_apply_waits_for_the_host_lock_then_names_the_holder(
     held = r"host lab: apply lock held by pid \d+ \(other-runbook"
     with host_lock(rb.records, "lab", "other-runbook"), pytest.raises(LockHeld, match=held):
         rb.apply(lambda plan, **kw: Result("t", "lab", "changed"), plan)
+
+
+def test_interactive_form_validates_beside_fields_and_apply_files_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPSBOOK_HEADLESS", raising=False)
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(tmp_path))
+    ns: dict = {"In": [CELL]}
+    rb = runbook.start(ns)
+    form = rb.form
+    count_field = form.box.children[2].children[0]
+    count_field.value = "lots"
+    assert "is not an integer" in form.messages["count"].value
+    assert rb.plan(plan_fn) is None  # no plan while a field is wrong
+
+    applied: list[Plan] = []
+
+    def apply_fn(plan: Plan, *, host: str) -> Result:
+        applied.append(plan)
+        return Result("t", host, "changed", summary="done", changes=list(plan.changes))
+
+    rb.apply(apply_fn, None)
+    count_field.value = "4"
+    assert ns["count"] == 4 and form.messages["count"].value.count("✗") == 0
+    plan = rb.compute_plan()
+    assert len(plan.changes) == 4
+    from opslib.records import Store
+
+    # Apply is the apply cell's button; clicking it applies the shown plan and files it.
+    button = rb.apply_button
+    for listener in form.listeners:
+        listener()
+    assert not button.disabled
+    button.click()
+    assert applied == [plan] and button.disabled  # plan again before the next apply
+    (row,) = Store(tmp_path).list()
+    assert (row.status, row.changed, row.mode) == ("ok", True, "interactive")
