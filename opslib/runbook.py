@@ -138,6 +138,8 @@ class Runbook:
         self.form: Any = None
         self.plan_button: Any = None  # interactive: the Plan / Apply buttons (ipywidgets)
         self.apply_button: Any = None
+        self.run_button: Any = None  # interactive read-only runbooks: Run / Save record
+        self.save_button: Any = None
         self.last_plan: Plan | None = None
         self.plan_fn: Callable[..., Plan] | None = None
         self._revalidate()
@@ -255,10 +257,16 @@ class Runbook:
         ui.show_result(result)
         return result
 
-    def report(self, fn: Callable[..., Result]) -> Result:
-        """Run a read-only procedure and show its result: ``rb.report(procedure.run)``."""
+    def report(self, fn: Callable[..., Result]) -> Result | None:
+        """Run a read-only procedure and show its result: ``rb.report(procedure.run)``.
+
+        Interactive: a Run button (run again after changing the form) and a Save
+        record button; runs at once when the form is valid."""
         from opslib import ui
 
+        if not self.headless:
+            ui.report_panel(self, fn)
+            return None
         result = fn(**self.kwargs_for(fn))
         ui.show_result(result)
         self._raise_if_failed(result)
@@ -278,9 +286,9 @@ class Runbook:
     # -- interactive records -----------------------------------------------------------
 
     def save_interactive_record(
-        self, plan: Plan, result: Result, *, started: str, ended: str
+        self, plan: Plan | None, result: Result, *, started: str, ended: str
     ) -> Path:
-        """File an interactive apply in the record store, like a headless run."""
+        """File an interactive apply (or a report, ``plan`` None) in the record store."""
         from opslib import records, ui
 
         if self.path is not None:
@@ -290,9 +298,19 @@ class Runbook:
         assignments = "".join(f"{k} = {v!r}\n" for k, v in self.values.items())
         nb["cells"] = [
             *nb.get("cells", []),
-            _code_cell(f"# interactive apply from JupyterLab\n{assignments}", []),
-            _code_cell("rb.plan(...)", [ui.bundle_output(plan.to_json())]),
-            _code_cell("rb.apply(...)", [ui.bundle_output(result.to_json())]),
+            _code_cell(
+                f"# interactive {'apply' if plan is not None else 'run'} from JupyterLab\n"
+                f"{assignments}",
+                [],
+            ),
+            *(
+                [
+                    _code_cell("rb.plan(...)", [ui.bundle_output(plan.to_json())]),
+                    _code_cell("rb.apply(...)", [ui.bundle_output(result.to_json())]),
+                ]
+                if plan is not None
+                else [_code_cell("rb.report(...)", [ui.bundle_output(result.to_json())])]
+            ),
         ]
         status = "failed" if result.failed else "ok"
         header = {

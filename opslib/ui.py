@@ -9,6 +9,7 @@ structured JSON under :data:`opslib.records.RESULT_MIME`.
 from __future__ import annotations
 
 import html
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -290,6 +291,20 @@ class Form:
                     style=style,
                     layout=layout,
                 )
+            elif p.type in ("vm", "network") and (choices := _libvirt_choices(rb, p.type)):
+                # live choices from the host's libvirt: pick one (or "all" when optional)
+                options = [(name, name) for name in choices]
+                if str(value) and str(value) not in choices:
+                    options.insert(0, (f"{value} (not on this host)", str(value)))
+                if p.optional:
+                    options.insert(0, (f"(all {p.type}s)", ""))
+                field = w.Dropdown(
+                    options=options,
+                    value=str(value) if str(value) in {v for _, v in options} else options[0][1],
+                    description=p.name,
+                    style=style,
+                    layout=layout,
+                )
             elif p.type in ("vm", "network"):
                 field = w.Combobox(
                     value=str(value),
@@ -396,7 +411,7 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         out.clear_output()
         started = iso(datetime.now(UTC))
         t0 = time.monotonic()
-        with out:
+        with out, _Progress(f"Applying {len(plan.changes)} change(s)"):
             try:
                 result = rb.run_apply(fn, plan)
                 path = rb.save_interactive_record(
@@ -416,3 +431,103 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         rb.form.listeners.append(refresh)
     refresh()
     display(w.VBox([button, out]))
+
+
+class _Progress:
+    """A line that counts the seconds while a long step runs (restart, reattach, lease).
+
+    A button's callback holds the kernel until it returns; a thread updates the
+    widget meanwhile (widget messages may be sent from any thread).
+    """
+
+    def __init__(self, what: str) -> None:
+        import ipywidgets as w
+
+        self.what = what
+        self.label = w.HTML()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _text(self, seconds: float) -> str:
+        return (
+            f'<span class="opsbook-progress" style="color:#9a6700">⏳ {html.escape(self.what)}'
+            f"… {seconds:.0f} s</span>"
+        )
+
+    def _tick(self) -> None:
+        t0 = time.monotonic()
+        while not self.done.wait(1.0):
+            self.label.value = self._text(time.monotonic() - t0)
+
+    def __enter__(self) -> _Progress:
+        from IPython.display import display
+
+        self.label.value = self._text(0)
+        display(self.label)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.label.close()
+
+
+def report_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
+    """A read-only runbook's Run button (runs at once when valid) and Save record button."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from opslib.errors import OpsError
+    from opslib.records import iso
+
+    run_button = w.Button(description="Run", button_style="info", icon="search")
+    save_button = w.Button(
+        description="Save record",
+        icon="save",
+        disabled=True,
+        tooltip="file the result shown below in the record store",
+    )
+    out = w.Output()
+    shown: dict[str, Any] = {}
+
+    def do_run(_: Any = None) -> None:
+        shown.clear()
+        run_button.disabled = save_button.disabled = True
+        out.clear_output()
+        started = iso(datetime.now(UTC))
+        with out:
+            if not rb.valid:
+                show_note("Fix the parameters above first.")
+            else:
+                try:
+                    with _Progress(f"Running {rb.name}"):
+                        result = fn(**rb.kwargs_for(fn))
+                    show_result(result)
+                    shown.update(result=result, started=started, ended=iso(datetime.now(UTC)))
+                except OpsError as exc:
+                    show_note(f"{type(exc).__name__}: {exc}")
+        run_button.disabled = False
+        save_button.disabled = "result" not in shown
+
+    def do_save(_: Any) -> None:
+        if "result" not in shown:
+            return
+        save_button.disabled = True
+        path = rb.save_interactive_record(
+            None, shown.pop("result"), started=shown["started"], ended=shown["ended"]
+        )
+        with out:
+            show_note(f"Record: {path}")
+
+    def stale() -> None:  # the form changed: the shown result is not for these values
+        save_button.disabled = True
+        shown.pop("result", None)
+
+    run_button.on_click(do_run)
+    save_button.on_click(do_save)
+    rb.run_button, rb.save_button = run_button, save_button
+    if rb.form is not None:
+        rb.form.listeners.append(stale)
+    display(w.VBox([w.HBox([run_button, save_button]), out]))
+    do_run()
