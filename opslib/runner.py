@@ -165,6 +165,13 @@ def _first_line(source: str) -> str:
     return source.strip().splitlines()[0] if source.strip() else ""
 
 
+def _failed_cell(nb: Mapping[str, Any]) -> str:
+    for cell in nb.get("cells", []):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", []) or []):
+            return _first_line("".join(cell.get("source", "")))
+    return "?"
+
+
 class _Progress:
     """One line per code cell: number, first line of code, outcome and seconds."""
 
@@ -366,6 +373,8 @@ def run(
     summary = records.summarize(nb, status) or error
     if status != "ok" and error and not records.cell_error(nb):
         summary = error
+    if status == "timeout":
+        summary = f"a cell ran longer than {timeout:g} s: {_failed_cell(nb)}"
     header.update(
         status=status,
         exit_code=exit_code,

@@ -124,6 +124,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         "killed": opsbook(
             "run", "engine-demo", "--host", "h-kill", "-p", "mode", "sleep", store=store
         ),
+        "timeout": opsbook(
+            "run",
+            "engine-demo",
+            "--host",
+            "h-timeout",
+            "-p",
+            "mode",
+            "sleep",
+            "--timeout",
+            "3",
+            store=store,
+        ),
         "holder": opsbook(
             "run",
             "engine-demo",
@@ -258,6 +270,15 @@ def test_killed_run_leaves_its_record_marked_killed(runs: dict) -> None:
     assert any(
         c.get("metadata", {}).get("papermill", {}).get("status") == "completed" for c in nb["cells"]
     )
+
+
+def test_cell_over_the_time_limit_ends_the_run_as_timeout(runs: dict) -> None:
+    done = runs["timeout"]
+    assert done.rc == 1
+    row = index_rows(runs["store"])[done.run_id]
+    assert row["status"] == "timeout"
+    assert row["summary"] == "a cell ran longer than 3 s: plan = rb.plan(plan_fn)"
+    assert done.record.is_file()
 
 
 def test_reindex_reproduces_the_index(runs: dict) -> None:
