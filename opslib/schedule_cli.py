@@ -7,17 +7,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from opslib import schedule
-from opslib.engine_cli import table
 from opslib.errors import InputError
-from opslib.records import Store, default_root
+
+if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
+    from opslib import schedule
+    from opslib.records import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 
 
 def _load(args: argparse.Namespace) -> schedule.Schedule:
+    from opslib import schedule
+
     return schedule.load(Path(args.params_dir), args.host, notebooks=ROOT / "notebooks")
 
 
@@ -26,6 +30,8 @@ def _systemd_is_init() -> bool:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from opslib import schedule
+
     sch = _load(args)
     unit_dir = Path(args.dir)
     result = schedule.install(sch, unit_dir, opsbook=schedule.opsbook_executable(), workdir=ROOT)
@@ -48,6 +54,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    from opslib import schedule
+
     result = schedule.remove(args.host, Path(args.dir))
     for change in result.changes:
         print(f"removed {change.target.removeprefix('file:')}")
@@ -56,6 +64,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_crontab(args: argparse.Namespace) -> int:
+    from opslib import schedule
+
     sch = _load(args)
     for line in schedule.crontab_lines(sch, opsbook=schedule.opsbook_executable(), workdir=ROOT):
         print(line)
@@ -63,10 +73,15 @@ def cmd_crontab(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Store:
+    from opslib.records import Store, default_root
+
     return Store(Path(args.records) if args.records else default_root())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from opslib import schedule
+    from opslib.engine_cli import table
+
     sch = _load(args)
     store = _store(args)
     rows = []
@@ -88,6 +103,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """The OnFailure hook: the failed run's record summary to the operator's command."""
+    from opslib import schedule
+
     unit = args.unit.removesuffix(".service")
     params_dir = Path(args.params_dir)
     for host_dir in sorted(p for p in params_dir.iterdir() if p.is_dir()):
