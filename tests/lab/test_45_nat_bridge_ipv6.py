@@ -1,6 +1,7 @@
 """nat-bridge-ipv6 in the lab, from bare: the NAT network gets the routed /64, every
 running guest is back on the bridge with a SLAAC address from it, a second apply is a
-no-op, and a bad prefix changes nothing."""
+no-op, and a bad prefix changes nothing. It runs before find-vm-ip (test_50), whose
+fixtures need the /64 and would otherwise apply it first."""
 
 from __future__ import annotations
 
