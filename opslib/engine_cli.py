@@ -355,7 +355,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from opslib.lab.config import Lab
 
     lab = Lab.from_env()
-    print("==> lab up")
+    if not args.keep:
+        # A demo starts from a freshly installed daemon host, whatever an earlier one left.
+        print(f"==> lab down ({lab.prefix}), then up bare")
+        control.down(lab)
+    else:
+        print(f"==> lab up ({lab.prefix}, kept as it is)")
     control.up(lab)
     nb_dir = runner.notebooks_dir()
     param_dir = Path(args.parameters) if args.parameters else nb_dir.parent / "parameters" / "lab"
@@ -365,6 +370,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not (nb_dir / f"{name}.ipynb").is_file():
             continue
         print(f"==> {name}")
+        if name == "netreg-attach":
+            # The wiki's manual step before it: a person registers the VM's MAC in NetReg.
+            guest = lab.netreg_guest
+            if guest.netreg_mac and control.netreg_add(lab, guest.netreg_mac):
+                print(f"    NetReg: registered {guest.netreg_mac} for {guest.name} (lab NetReg)")
         info = runner.find_runbook(name)
         files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
         try:
@@ -486,6 +496,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "order with parameters/lab/, print a summary.",
     )
     p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
+    p.add_argument(
+        "--keep", action="store_true", help="run on the lab as it is (default: rebuild it bare)"
+    )
     _records_option(p)
     p.set_defaults(func=cmd_demo)
 
