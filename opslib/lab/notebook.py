@@ -214,6 +214,8 @@ def start(
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--ServerApp.log_level=WARN",
+        # checkpoints of the repository's notebooks stay out of the checkout
+        f"--FileCheckpoints.checkpoint_dir={state_dir.resolve() / 'checkpoints'}",
     ]  # fmt: skip
     log = state_dir / "jupyterlab.log"
     with log.open("ab") as log_file:

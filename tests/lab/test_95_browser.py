@@ -1,0 +1,242 @@
+"""The runbooks in JupyterLab, driven in a real browser (Debian's chromium via playwright).
+
+Against the session's lab: find-vm-ip (pick a guest in the dropdown, run, its
+addresses in the rendered table, save the record), forward-bridge on a bare host
+(the diff, Apply disabled while it runs, "changed" and the verification checks,
+the record filed on apply), then the static records index (``opsbook records
+html``) lists both runs. A PNG per step goes to artifacts/browser/; every test
+asserts on page content, and the browser console must stay free of errors.
+
+forward-bridge needs a bare host, and test_30 converted the session's lab: when the
+host already has br0, the module rebuilds the lab bare first (``lab down`` + ``lab
+up``, about a minute; this module runs last, so no later module sees the change).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from opslib.lab import control
+from opslib.lab import notebook as lab_notebook
+from opslib.lab.config import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+KERNEL_WAIT = 90_000  # ms: JupyterLab's first load and a kernel start on a busy 2-core box
+
+
+def _progress(line: str) -> None:
+    print(f"lab: {line}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="module")
+def bare_lab(lab: Lab) -> Lab:
+    """The session's lab with its host bare (rebuilt when an earlier module converted it)."""
+    converted = "br0" in lab.interfaces_file.read_text() or control._link_exists(lab.host_ns, "br0")
+    if converted:
+        control.down(lab, progress=_progress)
+        control.up(lab, progress=_progress)
+    assert "br0" not in lab.interfaces_file.read_text()
+    return lab
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("records")
+
+
+@pytest.fixture(scope="module")
+def server(
+    bare_lab: Lab, records: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[lab_notebook.NotebookServer]:
+    srv = lab_notebook.start_for_lab(
+        bare_lab, records=records, state_dir=tmp_path_factory.mktemp("jupyterlab")
+    )
+    yield srv
+    srv.stop()
+
+
+class Console:
+    """Errors the page reported: console messages of type error and uncaught exceptions."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def message(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
+
+    def page_error(self, exc: Exception) -> None:
+        self.errors.append(f"page error: {exc}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        # a fresh profile per launch (playwright's temporary user-data-dir)
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[tuple[Page, Console]]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    console = Console()
+    pg.on("console", console.message)
+    pg.on("pageerror", console.page_error)
+    yield pg, console
+    context.close()
+    assert console.errors == [], "errors in the browser console:\n" + "\n".join(console.errors)
+
+
+def shot(page: Page, name: str) -> None:
+    # JupyterLab scrolls inside the notebook panel: this is the viewport, scrolled to the step
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_and_run_all(page: Page, server: lab_notebook.NotebookServer, runbook: str) -> None:
+    # reset: a fresh workspace, so that only this notebook is open
+    page.goto(server.url_for(f"notebooks/{runbook}.ipynb") + "&reset")
+    status = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"ipykernel\) \| Idle"))
+    expect(status).to_be_visible(timeout=KERNEL_WAIT)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def widget_button(page: Page, label: str) -> Any:
+    return page.locator("button.jupyter-button").filter(has_text=re.compile(rf"^\s*{label}\s*$"))
+
+
+def result_table(page: Page, title: str) -> Any:
+    """The table under a result's ``<h5>title</h5>`` (ui.result_html)."""
+    heading = page.locator(".jp-OutputArea-output h5", has_text=re.compile(rf"^{title}$")).last
+    return heading.locator("xpath=following-sibling::table[1]")
+
+
+def last_result(page: Page) -> Any:
+    return page.locator(".jp-OutputArea-output h4").last
+
+
+def test_find_vm_ip_pick_a_guest_and_see_its_addresses(
+    bare_lab: Lab, server: lab_notebook.NotebookServer, page: tuple[Page, Console]
+) -> None:
+    pg, _ = page
+    guest = bare_lab.nat_guests[0]
+    lease = control.nat_leases(bare_lab)[guest.nat_mac]
+    open_and_run_all(pg, server, "find-vm-ip")
+
+    # the form starts from the lab's parameter set, not the notebook's qemu:///system
+    vm_field = pg.locator(".widget-dropdown").filter(has=pg.locator("label", has_text="vm"))
+    expect(vm_field.locator("select")).to_be_visible(timeout=KERNEL_WAIT)
+    uri = pg.locator(".widget-text").filter(has=pg.locator("label", has_text="libvirt_uri"))
+    expect(uri.locator("input")).to_have_value(bare_lab.uri)
+    expect(last_result(pg)).to_contain_text("find-vm-ip on lab", timeout=KERNEL_WAIT)
+    shot(pg, "01-find-vm-ip-form")
+
+    options = vm_field.locator("option").all_inner_texts()
+    assert {g.name for g in bare_lab.guests} <= set(options), options
+    vm_field.locator("select").select_option(guest.name)
+    widget_button(pg, "Run").click()
+    summary = pg.locator(".jp-OutputArea-output p", has_text="VM(s)").last
+    expect(summary).to_contain_text("1 VM(s)", timeout=60_000)
+    table = result_table(pg, "addresses")
+    rows = [r.split("\t") for r in table.locator("tbody tr").all_inner_texts()]
+    assert rows and all(r[0] == guest.name for r in rows), rows
+    assert any(r[6] == lease and r[7] == "lease" for r in rows), rows
+    expect(table).to_contain_text(guest.nat_mac)
+    table.scroll_into_view_if_needed()
+    shot(pg, "02-find-vm-ip-one-guest")
+
+    save = widget_button(pg, "Save record")
+    expect(save).to_be_enabled()
+    save.click()
+    expect(pg.get_by_text(re.compile(r"^Record: .*find-vm-ip"))).to_be_visible(timeout=30_000)
+    expect(save).to_be_disabled()
+    shot(pg, "03-find-vm-ip-record-saved")
+
+
+def test_forward_bridge_diff_apply_changed_and_verified(
+    bare_lab: Lab, server: lab_notebook.NotebookServer, page: tuple[Page, Console]
+) -> None:
+    pg, _ = page
+    open_and_run_all(pg, server, "forward-bridge")
+
+    plan = pg.locator(".jp-OutputArea-output h4", has_text="Plan for forward-bridge on lab")
+    expect(plan).to_be_visible(timeout=KERNEL_WAIT)
+    diff = pg.locator(".jp-OutputArea-output pre").filter(has_text="bridge_ports eth0").first
+    expect(diff).to_contain_text("iface br0 inet dhcp")
+    added = diff.locator("span", has_text="iface br0 inet dhcp")
+    assert "color:#1a7f37" in (added.get_attribute("style") or "").replace(" ", "")
+    apply = widget_button(pg, "Apply")
+    expect(apply).to_be_enabled()
+    shot(pg, "04-forward-bridge-plan")
+
+    apply.click()
+    # disabled while it runs, with a seconds counter (the restart takes a few seconds)
+    expect(apply).to_be_disabled(timeout=5_000)
+    expect(pg.locator(".opsbook-progress")).to_be_visible(timeout=5_000)
+    shot(pg, "05-forward-bridge-applying")
+
+    result = pg.locator(".jp-OutputArea-output h4", has_text=re.compile(r"^forward-bridge on lab:"))
+    expect(result).to_contain_text("changed", timeout=150_000)
+    checks = result_table(pg, "Checks")
+    check_rows = [r.split("\t") for r in checks.locator("tbody tr").all_inner_texts()]
+    names = {r[0]: r[1] for r in check_rows}
+    for name in ("br0 up", "eth0 is its port", "br0 has an address", "gateway answers"):
+        assert names.get(name) == "ok", check_rows
+    expect(pg.get_by_text(re.compile(r"^Record: .*forward-bridge"))).to_be_visible()
+    expect(apply).to_be_disabled()  # plan again before another apply
+    checks.scroll_into_view_if_needed()
+    shot(pg, "06-forward-bridge-changed")
+
+
+def test_records_index_lists_the_interactive_runs(
+    records: Path, page: tuple[Page, Console]
+) -> None:
+    pg, _ = page
+    out = records / "index.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "opslib.cli", "records", "--records", str(records), "html"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    pg.goto(out.as_uri())
+    rows = pg.locator("#runs tbody tr")
+    expect(rows).to_have_count(2)
+    fvi = rows.filter(has_text="find-vm-ip")
+    expect(fvi).to_contain_text("lab")
+    expect(fvi.locator("td.ok")).to_have_text("ok")
+    fb = rows.filter(has_text="forward-bridge")
+    expect(fb.locator("td.ok")).to_have_text("ok")
+    expect(fb.locator("td").nth(5)).to_have_text("yes")
+    shot(pg, "07-records-index")
+
+    pg.locator("#f-runbook").select_option("forward-bridge")
+    expect(fvi).to_be_hidden()
+    expect(fb).to_be_visible()
+    href = fb.locator("a").first.get_attribute("href")
+    assert href and (out.parent / href).is_file()
+    shot(pg, "08-records-index-filtered")
