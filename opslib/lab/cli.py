@@ -20,6 +20,7 @@ def _lab(args: argparse.Namespace) -> Lab:
 
 def _image(args: argparse.Namespace) -> int:
     from opslib.lab import image as guest_image  # lazy: keeps `opsbook` start fast
+
     lab = _lab(args)
     started = time.monotonic()
     built = guest_image.build_image(lab.image_dir, force=args.force, progress=_progress)
@@ -31,18 +32,21 @@ def _image(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from opslib.lab import control
+
     control.up(_lab(args), configured=args.configured, progress=_progress)
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
     from opslib.lab import control
+
     control.down(_lab(args), progress=_progress)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from opslib.lab import control
+
     rows = control.status(_lab(args))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -78,6 +82,7 @@ def _notebook(args: argparse.Namespace) -> int:
 
 def _netreg(args: argparse.Namespace) -> int:
     from opslib.lab import control
+
     lab = _lab(args)
     if args.action == "add":
         changed = control.netreg_add(lab, args.mac)

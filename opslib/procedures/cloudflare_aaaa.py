@@ -25,13 +25,12 @@ import ipaddress
 import os
 import re
 import stat
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opslib import secrets, slaac, virt
+from opslib import netlink, secrets, slaac, virt
 from opslib.changes import Change, Check, Plan, Result, Status
 from opslib.dns import DnsClient, DnsRecord, RecordSpec, same_content
 from opslib.errors import ApiError, InputError, OpsError
@@ -315,21 +314,6 @@ def slaac_candidates(domain: virt.Domain, networks: Sequence[virt.Network]) -> l
     return found
 
 
-def ping6(netns: str, address: str, *, tries: int = 3) -> bool:
-    """Whether ``address`` answers ping6 from the host (inside ``netns`` when given)."""
-    cmd = ["ping", "-6", "-n", "-c", "1", "-W", "1", address]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    for _ in range(tries):
-        try:
-            done = subprocess.run(cmd, capture_output=True, timeout=5, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        if done.returncode == 0:
-            return True
-    return False
-
-
 def vm_address(*, libvirt_uri: str, netns: str, vm: str) -> VmAddress:
     """The VM's global IPv6 on nat-bridge: its SLAAC address, verified to answer ping6."""
     with virt.connect(libvirt_uri) as conn:
@@ -344,7 +328,7 @@ def vm_address(*, libvirt_uri: str, netns: str, vm: str) -> VmAddress:
     if not domain.running:
         raise InputError(f"VM {vm} is {domain.state}; start it, or pass address=")
     for found in candidates:
-        if ping6(netns, found.address):
+        if netlink.ping(netns, found.address, tries=3):
             return VmAddress(found.address, f"{found.source}, answers ping6")
     tried = ", ".join(c.address for c in candidates)
     raise InputError(

@@ -627,12 +627,6 @@ def kernel_state(netns: str, uplink: str, bridge: str) -> KernelState:
     )
 
 
-def _ping(netns: str, address: str) -> bool:
-    argv = ["ping", "-c", "1", "-W", "1", "-n", "-q", address]
-    rc, _out = _run(["ip", "netns", "exec", netns, *argv] if netns else argv, 5)
-    return rc == 0
-
-
 def verify_bridge(p: Params, netns: str) -> list[Check]:
     """The conversion as the kernel reports it, one Check per property."""
     state = kernel_state(netns, p.uplink, p.bridge)
@@ -683,7 +677,7 @@ def verify_bridge(p: Params, netns: str) -> list[Check]:
             f"via {gw} dev {dev}" if dev else "none",
         )
     )
-    answered = bool(gw) and route_ok and _ping(netns, gw)
+    answered = bool(gw) and route_ok and netlink.ping(netns, gw)
     checks.append(
         Check("gateway answers", "ok" if answered else "fail", f"ping {gw or '-'}: "
               + ("reply" if answered else "no reply"))

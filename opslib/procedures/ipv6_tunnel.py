@@ -30,7 +30,7 @@ from opslib import interfaces, netlink, virt
 from opslib.changes import Change, Check, Plan, Result
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.lab import sixinfour
-from opslib.procedures.nat_bridge_ipv6 import gateway, has_ipv6, ping6
+from opslib.procedures.nat_bridge_ipv6 import gateway, has_ipv6
 
 if TYPE_CHECKING:
     from opslib.lab.config import Lab
@@ -586,7 +586,7 @@ def checks(
             f"ip -6 route replace default via {server_ipv6} dev {tunnel}",
         )
     )
-    answers = bool(link) and ping6(netns, server_ipv6, wait=2)
+    answers = bool(link) and netlink.ping(netns, server_ipv6, wait=2)
     found.append(
         _check(
             f"broker {server_ipv6} answers ping6",
@@ -595,7 +595,7 @@ def checks(
             "check the broker's IPv4 endpoint is reachable and allows protocol 41",
         )
     )
-    big = answers and ping6(netns, server_ipv6, size=PING_SIZE, wait=2)
+    big = answers and netlink.ping(netns, server_ipv6, size=PING_SIZE, wait=2)
     found.append(
         _check(
             f"{PING_SIZE}-byte ping6 to {server_ipv6} (MTU)",

@@ -21,7 +21,6 @@ text and observed state; ``observe`` and ``apply`` talk to libvirt and netlink.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -403,19 +402,6 @@ def compute_plan(
 # -- side effects ---------------------------------------------------------------------------
 
 
-def ping6(netns: str, address: str, *, size: int = 56, wait: float = 1.0) -> bool:
-    """One echo request from ``netns`` to ``address``; True when answered (never fragments)."""
-    cmd = ["ping", "-6", "-n", "-q", "-c1", "-W", str(max(1, round(wait))), "-s", str(size)]
-    cmd += ["-M", "do", address]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=wait + 5, check=False)
-    except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
-
-
 def plan(
     *,
     host: str,
@@ -476,7 +462,7 @@ def _wait_for_guests(netns: str, cuts: list[_Cut], timeout: float) -> None:
         if not pending:
             return
         for cut in pending:
-            if ping6(netns, cut.address):
+            if netlink.ping(netns, cut.address):
                 cut.answered_at = time.monotonic()
 
 

@@ -61,7 +61,7 @@ def test_every_running_guest_is_back_with_a_slaac_address(lab: Lab, applied: Res
         (iface,) = [i for i in dom.interfaces if i.source == lab.nat_network]
         assert iface.target in ports
         slaac = eui64_address(lab.routed_prefix, iface.mac)
-        assert nb.ping6(lab.host_ns, slaac, wait=2)
+        assert netlink.ping(lab.host_ns, slaac, wait=2)
         # Checked from inside the guest too: its shell lists the address.
         rc, out = control.guest_shell(lab, dom.name, "ip -6 addr show dev eth0")
         assert rc == 0 and slaac in out
