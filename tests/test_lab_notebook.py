@@ -1,0 +1,127 @@
+"""JupyterLab sessions pointed at a lab: per-lab parameter sets and the forms they pre-fill.
+
+No root needed: the lab is only named here (paths, namespaces, ports), never built.
+The browser test in tests/lab/test_95_browser.py drives the real thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opslib import runbook
+from opslib.changes import Result
+from opslib.lab import cloudflare_api
+from opslib.lab import notebook as lab_notebook
+from opslib.lab.config import Lab
+from opslib.procedures import cloudflare_aaaa, forward_bridge
+from opslib.records import Store
+from opslib.runner import load_param_file
+
+CELL = """host = "lab"  # host: records are filed under
+libvirt_uri = "qemu:///system"  # libvirt-uri: libvirt connection of the host
+netns = ""  # netns: the host's network namespace
+count = 2  # int: how many
+probe = False  # bool: ping first
+"""
+
+
+def test_default_lab_uses_the_repository_parameter_sets(tmp_path: Path) -> None:
+    lab = Lab(prefix="ob", base=tmp_path)
+    assert lab_notebook.lab_defaults(lab) == lab_notebook.repo_root() / "parameters" / "lab"
+
+
+def test_another_prefix_gets_parameter_sets_for_its_own_lab(tmp_path: Path) -> None:
+    lab = Lab(prefix="obQ", base=tmp_path)
+    written = lab_notebook.lab_defaults(lab)
+    assert written == tmp_path / "obQ" / "parameters"
+    source = lab_notebook.repo_root() / "parameters" / "lab"
+    assert sorted(p.name for p in written.glob("*.yaml")) == sorted(
+        p.name for p in source.glob("*.yaml")
+    )
+    # what the procedures derive for that lab (the retargeting itself is textual)
+    values = load_param_file(written / "forward-bridge.yaml")
+    assert values["restart_command"] == forward_bridge.lab_restart_command(lab)
+    for key, value in forward_bridge.lab_params(lab).items():
+        assert values[key] == value, key
+    values = load_param_file(written / "cloudflare-aaaa.yaml")
+    expected = cloudflare_aaaa.lab_parameters(lab, vm="vm-nat1")
+    for key in ("libvirt_uri", "netns", "token", "api_base_url"):
+        assert values[key] == str(expected[key]), key
+    assert f":{cloudflare_api.lab_port(lab)}/" in values["api_base_url"]
+
+
+def test_retarget_replaces_whole_names_only() -> None:
+    lab = Lab(prefix="obQ")
+    text = "ip netns exec ob-host sh opsbook-lab-host ob-hostile /var/tmp/opsbook-lab/ob/x"
+    assert lab_notebook.retarget(text, lab) == (
+        "ip netns exec obQ-host sh opsbook-lab-host ob-hostile /var/tmp/opsbook-lab/obQ/x"
+    )
+
+
+def test_environment_points_records_and_defaults_at_the_lab(tmp_path: Path) -> None:
+    lab = Lab(prefix="obQ", base=tmp_path)
+    env = lab_notebook.lab_environment(lab, records=tmp_path / "records")
+    assert env == {
+        "OPSBOOK_DEFAULTS": str(tmp_path / "obQ" / "parameters"),
+        "OPSBOOK_RECORDS": str((tmp_path / "records").resolve()),
+        "OPSBOOK_LAB_PREFIX": "obQ",
+    }
+
+
+@pytest.fixture
+def interactive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("OPSBOOK_HEADLESS", raising=False)
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(tmp_path / "records"))
+    monkeypatch.setenv("OPSBOOK_DEFAULTS", str(tmp_path / "defaults"))
+    monkeypatch.setenv("OPSBOOK_RUNBOOK", "probe-thing")
+    (tmp_path / "defaults").mkdir()
+    (tmp_path / "defaults" / "probe-thing.yaml").write_text(
+        "libvirt_uri: test:///default\nnetns: lab-host\ncount: '7'\nprobe: 'false'\n"
+    )
+    return tmp_path
+
+
+def test_interactive_form_starts_from_the_host_parameter_set(interactive: Path) -> None:
+    ns: dict = {"In": [CELL], "probe": True}  # the operator changed probe in the cell
+    rb = runbook.start(ns)
+    assert rb.values["libvirt_uri"] == "test:///default" and rb.values["netns"] == "lab-host"
+    assert rb.values["count"] == 7 and ns["count"] == 7  # typed, and seen by later cells
+    assert rb.values["probe"] is True  # a value changed in the cell wins over the set
+
+
+def test_headless_runs_ignore_the_parameter_set(
+    interactive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSBOOK_HEADLESS", "1")
+    rb = runbook.start({"In": [CELL]})
+    assert rb.values["libvirt_uri"] == "qemu:///system" and rb.values["count"] == 2
+
+
+def test_interactive_report_runs_at_once_and_saves_a_record_on_request(
+    interactive: Path,
+) -> None:
+    rb = runbook.start({"In": [CELL]})
+    calls: list[int] = []
+
+    def run(*, host: str, count: int) -> Result:
+        calls.append(count)
+        return Result("probe-thing", host, "ok", summary=f"{count} found")
+
+    assert rb.report(run) is None  # interactive: the panel shows it, no Out[] repr
+    assert calls == [7] and not rb.save_button.disabled
+    rb.save_button.click()
+    (row,) = Store(interactive / "records").list()
+    assert (row.runbook, row.status, row.mode, row.summary) == (
+        "probe-thing",
+        "ok",
+        "interactive",
+        "7 found",
+    )
+    assert rb.save_button.disabled  # saved once
+    rb.run_button.click()
+    assert calls == [7, 7] and not rb.save_button.disabled
+    rb.form.box.children[4].children[0].value = "3"  # the form changed: result is stale
+    assert rb.save_button.disabled
