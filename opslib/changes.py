@@ -162,5 +162,10 @@ class Result:
             "checks": [c.to_json() for c in self.checks],
             "steps": [s.to_json() for s in self.steps],
             "tables": self.tables,
+            # Records are written with sorted keys; keep each table's column order here.
+            "columns": {
+                name: list(dict.fromkeys(k for row in rows for k in row))
+                for name, rows in self.tables.items()
+            },
             "data": self.data,
         }

@@ -88,9 +88,10 @@ def result_text(result: Mapping[str, Any]) -> str:
         out.append("Steps:\n")
         steps = [{**s, "ok": "ok" if s.get("ok") else "FAILED"} for s in result["steps"]]
         out.append(_table_text(steps, ["name", "ok", "seconds", "detail"]))
+    columns = result.get("columns") or {}
     for name, rows in (result.get("tables") or {}).items():
         out.append(f"{name}:\n")
-        out.append(_table_text(rows))
+        out.append(_table_text(rows, columns.get(name)))
     return "".join(out)
 
 
@@ -185,9 +186,10 @@ def result_html(result: Mapping[str, Any]) -> str:
     if result.get("steps"):
         parts.append("<h5>Steps</h5>")
         parts.append(_table_html(result["steps"], ["name", "ok", "seconds", "detail"]))
+    columns = result.get("columns") or {}
     for name, rows in (result.get("tables") or {}).items():
         parts.append(f"<h5>{html.escape(name)}</h5>")
-        parts.append(_table_html(rows))
+        parts.append(_table_html(rows, columns.get(name)))
     return "".join(parts)
 
 
