@@ -63,21 +63,8 @@ def _notebook(args: argparse.Namespace) -> int:
     from opslib.lab import notebook
     from opslib.records import default_root
 
-    lab = _lab(args)
     records = Path(args.records) if args.records else default_root()
-    server = notebook.start_for_lab(lab, records=records)
-    print(f"JupyterLab for lab {lab.prefix} (runbooks: {notebook.repo_root() / 'notebooks'})")
-    print(f"  parameters: {server.env['OPSBOOK_DEFAULTS']}")
-    print(f"  records:    {server.env['OPSBOOK_RECORDS']}")
-    print(f"  log:        {server.log}")
-    print(f"  open:       {server.url}", flush=True)
-    try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        print("stopping JupyterLab", flush=True)
-    finally:
-        server.stop()
-    return 0
+    return notebook.serve(_lab(args), records=records, say=_progress)
 
 
 def _netreg(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,9 @@ __all__ = [
     "lab_environment",
     "repo_root",
     "retarget",
+    "serve",
     "start",
+    "start_for_lab",
 ]
 
 # User settings the server starts with (JupyterLab's settings-dir format: JSON5 files).
@@ -256,3 +258,28 @@ def start_for_lab(
         env=lab_environment(lab, records=records),
         timeout=timeout,
     )
+
+
+def serve(lab: Lab, *, records: Path, say: Callable[[str], None] = print) -> int:
+    """``opsbook lab notebook``: start, print where to go, run until Ctrl-C or SIGTERM."""
+    server = start_for_lab(lab, records=records)
+
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop_on_term)
+    try:
+        say(f"JupyterLab for lab {lab.prefix} (runbooks in {server.root_dir / 'notebooks'})")
+        say(f"  parameters: {server.env['OPSBOOK_DEFAULTS']}")
+        say(f"  records:    {server.env['OPSBOOK_RECORDS']}")
+        say(f"  log:        {server.log}")
+        say(f"  open:       {server.url}")
+        say("Ctrl-C stops it.")
+        server.process.wait()
+        return 0 if server.process.returncode == 0 else 1
+    except KeyboardInterrupt:
+        say("stopping JupyterLab")
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
