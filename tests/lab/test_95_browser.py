@@ -50,7 +50,8 @@ def _progress(line: str) -> None:
 @pytest.fixture(scope="module")
 def bare_lab(lab: Lab) -> Lab:
     """The session's lab with its host bare (rebuilt when an earlier module converted it)."""
-    converted = "br0" in lab.interfaces_file.read_text() or control._link_exists(lab.host_ns, "br0")
+    br0 = subprocess.run(["ip", "-n", lab.host_ns, "link", "show", "br0"], capture_output=True)
+    converted = "br0" in lab.interfaces_file.read_text() or br0.returncode == 0
     if converted:
         control.down(lab, progress=_progress)
         control.up(lab, progress=_progress)
