@@ -135,6 +135,13 @@ def result_table(page: Page, title: str) -> Any:
     return heading.locator("xpath=following-sibling::table[1]")
 
 
+def table_rows(table: Any) -> list[dict[str, str]]:
+    """A rendered table's body rows, keyed by its header cells."""
+    header = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    rows = [r.split("\t") for r in table.locator("tbody tr").all_inner_texts()]
+    return [dict(zip(header, (c.strip() for c in r), strict=False)) for r in rows]
+
+
 def last_result(page: Page) -> Any:
     return page.locator(".jp-OutputArea-output h4").last
 
@@ -162,9 +169,9 @@ def test_find_vm_ip_pick_a_guest_and_see_its_addresses(
     summary = pg.locator(".jp-OutputArea-output p", has_text="VM(s)").last
     expect(summary).to_contain_text("1 VM(s)", timeout=60_000)
     table = result_table(pg, "addresses")
-    rows = [r.split("\t") for r in table.locator("tbody tr").all_inner_texts()]
-    assert rows and all(r[0] == guest.name for r in rows), rows
-    assert any(r[6] == lease and r[7] == "lease" for r in rows), rows
+    rows = table_rows(table)
+    assert rows and all(r["vm"] == guest.name for r in rows), rows
+    assert any(r["ip"] == lease and r["source"] == "lease" for r in rows), rows
     expect(table).to_contain_text(guest.nat_mac)
     table.scroll_into_view_if_needed()
     shot(pg, "02-find-vm-ip-one-guest")
@@ -202,8 +209,8 @@ def test_forward_bridge_diff_apply_changed_and_verified(
     result = pg.locator(".jp-OutputArea-output h4", has_text=re.compile(r"^forward-bridge on lab:"))
     expect(result).to_contain_text("changed", timeout=150_000)
     checks = result_table(pg, "Checks")
-    check_rows = [r.split("\t") for r in checks.locator("tbody tr").all_inner_texts()]
-    names = {r[0]: r[1] for r in check_rows}
+    check_rows = table_rows(checks)
+    names = {r["name"]: r["status"] for r in check_rows}
     for name in ("br0 up", "eth0 is its port", "br0 has an address", "gateway answers"):
         assert names.get(name) == "ok", check_rows
     expect(pg.get_by_text(re.compile(r"^Record: .*forward-bridge"))).to_be_visible()
