@@ -86,12 +86,22 @@ def _kernel_package() -> str:
     raise HostError("no kernel package behind linux-image-amd64; run apt-get update")
 
 
-def _fetch_kernel(image_dir: Path, progress: Callable[[str], None]) -> str:
+def _download_kernel(work: Path) -> None:
     package = _kernel_package()
+    _run(["apt-get", "download", "-q", package], cwd=work, what="downloading the guest kernel")
+
+
+def _fetch_kernel(image_dir: Path, progress: Callable[[str], None]) -> str:
     with tempfile.TemporaryDirectory(prefix="opsbook-kernel-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt drops to _apt for downloads when it can
-        _run(["apt-get", "download", "-q", package], cwd=work, what="downloading the guest kernel")
+        try:
+            _download_kernel(work)
+        except HostError:
+            # Package lists that are missing or older than the archive: refresh once.
+            progress("guest image: apt-get update (package lists missing or stale)")
+            _run(["apt-get", "update", "-qq"], what="refreshing the package lists")
+            _download_kernel(work)
         deb = next(work.glob("*.deb"))
         _run(["dpkg", "-x", str(deb), str(work / "x")], what="unpacking the guest kernel")
         vmlinuz = next((work / "x" / "boot").glob("vmlinuz-*"))
@@ -108,7 +118,7 @@ def _fetch_kernel(image_dir: Path, progress: Callable[[str], None]) -> str:
         shutil.copy2(vmlinuz, image_dir / "vmlinuz.new")
         os.replace(image_dir / "vmlinuz.new", image_dir / "vmlinuz")
         (image_dir / "kernel-version").write_text(version + "\n")
-        progress(f"guest kernel {version} from {package}")
+        progress(f"guest kernel {version} from {deb.name}")
         return version
 
 
