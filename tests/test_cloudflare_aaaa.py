@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -311,11 +313,53 @@ def test_missing_token_file_is_one_line(cf: CloudflareStandIn, tmp_path: Path) -
     assert "no such file" in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
 def test_unreadable_token_file_is_one_line(cf: CloudflareStandIn, token_file: Path) -> None:
-    token_file.chmod(0)
-    with pytest.raises(SecretError, match="not readable"):
-        cfa.plan(**params(cf, token_file))
+    if os.geteuid() != 0:
+        token_file.chmod(0)
+        with pytest.raises(SecretError, match="not readable"):
+            cfa.plan(**params(cf, token_file))
+        return
+    # Root reads every file: read it in a child that has dropped to an unprivileged user.
+    shared = Path(tempfile.mkdtemp(prefix="opsbook-token-"))
+    try:
+        shared.chmod(0o755)
+        path = shared / "token"
+        path.write_text(token_file.read_text())
+        outcomes = {}
+        for mode in (0o644, 0o600):
+            path.chmod(mode)
+            outcomes[mode] = _load_as_nobody(f"file:{path}")
+        assert outcomes[0o644] == "read"
+        assert outcomes[0o600] == f"secret source file:{path}: not readable by this user"
+    finally:
+        shutil.rmtree(shared)
+
+
+def _load_as_nobody(source: str) -> str:
+    """secrets.load in a forked child running as nobody: its outcome, never the value."""
+    from opslib import secrets
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        os.close(rfd)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            secrets.load(source, warn=False)
+            message = "read"
+        except SecretError as exc:
+            message = str(exc)
+        except BaseException as exc:
+            message = f"unexpected {type(exc).__name__}"
+        os.write(wfd, message.encode())
+        os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    return message
 
 
 def test_world_readable_token_file_is_a_warning_in_the_result(
