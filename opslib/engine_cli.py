@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from opslib.errors import InputError
+from opslib.tables import table
 
 __all__ = ["WIKI_ORDER", "add_parsers", "table"]
 
@@ -25,26 +26,6 @@ WIKI_ORDER = (
     "cloudflare-aaaa",
     "host-health",
 )
-
-
-def table(
-    rows: Sequence[Sequence[object]],
-    headers: Sequence[str],
-    *,
-    indent: str = "",
-    max_width: Mapping[int, int] | None = None,
-) -> str:
-    """An aligned text table with an upper-case header, like systemctl list-timers."""
-    max_width = max_width or {}
-    cells = [[str(v) for v in r] for r in rows]
-    for row in cells:
-        for i, limit in max_width.items():
-            if len(row[i]) > limit:
-                row[i] = row[i][: limit - 1] + "…"
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = [indent + "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += [indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _shown(path: Path) -> str:

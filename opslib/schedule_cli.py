@@ -80,7 +80,7 @@ def _store(args: argparse.Namespace) -> Store:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from opslib import schedule
-    from opslib.engine_cli import table
+    from opslib.tables import table
 
     sch = _load(args)
     store = _store(args)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opslib.records import RESULT_MIME
+from opslib.tables import dict_table
 
 if TYPE_CHECKING:
     from opslib.changes import Plan, Result
@@ -48,12 +49,7 @@ _STATUS_COLOR = {
 def _table_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "  (none)\n"
-    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
-    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "".join(f"  {line.rstrip()}\n" for line in lines)
+    return dict_table(rows, columns, indent="  ") + "\n"
 
 
 def plan_text(plan: Mapping[str, Any]) -> str:

@@ -875,11 +875,9 @@ def _libvirt_rows(lab: Lab) -> list[Row]:
 
 
 def format_table(rows: list[Row]) -> str:
-    columns = ("component", "name", "state", "detail")
-    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
-    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
-    return "\n".join(lines)
+    from opslib.tables import dict_table
+
+    return dict_table(rows, ("component", "name", "state", "detail"))
 
 
 # --- NetReg ------------------------------------------------------------------------

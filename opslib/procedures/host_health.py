@@ -152,14 +152,12 @@ def run_groups(groups: dict[str, Callable[[], list[Check]]]) -> list[Check]:
 
 def result_of(host: str, checks: list[Check], data: dict[str, Any] | None = None) -> Result:
     status, summary = summarize(checks)
-    table = [{"check": c.name, "status": c.status, "seen": c.seen, "fix": c.fix} for c in checks]
     return Result(
         RUNBOOK,
         host,
         "failed" if status == "failed" else "ok",
         summary=summary,
         checks=checks,
-        tables={"checks": table},
         data=data or {},
     )
 
