@@ -30,12 +30,14 @@ from typing import Any
 
 from lxml import etree
 
+from opslib import confirm, netlink, virt
 from opslib import interfaces as ifs
-from opslib import netlink, virt
 from opslib.changes import Change, Check, Plan, Result
 from opslib.errors import ApplyError, HostError, InputError, OpsError, UnknownName
 
 RUNBOOK = "forward-bridge"
+# Seconds the revert watchdog waits beyond the restart and verification windows.
+WATCHDOG_MARGIN = 30.0
 DEFAULT_RESTART = (
     "ifdown --force -i {old} {ifaces}; ifdown --force {ifaces} 2>/dev/null; "
     "systemctl restart networking"
@@ -777,6 +779,7 @@ def _confirm_or_revert(
     new_flat = os.path.join(work, "interfaces.new")
     ifaces = f"{p.uplink} {p.bridge}"
     backups: dict[str, str] = {}
+    watchdog: confirm.Watchdog | None = None
     try:
         with open(old_flat, "w", encoding="utf-8") as f:
             f.write(ifs.flatten(observed.tree))
@@ -811,6 +814,17 @@ def _confirm_or_revert(
             result.summary = f"ifup --no-act rejected the new file; the old one is back: {out}"
             return False
 
+        with result.step("arm the revert watchdog") as detail:
+            # Survives this process: if the operator's session (and with it this
+            # kernel) dies mid-restart, the watchdog still restores and restarts.
+            rollback = restart_argv(restart_command, netns, old=new_flat,
+                                    new=p.interfaces_file, ifaces=ifaces)  # fmt: skip
+            watchdog = confirm.arm(
+                backups=backups, rollback=rollback, seconds=2 * deadline + WATCHDOG_MARGIN
+            )
+            detail.append(
+                f"pid {watchdog.pid}, reverts after {2 * deadline + WATCHDOG_MARGIN:.0f}s"
+            )
         t0 = time.monotonic()
         with result.step("restart networking") as detail:
             argv = restart_argv(restart_command, netns, old=old_flat, new=p.interfaces_file,
@@ -829,11 +843,13 @@ def _confirm_or_revert(
             failed.insert(0, Check("restart command", "fail", f"exit code {rc}: {out[-200:]}"))
             result.checks.insert(0, failed[0])
         if not failed:
+            watchdog.confirm()
             result.changes += [*file_changes, *(c for c in fresh.changes if c.action == "restart")]
             result.data["kernel_after"] = kernel_state(netns, p.uplink, p.bridge).describe()
             return True
 
         # -- revert ---------------------------------------------------------------------
+        watchdog.disarm()  # this process reverts by itself, now
         what = "; ".join(f"{c.name}: {c.seen}" for c in failed)
         with result.step("restore backup") as detail:
             for path, copy in backups.items():
@@ -872,7 +888,9 @@ def _confirm_or_revert(
             result.status = "failed"
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # An armed watchdog that was never told still needs the files to revert with.
+        if watchdog is None or watchdog.decided:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _read(path: str) -> str:

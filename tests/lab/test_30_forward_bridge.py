@@ -192,7 +192,14 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     }  # fmt: skip
     names = [s["name"] for s in record["steps"]]
     assert names == ["observe", "back up", "write", "validate (ifup --no-act)",
-                     "restart networking", "verify", "libvirt network forward-bridge"]  # fmt: skip
+                     "arm the revert watchdog", "restart networking", "verify",
+                     "libvirt network forward-bridge"]  # fmt: skip
+    # the watchdog was told: it exited without touching anything
+    pid = int(record["steps"][4]["detail"].split()[1].rstrip(","))
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or "opslib.confirm" not in Path(f"/proc/{pid}/cmdline").read_text()
+    )
     assert all(s["ok"] and s["seconds"] >= 0 for s in record["steps"])
 
 

@@ -1,0 +1,129 @@
+"""Confirm or revert, surviving the operator: a detached watchdog (like ``commit confirmed``).
+
+Before a change that can cut the operator off (restarting networking over SSH),
+``arm`` starts a watchdog in its own session, so that a dropped SSH connection, a
+killed kernel or a crashed runner does not take it along. If nobody calls
+``confirm`` (the change verified) or ``disarm`` (the caller reverted by itself)
+before the deadline, the watchdog restores the backed-up files and runs the
+rollback command. Its state is one JSON file, its log one line per event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opslib.errors import ApplyError
+
+DECIDED = "decided"  # written by confirm/disarm: the watchdog exits without acting
+POLL = 0.2
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    directory: Path
+    pid: int
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "log"
+
+    def _decide(self, how: str) -> None:
+        (self.directory / DECIDED).write_text(how + "\n")
+        deadline = time.monotonic() + 5
+        while _alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(POLL)
+
+    def confirm(self) -> None:
+        """The change verified: keep it."""
+        self._decide("confirmed")
+
+    def disarm(self) -> None:
+        """The caller reverted by itself: nothing for the watchdog to do."""
+        self._decide("disarmed")
+
+    @property
+    def decided(self) -> bool:
+        return (self.directory / DECIDED).exists()
+
+    def outcome(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or reaped): ask the kernel
+        return Path(f"/proc/{pid}").exists()
+    return done == 0
+
+
+def arm(
+    *, backups: dict[str, str], rollback: list[str], seconds: float, workdir: str | None = None
+) -> Watchdog:
+    """Start the watchdog: after ``seconds`` without a decision, restore and roll back.
+
+    ``backups`` maps each changed file to its backup copy; ``rollback`` is the
+    command that restarts networking with the restored files.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="opsbook-confirm-", dir=workdir))
+    state = {"backups": backups, "rollback": rollback, "deadline": time.time() + seconds}
+    (directory / "state.json").write_text(json.dumps(state))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opslib.confirm", str(directory)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in the operator's session: a hangup does not reach it
+        close_fds=True,
+    )
+    ready = directory / "armed"
+    until = time.monotonic() + 10
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > until:
+            raise ApplyError("the confirm-or-revert watchdog did not start; nothing was changed")
+        time.sleep(0.05)
+    return Watchdog(directory, proc.pid)
+
+
+def _restore(path: str, copy: str) -> None:
+    data = Path(copy).read_bytes()
+    tmp = f"{path}.opsbook-restore"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def watch(directory: Path) -> int:
+    """The watchdog itself (``python -m opslib.confirm DIR``)."""
+    state = json.loads((directory / "state.json").read_text())
+    log = directory / "log"
+    (directory / "armed").write_text(str(os.getpid()))
+    while time.time() < state["deadline"]:
+        if (directory / DECIDED).exists():
+            return 0
+        time.sleep(POLL)
+    if (directory / DECIDED).exists():
+        return 0
+    with log.open("a") as out:
+        out.write(f"{time.strftime('%H:%M:%S')} no confirmation by the deadline: reverting\n")
+        for path, copy in state["backups"].items():
+            _restore(path, copy)
+            out.write(f"restored {path} from {copy}\n")
+        out.flush()
+        done = subprocess.run(state["rollback"], capture_output=True, text=True, check=False)
+        out.write(f"rollback exit {done.returncode}: {(done.stdout + done.stderr)[-300:]}\n")
+    (directory / DECIDED).write_text("reverted\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(Path(sys.argv[1])))

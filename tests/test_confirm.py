@@ -1,0 +1,70 @@
+"""The confirm-or-revert watchdog reverts unless told otherwise, even when its caller dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from opslib import confirm
+
+
+def _changed_file(tmp_path: Path) -> tuple[Path, Path, Path]:
+    conf, backup, mark = tmp_path / "interfaces", tmp_path / "interfaces.bak", tmp_path / "mark"
+    backup.write_text("iface eth0 inet dhcp\n")
+    conf.write_text("iface br0 inet dhcp\n")
+    return conf, backup, mark
+
+
+def _wait_decided(directory: Path, seconds: float = 15) -> str:
+    until = time.monotonic() + seconds
+    while not (directory / confirm.DECIDED).exists() and time.monotonic() < until:
+        time.sleep(0.1)
+    return (directory / confirm.DECIDED).read_text().strip()
+
+
+def test_without_confirmation_it_restores_the_file_and_rolls_back(tmp_path: Path) -> None:
+    conf, backup, mark = _changed_file(tmp_path)
+    dog = confirm.arm(
+        backups={str(conf): str(backup)},
+        rollback=["sh", "-c", f"cat {conf} > {mark}"],
+        seconds=0.5,
+    )
+    assert _wait_decided(dog.directory) == "reverted"
+    assert conf.read_text() == "iface eth0 inet dhcp\n"
+    # The rollback ran after the restore: it saw the old file.
+    assert mark.read_text() == "iface eth0 inet dhcp\n"
+    assert "no confirmation by the deadline" in dog.outcome()
+
+
+def test_confirmed_change_is_kept(tmp_path: Path) -> None:
+    conf, backup, mark = _changed_file(tmp_path)
+    dog = confirm.arm(backups={str(conf): str(backup)}, rollback=["touch", str(mark)], seconds=1.5)
+    dog.confirm()
+    time.sleep(2)
+    assert conf.read_text() == "iface br0 inet dhcp\n" and not mark.exists()
+    assert dog.decided and dog.outcome() == ""
+
+
+def test_the_watchdog_reverts_after_its_caller_is_killed(tmp_path: Path) -> None:
+    conf, backup, mark = _changed_file(tmp_path)
+    arming = (
+        "import sys, time\n"
+        "from opslib import confirm\n"
+        f"dog = confirm.arm(backups={{{str(conf)!r}: {str(backup)!r}}},"
+        f" rollback=['touch', {str(mark)!r}], seconds=1.0)\n"
+        "print(dog.directory, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", arming], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert caller.stdout is not None
+    directory = Path(caller.stdout.readline().strip())
+    os.kill(caller.pid, signal.SIGKILL)  # the operator's session is gone
+    caller.wait()
+    assert _wait_decided(directory) == "reverted"
+    assert conf.read_text() == "iface eth0 inet dhcp\n" and mark.exists()
