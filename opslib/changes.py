@@ -11,13 +11,27 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["ok", "warn", "fail"]
 Outcome = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
+
+
+# Who wants to know when a step starts (the interactive form's progress line).
+_step_listeners: list[Callable[[str], None]] = []
+
+
+@contextmanager
+def watching_steps(listener: Callable[[str], None]) -> Iterator[None]:
+    """Call ``listener(step_name)`` whenever a :meth:`Result.step` starts, inside."""
+    _step_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _step_listeners.remove(listener)
 
 
 def unified_diff(before: str | None, after: str | None, name: str) -> str:
@@ -141,6 +155,8 @@ class Result:
     def step(self, name: str) -> Iterator[list[str]]:
         """Time a step; append details to the yielded list. Exceptions mark it failed."""
         detail: list[str] = []
+        for listener in list(_step_listeners):
+            listener(name)
         t0 = time.time()
         ok = False
         try:

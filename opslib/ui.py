@@ -442,15 +442,25 @@ class _Progress:
         import ipywidgets as w
 
         self.what = what
+        self.step = ""  # the procedure's current step, from Result.step
+        self.step_started = 0.0
         self.label = w.HTML()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._tick, daemon=True)
+        self._watch: Any = None
 
     def _text(self, seconds: float) -> str:
+        step = ""
+        if self.step:
+            since = time.monotonic() - self.step_started
+            step = f": {html.escape(self.step)} ({since:.0f} s)"
         return (
             f'<span class="opsbook-progress" style="color:#9a6700">⏳ {html.escape(self.what)}'
-            f"… {seconds:.0f} s</span>"
+            f"{step}… {seconds:.0f} s</span>"
         )
+
+    def _on_step(self, name: str) -> None:
+        self.step, self.step_started = name, time.monotonic()
 
     def _tick(self) -> None:
         t0 = time.monotonic()
@@ -460,14 +470,19 @@ class _Progress:
     def __enter__(self) -> _Progress:
         from IPython.display import display
 
+        from opslib.changes import watching_steps
+
         self.label.value = self._text(0)
         display(self.label)
+        self._watch = watching_steps(self._on_step)
+        self._watch.__enter__()
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join()
+        self._watch.__exit__(None, None, None)
         self.label.close()
 
 

@@ -56,3 +56,18 @@ def test_table_columns_keep_their_order_through_a_record() -> None:
     stored = json.loads(json.dumps(result.to_json(), sort_keys=True))
     header = ui.result_text(stored).splitlines()[-2].split()
     assert header == ["VM", "MAC", "IP"]
+
+
+def test_step_listeners_hear_each_step_start_while_watching() -> None:
+    from opslib.changes import watching_steps
+
+    heard: list[str] = []
+    result = Result("r", "h", "ok")
+    with watching_steps(heard.append):
+        with result.step("back up"):
+            pass
+        with result.step("restart networking"):
+            pass
+    with result.step("after"):
+        pass
+    assert heard == ["back up", "restart networking"]

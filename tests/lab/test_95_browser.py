@@ -204,6 +204,10 @@ def test_forward_bridge_diff_apply_changed_and_verified(
     # disabled while it runs, with a seconds counter (the restart takes a few seconds)
     expect(apply).to_be_disabled(timeout=5_000)
     expect(pg.locator(".opsbook-progress")).to_be_visible(timeout=5_000)
+    # the line names the procedure's current step as it goes
+    expect(pg.locator(".opsbook-progress")).to_contain_text(
+        re.compile(r": (arm the revert watchdog|restart networking|verify) \("), timeout=30_000
+    )
     shot(pg, "05-forward-bridge-applying")
 
     result = pg.locator(".jp-OutputArea-output h4", has_text=re.compile(r"^forward-bridge on lab:"))
