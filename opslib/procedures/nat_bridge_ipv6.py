@@ -640,29 +640,34 @@ def _rename(
     source = observed.source
     assert source is not None
     network, old = str(fresh.data["network"]), source.name
-    with virt.translated(f"cannot define network {network}"):
-        new_net = conn.networkDefineXML(fresh.data["xml"])
+    # libvirt refuses a second network on the same bridge name, so the old one goes
+    # first; its definition is kept to put it back if the new one does not start.
     old_net = conn.networkLookupByName(old)
+    with virt.translated(f"cannot stop network {old}"):
+        old_xml = old_net.XMLDesc(0)
+        if old_net.isActive():
+            for cut in cuts:
+                cut.detached_at = time.monotonic()
+            old_net.destroy()
+        old_net.undefine()
+    new_net = None
     try:
-        with virt.translated(f"cannot stop network {old}"):
-            if old_net.isActive():
-                for cut in cuts:
-                    cut.detached_at = time.monotonic()
-                old_net.destroy()
+        with virt.translated(f"cannot define network {network}"):
+            new_net = conn.networkDefineXML(fresh.data["xml"])
         with virt.translated(f"cannot start network {network}"):
             new_net.create()
-    except OpsError:
-        # Back to the old network, running, with the taps on its bridge.
+    except OpsError as exc:
+        # Back to the old network, defined, running, with the taps on its bridge.
         with virt.translated(f"cannot roll back to {old}"):
-            new_net.undefine()
-            if not old_net.isActive():
-                old_net.create()
+            if new_net is not None:
+                new_net.undefine()
+            restored = conn.networkDefineXML(old_xml)
+            restored.create()
+            restored.setAutostart(1 if source.autostart else 0)
         _reattach(netns, source.bridge, cuts)
-        raise _RolledBack(f"{network} did not start; {old} is running again") from None
-    with virt.translated(f"cannot move autostart to {network}"):
+        raise _RolledBack(f"{network}: {exc}; {old} is back and running") from None
+    with virt.translated(f"cannot set autostart of {network}"):
         new_net.setAutostart(1 if source.autostart else 0)
-        old_net.setAutostart(0)
-        old_net.undefine()
     detail.append(f"{network} defined and running, {old} undefined")
     for domain, xml in observed.users:
         with virt.translated(f"cannot update {domain}'s interfaces"):
