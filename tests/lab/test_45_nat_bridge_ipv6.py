@@ -95,3 +95,37 @@ def test_a_detached_tap_is_planned_and_reattached(lab: Lab, applied: Result) -> 
     assert result.status == "changed"
     assert tap in netlink.bridge_ports(lab.host_ns)[lab.nat_bridge]
     assert nb.plan(**values).empty
+
+
+def _on(lab: Lab, network: str) -> dict[str, tuple[str, str]]:
+    """Each running guest's NAT NIC: (network in the live XML, in the persistent XML)."""
+    import libvirt
+
+    found = {}
+    with virt.connect(lab.uri) as conn:
+        for name in (g.name for g in lab.nat_guests):
+            dom = conn.lookupByName(name)
+            live = virt.parse_interfaces(dom.XMLDesc(0))
+            saved = virt.parse_interfaces(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            mac = next(g.nat_mac for g in lab.nat_guests if g.name == name)
+            found[name] = (
+                next(i.source for i in live if i.mac == mac),
+                next(i.source for i in saved if i.mac == mac),
+            )
+    return found
+
+
+def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: Result) -> None:
+    """The wiki's name, asked for: `default` becomes `nat-bridge` with the guests on it
+    (live and persistent) and their SLAAC addresses answering; then back, for later tests."""
+    for old, new in ((lab.nat_network, "nat-bridge"), ("nat-bridge", lab.nat_network)):
+        values = {**nb.lab_parameters(lab), "network": new, "rename_from": old}
+        result = nb.apply(nb.plan(**values), **values)
+        assert result.status == "changed" and not result.failed, result.summary
+        with virt.connect(lab.uri) as conn:
+            names = {n.name: n for n in virt.list_networks(conn)}
+        assert old not in names and names[new].active and names[new].autostart
+        assert names[new].ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+        assert set(_on(lab, new).values()) == {(new, new)}
+        for guest in lab.nat_guests:
+            assert netlink.ping(lab.host_ns, eui64_address(lab.routed_prefix, guest.nat_mac))
