@@ -7,8 +7,10 @@ NAT network ``default`` with a running and a shut-off guest on it).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -270,3 +272,134 @@ def test_libvirt_errors_are_translated(tmp_path: Path) -> None:
     with pytest.raises(LibvirtError, match="cannot connect"):
         nb.plan(host="h", libvirt_uri=f"test://{tmp_path}/missing.xml", netns="", prefix=PREFIX)
     assert libvirt  # the module is the real binding, not a stub
+
+
+# -- a rename step that fails: the old network back, or the new one running; never a raw error
+
+
+def refusing(conn: libvirt.virConnect, real: Any, refuse: Callable[..., bool]) -> Any:
+    """``real`` unless ``refuse(*args)``: then a genuine libvirtError (a failed lookup)."""
+
+    def call(*args: Any) -> Any:
+        if refuse(*args):
+            conn.networkLookupByName("refused-by-the-test")
+        return real(*args)
+
+    return call
+
+
+def network_method_refused(
+    monkeypatch: pytest.MonkeyPatch, conn: libvirt.virConnect, method: str, name: str
+) -> None:
+    real = getattr(libvirt.virNetwork, method)
+
+    def call(self: libvirt.virNetwork, *args: Any) -> Any:
+        if self.name() == name:
+            conn.networkLookupByName("refused-by-the-test")
+        return real(self, *args)
+
+    monkeypatch.setattr(libvirt.virNetwork, method, call)
+
+
+def rename(conn: libvirt.virConnect) -> Any:
+    return nb.apply_on(
+        conn, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
+    )
+
+
+def sources(conn: libvirt.virConnect, domain: str) -> list[str]:
+    xml = conn.lookupByName(domain).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return [i.source for i in virt.parse_interfaces(xml)]
+
+
+def assert_default_is_back(conn: libvirt.virConnect, result: Any) -> None:
+    assert result.status == "rolled back", result.summary
+    assert "default is back and running" in result.summary
+    assert "refused-by-the-test" in result.summary
+    assert [n.name for n in virt.list_networks(conn)] == ["default"]
+    back = virt.get_network(conn, "default")
+    assert back.active and back.autostart and back.bridge == "virbr0"
+    assert back.ip("ipv6") is None  # the old definition, not the new one
+    assert sources(conn, "vm-run") == sources(conn, "vm-off") == ["default"]
+    # The running guest's tap was put back (here: named as missing, the test driver has none).
+    assert "rolled back: default defined and running again" in result.steps[0].detail
+    assert result.steps[0].ok is False
+
+
+@pytest.mark.parametrize(
+    ("method", "name"),
+    [
+        ("destroy", "default"),  # the old network does not stop
+        ("undefine", "default"),  # stopped but not undefined
+        ("create", "nat-bridge"),  # the new one does not start
+    ],
+)
+def test_rename_step_failing_before_the_new_network_runs_puts_the_old_one_back(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch, method: str, name: str
+) -> None:
+    network_method_refused(monkeypatch, node, method, name)
+    assert_default_is_back(node, rename(node))
+
+
+def test_rename_with_the_new_definition_refused_puts_the_old_one_back(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = node.networkDefineXML
+    monkeypatch.setattr(
+        node,
+        "networkDefineXML",
+        refusing(node, real, lambda xml: "<name>nat-bridge</name>" in xml),
+    )
+    assert_default_is_back(node, rename(node))
+
+
+def test_rename_failing_after_the_new_network_runs_keeps_it_and_moves_every_guest(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network_method_refused(monkeypatch, node, "setAutostart", "nat-bridge")
+    real = node.defineXML
+    monkeypatch.setattr(
+        node, "defineXML", refusing(node, real, lambda xml: "<name>vm-off</name>" in xml)
+    )
+    result = rename(node)
+    assert result.status == "failed"
+    assert "renaming default to nat-bridge stopped" in result.summary
+    assert "cannot set autostart of nat-bridge" in result.summary
+    assert "cannot update vm-off's interfaces" in result.summary
+    assert [n.name for n in virt.list_networks(node)] == ["nat-bridge"]
+    assert virt.get_network(node, "nat-bridge").active
+    # One guest's config failing does not leave the others on the old name.
+    assert sources(node, "vm-run") == ["nat-bridge"]
+    assert sources(node, "vm-off") == ["default"]
+    assert "taps back on virbr0" in result.steps[0].detail
+
+
+def test_rename_whose_rollback_fails_too_says_so_and_keeps_the_old_definition(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network_method_refused(monkeypatch, node, "create", "nat-bridge")
+    real = node.networkDefineXML
+    monkeypatch.setattr(
+        node, "networkDefineXML", refusing(node, real, lambda xml: "<name>default</name>" in xml)
+    )
+    result = rename(node)
+    assert result.status == "failed"
+    assert "putting default back failed too" in result.summary
+    assert virt.parse_network(result.data["restore_xml"]).name == "default"
+    assert [n.name for n in virt.list_networks(node)] == []
+
+
+def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    pings: list[str] = []
+
+    def ping(netns: str, address: str, **kwargs: Any) -> bool:
+        pings.append(address)
+        return False  # no route: ping(8) fails at once
+
+    monkeypatch.setattr(nb.netlink, "ping", ping)
+    cut = nb._Cut("vm", "vnet0", "52:54:00:0b:00:01", "2001:db8:2::1", 0.0)
+    t0 = time.monotonic()
+    nb._wait_for_guests("", [cut], timeout=1.2)
+    assert 1.1 <= time.monotonic() - t0 < 2.0
+    assert 2 <= len(pings) <= 4  # one per WAIT_ROUND, not back to back
+    assert cut.answered_at is None

@@ -12,7 +12,9 @@ define the new name with the same config (new UUID), move autostart, stop and
 undefine the old one, start the new one on the same bridge, and point every guest
 interface at the new name, in the persistent config (else the guest would not start
 again) and, for running guests, live (libvirt reconnects the tap). Running guests
-are cut off for the moment between stop and reattach, as in any restart.
+are cut off for the moment between stop and reattach, as in any restart. When a step
+fails before the new network runs, the old definition is put back (defined, running,
+autostart as before); in every case the running guests' taps go back on the bridge.
 
 Pure parts (``validate_prefix``, ``with_ipv6``, ``renamed``, ``compute_plan``) take
 text and observed state; ``observe`` and ``apply`` talk to libvirt and netlink.
@@ -24,13 +26,13 @@ import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import libvirt
 from lxml import etree
 
 from opslib import netlink, virt
-from opslib.changes import Change, Check, Plan, Result
+from opslib.changes import Change, Check, Outcome, Plan, Result
 from opslib.errors import ApplyError, InputError, LibvirtError, OpsError, UnknownName
 from opslib.slaac import eui64_address
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 RUNBOOK = "nat-bridge-ipv6"
 ULA = ipaddress.IPv6Network("fc00::/7")
+WAIT_ROUND = 0.5  # seconds between rounds of pings to the guests
 
 
 # -- pure: input, XML --------------------------------------------------------------
@@ -464,6 +467,9 @@ def _wait_for_guests(netns: str, cuts: list[_Cut], timeout: float) -> None:
         for cut in pending:
             if netlink.ping(netns, cut.address):
                 cut.answered_at = time.monotonic()
+        if any(c.answered_at is None for c in cuts):
+            # ping fails at once without a route: no back-to-back processes for 90 s.
+            time.sleep(min(WAIT_ROUND, max(0.0, deadline - time.monotonic())))
 
 
 def _restart(conn: libvirt.virConnect, name: str, xml: str | None) -> None:
@@ -546,7 +552,6 @@ def apply_on(
                         _restart(conn, network, new_xml)
                     except OpsError:
                         _rollback(conn, network, old_xml, netns, bridge, cuts, result)
-                        raise
                 else:
                     with virt.translated(f"cannot define network {network}"):
                         conn.networkDefineXML(new_xml)
@@ -558,9 +563,10 @@ def apply_on(
                     cut.detached_at = cut.detached_at or now
                 lost = _reattach(netns, bridge, cuts)
                 detail.append(f"{len(cuts) - len(lost)} of {len(cuts)} taps on {bridge}")
-    except _RolledBack as exc:
-        result.status = "rolled back"
+    except _Stopped as exc:
+        result.status = exc.status
         result.summary = str(exc)
+        result.data.update(exc.data)
         return result
     if fresh.changes:
         result.status = "changed"
@@ -608,8 +614,18 @@ def _cut_rows(cuts: list[_Cut]) -> list[tuple[_Cut, float]]:
     ]
 
 
-class _RolledBack(ApplyError):
-    pass
+class _Stopped(ApplyError):
+    """apply stopped part way; the Result says ``status`` (guests' taps are back)."""
+
+    status: Outcome = "failed"
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.data = data or {}
+
+
+class _RolledBack(_Stopped):
+    status: Outcome = "rolled back"
 
 
 def _rollback(
@@ -620,7 +636,7 @@ def _rollback(
     bridge: str,
     cuts: list[_Cut],
     result: Result,
-) -> None:
+) -> NoReturn:
     """The new config did not start: the old one back, running, guests reattached."""
     with result.step(f"roll back {network}") as detail:
         _restart(conn, network, old_xml)
@@ -641,41 +657,102 @@ def _rename(
     assert source is not None
     network, old = str(fresh.data["network"]), source.name
     # libvirt refuses a second network on the same bridge name, so the old one goes
-    # first; its definition is kept to put it back if the new one does not start.
-    old_net = conn.networkLookupByName(old)
-    with virt.translated(f"cannot stop network {old}"):
-        old_xml = old_net.XMLDesc(0)
-        if old_net.isActive():
-            for cut in cuts:
-                cut.detached_at = time.monotonic()
-            old_net.destroy()
-        old_net.undefine()
-    new_net = None
+    # first; its definition (observed) is kept to put it back if the new one does not run.
+    with virt.translated(f"cannot look up network {old}"):
+        old_net = conn.networkLookupByName(old)
     try:
+        with virt.translated(f"cannot stop network {old}"):
+            if old_net.isActive():
+                for cut in cuts:
+                    cut.detached_at = time.monotonic()
+                old_net.destroy()
+        with virt.translated(f"cannot undefine network {old}"):
+            old_net.undefine()
         with virt.translated(f"cannot define network {network}"):
             new_net = conn.networkDefineXML(fresh.data["xml"])
         with virt.translated(f"cannot start network {network}"):
             new_net.create()
+        detail.append(f"{network} defined and running, {old} undefined")
+        # The new network carries the guests now: move every guest's config even when
+        # one fails (a config left on the old name would not start again), then report.
+        failures = []
+        try:
+            with virt.translated(f"cannot set autostart of {network}"):
+                new_net.setAutostart(1 if source.autostart else 0)
+        except OpsError as exc:
+            failures.append(str(exc))
+        for domain, xml in observed.users:
+            try:
+                with virt.translated(f"cannot update {domain}'s interfaces"):
+                    dom = conn.lookupByName(domain)
+                    if dom.isPersistent():
+                        conn.defineXML(retarget_interfaces(xml, old, network))
+                    if dom.isActive():
+                        _move_live_interfaces(dom, old, network, detail)
+            except OpsError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise ApplyError("; ".join(failures))
     except OpsError as exc:
-        # Back to the old network, defined, running, with the taps on its bridge.
-        with virt.translated(f"cannot roll back to {old}"):
-            if new_net is not None:
-                new_net.undefine()
-            restored = conn.networkDefineXML(old_xml)
-            restored.create()
-            restored.setAutostart(1 if source.autostart else 0)
-        _reattach(netns, source.bridge, cuts)
-        raise _RolledBack(f"{network}: {exc}; {old} is back and running") from None
-    with virt.translated(f"cannot set autostart of {network}"):
-        new_net.setAutostart(1 if source.autostart else 0)
-    detail.append(f"{network} defined and running, {old} undefined")
-    for domain, xml in observed.users:
-        with virt.translated(f"cannot update {domain}'s interfaces"):
-            dom = conn.lookupByName(domain)
-            if dom.isPersistent():
-                conn.defineXML(retarget_interfaces(xml, old, network))
-            if dom.isActive():
-                _move_live_interfaces(dom, old, network, detail)
+        _recover_rename(conn, netns, source, network, cuts, detail, exc)
+
+
+def _recover_rename(
+    conn: libvirt.virConnect,
+    netns: str,
+    source: NetState,
+    network: str,
+    cuts: list[_Cut],
+    detail: list[str],
+    error: OpsError,
+) -> NoReturn:
+    """A rename step failed: the old network back unless the new one runs, the running
+    guests' taps on the bridge in every case, and a _Stopped saying what is there now."""
+    old, bridge = source.name, source.bridge
+    problems = []
+    new_state = _net_state_or_none(conn, network)
+    rolled_back = new_state is None or not new_state.active
+    if rolled_back:
+        try:
+            with virt.translated(f"cannot roll back to {old}"):
+                if new_state is not None:
+                    conn.networkLookupByName(network).undefine()
+                restored = conn.networkDefineXML(source.xml)
+                if not restored.isActive():
+                    restored.create()
+                restored.setAutostart(1 if source.autostart else 0)
+            detail.append(f"rolled back: {old} defined and running again")
+        except OpsError as exc:
+            problems.append(str(exc))
+    taps = ""
+    try:
+        lost = _reattach(netns, bridge, cuts)
+        detail.append(f"{len(cuts) - len(lost)} of {len(cuts)} taps back on {bridge}")
+        # A tap that is gone is the guest's (the checks name it); the network is not.
+        taps = f"; taps missing: {', '.join(lost)}" if lost else ""
+    except OpsError as exc:
+        taps = f"; guests' taps: {exc}"
+    if rolled_back and not problems:
+        raise _RolledBack(f"{network}: {error}; {old} is back and running{taps}") from None
+    if rolled_back:
+        raise _Stopped(
+            f"{network}: {error}; putting {old} back failed too: {'; '.join(problems)}; "
+            f"define it again from data.restore_xml (virsh net-define, net-start){taps}",
+            {"restore_xml": canonical(source.xml)},
+        ) from None
+    raise _Stopped(
+        f"renaming {old} to {network} stopped: {error}; {network} runs on {bridge} with the "
+        f"guests' taps put back{taps}; fix the rest by hand (virsh net-autostart {network}, "
+        "virsh edit GUEST)"
+    ) from None
+
+
+def _net_state_or_none(conn: libvirt.virConnect, name: str) -> NetState | None:
+    """The network's state, or None when it is absent or cannot be read."""
+    try:
+        return _net_state(conn, name)
+    except OpsError:
+        return None
 
 
 def _move_live_interfaces(dom: libvirt.virDomain, old: str, new: str, detail: list[str]) -> None:
