@@ -208,6 +208,26 @@ def test_identical_network_is_left_alone() -> None:
     assert fb.plan_network(net(), "forward-bridge", "br0") == []
 
 
+def test_guests_attached_to_the_network_are_not_a_difference() -> None:
+    # libvirt's live XML counts attached guests; a second apply must not restart it.
+    live = GOOD_NET_XML.replace("<network>", "<network connections='1'>", 1)
+    assert "connections" in live
+    assert fb.plan_network(net(live), "forward-bridge", "br0") == []
+
+
+def test_backups_go_where_no_source_line_reads_them(tmp_path: Path) -> None:
+    main = tmp_path / "interfaces"
+    (tmp_path / "interfaces.d").mkdir()
+    (tmp_path / "interfaces.d" / "50-cloud-init").write_text("auto eth0\niface eth0 inet dhcp\n")
+    main.write_text(f"source {tmp_path}/interfaces.d/*\nsource {tmp_path}/*\n")
+    kept = fb.default_backup_dir(params(interfaces_file=str(main)))
+    for path in (main, tmp_path / "interfaces.d" / "50-cloud-init"):
+        ifs.backup(str(path), kept)
+    loaded = ifs.load_tree(str(main))
+    assert not [f for f in loaded.files if ".opsbook-backups" in f], loaded.files
+    assert len(list(Path(kept).iterdir())) == 2
+
+
 def test_inactive_network_without_autostart_is_started_and_autostarted() -> None:
     changes = fb.plan_network(net(active=False, autostart=False), "forward-bridge", "br0")
     assert [c.action for c in changes] == ["start", "autostart"]

@@ -437,11 +437,15 @@ def _files(lab: Lab, built: guest_image.GuestImage) -> None:
         'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n',
     )
     _write(lab.libvirt_etc_dir / "libvirt.conf", "")
+    # The lab's own interfaces.d: the planner (root mount namespace) and ifup (the
+    # host's) must never read, let alone edit, this machine's /etc/network/interfaces.d.
+    sourced = lab.interfaces_file.parent / "interfaces.d"
+    sourced.mkdir(parents=True, exist_ok=True)
     if not lab.interfaces_file.exists():  # a runbook may have changed it: never overwrite
         _write(
             lab.interfaces_file,
             "# The lab daemon host's /etc/network/interfaces, as freshly installed.\n"
-            "source /etc/network/interfaces.d/*\n\n"
+            f"source {sourced}/*\n\n"
             "auto lo\niface lo inet loopback\n\n"
             "auto eth0\niface eth0 inet dhcp\n",
         )

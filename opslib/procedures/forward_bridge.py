@@ -474,6 +474,8 @@ def _canonical(xml: str) -> bytes:
     root = etree.fromstring(xml.encode(), etree.XMLParser(remove_blank_text=True))
     for uuid in root.findall("uuid"):
         root.remove(uuid)
+    # Live XML counts the guests attached (<network connections='N'>): not configuration.
+    root.attrib.pop("connections", None)
     return bytes(etree.tostring(root, method="c14n"))
 
 
@@ -760,6 +762,12 @@ def apply(
     return result
 
 
+def default_backup_dir(p: Params) -> str:
+    """Beside the main file, hidden: no ``source`` glob (``*``) or ``source-directory``
+    (names without dots) reads it, as one would a backup inside ``interfaces.d/``."""
+    return os.path.join(os.path.dirname(os.path.abspath(p.interfaces_file)), ".opsbook-backups")
+
+
 def _confirm_or_revert(
     result: Result,
     fresh: Plan,
@@ -785,7 +793,7 @@ def _confirm_or_revert(
             f.write(ifs.flatten(observed.tree))
         with result.step("back up") as detail:
             for path in new_files:
-                backups[path] = ifs.backup(path, backup_dir)
+                backups[path] = ifs.backup(path, backup_dir or default_backup_dir(p))
                 detail.append(f"{path} -> {backups[path]}")
         result.data["backups"] = backups
         with result.step("write") as detail:

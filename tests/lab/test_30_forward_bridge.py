@@ -22,17 +22,24 @@ from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
 
-# The host as freshly installed (what `lab up` writes), and a static variant of it.
-BARE = (
-    "# The lab daemon host's /etc/network/interfaces, as freshly installed.\n"
-    "source /etc/network/interfaces.d/*\n\n"
-    "auto lo\niface lo inet loopback\n\n"
-    "auto eth0\niface eth0 inet dhcp\n"
-)
+
+def bare_file(lab) -> str:
+    """The host's file as freshly installed (what `lab up` writes)."""
+    return (
+        "# The lab daemon host's /etc/network/interfaces, as freshly installed.\n"
+        f"source {sourced(lab)}/*\n\n"
+        "auto lo\niface lo inet loopback\n\n"
+        "auto eth0\niface eth0 inet dhcp\n"
+    )
+
+
+def sourced(lab) -> str:
+    """The lab's own interfaces.d (never this machine's /etc/network/interfaces.d)."""
+    return f"{Path(lab.interfaces_file).parent}/interfaces.d"
 
 
 def static_file(lab) -> str:
-    return BARE.replace(
+    return bare_file(lab).replace(
         "iface eth0 inet dhcp\n",
         f"iface eth0 inet static\n\taddress {lab.host_eth0_ip}/24\n"
         f"\tgateway {lab.campus_gateway}\n",
@@ -45,7 +52,7 @@ def switch_to(lab, text: str) -> None:
     if current == text and netlink.link_by_name(lab.host_ns, "eth0"):
         return
     with tempfile.NamedTemporaryFile("w", suffix=".old", delete=False) as old:
-        old.write(current.replace("source /etc/network/interfaces.d/*\n", ""))
+        old.write(current.replace(f"source {sourced(lab)}/*\n", ""))
     try:
         Path(lab.interfaces_file).write_text(text)
         argv = fb.restart_argv(
@@ -88,14 +95,15 @@ def acks(lab) -> list[str]:
 
 
 def backups(lab) -> list[Path]:
-    return sorted(Path(lab.interfaces_file).parent.glob("interfaces.opsbook-*"))
+    kept = Path(lab.interfaces_file).parent / ".opsbook-backups"
+    return sorted(kept.glob("interfaces.opsbook-*"))
 
 
 @pytest.fixture(scope="module")
 def host(lab) -> Iterator:
     """The lab host bare: eth0 on DHCP, no br0, no forward-bridge network."""
     control.set_campus_refuses_host(lab, False)
-    switch_to(lab, BARE)
+    switch_to(lab, bare_file(lab))
     drop_network(lab)
     assert ipv4(lab, "eth0") == [f"{lab.host_eth0_ip}/24"], "the bare lab host has no lease"
     yield lab
@@ -150,12 +158,12 @@ def test_apply_rolls_back_when_campus_refuses_the_bridge(host) -> None:
     # nothing of libvirt was touched after the failed verification
     with virt.connect(host.uri) as conn:
         assert "forward-bridge" not in [n.name for n in virt.list_networks(conn)]
-    switch_to(host, BARE)
+    switch_to(host, bare_file(host))
     assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
 
 
 def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
-    assert Path(host.interfaces_file).read_text() == BARE
+    assert Path(host.interfaces_file).read_text() == bare_file(host)
     acks_before = acks(host)
     plan = fb.plan(**fb.lab_params(host))
     result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=60)
@@ -185,7 +193,8 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     record = json.loads(json.dumps(result.to_json()))
     assert "+iface br0 inet dhcp" in record["data"]["diff"]
     backup = Path(record["data"]["backups"][str(host.interfaces_file)])
-    assert backup.read_text() == BARE
+    assert backup.read_text() == bare_file(host)
+    assert backup.parent.name == ".opsbook-backups"
     assert {c["name"]: c["status"] for c in record["checks"]} == {
         "br0 up": "ok", "eth0 is its port": "ok", "br0 has an address": "ok",
         "eth0 has no address": "ok", "default route": "ok", "gateway answers": "ok",

@@ -89,3 +89,9 @@ def test_a_second_apply_changes_nothing(bridged: Lab) -> None:
     assert plan.empty
     assert na.apply(plan, libvirt_uri=bridged.uri).status == "unchanged"
     assert config_xml(bridged, vm) == before
+
+
+def test_forward_bridge_stays_unchanged_with_a_guest_on_it(bridged: Lab) -> None:
+    # libvirt's live network XML now counts a connection: not a reason to redefine.
+    result = forward_bridge.apply_lab(bridged)
+    assert result.status == "unchanged", [c.summary for c in result.changes]
