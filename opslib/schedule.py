@@ -108,6 +108,11 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
     return Schedule(host, tuple(runs), str(raw.get("on_failure", "")), path.resolve())
 
 
+def _unit_command(argv: list[str]) -> str:
+    """A command line for ExecStart=: systemd expands % specifiers and $VARS itself."""
+    return shlex.join(argv).replace("%", "%%").replace("$", "$$")
+
+
 def unit_stem(host: str, runbook: str) -> str:
     return f"opsbook-{host}-{runbook}"
 
@@ -126,7 +131,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
             f"{on_failure}"
             "\n[Service]\nType=oneshot\n"
             f"WorkingDirectory={workdir}\n"
-            f"ExecStart={shlex.join(argv)}\n"
+            f"ExecStart={_unit_command(argv)}\n"
             f"TimeoutStartSec={run.timeout}\n"
             "SyslogIdentifier=opsbook\n"
         )
@@ -140,7 +145,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
             "\n[Install]\nWantedBy=timers.target\n"
         )
     if hook:
-        argv = [opsbook, "schedule", "notify", "%i"]
+        argv = [opsbook, "schedule", "notify"]
         if schedule.source is not None:
             argv += ["--params-dir", str(schedule.source.parent.parent)]
         units[FAILURE_TEMPLATE] = (
@@ -148,7 +153,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
             "Description=opsbook: report the failed scheduled run %i\n"
             "\n[Service]\nType=oneshot\n"
             f"WorkingDirectory={workdir}\n"
-            f"ExecStart={shlex.join(argv)}\n"
+            f"ExecStart={_unit_command(argv)} %i\n"
             "SyslogIdentifier=opsbook\n"
         )
     return units
@@ -164,7 +169,8 @@ def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[st
         if schedule.on_failure:
             notify = [opsbook, "schedule", "notify", unit_stem(schedule.host, run.runbook)]
             cmd += f" || {shlex.join(notify)}"
-        lines.append(f"{cron} root ({cmd}) 2>&1 | logger -t opsbook")
+        # cron reads an unescaped % as a newline
+        lines.append(f"{cron} root ({cmd}) 2>&1 | logger -t opsbook".replace("%", "\\%"))
     return lines
 
 

@@ -93,3 +93,12 @@ def test_managed_dns_records_come_from_successful_applies_newest_first(tmp_path:
     )
     managed = host_health.managed_dns_records(str(tmp_path), "h1")
     assert [(m["record_name"], m["vm"]) for m in managed] == [("a.example.org", "vm2")]
+
+
+def test_a_tunnel_without_its_addresses_is_bad_input_before_any_check() -> None:
+    import pytest
+
+    from opslib.errors import InputError
+
+    with pytest.raises(InputError, match="needs client_ipv6"):
+        host_health.run(host="h1", libvirt_uri="test:///default", tunnel="he-ipv6")

@@ -127,3 +127,17 @@ def test_crontab_lines_log_and_notify(tmp_path: Path) -> None:
 def test_lab_schedule_file_is_valid() -> None:
     sch = schedule.load(ROOT / "parameters", "lab")
     assert [r.runbook for r in sch.runs] == ["host-health"]
+
+
+@needs_systemd
+def test_percent_and_dollar_in_paths_reach_the_command_unexpanded(tmp_path: Path) -> None:
+    odd = tmp_path / "50%$HOME"
+    odd.mkdir()
+    sch = schedule.load(_params(odd, GOOD), "h1")
+    units = tmp_path / "units"
+    result = schedule.install(sch, units, opsbook=schedule.opsbook_executable(), workdir=ROOT)
+    assert result.status == "changed", result.summary
+    service = (units / "opsbook-h1-host-health.service").read_text()
+    assert "50%%$$HOME" in service
+    (line,) = schedule.crontab_lines(sch, opsbook="/x/opsbook", workdir=ROOT)
+    assert "50\\%$HOME" in line

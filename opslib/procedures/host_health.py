@@ -20,7 +20,7 @@ from typing import Any
 
 from opslib import netlink, virt
 from opslib.changes import Check, Result
-from opslib.errors import OpsError
+from opslib.errors import InputError, OpsError
 
 RUNBOOK = "host-health"
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -263,6 +263,19 @@ def run(
     records_dir: str = "",
 ) -> Result:
     """All checks; read-only."""
+    if tunnel:
+        # Checked here, before anything runs: a tunnel check without its addresses
+        # would only warn, and the run would pass with the tunnel never looked at.
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Interface(client_ipv6)
+            ipaddress.IPv6Address(server_ipv6)
+        except ValueError:
+            raise InputError(
+                f"tunnel {tunnel!r} needs client_ipv6 (address/64) and server_ipv6; "
+                f"got {client_ipv6!r} and {server_ipv6!r}"
+            ) from None
     records_dir = records_dir or records_dir_default()
     groups: dict[str, Callable[[], list[Check]]] = {
         "libvirt": lambda: libvirt_checks(
