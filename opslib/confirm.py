@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import interfaces
 from opslib.errors import ApplyError
 
 DECIDED = "decided"  # written by confirm/disarm: the watchdog exits without acting
@@ -92,16 +93,6 @@ def arm(
     return Watchdog(directory, proc.pid)
 
 
-def _restore(path: str, copy: str) -> None:
-    data = Path(copy).read_bytes()
-    tmp = f"{path}.opsbook-restore"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def watch(directory: Path) -> int:
     """The watchdog itself (``python -m opslib.confirm DIR``)."""
     state = json.loads((directory / "state.json").read_text())
@@ -116,7 +107,7 @@ def watch(directory: Path) -> int:
     with log.open("a") as out:
         out.write(f"{time.strftime('%H:%M:%S')} no confirmation by the deadline: reverting\n")
         for path, copy in state["backups"].items():
-            _restore(path, copy)
+            interfaces.restore(path, copy)
             out.write(f"restored {path} from {copy}\n")
         out.flush()
         done = subprocess.run(state["rollback"], capture_output=True, text=True, check=False)

@@ -478,6 +478,12 @@ def write_atomic(path: str, text: str) -> None:
         raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def restore(path: str, copy: str) -> None:
+    """Put a backup back, byte for byte (CRLF kept), atomically, keeping mode and owner."""
+    with open(copy, encoding="utf-8", newline="") as f:
+        write_atomic(path, f.read())
+
+
 def backup(path: str, directory: str = "", *, now: _dt.datetime | None = None) -> str:
     """Copy ``path`` to ``DIR/NAME.opsbook-YYYYmmddTHHMMSSZ`` (kept); returns the copy's path."""
     stamp = (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")

@@ -68,3 +68,13 @@ def test_the_watchdog_reverts_after_its_caller_is_killed(tmp_path: Path) -> None
     caller.wait()
     assert _wait_decided(directory) == "reverted"
     assert conf.read_text() == "iface eth0 inet dhcp\n" and mark.exists()
+
+
+def test_the_revert_keeps_the_file_mode_and_crlf_bytes(tmp_path: Path) -> None:
+    conf, backup, mark = _changed_file(tmp_path)
+    backup.write_bytes(b"iface eth0 inet dhcp\r\n")
+    conf.chmod(0o640)
+    dog = confirm.arm(backups={str(conf): str(backup)}, rollback=["touch", str(mark)], seconds=0.3)
+    assert _wait_decided(dog.directory) == "reverted"
+    assert conf.read_bytes() == b"iface eth0 inet dhcp\r\n"
+    assert conf.stat().st_mode & 0o777 == 0o640

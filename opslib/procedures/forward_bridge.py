@@ -816,7 +816,7 @@ def _confirm_or_revert(
         if rc != 0:
             with result.step("restore backup") as detail:
                 for path, copy in backups.items():
-                    ifs.write_atomic(path, _read(copy))
+                    ifs.restore(path, copy)
                     detail.append(f"{copy} -> {path}")
             result.status = "failed"
             result.summary = f"ifup --no-act rejected the new file; the old one is back: {out}"
@@ -861,7 +861,7 @@ def _confirm_or_revert(
         what = "; ".join(f"{c.name}: {c.seen}" for c in failed)
         with result.step("restore backup") as detail:
             for path, copy in backups.items():
-                ifs.write_atomic(path, _read(copy))
+                ifs.restore(path, copy)
                 detail.append(f"{copy} -> {path}")
         t1 = time.monotonic()
         with result.step("restart networking (rollback)") as detail:
@@ -899,11 +899,6 @@ def _confirm_or_revert(
         # An armed watchdog that was never told still needs the files to revert with.
         if watchdog is None or watchdog.decided:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8", newline="") as f:
-        return f.read()
 
 
 def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
