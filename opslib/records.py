@@ -22,15 +22,17 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opslib import secrets
 from opslib.errors import InputError
 
 __all__ = [
+    "LEAKED_SUMMARY",
     "RESULT_MIME",
     "Row",
     "Store",
@@ -38,6 +40,7 @@ __all__ = [
     "default_root",
     "final_result",
     "parse_since",
+    "redact_leaks",
     "results_of",
 ]
 
@@ -45,7 +48,18 @@ RESULT_MIME = "application/vnd.opsbook.result+json"
 META_KEY = "opsbook"
 INDEX = "index.sqlite"
 # Statuses of a run: ok and failed are final verdicts; the rest say why it ended.
-STATUSES = ("running", "ok", "failed", "killed", "timeout", "locked", "leaked-secret")
+# bad-input: the procedure itself raised an error of exit code 2 (InputError, HostError...).
+STATUSES = (
+    "running",
+    "ok",
+    "failed",
+    "bad-input",
+    "killed",
+    "timeout",
+    "locked",
+    "leaked-secret",
+)
+LEAKED_SUMMARY = "a secret appeared in the record; it was redacted"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -506,6 +520,24 @@ def with_header(nb: Mapping[str, Any], header: Mapping[str, Any]) -> dict[str, A
     meta[META_KEY] = keep
     out["metadata"] = meta
     return out
+
+
+def redact_leaks(
+    nb: Mapping[str, Any], header: Mapping[str, Any], secret_values: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """``(notebook, header, leaked)`` safe to write: call it before anything is written.
+
+    Fails closed: when a secret loaded in this process occurs anywhere in the notebook
+    or its header, both come back scrubbed, the summary is replaced by a fixed line
+    (it may have held the secret) and the run is ``leaked-secret``, exit 1."""
+    values = [s for s in secret_values if s]
+    data = dump_notebook(with_header(nb, header))
+    if not values or not secrets.find_leaks(data, values):
+        return dict(nb), dict(header), False
+    clean = json.loads(secrets.scrub(data, values))
+    clean_header = dict(clean["metadata"][META_KEY])
+    clean_header.update(status="leaked-secret", exit_code=1, summary=LEAKED_SUMMARY)
+    return clean, clean_header, True
 
 
 def summarize(nb: Mapping[str, Any], status: str) -> str:

@@ -288,14 +288,20 @@ class Runbook:
     def save_interactive_record(
         self, plan: Plan | None, result: Result, *, started: str, ended: str
     ) -> Path:
-        """File an interactive apply (or a report, ``plan`` None) in the record store."""
+        """File an interactive apply (or a report, ``plan`` None) in the record store.
+
+        An apply is filed with ``apply = True`` among its parameters: the Apply button
+        applies whatever the form's checkbox says, and readers of the index (host-health's
+        DNS drift) take ``apply`` as "this run made its changes". Every secret loaded in
+        this kernel is looked for before anything is written (fail closed, as headless)."""
         from opslib import records, ui
 
         if self.path is not None:
             nb = json.loads(self.path.read_text(encoding="utf-8"))
         else:
             nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
-        assignments = "".join(f"{k} = {v!r}\n" for k, v in self.values.items())
+        values = {**self.values, "apply": True} if plan is not None else dict(self.values)
+        assignments = "".join(f"{k} = {v!r}\n" for k, v in values.items())
         nb["cells"] = [
             *nb.get("cells", []),
             _code_cell(
@@ -316,7 +322,7 @@ class Runbook:
         header = {
             "runbook": self.name,
             "host": self.host,
-            "parameters": redact_parameters(self.decls, self.values),
+            "parameters": redact_parameters(self.decls, values),
             "user": getpass.getuser(),
             "start": started,
             "end": ended,
@@ -331,17 +337,8 @@ class Runbook:
             "mode": "interactive",
             "pid": os.getpid(),
         }
-        store = records.Store(self.records)
-        run_id, path = store.add(header, nb)
-        leaked = secrets.loaded()
-        if leaked and secrets.find_leaks(path.read_bytes(), leaked):
-            records.atomic_write(path, secrets.scrub(path.read_bytes(), leaked))
-            header.update(status="leaked-secret", exit_code=1)
-            data = json.loads(path.read_bytes())
-            records.atomic_write(
-                path, records.dump_notebook(records.with_header(data, {**header, "id": run_id}))
-            )
-            store.finish(run_id, path, header)
+        nb, header, _ = records.redact_leaks(nb, header, secrets.loaded())
+        _, path = records.Store(self.records).add(header, nb)
         return path
 
 

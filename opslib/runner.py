@@ -10,8 +10,11 @@ Order of a run (:func:`run`):
 3. execute with papermill into a hidden partial notebook beside the record,
    typed values injected as the ``injected-parameters`` cell, one progress line
    per code cell;
-4. finalise: header into ``metadata.opsbook``, atomic rename into place, scan the
-   bytes for every secret loaded (redact + ``leaked-secret`` + exit 1), index row.
+4. finalise: an error of exit code 2 that the procedure raised (InputError,
+   HostError...: bad input found once the kernel ran) ends as ``bad-input``, exit 2,
+   its message the summary; header into ``metadata.opsbook``, scanned with the
+   notebook for every secret loaded before it is written (redact + ``leaked-secret``
+   + exit 1), atomic rename into place, index row.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from opslib import __version__, params, records, secrets
+from opslib import __version__, errors, params, records, secrets
 from opslib.errors import InputError, UnknownName
 from opslib.params import RunbookInfo
 from opslib.runbook import HEADLESS_ENV, redact_parameters, repo_revision
@@ -148,6 +151,15 @@ class RunOutcome:
     record: Path
     run_id: int
     seconds: float
+
+
+def error_exit_code(ename: str) -> int:
+    """The exit code of an error the kernel raised, by class name: opslib's errors carry
+    theirs (InputError, UnknownName, HostError, Unsupported, SecretError: 2); others 1."""
+    cls = getattr(errors, ename, None)
+    if isinstance(cls, type) and issubclass(cls, errors.OpsError):
+        return int(cls.exit_code)
+    return 1
 
 
 def choose_kernel() -> str:
@@ -353,6 +365,11 @@ def run(
         except PapermillExecutionError as exc:
             status = "locked" if exc.ename == "LockHeld" else "failed"
             error = f"{exc.ename}: {exc.evalue}"
+            if error_exit_code(exc.ename) == 2:
+                # The procedure's own InputError (HostError, SecretError...): bad input,
+                # exit 2 with its message as the one line; the kernel ran, so keep the record.
+                status = "bad-input"
+                error = (str(exc.evalue).strip().splitlines() or [exc.ename])[0][:300]
         except (KeyboardInterrupt, _Terminated) as exc:
             status, error = "killed", f"interrupted ({type(exc).__name__} {exc})".strip()
         except Exception as exc:  # nbclient's timeout, a dead kernel...
@@ -368,10 +385,10 @@ def run(
     final = records.final_result(records.results_of(nb))
     if status == "ok" and final is not None and final.get("failed"):
         status = "failed"
-    exit_code = {"ok": 0, "killed": 130}.get(status, 1)
+    exit_code = {"ok": 0, "killed": 130, "bad-input": 2}.get(status, 1)
     changed = bool(final.get("changed")) if final is not None else None
     summary = records.summarize(nb, status) or error
-    if status != "ok" and error and not records.cell_error(nb):
+    if status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
         summary = error
     if status == "timeout":
         summary = f"a cell ran longer than {timeout:g} s: {_failed_cell(nb)}"
@@ -382,18 +399,11 @@ def run(
         summary=summary,
         end=records.iso(records.utcnow()),
     )
+    # Fail closed: the record must not hold a secret, and the run must say so.
+    nb, header, leaked = records.redact_leaks(nb, header, prepared.secret_values)
+    if leaked:
+        status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
     data = records.dump_notebook(records.with_header(nb, header))
-    if secrets.find_leaks(data, prepared.secret_values):
-        # Fail closed: the record must not hold a secret, and the run must say so.
-        header.update(
-            status="leaked-secret",
-            exit_code=1,
-            summary="a secret appeared in the record; it was redacted",
-        )
-        status, exit_code, summary = "leaked-secret", 1, header["summary"]
-        data = secrets.scrub(
-            records.dump_notebook(records.with_header(nb, header)), prepared.secret_values
-        )
     records.atomic_write(path, data)
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()

@@ -384,6 +384,7 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
     import ipywidgets as w
     from IPython.display import display
 
+    from opslib.changes import Result
     from opslib.errors import OpsError
     from opslib.records import iso
 
@@ -409,15 +410,24 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         out.clear_output()
         started = iso(datetime.now(UTC))
         t0 = time.monotonic()
+        error: Exception | None = None
         with out, _Progress(f"Applying {len(plan.changes)} change(s)"):
             try:
-                result = rb.run_apply(fn, plan)
+                try:
+                    result = rb.run_apply(fn, plan)
+                except Exception as exc:
+                    # Every interactive apply is filed, also one whose procedure raised:
+                    # a failed result carries the error (the lock, bad input, a bug).
+                    error = exc
+                    result = Result(rb.name, rb.host, "failed", summary=_error_line(exc))
                 path = rb.save_interactive_record(
                     plan, result, started=started, ended=iso(datetime.now(UTC))
                 )
+                if error is not None:
+                    show_note(f"{type(error).__name__}: {error}")
                 show_note(f"Record: {path} ({time.monotonic() - t0:.1f} s)")
-            except OpsError as exc:
-                show_note(f"{type(exc).__name__}: {exc}")
+                if error is not None and not isinstance(error, OpsError):
+                    raise error  # not one of ours: a bug, shown with its traceback
             finally:
                 busy["applying"] = False
                 rb.last_plan = None  # the state changed: plan again before the next apply
@@ -429,6 +439,17 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         rb.form.listeners.append(refresh)
     refresh()
     display(w.VBox([button, out]))
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for a record's summary: the message of one of opslib's errors, else
+    the class name too (a bug's message alone says little)."""
+    from opslib.errors import OpsError
+
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, OpsError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Progress:

@@ -137,3 +137,124 @@ def test_interactive_form_validates_beside_fields_and_apply_files_a_record(
     assert applied == [plan] and button.disabled  # plan again before the next apply
     (row,) = Store(tmp_path).list()
     assert (row.status, row.changed, row.mode) == ("ok", True, "interactive")
+
+
+# -- interactive records: every apply filed, apply = True, no secret written -------------
+
+DNS_CELL = """host = "lab"  # host: host
+record_name = "vm1.example.org"  # str: the AAAA record
+apply = False  # bool: make the changes
+"""
+
+
+def interactive_rb(
+    monkeypatch: pytest.MonkeyPatch, store: Path, cell: str = CELL, name: str = ""
+) -> runbook.Runbook:
+    monkeypatch.delenv("OPSBOOK_HEADLESS", raising=False)
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    monkeypatch.delenv("OPSBOOK_DEFAULTS", raising=False)
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(store))
+    if name:
+        monkeypatch.setenv("OPSBOOK_RUNBOOK", name)
+    else:
+        monkeypatch.delenv("OPSBOOK_RUNBOOK", raising=False)
+    return runbook.start({"In": [cell]})
+
+
+@pytest.mark.parametrize(
+    ("error", "summary"),
+    [
+        (InputError("vm 'vm9' is not defined; give one of: vm1, vm2"), None),
+        (LockHeld("host lab: apply lock held by pid 1 (other)"), None),
+        (KeyError("mac"), "KeyError: 'mac'"),  # a bug: its class says what happened
+    ],
+)
+def test_interactive_apply_that_raises_files_a_failed_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, summary: str | None
+) -> None:
+    from opslib.records import Store
+
+    rb = interactive_rb(monkeypatch, tmp_path)
+    rb.plan(plan_fn)
+
+    def apply_fn(plan: Plan, *, host: str) -> Result:
+        raise error
+
+    rb.apply(apply_fn, None)
+    assert rb.last_plan is not None and not rb.apply_button.disabled
+    rb.apply_button.click()
+    (row,) = Store(tmp_path).list()
+    assert (row.status, row.exit_code, row.changed, row.mode) == ("failed", 1, False, "interactive")
+    assert row.summary == (summary or str(error))
+    assert row.parameters["apply"] is True
+    results = [
+        o["data"]["application/vnd.opsbook.result+json"]
+        for c in Store(tmp_path).notebook(row)["cells"]
+        for o in c["outputs"]
+    ]
+    assert [r["kind"] for r in results] == ["plan", "result"]
+    assert (results[1]["status"], results[1]["summary"]) == ("failed", row.summary)
+    assert rb.apply_button.disabled  # plan again before the next apply
+
+
+def test_interactive_apply_is_filed_with_apply_true_and_host_health_sees_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslib.procedures import host_health
+    from opslib.records import Store
+
+    rb = interactive_rb(monkeypatch, tmp_path, DNS_CELL, "cloudflare-aaaa")
+
+    def dns_plan(*, host: str, record_name: str) -> Plan:
+        return Plan("cloudflare-aaaa", host, (Change(f"dns:{record_name}", "create", "AAAA"),))
+
+    def dns_apply(plan: Plan, *, host: str) -> Result:
+        return Result("cloudflare-aaaa", host, "changed", changes=list(plan.changes))
+
+    rb.plan(dns_plan)
+    rb.apply(dns_apply, None)
+    assert rb.values["apply"] is False  # the Apply button ignores the checkbox
+    rb.apply_button.click()
+    (row,) = Store(tmp_path).list()
+    assert row.status == "ok" and row.parameters["apply"] is True
+    nb = Store(tmp_path).notebook(row)
+    assert "apply = True\n" in "".join(nb["cells"][0]["source"])  # the assignments cell
+    managed = host_health.managed_dns_records(str(tmp_path), "lab")
+    assert [p["record_name"] for p in managed] == ["vm1.example.org"]
+
+    # A read-only run's "Save record" files the form's values as they are.
+    rb.report(lambda *, host: Result("cloudflare-aaaa", host, "ok", summary="looked"))
+    rb.save_button.click()
+    report = Store(tmp_path).list()[0]
+    assert report.summary == "looked" and report.parameters["apply"] is False
+
+
+def test_secret_in_an_interactive_result_reaches_neither_the_record_nor_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslib import records, secrets
+    from opslib.records import Store
+
+    secret = "s3cr3t-T0KEN-for-interactive-records"
+    monkeypatch.setattr(secrets, "_loaded", set())  # this test's secrets only
+    source = tmp_path / "token"
+    source.write_text(secret + "\n")
+    source.chmod(0o600)
+    assert secrets.load(f"file:{source}") == secret
+    store = tmp_path / "records"
+    rb = interactive_rb(monkeypatch, store)
+    plan = plan_fn(host="lab", count=1)
+    result = Result("t", "lab", "changed", summary=f"token {secret} accepted")
+    path = rb.save_interactive_record(plan, result, started="2024-01-01T00:00:00Z", ended="x")
+
+    files = [p for p in store.rglob("*") if p.is_file()]
+    assert path in files and store / "index.sqlite" in files
+    for f in files:  # the record, the sqlite index (free pages too), anything else
+        assert secret.encode() not in f.read_bytes(), f
+    assert secrets.REDACTED.encode() in path.read_bytes()
+    (row,) = Store(store).list()
+    assert (row.status, row.exit_code) == ("leaked-secret", 1)
+    assert row.summary == records.LEAKED_SUMMARY
+    header = Store(store).notebook(row)["metadata"]["opsbook"]
+    assert (header["status"], header["summary"]) == ("leaked-secret", records.LEAKED_SUMMARY)
+    assert row.sha256 == records.sha256_of(path)

@@ -341,6 +341,32 @@ def test_bad_input_exits_2_with_one_line_and_no_record(
     assert not list(tmp_path.iterdir())
 
 
+def test_procedure_raising_input_error_exits_2_with_its_message_and_keeps_the_record(
+    tmp_path: Path,
+) -> None:
+    done = finish(opsbook("run", "rejects-input", "-q", "--host", "h-bad", store=tmp_path))
+    message = "vm 'vm-missing' is not defined on h-bad; give one of: vm-a, vm-b"
+    assert done.rc == 2, done.err
+    assert done.err.splitlines() == [f"bad-input: {message}"]  # one line: the message
+    assert "Traceback" not in done.err and "InputError" not in done.err
+    nb = json.loads(done.record.read_text())  # the kernel ran: the record is kept
+    header = nb["metadata"]["opsbook"]
+    assert (header["status"], header["exit_code"], header["summary"]) == ("bad-input", 2, message)
+    row = index_rows(tmp_path)[done.run_id]
+    assert (row["status"], row["exit_code"], row["summary"]) == ("bad-input", 2, message)
+    listing = finish(opsbook("records", "--status", "bad-input", store=tmp_path))
+    assert listing.rc == 0 and "h-bad" in listing.out
+
+
+def test_error_exit_codes_come_from_the_opslib_error_tree() -> None:
+    from opslib.runner import error_exit_code
+
+    for name in ("InputError", "UnknownName", "HostError", "Unsupported", "SecretError"):
+        assert error_exit_code(name) == 2, name
+    for name in ("OpsError", "ApplyError", "LockHeld", "LibvirtError", "RuntimeError", "Path"):
+        assert error_exit_code(name) == 1, name
+
+
 def test_unknown_runbook_suggests_names(tmp_path: Path) -> None:
     done = finish(opsbook("run", "engine-dem", store=tmp_path))
     assert done.rc == 2 and "no runbook named 'engine-dem'; did you mean engine-demo?" in done.err
