@@ -270,6 +270,8 @@ def test_a_failed_create_after_replacing_a_cname_puts_the_cname_back(
     cf.store.inject(Fault(status=500, count=4, method="POST"))  # every try of the create
     result = cfa.apply(plan, token=p["token"], api_base_url=cf.url, replace=True)
     assert result.status == "rolled back" and result.failed
+    # the CNAME's delete was undone: reported apart, not as a change made
+    assert result.changes == [] and [c["action"] for c in result.data["undone"]] == ["delete"]
     [back] = cf.store.records("example.org", name="vm1.example.org")
     assert (back["type"], back["content"]) == ("CNAME", "w.example.net")
 

@@ -440,19 +440,22 @@ def apply(plan: Plan, *, token: str, api_base_url: str = "", replace: bool = Fal
             result.status = "rolled back" if done and not undo_failed else "failed"
             result.summary = str(exc) + (f"; {undo_failed}" if undo_failed else "")
             result.checks.append(Check(f"AAAA {want.name}", "fail", str(exc), "apply again"))
+            result.data["undone"] = [op.change(want.zone).to_json() for op, _ in done]
             return result
         with result.step("read back"):
             after = client.list_records(zone_id, name=want.name)
         checks = verify(after, want)
         result.checks += checks
-        result.changes = [op.change(want.zone) for op, _ in done]
         if any(c.status == "fail" for c in checks):
+            # Undone changes are not changes made: keep them apart for the record.
+            result.data["undone"] = [op.change(want.zone).to_json() for op, _ in done]
             undo_failed = _rollback(client, zone_id, done)
             result.status = "rolled back" if done and not undo_failed else "failed"
             result.summary = f"{want.name} did not read back as planned" + (
                 f"; {undo_failed}" if undo_failed else ""
             )
             return result
+    result.changes = [op.change(want.zone) for op, _ in done]
     result.status = "changed" if done else "unchanged"
     kept = next((r for r in after if r.type == "AAAA" and _points_at(r, want)), None)
     result.data = {"record": kept.to_json() if kept else None, "zone": want.zone}
