@@ -236,13 +236,26 @@ def apply(the_plan: Plan, *, libvirt_uri: str) -> Result:
             detail.append("live" if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE else "")
     result.changes = list(fresh.changes)
     result.checks = verify(libvirt_uri=libvirt_uri, vm=vm, mac=mac, network=network)
-    if all(c.ok for c in result.checks):
+    failing = {c.name for c in result.checks if not c.ok}
+    if not failing:
         result.status = "changed"
         result.summary = f"{vm} has a NIC {mac} on {network}"
+    elif failing == {f"{vm} running has {mac}"}:
+        # Only the hot-plug is missing: keep the NIC in the definition, as the check's
+        # fix says (a restart of the guest picks it up); nothing to roll back.
+        result.status = "changed"
+        result.checks = [c if c.ok else Check(c.name, "warn", c.seen, c.fix) for c in result.checks]
+        result.summary = f"{vm} has {mac} on {network} in its definition; restart it to use it"
     else:
-        result.status = "rolled back"
         _rollback(libvirt_uri, vm, mac, network, flags)
-        result.summary = f"attaching {mac} to {vm} did not verify; detached it again"
+        gone = not any(
+            c.status == "ok" and "has" in c.name
+            for c in verify(libvirt_uri=libvirt_uri, vm=vm, mac=mac, network=network)
+        )
+        result.status = "rolled back" if gone else "failed"
+        result.summary = f"attaching {mac} to {vm} did not verify; " + (
+            "detached it again" if gone else "detaching it again did not complete: check the VM"
+        )
     return result
 
 
