@@ -500,7 +500,8 @@ _HTML_PAGE = """<!doctype html>
 body {{ font: 14px system-ui, sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 3px 10px; text-align: left; }}
 tr:nth-child(even) {{ background: #f6f8fa; }} th {{ border-bottom: 2px solid #d0d7de; }}
-.failed, .killed, .timeout, .locked, .leaked-secret {{ color: #cf222e; font-weight: 600; }}
+.failed, .killed, .timeout, .locked, .leaked-secret, .bad-input {{
+  color: #cf222e; font-weight: 600; }}
 .ok {{ color: #1a7f37; }} .running {{ color: #9a6700; }}
 #filters input, #filters select {{ margin-right: 1em; }}
 </style></head><body>
