@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from opslib import netlink
-from opslib.errors import InputError, Unsupported
+from opslib.errors import InputError, NetlinkError, Unsupported
 from opslib.lab import sixinfour
 from opslib.procedures import ipv6_tunnel as t
 
@@ -367,3 +367,159 @@ def test_tunnel_health_fails_when_the_broker_end_is_gone(pair: tuple[str, str, P
 
 def test_spec_round_trips_the_routed_prefix() -> None:
     assert SPEC.routed_prefix == ipaddress.IPv6Network("2001:db8:2::/64")
+
+
+# -- rollback puts back what it found ------------------------------------------------------
+
+CRLF = EXISTING.replace("\n", "\r\n")
+
+
+def test_observe_reads_the_interfaces_file_byte_exact(tmp_path: Path) -> None:
+    path = tmp_path / "interfaces"
+    path.write_bytes(CRLF.encode())
+    assert t.read_text(str(path)) == CRLF
+    assert t.read_text(str(tmp_path / "absent")) is None
+    state = t.observe("", "obx-no-such", interfaces_file=str(path), run_dir=str(tmp_path))
+    assert state.interfaces_text == CRLF
+
+
+def test_rolling_back_the_file_restores_crlf_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "interfaces"
+    path.write_bytes(CRLF.encode())
+    state = t.TunnelState(False, interfaces_text=t.read_text(str(path)))
+    path.write_text(t.with_stanza(EXISTING, str(path), SPEC))  # what apply wrote
+    done: list[str] = []
+    problems = t.roll_back(
+        "",
+        SPEC,
+        state,
+        touched={"file"},
+        actions=set(),
+        old_end=None,
+        run_dir=str(tmp_path),
+        interfaces_file=str(path),
+        done=done,
+    )
+    assert problems == [] and done == [f"{path} restored"]
+    assert path.read_bytes() == CRLF.encode()
+    # A file apply created is removed again.
+    t.roll_back(
+        "",
+        SPEC,
+        t.TunnelState(False, interfaces_text=None),
+        touched={"file"},
+        actions=set(),
+        old_end=None,
+        run_dir=str(tmp_path),
+        interfaces_file=str(path),
+        done=done,
+    )
+    assert not path.exists()
+
+
+def userspace(run: Path, host: str, **change: Any) -> dict[str, Any]:
+    return {
+        "host": "h",
+        "netns": host,
+        "run_dir": str(run),
+        **GOOD,
+        "implementation": "userspace",
+        "interfaces_file": str(run / "interfaces"),
+        **change,
+    }
+
+
+def default_elsewhere(host: str) -> None:
+    """A default IPv6 route on the veth (as a host's own uplink would have)."""
+    veth = host.removesuffix("-host") + "b"
+    subprocess.run(
+        ["ip", "-n", host, "addr", "add", "2001:db8:9::10/64", "dev", veth, "nodad"], check=True
+    )
+    cmd = ["ip", "-n", host, "-6", "route", "replace", "default", "via", "2001:db8:9::1"]
+    subprocess.run([*cmd, "dev", veth], check=True)
+
+
+def failing_after_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configure step does its work (address, route) and then fails."""
+    real = t.config_requests
+
+    def config(ip: Any, spec: t.TunnelSpec, index: int, actions: set[str]) -> None:
+        real(ip, spec, index, actions)
+        raise NetlinkError("injected by the test after configuring")
+
+    monkeypatch.setattr(t, "config_requests", config)
+
+
+def observed(host: str, run: Path) -> t.TunnelState:
+    return t.observe(host, "he-ipv6", interfaces_file=str(run / "interfaces"), run_dir=str(run))
+
+
+@root
+def test_a_failed_replace_brings_the_old_userspace_tunnel_back(
+    pair: tuple[str, str, Path],
+) -> None:
+    _he, host, run = pair
+    common = userspace(run, host)
+    assert t.apply(t.plan(**common), **common).status == "changed"
+    # A local endpoint the host does not have: the new end cannot bind protocol 41,
+    # after the old end was stopped and its link deleted.
+    moved = userspace(run, host, local_ipv4="192.0.2.99")
+    assert t.plan(**moved).changes[0].action == "replace"
+    result = t.apply(t.plan(**moved), **moved)
+    assert result.status == "rolled back", result.summary
+    assert "cannot bind protocol 41 to 192.0.2.99" in result.summary
+    assert "old he-ipv6 (tun 192.0.2.10 -> 203.0.113.1) made again" in result.summary
+    state = observed(host, run)
+    assert state.exists and (state.local, state.remote) == ("192.0.2.10", "203.0.113.1")
+    assert state.addresses == ("2001:db8:1::2/64",)
+    assert state.default_gateway == "2001:db8:1::1"
+    assert netlink.ping(host, "2001:db8:1::1", wait=2)  # the old tunnel carries traffic again
+    again = t.apply(t.plan(**common), **common)
+    assert again.status == "unchanged", again.summary
+
+
+@root
+def test_a_failed_create_puts_the_replaced_default_route_back(
+    pair: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _he, host, run = pair
+    default_elsewhere(host)
+    failing_after_config(monkeypatch)
+    common = userspace(run, host)
+    result = t.apply(t.plan(**common), **common)
+    assert result.status == "rolled back", result.summary
+    assert "new he-ipv6 removed" in result.summary
+    assert "default IPv6 route via 2001:db8:9::1" in result.summary
+    assert netlink.link_by_name(host, "he-ipv6") is None
+    route = netlink.default_route(host, family=socket.AF_INET6)
+    veth = netlink.link_by_name(host, host.removesuffix("-host") + "b")
+    assert route is not None and veth is not None
+    assert (route.gateway, route.ifindex) == ("2001:db8:9::1", veth.index)
+
+
+@root
+def test_a_failed_reconfigure_of_an_existing_link_undoes_address_and_route(
+    pair: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _he, host, run = pair
+    common = userspace(run, host)
+    assert t.apply(t.plan(**common), **common).status == "changed"
+    link = netlink.link_by_name(host, "he-ipv6")
+    assert link is not None
+    subprocess.run(
+        ["ip", "-n", host, "addr", "del", "2001:db8:1::2/64", "dev", "he-ipv6"], check=True
+    )
+    default_elsewhere(host)
+    before = observed(host, run)
+    assert before.addresses == () and before.default_elsewhere.startswith("via 2001:db8:9::1")
+    failing_after_config(monkeypatch)
+    result = t.apply(t.plan(**common), **common)
+    assert result.status == "rolled back", result.summary
+    after = observed(host, run)
+    # The link and its process stay; what apply added to it is gone again.
+    assert after.exists and after.up and after.local == "192.0.2.10"
+    now = netlink.link_by_name(host, "he-ipv6")
+    assert now is not None and now.index == link.index
+    assert after.addresses == ()
+    assert after.default_elsewhere == before.default_elsewhere
+    assert after.default_gateway == ""

@@ -12,6 +12,11 @@ is a TUN device served by :mod:`opslib.lab.sixinfour` (same wire format); it is 
 persisted (it runs as long as its process). On a kernel without sit, the kernel
 implementation stops with one line before it changes anything.
 
+When a step fails, apply puts back what it found: a replaced link is made again (the
+old userspace end restarted, or a sit link to the old endpoints) with its MTU, state
+and addresses, an address it added to an existing link is removed, the default IPv6
+route it replaced is restored, and the interfaces file is written back byte for byte.
+
 :func:`checks` is the read-only health the host-health runbook also runs.
 """
 
@@ -22,7 +27,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +172,9 @@ class TunnelState:
     addresses: tuple[str, ...] = ()  # global IPv6 CIDRs on it
     default_gateway: str = ""  # of the default IPv6 route when it leaves through the tunnel
     default_elsewhere: str = ""  # "via GW dev N" of a default IPv6 route not via the tunnel
-    interfaces_text: str | None = None  # None: the file does not exist
+    interfaces_text: str | None = None  # None: the file does not exist (read byte-exact)
+    # The default IPv6 route as found, to put back: (gateway, ifindex, via the tunnel).
+    previous_default: tuple[str, int, bool] | None = None
 
 
 def pidfile(run_dir: str, name: str) -> Path:
@@ -184,18 +191,29 @@ def _sit_endpoints(netns: str, index: int) -> tuple[str, str]:
     return data.get_attr("IFLA_SIT_LOCAL") or "", data.get_attr("IFLA_SIT_REMOTE") or ""
 
 
-def observe(netns: str, name: str, *, interfaces_file: str, run_dir: str) -> TunnelState:
+def read_text(path: str) -> str | None:
+    """The file as it is, line ends included (CRLF stays CRLF); None when it is absent."""
     try:
-        text: str | None = Path(interfaces_file).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
     except FileNotFoundError:
-        text = None
+        return None
     except OSError as exc:
-        raise InputError(f"cannot read {interfaces_file}: {exc.strerror}") from exc
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def observe(netns: str, name: str, *, interfaces_file: str, run_dir: str) -> TunnelState:
+    text = read_text(interfaces_file)
     link = netlink.link_by_name(netns, name)
     default = netlink.default_route(netns, family=socket.AF_INET6)
     if link is None:
         elsewhere = f"via {default.gateway} dev {default.ifindex}" if default else ""
-        return TunnelState(False, default_elsewhere=elsewhere, interfaces_text=text)
+        return TunnelState(
+            False,
+            default_elsewhere=elsewhere,
+            interfaces_text=text,
+            previous_default=(default.gateway, default.ifindex, False) if default else None,
+        )
     local = remote = ""
     if link.kind == "sit":
         local, remote = _sit_endpoints(netns, link.index)
@@ -222,6 +240,7 @@ def observe(netns: str, name: str, *, interfaces_file: str, run_dir: str) -> Tun
             f"via {default.gateway} dev {default.ifindex}" if default and not via_tunnel else ""
         ),
         interfaces_text=text,
+        previous_default=(default.gateway, default.ifindex, via_tunnel) if default else None,
     )
 
 
@@ -427,6 +446,152 @@ def _remove_link(netns: str, spec: TunnelSpec, run_dir: str) -> None:
     netlink.delete_link(netns, spec.name)
 
 
+def _recreate_old_link(
+    netns: str,
+    spec: TunnelSpec,
+    state: TunnelState,
+    old_end: sixinfour.EndSpec | None,
+    run_dir: str,
+) -> None:
+    """The link a replace deleted, as observed: its userspace end, or a sit link."""
+    if state.kind == "tun":
+        if old_end is None:
+            raise ApplyError(f"the old {spec.name} had no userspace 6in4 process to start again")
+        sixinfour.stop(pidfile(run_dir, spec.name))
+        sixinfour.start(old_end, pidfile(run_dir, spec.name))
+    elif state.kind == "sit":
+        old = replace(spec, local_ipv4=state.local, server_ipv4=state.remote, mtu=state.mtu)
+        with netlink.ipr(netns) as ip, netlink.translated(f"cannot recreate {spec.name}"):
+            sit_request(ip, old)
+    else:
+        raise ApplyError(f"cannot recreate a {state.kind or 'plain'} link {spec.name}")
+
+
+def _restore_link_config(netns: str, spec: TunnelSpec, state: TunnelState) -> None:
+    """MTU, up/down and global addresses of the link as observed (none the plan added)."""
+    with netlink.ipr(netns) as ip, netlink.translated(f"cannot restore {spec.name}"):
+        found = ip.link_lookup(ifname=spec.name)
+        if not found:
+            raise ApplyError(f"{spec.name} is gone")
+        index = found[0]
+        ip.link("set", index=index, mtu=state.mtu, state="up" if state.up else "down")
+        present = {
+            f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+            for m in ip.get_addr(index=index, family=socket.AF_INET6)
+        }
+        for cidr in set(state.addresses) - present:
+            iface = ipaddress.IPv6Interface(cidr)
+            ip.addr(
+                "add",
+                index=index,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+                family=socket.AF_INET6,
+            )
+        client = str(spec.client)
+        if client in present and client not in state.addresses:
+            ip.addr(
+                "del",
+                index=index,
+                address=str(spec.client.ip),
+                prefixlen=spec.client.network.prefixlen,
+                family=socket.AF_INET6,
+            )
+
+
+def _restore_default_route(netns: str, spec: TunnelSpec, state: TunnelState) -> str:
+    """The default IPv6 route as observed; what was done ("" when nothing to do)."""
+    now = netlink.default_route(netns, family=socket.AF_INET6)
+    link = netlink.link_by_name(netns, spec.name)
+    with netlink.ipr(netns) as ip, netlink.translated("cannot restore the default IPv6 route"):
+        if state.previous_default is None:
+            if now is not None and link is not None and now.ifindex == link.index:
+                ip.route("del", dst="::/0", oif=link.index, family=socket.AF_INET6, table=254)
+                return "default IPv6 route via the tunnel removed"
+            return ""
+        gateway, ifindex, via_tunnel = state.previous_default
+        if via_tunnel:
+            if link is None:
+                raise ApplyError(f"{spec.name} is gone, so its default route via {gateway} too")
+            ifindex = link.index
+        if now is not None and (now.gateway, now.ifindex) == (gateway, ifindex):
+            return ""
+        kwargs: dict[str, Any] = {"gateway": gateway} if gateway else {}
+        ip.route("replace", dst="::/0", oif=ifindex, family=socket.AF_INET6, table=254, **kwargs)
+        return f"default IPv6 route via {gateway or '-'} dev index {ifindex} back"
+
+
+def restore_file(path: str, text: str | None) -> None:
+    """Put the file back byte for byte as observed (remove it when there was none)."""
+    if text is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ApplyError(f"cannot remove {path}: {exc.strerror}") from exc
+    else:
+        interfaces.write_atomic(path, text)
+
+
+def roll_back(
+    netns: str,
+    spec: TunnelSpec,
+    state: TunnelState,
+    *,
+    touched: set[str],
+    actions: set[str],
+    old_end: sixinfour.EndSpec | None,
+    run_dir: str,
+    interfaces_file: str,
+    done: list[str],
+) -> list[str]:
+    """Undo what apply began (``touched``), back to ``state``; what could not be undone.
+
+    A replaced link is made again as it was (its userspace end started again, or a sit
+    link to its old endpoints), with its MTU, state and addresses; an existing link
+    loses the address apply added; the default IPv6 route goes back to the one found.
+    """
+    problems: list[str] = []
+
+    def attempt(doing: str, fn: Callable[[], str | None]) -> bool:
+        """Run one undo step; its outcome (or ``doing``) in ``done``, or a problem."""
+        try:
+            outcome = fn()
+        except OpsError as exc:
+            problems.append(f"{doing} failed: {exc}")
+            return False
+        if outcome != "":
+            done.append(outcome or doing)
+        return True
+
+    name = spec.name
+    if "link" in touched:
+        attempt(f"new {name} removed", lambda: _remove_link(netns, spec, run_dir))
+        if state.exists and attempt(
+            f"old {name} ({state.kind} {state.local} -> {state.remote}) made again",
+            lambda: _recreate_old_link(netns, spec, state, old_end, run_dir),
+        ):
+            attempt(
+                "its MTU, state and addresses back",
+                lambda: _restore_link_config(netns, spec, state),
+            )
+    elif "config" in touched and actions & {"mtu", "up", "address"}:
+        attempt(
+            f"{name}'s MTU, state and addresses back",
+            lambda: _restore_link_config(netns, spec, state),
+        )
+    if touched & {"link", "config"}:
+        attempt("default IPv6 route back", lambda: _restore_default_route(netns, spec, state))
+    if "file" in touched:
+        existed = state.interfaces_text is not None
+        attempt(
+            f"{interfaces_file} {'restored' if existed else 'removed'}",
+            lambda: restore_file(interfaces_file, state.interfaces_text),
+        )
+    return problems
+
+
 def apply(
     plan: Plan,  # shown to the operator; apply re-plans from what is there now
     *,
@@ -465,20 +630,27 @@ def apply(
     )
     result = Result(RUNBOOK, host, "unchanged")
     actions = set(fresh.data["actions"])
-    created = False
-    backup = ""
+    replacing = "replace" in actions and state.exists
+    # What a replace takes away, to start it again on failure (userspace: its process).
+    old_end = (
+        sixinfour.running_spec(pidfile(run_dir, spec.name))
+        if state.exists and state.kind == "tun"
+        else None
+    )
+    touched: set[str] = set()  # link | config | file: what apply has begun to change
+    link_actions = actions & {"mtu", "up", "address", "route"}
     try:
         if actions & {"create", "replace"}:
             with result.step(f"create {spec.name} ({spec.implementation})") as detail:
-                _create_link(netns, spec, run_dir, replace="replace" in actions and state.exists)
-                created = True
+                touched.add("link")
+                _create_link(netns, spec, run_dir, replace=replacing)
                 detail.append(f"{spec.name} exists")
-        link_actions = actions & {"mtu", "up", "address", "route"}
         if link_actions:
             with result.step(f"configure {spec.name}") as detail:
                 link = netlink.link_by_name(netns, spec.name)
                 if link is None:
                     raise ApplyError(f"{spec.name} vanished while configuring it")
+                touched.add("config")
                 with netlink.ipr(netns) as ip, netlink.translated(f"cannot configure {spec.name}"):
                     config_requests(ip, spec, link.index, link_actions)
                 detail.append(", ".join(sorted(link_actions)))
@@ -486,21 +658,31 @@ def apply(
         if new_text is not None and new_text != state.interfaces_text:
             with result.step(f"persist in {interfaces_file}") as detail:
                 if state.interfaces_text is not None:
-                    backup = interfaces.backup(interfaces_file)
-                    detail.append(f"backup {backup}")
+                    detail.append(f"backup {interfaces.backup(interfaces_file)}")
+                touched.add("file")
                 interfaces.write_atomic(interfaces_file, new_text)
-    except Unsupported:
-        raise  # nothing was changed: the link is the first change
     except OpsError as exc:
+        if isinstance(exc, Unsupported) and touched == {"link"} and not replacing:
+            raise  # nothing was changed: the new link was the first change, and refused
         with result.step("roll back") as detail:
-            if created:
-                _remove_link(netns, spec, run_dir)
-                detail.append(f"removed {spec.name}")
-            if backup:
-                interfaces.write_atomic(interfaces_file, Path(backup).read_text(encoding="utf-8"))
-                detail.append(f"restored {interfaces_file}")
-        result.status = "rolled back"
-        result.summary = f"{exc}; rolled back"
+            problems = roll_back(
+                netns,
+                spec,
+                state,
+                touched=touched,
+                actions=link_actions,
+                old_end=old_end,
+                run_dir=run_dir,
+                interfaces_file=interfaces_file,
+                done=detail,
+            )
+        if problems:
+            result.status = "failed"
+            result.summary = f"{exc}; rolling back left: {'; '.join(problems)}"
+        else:
+            result.status = "rolled back"
+            put_back = ", ".join(detail) or "nothing had changed"
+            result.summary = f"{exc}; rolled back ({put_back})"
         return result
     if fresh.changes:
         result.status = "changed"
