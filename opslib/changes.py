@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opslib.errors import ApplyError
+
 Status = Literal["ok", "warn", "fail"]
 Outcome = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
 
@@ -185,3 +187,22 @@ class Result:
             },
             "data": self.data,
         }
+
+
+def ensure_unchanged(reviewed: Plan, fresh: Plan) -> None:
+    """Apply makes the changes the operator reviewed, or none at all.
+
+    ``fresh`` is the plan re-computed at apply time. Nothing left to do is fine
+    (someone else applied it); anything else that differs from what was shown
+    raises ApplyError before any change.
+    """
+
+    def key(plan: Plan) -> list[tuple[str, str, str | None]]:
+        return [(c.target, c.action, c.after) for c in plan.changes]
+
+    if fresh.changes and key(reviewed) != key(fresh):
+        raise ApplyError(
+            f"{fresh.runbook} on {fresh.host}: the host changed since the plan was made "
+            f"({len(reviewed.changes)} change(s) reviewed, {len(fresh.changes)} needed now); "
+            "plan again and review the new diff"
+        )

@@ -71,3 +71,16 @@ def test_step_listeners_hear_each_step_start_while_watching() -> None:
     with result.step("after"):
         pass
     assert heard == ["back up", "restart networking"]
+
+
+def test_apply_refuses_a_fresh_plan_that_differs_from_the_reviewed_one() -> None:
+    from opslib.changes import ensure_unchanged
+    from opslib.errors import ApplyError
+
+    shown = Plan("r", "h", (Change("file:/x", "update", "x", "a\n", "b\n"),))
+    same = Plan("r", "h", (Change("file:/x", "update", "x", "a\n", "b\n"),))
+    moved = Plan("r", "h", (Change("file:/x", "update", "x", "a\n", "c\n"),))
+    ensure_unchanged(shown, same)
+    ensure_unchanged(shown, Plan("r", "h"))  # already done by someone else: nothing to do
+    with pytest.raises(ApplyError, match="plan again"):
+        ensure_unchanged(shown, moved)

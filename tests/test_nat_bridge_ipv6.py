@@ -403,3 +403,16 @@ def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatc
     assert 1.1 <= time.monotonic() - t0 < 2.0
     assert 2 <= len(pings) <= 4  # one per WAIT_ROUND, not back to back
     assert cut.answered_at is None
+
+
+def test_apply_refuses_a_plan_the_host_no_longer_matches(node: libvirt.virConnect) -> None:
+    from opslib.errors import ApplyError
+
+    reviewed = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    before = node.networkLookupByName("default").XMLDesc(0)
+    other = ipaddress.IPv6Network("2001:db8:9::/64")
+    with pytest.raises(ApplyError, match="changed since the plan was made"):
+        nb.apply_on(
+            node, host="h", netns="", net=other, network="default", timeout=0, reviewed=reviewed
+        )
+    assert node.networkLookupByName("default").XMLDesc(0) == before

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opslib import interfaces, netlink, virt
-from opslib.changes import Change, Check, Plan, Result
+from opslib.changes import Change, Check, Plan, Result, ensure_unchanged
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.lab import sixinfour
 from opslib.procedures.nat_bridge_ipv6 import gateway, has_ipv6
@@ -593,7 +593,7 @@ def roll_back(
 
 
 def apply(
-    plan: Plan,  # shown to the operator; apply re-plans from what is there now
+    plan: Plan,  # what the operator reviewed: apply re-plans and refuses if it differs
     *,
     host: str,
     netns: str,
@@ -628,6 +628,7 @@ def apply(
         interfaces_file=interfaces_file,
         sit_available=implementation != "kernel" or sit_supported(),
     )
+    ensure_unchanged(plan, fresh)
     result = Result(RUNBOOK, host, "unchanged")
     actions = set(fresh.data["actions"])
     replacing = "replace" in actions and state.exists

@@ -32,7 +32,7 @@ import libvirt
 from lxml import etree
 
 from opslib import netlink, virt
-from opslib.changes import Change, Check, Outcome, Plan, Result
+from opslib.changes import Change, Check, Outcome, Plan, Result, ensure_unchanged
 from opslib.errors import ApplyError, InputError, LibvirtError, OpsError, UnknownName
 from opslib.slaac import eui64_address
 
@@ -486,7 +486,7 @@ def _restart(conn: libvirt.virConnect, name: str, xml: str | None) -> None:
 
 
 def apply(
-    plan: Plan,  # shown to the operator; apply re-plans from what is there now
+    plan: Plan,  # what the operator reviewed: apply re-plans and refuses if it differs
     *,
     host: str,
     libvirt_uri: str,
@@ -508,6 +508,7 @@ def apply(
             network=network,
             rename_from=rename_from,
             timeout=timeout,
+            reviewed=plan,
         )
 
 
@@ -520,6 +521,7 @@ def apply_on(
     network: str,
     rename_from: str = "",
     timeout: float = 90.0,
+    reviewed: Plan | None = None,
 ) -> Result:
     """apply on an open connection (the tests keep one to the test driver)."""
     result = Result(RUNBOOK, host, "unchanged")
@@ -532,6 +534,8 @@ def apply_on(
         rename_from=rename_from,
         known_networks=[n.name for n in virt.list_networks(conn)],
     )
+    if reviewed is not None:
+        ensure_unchanged(reviewed, fresh)
     bridge = str(fresh.data["bridge"])
     cuts = [
         _Cut(t.domain, t.tap, t.mac, eui64_address(net, t.mac), 0.0) for t in observed.taps if t.tap
