@@ -6,6 +6,7 @@ fixtures need the /64 and would otherwise apply it first."""
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 
@@ -129,3 +130,11 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
         assert set(_on(lab, new).values()) == {(new, new)}
         for guest in lab.nat_guests:
             assert netlink.ping(lab.host_ns, eui64_address(lab.routed_prefix, guest.nat_mac))
+    # libvirt drops the DHCP leases of an undefined network: have the guests renew now
+    # (instead of at their next renewal) so that later modules see their leases again.
+    for guest in lab.nat_guests:
+        control.guest_shell(lab, guest.name, "kill -USR1 $(pidof udhcpc)")
+    deadline = time.monotonic() + 60
+    while set(control.nat_leases(lab)) < {g.nat_mac for g in lab.nat_guests}:
+        assert time.monotonic() < deadline, f"leases after renewal: {control.nat_leases(lab)}"
+        time.sleep(0.5)
