@@ -616,13 +616,32 @@ def _daemons(lab: Lab) -> None:
     )
 
 
+# busybox udhcpc renews its lease on SIGUSR1
+RENEW_LEASE = "kill -USR1 $(pidof udhcpc)"
+
+
+def _nat_net(conn: Any, lab: Lab) -> Any:
+    """The lab's NAT network: by its name, or by its bridge once a runbook renamed it
+    (nat-bridge-ipv6 turns the stock `default` into `nat-bridge`, as the wiki has it)."""
+    import libvirt
+
+    try:
+        return conn.networkLookupByName(lab.nat_network)
+    except libvirt.libvirtError:
+        for net in conn.listAllNetworks():
+            with contextlib.suppress(libvirt.libvirtError):
+                if net.bridgeName() == lab.nat_bridge:
+                    return net
+        raise
+
+
 def _nat_network(lab: Lab) -> None:
     import libvirt
 
     conn = connect(lab)
     try:
         try:
-            net = conn.networkLookupByName(lab.nat_network)
+            net = _nat_net(conn, lab)
         except libvirt.libvirtError:
             net = conn.networkDefineXML(nat_network_xml(lab))
         if not net.autostart():
@@ -666,10 +685,21 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
                     future.result()
         with clock.step("every guest holds a NAT lease"):
             wanted = {g.nat_mac for g in lab.guests}
-            net = conn.networkLookupByName(lab.nat_network)
+            net = _nat_net(conn, lab)
+            since, nudged = time.monotonic(), False
 
             def leased() -> bool:
-                return wanted <= {lease["mac"] for lease in net.DHCPLeases()}
+                nonlocal nudged
+                have = {lease["mac"] for lease in net.DHCPLeases()}
+                if not wanted <= have and not nudged and time.monotonic() - since > 20:
+                    # A renamed or restarted network forgets its leases; a running
+                    # guest would only renew at its next T1: ask it to renew now.
+                    nudged = True
+                    for guest in lab.guests:
+                        if guest.nat_mac not in have:
+                            with contextlib.suppress(OpsError):
+                                guest_shell(lab, guest.name, RENEW_LEASE, timeout=5)
+                return wanted <= have
 
             _wait(
                 leased, LEASE_TIMEOUT, f"guest leases on {lab.nat_network}; see {lab.log_dir}", 0.5
@@ -1081,7 +1111,7 @@ def nat_leases(lab: Lab) -> dict[str, str]:
 
     conn = connect(lab)
     try:
-        net = conn.networkLookupByName(lab.nat_network)
+        net = _nat_net(conn, lab)
         return {lease["mac"]: lease["ipaddr"] for lease in net.DHCPLeases()}
     except libvirt.libvirtError as exc:
         raise LibvirtError(f"leases of {lab.nat_network}: {exc}", exc.get_error_code()) from exc

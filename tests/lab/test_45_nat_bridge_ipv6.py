@@ -133,7 +133,7 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
     # libvirt drops the DHCP leases of an undefined network: have the guests renew now
     # (instead of at their next renewal) so that later modules see their leases again.
     for guest in lab.nat_guests:
-        control.guest_shell(lab, guest.name, "kill -USR1 $(pidof udhcpc)")
+        control.guest_shell(lab, guest.name, control.RENEW_LEASE)
     deadline = time.monotonic() + 60
     while set(control.nat_leases(lab)) < {g.nat_mac for g in lab.nat_guests}:
         assert time.monotonic() < deadline, f"leases after renewal: {control.nat_leases(lab)}"
