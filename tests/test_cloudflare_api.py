@@ -16,6 +16,7 @@ from typing import Any
 import cloudflare
 import pytest
 
+from opslib.lab import procs
 from opslib.lab.cloudflare_api import CloudflareStandIn, Fault, Store
 
 TOKEN = "edit-token-0123456789abcdef"
@@ -264,4 +265,4 @@ def test_lab_service_starts_once_serves_with_its_token_and_stops(tmp_path: Path)
     finally:
         service.SERVICE.down(lab)
     assert service.lab_running(lab) is None
-    assert service._gone(pid)  # exited (or a zombie awaiting its parent), not just unlisted
+    assert procs.gone(pid)  # exited (or a zombie awaiting its parent), not just unlisted

@@ -824,13 +824,9 @@ def lab_store(lab: Lab) -> Store:
 
 def lab_running(lab: Lab) -> int | None:
     """The pid of this lab's stand-in, if it runs (never a recycled pid of another program)."""
-    try:
-        pid = int(lab_pid_file(lab).read_text().split()[0])
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError, IndexError):
-        return None
-    ours = __name__.encode() in argv and str(lab_state_file(lab)).encode() in argv
-    return pid if ours else None
+    from opslib.lab import procs
+
+    return procs.owned_pid(lab_pid_file(lab), __name__, str(lab_state_file(lab)))
 
 
 def _write_secret(path: Path) -> None:
@@ -873,26 +869,13 @@ def lab_up(lab: Lab) -> None:
 
 def lab_down(lab: Lab) -> None:
     """Stop the lab's stand-in (its state file stays until the lab directory goes)."""
+    from opslib.lab import procs
+
     pid = lab_running(lab)
     if pid is None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not _gone(pid):
-        time.sleep(0.05)
-    if not _gone(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    procs.terminate([pid])
     lab_pid_file(lab).unlink(missing_ok=True)
-
-
-def _gone(pid: int) -> bool:
-    # Exited, or a zombie its parent (the process that ran `lab up`) has not reaped.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def lab_status(lab: Lab) -> list[dict[str, str]]:

@@ -43,6 +43,7 @@ from typing import Any
 
 from opslib.errors import HostError, InputError, LibvirtError, OpsError
 from opslib.lab import image as guest_image
+from opslib.lab import procs
 from opslib.lab.config import Guest, Lab
 
 Progress = Callable[[str], None]
@@ -215,24 +216,9 @@ def host_exec(
     return _run(host_command(lab, argv), check=check, timeout=timeout, input=input)
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def _ours(lab: Lab, pid: int) -> bool:
     """Whether ``pid`` runs a lab program whose command line names this lab's root."""
-    argv = _cmdline(pid)
+    argv = procs.cmdline(pid)
     root = str(lab.root) + "/"
     return bool(argv) and any(
         a.startswith(root) or f"={root}" in a or f",{root}" in a for a in argv
@@ -240,7 +226,7 @@ def _ours(lab: Lab, pid: int) -> bool:
 
 
 def _alive(lab: Lab, pidfile: Path) -> int | None:
-    pid = _read_pid(pidfile)
+    pid = procs.read_pid(pidfile)
     return pid if pid and _ours(lab, pid) else None
 
 
@@ -273,33 +259,10 @@ def _stray_pids(lab: Lab) -> list[int]:
             mounts = (entry / "mountinfo").read_text()
         except OSError:
             continue
-        argv = _cmdline(pid)
+        argv = procs.cmdline(pid)
         if root in mounts or (argv and Path(argv[0]).name in LAB_PROGRAMS and _ours(lab, pid)):
             found.append(pid)
     return found
-
-
-def _terminate(pids: list[int], *, grace: float = 5.0) -> None:
-    pids = [p for p in set(pids) if p != os.getpid()]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-        if not pids:
-            return
-        time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -788,7 +751,7 @@ def down(lab: Lab, *, progress: Progress = print) -> None:
         for ns in (*lab.namespaces, lab.probe_ns):
             pids += _netns_pids(ns)
         pids += _stray_pids(lab)
-        _terminate(pids)
+        procs.terminate(pids)
     with clock.step("namespaces deleted"):
         for ns in (*lab.namespaces, lab.probe_ns):
             if _netns_exists(ns):

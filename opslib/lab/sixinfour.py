@@ -35,13 +35,13 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opslib.errors import ApplyError, HostError, InputError
+from opslib.lab import procs
 
 if TYPE_CHECKING:
     from opslib.lab.config import Lab
@@ -225,15 +225,7 @@ def state_file(pidfile: Path) -> Path:
 
 def running(pidfile: Path) -> int | None:
     """The pid of the tunnel end behind ``pidfile`` when it runs, else None."""
-    try:
-        pid = int(pidfile.read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
-        return None
-    # A recycled pid belongs to some other program: never signal that one.
-    if MODULE.encode() in cmdline and str(pidfile).encode() in cmdline:
-        return pid
-    return None
+    return procs.owned_pid(pidfile, MODULE, str(pidfile))
 
 
 def running_spec(pidfile: Path) -> EndSpec | None:
@@ -291,23 +283,8 @@ def stop(pidfile: Path, *, timeout: float = 5.0) -> bool:
     pid = running(pidfile)
     if pid is None:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    procs.terminate([pid], grace=timeout)
     return True
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, IndexError):
-        return True
 
 
 # -- the lab's broker end ----------------------------------------------------------

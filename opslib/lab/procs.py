@@ -1,0 +1,62 @@
+"""The lab's own processes: found by pid file and command line, ended by pid.
+
+A pid is signalled only when its command line shows it is the program the pid
+file was written for: a recycled pid belongs to someone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def owned_pid(pidfile: Path, *markers: str) -> int | None:
+    """The pid in ``pidfile`` if that process runs with every marker among its arguments."""
+    pid = read_pid(pidfile)
+    if pid is None:
+        return None
+    argv = cmdline(pid)
+    return pid if argv and all(m in argv for m in markers) else None
+
+
+def gone(pid: int) -> bool:
+    """Exited, or a zombie that its parent (who ran `lab up`) has not reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def terminate(pids: Iterable[int], *, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is still there after ``grace`` seconds."""
+    left = [p for p in set(pids) if p != os.getpid()]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if not gone(p)]
+        if left:
+            time.sleep(0.05)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
