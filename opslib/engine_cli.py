@@ -219,6 +219,10 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return {f"{prefix}{k}": json.dumps(v, sort_keys=True) for k, v in d.items()}
 
 
+# What `records diff` compares of two runs' headers, in this order.
+_COMPARED_HEADER = ("runbook", "host", "status", "changed", "summary", "opslib_version", "revision")
+
+
 def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """A structured diff of two runs (headers + final results); each line starts - + or ~."""
     lines: list[str] = []
@@ -235,30 +239,8 @@ def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     ha, hb = a["header"], b["header"]
     pair(
         "",
-        {
-            k: json.dumps(ha.get(k))
-            for k in (
-                "runbook",
-                "host",
-                "status",
-                "changed",
-                "summary",
-                "opslib_version",
-                "revision",
-            )
-        },
-        {
-            k: json.dumps(hb.get(k))
-            for k in (
-                "runbook",
-                "host",
-                "status",
-                "changed",
-                "summary",
-                "opslib_version",
-                "revision",
-            )
-        },
+        {k: json.dumps(ha.get(k)) for k in _COMPARED_HEADER},
+        {k: json.dumps(hb.get(k)) for k in _COMPARED_HEADER},
     )
     pair("parameter ", _flatten(ha.get("parameters") or {}), _flatten(hb.get("parameters") or {}))
     ra, rb = a["result"] or {}, b["result"] or {}

@@ -383,6 +383,43 @@ def config_requests(ip: Any, spec: TunnelSpec, index: int, actions: set[str]) ->
 # -- side effects -------------------------------------------------------------------------------
 
 
+def _observe_and_plan(
+    *,
+    host: str,
+    netns: str,
+    tunnel: str,
+    local_ipv4: str,
+    server_ipv4: str,
+    client_ipv6: str,
+    server_ipv6: str,
+    routed_prefix: str,
+    mtu: int,
+    implementation: str,
+    interfaces_file: str,
+    run_dir: str,
+) -> tuple[TunnelSpec, TunnelState, Plan]:
+    """Validate, observe and plan: what plan shows and what apply re-checks."""
+    spec = validate(
+        tunnel=tunnel,
+        local_ipv4=local_ipv4,
+        server_ipv4=server_ipv4,
+        client_ipv6=client_ipv6,
+        server_ipv6=server_ipv6,
+        routed_prefix=routed_prefix,
+        mtu=mtu,
+        implementation=implementation,
+    )
+    state = observe(netns, tunnel, interfaces_file=interfaces_file, run_dir=run_dir)
+    planned = compute_plan(
+        state,
+        spec,
+        host=host,
+        interfaces_file=interfaces_file,
+        sit_available=implementation != "kernel" or sit_supported(),
+    )
+    return spec, state, planned
+
+
 def plan(
     *,
     host: str,
@@ -398,7 +435,9 @@ def plan(
     interfaces_file: str = "/etc/network/interfaces",
     run_dir: str = "/run/opsbook",
 ) -> Plan:
-    spec = validate(
+    _spec, _state, planned = _observe_and_plan(
+        host=host,
+        netns=netns,
         tunnel=tunnel,
         local_ipv4=local_ipv4,
         server_ipv4=server_ipv4,
@@ -407,15 +446,10 @@ def plan(
         routed_prefix=routed_prefix,
         mtu=mtu,
         implementation=implementation,
-    )
-    state = observe(netns, tunnel, interfaces_file=interfaces_file, run_dir=run_dir)
-    return compute_plan(
-        state,
-        spec,
-        host=host,
         interfaces_file=interfaces_file,
-        sit_available=implementation != "kernel" or sit_supported(),
+        run_dir=run_dir,
     )
+    return planned
 
 
 def _create_link(netns: str, spec: TunnelSpec, run_dir: str, replace: bool) -> None:
@@ -610,7 +644,9 @@ def apply(
     libvirt_uri: str = "",
     nat_network: str = "",
 ) -> Result:
-    spec = validate(
+    spec, state, fresh = _observe_and_plan(
+        host=host,
+        netns=netns,
         tunnel=tunnel,
         local_ipv4=local_ipv4,
         server_ipv4=server_ipv4,
@@ -619,14 +655,8 @@ def apply(
         routed_prefix=routed_prefix,
         mtu=mtu,
         implementation=implementation,
-    )
-    state = observe(netns, tunnel, interfaces_file=interfaces_file, run_dir=run_dir)
-    fresh = compute_plan(
-        state,
-        spec,
-        host=host,
         interfaces_file=interfaces_file,
-        sit_available=implementation != "kernel" or sit_supported(),
+        run_dir=run_dir,
     )
     ensure_unchanged(plan, fresh)
     result = Result(RUNBOOK, host, "unchanged")
