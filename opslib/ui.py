@@ -453,10 +453,12 @@ def _error_line(exc: BaseException) -> str:
 
 
 class _Progress:
-    """A line that counts the seconds while a long step runs (restart, reattach, lease).
+    """A line that names the current step and counts the seconds while a runbook works.
 
-    A button's callback holds the kernel until it returns; a thread updates the
-    widget meanwhile (widget messages may be sent from any thread).
+    A button's callback holds the kernel until it returns; a thread ticks the seconds
+    meanwhile (widget messages may be sent from any thread). A step change is shown at
+    once, not at the next tick, and the line keeps the steps already passed, so that even
+    an apply of about a second shows the operator where it went.
     """
 
     def __init__(self, what: str) -> None:
@@ -465,35 +467,51 @@ class _Progress:
         self.what = what
         self.step = ""  # the procedure's current step, from Result.step
         self.step_started = 0.0
+        self.passed: list[str] = []  # earlier steps with their seconds, in order
+        self.started = time.monotonic()
         self.label = w.HTML()
+        self.lock = threading.Lock()  # the tick thread and the step listener both write
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._tick, daemon=True)
         self._watch: Any = None
 
-    def _text(self, seconds: float) -> str:
+    def _text(self) -> str:
+        now = time.monotonic()
         step = ""
         if self.step:
-            since = time.monotonic() - self.step_started
-            step = f": {html.escape(self.step)} ({since:.0f} s)"
+            step = f": {html.escape(self.step)} ({now - self.step_started:.0f} s)"
+        trail = ""
+        if self.passed:
+            passed = html.escape(", ".join(self.passed))
+            trail = f' <span class="opsbook-progress-passed">(done: {passed})</span>'
         return (
             f'<span class="opsbook-progress" style="color:#9a6700">⏳ {html.escape(self.what)}'
-            f"{step}… {seconds:.0f} s</span>"
+            f"{step}… {now - self.started:.0f} s{trail}</span>"
         )
 
+    def _show(self) -> None:
+        with self.lock:
+            self.label.value = self._text()
+
     def _on_step(self, name: str) -> None:
-        self.step, self.step_started = name, time.monotonic()
+        now = time.monotonic()
+        with self.lock:
+            if self.step:
+                self.passed.append(f"{self.step} {now - self.step_started:.1f} s")
+            self.step, self.step_started = name, now
+        self._show()
 
     def _tick(self) -> None:
-        t0 = time.monotonic()
         while not self.done.wait(1.0):
-            self.label.value = self._text(time.monotonic() - t0)
+            self._show()
 
     def __enter__(self) -> _Progress:
         from IPython.display import display
 
         from opslib.changes import watching_steps
 
-        self.label.value = self._text(0)
+        self.started = time.monotonic()
+        self._show()
         display(self.label)
         self._watch = watching_steps(self._on_step)
         self._watch.__enter__()

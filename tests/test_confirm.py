@@ -26,6 +26,13 @@ def _wait_decided(directory: Path, seconds: float = 15) -> str:
     return (directory / confirm.DECIDED).read_text().strip()
 
 
+def _wait_gone(pid: int, seconds: float = 60) -> None:
+    until = time.monotonic() + seconds
+    while confirm._alive(pid):
+        assert time.monotonic() < until, f"watchdog {pid} still running after {seconds} s"
+        time.sleep(0.1)
+
+
 def test_without_confirmation_it_restores_the_file_and_rolls_back(tmp_path: Path) -> None:
     conf, backup, mark = _changed_file(tmp_path)
     dog = confirm.arm(
@@ -42,9 +49,11 @@ def test_without_confirmation_it_restores_the_file_and_rolls_back(tmp_path: Path
 
 def test_confirmed_change_is_kept(tmp_path: Path) -> None:
     conf, backup, mark = _changed_file(tmp_path)
-    dog = confirm.arm(backups={str(conf): str(backup)}, rollback=["touch", str(mark)], seconds=1.5)
+    # A deadline far away: how long the watchdog takes to start on a busy machine must
+    # not decide the outcome. confirm() waits for the watchdog to see it and exit.
+    dog = confirm.arm(backups={str(conf): str(backup)}, rollback=["touch", str(mark)], seconds=600)
     dog.confirm()
-    time.sleep(2)
+    _wait_gone(dog.pid)
     assert conf.read_text() == "iface br0 inet dhcp\n" and not mark.exists()
     assert dog.decided and dog.outcome() == ""
 

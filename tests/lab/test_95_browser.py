@@ -43,6 +43,22 @@ CHROMIUM_FLAGS = [
 KERNEL_WAIT = 90_000  # ms: JupyterLab's first load and a kernel start on a busy 2-core box
 
 
+# Keeps the text of every .opsbook-progress element the page renders, in order
+# (ipywidgets replaces the HTML widget's content on each update).
+RECORD_PROGRESS_JS = """() => {
+  window.opsbookProgressTexts = [];
+  const seen = (node) => {
+    if (node.nodeType !== Node.ELEMENT_NODE) return;
+    const found = node.matches('.opsbook-progress') ? [node]
+      : Array.from(node.querySelectorAll('.opsbook-progress'));
+    for (const el of found) window.opsbookProgressTexts.push(el.textContent);
+  };
+  new MutationObserver((records) => {
+    for (const r of records) r.addedNodes.forEach(seen);
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
 def _progress(line: str) -> None:
     print(f"lab: {line}", file=sys.stderr, flush=True)
 
@@ -200,18 +216,38 @@ def test_forward_bridge_diff_apply_changed_and_verified(
     expect(apply).to_be_enabled()
     shot(pg, "04-forward-bridge-plan")
 
+    # The apply can take about a second: rather than racing it with polls, the page
+    # keeps every progress text it rendered, and the test reads that sequence.
+    pg.evaluate(RECORD_PROGRESS_JS)
     apply.click()
-    # disabled while it runs, with a seconds counter (the restart takes a few seconds)
+    # disabled while it runs
     expect(apply).to_be_disabled(timeout=5_000)
-    expect(pg.locator(".opsbook-progress")).to_be_visible(timeout=5_000)
-    # the line names the procedure's current step as it goes
-    expect(pg.locator(".opsbook-progress")).to_contain_text(
-        re.compile(r": (arm the revert watchdog|restart networking|verify) \("), timeout=30_000
-    )
     shot(pg, "05-forward-bridge-applying")
 
     result = pg.locator(".jp-OutputArea-output h4", has_text=re.compile(r"^forward-bridge on lab:"))
     expect(result).to_contain_text("changed", timeout=150_000)
+    # while it ran, the line named the procedure's current step, and the steps already
+    # passed, in the order the procedure ran them
+    shown: list[str] = pg.evaluate("window.opsbookProgressTexts")
+    running = [t for t in shown if t.startswith("⏳ Applying")]
+    assert running, shown
+    naming = [
+        t
+        for t in running
+        if re.search(
+            r": (back up|write|validate .*|arm the revert watchdog|restart networking"
+            r"|verify) \(\d+ s\)",
+            t,
+        )
+    ]
+    assert naming, f"no progress text named a step while applying: {shown}"
+    step_names = [r["name"] for r in table_rows(result_table(pg, "Steps"))]
+    last = naming[-1]
+    current = re.search(r": (.+?) \(\d+ s\)…", last)
+    assert current and current.group(1) in step_names, (last, step_names)
+    trail = re.search(r"\(done: (.*)\)$", last)
+    passed = [re.sub(r" \d+\.\d s$", "", t) for t in trail.group(1).split(", ")] if trail else []
+    assert passed == step_names[: len(passed)], (passed, step_names)
     checks = result_table(pg, "Checks")
     check_rows = table_rows(checks)
     names = {r["name"]: r["status"] for r in check_rows}
