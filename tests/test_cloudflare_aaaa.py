@@ -63,7 +63,9 @@ def test_inputs_are_normalised() -> None:
         ({"proxied": False, "ttl": 5}, "out of range"),
         ({"address": "fe80::1"}, "link-local"),
         ({"address": "fd00::1"}, "unique-local"),
-        ({"address": "198.51.100.7"}, "not an IPv6 address"),
+        ({"address": "198.51.100.7"}, "not an IPv6 address; give the VM's global IPv6"),
+        ({"address": "2001:db8::5%eth0"}, "zone index"),
+        ({"address": "::ffff:198.51.100.7"}, "IPv4-mapped"),
         ({"vm": "", "address": ""}, "give the VM"),
         ({"api_base_url": "http://192.0.2.1/client/v4"}, "unencrypted"),
     ],
@@ -307,6 +309,19 @@ def test_a_wrong_token_fails_the_plan_with_the_permission_named(
     with pytest.raises(ApiError) as err:
         cfa.plan(**params(cf, wrong))
     assert err.value.status == 401 and "Zone > DNS > Edit" in str(err.value)
+
+
+def test_an_address_with_a_zone_index_is_refused_before_any_request(
+    cf: CloudflareStandIn, token_file: Path
+) -> None:
+    # The API types AAAA content as a plain IPv6 address: it would refuse this at apply.
+    with pytest.raises(InputError) as err:
+        cfa.plan(**params(cf, token_file, address="2001:db8::5%eth0"))
+    assert str(err.value) == (
+        "address 2001:db8::5%eth0 has a zone index (%eth0), which no DNS record can hold; "
+        "write address=2001:db8::5"
+    )
+    assert cf.requests == []
 
 
 def test_missing_token_file_is_one_line(cf: CloudflareStandIn, tmp_path: Path) -> None:

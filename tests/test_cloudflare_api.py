@@ -156,6 +156,34 @@ def test_conflicts_answer_with_the_real_error_codes(cf: CloudflareStandIn) -> No
     assert len(cf.store.records("example.org")) == 1
 
 
+@pytest.mark.parametrize("content", ["2001:db8::5%eth0", "192.0.2.1", "2001:db8::5/64", "vm1"])
+def test_invalid_aaaa_content_is_refused_as_the_real_api_does(
+    cf: CloudflareStandIn, content: str
+) -> None:
+    client = sdk(cf.url)
+    with pytest.raises(cloudflare.BadRequestError) as err:
+        client.dns.records.create(
+            zone_id=zone_id(cf), name="z.example.org", type="AAAA", content=content, ttl=1
+        )
+    assert err.value.body == {
+        "success": False,
+        "errors": [
+            {"code": 9006, "message": "Content for AAAA record must be a valid IPv6 address."}
+        ],
+        "messages": [],
+        "result": None,
+    }
+    made = client.dns.records.create(
+        zone_id=zone_id(cf), name="z.example.org", type="AAAA", content="2001:db8::5", ttl=1
+    )
+    assert made is not None
+    with pytest.raises(cloudflare.BadRequestError):  # an update is checked the same way
+        client.dns.records.update(
+            made.id, zone_id=zone_id(cf), name="z.example.org", type="AAAA", content=content, ttl=1
+        )
+    assert [r["content"] for r in cf.store.records("example.org")] == ["2001:db8::5"]
+
+
 def test_unknown_zone_id_is_7003(cf: CloudflareStandIn) -> None:
     status, _, body = http("GET", f"{cf.url}/zones/{'f' * 32}/dns_records")
     assert (status, body["errors"][0]["code"]) == (400, 7003)

@@ -118,7 +118,10 @@ class ApiFailure(Exception):
 
 
 def _validation(message: str, code: int = 9000) -> ApiFailure:
-    return ApiFailure(400, 1004, "DNS Validation Error", chain=((code, message),))
+    # Since October 2024 the API answers a DNS validation error with its root cause
+    # directly, no longer wrapped in 1004 "DNS Validation Error" with an error_chain
+    # (Cloudflare's API deprecations page, "DNS Records: Error chains for DNS validation errors").
+    return ApiFailure(400, code, message)
 
 
 # -- state ---------------------------------------------------------------------
@@ -301,13 +304,18 @@ def _content(type_: str, content: Any) -> str:
     if not isinstance(content, str) or not content:
         raise _validation("DNS record content is required.", 9007)
     if type_ in ("A", "AAAA"):
-        version = 4 if type_ == "A" else 6
+        # Code and text as users report the real API's answers (9005 for A, 9006 for
+        # AAAA). Its schema types the content as an IPv4 / IPv6 address, which has no
+        # zone index (2001:db8::5%eth0), although Python's ipaddress accepts one.
+        version, code = (4, 9005) if type_ == "A" else (6, 9006)
         try:
             addr = ipaddress.ip_address(content)
         except ValueError:
             addr = None
-        if addr is None or addr.version != version:
-            raise _validation(f"Content for {type_} record is invalid.", 9006)
+        if addr is None or addr.version != version or "%" in content:
+            raise _validation(
+                f"Content for {type_} record must be a valid IPv{version} address.", code
+            )
         return str(addr)  # stored in canonical (compressed) form, as the API does
     return content
 

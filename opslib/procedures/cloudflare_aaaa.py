@@ -131,7 +131,10 @@ def check_address(address: str) -> str:
     try:
         ip = ipaddress.IPv6Address(address)
     except ValueError:
-        raise InputError(f"address {address!r} is not an IPv6 address") from None
+        raise InputError(
+            f"address {address!r} is not an IPv6 address; give the VM's global IPv6 address, "
+            "or leave address empty to find it from vm"
+        ) from None
     bad = (
         "link-local" if ip.is_link_local else
         "loopback" if ip.is_loopback else
@@ -143,6 +146,14 @@ def check_address(address: str) -> str:
     )  # fmt: skip
     if bad:
         raise InputError(f"address {ip} is {bad}; the proxy needs the VM's global IPv6 address")
+    if ip.scope_id is not None:
+        # ipaddress keeps "%eth0" (str() included); the API's AAAA content is a plain
+        # address and would be refused at apply (400, code 9006).
+        plain = str(ip).partition("%")[0]
+        raise InputError(
+            f"address {ip} has a zone index (%{ip.scope_id}), which no DNS record can hold; "
+            f"write address={plain}"
+        )
     return str(ip)
 
 
