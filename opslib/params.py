@@ -6,6 +6,7 @@ assignment per line with a trailing type comment::
     host = "lab"  # host: the host name records are filed under
     vm = ""  # vm?: one VM, or empty for all
     mode = "dry"  # choice[dry|wet]: how to run
+    deadline = 60  # float[1..3600]: seconds until the bridge must work
 
 :func:`parse_declarations` reads such a cell with :mod:`ast` (the values) and
 :mod:`tokenize` (the comments). :func:`convert` turns a text (command line,
@@ -20,6 +21,7 @@ import io
 import ipaddress
 import json
 import re
+import socket
 import tokenize
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "convert",
     "parse_declarations",
     "read_runbook",
+    "this_host",
     "validate",
 ]
 
@@ -108,6 +111,20 @@ def _host(value: object) -> str:
     return text
 
 
+def this_host() -> str:
+    """This machine's host name: what an empty ``host`` stands for where runs are filed.
+
+    The notebooks' defaults describe the machine they run on; a name like "lab" only comes
+    from a parameter set (``parameters/lab/``) or ``--host``."""
+    name = socket.gethostname()
+    try:
+        return _host(name)
+    except _Bad:
+        raise InputError(
+            f"this machine's host name {name!r} cannot name its records; give --host HOST"
+        ) from None
+
+
 _URI_SCHEME = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?")
 
 
@@ -140,6 +157,21 @@ def _libvirt_name(kind: str) -> Callable[[object], str]:
         return text
 
     return check
+
+
+# What ip-link(8) and ifupdown accept without quoting: 1-15 characters (IFNAMSIZ - 1),
+# no leading "-" (it would read as an option where restart commands substitute names).
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+
+
+def _ifname(value: object) -> str:
+    text = _text(value)
+    if not _IFNAME.fullmatch(text) or text in (".", ".."):
+        raise _Bad(
+            f"{text!r} is not an interface name; use 1-15 letters, digits, '.', '_' or '-', "
+            "e.g. eth0 or br0"
+        )
+    return text
 
 
 _MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
@@ -233,6 +265,7 @@ TYPES: dict[str, Callable[[object], Any]] = {
     "netns": _netns,
     "vm": _libvirt_name("VM"),
     "network": _libvirt_name("network"),
+    "ifname": _ifname,
     "mac": _mac,
     "ipv4": _ipv4,
     "ipv6": _ipv6,
@@ -240,9 +273,18 @@ TYPES: dict[str, Callable[[object], Any]] = {
     "path": _path,
     "secret": _secret,
 }
-# Types whose empty value means something ("" = this network namespace).
-_EMPTY_IS_VALUE = {"netns"}
-_TYPE_RE = re.compile(r"(?P<base>[a-z][a-z0-9-]*)(\[(?P<choices>[^\]]*)\])?(?P<opt>\?)?")
+# Types whose empty value means something ("" = this network namespace, this machine).
+_EMPTY_IS_VALUE = {"netns", "host"}
+_TYPE_RE = re.compile(r"(?P<base>[a-z][a-z0-9-]*)(\[(?P<arg>[^\]]*)\])?(?P<opt>\?)?")
+# A numeric type's range, both ends included, either one may be left open:
+# int[1..3600], float[0.5..], int[..9000].
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_RANGE_RE = re.compile(rf"\s*(?P<low>{_NUMBER})?\s*\.\.\s*(?P<high>{_NUMBER})?\s*")
+_NUMERIC = ("int", "float")
+
+
+def _number_text(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -255,10 +297,17 @@ class Param:
     help: str = ""
     optional: bool = False  # declared with "?": may be empty
     choices: tuple[str, ...] = ()
+    # int/float: the range the value must lie in, both ends included (None: open).
+    low: float | None = None
+    high: float | None = None
 
     @property
     def type_label(self) -> str:
         base = f"choice[{'|'.join(self.choices)}]" if self.type == "choice" else self.type
+        if self.low is not None or self.high is not None:
+            low = "" if self.low is None else _number_text(self.low)
+            high = "" if self.high is None else _number_text(self.high)
+            base += f"[{low}..{high}]"
         return base + ("?" if self.optional else "")
 
     def convert(self, value: object) -> Any:
@@ -272,9 +321,27 @@ class Param:
             )
         check = _choice(self.choices) if self.type == "choice" else TYPES[self.type]
         try:
-            return check(value)
+            converted = check(value)
+            self._check_range(converted)
         except _Bad as bad:
             raise InputError(f"parameter {self.name} ({self.type_label}): {bad}") from None
+        return converted
+
+    def _check_range(self, value: Any) -> None:
+        if self.low is None and self.high is None:
+            return
+        # Written as "not inside" so that a NaN is refused too.
+        if (self.low is None or value >= self.low) and (self.high is None or value <= self.high):
+            return
+        low, high = (None if b is None else _number_text(b) for b in (self.low, self.high))
+        wanted = (
+            f"from {low} to {high}"
+            if low is not None and high is not None
+            else f"of at least {low}"
+            if low is not None
+            else f"of at most {high}"
+        )
+        raise _Bad(f"{_number_text(value)} is out of range; give a value {wanted}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -289,20 +356,52 @@ def convert(param: Param, value: object) -> Any:
     return param.convert(value)
 
 
-def _parse_type(name: str, spec: str, lineno: int) -> tuple[str, bool, tuple[str, ...]]:
+@dataclass(frozen=True)
+class _Type:
+    base: str
+    optional: bool
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+def _parse_range(name: str, base: str, arg: str, lineno: int) -> tuple[float | None, ...]:
+    example = "int[1..3600]" if base == "int" else "float[0.5..60]"
+    match = _RANGE_RE.fullmatch(arg)
+    if not match or not (match["low"] or match["high"]):
+        raise InputError(
+            f"line {lineno}: {name}: cannot read the range [{arg}]; write {base}[MIN..MAX], "
+            f"e.g. {example} (leave an end out for no limit)"
+        )
+    convert = TYPES[base]
+    try:
+        low, high = (None if match[k] is None else convert(match[k]) for k in ("low", "high"))
+    except _Bad:
+        raise InputError(
+            f"line {lineno}: {name}: the range [{arg}] of an int needs whole numbers"
+        ) from None
+    if low is not None and high is not None and low > high:
+        raise InputError(f"line {lineno}: {name}: the range [{arg}] is empty; write [MIN..MAX]")
+    return low, high
+
+
+def _parse_type(name: str, spec: str, lineno: int) -> _Type:
     match = _TYPE_RE.fullmatch(spec)
     if not match:
         raise InputError(f"line {lineno}: {name}: cannot read type {spec!r}; write `# TYPE: help`")
-    base, opt = match["base"], bool(match["opt"])
+    base, opt, arg = match["base"], bool(match["opt"]), match["arg"]
     if base == "choice":
-        choices = tuple(c.strip() for c in (match["choices"] or "").split("|") if c.strip())
+        choices = tuple(c.strip() for c in (arg or "").split("|") if c.strip())
         if not choices:
             raise InputError(f"line {lineno}: {name}: choice needs options, e.g. choice[a|b]")
-        return base, opt, choices
-    if match["choices"] is not None or base not in TYPES:
-        known = ", ".join([*TYPES, "choice[a|b]"])
+        return _Type(base, opt, choices)
+    if base in _NUMERIC and arg is not None:
+        low, high = _parse_range(name, base, arg, lineno)
+        return _Type(base, opt, low=low, high=high)
+    if arg is not None or base not in TYPES:
+        known = ", ".join([*TYPES, "choice[a|b]", "int[MIN..MAX]", "float[MIN..MAX]"])
         raise InputError(f"line {lineno}: {name}: unknown parameter type {spec!r}; known: {known}")
-    return base, opt, ()
+    return _Type(base, opt)
 
 
 def parse_declarations(source: str) -> list[Param]:
@@ -344,8 +443,10 @@ def parse_declarations(source: str) -> list[Param]:
                 f"parameters cell, line {node.lineno}: {name} has no type comment; "
                 f"write `{name} = ...  # TYPE: help`"
             )
-        base, optional, choices = _parse_type(name, spec.strip(), node.lineno)
-        params.append(Param(name, base, default, help_text.strip(), optional, choices))
+        t = _parse_type(name, spec.strip(), node.lineno)
+        params.append(
+            Param(name, t.base, default, help_text.strip(), t.optional, t.choices, t.low, t.high)
+        )
     return params
 
 

@@ -170,7 +170,7 @@ class Runbook:
 
     @property
     def host(self) -> str:
-        return str(self.values.get("host") or os.environ.get("OPSBOOK_HOST") or "local")
+        return str(self.values.get("host") or os.environ.get("OPSBOOK_HOST") or params.this_host())
 
     @property
     def records(self) -> Path:
@@ -301,6 +301,8 @@ class Runbook:
         else:
             nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
         values = {**self.values, "apply": True} if plan is not None else dict(self.values)
+        if "host" in values:
+            values["host"] = self.host  # "" stands for this machine: file its name
         assignments = "".join(f"{k} = {v!r}\n" for k, v in values.items())
         nb["cells"] = [
             *nb.get("cells", []),

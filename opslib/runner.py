@@ -127,7 +127,11 @@ def prepare(
         if info.param("host") is not None:
             given["host"] = host
     values = params.validate(info.params, given, where=f"{info.name}: ")
-    record_host = str(values.get("host") or host or "local")
+    # An empty host is this machine: the notebooks' defaults describe the machine they run
+    # on, and the record, the index and the kernel's `host` all say the same name.
+    record_host = str(values.get("host") or host or params.this_host())
+    if info.param("host") is not None:
+        values["host"] = record_host
     if check_libvirt:
         params.check_names(info.params, values)
     found = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from opslib import params
@@ -167,3 +169,98 @@ def test_vm_names_are_checked_against_libvirt() -> None:
     params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "test"})
     with pytest.raises(InputError, match="no VM named 'tset'; did you mean test"):
         params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "tset"})
+
+
+# -- numeric ranges, interface names, the host default -----------------------------------
+
+RANGED = """\
+deadline = 60.0  # float[1..3600]: seconds until the bridge must work
+mtu = 1480  # int[1280..1480]: tunnel MTU
+retries = 3  # int[0..]?: how often
+scale = 1.0  # float[..2.5]: a factor
+"""
+
+
+def test_numeric_ranges_are_declared_in_the_type_and_shown_in_its_label() -> None:
+    decls = params.parse_declarations(RANGED)
+    assert [p.type_label for p in decls] == [
+        "float[1..3600]",
+        "int[1280..1480]",
+        "int[0..]?",
+        "float[..2.5]",
+    ]
+    assert params.validate(decls, {"deadline": "1", "mtu": "1480", "retries": ""}) == {
+        "deadline": 1.0,
+        "mtu": 1480,
+        "retries": None,
+        "scale": 1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("deadline", "-5", "parameter deadline (float[1..3600]): -5 is out of range; "
+         "give a value from 1 to 3600"),
+        ("deadline", "nan", "nan is out of range; give a value from 1 to 3600"),
+        ("mtu", "1500", "1500 is out of range; give a value from 1280 to 1480"),
+        ("retries", "-1", "-1 is out of range; give a value of at least 0"),
+        ("scale", "3", "3 is out of range; give a value of at most 2.5"),
+    ],
+)  # fmt: skip
+def test_a_value_outside_its_range_is_refused_in_one_line(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(InputError) as err:
+        params.validate(params.parse_declarations(RANGED), {name: value})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("int[1-3600]", "cannot read the range [1-3600]; write int[MIN..MAX], e.g. int[1..3600]"),
+        ("int[..]", "cannot read the range [..]"),
+        ("int[0.5..3]", "the range [0.5..3] of an int needs whole numbers"),
+        ("float[10..1]", "the range [10..1] is empty"),
+        ("str[1..3]", "unknown parameter type 'str[1..3]'"),
+    ],
+)
+def test_bad_ranges_say_how_to_write_one(spec: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        params.parse_declarations(f"x = 1  # {spec}: a number\n")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["eth0;reboot", "eth0 reboot", "$(reboot)", "a" * 16, "-x", ".."])
+def test_interface_names_are_a_type_refused_before_the_run(bad: str) -> None:
+    assert conv("ifname", "eth0") == "eth0" and conv("ifname", "he-ipv6") == "he-ipv6"
+    with pytest.raises(InputError, match=r"^parameter x \(ifname\): .* is not an interface name"):
+        conv("ifname", bad)
+
+
+def test_an_empty_host_stands_for_this_machine() -> None:
+    import socket
+
+    assert params.Param("host", "host", "").convert("") == ""
+    assert params.this_host() == socket.gethostname()
+    with pytest.raises(InputError, match="'bad_host' is not a host name"):
+        conv("host", "bad_host")
+
+
+# -- the runbooks in notebooks/ ----------------------------------------------------------
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runbooks_declare_ranges_interface_names_and_no_lab_host(path: Path) -> None:
+    decls = params.read_runbook(path).params
+    for p in decls:
+        if p.type in ("int", "float"):
+            assert p.low is not None or p.high is not None, f"{p.name}: declare its range"
+        if p.name in ("uplink", "bridge", "tunnel"):
+            assert p.type == "ifname", f"{p.name}: an interface name is an ifname"
+        if p.name == "host":
+            # the machine it runs on; "lab" only comes from parameters/lab/
+            assert p.default == "", p.default

@@ -258,3 +258,33 @@ def test_secret_in_an_interactive_result_reaches_neither_the_record_nor_the_inde
     header = Store(store).notebook(row)["metadata"]["opsbook"]
     assert (header["status"], header["summary"]) == ("leaked-secret", records.LEAKED_SUMMARY)
     assert row.sha256 == records.sha256_of(path)
+
+
+T0 = "2024-05-01T10:00:00Z"
+HERE_CELL = """host = ""  # host: the host name records are filed under ("" = this machine's name)
+deadline = 60.0  # float[1..3600]: seconds until the bridge must work
+uplink = "eth0"  # ifname: the bridge's port
+"""
+
+
+def test_the_form_checks_ranges_and_interface_names_and_files_under_this_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from opslib.records import Store
+
+    rb = interactive_rb(monkeypatch, tmp_path, HERE_CELL)
+    deadline, uplink = (rb.form.box.children[i].children[0] for i in (2, 3))
+    assert "float[1..3600]" in deadline.tooltip
+    deadline.value = "-5"
+    assert "-5 is out of range; give a value from 1 to 3600" in rb.form.messages["deadline"].value
+    uplink.value = "eth0;reboot"
+    assert "is not an interface name" in rb.form.messages["uplink"].value
+    assert not rb.valid
+    deadline.value, uplink.value = "90", "eno1"
+    assert rb.valid and rb.values["deadline"] == 90.0
+    assert rb.host == socket.gethostname()  # not "lab", not "local"
+    rb.save_interactive_record(None, Result("t", rb.host, "ok"), started=T0, ended=T0)
+    (row,) = Store(tmp_path).list()
+    assert row.host == socket.gethostname() == row.parameters["host"]

@@ -418,3 +418,39 @@ def test_records_review_notebook_runs_headless_over_a_store(runs: dict, tmp_path
         if "application/vnd.opsbook.result+json" in o.get("data", {})
     )
     assert '<a href="' in "".join(html) and ".ipynb</a>" in "".join(html)
+
+
+REPO_NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-p", "deadline", "-5"],
+            "parameter deadline (float[1..3600]): -5 is out of range; give a value from 1 to 3600",
+        ),
+        (["-p", "uplink", "eth0;reboot"], "parameter uplink (ifname): 'eth0;reboot' is not an"),
+    ],
+)
+def test_ranges_and_interface_names_are_refused_before_the_kernel_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    notebook = str(REPO_NOTEBOOKS / "forward-bridge.ipynb")
+    done = finish(opsbook("run", notebook, *args, store=tmp_path))
+    assert (done.rc, done.out) == (2, "")
+    assert done.err.count("\n") == 1 and message in done.err
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing filed
+
+
+def test_a_runbook_without_a_host_is_filed_under_this_machines_name() -> None:
+    import socket
+
+    from opslib import runner
+
+    info = runner.find_runbook(str(REPO_NOTEBOOKS / "network-inventory.ipynb"))
+    prepared = runner.prepare(info)
+    assert prepared.host == socket.gethostname() == prepared.values["host"]
+    lab = REPO_NOTEBOOKS.parent / "parameters" / "lab" / "network-inventory.yaml"
+    assert runner.prepare(info, files=[lab]).host == "lab"  # "lab" comes from its parameters
+    assert runner.prepare(info, files=[lab], host="daemon-3").host == "daemon-3"
