@@ -52,6 +52,14 @@ def _table_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
     return dict_table(rows, columns, indent="  ") + "\n"
 
 
+def _checks_shown(checks: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Checks as displayed, and their columns: a fix only beside a check that is not ok
+    (a fix beside "ok" reads as a problem), and no fix column when nothing needs one."""
+    rows = [{**c, "fix": (c.get("fix") or "") if c.get("status") != "ok" else ""} for c in checks]
+    columns = ["name", "status", "seen"] + (["fix"] if any(r["fix"] for r in rows) else [])
+    return rows, columns
+
+
 def plan_text(plan: Mapping[str, Any]) -> str:
     changes = plan.get("changes", [])
     out = [
@@ -79,7 +87,7 @@ def result_text(result: Mapping[str, Any]) -> str:
             out.append(f"  {c.get('action')} {c.get('target')}: {c.get('summary')}\n")
     if result.get("checks"):
         out.append("Checks:\n")
-        out.append(_table_text(result["checks"], ["name", "status", "seen", "fix"]))
+        out.append(_table_text(*_checks_shown(result["checks"])))
     if result.get("steps"):
         out.append("Steps:\n")
         steps = [{**s, "ok": "ok" if s.get("ok") else "FAILED"} for s in result["steps"]]
@@ -178,7 +186,7 @@ def result_html(result: Mapping[str, Any]) -> str:
                 parts.append(_diff_html(c["diff"]))
     if result.get("checks"):
         parts.append("<h5>Checks</h5>")
-        parts.append(_table_html(result["checks"], ["name", "status", "seen", "fix"]))
+        parts.append(_table_html(*_checks_shown(result["checks"])))
     if result.get("steps"):
         parts.append("<h5>Steps</h5>")
         parts.append(_table_html(result["steps"], ["name", "ok", "seconds", "detail"]))
