@@ -39,6 +39,14 @@ NEEDED_PERMISSION = "Zone > DNS > Edit"
 # Real API error codes we branch on.
 IDENTICAL_RECORD = 81058
 RECORD_MISSING = 81044
+# How the API refuses a token. Cloudflare documents no list; these are the answers
+# users report: 400 with 6003 "Invalid request headers" / 6111 "Invalid format for
+# Authorization header" (or 9106, no header) for something that is not a token;
+# 400 with 1000 "Invalid API Token" (also 401) for a token it does not know; 403
+# with 10000 "Authentication error" or 9109 for one invalid or lacking permission.
+MALFORMED_TOKEN = frozenset({6003, 6111, 9106})
+UNKNOWN_TOKEN = frozenset({1000})
+REFUSED_TOKEN = frozenset({10000, 9109})
 PER_PAGE = 100
 
 
@@ -130,6 +138,21 @@ def _api_codes(exc: Exception) -> list[tuple[int, str]]:
     return found
 
 
+def _token_problem(status: int | None, codes: list[tuple[int, str]]) -> str:
+    """What a 4xx answer says is wrong with the token: "malformed", "unknown",
+    "refused" (invalid or lacking permission), or "" when it is about something else."""
+    if status is None or not 400 <= status < 500:
+        return ""
+    found = {code for code, _ in codes}
+    if found & MALFORMED_TOKEN:
+        return "malformed"
+    if status == 401 or found & UNKNOWN_TOKEN:
+        return "unknown"
+    if status == 403 or found & REFUSED_TOKEN:
+        return "refused"
+    return ""
+
+
 def _retryable(exc: Exception) -> bool:
     status = _api_status(exc)
     if status is not None:
@@ -184,15 +207,22 @@ class DnsClient:
         status = _api_status(exc)
         codes = _api_codes(exc)
         detail = "; ".join(f"{c} {m}" for c, m in codes) or type(exc).__name__
-        if status == 401 or any(c in (9106, 6003, 6111) for c, _ in codes):
+        problem = _token_problem(status, codes)
+        fix = f"use an API token with {NEEDED_PERMISSION} permission for the zone"
+        if problem == "malformed":
             msg = (
-                f"{action}: the Cloudflare API did not accept the token (HTTP {status}: {detail});"
-                f" use an API token with {NEEDED_PERMISSION} permission for the zone"
+                f"{action}: the Cloudflare API found the token malformed (HTTP {status}: {detail});"
+                f" the token source must hold the token alone, on one line; {fix}"
             )
-        elif status == 403:
+        elif problem == "unknown":
             msg = (
-                f"{action}: the token lacks permission (HTTP 403: {detail});"
-                f" it needs {NEEDED_PERMISSION} for the zone"
+                f"{action}: the Cloudflare API did not accept the token: it is wrong, expired or"
+                f" revoked (HTTP {status}: {detail}); {fix}"
+            )
+        elif problem == "refused":
+            msg = (
+                f"{action}: the Cloudflare API refused the token: it is invalid or lacks"
+                f" permission (HTTP {status}: {detail}); {fix}"
             )
         elif status is not None:
             msg = f"{action}: Cloudflare API answered HTTP {status}: {detail}"

@@ -308,7 +308,7 @@ def test_a_wrong_token_fails_the_plan_with_the_permission_named(
     wrong.chmod(0o600)
     with pytest.raises(ApiError) as err:
         cfa.plan(**params(cf, wrong))
-    assert err.value.status == 401 and "Zone > DNS > Edit" in str(err.value)
+    assert err.value.status == 400 and "Zone > DNS > Edit" in str(err.value)
 
 
 def test_an_address_with_a_zone_index_is_refused_before_any_request(

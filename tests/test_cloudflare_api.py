@@ -122,12 +122,12 @@ def test_pagination_pages_are_disjoint_and_the_sdk_gets_them_all(cf: CloudflareS
     assert len(gets) == 1 + 6  # the raw page, then 5 full SDK pages and the empty one
 
 
-def test_bad_token_is_401_and_read_only_token_cannot_write(cf: CloudflareStandIn) -> None:
+def test_bad_token_is_400_1000_and_read_only_token_cannot_write(cf: CloudflareStandIn) -> None:
     status, _, body = http("GET", f"{cf.url}/zones", token="not-the-token-at-all")
-    assert status == 401
+    assert status == 400  # what users report the real API answers, not 401
     assert body == {
         "success": False,
-        "errors": [{"code": 10000, "message": "Authentication error"}],
+        "errors": [{"code": 1000, "message": "Invalid API Token"}],
         "messages": [],
         "result": None,
     }
@@ -139,6 +139,23 @@ def test_bad_token_is_401_and_read_only_token_cannot_write(cf: CloudflareStandIn
             zone_id=zid, name="x.example.org", type="AAAA", content="2001:db8::1", ttl=1
         )
     assert cf.store.records("example.org") == []
+
+
+def test_a_malformed_token_is_400_6003_with_6111(cf: CloudflareStandIn) -> None:
+    status, _, body = http("GET", f"{cf.url}/zones", token="two words")
+    chain = [{"code": 6111, "message": "Invalid format for Authorization header"}]
+    assert status == 400
+    assert body["errors"] == [
+        {"code": 6003, "message": "Invalid request headers", "error_chain": chain}
+    ]
+
+
+def test_a_fault_can_answer_with_a_given_code(cf: CloudflareStandIn) -> None:
+    # The real API has also been seen refusing an unknown token with 403 10000.
+    cf.store.inject(Fault(status=403, code=10000, message="Authentication error"))
+    status, _, body = http("GET", f"{cf.url}/zones")
+    assert (status, body["errors"]) == (403, [{"code": 10000, "message": "Authentication error"}])
+    assert http("GET", f"{cf.url}/zones")[0] == 200
 
 
 def test_conflicts_answer_with_the_real_error_codes(cf: CloudflareStandIn) -> None:

@@ -130,9 +130,38 @@ def test_rejected_token_names_the_permission(cf: CloudflareStandIn) -> None:
     with DnsClient(token=wrong, base_url=cf.url, policy=FAST) as c, pytest.raises(ApiError) as err:
         c.zone_id("example.org")
     message = str(err.value)
-    assert err.value.status == 401
+    assert err.value.status == 400
     assert "Zone > DNS > Edit" in message and "\n" not in message
     assert wrong not in message and wrong not in "".join(traceback.format_exception(err.value))
+
+
+@pytest.mark.parametrize(
+    ("token", "fault", "status", "words"),
+    [
+        # what the stand-in answers, as users report the real API does
+        ("wrong-token-77777777", None, 400, "did not accept the token: it is wrong, expired"),
+        ("two words", None, 400, "found the token malformed"),
+        # other answers the real API has been seen to give
+        (TOKEN, Fault(status=401, code=10000, message="Authentication error"), 401,
+         "did not accept the token: it is wrong, expired"),
+        (TOKEN, Fault(status=403, code=10000, message="Authentication error"), 403,
+         "refused the token: it is invalid or lacks permission"),
+        (TOKEN, Fault(status=400, code=6003, message="Invalid request headers"), 400,
+         "found the token malformed"),
+    ],
+)  # fmt: skip
+def test_each_way_the_api_refuses_a_token_is_named(
+    cf: CloudflareStandIn, token: str, fault: Fault | None, status: int, words: str
+) -> None:
+    if fault:
+        cf.store.inject(fault)
+    with DnsClient(token=token, base_url=cf.url, policy=FAST) as c, pytest.raises(ApiError) as err:
+        c.zone_id("example.org")
+    message = str(err.value)
+    assert err.value.status == status and words in message, message
+    assert "use an API token with Zone > DNS > Edit permission for the zone" in message
+    assert "\n" not in message and token not in message
+    assert token not in "".join(traceback.format_exception(err.value))
 
 
 def test_read_only_token_names_the_permission(cf: CloudflareStandIn) -> None:

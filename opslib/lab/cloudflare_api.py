@@ -39,6 +39,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
 API_PREFIX = "/client/v4"
 PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
 SUPPORTED_TYPES = frozenset({"A", "AAAA", "CNAME", "TXT", "MX", "NS"})
+# Credentials of an Authorization header (RFC 7235 token68); anything else, a space
+# or a quote in the token say, is a malformed header to the API (6003/6111).
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # The real API's limits for dns_records pagination.
 DEFAULT_PER_PAGE = 100
 MIN_PER_PAGE, MAX_PER_PAGE = 5, 5_000_000
@@ -96,6 +100,8 @@ class Fault:
     retry_after: int | None = None
     commit: bool = False
     delay: float = 0.0  # seconds to wait before answering
+    code: int = 0  # the error code to answer with (0 = one that fits status)
+    message: str = ""  # its message ("" = one that fits status)
 
     def matches(self, method: str, path: str) -> bool:
         return (not self.method or self.method == method) and self.path_contains in path
@@ -473,7 +479,7 @@ class CloudflareApi:
         if auth is None:
             raise ApiFailure(400, 9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
         scheme, _, token = auth.partition(" ")
-        if scheme != "Bearer" or not token.strip():
+        if scheme != "Bearer" or not _TOKEN68.fullmatch(token):
             raise ApiFailure(
                 400,
                 6003,
@@ -485,7 +491,9 @@ class CloudflareApi:
             None,
         )
         if scope is None:
-            raise ApiFailure(401, 10000, "Authentication error")
+            # What users report the real API answers for a token it does not know (it
+            # has also been seen to answer 401 or 403 with 10000: inject a Fault for those).
+            raise ApiFailure(400, 1000, "Invalid API Token")
         if method != "GET" and scope != "edit":
             raise ApiFailure(403, 10000, "Authentication error")
 
@@ -596,10 +604,12 @@ class CloudflareApi:
 
 def _fault_error(fault: Fault) -> tuple[int, int, str]:
     if fault.status == 429:
-        return 429, 971, "Please wait and consider throttling your request speed"
-    if fault.status >= 500:
-        return fault.status, 10001 if fault.status == 500 else fault.status, "Internal server error"
-    return fault.status, 10000, "Injected error"
+        code, message = 971, "Please wait and consider throttling your request speed"
+    elif fault.status >= 500:
+        code, message = 10001 if fault.status == 500 else fault.status, "Internal server error"
+    else:
+        code, message = 10000, "Injected error"
+    return fault.status, fault.code or code, fault.message or message
 
 
 def _zone_json(zone: Json) -> Json:
