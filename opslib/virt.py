@@ -292,3 +292,24 @@ def restart_network(conn: libvirt.virConnect, name: str) -> None:
 def set_network_autostart(conn: libvirt.virConnect, name: str, on: bool = True) -> None:
     with translated(f"cannot set autostart of network {name}"):
         conn.networkLookupByName(name).setAutostart(1 if on else 0)
+
+
+def define_network_checked(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    """(Re)define network ``name``'s persistent config as ``xml``, with all of libvirt's checks.
+
+    libvirt checks a network definition only when it is defined: the schema (with
+    VIR_NETWORK_DEFINE_VALIDATE; the parser alone ignores unknown attributes), the parser
+    (e.g. a DHCP range outside its prefix) and the network driver (e.g. no ``<ip>`` on a
+    bridge-mode network: the test driver lacks those). A running network keeps its running
+    config until it is restarted, so this is the check before anything is stopped: when
+    libvirt refuses, nothing has changed and the LibvirtError carries libvirt's reason.
+    """
+    try:
+        conn.networkDefineXMLFlags(xml, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
+    except libvirt.libvirtError as exc:
+        # Schema errors come as several lines: one line for the record's summary.
+        lines = str(exc.get_error_message()).splitlines()
+        reason = "; ".join(line.strip() for line in lines if line.strip())
+        raise LibvirtError(
+            f"libvirt refuses the new definition of {name}: {reason}", exc.get_error_code()
+        ) from exc

@@ -416,3 +416,170 @@ def test_apply_refuses_a_plan_the_host_no_longer_matches(node: libvirt.virConnec
             node, host="h", netns="", net=other, network="default", timeout=0, reviewed=reviewed
         )
     assert node.networkLookupByName("default").XMLDesc(0) == before
+
+
+# -- a network that already has an IPv6 prefix: replaced only when asked, children that fit
+
+OLD_V6 = """  <ip family='ipv6' address='2001:db8:9::1' prefix='64'>
+    <dhcp>
+      <range start='2001:db8:9::100' end='2001:db8:9::1ff'/>
+      <host name='vm-fixed' ip='2001:db8:9::5'/>
+    </dhcp>
+  </ip>
+</network>"""
+
+
+def node_with(tmp_path: Path, network_xml: str) -> libvirt.virConnect:
+    path = tmp_path / "node-v6.xml"
+    path.write_text(NODE.format(network=network_xml))
+    return libvirt.open(f"test://{path}")
+
+
+def test_an_other_ipv6_prefix_is_refused_unless_its_replacement_is_asked(tmp_path: Path) -> None:
+    conn = node_with(tmp_path, STOCK.replace("</network>", OLD_V6))
+    with pytest.raises(InputError) as exc:
+        nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    message = str(exc.value)
+    assert "default already has the IPv6 prefix 2001:db8:9::/64" in message
+    assert "replace_ipv6" in message and "\n" not in message
+    assert conn.networkLookupByName("default").XMLDesc(0).count("2001:db8:9::") == 4
+
+
+def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one(
+    tmp_path: Path,
+) -> None:
+    conn = node_with(tmp_path, STOCK.replace("</network>", OLD_V6))
+    plan = nb.compute_plan(
+        observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
+    )
+    update = plan.changes[0]
+    assert update.action == "update"
+    assert "replace default's IPv6 prefix 2001:db8:9::/64 with 2001:db8:2::/64" in update.summary
+    assert "range 2001:db8:9::100-2001:db8:9::1ff" in update.summary
+    assert "host 2001:db8:9::5" in update.summary
+    assert "2001:db8:9::" not in plan.data["xml"]
+    assert virt.parse_network(plan.data["xml"]).ip("ipv6") == virt.NetworkIP(
+        "ipv6", "2001:db8:2::1", 64
+    )
+    # libvirt takes it (its parser refuses a range outside the prefix), and apply does it.
+    result = nb.apply_on(
+        conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
+    )
+    assert [c.action for c in result.changes] == ["update", "restart"], result.summary
+    after = virt.get_network(conn, "default")
+    assert after.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert "2001:db8:9::" not in after.xml
+
+
+def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_that_fit(
+    tmp_path: Path,
+) -> None:
+    same = OLD_V6.replace("2001:db8:9::", "2001:db8:2::").replace(
+        "2001:db8:2::1'", "2001:db8:2::7'"
+    )
+    conn = node_with(tmp_path, STOCK.replace("</network>", same))
+    plan = nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    assert (
+        "set default's IPv6 to 2001:db8:2::1/64 (was 2001:db8:2::7/64)" in plan.changes[0].summary
+    )
+    assert virt.parse_network(plan.data["xml"]).ip("ipv6") == virt.NetworkIP(
+        "ipv6", "2001:db8:2::1", 64, (("2001:db8:2::100", "2001:db8:2::1ff"),)
+    )
+    assert "2001:db8:2::5" in plan.data["xml"]
+
+
+# -- forward modes on which libvirt allows no <ip>
+
+
+@pytest.mark.parametrize("mode", ["bridge", "hostdev", "passthrough", "private", "vepa"])
+@pytest.mark.parametrize("rename_from", ["", "fwd"])
+def test_a_network_that_cannot_carry_an_ip_is_refused_in_one_line(
+    mode: str, rename_from: str
+) -> None:
+    xml = f"<network>\n  <name>fwd</name>\n  <forward mode='{mode}'/>\n</network>\n"
+    state = nb.NetState("fwd", xml, xml, True, True, "")
+    observed = nb.Observed(None if rename_from else state, state if rename_from else None, (), ())
+    network = "nat-bridge" if rename_from else "fwd"
+    with pytest.raises(InputError) as exc:
+        nb.compute_plan(observed, host="h", network=network, prefix=NET, rename_from=rename_from)
+    assert f"network fwd forwards in mode {mode}" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+# -- libvirt refuses the new definition: checked before the network is stopped
+
+
+def refused_definitions(monkeypatch: pytest.MonkeyPatch, conn: libvirt.virConnect) -> list[str]:
+    """Every network (re)definition carrying the new prefix is refused by libvirt's parser
+    (a DHCPv6 range outside it is slipped in); returns the log of stops and starts."""
+    events: list[str] = []
+    for method in ("destroy", "create"):
+        real = getattr(libvirt.virNetwork, method)
+
+        def call(self: libvirt.virNetwork, *args: Any, _real: Any = real, _m: str = method) -> Any:
+            events.append(f"{_m} {self.name()}")
+            return _real(self, *args)
+
+        monkeypatch.setattr(libvirt.virNetwork, method, call)
+    bad = "<dhcp><range start='2001:db8:9::10' end='2001:db8:9::20'/></dhcp></ip>"
+    for name in ("networkDefineXML", "networkDefineXMLFlags"):
+        real_define = getattr(conn, name)
+
+        def define(xml: str, *args: Any, _real: Any = real_define) -> Any:
+            if "2001:db8:2::1" in xml:
+                xml = xml.replace('prefix="64"/>', f'prefix="64">{bad}')
+            return _real(xml, *args)
+
+        monkeypatch.setattr(conn, name, define)
+    return events
+
+
+def test_a_refused_definition_changes_nothing_and_says_why(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = node.networkLookupByName("default").XMLDesc(0)
+    events = refused_definitions(monkeypatch, node)
+    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    assert result.status == "failed"
+    assert events == []  # never stopped: no guest was cut off
+    assert node.networkLookupByName("default").XMLDesc(0) == before
+    why = "range 2001:db8:9::10 - 2001:db8:9::20 is not entirely within network"
+    assert "libvirt refuses the new definition of default" in result.summary
+    assert why in result.summary and "nothing was changed" in result.summary
+    assert why in result.steps[-1].detail and result.steps[-1].ok is False
+    assert why in str(result.to_json())
+
+
+def test_a_rename_whose_definition_is_refused_changes_nothing(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = node.networkLookupByName("default").XMLDesc(0)
+    events = refused_definitions(monkeypatch, node)
+    result = rename(node)
+    assert result.status == "failed", result.summary
+    assert events == []
+    assert [n.name for n in virt.list_networks(node)] == ["default"]
+    assert node.networkLookupByName("default").XMLDesc(0) == before
+    assert sources(node, "vm-run") == sources(node, "vm-off") == ["default"]
+    assert "is not entirely within network" in result.summary
+
+
+def test_a_network_that_does_not_start_again_is_rolled_back_with_libvirts_message(
+    node: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = libvirt.virNetwork.create
+    calls = []
+
+    def create(self: libvirt.virNetwork) -> Any:
+        calls.append(self.name())
+        if len(calls) == 1:  # the new config does not start; the old one does
+            node.networkLookupByName("refused-by-the-test")
+        return real(self)
+
+    monkeypatch.setattr(libvirt.virNetwork, "create", create)
+    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    assert result.status == "rolled back"
+    assert "refused-by-the-test" in result.summary and "the old one is back" in result.summary
+    assert "refused-by-the-test" in result.steps[-2].detail
+    back = virt.get_network(node, "default")
+    assert back.active and back.ip("ipv6") is None

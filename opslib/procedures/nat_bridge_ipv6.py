@@ -16,7 +16,15 @@ are cut off for the moment between stop and reattach, as in any restart. When a 
 fails before the new network runs, the old definition is put back (defined, running,
 autostart as before); in every case the running guests' taps go back on the bridge.
 
-Pure parts (``validate_prefix``, ``with_ipv6``, ``renamed``, ``compute_plan``) take
+The plan refuses, in one line and before anything else, a network whose forward mode
+takes no ``<ip>`` (bridge, hostdev, passthrough, private, vepa), and a network that has
+another IPv6 prefix unless ``replace_ipv6`` asks to replace it (the plan then says so and
+drops that prefix's DHCPv6 ranges and hosts, which libvirt would refuse in the new one).
+apply has libvirt check the new definition by defining it before anything is stopped (a
+running network keeps its running config until restarted): a refusal changes nothing and
+its reason is in the result.
+
+Pure parts (``validate_prefix``, ``ipv6_edit``, ``renamed``, ``compute_plan``) take
 text and observed state; ``observe`` and ``apply`` talk to libvirt and netlink.
 """
 
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 
 RUNBOOK = "nat-bridge-ipv6"
 ULA = ipaddress.IPv6Network("fc00::/7")
+# libvirt's network driver refuses an <ip> on networks it does not route for.
+NO_IP_MODES = ("bridge", "hostdev", "passthrough", "private", "vepa")
 WAIT_ROUND = 0.5  # seconds between rounds of pings to the guests
 
 
@@ -108,38 +118,106 @@ def has_ipv6(xml: str, net: ipaddress.IPv6Network) -> bool:
     return False
 
 
-def with_ipv6(xml: str, net: ipaddress.IPv6Network) -> str:
-    """The network XML with its IPv6 ``<ip>`` set to PREFIX::1/64; the input when it is."""
+@dataclass(frozen=True)
+class IPv6Edit:
+    """The network XML with PREFIX::1/64, and what the edit took away to get there."""
+
+    xml: str
+    old: str = ""  # the IPv6 address/prefix rewritten in place ("" when added or already there)
+    dropped: tuple[str, ...] = ()  # DHCPv6 children of ``old`` outside the new prefix
+
+    def replaces(self, net: ipaddress.IPv6Network) -> ipaddress.IPv6Network | None:
+        """The other prefix this edit replaces (None for an add or a fix within ``net``)."""
+        if not self.old:
+            return None
+        try:
+            old = ipaddress.IPv6Interface(self.old).network
+        except ValueError:
+            return ipaddress.IPv6Network("::/128")  # unreadable: a replacement all the same
+        return None if old == net else old
+
+
+def _in(net: ipaddress.IPv6Network, address: str | None) -> bool:
+    try:
+        return ipaddress.IPv6Address(address or "") in net
+    except ValueError:
+        return False
+
+
+def _remove(element: etree._Element) -> None:
+    """Remove ``element``, keeping its siblings' indentation."""
+    parent = element.getparent()
+    assert parent is not None
+    previous = element.getprevious()
+    if previous is not None:
+        previous.tail = element.tail
+    else:
+        parent.text = element.tail
+    parent.remove(element)
+
+
+def ipv6_edit(xml: str, net: ipaddress.IPv6Network) -> IPv6Edit:
+    """Set the network's IPv6 ``<ip>`` to PREFIX::1/64: add one, or rewrite one in place
+    (the one within ``net`` if any, else the first), dropping its DHCPv6 ``<range>`` and
+    ``<host>`` children that the new prefix does not hold (libvirt refuses those)."""
     if has_ipv6(xml, net):
-        return canonical(xml)
+        return IPv6Edit(canonical(xml))
     root = _parse(xml)
     existing = _ipv6_elements(root)
-    if existing:
-        # Correct the first IPv6 <ip> in place, keeping its children (e.g. <dhcp>).
-        ip = existing[0]
-        ip.set("address", gateway(net))
-        ip.set("prefix", "64")
-        if "netmask" in ip.attrib:
-            del ip.attrib["netmask"]
+    if not existing:
+        return IPv6Edit(_with_new_ipv6(root, net))
+    ip = next(
+        (e for e in existing if _in(net, e.get("address")) and e.get("prefix", "64") == "64"),
+        existing[0],
+    )
+    old = f"{ip.get('address', '')}/{ip.get('prefix', '64')}"
+    ip.set("address", gateway(net))
+    ip.set("prefix", "64")
+    if "netmask" in ip.attrib:
+        del ip.attrib["netmask"]
+    dropped = []
+    for dhcp in ip.findall("dhcp"):
+        for child in list(dhcp):
+            if child.tag == "range" and not (
+                _in(net, child.get("start")) and _in(net, child.get("end"))
+            ):
+                dropped.append(f"range {child.get('start')}-{child.get('end')}")
+                _remove(child)
+            elif child.tag == "host" and child.get("ip") and not _in(net, child.get("ip")):
+                dropped.append(f"host {child.get('ip')}")
+                _remove(child)
+        if not len(dhcp):
+            _remove(dhcp)
+    if not len(ip):
+        ip.text = None
+    return IPv6Edit(etree.tostring(root, encoding="unicode") + "\n", old, tuple(dropped))
+
+
+def _with_new_ipv6(root: etree._Element, net: ipaddress.IPv6Network) -> str:
+    """``root`` with an IPv6 ``<ip>`` PREFIX::1/64 added after its last ``<ip>``."""
+    ip = etree.Element("ip", {"family": "ipv6", "address": gateway(net), "prefix": "64"})
+    ips = root.findall("ip")
+    if ips:
+        last = ips[-1]
+        previous = last.getprevious()
+        indent = (previous.tail if previous is not None else root.text) or "\n  "
+        last.addnext(ip)
+        ip.tail, last.tail = last.tail, indent
     else:
-        ip = etree.Element("ip", {"family": "ipv6", "address": gateway(net), "prefix": "64"})
-        ips = root.findall("ip")
-        if ips:
-            last = ips[-1]
-            previous = last.getprevious()
-            indent = (previous.tail if previous is not None else root.text) or "\n  "
-            last.addnext(ip)
-            ip.tail, last.tail = last.tail, indent
+        children = list(root)
+        indent = root.text or "\n  "
+        if children:
+            children[-1].addnext(ip)
+            ip.tail, children[-1].tail = children[-1].tail, indent
         else:
-            children = list(root)
-            indent = root.text or "\n  "
-            if children:
-                children[-1].addnext(ip)
-                ip.tail, children[-1].tail = children[-1].tail, indent
-            else:
-                root.text, ip.tail = indent, "\n"
-                root.append(ip)
+            root.text, ip.tail = indent, "\n"
+            root.append(ip)
     return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def with_ipv6(xml: str, net: ipaddress.IPv6Network) -> str:
+    """The network XML with its IPv6 ``<ip>`` set to PREFIX::1/64 (see ``ipv6_edit``)."""
+    return ipv6_edit(xml, net).xml
 
 
 def renamed(xml: str, name: str) -> str:
@@ -274,6 +352,7 @@ def compute_plan(
     network: str,
     prefix: ipaddress.IPv6Network,
     rename_from: str = "",
+    replace_ipv6: bool = False,
     known_networks: Iterable[str] = (),
 ) -> Plan:
     """What apply would change, from observed state only."""
@@ -297,7 +376,28 @@ def compute_plan(
 
     base = source if renaming else target
     assert base is not None
-    new_xml = with_ipv6(base.xml, prefix)
+    mode = virt.parse_network(base.xml).forward_mode
+    if mode in NO_IP_MODES:
+        raise InputError(
+            f"network {base.name} forwards in mode {mode}, where libvirt allows no <ip> "
+            "(no prefix, no router advertisements); choose a NAT or routed network"
+        )
+    edit = ipv6_edit(base.xml, prefix)
+    replaced = edit.replaces(prefix)
+    if replaced is not None and not replace_ipv6:
+        raise InputError(
+            f"network {base.name} already has the IPv6 prefix {replaced} ({edit.old}); "
+            f"set replace_ipv6 to replace it with {prefix}"
+        )
+    new_xml = edit.xml
+    if replaced is not None:
+        what = f"replace {base.name}'s IPv6 prefix {replaced} with {prefix} ({gateway(prefix)}/64)"
+        notes.append(f"guests lose their addresses in {replaced}; they take new ones from {prefix}")
+    else:
+        was = f" (was {edit.old})" if edit.old else ""
+        what = f"set {network}'s IPv6 to {gateway(prefix)}/64{was}"
+    if edit.dropped:
+        what += f"; drop its DHCPv6 {', '.join(edit.dropped)} (outside {prefix})"
     bridge = base.bridge
     running_taps = [t for t in observed.taps if t.tap]
     cut = ", ".join(sorted({t.domain for t in running_taps})) or "none"
@@ -308,7 +408,7 @@ def compute_plan(
             Change(
                 f"network:{network}",
                 "define",
-                f"define {network} as {rename_from}'s config with {gateway(prefix)}/64",
+                f"define {network} as {rename_from}'s config; {what}",
                 None,
                 new_xml,
             )
@@ -355,7 +455,7 @@ def compute_plan(
                 Change(
                     f"network:{network}",
                     "update",
-                    f"set {network}'s IPv6 to {gateway(prefix)}/64",
+                    what,
                     before,
                     new_xml,
                 )
@@ -414,6 +514,7 @@ def plan(
     network: str = "nat-bridge",
     rename_from: str = "",
     allow_ula: bool = False,
+    replace_ipv6: bool = False,
 ) -> Plan:
     net = validate_prefix(prefix, allow_ula=allow_ula)
     with virt.connect(libvirt_uri) as conn:
@@ -425,6 +526,7 @@ def plan(
         network=network,
         prefix=net,
         rename_from=rename_from,
+        replace_ipv6=replace_ipv6,
         known_networks=known,
     )
 
@@ -473,9 +575,8 @@ def _wait_for_guests(netns: str, cuts: list[_Cut], timeout: float) -> None:
 
 
 def _restart(conn: libvirt.virConnect, name: str, xml: str | None) -> None:
+    """Stop and start ``name``, with ``xml`` (already checked by libvirt) as its config."""
     with virt.translated(f"cannot restart network {name}"):
-        if xml is not None:
-            conn.networkDefineXML(xml)  # validated before anyone is cut off
         net = conn.networkLookupByName(name)
         if net.isActive():
             net.destroy()
@@ -483,6 +584,20 @@ def _restart(conn: libvirt.virConnect, name: str, xml: str | None) -> None:
             # Again while stopped: some drivers (test:///) drop a config defined while running.
             conn.networkDefineXML(xml)
         net.create()
+
+
+def _define_checked(
+    conn: libvirt.virConnect, name: str, xml: str, detail: list[str], *, running: bool
+) -> None:
+    """Define ``xml`` as ``name``'s config, or stop apply with libvirt's reason; either way
+    the running network is untouched (its running config changes only at a restart)."""
+    try:
+        virt.define_network_checked(conn, name, xml)
+    except LibvirtError as exc:
+        detail.append(str(exc))
+        kept = f" ({name} kept running; no guest was cut off)" if running else ""
+        raise _Stopped(f"{exc}; nothing was changed{kept}") from None
+    detail.append("libvirt accepts the new config")
 
 
 def apply(
@@ -495,6 +610,7 @@ def apply(
     network: str = "nat-bridge",
     rename_from: str = "",
     allow_ula: bool = False,
+    replace_ipv6: bool = False,
     timeout: float = 90.0,
 ) -> Result:
     """Make the plan's changes (re-planned from what is there now) and verify the guests."""
@@ -507,6 +623,7 @@ def apply(
             net=net,
             network=network,
             rename_from=rename_from,
+            replace_ipv6=replace_ipv6,
             timeout=timeout,
             reviewed=plan,
         )
@@ -520,6 +637,7 @@ def apply_on(
     net: ipaddress.IPv6Network,
     network: str,
     rename_from: str = "",
+    replace_ipv6: bool = False,
     timeout: float = 90.0,
     reviewed: Plan | None = None,
 ) -> Result:
@@ -532,6 +650,7 @@ def apply_on(
         network=network,
         prefix=net,
         rename_from=rename_from,
+        replace_ipv6=replace_ipv6,
         known_networks=[n.name for n in virt.list_networks(conn)],
     )
     if reviewed is not None:
@@ -543,23 +662,34 @@ def apply_on(
     actions = {c.action for c in fresh.changes}
     try:
         if fresh.data["rename_from"]:
+            source = observed.source
+            assert source is not None
             with result.step(f"rename {rename_from} to {network}") as detail:
+                # Under the new name libvirt would refuse it for the old one's bridge: it is
+                # checked as the old network's config, which the rename undefines (or puts
+                # back from the observed config when the rename stops).
+                checked = with_ipv6(source.xml, net)
+                _define_checked(conn, rename_from, checked, detail, running=source.active)
                 _rename(conn, netns, observed, fresh, cuts, detail)
         elif "update" in actions or "restart" in actions:
             old_xml = observed.target.xml if observed.target else None
-            with result.step(f"redefine and restart {network}") as detail:
-                new_xml = fresh.data["xml"] if "update" in actions else None
-                if "restart" in actions:
-                    for cut in cuts:
-                        cut.detached_at = time.monotonic()
-                    try:
-                        _restart(conn, network, new_xml)
-                    except OpsError:
-                        _rollback(conn, network, old_xml, netns, bridge, cuts, result)
-                else:
-                    with virt.translated(f"cannot define network {network}"):
-                        conn.networkDefineXML(new_xml)
-                detail.append("defined" if new_xml else "config already right")
+            new_xml = fresh.data["xml"] if "update" in actions else None
+            if new_xml is not None:
+                running = bool(observed.target and observed.target.active)
+                with result.step(f"define {network}'s new config (libvirt checks it)") as detail:
+                    _define_checked(conn, network, new_xml, detail, running=running)
+            if "restart" in actions:
+                try:
+                    with result.step(f"restart {network}") as detail:
+                        for cut in cuts:
+                            cut.detached_at = time.monotonic()
+                        try:
+                            _restart(conn, network, new_xml)
+                        except OpsError as exc:
+                            detail.append(str(exc))
+                            raise
+                except OpsError as exc:
+                    _rollback(conn, network, old_xml, netns, bridge, cuts, result, exc)
         if "restart" in actions or "start" in actions or "attach" in actions:
             with result.step(f"reattach guest taps to {bridge}") as detail:
                 now = time.monotonic()
@@ -640,13 +770,14 @@ def _rollback(
     bridge: str,
     cuts: list[_Cut],
     result: Result,
+    error: OpsError,
 ) -> NoReturn:
     """The new config did not start: the old one back, running, guests reattached."""
     with result.step(f"roll back {network}") as detail:
         _restart(conn, network, old_xml)
         _reattach(netns, bridge, cuts)
         detail.append("old config running again")
-    raise _RolledBack(f"{network} did not start with the new config; the old one is back")
+    raise _RolledBack(f"{network} did not start with the new config ({error}); the old one is back")
 
 
 def _rename(
@@ -827,6 +958,7 @@ def lab_parameters(lab: Lab) -> dict[str, Any]:
         "prefix": lab.routed_prefix,
         "rename_from": "",
         "allow_ula": False,
+        "replace_ipv6": False,
     }
 
 

@@ -98,6 +98,62 @@ def test_a_detached_tap_is_planned_and_reattached(lab: Lab, applied: Result) -> 
     assert nb.plan(**values).empty
 
 
+def test_a_definition_libvirtd_refuses_leaves_the_running_network_alone(
+    lab: Lab, applied: Result, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new prefix (replace_ipv6) whose definition libvirtd refuses: here a DHCPv6 range
+    outside it is slipped into the edit, as the in-place edit once carried over. apply
+    stops before the network is stopped: same bridge, every tap still on it, both XMLs
+    unchanged, and libvirtd's reason in the result."""
+    real_edit = nb.ipv6_edit
+
+    def edit(xml: str, net: ipaddress.IPv6Network) -> nb.IPv6Edit:
+        done = real_edit(xml, net)
+        bad = "><dhcp><range start='2001:db8:9::10' end='2001:db8:9::20'/></dhcp></ip>"
+        end = f'"{nb.gateway(net)}" prefix="64"'
+        assert f"{end}/>" in done.xml
+        return nb.IPv6Edit(done.xml.replace(f"{end}/>", f"{end}{bad}"))
+
+    monkeypatch.setattr(nb, "ipv6_edit", edit)
+
+    def state() -> tuple[str, str, int, dict[str, tuple[int, int]]]:
+        import libvirt
+
+        with virt.connect(lab.uri) as conn:
+            net = conn.networkLookupByName(lab.nat_network)
+            live, config = net.XMLDesc(0), net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+            taps = [
+                i.target
+                for d in virt.list_domains(conn)
+                if d.running
+                for i in d.interfaces
+                if i.source == lab.nat_network
+            ]
+        links = {link.name: link for link in netlink.links(lab.host_ns)}
+        return (
+            live,
+            config,
+            links[lab.nat_bridge].index,
+            {t: (links[t].index, links[t].master) for t in taps},
+        )
+
+    before = state()
+    _live, _config, bridge, taps = before
+    assert taps and all(master == bridge for _, master in taps.values())
+    values = {**nb.lab_parameters(lab), "prefix": "2001:db8:3::/64", "replace_ipv6": True}
+    plan = nb.plan(**values)
+    assert [c.action for c in plan.changes] == ["update", "restart"]
+    result = nb.apply(plan, **values)
+    assert result.status == "failed", result.summary
+    why = "range 2001:db8:9::10 - 2001:db8:9::20 is not entirely within network"
+    assert why in result.summary and "nothing was changed" in result.summary
+    assert any(why in step.detail for step in result.steps)
+    # Never stopped: a restart makes a new bridge and leaves the taps detached.
+    assert state() == before
+    monkeypatch.undo()
+    assert nb.plan(**nb.lab_parameters(lab)).empty
+
+
 def _on(lab: Lab, network: str) -> dict[str, tuple[str, str]]:
     """Each running guest's NAT NIC: (network in the live XML, in the persistent XML)."""
     import libvirt
