@@ -8,6 +8,12 @@ ifupdown reads them). Comments and blank lines are stanzas of their own, except
 when they sit between the option lines of an ``iface``/``mapping`` stanza:
 ifupdown keeps reading options after them, and so does this model.
 
+``parse`` refuses what ifupdown 0.8 refuses to read (a malformed ``iface`` line, an
+option with an empty value, an option outside a stanza) with one line naming the file
+and line, as ifupdown does; ifupdown then ignores the rest of a sourced file and refuses
+a main file, the model refuses both. A :class:`Tree` reads the files in ifupdown's order
+(sourced files in place of their ``source`` line) and resolves ``inherits``.
+
 Pure functions (``parse``, ``render``, the edits) are separate from the file
 system ones (``load_tree``, ``write_atomic``, ``backup``).
 """
@@ -21,7 +27,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from opslib.errors import ApplyError, InputError
 
@@ -32,6 +38,16 @@ STANZA_WORDS = frozenset(
      "rename"}
 )  # fmt: skip
 SOURCE_DIRECTORY_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+# ifupdown 0.8's address families and their methods (compiled into it; the tests check
+# this table against ifquery). A method outside it makes ifupdown refuse the file.
+METHODS = {
+    "inet": frozenset({"loopback", "static", "manual", "dhcp", "bootp", "tunnel", "ppp",
+                       "wvdial", "ipv4ll"}),
+    "inet6": frozenset({"auto", "loopback", "static", "manual", "dhcp", "v4tunnel", "6to4"}),
+    "ipx": frozenset({"static", "dynamic"}),
+    "can": frozenset({"static"}),
+    "meta": frozenset({"none"}),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,18 +58,28 @@ class Line:
 
     @property
     def text(self) -> str:
-        """The line as ifupdown reads it: continuations joined, outer whitespace stripped."""
+        """The line as ifupdown reads it: continuations joined, outer whitespace stripped.
+
+        Like ifupdown, a physical line continues only when ``\\`` is its last
+        character (not before a space or a CR); the backslash itself is dropped.
+        """
         if self.is_comment:
             return self.raw.strip()
-        parts = []
-        for physical in self.raw.split("\n"):
-            stripped = physical.rstrip()
-            parts.append(stripped[:-1] if stripped.endswith("\\") else stripped)
-        return "".join(parts).strip()
+        physical = self.raw[:-1] if self.raw.endswith("\n") else self.raw
+        parts = physical.split("\n")
+        joined = "".join(p[:-1] if p.endswith("\\") else p for p in parts[:-1])
+        last = parts[-1][:-1] if parts[-1].endswith("\\") else parts[-1]  # "\\" at EOF
+        return (joined + last).strip()
 
     @property
     def words(self) -> list[str]:
         return self.text.split()
+
+    @property
+    def key_value(self) -> tuple[str, str]:
+        """An option line as (key, value): split at the first run of blanks, like ifupdown."""
+        key, *value = self.text.split(None, 1)
+        return key, value[0] if value else ""
 
     @property
     def is_blank(self) -> bool:
@@ -96,7 +122,7 @@ class Stanza:
         if first.is_comment:
             return "comment"
         word = first.words[0]
-        if word.startswith("allow-"):
+        if _is_allow(word):
             return "allow"
         if word == "source-dir":  # ifupdown's own alias
             return "source-directory"
@@ -105,15 +131,45 @@ class Stanza:
     # -- iface stanzas -----------------------------------------------------
     @property
     def name(self) -> str:
-        return self.head[1] if self.kind in ("iface", "source", "source-directory") else ""
+        words = self.head
+        if self.kind in ("iface", "source", "source-directory") and len(words) > 1:
+            return words[1]
+        return ""
+
+    @property
+    def _iface_words(self) -> tuple[str, str, str]:
+        """(family, method, inherits) as written; "" where the line leaves it to a template."""
+        if self.kind != "iface":
+            return "", "", ""
+        w = [*self.head[2:], "", "", ""]
+        if w[0] == "inherits":  # iface NAME inherits TEMPLATE
+            return "", "", w[1]
+        if w[0] not in METHODS:
+            return "", "", ""
+        if w[1] == "inherits":  # iface NAME FAMILY inherits TEMPLATE
+            return w[0], "", w[2]
+        if w[1] not in METHODS[w[0]]:
+            return w[0], "", ""
+        return w[0], w[1], w[3] if w[2] == "inherits" else ""
 
     @property
     def family(self) -> str:
-        return self.head[2] if self.kind == "iface" and len(self.head) > 2 else ""
+        """The address family written on the line ("" when it comes from ``inherits``)."""
+        return self._iface_words[0]
 
     @property
     def method(self) -> str:
-        return self.head[3] if self.kind == "iface" and len(self.head) > 3 else ""
+        """The method written on the line ("" when it comes from ``inherits``)."""
+        return self._iface_words[1]
+
+    @property
+    def inherits(self) -> str:
+        """The template an ``inherits`` keyword names (ifupdown 0.8), or ""."""
+        return self._iface_words[2]
+
+    def line_number(self, index: int) -> int:
+        """The file line where ``lines[index]`` starts (stanzas read from a file)."""
+        return self.lineno + sum(line.raw.count("\n") for line in self.lines[:index])
 
     @property
     def option_lines(self) -> list[tuple[int, Line]]:
@@ -128,8 +184,7 @@ class Stanza:
         """(key, value) of every option line, in file order (keys repeat, e.g. ``up``)."""
         found = []
         for _i, line in self.option_lines:
-            key, _, value = line.text.partition(" ")
-            found.append((key, value.strip()))
+            found.append(line.key_value)
         return found
 
     def option(self, key: str) -> str | None:
@@ -185,9 +240,10 @@ def _logical_lines(text: str) -> Iterator[Line]:
     i = 0
     while i < len(physical):
         start = i
-        # A comment never continues (verified with ifquery); other lines do on "\".
+        # A comment never continues (verified with ifquery); other lines do when "\"
+        # is the last character before the newline (not "\ " nor "\\r": ifupdown's get_line).
         if not physical[i].lstrip().startswith("#"):
-            while physical[i].rstrip().endswith("\\") and i + 1 < len(physical):
+            while physical[i].removesuffix("\n").endswith("\\") and i + 1 < len(physical):
                 i += 1
         yield Line("".join(physical[start : i + 1]))
         i += 1
@@ -213,7 +269,7 @@ def parse(text: str, path: str = "") -> Interfaces:
 
     for line in _logical_lines(text):
         word = "" if line.is_blank or line.is_comment else line.words[0]
-        if word in STANZA_WORDS or word.startswith("allow-") or word == "source-dir":
+        if word in STANZA_WORDS or _is_allow(word) or word == "source-dir":
             close()
             current = [line]
             in_block = word in ("iface", "mapping")
@@ -228,7 +284,71 @@ def parse(text: str, path: str = "") -> Interfaces:
     for s in stanzas:
         numbered.append(replace(s, lineno=lineno))
         lineno += s.raw.count("\n")
-    return Interfaces(path, tuple(numbered))
+    model = Interfaces(path, tuple(numbered))
+    for stanza in model.stanzas:
+        _check(stanza, path)
+    return model
+
+
+def _is_allow(word: str) -> bool:
+    return word.startswith("allow-") and len(word) > len("allow-")
+
+
+def _iface_line_problem(words: list[str]) -> str:
+    """What ifupdown 0.8 says about an ``iface`` line it refuses ("" when it reads it)."""
+    w = [*words[1:], "", "", "", "", ""]
+    missing = "'inherits' keyword is missing a parameter; name the iface to inherit from"
+    if len(words) < 2:
+        return "too few parameters for iface line; write 'iface NAME inet METHOD'"
+    if w[1] == "inherits":
+        return missing if not w[2] else ""
+    if w[1] not in METHODS:
+        return (
+            "unknown or no address type and no inherits keyword specified; write "
+            f"'iface {w[0]} FAMILY METHOD' with FAMILY one of {', '.join(METHODS)}"
+        )
+    if w[2] == "inherits":
+        return missing if not w[3] else ""
+    if w[2] not in METHODS[w[1]]:
+        return (
+            f"unknown or no method and no inherits keyword specified; {w[1]} methods are "
+            + ", ".join(sorted(METHODS[w[1]]))
+        )
+    return missing if w[3] == "inherits" and not w[4] else ""
+
+
+def _check(stanza: Stanza, path: str) -> None:
+    """InputError for what ifupdown refuses to read, naming FILE:LINE like ifupdown."""
+    where = path or "(text)"
+    kind = stanza.kind
+    if kind == "other":
+        raise InputError(
+            f"{where}:{stanza.lineno}: misplaced option {stanza.lines[0].text!r}: it belongs "
+            "to no iface or mapping stanza; move it under one or remove it"
+        )
+    if kind == "iface":
+        problem = _iface_line_problem(stanza.head)
+        if problem:
+            raise InputError(f"{where}:{stanza.lineno}: {problem}")
+    if kind not in ("iface", "mapping"):
+        return
+    scripts = 0
+    for i, line in stanza.option_lines:
+        key, value = line.key_value
+        at = f"{where}:{stanza.line_number(i)}"
+        if kind == "mapping":
+            scripts += key == "script"
+            if key not in ("script", "map"):
+                raise InputError(
+                    f"{at}: misplaced option {key!r} in a mapping stanza; it takes only "
+                    "script and map lines"
+                )
+            if scripts > 1:
+                raise InputError(f"{at}: duplicate script in mapping; keep one script line")
+        elif not value.strip():
+            raise InputError(
+                f"{at}: option with empty value ({key!r}); give it a value or remove it"
+            )
 
 
 def render(model: Interfaces) -> str:
@@ -283,7 +403,7 @@ def set_option(stanza: Stanza, key: str, value: str, indent: str = "\t") -> Stan
     if found:
         first = found[0]
         current = lines[first]
-        if current.text.partition(" ")[2].strip() != value or len(found) > 1:
+        if current.key_value[1] != value or len(found) > 1:
             lines[first] = _option_line(current.indent, current.words[0], value)
         for i in reversed(found[1:]):
             del lines[i]
@@ -293,6 +413,14 @@ def set_option(stanza: Stanza, key: str, value: str, indent: str = "\t") -> Stan
     use_indent = options[-1][1].indent if options else indent
     lines.insert(at, _option_line(use_indent or indent, key, value))
     return replace(stanza, lines=tuple(lines))
+
+
+def prepend_options(stanza: Stanza, options: Iterable[tuple[str, str]], indent: str) -> Stanza:
+    """Insert option lines right under the first line (indented like the stanza's own)."""
+    existing = stanza.option_lines
+    use = (existing[0][1].indent if existing else "") or indent
+    added = tuple(_option_line(use, k, v) for k, v in options)
+    return replace(stanza, lines=(stanza.lines[0], *added, *stanza.lines[1:]))
 
 
 def with_stanzas(model: Interfaces, stanzas: Iterable[Stanza]) -> Interfaces:
@@ -312,19 +440,117 @@ def ensure_final_newline(model: Interfaces) -> Interfaces:
 
 
 @dataclass(frozen=True)
+class Iface:
+    """An iface stanza as ifupdown reads it: family, method and options after ``inherits``.
+
+    ``iface eth0 inet static inherits base`` copies the options of the first ``base``
+    stanza of family inet read before it (any family when the line names none, which
+    then comes from the template, as does a missing method); its own options follow.
+    """
+
+    path: str
+    index: int
+    stanza: Stanza
+    family: str
+    method: str
+    inherited: tuple[tuple[str, str], ...] = ()  # the template's options, read first
+    template: tuple[str, int] | None = None  # (path, index) of the stanza inherited from
+
+    @property
+    def name(self) -> str:
+        return self.stanza.name
+
+    @property
+    def options(self) -> list[tuple[str, str]]:
+        return [*self.inherited, *self.stanza.options]
+
+    def option(self, key: str) -> str | None:
+        wanted = option_key(key)
+        return next((v for k, v in self.options if option_key(k) == wanted), None)
+
+
+@dataclass(frozen=True)
 class Tree:
     """The main file and every file it sources, in the order ifupdown reads them."""
 
     main: str
     files: dict[str, Interfaces]  # path -> model, in reading order
+    _cache: dict[str, list] = field(default_factory=dict, compare=False, repr=False)
 
     def find_ifaces(self, name: str) -> list[tuple[str, int, Stanza]]:
-        return [(p, i, s) for p, m in self.files.items() for i, s in m.ifaces(name)]
+        """The iface stanzas of ``name``, in reading order."""
+        return [(f.path, f.index, f.stanza) for f in self.ifaces(name)]
 
     def stanzas(self) -> Iterator[tuple[str, int, Stanza]]:
         for path, model in self.files.items():
             for i, s in enumerate(model.stanzas):
                 yield path, i, s
+
+    def in_order(self) -> list[tuple[str, int, Stanza]]:
+        """Every stanza as ifupdown reads it: a sourced file in place of its source line."""
+        if "order" not in self._cache:
+            exists = _globber(self.files)
+            order: list[tuple[str, int, Stanza]] = []
+            seen: set[str] = set()
+
+            def read(path: str) -> None:
+                seen.add(path)
+                model = self.files[path]
+                for i, s in enumerate(model.stanzas):
+                    if s.kind in ("source", "source-directory"):
+                        for child in sourced_paths(Interfaces(model.path, (s,)), exists):
+                            if child in self.files and child not in seen:
+                                read(child)
+                    else:
+                        order.append((path, i, s))
+
+            read(self.main)
+            self._cache["order"] = order
+        return list(self._cache["order"])
+
+    def ifaces(self, name: str | None = None) -> list[Iface]:
+        """The iface stanzas (of ``name``), resolved, in reading order.
+
+        Raises InputError for an ``inherits`` that names no iface read before it.
+        """
+        if "ifaces" not in self._cache:
+            resolved: list[Iface] = []
+            for path, i, s in self.in_order():
+                if s.kind != "iface":
+                    continue
+                family, method, parent = s.family, s.method, s.inherits
+                if not parent:
+                    resolved.append(Iface(path, i, s, family, method))
+                    continue
+                candidates = (b for b in resolved if b.name == parent)
+                base = next((b for b in candidates if not family or b.family == family), None)
+                if base is None:
+                    raise InputError(
+                        f"{path}:{s.lineno}: unknown iface to inherit from: {parent} "
+                        f"({family or '*'}); define 'iface {parent} {family or 'inet'} ...' "
+                        "before this line"
+                    )
+                resolved.append(
+                    Iface(path, i, s, family or base.family, method or base.method,
+                          tuple(base.options), (base.path, base.index))
+                )  # fmt: skip
+            self._cache["ifaces"] = resolved
+        found: list[Iface] = self._cache["ifaces"]
+        return [f for f in found if name is None or f.name == name]
+
+    def iface(self, path: str, index: int) -> Iface:
+        return next(f for f in self.ifaces() if (f.path, f.index) == (path, index))
+
+    def classes(self) -> dict[str, list[str]]:
+        """auto / allow-CLASS -> interface names, in reading order, each once (as ifquery
+        --list --allow=CLASS prints them; ifupdown also adds ``lo`` to auto by itself)."""
+        found: dict[str, list[str]] = {}
+        for _p, _i, s in self.in_order():
+            if s.kind in ("auto", "allow"):
+                cls, names = s.classes
+                members = found.setdefault(cls, [])
+                members += [n for n in names if n not in members]
+        return found
 
 
 def sourced_paths(model: Interfaces, exists: Callable[[str], list[str]]) -> list[str]:
@@ -380,7 +606,7 @@ def load_tree(path: str, read: Callable[[str], str] | None = None) -> Tree:
                 visit(child)
 
     visit(path)
-    return Tree(path, files)
+    return _resolved(Tree(path, files))
 
 
 def _globber(paths: Iterable[str]) -> Callable[[str], list[str]]:
@@ -410,7 +636,12 @@ def tree_from_texts(main: str, texts: dict[str, str]) -> Tree:
             visit(child)
 
     visit(main)
-    return Tree(main, files)
+    return _resolved(Tree(main, files))
+
+
+def _resolved(tree: Tree) -> Tree:
+    tree.ifaces()  # InputError now, before anyone plans from a file ifupdown refuses
+    return tree
 
 
 def flatten(tree: Tree) -> str:

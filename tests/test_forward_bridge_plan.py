@@ -67,12 +67,12 @@ def test_plan_on_every_corpus_file_matches_its_golden_result(case: str, tmp_path
     root = CORPUS / case
     main = str(root / "interfaces")
     texts = case_texts(case)
-    obs = observed(texts, main)
-    if (root / "refuse").exists():
-        with pytest.raises(InputError, match=(root / "refuse").read_text().strip()):
-            fb.make_plan(obs, params(interfaces_file=main), host="h", netns="")
+    if (root / "refuse").exists():  # refused when reading the files or when planning
+        with pytest.raises(InputError, match=(root / "refuse").read_text().strip()) as info:
+            fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
+        assert "\n" not in str(info.value)
         return
-    plan = fb.make_plan(obs, params(interfaces_file=main), host="h", netns="")
+    plan = fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
     expected = {
         str(root / p.relative_to(root / "expected")): p.read_bytes().decode()
         for p in (root / "expected").rglob("*")
@@ -149,6 +149,18 @@ def test_existing_bridge_switches_from_dhcp_to_static_touching_only_its_lines() 
         "\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n\taddress 192.0.2.20/24\n"
         "\tgateway 192.0.2.1\n"
     )
+
+
+def test_an_uplink_that_inherits_its_address_is_converted_in_its_own_stanza() -> None:
+    """ifupdown 0.8's ``inherits``: eth0's family, method and address come from a template."""
+    base = "iface campus inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n\n"
+    for head in ("iface eth0 inherits campus", "iface eth0 inet static inherits campus"):
+        texts = {MAIN: base + f"auto eth0\n{head}\n\tmtu 9000\n"}
+        plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+        after = plan.data["new_files"][MAIN]
+        assert after.count("iface eth0 ") == 1, after
+        assert "iface eth0 inet manual\n\tmtu 9000\n" in after
+        assert not any("None" in note for note in plan.notes), plan.notes
 
 
 def test_other_names_are_parameters() -> None:
@@ -328,14 +340,15 @@ def test_lab_parameter_set_matches_the_default_lab_and_the_notebook() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throwaway network namespace")
 def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) -> None:
-    """eth0's inet6 stanza with a bogus method moves to br0: ifup --no-act rejects br0."""
+    """eth0's inet6 static stanza lacks its address: ifupdown reads the file (so does the
+    planner), but ``ifup --no-act br0`` rejects it once the stanza has moved to br0."""
     netns = f"obfb-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
         subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth",
                         "peer", "name", "peer0"], check=True)  # fmt: skip
         main = tmp_path / "interfaces"
-        before = "auto eth0\niface eth0 inet dhcp\niface eth0 inet6 bogus\n"
+        before = "auto eth0\niface eth0 inet dhcp\niface eth0 inet6 static\n\tgateway 2001:db8::1\n"
         main.write_text(before)
         marker = tmp_path / "restarted"
         plan = fb.plan(host="t", libvirt_uri="test:///default", netns=netns,

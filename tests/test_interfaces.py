@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
+import re
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from opslib import interfaces as ifs
 from opslib.errors import InputError
 
 CORPUS = Path(__file__).parent / "interfaces_corpus"
+MAIN = "/etc/network/interfaces"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
 INPUTS = sorted(
     p
@@ -26,56 +31,207 @@ def test_corpus_is_big_and_varied() -> None:
     assert len(CASES) >= 15
     text = "".join(p.read_bytes().decode() for p in INPUTS)
     for feature in ("\\\n", "source-directory", "bond-slaves", "vlan-raw-device", "inet6",
-                    "post-up", "mapping", "allow-hotplug", "\t", "\r\n", "source "):  # fmt: skip
+                    "post-up", "mapping", "allow-hotplug", "\t", "\r\n", "source ", " inherits ",
+                    "allow-boot", "hwaddress", "v4tunnel", "6to4"):  # fmt: skip
         assert feature in text, feature
 
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_every_corpus_file_renders_back_byte_for_byte(path: Path) -> None:
     data = path.read_bytes()
-    model = ifs.parse(data.decode(), str(path))
+    refuse = next((p / "refuse" for p in path.parents if (p / "refuse").exists()), None)
+    try:
+        model = ifs.parse(data.decode(), str(path))
+    except InputError as exc:  # a line ifupdown refuses: one line naming the file and line
+        assert refuse is not None and re.search(refuse.read_text().strip(), str(exc)), exc
+        assert str(exc).startswith(f"{path}:") and "\n" not in str(exc)
+        return
     assert model.render().encode() == data
 
 
-def _ifquery(path: Path, *args: str) -> str:
-    state = path.parent / ".ifquery-state"
+def _ifquery(main: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """ifquery on ``main``; --no-mappings: a mapping stanza would run its script."""
     done = subprocess.run(
-        ["ifquery", "--no-mappings", "-i", str(path), "--state-dir", str(state), *args],
-        capture_output=True,
-        text=True,
-        check=False,
+        ["ifquery", "--no-mappings", "-i", str(main), "--state-dir", str(state), *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert not any(state.iterdir()), "ifquery wrote to its state directory"
+    return done
+
+
+def _reported(stdout: str) -> list[tuple[str, str]]:
+    """ifquery's "key: value" lines; a line without a key continues the value above it."""
+    found: list[tuple[str, str]] = []
+    for line in stdout.splitlines():
+        m = re.match(r"^([^\s:]+): ?(.*)$", line)
+        if m:
+            found.append((m[1], m[2]))
+        else:
+            found[-1] = (found[-1][0], found[-1][1] + "\n" + line)
+    return found
+
+
+# ifquery's normalisations of what a stanza says; the comparison allows these and no others:
+# 1. post-up is printed as up, pre-down as down (aliases, interfaces(5));
+# 2. a template's options come first, then the stanza's own (``inherits``, interfaces(5));
+# 3. a repeated option other than the hooks is one value, its lines joined by a newline
+#    (ifupdown's config.c), printed where it first appeared;
+# 4. the static methods split ``address A/N`` into address A and, after all options, netmask
+#    N (dotted for inet), and hwaddress drops a leading "ether" (inet.defn conversions);
+# 5. after the options come keys the method adds: its defaults (what ifquery prints for a
+#    bare stanza of that method) and values derived from options (broadcast, hexaddress);
+# 6. every stanza of the name, one after the other, in reading order.
+HOOK_NAMES = {"pre-up", "up", "down", "post-down"}
+DERIVED = {"broadcast", "hexaddress"}
+
+
+@functools.cache
+def _method_defaults(family: str, method: str) -> frozenset[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "interfaces"
+        probe.write_text(f"iface probe {family} {method}\n")
+        (Path(tmp) / "state").mkdir()
+        done = _ifquery(probe, Path(tmp) / "state", "probe")
+    assert done.returncode == 0, done.stderr
+    return frozenset(k for k, _v in _reported(done.stdout))
+
+
+def _expected(iface: ifs.Iface) -> tuple[list[tuple[str, str]], dict[str, str | None]]:
+    """What ifquery prints for one resolved stanza: options in order, then the keys it may
+    add (with the value to expect, None where the method computes it)."""
+    options: list[list[str]] = []
+    for key, value in iface.options:
+        key = {"post-up": "up", "pre-down": "down"}.get(key, key)
+        same = next((o for o in options if o[0] == key), None)
+        if same is not None and key not in HOOK_NAMES:
+            same[1] += "\n" + value
+        else:
+            options.append([key, value])
+    added: dict[str, str | None] = dict.fromkeys(
+        _method_defaults(iface.family, iface.method) | DERIVED
     )
-    shutil.rmtree(state, ignore_errors=True)
-    return done.stdout
+    for option in options:
+        if option[0] == "hwaddress":
+            option[1] = option[1].removeprefix("ether").strip()
+        if option[0] == "address" and iface.method == "static" and "/" in option[1]:
+            net = ipaddress.ip_interface(option[1])
+            option[1] = str(net.ip)
+            v4 = isinstance(net, ipaddress.IPv4Interface)
+            added["netmask"] = str(net.netmask) if v4 else str(net.network.prefixlen)
+    return [(k, v) for k, v in options], added
+
+
+def _check_against(reported: list[tuple[str, str]], ifaces: list[ifs.Iface]) -> None:
+    at = 0
+    blocks = [_expected(f) for f in ifaces]
+    for n, (options, added) in enumerate(blocks):
+        got = reported[at : at + len(options)]
+        assert got == options, (ifaces[n].name, ifaces[n].family, got, options)
+        at += len(options)
+        after = blocks[n + 1][0][:1] if n + 1 < len(blocks) else []
+        while at < len(reported) and reported[at][0] in added and reported[at : at + 1] != after:
+            key, value = reported[at]
+            assert added[key] in (None, value), (ifaces[n].name, key, value, added[key])
+            at += 1
+    assert at == len(reported), ("ifquery printed more", reported[at:])
 
 
 @pytest.mark.skipif(
     shutil.which("ifquery") is None, reason="ifupdown is in scripts/debian-packages.txt"
 )
-@pytest.mark.parametrize("case", [c for c in CASES if "crlf" not in c])
-def test_stanzas_and_options_agree_with_ifquery(case: str, tmp_path: Path) -> None:
-    """ifupdown itself is the reference: auto/hotplug lists and each option line."""
+@pytest.mark.parametrize("case", CASES)
+def test_the_model_reads_every_corpus_file_as_ifquery_does(case: str, tmp_path: Path) -> None:
+    """ifupdown itself is the reference: each class's members, and each interface's
+    options as ifquery prints them (with only the normalisations listed above); a file
+    it refuses, the model refuses at the same file and line."""
     src = tmp_path / case
     shutil.copytree(CORPUS / case, src, ignore=shutil.ignore_patterns("expected", "refuse"))
+    state = tmp_path / "state"
+    state.mkdir()
     # absolute sources would read this machine's /etc: point them into the copy
     main = src / "interfaces"
-    main.write_text(main.read_text().replace("/etc/network/interfaces.d/*", "interfaces.d/*"))
-    tree = ifs.load_tree(str(main))
-    autos, hotplug = [], []
-    for _path, _i, s in tree.stanzas():
-        if s.kind in ("auto", "allow"):
-            cls, names = s.classes
-            (autos if cls == "auto" else hotplug if cls == "hotplug" else []).extend(names)
-    assert _ifquery(main, "--list").split() == autos
-    assert _ifquery(main, "--list", "--allow=hotplug").split() == hotplug
-    names = {s.name for _p, _i, s in tree.stanzas() if s.kind == "iface"}
-    for name in names:
-        reported = _ifquery(main, name).splitlines()
-        for key, value in (o for _p, _i, s in tree.stanzas() if s.name == name for o in s.options):
-            if key in ("address", "netmask"):
-                continue  # ifquery splits CIDR addresses into address + netmask
-            key = {"post-up": "up", "pre-down": "down"}.get(key, key)  # ifupdown's aliases
-            assert f"{key}: {value}" in reported, (name, key, reported)
+    main.write_bytes(main.read_bytes().replace(b"/etc/network/interfaces.d/*", b"interfaces.d/*"))
+    try:
+        tree = ifs.load_tree(str(main))
+    except InputError as exc:
+        where = str(exc).split(": ", 1)[0]
+        assert where.startswith(str(src)), str(exc)
+        assert f"ifquery: {where}: " in _ifquery(main, state, "--list").stderr
+        assert (CORPUS / case / "refuse").exists(), f"the model refuses {case}: {exc}"
+        return
+    classes = tree.classes()
+    # ifupdown puts lo first in auto by itself, whether the file names it or not
+    auto = ["lo", *(n for n in classes.pop("auto", []) if n != "lo")]
+    assert _ifquery(main, state, "--list").stdout.split() == auto
+    for cls, names in classes.items():
+        assert _ifquery(main, state, "--list", f"--allow={cls}").stdout.split() == names, cls
+    for name in sorted({f.name for f in tree.ifaces()}):
+        done = _ifquery(main, state, name)
+        assert done.returncode == 0, done.stderr
+        _check_against(_reported(done.stdout), tree.ifaces(name))
+
+
+@pytest.mark.skipif(shutil.which("ifquery") is None, reason="needs ifupdown")
+def test_the_method_table_is_ifupdowns(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    main = tmp_path / "interfaces"
+    for family, methods in ifs.METHODS.items():
+        for method in [*methods, "bogus"]:
+            main.write_text(f"iface x {family} {method}\n")
+            refused = _ifquery(main, state, "x").returncode != 0
+            assert refused == (method == "bogus"), (family, method)
+    main.write_text("iface x inet6 bootp\n")  # a method of another family
+    assert _ifquery(main, state, "x").returncode != 0
+    with pytest.raises(InputError, match=r"interfaces:1: unknown or no method.* inet6 methods"):
+        ifs.parse(main.read_text(), str(main))
+
+
+def test_inherits_is_ifupdowns_keyword_not_an_address_family() -> None:
+    text = (
+        "iface base inet static\n\taddress 192.0.2.10/24\n\tmtu 9000\n"
+        "iface eth1 inherits base\n"
+        "iface eth0 inet dhcp inherits base\n\tmtu 1500\n"
+    )
+    _base, eth1, eth0 = ifs.parse(text, MAIN).stanzas
+    assert (eth1.name, eth1.family, eth1.method, eth1.inherits) == ("eth1", "", "", "base")
+    assert (eth0.name, eth0.family, eth0.method, eth0.inherits) == ("eth0", "inet", "dhcp", "base")
+    tree = ifs.tree_from_texts(MAIN, {MAIN: text})
+    (one,) = tree.ifaces("eth1")
+    assert (one.family, one.method, one.option("address")) == ("inet", "static", "192.0.2.10/24")
+    (zero,) = tree.ifaces("eth0")
+    assert zero.options == [("address", "192.0.2.10/24"), ("mtu", "9000"), ("mtu", "1500")]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("iface", "too few parameters for iface line"),
+        ("iface eth0", "unknown or no address type"),
+        ("iface eth0 inet", "unknown or no method"),
+        ("iface eth0 inet6 dhcp inherits", "'inherits' keyword is missing a parameter"),
+        ("iface eth0 inet static inherits nothere", "unknown iface to inherit from: nothere"),
+    ],
+)
+def test_a_malformed_iface_line_is_one_input_error_naming_file_and_line(line, message) -> None:
+    texts = {MAIN: f"auto lo\niface lo inet loopback\n{line}\n\taddress 192.0.2.10/24\n"}
+    with pytest.raises(InputError, match=f"^{MAIN}:3: {message}") as info:
+        ifs.tree_from_texts(MAIN, texts)
+    assert "\n" not in str(info.value)
+
+
+def test_a_line_continues_only_when_the_backslash_is_its_last_character() -> None:
+    # "\\ " and "\\\r" end no continuation for ifupdown: the next line is an option of its own
+    for tail in (" \n", "\r\n"):
+        with pytest.raises(InputError, match=r"^/x:3: option with empty value \('two'\)"):
+            ifs.parse(f"iface eth0 inet manual\n\tup echo one \\{tail}\ttwo\n", "/x")
+    (stanza,) = ifs.parse("iface eth0 inet manual\n\tup echo one \\\ntwo\n").stanzas
+    assert stanza.options == [("up", "echo one two")]
+
+
+def test_a_tab_separates_an_option_from_its_value() -> None:
+    (stanza,) = ifs.parse("iface eth0 inet manual\n\tmtu\t9000\n").stanzas
+    assert stanza.options == [("mtu", "9000")]
 
 
 def test_continuation_lines_join_like_ifupdown_and_comments_do_not_continue() -> None:

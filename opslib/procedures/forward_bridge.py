@@ -178,13 +178,13 @@ def _where(path: str, stanza: ifs.Stanza) -> str:
     return f"{path}:{stanza.lineno}"
 
 
-def _ports(stanza: ifs.Stanza) -> list[str]:
-    return (stanza.option("bridge_ports") or "").split()
+def _ports(iface: ifs.Iface | ifs.Stanza) -> list[str]:
+    return (iface.option("bridge_ports") or "").split()
 
 
 def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
     """Stanzas that make the conversion unsafe: InputError naming the file and line."""
-    for path, _i, s in tree.stanzas():
+    for path, i, s in tree.stanzas():
         where = _where(path, s)
         if s.kind == "mapping" and any(fnmatch.fnmatchcase(uplink, pat) for pat in s.head[1:]):
             raise InputError(
@@ -195,12 +195,13 @@ def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
             raise InputError(f"{uplink} is renamed at {where}; name the renamed link as uplink")
         if s.kind != "iface":
             continue
+        f = tree.iface(path, i)  # options inherited from a template count too
         if s.name.startswith(uplink + ":"):
             raise InputError(
                 f"{s.name} at {where} puts an alias address on {uplink}, which becomes a "
                 f"bridge port; move it to {bridge}:{s.name.split(':', 1)[1]} first"
             )
-        ports = _ports(s)
+        ports = _ports(f)
         if s.name == bridge:
             others = [p for p in ports if p not in (uplink, "none")]
             if others:
@@ -213,22 +214,49 @@ def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
                 f"{uplink} is already a port of {s.name} ({where}); choose that bridge as "
                 "bridge or free the uplink first"
             )
-        slaves = (s.option("bond_slaves") or "").split()
+        slaves = (f.option("bond_slaves") or "").split()
         if uplink in slaves:
             raise InputError(f"{uplink} is a slave of bond {s.name} ({where}); use uplink={s.name}")
-        if s.name == uplink and s.option("bond_master"):
+        if s.name == uplink and f.option("bond_master"):
             raise InputError(
-                f"{uplink} is a slave of bond {s.option('bond_master')} ({where}); "
-                f"use uplink={s.option('bond_master')}"
+                f"{uplink} is a slave of bond {f.option('bond_master')} ({where}); "
+                f"use uplink={f.option('bond_master')}"
             )
 
 
-def _one_inet(tree: ifs.Tree, name: str) -> tuple[str, int, ifs.Stanza] | None:
-    found = [(p, i, s) for p, i, s in tree.find_ifaces(name) if s.family == "inet"]
+def _one_inet(tree: ifs.Tree, name: str) -> ifs.Iface | None:
+    """The inet stanza of ``name``, its family and method resolved through ``inherits``."""
+    found = [f for f in tree.ifaces(name) if f.family == "inet"]
     if len(found) > 1:
-        places = ", ".join(_where(p, s) for p, _i, s in found)
+        places = ", ".join(_where(f.path, f.stanza) for f in found)
         raise InputError(f"{name} has {len(found)} inet stanzas ({places}); keep one")
     return found[0] if found else None
+
+
+def _manual_uplink(up: ifs.Iface, indent: str) -> tuple[ifs.Stanza, list[str]]:
+    """The uplink's stanza as ``inet manual`` without addressing, and notes.
+
+    A template it inherits from stays named when it holds no addressing (link settings
+    such as mtu keep applying); otherwise its other options are written into the stanza,
+    since inheriting would bring its address back.
+    """
+    s = ifs.remove_options(up.stanza, lambda k: k in ADDRESSING)
+    head = ["iface", up.name, "inet", "manual"]
+    notes: list[str] = []
+    template = up.stanza.inherits
+    if template:
+        inherited_addressing = [k for k, _v in up.inherited if ifs.option_key(k) in ADDRESSING]
+        if not inherited_addressing:
+            head += ["inherits", template]
+        else:
+            keep = [(k, v) for k, v in up.inherited if ifs.option_key(k) not in ADDRESSING]
+            s = ifs.prepend_options(s, keep, indent)
+            notes.append(
+                f"{up.name} no longer inherits {template}, which holds addressing "
+                f"({', '.join(inherited_addressing)})"
+                + (f"; its {', '.join(k for k, _v in keep)} lines are copied in" if keep else "")
+            )
+    return _trim_blanks(ifs.set_head(s, head)), notes
 
 
 def _same_address(stanza: ifs.Stanza, cidr: str) -> bool:
@@ -251,10 +279,10 @@ def _bridge_options(p: Params, carried: list[tuple[str, str]]) -> list[tuple[str
     return options
 
 
-def _edit_bridge(stanza: ifs.Stanza, p: Params, indent: str) -> ifs.Stanza:
+def _edit_bridge(bridge: ifs.Iface, p: Params, indent: str) -> ifs.Stanza:
     method = "static" if p.address else "dhcp"
-    s = stanza
-    if s.method != method:
+    s = bridge.stanza
+    if bridge.method != method:
         s = ifs.set_head(s, ["iface", p.bridge, "inet", method])
     if p.address:
         if not _same_address(s, p.address):
@@ -303,23 +331,24 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
 
     # eth0 inet -> manual, its addressing options dropped (hooks and link options stay).
     if up_inet is not None:
-        path, i, s = up_inet
-        if s.method != "manual":
-            dropped = [(k, v) for k, v in s.options if ifs.option_key(k) in ADDRESSING]
-            new = ifs.set_head(s, ["iface", p.uplink, "inet", "manual"])
-            new = ifs.remove_options(new, lambda k: k in ADDRESSING)
-            models[path][i] = _trim_blanks(new)
+        path, i, s = up_inet.path, up_inet.index, up_inet.stanza
+        if up_inet.method != "manual":
+            dropped = [(k, v) for k, v in up_inet.options if ifs.option_key(k) in ADDRESSING]
+            models[path][i], template_notes = _manual_uplink(up_inet, indent)
             what = ", ".join(f"{k} {v}" for k, v in dropped)
             notes.append(
-                f"{p.uplink}: inet {s.method} -> manual" + (f" (dropped: {what})" if what else "")
+                f"{p.uplink}: inet {up_inet.method} -> manual"
+                + (f" (dropped: {what})" if what else "")
             )
+            notes += template_notes
             carried = [(k, v) for k, v in dropped if ifs.option_key(k).startswith("dns_")]
-            if s.method == "static" and not p.address:
+            if up_inet.method == "static" and not p.address:
                 notes.append(
-                    f"{p.uplink} had the static address {s.option('address')}; {p.bridge} will "
-                    "ask DHCP for one, as asked (give address and gateway to keep it static)"
+                    f"{p.uplink} had the static address {up_inet.option('address')}; "
+                    f"{p.bridge} will ask DHCP for one, as asked (give address and gateway "
+                    "to keep it static)"
                 )
-        hooks = [k for k, _v in s.options if ifs.option_key(k) in HOOKS]
+        hooks = [k for k, _v in up_inet.options if ifs.option_key(k) in HOOKS]
         if hooks:
             notes.append(
                 f"{p.uplink} keeps its {', '.join(sorted(set(hooks)))} lines; they now run on "
@@ -328,10 +357,11 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
 
     # eth0's inet6 stanzas configure the bridge now: renamed and moved after br0's inet.
     moved: list[ifs.Stanza] = []
-    for path, i, s in tree.find_ifaces(p.uplink):
-        if s.family != "inet6" or s.method == "manual":
+    for f in tree.ifaces(p.uplink):
+        path, i, s = f.path, f.index, f.stanza
+        if f.family != "inet6" or f.method == "manual":
             continue
-        if any(b.family == "inet6" for _p, _i, b in tree.find_ifaces(p.bridge)):
+        if any(b.family == "inet6" for b in tree.ifaces(p.bridge)):
             raise InputError(
                 f"both {p.uplink} ({_where(path, s)}) and {p.bridge} have inet6 stanzas; "
                 f"remove {p.uplink}'s first"
@@ -339,7 +369,7 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
         moved += [_BLANK, _terminated(ifs.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
         models[path][i] = _GONE
         notes.append(
-            f"{p.uplink}'s inet6 {s.method} stanza ({_where(path, s)}) moves to {p.bridge}"
+            f"{p.uplink}'s inet6 {f.method} stanza ({_where(path, s)}) moves to {p.bridge}"
         )
 
     # auto / allow-*: eth0 leaves them (the bridge brings its port up), br0 is auto.
@@ -368,7 +398,7 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
         )
         block = [_BLANK, auto_line, new_bridge, *moved]
         if up_inet is not None:
-            path, i, _s = up_inet
+            path, i = up_inet.path, up_inet.index
             models[path][i] = _terminated(models[path][i])
             models[path][i + 1 : i + 1] = block
         else:
@@ -379,8 +409,8 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
             main += [_BLANK, manual, *block]
             notes.append(f"{p.uplink} had no inet stanza; it gets 'iface {p.uplink} inet manual'")
     else:
-        path, i, s = br_inet
-        models[path][i] = _edit_bridge(s, p, indent)
+        path, i, s = br_inet.path, br_inet.index, br_inet.stanza
+        models[path][i] = _edit_bridge(br_inet, p, indent)
         extra = [] if has_auto_bridge else [auto_line]
         if moved:
             models[path][i] = _terminated(models[path][i])
