@@ -56,3 +56,14 @@ def test_a_forward_bridge_with_its_uplink_and_a_missing_bridge() -> None:
 def test_run_on_the_test_driver_reports_its_network() -> None:
     result = ni.run(host="t", libvirt_uri="test:///default", netns="")
     assert [r["network"] for r in result.tables["networks"]] == ["default"]
+
+
+def test_a_missing_bridge_is_fixed_by_net_start_only_when_the_network_is_inactive() -> None:
+    active = ni.problems(ni.Observed((net(NAT),), {}, {}))
+    (bridge,) = [c for c in active if c.name == "network default bridge"]
+    assert "although the network is active" in bridge.seen
+    # `virsh net-start` refuses an active network ("network is already active")
+    assert bridge.fix == "virsh net-destroy default && virsh net-start default"
+    inactive = {c.name: c for c in ni.problems(ni.Observed((net(NAT, active=False),), {}, {}))}
+    assert inactive["network default active"].fix == "virsh net-start default"
+    assert "network default bridge" not in inactive  # net-start makes it: one fix, said once

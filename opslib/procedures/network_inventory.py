@@ -96,15 +96,25 @@ def problems(obs: Observed) -> list[Check]:
                     f"virsh net-autostart {net.name}",
                 )
             )
-        if net.bridge and br is None:
+        if net.bridge and br is None and net.forward_mode == "bridge":
             checks.append(
                 Check(
                     f"{name} bridge",
                     "fail",
                     f"bridge {net.bridge} does not exist",
-                    "run the forward-bridge runbook"
-                    if net.forward_mode == "bridge"
-                    else f"virsh net-start {net.name}",
+                    "run the forward-bridge runbook",
+                )
+            )
+        elif net.bridge and br is None and net.active:
+            # libvirt made this bridge at net-start and something removed it since; net-start
+            # refuses an active network, a restart makes the bridge again (guests lose their
+            # taps: reattach them, as nat-bridge-ipv6 does).
+            checks.append(
+                Check(
+                    f"{name} bridge",
+                    "fail",
+                    f"bridge {net.bridge} does not exist although the network is active",
+                    f"virsh net-destroy {net.name} && virsh net-start {net.name}",
                 )
             )
         elif br is not None and not br.up:

@@ -63,3 +63,30 @@ def test_a_bridge_without_uplink_and_autostart_off_are_problems(
         if r["network"] == TEST_NET
     )
     assert (row["forward"], row["bridge_exists"], row["ports"]) == ("bridge", True, "")
+
+
+ISOLATED_NET, ISOLATED_BRIDGE = "inv-iso", "invIso0"
+
+
+def test_an_active_network_that_lost_its_bridge_gets_the_fix_that_works(lab: Lab) -> None:
+    xml = f"<network><name>{ISOLATED_NET}</name><bridge name='{ISOLATED_BRIDGE}'/></network>"
+    with virt.connect(lab.uri) as conn:
+        conn.networkDefineXML(xml).create()
+    try:
+        with IPRoute(netns=lab.host_ns, flags=0) as ip:
+            ip.link("del", index=ip.link_lookup(ifname=ISOLATED_BRIDGE)[0])
+        checks = {c.name: c for c in ni.checks(libvirt_uri=lab.uri, netns=lab.host_ns)}
+        fix = checks[f"network {ISOLATED_NET} bridge"].fix
+        assert fix == f"virsh net-destroy {ISOLATED_NET} && virsh net-start {ISOLATED_NET}"
+        with virt.connect(lab.uri) as conn:  # what the fix says, through the same libvirtd
+            net = conn.networkLookupByName(ISOLATED_NET)
+            net.destroy()
+            net.create()
+        checks = {c.name: c for c in ni.checks(libvirt_uri=lab.uri, netns=lab.host_ns)}
+        assert f"network {ISOLATED_NET} bridge" not in checks
+    finally:
+        with virt.connect(lab.uri) as conn:
+            net = conn.networkLookupByName(ISOLATED_NET)
+            if net.isActive():
+                net.destroy()
+            net.undefine()
