@@ -139,6 +139,60 @@ def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
     assert not any("ask DHCP" in n for n in plan.notes)
 
 
+def test_a_static_uplink_keeps_its_address_on_the_bridge_by_default() -> None:
+    """Converting changes how the host gets its address by nothing: br0 takes over eth0's."""
+    texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
+    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    after = plan.data["new_files"][MAIN]
+    assert after.endswith(
+        "iface eth0 inet manual\n\nauto br0\niface br0 inet static\n\taddress 192.0.2.10\n"
+        "\tnetmask 255.255.255.0\n\tgateway 192.0.2.1\n"
+        "\tdns-nameservers 192.0.2.53 198.51.100.53\n\tdns-search example.org\n"
+        "\tbridge_ports eth0\n\tbridge_stp off\n"
+    )
+    assert plan.changes[0].summary == "eth0 -> inet manual, br0 over eth0 (static 192.0.2.10/24)"
+    (moved,) = [n for n in plan.notes if "takes over" in n]
+    assert moved.startswith("br0 takes over eth0's addressing (/etc/network/interfaces:5): ")
+    assert moved.endswith("inet static (address 192.0.2.10, netmask 255.255.255.0, gateway "
+                          "192.0.2.1, dns-nameservers 192.0.2.53 198.51.100.53, dns-search "
+                          "example.org)")  # fmt: skip
+    assert not any("DHCP" in n for n in plan.notes), plan.notes
+
+
+@pytest.mark.parametrize(
+    ("uplink", "bridge_head"),
+    [
+        ("iface eth0 inet dhcp\n\thostname daemon1\n", "iface br0 inet dhcp\n\thostname daemon1\n"),
+        ("iface eth0 inet bootp\n\tserver 192.0.2.1\n", "iface br0 inet bootp\n\tserver 192.0.2."),
+        ("iface eth0 inet ipv4ll\n", "iface br0 inet ipv4ll\n\tbridge_ports"),
+    ],
+)  # fmt: skip
+def test_the_bridge_takes_over_the_uplinks_method_and_its_options(uplink, bridge_head) -> None:
+    texts = {MAIN: "auto eth0\n" + uplink}
+    after = fb.make_plan(observed(texts), params(), host="h", netns="").data["new_files"][MAIN]
+    assert bridge_head in after
+    assert after.startswith("iface eth0 inet manual\n\n")
+
+
+def test_a_bridge_configured_otherwise_than_the_uplink_is_refused() -> None:
+    texts = {MAIN: "auto eth0\niface eth0 inet static\n\taddress 192.0.2.10/24\n\n"
+                   "iface br0 inet dhcp\n\tbridge_ports none\n"}  # fmt: skip
+    with pytest.raises(InputError, match=r"both eth0 \(.*:2\) and br0 \(.*:5\) configure an "
+                       r"IPv4 address; remove br0's or give address and gateway"):  # fmt: skip
+        fb.make_plan(observed(texts), params(), host="h", netns="")
+    # the parameters settle it
+    plan = fb.make_plan(
+        observed(texts), params(address="192.0.2.10/24", gateway="192.0.2.1"), host="h", netns=""
+    )
+    assert "iface br0 inet static\n" in plan.data["new_files"][MAIN]
+
+
+def test_an_uplink_of_another_method_is_refused() -> None:
+    texts = {MAIN: "auto eth0\niface eth0 inet ppp\n\tprovider campus\n"}
+    with pytest.raises(InputError, match=r"eth0 is configured 'inet ppp' \(.*:2\)"):
+        fb.make_plan(observed(texts), params(), host="h", netns="")
+
+
 def test_existing_bridge_switches_from_dhcp_to_static_touching_only_its_lines() -> None:
     before = "auto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n"
     texts = {MAIN: "iface eth0 inet manual\n\n" + before}

@@ -46,13 +46,16 @@ RESTART_FIELDS = frozenset({"old", "new", "ifaces"})
 
 # Link kinds that can be the host's way out; "" is a physical NIC.
 UPLINK_KINDS = frozenset({"", "veth", "bond", "team", "vlan"})
-# Options that give an interface an address; they go when eth0 becomes a bridge port.
+# Options that give an interface an address; they move from eth0 to the bridge.
 ADDRESSING = frozenset(
     {"address", "netmask", "broadcast", "network", "gateway", "metric", "pointopoint",
      "scope", "hostname", "leasehours", "leasetime", "vendor", "client", "media",
+     "bootfile", "server", "hwaddr",
      "dns_nameservers", "dns_search", "dns_domain", "dns_sortlist", "dns_options",
      "request_prefix", "accept_ra", "autoconf", "privext", "dhcp", "preferred_lifetime"}
 )  # fmt: skip
+# inet methods whose addressing the bridge takes over from the uplink.
+TAKE_OVER = frozenset({"static", "dhcp", "bootp", "ipv4ll"})
 HOOKS = frozenset({"pre_up", "up", "post_up", "pre_down", "down", "post_down"})
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
@@ -70,7 +73,7 @@ class Params:
     interfaces_file: str
     uplink: str = "eth0"
     bridge: str = "br0"
-    address: str = ""  # static CIDR on the bridge; "" = DHCP
+    address: str = ""  # static CIDR on the bridge; "" = the uplink's addressing (or DHCP)
     gateway: str = ""
     network_name: str = RUNBOOK
 
@@ -270,28 +273,95 @@ def _same_address(stanza: ifs.Stanza, cidr: str) -> bool:
         return False
 
 
-def _bridge_options(p: Params, carried: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    options: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Addressing:
+    """How the bridge gets its IPv4 address: an inet method and its option lines."""
+
+    method: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        options = ", ".join(f"{k} {v}" for k, v in self.options)
+        return f"inet {self.method}" + (f" ({options})" if options else "")
+
+
+def _addressing_of(f: ifs.Iface) -> Addressing:
+    return Addressing(
+        f.method, tuple((k, v) for k, v in f.options if ifs.option_key(k) in ADDRESSING)
+    )
+
+
+def _same_addressing(a: Addressing, b: Addressing) -> bool:
+    def norm(x: Addressing) -> tuple[str, list[tuple[str, str]]]:
+        return x.method, [(ifs.option_key(k), v) for k, v in x.options]
+
+    return norm(a) == norm(b)
+
+
+def _bridge_addressing(
+    up: ifs.Iface | None, br: ifs.Iface | None, p: Params
+) -> tuple[Addressing | None, str]:
+    """What the bridge's inet stanza should say (None: keep the bridge's own), and a note.
+
+    By default the bridge takes over the uplink's method and addressing options, so
+    converting changes how the host is reached by nothing; ``address``/``gateway``
+    override that. An uplink without addressing leaves a configured bridge as it is,
+    else the bridge asks DHCP (the wiki's stanza).
+    """
     if p.address:
-        options += [("address", p.address), ("gateway", p.gateway)]
-        options += carried
-    options += [("bridge_ports", p.uplink), ("bridge_stp", "off")]
-    return options
+        dns = [
+            (k, v) for k, v in (up.options if up else []) if ifs.option_key(k).startswith("dns_")
+        ]
+        wanted = Addressing("static", (("address", p.address), ("gateway", p.gateway), *dns))
+        return wanted, f"{p.bridge} gets the given address: {wanted.describe()}"
+    if up is not None and up.method in TAKE_OVER:
+        wanted = _addressing_of(up)
+        if (
+            br is not None
+            and br.method != "manual"
+            and not _same_addressing(_addressing_of(br), wanted)
+        ):
+            raise InputError(
+                f"both {p.uplink} ({_where(up.path, up.stanza)}) and {p.bridge} "
+                f"({_where(br.path, br.stanza)}) configure an IPv4 address; remove "
+                f"{p.bridge}'s or give address and gateway"
+            )
+        where = _where(up.path, up.stanza)
+        return (
+            wanted,
+            f"{p.bridge} takes over {p.uplink}'s addressing ({where}): {wanted.describe()}",
+        )
+    if up is not None and up.method != "manual":
+        raise InputError(
+            f"{p.uplink} is configured 'inet {up.method}' ({_where(up.path, up.stanza)}); "
+            "forward-bridge converts an uplink that is static, dhcp, bootp, ipv4ll or manual"
+        )
+    if br is not None and br.method != "manual":
+        return None, ""
+    return Addressing("dhcp"), (
+        f"{p.uplink} has no IPv4 addressing of its own; {p.bridge} asks DHCP (the wiki's "
+        "stanza; give address and gateway for a static one)"
+    )
 
 
-def _edit_bridge(bridge: ifs.Iface, p: Params, indent: str) -> ifs.Stanza:
-    method = "static" if p.address else "dhcp"
+def _edit_bridge(
+    bridge: ifs.Iface, p: Params, wanted: Addressing | None, indent: str
+) -> ifs.Stanza:
     s = bridge.stanza
-    if bridge.method != method:
-        s = ifs.set_head(s, ["iface", p.bridge, "inet", method])
     if p.address:
+        if bridge.method != "static":
+            s = ifs.set_head(s, ["iface", p.bridge, "inet", "static"])
         if not _same_address(s, p.address):
             s = ifs.remove_options(s, lambda k: k == "netmask")
             s = ifs.set_option(s, "address", p.address, indent)
         if s.option("gateway") != p.gateway:
             s = ifs.set_option(s, "gateway", p.gateway, indent)
-    else:
-        s = ifs.remove_options(s, lambda k: k in ("address", "netmask", "gateway", "broadcast"))
+    elif wanted is not None and not (
+        bridge.method == wanted.method and _same_addressing(_addressing_of(bridge), wanted)
+    ):
+        s = ifs.remove_options(s, lambda k: k in ADDRESSING)
+        s = ifs.set_head(s, ["iface", p.bridge, "inet", wanted.method])
+        s = ifs.prepend_options(s, wanted.options, indent)
     if _ports(s) != [p.uplink]:
         s = ifs.set_option(s, "bridge_ports", p.uplink, indent)
     if (s.option("bridge_stp") or "").lower() not in ("off", "no", "0"):
@@ -318,7 +388,7 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
     indent = tree.files[tree.main].indent
     up_inet = _one_inet(tree, p.uplink)
     br_inet = _one_inet(tree, p.bridge)
-    carried: list[tuple[str, str]] = []
+    addressing, addressing_note = _bridge_addressing(up_inet, br_inet, p)
 
     for path, _i, s in tree.stanzas():
         if s.kind == "iface" and s.name != p.uplink:
@@ -329,25 +399,19 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
                     f"a bridge port, but {p.bridge}.VID is the usual place for it"
                 )
 
-    # eth0 inet -> manual, its addressing options dropped (hooks and link options stay).
+    # eth0 inet -> manual, its addressing options move to br0 (hooks and link options stay).
     if up_inet is not None:
         path, i, s = up_inet.path, up_inet.index, up_inet.stanza
         if up_inet.method != "manual":
-            dropped = [(k, v) for k, v in up_inet.options if ifs.option_key(k) in ADDRESSING]
             models[path][i], template_notes = _manual_uplink(up_inet, indent)
-            what = ", ".join(f"{k} {v}" for k, v in dropped)
+            dropped = ", ".join(
+                f"{k} {v}" for k, v in up_inet.options if ifs.option_key(k) in ADDRESSING
+            )
             notes.append(
                 f"{p.uplink}: inet {up_inet.method} -> manual"
-                + (f" (dropped: {what})" if what else "")
+                + (f" (dropped: {dropped})" if p.address and dropped else "")
             )
             notes += template_notes
-            carried = [(k, v) for k, v in dropped if ifs.option_key(k).startswith("dns_")]
-            if up_inet.method == "static" and not p.address:
-                notes.append(
-                    f"{p.uplink} had the static address {up_inet.option('address')}; "
-                    f"{p.bridge} will ask DHCP for one, as asked (give address and gateway "
-                    "to keep it static)"
-                )
         hooks = [k for k, _v in up_inet.options if ifs.option_key(k) in HOOKS]
         if hooks:
             notes.append(
@@ -392,10 +456,12 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
             )
     auto_line = ifs.Stanza((ifs.Line(f"auto {p.bridge}\n"),))
 
+    if addressing_note:
+        notes.append(addressing_note)
     if br_inet is None:
-        new_bridge = ifs.iface_stanza(
-            p.bridge, "inet", "static" if p.address else "dhcp", _bridge_options(p, carried), indent
-        )
+        assert addressing is not None  # only an existing bridge keeps its own
+        options = [*addressing.options, ("bridge_ports", p.uplink), ("bridge_stp", "off")]
+        new_bridge = ifs.iface_stanza(p.bridge, "inet", addressing.method, options, indent)
         block = [_BLANK, auto_line, new_bridge, *moved]
         if up_inet is not None:
             path, i = up_inet.path, up_inet.index
@@ -410,7 +476,7 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
             notes.append(f"{p.uplink} had no inet stanza; it gets 'iface {p.uplink} inet manual'")
     else:
         path, i, s = br_inet.path, br_inet.index, br_inet.stanza
-        models[path][i] = _edit_bridge(br_inet, p, indent)
+        models[path][i] = _edit_bridge(br_inet, p, addressing, indent)
         extra = [] if has_auto_bridge else [auto_line]
         if moved:
             models[path][i] = _terminated(models[path][i])
@@ -535,16 +601,31 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
     return changes
 
 
+def _bridge_summary(tree: ifs.Tree, files: dict[str, str], p: Params) -> str:
+    """The bridge's method and address in the planned files, e.g. "static 192.0.2.10/24"."""
+    texts = {path: m.render() for path, m in tree.files.items()} | files
+    bridge = _one_inet(ifs.tree_from_texts(tree.main, texts), p.bridge)
+    if bridge is None:
+        return "no inet stanza"
+    address, netmask = bridge.option("address") or "", bridge.option("netmask")
+    if address and netmask and "/" not in address:
+        try:
+            address = ipaddress.IPv4Interface(f"{address}/{netmask}").with_prefixlen
+        except ValueError:
+            address = f"{address} netmask {netmask}"
+    return " ".join(w for w in (bridge.method, address) if w)
+
+
 def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
     """The whole plan from observed state (pure)."""
     kernel_converted = check_links(observed.links, p, netns)
     files, notes = plan_files(observed.tree, p)
+    how = _bridge_summary(observed.tree, files, p) if files else ""
     changes = [
         Change(
             f"file:{path}",
             "update",
-            f"{p.uplink} -> inet manual, {p.bridge} over {p.uplink} "
-            f"({'static ' + p.address if p.address else 'dhcp'})",
+            f"{p.uplink} -> inet manual, {p.bridge} over {p.uplink} ({how})",
             observed.tree.files[path].render(),
             text,
         )

@@ -6,6 +6,7 @@ forward-bridge active + autostarted): test_40_netreg_attach builds on it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -122,20 +123,21 @@ def test_plan_on_the_bare_host_shows_the_diff_and_changes_nothing(host) -> None:
     assert json.dumps(plan.to_json())
 
 
-def test_apply_rolls_back_when_campus_refuses_the_bridge(host) -> None:
-    """Previous state: eth0 static (so it can come back without DHCP); br0 gets no lease."""
+def test_apply_rolls_back_when_the_bridges_gateway_does_not_answer(host) -> None:
+    """Previous state: eth0 static; br0 is given its address with a gateway nobody holds.
+
+    (br0 takes over eth0's address by default, so a static eth0 no longer leads to a
+    DHCP br0 that campus could refuse: the parameters make the conversion fail instead.)
+    """
     previous = static_file(host)
     switch_to(host, previous)
     assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
-    plan = fb.plan(**fb.lab_params(host))
-    control.set_campus_refuses_host(host, True)
-    try:
-        result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=30)
-    finally:
-        control.set_campus_refuses_host(host, False)
+    nobody = str(ipaddress.ip_network(host.campus_network)[-2])
+    plan = fb.plan(**fb.lab_params(host), address=f"{host.host_eth0_ip}/24", gateway=nobody)
+    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=30)
 
     assert result.status == "rolled back", result.summary
-    assert "br0 has an address: no IPv4 address" in result.summary
+    assert f"gateway answers: ping {nobody}: no reply" in result.summary
     # the file: byte for byte the previous one, and the backup kept
     assert Path(host.interfaces_file).read_text() == previous
     backup = Path(result.data["backups"][str(host.interfaces_file)])
