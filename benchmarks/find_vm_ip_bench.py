@@ -17,6 +17,11 @@ pipeline is the wiki's, looped over the same VMs inside the host netns::
 It costs tens of ms per VM, so with more than ``--sample`` VMs it is timed on an
 evenly spread sample and extrapolated linearly (printed as "~"). Everything the
 benchmark adds is removed at the end (domains named ``bench-*``, neighbours it added).
+
+Last, the one-VM lookup with the probe on a running lab guest that answers (target
+< 300 ms: the probe ends once the guest answered, not after its 1 s deadline);
+``--probe-only`` times just that. A timed run that fails (an error, a guest that
+stays silent, nothing found) prints no figure: the message goes to stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from collections.abc import Callable
 from pyroute2 import IPRoute
 
 from opslib import rtnl, virt
+from opslib.errors import OpsError
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
 
@@ -150,6 +156,45 @@ class Bench:
         return found
 
 
+class BenchFailed(Exception):
+    """A timed run did not do what it measures: its figure would mean nothing."""
+
+
+def probe_lookup(lab: Lab, vm: str) -> tuple[float, float, list[str]]:
+    """One find-vm-ip of ``vm`` with the probe: (seconds, the probe's seconds, addresses).
+
+    Fails unless every address the probe awaited answered and a neighbour entry
+    of the guest is found afterwards: a silent guest would time the deadline.
+    """
+    t0 = time.perf_counter()
+    obs = find_vm_ip.observe(libvirt_uri=lab.uri, netns=lab.host_ns, vm=vm, probe=True,
+                             agent=False)  # fmt: skip
+    [found] = find_vm_ip.assemble(obs)
+    seconds = time.perf_counter() - t0
+    if found.state != "running":
+        raise BenchFailed(f"{vm} is {found.state}; bring the lab up: opsbook lab up")
+    silent = [s for p in obs.probes for s in p.silent]
+    if not obs.probes or silent:
+        raise BenchFailed(f"the probe of {vm} waited for silent {silent or 'nothing'}")
+    neighbours = [ip for nic in found.nics for ip in nic.ips(sources=["neighbour"])]
+    if not neighbours:
+        raise BenchFailed(f"no neighbour entry of {vm} after the probe")
+    return seconds, obs.probe_seconds, neighbours
+
+
+def probe_line(lab: Lab, repeat: int = 7) -> str:
+    vm = lab.guests[0].name
+    runs = [probe_lookup(lab, vm) for _ in range(repeat)]
+    total = statistics.median(r[0] for r in runs)
+    probe = statistics.median(r[1] for r in runs)
+    return (
+        f"one VM ({vm}) with the probe, answering: {total * 1000:.1f} ms "
+        f"(median of {repeat}; target < 300 ms), of which the probe {probe * 1000:.1f} ms "
+        f"(deadline {find_vm_ip.PROBE_WAIT * 1000:.0f} ms for silent addresses); "
+        f"found {runs[-1][2]}"
+    )
+
+
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
@@ -165,13 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vms", default="10,100,1000")
     parser.add_argument("--neighbours", default="1000,10000")
     parser.add_argument("--sample", type=int, default=25, help="pipeline VMs timed at most")
+    parser.add_argument("--probe-only", action="store_true", help="only the probe lookup")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (BenchFailed, OpsError) as exc:
+        print(f"benchmark failed, no figure: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     vm_counts = [int(x) for x in args.vms.split(",")]
     neigh_counts = [int(x) for x in args.neighbours.split(",")]
 
     bench = Bench(Lab.from_env(args.prefix))
     print(f"lab {bench.lab.prefix}: libvirt {bench.lab.uri}, bridge {bench.bridge} "
           f"in netns {bench.lab.host_ns}")  # fmt: skip
+    if args.probe_only:
+        print(probe_line(bench.lab))
+        return 0
     header = (
         f"{'VMs':>6} {'neigh':>7} {'ours ms':>9} {'pipeline ms':>13} {'pipe/VM ms':>10} "
         f"{'ratio':>8}  agree"
@@ -210,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.set_neighbours(max(neigh_counts))
         one_s, found = timed(lambda: bench.ours(one), 7)
         assert isinstance(found, list)
+        if not found[0].ips():
+            raise BenchFailed(f"{one}: its neighbour entry was not found")
         pipe_one, _ = timed(lambda: bench.pipeline([one]), 3)
         print()
         print(
@@ -218,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             f"pipeline {pipe_one * 1000:.0f} ms, ratio {pipe_one / one_s:.0f}x; "
             f"found {found[0].ips()}"
         )
+        print(probe_line(bench.lab))
     finally:
         bench.cleanup()
     return 0

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,7 @@ import libvirt
 from lxml import etree
 
 from opslib import netlink, rtnl, slaac, virt
-from opslib.changes import Check, Result
+from opslib.changes import Check, Result, Step
 from opslib.errors import LibvirtError, NetlinkError
 
 RUNBOOK = "find-vm-ip"
@@ -93,6 +97,27 @@ class DomainView:
 
 
 @dataclass(frozen=True)
+class BridgeProbe:
+    """What the probe of one bridge waited for, and what stayed silent."""
+
+    bridge: str
+    awaited: int  # predicted IPv6 addresses sent, plus NICs expected to answer in IPv4
+    silent: tuple[str, ...]  # awaited and silent: addresses, "IPv4 of MAC" for a NIC
+    seconds: float  # the probe's own time: short when everything answered
+    answered: frozenset[str] = frozenset()  # the targets that replied
+
+    def describe(self) -> str:
+        took = f"{self.seconds * 1000:.0f} ms"
+        if not self.silent:
+            return f"{self.bridge}: all {self.awaited} awaited answered in {took}"
+        shown = ", ".join(self.silent[:4]) + (" ..." if len(self.silent) > 4 else "")
+        return (
+            f"{self.bridge}: {len(self.silent)} of {self.awaited} awaited silent ({shown}), "
+            f"waited {took}"
+        )
+
+
+@dataclass(frozen=True)
 class Observed:
     domains: tuple[DomainView, ...]
     networks: Mapping[str, virt.Network]
@@ -105,6 +130,9 @@ class Observed:
     prefixes: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)  # bridge ->
     probed: frozenset[str] = frozenset()  # bridges that were probed
     answered: frozenset[str] = frozenset()  # addresses that answered the probe
+    probes: tuple[BridgeProbe, ...] = ()  # what each bridge's probe waited for, and how long
+    probe_started: float = 0.0  # epoch seconds
+    probe_seconds: float = 0.0  # the whole probe (bridges are probed at once)
 
 
 def nic_bridge(iface: virt.Interface, networks: Mapping[str, virt.Network]) -> tuple[str, str]:
@@ -206,17 +234,37 @@ def rows(vms: Sequence[VmAddresses]) -> list[dict[str, Any]]:
     for vm in vms:
         base = {"vm": vm.name, "state": vm.state}
         if not vm.nics:
-            out.append({**base, "mac": "", "network": "", "bridge": "", "family": "", "ip": "",
-                        "source": "", "detail": "", "note": vm.note})  # fmt: skip
+            out.append(
+                {
+                    **base,
+                    "mac": "",
+                    "network": "",
+                    "bridge": "",
+                    "family": "",
+                    "ip": "",
+                    "source": "",
+                    "detail": "",
+                    "note": vm.note,
+                }
+            )
         for nic in vm.nics:
             nic_base = {**base, "mac": nic.mac, "network": nic.network, "bridge": nic.bridge}
             if not nic.addresses:
                 note = nic.note or "no address seen (try probe = True)"
-                out.append({**nic_base, "family": "", "ip": "", "source": "", "detail": "",
-                            "note": note})  # fmt: skip
+                out.append(
+                    {**nic_base, "family": "", "ip": "", "source": "", "detail": "", "note": note}
+                )
             for a in nic.addresses:
-                out.append({**nic_base, "family": a.family, "ip": a.ip, "source": a.source,
-                            "detail": a.detail, "note": nic.note})  # fmt: skip
+                out.append(
+                    {
+                        **nic_base,
+                        "family": a.family,
+                        "ip": a.ip,
+                        "source": a.source,
+                        "detail": a.detail,
+                        "note": nic.note,
+                    }
+                )
     return out
 
 
@@ -284,12 +332,12 @@ def _leases(conn: libvirt.virConnect, network: str) -> list[virt.Lease]:
         raise
 
 
-def _bridge_prefixes(netns: str, bridge: str, ifindex: int, net: virt.Network | None) -> list[str]:
+def _bridge_prefixes(addresses: Iterable[netlink.Address], net: virt.Network | None) -> list[str]:
     """The global /64s of a bridge: from the network XML and from the bridge itself."""
     prefixes = []
     if net is not None:
         prefixes += [str(ip.network) for ip in net.ips if ip.family == "ipv6" and ip.prefix == 64]
-    for a in netlink.addresses(netns, ifindex=ifindex):
+    for a in addresses:
         if a.family == "ipv6" and a.prefix == 64 and a.scope == "global":
             prefixes.append(str(ipaddress.IPv6Interface(f"{a.address}/64").network))
     return list(dict.fromkeys(prefixes))
@@ -298,41 +346,102 @@ def _bridge_prefixes(netns: str, bridge: str, ifindex: int, net: virt.Network | 
 # A sweep of the bridge's IPv4 subnet makes the kernel ARP every address: fine on a /24,
 # not on a campus /16. Larger subnets are not swept.
 MAX_SWEEP_PREFIX = 24
+PROBE_WAIT = 1.0  # seconds the probe waits for a silent address; answering ones end it
 
 
-def _probe(
-    netns: str,
-    bridge: str,
-    idx: int,
-    prefixes: Sequence[str],
-    views: Sequence[DomainView],
-    networks: Mapping[str, virt.Network],
-) -> set[str]:
-    """Ping what the guests on ``bridge`` should answer on; the addresses that did."""
-    macs = {
-        i.mac
-        for v in views
-        if v.state == "running"
-        for i in v.interfaces
-        if nic_bridge(i, networks)[1] == bridge
-    }
-    if not macs:
-        return set()
-    targets = [slaac.eui64_address(p, m) for p in [*prefixes, "fe80::/64"] for m in macs]
-    replies = rtnl.ping6(netns, [*targets, "ff02::1"], ifname=bridge, timeout=1.0)
-    answered = {t for t in targets if replies.get(t)}
+def _sweep(addresses: Iterable[netlink.Address]) -> list[str]:
+    """The other addresses of the bridge's own IPv4 subnets (none larger than a /24)."""
     sweep: list[str] = []
-    for a in netlink.addresses(netns, ifindex=idx):
+    for a in addresses:
         if a.family == "ipv4" and MAX_SWEEP_PREFIX <= a.prefix < 31:
             net = ipaddress.IPv4Interface(f"{a.address}/{a.prefix}").network
             sweep += [str(h) for h in net.hosts() if str(h) != a.address]
-    if sweep:
-        answered |= {t for t, ok in rtnl.ping4(netns, sweep, ifname=bridge).items() if ok}
-    return answered
+    return sweep
+
+
+def probe_settled(
+    replies: Mapping[str, AbstractSet[str]],
+    awaited: Iterable[str],
+    ipv4_macs: Iterable[str],
+    mac_of: Mapping[str, str],
+) -> bool:
+    """Whether the probe of a bridge can end before its deadline. Pure.
+
+    ``replies`` maps every target that went out to the addresses that replied;
+    ``awaited`` are the predicted IPv6 addresses (one that could not be sent cannot
+    answer and does not count); each MAC of ``ipv4_macs`` must have answered from
+    some IPv4 address of the sweep, ``mac_of`` telling which MAC an address has.
+    """
+    if not rtnl.all_answered(replies, awaited):
+        return False
+    if not any(":" not in t for t in replies):
+        return True  # no IPv4 request went out: none can answer
+    from_macs = {mac_of.get(t) for t, peers in replies.items() if peers and ":" not in t}
+    return all(mac in from_macs for mac in ipv4_macs)
+
+
+@dataclass(frozen=True)
+class _ProbeJob:
+    bridge: str
+    ifindex: int
+    prefixes: tuple[str, ...]  # global /64s of the bridge
+    sweep: tuple[str, ...]  # IPv4 addresses to ping
+    macs: frozenset[str]  # running NICs on the bridge
+
+
+def _probe(netns: str, job: _ProbeJob, wait: float) -> BridgeProbe:
+    """Ping what the guests on a bridge should answer on, until they did or ``wait``.
+
+    Each NIC's predicted EUI-64 addresses (global and link-local) are awaited; the
+    IPv4 sweep until every NIC answered from some address (which one is not known
+    before: a neighbour dump of the NICs' MACs tells, after a reply). The all-nodes
+    address refreshes whatever else is there; it is never awaited.
+    """
+    macs = sorted(job.macs)
+    awaited = [slaac.eui64_address(p, m) for p in [*job.prefixes, "fe80::/64"] for m in macs]
+    ipv4_macs = macs if job.sweep else []
+    mac_of: dict[str, str] = {}
+
+    def settled(replies: Mapping[str, AbstractSet[str]]) -> bool:
+        fresh = [t for t, p in replies.items() if p and ":" not in t and t not in mac_of]
+        if fresh and not probe_settled(replies, (), ipv4_macs, mac_of):
+            # The echo reply came after the ARP reply: the neighbour entry is there.
+            found = rtnl.neighbours_on(netns, job.ifindex, macs, families=(socket.AF_INET,))
+            mac_of.update({n.ip: n.mac for n in found})
+            mac_of.update({t: "" for t in fresh if t not in mac_of})  # not a VM's
+        return probe_settled(replies, awaited, ipv4_macs, mac_of)
+
+    targets = [*awaited, "ff02::1", *job.sweep]
+    echo = rtnl.ping(netns, targets, ifname=job.bridge, wait=wait, until=settled)
+    answered = echo.answered() - {"ff02::1"}
+    ipv4_from = {mac_of.get(t) for t in answered if ":" not in t}
+    silent = [t for t in awaited if t in echo.replies and t not in answered]
+    silent += [f"IPv4 of {m}" for m in ipv4_macs if m not in ipv4_from]
+    return BridgeProbe(
+        bridge=job.bridge,
+        awaited=sum(1 for t in awaited if t in echo.replies) + len(ipv4_macs),
+        silent=tuple(silent),
+        seconds=echo.seconds,
+        answered=frozenset(answered),
+    )
+
+
+def _probe_all(netns: str, jobs: Sequence[_ProbeJob], wait: float) -> list[BridgeProbe]:
+    """Probe every bridge at once: the probe costs the slowest bridge, not their sum."""
+    if len(jobs) <= 1:
+        return [_probe(netns, job, wait) for job in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(lambda job: _probe(netns, job, wait), jobs))
 
 
 def observe(
-    *, libvirt_uri: str, netns: str, vm: str = "", probe: bool = False, agent: bool = True
+    *,
+    libvirt_uri: str,
+    netns: str,
+    vm: str = "",
+    probe: bool = False,
+    agent: bool = True,
+    probe_wait: float = PROBE_WAIT,
 ) -> Observed:
     with virt.connect(libvirt_uri) as conn:
         domains = _domains(conn, vm)
@@ -357,13 +466,25 @@ def observe(
                 missing.add(bridge)
 
         prefixes: dict[str, list[str]] = {}
-        answered: set[str] = set()
+        probes: list[BridgeProbe] = []
+        probe_started = time.time()
         if probe:
+            jobs = []
             for bridge, idx in ifindex.items():
-                prefixes[bridge] = _bridge_prefixes(
-                    netns, bridge, idx, network_of_bridge.get(bridge)
+                addresses = netlink.addresses(netns, ifindex=idx)
+                prefixes[bridge] = _bridge_prefixes(addresses, network_of_bridge.get(bridge))
+                running = frozenset(
+                    i.mac
+                    for v in views
+                    if v.state == "running"
+                    for i in v.interfaces
+                    if nic_bridge(i, networks)[1] == bridge
                 )
-                answered |= _probe(netns, bridge, idx, prefixes[bridge], views, networks)
+                if running:
+                    sweep = tuple(_sweep(addresses))
+                    jobs.append(_ProbeJob(bridge, idx, tuple(prefixes[bridge]), sweep, running))
+            probe_started = time.time()
+            probes = _probe_all(netns, jobs, probe_wait)
 
         # After the probe, so that the replies' neighbour entries are in the dump.
         neighbours = {
@@ -390,27 +511,57 @@ def observe(
         agent=agent_found,
         prefixes=prefixes,
         probed=frozenset(ifindex) if probe else frozenset(),
-        answered=frozenset(answered),
+        answered=frozenset(a for p in probes for a in p.answered),
+        probes=tuple(probes),
+        probe_started=probe_started,
+        probe_seconds=time.time() - probe_started if probe else 0.0,
     )
 
 
 def find(
-    *, libvirt_uri: str, netns: str = "", vm: str = "", probe: bool = False, agent: bool = True
+    *,
+    libvirt_uri: str,
+    netns: str = "",
+    vm: str = "",
+    probe: bool = False,
+    agent: bool = True,
+    probe_wait: float = PROBE_WAIT,
 ) -> list[VmAddresses]:
     """Every VM (or ``vm``) with each NIC's addresses and their sources.
 
     For other procedures: ``find(libvirt_uri=..., netns=..., vm="web1")[0].nics[0]
     .global_ips("ipv6")``. An unknown ``vm`` raises UnknownName (exit 2) with suggestions.
     """
-    return assemble(observe(libvirt_uri=libvirt_uri, netns=netns, vm=vm, probe=probe, agent=agent))
+    return assemble(
+        observe(
+            libvirt_uri=libvirt_uri,
+            netns=netns,
+            vm=vm,
+            probe=probe,
+            agent=agent,
+            probe_wait=probe_wait,
+        )
+    )
 
 
 def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = False) -> Result:
     """The notebook's report: one table of addresses, one of predicted-but-silent ones."""
     result = Result(RUNBOOK, host, "ok")
     with result.step("find addresses") as detail:
-        vms = find(libvirt_uri=libvirt_uri, netns=netns, vm=vm, probe=probe)
+        obs = observe(libvirt_uri=libvirt_uri, netns=netns, vm=vm, probe=probe)
+        vms = assemble(obs)
         detail.append(f"{len(vms)} VMs")
+    if probe:
+        # The probe ran inside the step above; its own time shows what it waited for.
+        result.steps.append(
+            Step(
+                "probe (within find addresses)",
+                obs.probe_started,
+                round(obs.probe_seconds, 3),
+                True,
+                "; ".join(p.describe() for p in obs.probes) or "no running NIC on a bridge",
+            )
+        )
     result.tables["addresses"] = rows(vms)
     silent = [
         {"vm": nic.vm, "mac": nic.mac, "bridge": nic.bridge, "predicted": ip}

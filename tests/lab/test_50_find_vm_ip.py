@@ -76,6 +76,21 @@ def test_the_probe_finds_a_guest_whose_neighbours_were_flushed(ipv6: Lab) -> Non
     assert address in nic.ips("ipv6", sources=["neighbour"])
 
 
+def test_the_probe_ends_when_the_guest_answered_not_at_its_deadline(ipv6: Lab) -> None:
+    guest = ipv6.guests[0]
+    address = guest_slaac(ipv6, guest.name)
+    obs = find_vm_ip.observe(libvirt_uri=ipv6.uri, netns=ipv6.host_ns, vm=guest.name,
+                             probe=True, probe_wait=60)  # fmt: skip
+    [probe] = obs.probes
+    # Awaited: the global and link-local EUI-64 addresses, and an IPv4 reply of the NIC.
+    assert probe.awaited == 3 and probe.silent == () and address in probe.answered
+    assert obs.probe_seconds < 30  # the 60 s deadline was not waited out
+    report = find_vm_ip.run(host="lab", libvirt_uri=ipv6.uri, netns=ipv6.host_ns,
+                            vm=guest.name, probe=True)  # fmt: skip
+    step = next(s for s in report.steps if s.name.startswith("probe"))
+    assert step.detail.startswith(f"{ipv6.nat_bridge}: all 3 awaited answered in ")
+
+
 def test_an_unknown_vm_is_exit_2_with_the_names_it_could_mean(ipv6: Lab) -> None:
     with pytest.raises(UnknownName) as exc:
         find_vm_ip.run(host="lab", libvirt_uri=ipv6.uri, netns=ipv6.host_ns, vm="vm-nat")
