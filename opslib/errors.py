@@ -38,16 +38,24 @@ class InputError(OpsError):
     exit_code = 2
 
 
+MAX_KNOWN = 10  # names an UnknownName lists when none is close: a host may have hundreds
+
+
 class UnknownName(InputError):
     """A named object (VM, network, runbook) does not exist."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
         known = sorted(known)
         close = get_close_matches(name, known, n=3, cutoff=0.5)
+        more = f" and {len(known) - MAX_KNOWN} more" if len(known) > MAX_KNOWN else ""
         hint = (
             f"did you mean {', '.join(close)}?"
             if close
-            else (f"known: {', '.join(known)}" if known else f"there is no {kind} at all")
+            else (
+                f"known: {', '.join(known[:MAX_KNOWN])}{more}"
+                if known
+                else f"there is no {kind} at all"
+            )
         )
         super().__init__(f"no {kind} named {name!r}; {hint}")
         self.kind, self.name, self.suggestions = kind, name, close

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -94,9 +95,29 @@ def test_shut_off_no_interfaces_and_no_bridge_are_shown_not_raised() -> None:
     rows = {r["vm"]: r for r in f.rows(f.assemble(obs))}
     assert "shut off" in rows["off"]["note"]
     assert rows["bare"]["note"] == "no interfaces"
-    assert "has no bridge" in rows["tap"]["note"]
+    assert "macvtap NIC (network macvtap, forward passthrough)" in rows["tap"]["note"]
     assert "type user" in rows["slirp"]["note"]
     assert "does not exist" in rows["gone"]["note"]
+
+
+def test_a_macvtap_nic_says_why_the_host_cannot_see_it_and_what_can() -> None:
+    obs = f.Observed(
+        domains=(
+            # type direct: on a host NIC, or (running) on a macvtap network
+            f.DomainView("dev", "running", (nic("52:54:00:00:00:06", "direct", "eth0"),)),
+            f.DomainView("net", "running", (nic("52:54:00:00:00:07", "direct", "macvtap"),)),
+        ),
+        networks=NETWORKS,
+        neighbours={},
+        agent={"dev": [("52:54:00:00:00:06", "ipv4", "192.0.2.66", "eth0")]},
+    )
+    result = {v.name: v.nics[0] for v in f.assemble(obs)}
+    for name, on in (("dev", "eth0"), ("net", "network macvtap")):
+        note = result[name].note
+        assert note.startswith(f"macvtap NIC (type direct on {on}): its traffic bypasses")
+        assert "guest agent" in note and "DHCP server" in note
+    assert result["net"].network == "macvtap"
+    assert result["dev"].ips() == ["192.0.2.66"]  # what the agent saw is still there
 
 
 def test_probe_lists_predicted_addresses_that_stayed_silent() -> None:
@@ -128,6 +149,23 @@ def test_unknown_vm_is_exit_2_with_suggestions() -> None:
         f.find(libvirt_uri="test:///default", vm="tset")
     assert exc.value.exit_code == 2
     assert "did you mean test" in str(exc.value)
+
+
+def test_an_unknown_vm_unlike_any_lists_only_the_first_names(tmp_path: Path) -> None:
+    domains = "".join(
+        f"<domain type='test'><name>web{i:03d}</name><memory>8192</memory>"
+        "<os><type>hvm</type></os></domain>"
+        for i in range(40)
+    )
+    node = tmp_path / "node.xml"
+    node.write_text(f"<node>{domains}</node>")
+    with pytest.raises(UnknownName) as exc:
+        f.find(libvirt_uri=f"test://{node}", vm="database")
+    assert str(exc.value) == (
+        "no VM named 'database'; known: "
+        + ", ".join(f"web{i:03d}" for i in range(10))
+        + " and 30 more"
+    )
 
 
 def test_test_driver_domain_is_reported_without_a_host_bridge() -> None:

@@ -137,13 +137,26 @@ class Observed:
 
 def nic_bridge(iface: virt.Interface, networks: Mapping[str, virt.Network]) -> tuple[str, str]:
     """(network, bridge) of a NIC; bridge "" when it has none."""
-    # A running NIC on a bridge-mode network shows as type bridge with source network=NAME.
+    # A running NIC on a bridge-mode network shows as type bridge with source network=NAME,
+    # one on a macvtap network as type direct with source network=NAME.
     if iface.type == "network" or (iface.type == "bridge" and iface.source in networks):
         net = networks.get(iface.source)
         return iface.source, (net.bridge if net else "")
     if iface.type == "bridge":
         return "", iface.source
+    if iface.type in ("direct", "hostdev") and iface.source in networks:
+        return iface.source, ""
     return "", ""
+
+
+# Forward modes of a libvirt network without a bridge: its NICs are macvtap devices on
+# the host's NIC, or (hostdev) SR-IOV functions handed to the guest.
+BYPASS_MODES = ("bridge", "private", "vepa", "passthrough", "hostdev")
+BYPASS = (
+    "its traffic bypasses the host's network stack, so the host never sees its "
+    "neighbours; the guest agent (qemu-guest-agent in the guest) or the leases of "
+    "the LAN's DHCP server (e.g. NetReg) know its addresses"
+)
 
 
 def _nic_note(
@@ -152,12 +165,20 @@ def _nic_note(
     notes = []
     if dom.state != "running":
         notes.append(f"VM {dom.state}: only stale entries can show")
-    if iface.type not in ("network", "bridge"):
+    net = obs.networks.get(network)
+    if iface.type == "direct":
+        on = f"network {network}" if network else (iface.source or "?")
+        notes.append(f"macvtap NIC (type direct on {on}): {BYPASS}")
+    elif iface.type == "hostdev":
+        notes.append(f"passed-through NIC (type hostdev): {BYPASS}")
+    elif iface.type not in ("network", "bridge"):
         notes.append(f"type {iface.type or '?'} NIC: no host bridge to look on")
-    elif iface.type == "network" and network not in obs.networks:
+    elif iface.type == "network" and net is None:
         notes.append(f"network {network} does not exist")
+    elif not bridge and net is not None and net.forward_mode in BYPASS_MODES:
+        kind = "passed-through" if net.forward_mode == "hostdev" else "macvtap"
+        notes.append(f"{kind} NIC (network {network}, forward {net.forward_mode}): {BYPASS}")
     elif not bridge:
-        net = obs.networks.get(network)
         mode = net.forward_mode if net else "?"
         notes.append(f"network {network} (forward {mode}) has no bridge")
     elif bridge in obs.missing_bridges:
