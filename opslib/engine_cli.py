@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
     )
     store = _store(args)
-    quiet = args.quiet
+    quiet = args.quiet or args.summary
     if not quiet:
         print(f"{info.name} on {prepared.host}", file=sys.stderr)
     outcome = runner.run(
@@ -97,8 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if outcome.summary
         else (f"{outcome.status}{changed}")
     )
+    record = f"record #{outcome.run_id}: {_shown(outcome.record)}"
+    if args.summary:  # scheduled runs: one line in the journal
+        print(
+            f"{line}  ({record}, {outcome.seconds:.1f} s)",
+            file=sys.stderr if outcome.exit_code else sys.stdout,
+        )
+        return outcome.exit_code
+    # What the person asked for (find-vm-ip's addresses, the checks), as `records show` has it.
+    from opslib import ui
+
+    for result in outcome.results:
+        print(ui.result_text(result).rstrip() + "\n", flush=True)
     print(line, file=sys.stderr if outcome.exit_code else sys.stdout)
-    print(f"record #{outcome.run_id}: {_shown(outcome.record)}  ({outcome.seconds:.1f} s)")
+    print(f"{record}  ({outcome.seconds:.1f} s)")
     return outcome.exit_code
 
 
@@ -388,9 +400,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a runbook headless and file its record",
-        description="Validate the parameters, run the notebook headless with papermill and "
-        "file the executed notebook as a record. Exit 0 ok, 1 the runbook failed "
-        "(record kept), 2 bad input (nothing ran).",
+        description="Validate the parameters, run the notebook headless with papermill, "
+        "print its results and file the executed notebook as a record. Exit 0 ok, 1 the "
+        "runbook failed (record kept), 2 bad input.",
     )
     p.add_argument("runbook", help="runbook name (see `opsbook runbooks`) or notebook path")
     p.add_argument(
@@ -417,6 +429,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="how long an apply waits for the host's lock (default 30)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="print one line (status, summary, record) instead of progress and results: "
+        "for scheduled runs",
+    )
     _records_option(p)
     p.set_defaults(func=cmd_run)
 

@@ -155,6 +155,8 @@ class RunOutcome:
     record: Path
     run_id: int
     seconds: float
+    # The plans and results the run displayed (redacted as in its record), for the terminal.
+    results: tuple[dict[str, Any], ...] = ()
 
 
 def error_exit_code(ename: str) -> int:
@@ -413,5 +415,14 @@ def run(
         partial.unlink()
     store.finish(run_id, path, header)
     return RunOutcome(
-        info.name, prepared.host, status, exit_code, changed, summary, path, run_id, seconds
+        info.name,
+        prepared.host,
+        status,
+        exit_code,
+        changed,
+        summary,
+        path,
+        run_id,
+        seconds,
+        tuple(records.results_of(nb)),
     )

@@ -113,6 +113,11 @@ def _unit_command(argv: list[str]) -> str:
     return shlex.join(argv).replace("%", "%%").replace("$", "$$")
 
 
+def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
+    # --summary: one line per run in the journal (or cron's log), not the result tables.
+    return [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host, "--summary"]
+
+
 def unit_stem(host: str, runbook: str) -> str:
     return f"opsbook-{host}-{runbook}"
 
@@ -123,7 +128,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
     hook = schedule.on_failure.strip()
     for run in schedule.runs:
         stem = unit_stem(schedule.host, run.runbook)
-        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", schedule.host]
+        argv = _run_argv(opsbook, run, schedule.host)
         on_failure = f"OnFailure={FAILURE_TEMPLATE.replace('@', '@%n')}\n" if hook else ""
         units[f"{stem}.service"] = (
             f"{MARKER}\n[Unit]\n"
@@ -164,7 +169,7 @@ def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[st
     lines = []
     for run in schedule.runs:
         cron = calendar_to_cron(run.when)
-        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", schedule.host]
+        argv = _run_argv(opsbook, run, schedule.host)
         cmd = f"cd {shlex.quote(str(workdir))} && {shlex.join(argv)}"
         if schedule.on_failure:
             notify = [opsbook, "schedule", "notify", unit_stem(schedule.host, run.runbook)]

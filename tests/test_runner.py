@@ -108,6 +108,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         "fail": opsbook(
             "run", "engine-demo", "--host", "h-fail", "-p", "mode", "fail", store=store
         ),
+        # no host: filed under this machine's name; --summary: as a scheduled run prints
+        "here": opsbook("run", "engine-demo", "-p", "host", "", "--summary", store=store),
         "leak": opsbook(
             "run",
             "engine-demo",
@@ -219,6 +221,32 @@ def test_ok_run_files_record_and_index_row_with_typed_parameters(runs: dict) -> 
     import hashlib
 
     assert row["sha256"] == hashlib.sha256(ok.record.read_bytes()).hexdigest()
+
+
+def test_a_headless_run_prints_its_results_then_the_summary_and_the_record(runs: dict) -> None:
+    out = runs["ok"].out
+    # what `records show` prints: the plan, then the result with its changes and checks
+    assert "Plan for engine-demo on h-ok: 3 changes\n  update file:/etc/fixture0" in out
+    assert "engine-demo on h-ok: changed: 3 changes applied\nChanges:\n" in out
+    assert out.index("Checks:\n  NAME     STATUS  SEEN\n  fixture  ok      as planned") < (
+        out.index("ok (changed): 3 changes applied\nrecord #")
+    )
+    assert "[5/5]" not in out  # progress stays on stderr
+
+
+def test_a_run_without_host_is_filed_under_this_machine_and_summary_prints_one_line(
+    runs: dict,
+) -> None:
+    import socket
+
+    here = runs["here"]
+    assert here.rc == 0 and here.err == "", here.err
+    (line,) = here.out.splitlines()
+    assert line.startswith("ok (no change): plan only: 2 changes not applied  (record #")
+    run_id = int(line.split("record #", 1)[1].split(":")[0])
+    row = index_rows(runs["store"])[run_id]
+    assert row["host"] == socket.gethostname() == json.loads(row["parameters"])["host"]
+    assert f"/{socket.gethostname()}/" in line
 
 
 def test_secret_read_from_file_appears_nowhere_in_the_record(runs: dict) -> None:
@@ -408,6 +436,7 @@ def test_records_review_notebook_runs_headless_over_a_store(runs: dict, tmp_path
         if "application/vnd.opsbook.result+json" in o.get("data", {})
     ]
     assert [r["host"] for r in result["tables"]["runs"]] == ["h-fail"]
+    assert "failures by runbook:\n  RUNBOOK      RUNS  NOT OK\n  engine-demo  1     1" in done.out
     assert result["tables"]["failures by runbook"] == [
         {"runbook": "engine-demo", "runs": 1, "not ok": 1}
     ]

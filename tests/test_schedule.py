@@ -141,3 +141,12 @@ def test_percent_and_dollar_in_paths_reach_the_command_unexpanded(tmp_path: Path
     assert "50%%$$HOME" in service
     (line,) = schedule.crontab_lines(sch, opsbook="/x/opsbook", workdir=ROOT)
     assert "50\\%$HOME" in line
+
+
+def test_scheduled_runs_print_one_summary_line(tmp_path: Path) -> None:
+    sch = schedule.load(_params(tmp_path, GOOD), "h1")
+    units = schedule.render_units(sch, opsbook="/opt/opsbook", workdir=ROOT)
+    service = units["opsbook-h1-host-health.service"]
+    assert "--host h1 --summary\n" in service  # not the result tables in the journal
+    (cron,) = schedule.crontab_lines(sch, opsbook="/opt/opsbook", workdir=ROOT)
+    assert "--host h1 --summary ||" in cron
