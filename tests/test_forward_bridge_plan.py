@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -97,6 +98,128 @@ def test_plan_on_every_corpus_file_matches_its_golden_result(case: str, tmp_path
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "bridge_ports" not in done.stderr
+
+
+def _copy_case(case: str, dest: Path, planned: bool) -> Path:
+    """The case's files (with what the planner makes of them over them) under ``dest``;
+    its main file. Absolute sources would read this machine's /etc: they point into the copy."""
+    root = CORPUS / case
+    texts = case_texts(case)
+    if planned:
+        main = str(root / "interfaces")
+        plan = fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
+        texts |= plan.data["new_files"]
+    for path, text in texts.items():
+        target = dest / os.path.relpath(path, root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text.replace("/etc/network/interfaces.d/*", "interfaces.d/*").encode())
+    return dest / "interfaces"
+
+
+def _ifup_no_act(main: Path, state: Path) -> list[tuple[str, list[str]]]:
+    """What ``ifup -a`` (then ``--allow=hotplug``) would run, per interface, in order.
+
+    --no-act only prints the commands (but still runs mapping scripts: --no-mappings);
+    the state directory must stay empty."""
+    state.mkdir(exist_ok=True)
+    blocks: list[tuple[str, list[str]]] = []
+    for extra in ([], ["--allow=hotplug"]):
+        done = subprocess.run(
+            ["ifup", "--no-act", "--no-mappings", "-v", "-a", *extra, "-i", str(main),
+             "--state-dir", str(state)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout
+        for line in done.stdout.splitlines():
+            m = re.match(r"ifup: configuring interface (\S+)=\S+ \(", line)
+            if m:
+                blocks.append((m[1], []))
+            elif line.strip() and blocks:
+                blocks[-1][1].append(line.strip())
+    assert not any(state.iterdir()), "ifup --no-act wrote state"
+    return blocks
+
+
+@pytest.mark.skipif(shutil.which("ifup") is None, reason="ifupdown is in debian-packages.txt")
+@pytest.mark.parametrize("case", [c for c in CASES if (CORPUS / c / "expected").exists()])
+def test_ifup_still_runs_what_it_ran_for_the_uplink(case: str, tmp_path: Path) -> None:
+    """ifup -a on the planned files runs every command it ran for eth0 on the original:
+    its hooks and link options on eth0 itself (bridge-utils never runs ifup on a port),
+    its addressing on br0; and when eth0 still has such lines, it comes up before br0."""
+    before = _ifup_no_act(_copy_case(case, tmp_path / "before", False), tmp_path / "s1")
+    after = _ifup_no_act(_copy_case(case, tmp_path / "after", True), tmp_path / "s2")
+    on_uplink = [line for name, lines in after if name == "eth0" for line in lines]
+    on_bridge = [line for name, lines in after if name == "br0" for line in lines]
+    for line in (line for name, lines in before if name == "eth0" for line in lines):
+        link = re.fullmatch(r"ip link set dev eth0 (.*) up", line)
+        if link:  # static/dhcp set mtu and MAC with "up" in one line, manual one by one
+            words = link[1].split()
+            wanted = [
+                f"ip link set dev eth0 {k} {v}"
+                for k, v in zip(words[::2], words[1::2], strict=False)
+            ]
+            assert all(w in on_uplink for w in wanted), (line, on_uplink)
+            continue  # the "up" itself: bridge-utils ups its port
+        if line.startswith("ip link set dev eth0 up"):
+            continue
+        renamed = line.replace("eth0", "br0")
+        assert line in on_uplink or line in on_bridge or renamed in on_bridge, (line, after)
+    if "eth0" in ifs.load_tree(str(tmp_path / "after" / "interfaces")).classes()["auto"]:
+        names = [name for name, _lines in after]
+        assert names.index("eth0") < names.index("br0"), names
+
+
+def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> None:
+    hooks = "\tpre-up ip link set dev eth0 mtu 9000\n\tpost-up ethtool -K eth0 tso off\n"
+    texts = {MAIN: f"auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n{hooks}"}
+    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    assert plan.data["new_files"][MAIN] == (
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet manual\n"
+        f"{hooks}\nauto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n"
+    )
+    (note,) = [n for n in plan.notes if "keeps its" in n]
+    assert note.startswith(
+        "eth0 keeps its pre-up, post-up lines and stays in its auto line (/etc/network/"
+        "interfaces:4) so that ifup still runs them"
+    )
+    assert "ifup -a brings eth0 up before br0" in note
+    # an eth0 whose auto line comes after the bridge's moves into the bridge's line
+    texts = {MAIN: "auto br0\niface br0 inet manual\n\tbridge_ports none\n\n"
+                   f"iface eth0 inet dhcp\n{hooks}auto eth0\n"}  # fmt: skip
+    after = fb.make_plan(observed(texts), params(), host="h", netns="").data["new_files"][MAIN]
+    assert after.startswith("auto eth0 br0\niface br0 inet dhcp\n")
+    assert after.endswith(f"iface eth0 inet manual\n{hooks}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throwaway network namespace")
+def test_ifup_no_act_touches_nothing(tmp_path: Path) -> None:
+    """The validation the tests (and apply) rely on: links, addresses, state stay as they were."""
+    netns = f"obna-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth",
+                        "peer", "name", "peer0"], check=True)  # fmt: skip
+
+        def state() -> str:
+            show = ["ip", "-n", netns, "-d", "-o"]
+            return "".join(
+                subprocess.run([*show, what, "show"], capture_output=True, text=True,
+                               check=True).stdout for what in ("link", "addr", "route")
+            )  # fmt: skip
+
+        seen = state()
+        main = _copy_case("31-uplink-hooks-auto-after-bridge", tmp_path / "after", True)
+        done = subprocess.run(
+            ["ip", "netns", "exec", netns, "ifup", "--no-act", "-a", "-i", str(main),
+             "--state-dir", str(tmp_path / "state")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "ethtool -K eth0 tso off" in done.stderr  # printed, not run
+        assert state() == seen
+        assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if (CORPUS / c / "expected").exists()])

@@ -57,6 +57,8 @@ ADDRESSING = frozenset(
 # inet methods whose addressing the bridge takes over from the uplink.
 TAKE_OVER = frozenset({"static", "dhcp", "bootp", "ipv4ll"})
 HOOKS = frozenset({"pre_up", "up", "post_up", "pre_down", "down", "post_down"})
+# A hook that adds addresses or routes ("ip route add ...", "ip -6 addr ...", "route add").
+_NEEDS_ADDRESS = re.compile(r"(\bip\s+(-\S+\s+)*(r|ro|route|a|addr|address)\b|^route\b)")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 
@@ -369,6 +371,24 @@ def _edit_bridge(
     return s
 
 
+def _kept_options(
+    tree: ifs.Tree, models: dict[str, list[ifs.Stanza]], up: ifs.Iface | None, uplink: str
+) -> list[str]:
+    """The option keys ifup still acts on for the uplink in the planned files."""
+    keys: list[str] = []
+    for f in tree.ifaces(uplink):
+        if f.family == "inet6" and f.method != "manual":
+            continue  # moves to the bridge
+        if up is not None and (f.path, f.index) == (up.path, up.index):
+            new = models[f.path][f.index]
+            keys += [k for k, _v in new.options]
+            if new.inherits:
+                keys += [k for k, _v in f.inherited]
+        else:
+            keys += [k for k, _v in f.options]
+    return list(dict.fromkeys(keys))
+
+
 def _terminated(stanza: ifs.Stanza) -> ifs.Stanza:
     last = stanza.lines[-1]
     if last.raw.endswith("\n"):
@@ -412,12 +432,6 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
                 + (f" (dropped: {dropped})" if p.address and dropped else "")
             )
             notes += template_notes
-        hooks = [k for k, _v in up_inet.options if ifs.option_key(k) in HOOKS]
-        if hooks:
-            notes.append(
-                f"{p.uplink} keeps its {', '.join(sorted(set(hooks)))} lines; they now run on "
-                "a bridge port without an address"
-            )
 
     # eth0's inet6 stanzas configure the bridge now: renamed and moved after br0's inet.
     moved: list[ifs.Stanza] = []
@@ -436,25 +450,82 @@ def plan_files(tree: ifs.Tree, p: Params) -> tuple[dict[str, str], list[str]]:
             f"{p.uplink}'s inet6 {f.method} stanza ({_where(path, s)}) moves to {p.bridge}"
         )
 
-    # auto / allow-*: eth0 leaves them (the bridge brings its port up), br0 is auto.
+    # auto / allow-*: br0 is auto. eth0 leaves its lines when nothing is left for ifup to
+    # do on it (the wiki's stanza: bridge-utils ups the port). When its stanza keeps hooks
+    # or link options (mtu, hwaddress, if-*.d options), it keeps its lines: bridge-utils
+    # only enslaves and ups a port, never runs ifup on it, so they would silently stop.
+    kept = _kept_options(tree, models, up_inet, p.uplink)
+    order = {(path, i): n for n, (path, i, _s) in enumerate(tree.in_order())}
     has_auto_bridge = False
-    for path, i, s in tree.stanzas():
-        if s.kind not in ("auto", "allow"):
-            continue
+    bridge_auto: tuple[str, int] | None = None  # the first auto line naming the bridge
+    uplink_autos: list[tuple[str, int]] = []  # auto lines that keep naming the uplink
+    kept_in: list[str] = []
+    for path, i, s in sorted(
+        (x for x in tree.stanzas() if x[2].kind in ("auto", "allow")), key=lambda x: order[x[:2]]
+    ):
         cls, names = s.classes
         if cls == "auto" and p.bridge in names:
             has_auto_bridge = True
-        if p.uplink in names:
-            rest = [n for n in names if n != p.uplink]
-            if rest:
-                models[path][i] = ifs.set_head(s, [s.head[0], *rest])
-            else:
-                models[path][i] = _GONE
-            notes.append(
-                f"{p.uplink} leaves its {s.head[0]} line ({_where(path, s)}): "
-                f"{p.bridge} brings its port up"
-            )
+            bridge_auto = bridge_auto or (path, i)
+        if p.uplink not in names:
+            continue
+        if kept:
+            kept_in.append(f"{s.head[0]} line ({_where(path, s)})")
+            if cls == "auto":
+                uplink_autos.append((path, i))
+            continue
+        rest = [n for n in names if n != p.uplink]
+        models[path][i] = ifs.set_head(s, [s.head[0], *rest]) if rest else _GONE
+        notes.append(
+            f"{p.uplink} leaves its {s.head[0]} line ({_where(path, s)}): "
+            f"{p.bridge} brings its port up"
+        )
     auto_line = ifs.Stanza((ifs.Line(f"auto {p.bridge}\n"),))
+    if kept:
+        # ifup -a goes by the auto lines' order: eth0 (and its hooks) before br0, so the
+        # port is set up (mtu, offloads ...) before br0 takes it and asks for an address.
+        if bridge_auto is not None:
+            bridge_at = order[bridge_auto] - 0.5
+        elif br_inet is not None:
+            bridge_at = order[(br_inet.path, br_inet.index)] - 0.5
+        elif up_inet is not None:
+            bridge_at = order[(up_inet.path, up_inet.index)] + 0.5
+        else:
+            bridge_at = len(order)
+        if uplink_autos and bridge_at < min(order[a] for a in uplink_autos):
+            for path, i in uplink_autos:
+                head = models[path][i].head
+                rest = [n for n in head[1:] if n != p.uplink]
+                models[path][i] = ifs.set_head(models[path][i], [head[0], *rest]) if rest else _GONE
+            if bridge_auto is not None:
+                path, i = bridge_auto
+                head = [n for n in models[path][i].head if n != p.uplink]
+                at = head.index(p.bridge)
+                models[path][i] = ifs.set_head(models[path][i], [*head[:at], p.uplink, *head[at:]])
+            else:
+                auto_line = ifs.Stanza((ifs.Line(f"auto {p.uplink} {p.bridge}\n"),))
+            kept_in = [f"auto line, moved into {p.bridge}'s ahead of {p.bridge}"]
+        if kept_in:
+            notes.append(
+                f"{p.uplink} keeps its {', '.join(kept)} lines and stays in its "
+                f"{', '.join(kept_in)} so that ifup still runs them (bridge-utils only "
+                "enslaves and ups a port, it never runs ifup on it)"
+                + (f"; ifup -a brings {p.uplink} up before {p.bridge}" if uplink_autos else "")
+                + "; they now run on a bridge port without an address"
+            )
+        else:
+            notes.append(
+                f"{p.uplink} keeps its {', '.join(kept)} lines; it is in no auto or allow- "
+                f"line, so they run only when someone runs 'ifup {p.uplink}', as before"
+            )
+        if up_inet is not None:
+            for key, command in models[up_inet.path][up_inet.index].options:
+                if ifs.option_key(key) in HOOKS and _NEEDS_ADDRESS.search(command):
+                    notes.append(
+                        f"{p.uplink}'s '{key} {command}' ({_where(up_inet.path, up_inet.stanza)})"
+                        f" looks like it needs an address or route, which {p.bridge} has now; "
+                        f"move it to {p.bridge}'s stanza"
+                    )
 
     if addressing_note:
         notes.append(addressing_note)
