@@ -11,7 +11,6 @@ import asyncio
 import errno
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -297,24 +296,3 @@ def delete_link(netns: str, name: str) -> bool:
             return False
         ip.link("del", index=found[0])
         return True
-
-
-def ping(netns: str, address: str, *, size: int = 56, wait: float = 1.0, tries: int = 1) -> bool:
-    """Whether ``address`` answers an echo request sent from ``netns`` ("" = this one).
-
-    The kernel's own ping(8), so routes, neighbour resolution and tunnels are
-    exercised as any program would; it never fragments (``-M do``), so a size
-    above the path MTU fails instead of passing in pieces.
-    """
-    cmd = ["ping", "-n", "-q", "-c1", "-W", str(max(1, round(wait))), "-s", str(size)]
-    cmd += ["-M", "do", address]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    for _ in range(max(1, tries)):
-        try:
-            done = subprocess.run(cmd, capture_output=True, timeout=wait + 5, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        if done.returncode == 0:
-            return True
-    return False

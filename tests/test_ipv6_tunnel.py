@@ -19,7 +19,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from opslib import netlink
+from opslib import netlink, rtnl
 from opslib.errors import InputError, NetlinkError, Unsupported
 from opslib.lab import sixinfour
 from opslib.procedures import ipv6_tunnel as t
@@ -473,7 +473,7 @@ def test_a_failed_replace_brings_the_old_userspace_tunnel_back(
     assert state.exists and (state.local, state.remote) == ("192.0.2.10", "203.0.113.1")
     assert state.addresses == ("2001:db8:1::2/64",)
     assert state.default_gateway == "2001:db8:1::1"
-    assert netlink.ping(host, "2001:db8:1::1", wait=2)  # the old tunnel carries traffic again
+    assert rtnl.ping(host, "2001:db8:1::1", wait=2).ok  # the old tunnel carries traffic again
     again = t.apply(t.plan(**common), **common)
     assert again.status == "unchanged", again.summary
 

@@ -16,7 +16,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from opslib import virt
+from opslib import rtnl, virt
 from opslib.errors import InputError, UnknownName
 from opslib.procedures import nat_bridge_ipv6 as nb
 
@@ -392,11 +392,11 @@ def test_rename_whose_rollback_fails_too_says_so_and_keeps_the_old_definition(
 def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     pings: list[str] = []
 
-    def ping(netns: str, address: str, **kwargs: Any) -> bool:
+    def ping(netns: str, address: str, **kwargs: Any) -> rtnl.Echo:
         pings.append(address)
-        return False  # no route: ping(8) fails at once
+        return rtnl.Echo({}, frozenset({address}), 0.0)  # no route: fails at once
 
-    monkeypatch.setattr(nb.netlink, "ping", ping)
+    monkeypatch.setattr(nb.rtnl, "ping", ping)
     cut = nb._Cut("vm", "vnet0", "52:54:00:0b:00:01", "2001:db8:2::1", 0.0)
     t0 = time.monotonic()
     nb._wait_for_guests("", [cut], timeout=1.2)

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opslib import netlink, secrets, slaac, virt
+from opslib import rtnl, secrets, slaac, virt
 from opslib.changes import Change, Check, Plan, Result, Status
 from opslib.dns import DnsClient, DnsRecord, RecordSpec, same_content
 from opslib.errors import ApiError, InputError, OpsError
@@ -339,7 +339,7 @@ def vm_address(*, libvirt_uri: str, netns: str, vm: str) -> VmAddress:
     if not domain.running:
         raise InputError(f"VM {vm} is {domain.state}; start it, or pass address=")
     for found in candidates:
-        if netlink.ping(netns, found.address, tries=3):
+        if rtnl.ping(netns, found.address, tries=3).ok:
             return VmAddress(found.address, f"{found.source}, answers ping6")
     tried = ", ".join(c.address for c in candidates)
     raise InputError(

@@ -30,7 +30,7 @@ from typing import Any
 
 from lxml import etree
 
-from opslib import confirm, netlink, virt
+from opslib import confirm, netlink, rtnl, virt
 from opslib import interfaces as ifs
 from opslib.changes import Change, Check, Plan, Result
 from opslib.errors import ApplyError, HostError, InputError, OpsError, UnknownName
@@ -863,7 +863,7 @@ def verify_bridge(p: Params, netns: str) -> list[Check]:
             f"via {gw} dev {dev}" if dev else "none",
         )
     )
-    answered = bool(gw) and route_ok and netlink.ping(netns, gw)
+    answered = bool(gw) and route_ok and rtnl.ping(netns, gw).ok
     checks.append(
         Check("gateway answers", "ok" if answered else "fail", f"ping {gw or '-'}: "
               + ("reply" if answered else "no reply"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opslib import interfaces, netlink, virt
+from opslib import interfaces, netlink, rtnl, virt
 from opslib.changes import Change, Check, Plan, Result, ensure_unchanged
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.lab import sixinfour
@@ -799,7 +799,7 @@ def checks(
             f"ip -6 route replace default via {server_ipv6} dev {tunnel}",
         )
     )
-    answers = bool(link) and netlink.ping(netns, server_ipv6, wait=2)
+    answers = bool(link) and rtnl.ping(netns, server_ipv6, wait=2).ok
     found.append(
         _check(
             f"broker {server_ipv6} answers ping6",
@@ -808,7 +808,7 @@ def checks(
             "check the broker's IPv4 endpoint is reachable and allows protocol 41",
         )
     )
-    big = answers and netlink.ping(netns, server_ipv6, size=PING_SIZE, wait=2)
+    big = answers and rtnl.ping(netns, server_ipv6, size=PING_SIZE, wait=2).ok
     found.append(
         _check(
             f"{PING_SIZE}-byte ping6 to {server_ipv6} (MTU)",

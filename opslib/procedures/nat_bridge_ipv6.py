@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import libvirt
 from lxml import etree
 
-from opslib import netlink, virt
+from opslib import netlink, rtnl, virt
 from opslib.changes import Change, Check, Outcome, Plan, Result, ensure_unchanged
 from opslib.errors import ApplyError, InputError, LibvirtError, OpsError, UnknownName
 from opslib.slaac import eui64_address
@@ -567,7 +567,7 @@ def _wait_for_guests(netns: str, cuts: list[_Cut], timeout: float) -> None:
         if not pending:
             return
         for cut in pending:
-            if netlink.ping(netns, cut.address):
+            if rtnl.ping(netns, cut.address).ok:
                 cut.answered_at = time.monotonic()
         if any(c.answered_at is None for c in cuts):
             # ping fails at once without a route: no back-to-back processes for 90 s.
