@@ -43,12 +43,18 @@ __all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "pr
 
 
 def notebooks_dir() -> Path:
-    """$OPSBOOK_NOTEBOOKS, else the checkout's notebooks/, else ./notebooks."""
+    """$OPSBOOK_NOTEBOOKS, else the checkout's notebooks/, else those installed with the
+    package (PREFIX/share/opsbook/notebooks: pyproject's data-files), else ./notebooks."""
     env = os.environ.get("OPSBOOK_NOTEBOOKS")
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parent.parent / "notebooks"
-    return beside if beside.is_dir() else Path("notebooks")
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "notebooks",
+        Path(sys.prefix) / "share" / "opsbook" / "notebooks",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return Path("notebooks")
 
 
 def list_runbooks(directory: Path | None = None) -> list[RunbookInfo]:

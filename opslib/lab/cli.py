@@ -127,6 +127,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(func=_notebook)
 
+    from opslib.lab import host_cli
+
+    host_cli.add_parser(lab_sub)
+
     q = lab_sub.add_parser("netreg", help="the lab's NetReg: list, add or remove a MAC")
     q.add_argument("action", choices=["list", "add", "remove"])
     q.add_argument("mac", nargs="?", help="MAC address (add/remove)")

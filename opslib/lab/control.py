@@ -102,7 +102,7 @@ class LabService:
     status: Callable[[Lab], list[Row]] | None = None
 
 
-SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api")
+SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api", "opslib.lab.daemonhost")
 
 # ``up --configured``: the runbooks' procedures, applied in the wiki page's order. A
 # procedure module takes part by exposing ``apply_lab(lab: Lab) -> Result``.

@@ -80,11 +80,14 @@ def start(c: Container) -> int:
         for directory in groups:
             (directory / "cgroup.procs").write_text(str(os.getpid()))
 
+    # /proc/sys/net writable: it is the container's own netns, and libvirtd writes there
+    # when it starts a network (else "cannot write to .../disable_ipv6: Read-only")
+    env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
     c.log.parent.mkdir(parents=True, exist_ok=True)
     with c.log.open("ab") as log:
         proc = subprocess.Popen(  # detached: a session of its own, no terminal
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=enter_cgroups,
+            start_new_session=True, preexec_fn=enter_cgroups, env=env,
         )  # fmt: skip
     c.pid_file.write_text(f"{proc.pid}\n")
     return proc.pid

@@ -1,0 +1,94 @@
+"""opsbook on a booted lab host, installed the README's way ("Installing on a daemon host").
+
+The host has no route to any package index, so, as an operator would:
+
+1. on the workstation, ``scripts/build-wheelhouse.sh DIR``: opsbook and every
+   dependency as wheels (``LAB/wheelhouse``);
+2. ``scp`` the wheelhouse and ``scripts/install-daemon-host.sh`` to the host as the
+   operator, over the lab's SSH;
+3. ``sudo sh install-daemon-host.sh WHEELHOUSE`` there: a venv in /opt/opsbook, the
+   Jupyter kernelspec ``opsbook``, ``/usr/local/bin/opsbook``; the runbooks come with
+   the package (/opt/opsbook/share/opsbook/notebooks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from opslib.errors import HostError
+from opslib.lab import hostssh
+from opslib.lab.config import Lab
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+BUILD = SCRIPTS / "build-wheelhouse.sh"
+INSTALL = SCRIPTS / "install-daemon-host.sh"
+STAGING = "/tmp/opsbook-install"  # on the host, as the operator
+INSTALLED_ID = "/opt/opsbook/share/opsbook/wheelhouse.id"  # written by the install script
+
+
+def wheelhouse(lab: Lab) -> Path:
+    return lab.root / "wheelhouse"
+
+
+def source_digest(checkout: Path = SCRIPTS.parent) -> str:
+    """What the wheelhouse is built from: opslib, notebooks, parameter sets, packaging."""
+    digest = hashlib.sha256()
+    parts = [checkout / "pyproject.toml", checkout / "README.md", BUILD]
+    for top in ("opslib", "notebooks", "parameters"):
+        parts += [p for p in (checkout / top).rglob("*") if "__pycache__" not in p.parts]
+    for path in sorted(p for p in parts if p.is_file()):
+        digest.update(str(path.relative_to(checkout)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_wheelhouse(lab: Lab, *, timeout: float = 900) -> Path:
+    """The wheels of this checkout's opsbook and its dependencies, in ``LAB/wheelhouse``;
+    built again only when the sources changed."""
+    if not BUILD.exists():
+        raise HostError(f"no {BUILD}: the lab installs opsbook from a checkout of it")
+    out, source = wheelhouse(lab), source_digest()
+    stamp = out / ".source"
+    if stamp.exists() and stamp.read_text() == source and (out / "wheelhouse.id").exists():
+        return out
+    stamp.unlink(missing_ok=True)
+    _local([str(BUILD), str(out)], "building the wheelhouse", timeout)
+    stamp.write_text(source)
+    return out
+
+
+def install(lab: Lab, name: str, *, progress: Callable[[str], None] = print) -> None:
+    """Build the wheelhouse, copy it in over SSH, run the install script with sudo there."""
+    started = time.monotonic()
+    out = build_wheelhouse(lab)
+    progress(f"wheelhouse {out} ({len(list(out.glob('*.whl')))} wheels, "
+             f"{time.monotonic() - started:.1f}s)")  # fmt: skip
+    wanted = (out / "wheelhouse.id").read_text().strip()
+    have = hostssh.run(lab, name, f"cat {INSTALLED_ID}", check=False).stdout.strip()
+    if have == wanted:
+        progress(f"host {name}: opsbook already installed from this wheelhouse")
+        return
+    started = time.monotonic()
+    hostssh.run(lab, name, f"rm -rf {STAGING} && mkdir -m 700 {STAGING}")
+    _local(hostssh.scp_argv(lab, name, [out, INSTALL], STAGING), f"scp to {name}", 300)
+    progress(f"host {name}: wheelhouse copied over SSH ({time.monotonic() - started:.1f}s)")
+    started = time.monotonic()
+    script = f"{STAGING}/{INSTALL.name}"
+    done = hostssh.run(
+        lab, name, f"sudo sh {script} {STAGING}/{out.name} && rm -rf {STAGING}", timeout=900
+    )
+    line = done.stdout.strip().splitlines()[-1:] or ["installed"]
+    progress(f"host {name}: {line[0]} ({time.monotonic() - started:.1f}s)")
+
+
+def _local(argv: list[str], what: str, timeout: float) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise HostError(f"{what} timed out after {timeout:.0f}s") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        raise HostError(f"{what} failed (rc {proc.returncode}): {tail}")
