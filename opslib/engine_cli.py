@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -482,16 +482,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _records_option(p)
     p.set_defaults(func=cmd_demo)
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - cli.main is the entry
-    from opslib.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 _HTML_PAGE = """<!doctype html>
