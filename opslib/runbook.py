@@ -18,7 +18,6 @@ results are readable without a kernel.
 
 from __future__ import annotations
 
-import getpass
 import inspect
 import json
 import os
@@ -26,10 +25,11 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from opslib import __version__, params, secrets
+from opslib import params, record_header, secrets
 from opslib.changes import Plan, Result
 from opslib.errors import ApplyError, InputError, OpsError
 from opslib.locks import host_lock
+from opslib.paramsets import load_param_file
 
 __all__ = ["DEFAULTS_ENV", "HEADLESS_ENV", "Runbook", "headless", "preset_values", "start"]
 
@@ -103,8 +103,6 @@ def preset_values(name: str, decls: list[params.Param], raw: dict[str, Any]) -> 
     path = Path(directory) / f"{name}.yaml" if directory else None
     if path is None or not path.is_file():
         return {}
-    from opslib.runner import load_param_file
-
     found = load_param_file(path)
     presets: dict[str, Any] = {}
     for p in decls:
@@ -320,25 +318,21 @@ class Runbook:
                 else [_code_cell("rb.report(...)", [ui.bundle_output(result.to_json())])]
             ),
         ]
-        status = "failed" if result.failed else "ok"
-        header = {
-            "runbook": self.name,
-            "host": self.host,
-            "parameters": redact_parameters(self.decls, values),
-            "user": getpass.getuser(),
-            "start": started,
-            "end": ended,
-            "status": status,
-            "exit_code": 1 if result.failed else 0,
-            "changed": result.changed,
-            "summary": (result.summary or result.status).splitlines()[0][:300]
-            if (result.summary or result.status)
-            else "",
-            "opslib_version": __version__,
-            "revision": repo_revision(),
-            "mode": "interactive",
-            "pid": os.getpid(),
-        }
+        text = result.summary or result.status
+        header = record_header.finished(
+            record_header.header(
+                runbook=self.name,
+                host=self.host,
+                decls=self.decls,
+                values=values,
+                mode="interactive",
+                start=started,
+            ),
+            status="failed" if result.failed else "ok",
+            changed=result.changed,
+            summary=text.splitlines()[0][:300] if text else "",
+            end=ended,
+        )
         nb, header, _ = records.redact_leaks(nb, header, secrets.loaded())
         _, path = records.Store(self.records).add(header, nb)
         return path
@@ -353,41 +347,3 @@ def _code_cell(source: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
         "outputs": outputs,
         "source": source,
     }
-
-
-def redact_parameters(decls: list[params.Param], values: dict[str, Any]) -> dict[str, Any]:
-    """Parameters for the index. A secret parameter holds a source (file:/path, env:NAME),
-    never a value; anything else in it is replaced, in case a caller bypassed validation."""
-    kinds = {p.name: p.type for p in decls}
-    return {
-        k: (v if kinds.get(k) != "secret" or not v or _is_source(v) else secrets.REDACTED)
-        for k, v in values.items()
-    }
-
-
-def _is_source(value: object) -> bool:
-    return isinstance(value, str) and (value.startswith("file:/") or value.startswith("env:"))
-
-
-def repo_revision(where: Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of opslib's checkout (+ '-dirty'); None outside git."""
-    import subprocess
-
-    root = where or Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev

@@ -20,7 +20,6 @@ Order of a run (:func:`run`):
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
 import os
@@ -34,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from opslib import __version__, errors, params, records, secrets
+from opslib import errors, params, record_header, records, secrets
 from opslib.errors import InputError, UnknownName
 from opslib.params import RunbookInfo
-from opslib.runbook import HEADLESS_ENV, redact_parameters, repo_revision
+from opslib.paramsets import load_param_file
+from opslib.runbook import HEADLESS_ENV
 
 __all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
 
@@ -75,29 +75,6 @@ def find_runbook(name: str, directory: Path | None = None) -> RunbookInfo:
         known = [p.stem for p in directory.glob("*.ipynb")]
         raise UnknownName("runbook", name, known)
     return params.read_runbook(path)
-
-
-def load_param_file(path: Path) -> dict[str, object]:
-    """A parameter set (YAML mapping). Scalars are read as text, then converted by type:
-    YAML's own guesses (``010`` as 8, ``no`` as False) never reach a parameter."""
-    import yaml
-
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read parameter file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{where}: not valid YAML") from None
-    if data is None or data == "":
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a parameter file is a mapping of NAME: VALUE lines")
-    for key, value in data.items():
-        if not isinstance(value, str):
-            raise InputError(f"{path}: {key}: give a single value, not a list or mapping")
-    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -315,22 +292,14 @@ def run(
     store.mark_stale()
     nb_source = json.loads(info.path.read_text(encoding="utf-8"))
     start = records.utcnow()
-    header: dict[str, Any] = {
-        "runbook": info.name,
-        "host": prepared.host,
-        "parameters": redact_parameters(list(info.params), prepared.values),
-        "user": getpass.getuser(),
-        "start": records.iso(start),
-        "end": None,
-        "status": "running",
-        "exit_code": None,
-        "changed": None,
-        "summary": "",
-        "opslib_version": __version__,
-        "revision": repo_revision(),
-        "mode": "headless",
-        "pid": os.getpid(),
-    }
+    header = record_header.header(
+        runbook=info.name,
+        host=prepared.host,
+        decls=info.params,
+        values=prepared.values,
+        mode="headless",
+        start=records.iso(start),
+    )
     run_id, path = store.begin(header, nb_source)
     header["id"] = run_id
     partial = records.partial_path(path)
@@ -397,24 +366,18 @@ def run(
     final = records.final_result(records.results_of(nb))
     if status == "ok" and final is not None and final.get("failed"):
         status = "failed"
-    exit_code = {"ok": 0, "killed": 130, "bad-input": 2}.get(status, 1)
     changed = bool(final.get("changed")) if final is not None else None
     summary = records.summarize(nb, status) or error
     if status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
         summary = error
     if status == "timeout":
         summary = f"a cell ran longer than {timeout:g} s: {_failed_cell(nb)}"
-    header.update(
-        status=status,
-        exit_code=exit_code,
-        changed=changed,
-        summary=summary,
-        end=records.iso(records.utcnow()),
+    header = record_header.finished(
+        header, status=status, changed=changed, summary=summary, end=records.iso(records.utcnow())
     )
     # Fail closed: the record must not hold a secret, and the run must say so.
-    nb, header, leaked = records.redact_leaks(nb, header, prepared.secret_values)
-    if leaked:
-        status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
+    nb, header, _ = records.redact_leaks(nb, header, prepared.secret_values)
+    status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
     data = records.dump_notebook(records.with_header(nb, header))
     records.atomic_write(path, data)
     with contextlib.suppress(FileNotFoundError):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import records
+from opslib import __version__, record_header, records, secrets
 from opslib.errors import InputError
+from opslib.params import Param
 from opslib.records import RESULT_MIME, Store
 
 
@@ -163,3 +164,40 @@ def test_final_result_prefers_the_last_result_over_plans() -> None:
     )
     final = records.final_result(records.results_of(nb))
     assert final is not None and final["status"] == "changed"
+
+
+def test_the_record_header_names_secrets_by_source_and_exit_codes_by_status() -> None:
+    decls = [Param("host", "host", ""), Param("token", "secret", ""), Param("n", "int", 1)]
+    values = {"host": "lab", "token": "env:CF_TOKEN", "n": 3}
+    started = record_header.header(
+        runbook="cloudflare-aaaa",
+        host="lab",
+        decls=decls,
+        values=values,
+        mode="headless",
+        start="2024-05-01T10:00:00Z",
+    )
+    # every field of the index (records._FIELDS) but those the store adds: path, sha256
+    assert set(started) == {*records._FIELDS} - {"path", "sha256"}
+    assert started["parameters"] == values  # a secret's source is kept, it names no value
+    assert (started["status"], started["exit_code"], started["end"]) == ("running", None, None)
+    assert started["opslib_version"] == __version__
+    leaked = record_header.header(
+        runbook="cloudflare-aaaa",
+        host="lab",
+        decls=decls,
+        values={**values, "token": "s3cr3t-value"},
+        mode="interactive",
+        start="2024-05-01T10:00:00Z",
+    )
+    assert leaked["parameters"]["token"] == secrets.REDACTED
+    for status, code in (("ok", 0), ("failed", 1), ("bad-input", 2), ("killed", 130)):
+        done = record_header.finished(
+            started, status=status, changed=False, summary="s", end="2024-05-01T10:00:07Z"
+        )
+        assert (done["status"], done["exit_code"], done["end"]) == (
+            status,
+            code,
+            "2024-05-01T10:00:07Z",
+        )
+    assert started["status"] == "running"  # finished() leaves the started header alone
