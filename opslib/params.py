@@ -531,39 +531,23 @@ def read_runbook(path: Path) -> RunbookInfo:
     return RunbookInfo(path.stem, path, purpose_of(nb), params, kernel)
 
 
-def known_names(uri: str, kind: str) -> list[str]:
-    """Names of the VMs (kind "vm") or networks of the libvirt at ``uri``."""
-    import libvirt
-
-    from opslib.errors import LibvirtError
-
-    try:
-        conn = libvirt.openReadOnly(uri)
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(
-            f"cannot reach libvirt at {uri}: {exc.get_error_message()}", exc.get_error_code()
-        ) from exc
-    try:
-        if kind == "vm":
-            return sorted(d.name() for d in conn.listAllDomains())
-        return sorted(n.name() for n in conn.listAllNetworks())
-    finally:
-        conn.close()
-
-
 def check_names(decls: Iterable[Param], values: Mapping[str, Any]) -> None:
-    """VM and network parameters name objects that exist (when a libvirt_uri is given)."""
+    """VM and network parameters name objects that exist (when a libvirt_uri is given).
+
+    The names come from :mod:`opslib.virt`, which owns the libvirt connection and says
+    in one line why it could not be reached."""
     uri = values.get("libvirt_uri")
     named = [p for p in decls if p.type in ("vm", "network") and values.get(p.name)]
     if not uri or not named:
         return
+    from opslib import virt  # lazy: reading declarations needs no libvirt
     from opslib.errors import OpsError
 
     for p in named:
         try:
-            known = known_names(str(uri), p.type)
+            known = virt.known_names(str(uri), p.type)
         except OpsError as exc:
-            raise InputError(f"parameter {p.name}: {exc}; is libvirtd running?") from None
+            raise InputError(f"parameter {p.name}: {exc}") from None
         if values[p.name] not in known:
             err = UnknownName("VM" if p.type == "vm" else "network", values[p.name], known)
             raise InputError(f"parameter {p.name}: {err}") from None

@@ -263,11 +263,11 @@ def _libvirt_choices(rb: Runbook, kind: str) -> list[str]:
     uri = rb.values.get("libvirt_uri")
     if not uri:
         return []
+    from opslib import virt
     from opslib.errors import OpsError
-    from opslib.params import known_names
 
     try:
-        return known_names(str(uri), kind)
+        return virt.known_names(str(uri), kind)
     except OpsError:
         return []
 

@@ -223,6 +223,16 @@ def domain_names(conn: libvirt.virConnect) -> list[str]:
         return sorted(d.name() for d in conn.listAllDomains())
 
 
+def known_names(uri: str, kind: str) -> list[str]:
+    """Names of the VMs (kind "vm") or networks (kind "network") of the libvirt at ``uri``,
+    read-only: the form's live choices and what a run's parameters are checked against."""
+    with connect(uri, readonly=True) as conn:
+        if kind == "vm":
+            return domain_names(conn)
+        with translated("cannot list networks"):
+            return sorted(n.name() for n in conn.listAllNetworks())
+
+
 def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
     try:
         return conn.lookupByName(name)

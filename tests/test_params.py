@@ -171,6 +171,20 @@ def test_vm_names_are_checked_against_libvirt() -> None:
         params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "tset"})
 
 
+def test_an_unreachable_libvirt_is_one_line_from_opslib_virt(tmp_path: Path) -> None:
+    # params reads declarations and values; the libvirt connection is opslib.virt's, which
+    # translates libvirt's error (and says what to check) once.
+    uri = f"test://{tmp_path}/no-such-host.xml"
+    decls = [params.Param("libvirt_uri", "libvirt-uri", ""), params.Param("net", "network", "")]
+    with pytest.raises(InputError) as caught:
+        params.check_names(decls, {"libvirt_uri": uri, "net": "default"})
+    message = str(caught.value)
+    assert message.startswith(
+        f"parameter net: cannot connect to libvirt at {uri} (is libvirtd running?): "
+    ), message
+    assert "\n" not in message and message.count("libvirtd running") == 1
+
+
 # -- numeric ranges, interface names, the host default -----------------------------------
 
 RANGED = """\
