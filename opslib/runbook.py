@@ -8,8 +8,14 @@ Headless (``opsbook run`` sets ``OPSBOOK_HEADLESS=1``) nothing waits on a
 widget: ``rb.apply`` applies when the ``apply`` parameter is true, under the
 host's apply lock. Interactive (JupyterLab), ``start`` shows a form right after
 the parameters cell; ``rb.plan`` shows a Plan button, ``rb.apply`` an Apply
-button that is enabled once a plan for the current values is shown, and each
-interactive apply is filed as a record in the same store.
+button, and each interactive apply is filed as a record in the same store.
+Apply applies the notebook's ``plan`` variable: the cell ``plan = rb.plan(...)``
+binds it, each click of Plan binds it again, and it is None (Apply disabled)
+once the form changed or the plan was applied. The form has no ``apply``
+field: there the Apply button is what makes the changes.
+
+:mod:`opslib.ui` draws the form and the panels; it gets callables from here
+(plan, apply, run, save), never the Runbook itself.
 
 Every plan and result is displayed with the MIME type
 ``application/vnd.opsbook.result+json`` beside its HTML and text, so a record's
@@ -21,20 +27,33 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from opslib import params, record_header, secrets
+from opslib import params, record_header, records, secrets
 from opslib.changes import Plan, Result
 from opslib.errors import ApplyError, InputError, OpsError
 from opslib.locks import host_lock
 from opslib.paramsets import load_param_file
 
-__all__ = ["DEFAULTS_ENV", "HEADLESS_ENV", "Runbook", "headless", "preset_values", "start"]
+__all__ = [
+    "DEFAULTS_ENV",
+    "HEADLESS_ENV",
+    "PLAN_VARIABLE",
+    "Runbook",
+    "headless",
+    "preset_values",
+    "start",
+]
 
 HEADLESS_ENV = "OPSBOOK_HEADLESS"
 DEFAULTS_ENV = "OPSBOOK_DEFAULTS"
+# The notebook's variable that holds the plan Apply applies (docs/conventions.md: the
+# cells are `plan = rb.plan(X.plan)` and `rb.apply(X.apply, plan)`).
+PLAN_VARIABLE = "plan"
+# The parameter that makes a headless run apply; interactively the Apply button does.
+APPLY_PARAMETER = "apply"
 
 
 def headless() -> bool:
@@ -86,7 +105,18 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
     if rb.headless:
         rb.values = params.validate(decls, raw)
     else:
-        rb.form = ui.show_form(rb)
+        # No `apply` field: a ticked box would apply at "Run All Cells", before the
+        # operator saw the plan (the lab's parameter sets say apply: true for headless
+        # runs); stepping through, the Apply button under the plan makes the changes.
+        rb.form = ui.show_form(
+            rb.name,
+            rb.purpose,
+            [p for p in decls if p.name != APPLY_PARAMETER],
+            rb.raw,
+            rb.errors,
+            set_value=rb.set,
+            choices=rb.choices,
+        )
     return rb
 
 
@@ -138,8 +168,9 @@ class Runbook:
         self.apply_button: Any = None
         self.run_button: Any = None  # interactive read-only runbooks: Run / Save record
         self.save_button: Any = None
-        self.last_plan: Plan | None = None
-        self.plan_fn: Callable[..., Plan] | None = None
+        self.plan_panel_shown = False  # interactive: rb.plan showed a Plan button
+        # Called after the form or the notebook's plan changed: the panels' refreshers.
+        self.listeners: list[Callable[[], None]] = []
         self._revalidate()
 
     # -- parameters --------------------------------------------------------------------
@@ -153,14 +184,20 @@ class Runbook:
                 self.errors[p.name] = str(exc).split(": ", 1)[-1]
         self.values = values
 
-    def set(self, name: str, raw: Any) -> str:
-        """Set a parameter from the form; returns the validation message ('' when fine)."""
+    def set(self, name: str, raw: Any) -> Mapping[str, str]:
+        """Set a parameter from the form; returns every field's validation message."""
         self.raw[name] = raw
         self._revalidate()
         if name in self.values:
             self.ns[name] = self.values[name]  # later cells see the form's value
-        self.last_plan = None
-        return self.errors.get(name, "")
+        if self.plan_panel_shown:
+            self.ns[PLAN_VARIABLE] = None  # planned for other values: plan again
+        self._changed()
+        return self.errors
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     @property
     def valid(self) -> bool:
@@ -178,6 +215,19 @@ class Runbook:
         if self.path is not None and self.path.resolve().parent.name == "notebooks":
             return self.path.resolve().parent.parent / "records"
         return Path("records")
+
+    def choices(self, kind: str) -> list[str]:
+        """The form's live choices: the names of the host's VMs or networks (kind "vm" or
+        "network"), none while libvirt cannot be reached (the field stays free text)."""
+        uri = self.values.get("libvirt_uri")
+        if not uri:
+            return []
+        from opslib import virt  # lazy: libvirt only where a form offers its names
+
+        try:
+            return virt.known_names(str(uri), kind)
+        except OpsError:
+            return []
 
     def kwargs_for(self, fn: Callable[..., Any], *, skip_first: bool = False) -> dict[str, Any]:
         """The parameters ``fn``'s signature names (plus ``host``), as keyword arguments."""
@@ -212,33 +262,49 @@ class Runbook:
     # -- verbs -------------------------------------------------------------------------
 
     def plan(self, fn: Callable[..., Plan]) -> Plan | None:
-        """Compute and show the plan: ``plan = rb.plan(procedure.plan)``."""
+        """Compute and show the plan: ``plan = rb.plan(procedure.plan)``.
+
+        Interactive: a Plan button; plans at once when the form is valid (None when
+        not). The cell binds the first plan to ``plan``; each click binds the new one."""
         from opslib import ui
 
-        self.plan_fn = fn
-        if not self.headless:
-            return ui.plan_panel(self)
-        plan = fn(**self.kwargs_for(fn))
-        ui.show_plan(plan)
-        self.last_plan = plan
-        return plan
+        if self.headless:
+            plan = fn(**self.kwargs_for(fn))
+            ui.show_plan(plan)
+            return plan
 
-    def compute_plan(self) -> Plan:
-        assert self.plan_fn is not None
-        plan = self.plan_fn(**self.kwargs_for(self.plan_fn))
-        self.last_plan = plan
-        return plan
+        def replanned(plan: Plan | None) -> None:
+            self.ns[PLAN_VARIABLE] = plan
+            self._changed()
+
+        self.plan_panel_shown = True
+        self.plan_button, first = ui.plan_panel(
+            lambda: fn(**self.kwargs_for(fn)), ready=lambda: self.valid, replanned=replanned
+        )
+        return first
 
     def apply(self, fn: Callable[..., Result], plan: Plan | None) -> Result | None:
-        """Apply the plan (headless: when ``apply`` is true) under the host's lock."""
+        """Apply the plan (headless: when ``apply`` is true) under the host's lock.
+
+        Interactive: an Apply button that applies what the notebook's ``plan`` holds
+        when it is clicked, and files the record."""
         from opslib import ui
 
         if not self.headless:
-            ui.apply_panel(self, fn)
+            if plan is not self.ns.get(PLAN_VARIABLE):
+                # Apply reads the notebook's `plan`; any other plan here would be ignored.
+                raise InputError(
+                    "rb.apply applies the notebook's `plan` variable: write "
+                    "`plan = rb.plan(X.plan)`, then `rb.apply(X.apply, plan)`"
+                )
+            self.apply_button, refresh = ui.apply_panel(
+                self._plan_to_apply, lambda plan: self._apply_and_file(fn, plan)
+            )
+            self.listeners.append(refresh)
             return None
         if plan is None:
             raise InputError("rb.apply needs the plan from rb.plan(...)")
-        if not self.values.get("apply"):
+        if not self.values.get(APPLY_PARAMETER):
             ui.show_note(
                 "Plan only: apply is false. Run again with -p apply true to make these changes."
             )
@@ -246,6 +312,35 @@ class Runbook:
         result = self.run_apply(fn, plan)
         self._raise_if_failed(result)
         return result
+
+    def _plan_to_apply(self) -> Plan | None:
+        """What Apply would apply now: the notebook's plan, when there is one to apply."""
+        plan = self.ns.get(PLAN_VARIABLE)
+        if not isinstance(plan, Plan) or plan.empty or not self.valid:
+            return None
+        return plan
+
+    def _apply_and_file(
+        self, fn: Callable[..., Result], plan: Plan
+    ) -> tuple[Path, Exception | None]:
+        """An interactive apply: run it, file it (also when the procedure raised: the
+        failed result carries the error), and clear the notebook's plan. Returns the
+        record's path and the error the procedure raised, if any."""
+        started = records.iso(records.utcnow())
+        error: Exception | None = None
+        try:
+            try:
+                result = self.run_apply(fn, plan)
+            except Exception as exc:  # the lock, bad input, a bug: all of them filed
+                error = exc
+                result = Result(self.name, self.host, "failed", summary=_error_line(exc))
+            path = self.save_interactive_record(
+                plan, result, started=started, ended=records.iso(records.utcnow())
+            )
+        finally:
+            self.ns[PLAN_VARIABLE] = None  # the host changed: plan again before the next apply
+            self._changed()
+        return path, error
 
     def run_apply(self, fn: Callable[..., Result], plan: Plan) -> Result:
         from opslib import ui
@@ -263,7 +358,15 @@ class Runbook:
         from opslib import ui
 
         if not self.headless:
-            ui.report_panel(self, fn)
+            self.run_button, self.save_button, stale = ui.report_panel(
+                lambda: fn(**self.kwargs_for(fn)),
+                lambda result, started, ended: self.save_interactive_record(
+                    None, result, started=started, ended=ended
+                ),
+                ready=lambda: self.valid,
+                what=f"Running {self.name}",
+            )
+            self.listeners.append(stale)
             return None
         result = fn(**self.kwargs_for(fn))
         ui.show_result(result)
@@ -289,16 +392,18 @@ class Runbook:
         """File an interactive apply (or a report, ``plan`` None) in the record store.
 
         An apply is filed with ``apply = True`` among its parameters: the Apply button
-        applies whatever the form's checkbox says, and readers of the index (host-health's
-        DNS drift) take ``apply`` as "this run made its changes". Every secret loaded in
-        this kernel is looked for before anything is written (fail closed, as headless)."""
-        from opslib import records, ui
+        is what applied, and readers of the index (host-health's DNS drift) take
+        ``apply`` as "this run made its changes". Every secret loaded in this kernel is
+        looked for before anything is written (fail closed, as headless)."""
+        from opslib import ui
 
         if self.path is not None:
             nb = json.loads(self.path.read_text(encoding="utf-8"))
         else:
             nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
-        values = {**self.values, "apply": True} if plan is not None else dict(self.values)
+        values = dict(self.values)
+        if plan is not None:
+            values[APPLY_PARAMETER] = True
         if "host" in values:
             values["host"] = self.host  # "" stands for this machine: file its name
         assignments = "".join(f"{k} = {v!r}\n" for k, v in values.items())
@@ -347,3 +452,12 @@ def _code_cell(source: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
         "outputs": outputs,
         "source": source,
     }
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for a record's summary: the message of one of opslib's errors, else
+    the class name too (a bug's message alone says little)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, OpsError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -4,6 +4,11 @@ The renderers (``*_text``, ``*_html``) are pure: JSON of a Plan/Result in, text
 out; ``opsbook records show`` uses the text ones without a kernel. The display
 functions emit one bundle per plan/result: text/plain, text/html and the
 structured JSON under :data:`opslib.records.RESULT_MIME`.
+
+The form and the panels (Plan, Apply, Run / Save record) only draw widgets and
+call what they are given: the parameters and callables to plan, apply, run and
+save. What those do (the notebook's plan, the host's lock, the record) is
+:mod:`opslib.runbook`'s.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from opslib.records import RESULT_MIME
 from opslib.tables import dict_table
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from opslib.changes import Plan, Result
-    from opslib.runbook import Runbook
+    from opslib.params import Param
 
 __all__ = [
     "bundle_output",
@@ -259,33 +266,35 @@ def install_error_display() -> None:
 # -- interactive forms ---------------------------------------------------------------------
 
 
-def _libvirt_choices(rb: Runbook, kind: str) -> list[str]:
-    uri = rb.values.get("libvirt_uri")
-    if not uri:
-        return []
-    from opslib import virt
-    from opslib.errors import OpsError
-
-    try:
-        return virt.known_names(str(uri), kind)
-    except OpsError:
-        return []
-
-
 class Form:
-    """A widget per parameter, with its validation message beside it."""
+    """A widget per parameter, with its validation message beside it.
 
-    def __init__(self, rb: Runbook) -> None:
+    ``set_value(name, raw)`` takes a field's new value and returns every field's
+    validation message; ``choices(kind)`` lists the host's VMs or networks (kind "vm"
+    or "network"), empty when there are none to offer."""
+
+    def __init__(
+        self,
+        name: str,
+        purpose: str,
+        fields: Sequence[Param],
+        raw: Mapping[str, Any],
+        errors: Mapping[str, str],
+        *,
+        set_value: Callable[[str, Any], Mapping[str, str]],
+        choices: Callable[[str], list[str]],
+    ) -> None:
         import ipywidgets as w
 
-        self.rb = rb
-        self.listeners: list[Callable[[], None]] = []
+        self.set_value = set_value
+        self.help = {p.name: p.help for p in fields}
         rows = []
         self.messages: dict[str, Any] = {}
-        for p in rb.decls:
-            value = rb.raw.get(p.name, p.default)
+        for p in fields:
+            value = raw.get(p.name, p.default)
             style = {"description_width": "130px"}
             layout = w.Layout(width="420px")
+            live = choices(p.type) if p.type in ("vm", "network") else []
             field: Any
             if p.type == "bool":
                 field = w.Checkbox(value=bool(value), description=p.name, style=style, indent=True)
@@ -297,10 +306,10 @@ class Form:
                     style=style,
                     layout=layout,
                 )
-            elif p.type in ("vm", "network") and (choices := _libvirt_choices(rb, p.type)):
+            elif live:
                 # live choices from the host's libvirt: pick one (or "all" when optional)
-                options = [(name, name) for name in choices]
-                if str(value) and str(value) not in choices:
+                options = [(n, n) for n in live]
+                if str(value) and str(value) not in live:
                     options.insert(0, (f"{value} (not on this host)", str(value)))
                 if p.optional:
                     options.insert(0, (f"(all {p.type}s)", ""))
@@ -314,7 +323,7 @@ class Form:
             elif p.type in ("vm", "network"):
                 field = w.Combobox(
                     value=str(value),
-                    options=_libvirt_choices(rb, p.type),
+                    options=[],
                     ensure_option=False,
                     description=p.name,
                     style=style,
@@ -330,11 +339,11 @@ class Form:
                     placeholder="file:/path or env:NAME" if p.type == "secret" else "",
                 )
             field.tooltip = f"{p.type_label}: {p.help}"
-            msg = w.HTML(value=self._msg(rb.errors.get(p.name, ""), p.help))
+            msg = w.HTML(value=self._msg(errors.get(p.name, ""), p.help))
             self.messages[p.name] = msg
             field.observe(self._changed(p.name), names="value")
             rows.append(w.HBox([field, msg]))
-        self.box = w.VBox([w.HTML(f"<b>{rb.name}</b>: {html.escape(rb.purpose)}"), *rows])
+        self.box = w.VBox([w.HTML(f"<b>{html.escape(name)}</b>: {html.escape(purpose)}"), *rows])
 
     @staticmethod
     def _msg(error: str, help_text: str) -> str:
@@ -344,57 +353,72 @@ class Form:
 
     def _changed(self, name: str) -> Callable[[dict[str, Any]], None]:
         def handler(change: dict[str, Any]) -> None:
-            self.rb.set(name, change["new"])
-            help_of = {p.name: p.help for p in self.rb.decls}
+            errors = self.set_value(name, change["new"])
             for n, msg in self.messages.items():
-                msg.value = self._msg(self.rb.errors.get(n, ""), help_of[n])
-            for listener in self.listeners:
-                listener()
+                msg.value = self._msg(errors.get(n, ""), self.help[n])
 
         return handler
 
 
-def show_form(rb: Runbook) -> Form:
+def show_form(
+    name: str,
+    purpose: str,
+    fields: Sequence[Param],
+    raw: Mapping[str, Any],
+    errors: Mapping[str, str],
+    *,
+    set_value: Callable[[str, Any], Mapping[str, str]],
+    choices: Callable[[str], list[str]],
+) -> Form:
     from IPython.display import display
 
-    form = Form(rb)
+    form = Form(name, purpose, fields, raw, errors, set_value=set_value, choices=choices)
     display(form.box)
     return form
 
 
-def plan_panel(rb: Runbook) -> Plan | None:
-    """The Plan button and its output; plans at once when the form is valid."""
+def plan_panel(
+    plan: Callable[[], Plan],
+    *,
+    ready: Callable[[], bool],
+    replanned: Callable[[Plan | None], None],
+) -> tuple[Any, Plan | None]:
+    """The Plan button and its output. Plans at once when ``ready()`` (the form is
+    valid) and returns that first plan with the button; each click plans again and
+    hands the new plan (None while the form is not valid) to ``replanned``."""
     import ipywidgets as w
     from IPython.display import display
 
     button = w.Button(description="Plan", button_style="info", icon="list")
     out = w.Output()
 
-    def do_plan(_: Any = None) -> None:
+    def make() -> Plan | None:
         out.clear_output()
         with out:
-            if not rb.valid:
+            if not ready():
                 show_note("Fix the parameters above first.")
-                return
-            show_plan(rb.compute_plan())
-        for listener in rb.form.listeners if rb.form else []:
-            listener()
+                return None
+            planned = plan()
+            show_plan(planned)
+            return planned
 
-    button.on_click(do_plan)
-    rb.plan_button = button
+    button.on_click(lambda _: replanned(make()))
     display(w.VBox([button, out]))
-    do_plan()
-    return rb.last_plan
+    return button, make()
 
 
-def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
-    """The Apply button: enabled once a plan for the current values is shown."""
+def apply_panel(
+    current: Callable[[], Plan | None],
+    apply: Callable[[Plan], tuple[Path, Exception | None]],
+) -> tuple[Any, Callable[[], None]]:
+    """The Apply button, enabled while ``current()`` holds a plan to apply and no apply
+    runs. A click hands that plan to ``apply``, which returns the record's path and the
+    error the procedure raised (None when it returned). Returns the button and the
+    function that updates it (call it when the plan or the form changed)."""
     import ipywidgets as w
     from IPython.display import display
 
-    from opslib.changes import Result
     from opslib.errors import OpsError
-    from opslib.records import iso
 
     button = w.Button(
         description="Apply",
@@ -406,31 +430,19 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
     busy = {"applying": False}
 
     def refresh() -> None:
-        plan = rb.last_plan
-        button.disabled = busy["applying"] or plan is None or plan.empty or not rb.valid
+        button.disabled = busy["applying"] or current() is None
 
     def do_apply(_: Any) -> None:
-        plan = rb.last_plan
+        plan = current()
         if plan is None:
             return
         busy["applying"] = True
         refresh()
         out.clear_output()
-        started = iso(datetime.now(UTC))
         t0 = time.monotonic()
-        error: Exception | None = None
         with out, _Progress(f"Applying {len(plan.changes)} change(s)"):
             try:
-                try:
-                    result = rb.run_apply(fn, plan)
-                except Exception as exc:
-                    # Every interactive apply is filed, also one whose procedure raised:
-                    # a failed result carries the error (the lock, bad input, a bug).
-                    error = exc
-                    result = Result(rb.name, rb.host, "failed", summary=_error_line(exc))
-                path = rb.save_interactive_record(
-                    plan, result, started=started, ended=iso(datetime.now(UTC))
-                )
+                path, error = apply(plan)
                 if error is not None:
                     show_note(f"{type(error).__name__}: {error}")
                 show_note(f"Record: {path} ({time.monotonic() - t0:.1f} s)")
@@ -438,26 +450,12 @@ def apply_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
                     raise error  # not one of ours: a bug, shown with its traceback
             finally:
                 busy["applying"] = False
-                rb.last_plan = None  # the state changed: plan again before the next apply
                 refresh()
 
     button.on_click(do_apply)
-    rb.apply_button = button
-    if rb.form is not None:
-        rb.form.listeners.append(refresh)
     refresh()
     display(w.VBox([button, out]))
-
-
-def _error_line(exc: BaseException) -> str:
-    """One line for a record's summary: the message of one of opslib's errors, else
-    the class name too (a bug's message alone says little)."""
-    from opslib.errors import OpsError
-
-    text = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, OpsError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return button, refresh
 
 
 class _Progress:
@@ -533,8 +531,17 @@ class _Progress:
         self.label.close()
 
 
-def report_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
-    """A read-only runbook's Run button (runs at once when valid) and Save record button."""
+def report_panel(
+    run: Callable[[], Result],
+    save: Callable[[Result, str, str], Path],
+    *,
+    ready: Callable[[], bool],
+    what: str,
+) -> tuple[Any, Any, Callable[[], None]]:
+    """A read-only runbook's Run button (runs at once when ``ready()``) and Save record
+    button, which hands the result shown with its start and end times to ``save`` (it
+    returns the record's path). Returns both buttons and the function that marks the
+    shown result stale (call it when the form changed)."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -557,12 +564,12 @@ def report_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         out.clear_output()
         started = iso(datetime.now(UTC))
         with out:
-            if not rb.valid:
+            if not ready():
                 show_note("Fix the parameters above first.")
             else:
                 try:
-                    with _Progress(f"Running {rb.name}"):
-                        result = fn(**rb.kwargs_for(fn))
+                    with _Progress(what):
+                        result = run()
                     show_result(result)
                     shown.update(result=result, started=started, ended=iso(datetime.now(UTC)))
                 except OpsError as exc:
@@ -574,9 +581,7 @@ def report_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
         if "result" not in shown:
             return
         save_button.disabled = True
-        path = rb.save_interactive_record(
-            None, shown.pop("result"), started=shown["started"], ended=shown["ended"]
-        )
+        path = save(shown.pop("result"), shown["started"], shown["ended"])
         with out:
             show_note(f"Record: {path}")
 
@@ -586,8 +591,6 @@ def report_panel(rb: Runbook, fn: Callable[..., Result]) -> None:
 
     run_button.on_click(do_run)
     save_button.on_click(do_save)
-    rb.run_button, rb.save_button = run_button, save_button
-    if rb.form is not None:
-        rb.form.listeners.append(stale)
     display(w.VBox([w.HBox([run_button, save_button]), out]))
     do_run()
+    return run_button, save_button, stale

@@ -113,7 +113,8 @@ def test_interactive_form_validates_beside_fields_and_apply_files_a_record(
     count_field = form.box.children[2].children[0]
     count_field.value = "lots"
     assert "is not an integer" in form.messages["count"].value
-    assert rb.plan(plan_fn) is None  # no plan while a field is wrong
+    ns["plan"] = rb.plan(plan_fn)  # the cell `plan = rb.plan(plan_fn)`
+    assert ns["plan"] is None  # no plan while a field is wrong
 
     applied: list[Plan] = []
 
@@ -121,22 +122,82 @@ def test_interactive_form_validates_beside_fields_and_apply_files_a_record(
         applied.append(plan)
         return Result("t", host, "changed", summary="done", changes=list(plan.changes))
 
-    rb.apply(apply_fn, None)
+    rb.apply(apply_fn, ns["plan"])
     count_field.value = "4"
     assert ns["count"] == 4 and form.messages["count"].value.count("✗") == 0
-    plan = rb.compute_plan()
+    button = rb.apply_button
+    assert button.disabled  # nothing planned for these values yet
+    rb.plan_button.click()  # Plan binds the notebook's `plan` to the plan it shows
+    plan = ns["plan"]
     assert len(plan.changes) == 4
     from opslib.records import Store
 
     # Apply is the apply cell's button; clicking it applies the shown plan and files it.
-    button = rb.apply_button
-    for listener in form.listeners:
-        listener()
     assert not button.disabled
     button.click()
     assert applied == [plan] and button.disabled  # plan again before the next apply
+    assert ns["plan"] is None
     (row,) = Store(tmp_path).list()
     assert (row.status, row.changed, row.mode) == ("ok", True, "interactive")
+
+
+def test_apply_applies_the_notebooks_plan_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPSBOOK_HEADLESS", raising=False)
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(tmp_path))
+    ns: dict = {"In": [CELL]}
+    rb = runbook.start(ns)
+    ns["plan"] = rb.plan(plan_fn)  # the plan cell
+    applied: list[Plan] = []
+
+    def apply_fn(plan: Plan, *, host: str) -> Result:
+        applied.append(plan)
+        return Result("t", host, "changed", changes=list(plan.changes))
+
+    rb.apply(apply_fn, ns["plan"])  # the apply cell
+    # The operator makes the plan of their choice in a cell of their own: Apply applies it.
+    ns["plan"] = mine = plan_fn(host="lab", count=1)
+    rb.apply_button.click()
+    assert applied == [mine]
+    # A plan other than the notebook's `plan` would be ignored by Apply: refused, one line.
+    with pytest.raises(InputError, match=r"applies the notebook's `plan` variable"):
+        rb.apply(apply_fn, plan_fn(host="lab", count=2))
+
+
+def test_the_form_has_no_apply_field_and_a_headless_run_still_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Interactively the Apply button applies; a ticked box would apply at "Run All Cells".
+    monkeypatch.delenv("OPSBOOK_HEADLESS", raising=False)
+    monkeypatch.delenv("OPSBOOK_NOTEBOOK", raising=False)
+    monkeypatch.setenv("OPSBOOK_RECORDS", str(tmp_path))
+    rb = runbook.start({"In": [CELL]})
+    assert list(rb.form.messages) == ["host", "count"]
+    monkeypatch.setenv("OPSBOOK_HEADLESS", "1")
+    headless = runbook.start({"In": [CELL], "apply": "true"})
+    assert headless.values["apply"] is True
+
+
+def test_the_apply_panel_applies_what_it_is_given_and_nothing_else() -> None:
+    from opslib import ui
+
+    shown = {"plan": plan_fn(host="lab", count=1)}
+    calls: list[Plan] = []
+
+    def apply(plan: Plan) -> tuple[Path, Exception | None]:
+        calls.append(plan)
+        shown["plan"] = None  # the host changed
+        return Path("records/x.ipynb"), None
+
+    button, _ = ui.apply_panel(lambda: shown["plan"], apply)
+    assert not button.disabled
+    planned = shown["plan"]
+    button.click()
+    assert calls == [planned] and button.disabled
+    button.click()  # a click on a stale button applies nothing
+    assert calls == [planned]
 
 
 # -- interactive records: every apply filed, apply = True, no secret written -------------
@@ -175,13 +236,13 @@ def test_interactive_apply_that_raises_files_a_failed_record(
     from opslib.records import Store
 
     rb = interactive_rb(monkeypatch, tmp_path)
-    rb.plan(plan_fn)
+    rb.ns["plan"] = rb.plan(plan_fn)
 
     def apply_fn(plan: Plan, *, host: str) -> Result:
         raise error
 
-    rb.apply(apply_fn, None)
-    assert rb.last_plan is not None and not rb.apply_button.disabled
+    rb.apply(apply_fn, rb.ns["plan"])
+    assert rb.ns["plan"] is not None and not rb.apply_button.disabled
     rb.apply_button.click()
     (row,) = Store(tmp_path).list()
     assert (row.status, row.exit_code, row.changed, row.mode) == ("failed", 1, False, "interactive")
@@ -195,6 +256,7 @@ def test_interactive_apply_that_raises_files_a_failed_record(
     assert [r["kind"] for r in results] == ["plan", "result"]
     assert (results[1]["status"], results[1]["summary"]) == ("failed", row.summary)
     assert rb.apply_button.disabled  # plan again before the next apply
+    assert rb.ns["plan"] is None
 
 
 def test_interactive_apply_is_filed_with_apply_true_and_host_health_sees_it(
@@ -211,9 +273,9 @@ def test_interactive_apply_is_filed_with_apply_true_and_host_health_sees_it(
     def dns_apply(plan: Plan, *, host: str) -> Result:
         return Result("cloudflare-aaaa", host, "changed", changes=list(plan.changes))
 
-    rb.plan(dns_plan)
-    rb.apply(dns_apply, None)
-    assert rb.values["apply"] is False  # the Apply button ignores the checkbox
+    rb.ns["plan"] = rb.plan(dns_plan)
+    rb.apply(dns_apply, rb.ns["plan"])
+    assert rb.values["apply"] is False  # no apply field: the Apply button applies
     rb.apply_button.click()
     (row,) = Store(tmp_path).list()
     assert row.status == "ok" and row.parameters["apply"] is True
