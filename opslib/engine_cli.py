@@ -6,14 +6,19 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opslib.errors import InputError
 from opslib.tables import table
 
-__all__ = ["WIKI_ORDER", "add_parsers", "table"]
+if TYPE_CHECKING:
+    from opslib.lab.config import Lab
+    from opslib.records import Store
+    from opslib.runner import RunOutcome
+
+__all__ = ["WIKI_ORDER", "add_parsers", "lab_runs", "table"]
 
 # The wiki page's order: `opsbook demo` runs the runbooks that exist in it.
 WIKI_ORDER = (
@@ -324,8 +329,51 @@ def cmd_records_html(args: argparse.Namespace) -> int:
 # -- demo ----------------------------------------------------------------------------------
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def lab_runs(
+    lab: Lab,
+    *,
+    store: Store,
+    param_dir: Path | None = None,
+    changing_only: bool = False,
+    say: Callable[[str], None] = print,
+    progress: TextIO | None = sys.stderr,
+) -> Iterator[tuple[str, RunOutcome | InputError]]:
+    """The demo's sequence on ``lab``: each runbook of WIKI_ORDER that exists, run headless
+    with its parameter set, yielding (name, RunOutcome) or (name, InputError) as it goes.
+
+    ``param_dir`` defaults to the lab's parameter sets (``parameters/lab``, retargeted to
+    the lab's prefix when it is not ``ob``). ``changing_only`` (``lab up --configured``)
+    skips the read-only runbooks (those without an ``apply`` parameter).
+    """
     from opslib import runner
+    from opslib.lab import control
+    from opslib.lab import notebook as lab_notebook
+
+    nb_dir = runner.notebooks_dir()
+    if param_dir is None:
+        param_dir = lab_notebook.lab_defaults(lab, repo=nb_dir.parent)
+    for name in WIKI_ORDER:
+        if not (nb_dir / f"{name}.ipynb").is_file():
+            continue
+        info = runner.find_runbook(name)
+        if changing_only and info.param("apply") is None:
+            continue
+        say(f"==> {name}")
+        if name == "netreg-attach":
+            # The wiki's manual step before it: a person registers the VM's MAC in NetReg.
+            guest = lab.netreg_guest
+            if guest.netreg_mac and control.netreg_add(lab, guest.netreg_mac):
+                say(f"    NetReg: registered {guest.netreg_mac} for {guest.name} (lab NetReg)")
+        files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
+        try:
+            prepared = runner.prepare(info, [], files)
+        except InputError as exc:
+            yield name, exc
+            continue
+        yield name, runner.run(prepared, store=store, progress=progress)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from opslib.lab import control
     from opslib.lab.config import Lab
 
@@ -337,29 +385,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"==> lab up ({lab.prefix}, kept as it is)")
     control.up(lab)
-    nb_dir = runner.notebooks_dir()
-    param_dir = Path(args.parameters) if args.parameters else nb_dir.parent / "parameters" / "lab"
-    store = _store(args)
+    param_dir = Path(args.parameters) if args.parameters else None
     rows, failed = [], 0
-    for name in WIKI_ORDER:
-        if not (nb_dir / f"{name}.ipynb").is_file():
-            continue
-        print(f"==> {name}")
-        if name == "netreg-attach":
-            # The wiki's manual step before it: a person registers the VM's MAC in NetReg.
-            guest = lab.netreg_guest
-            if guest.netreg_mac and control.netreg_add(lab, guest.netreg_mac):
-                print(f"    NetReg: registered {guest.netreg_mac} for {guest.name} (lab NetReg)")
-        info = runner.find_runbook(name)
-        files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
-        try:
-            prepared = runner.prepare(info, [], files)
-        except InputError as exc:
-            print(f"    {exc}", file=sys.stderr)
+    for name, outcome in lab_runs(lab, store=_store(args), param_dir=param_dir):
+        if isinstance(outcome, InputError):
+            print(f"    {outcome}", file=sys.stderr)
             rows.append((name, "bad input", "-", "-", "-"))
             failed += 1
             continue
-        outcome = runner.run(prepared, store=store, progress=sys.stderr)
         failed += outcome.exit_code != 0
         rows.append(
             (
@@ -474,7 +507,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="bring the lab up and run every runbook on it",
         description="Bring the lab up bare, run every runbook in the wiki's "
-        "order with parameters/lab/, print a summary.",
+        "order with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX), print a summary.",
     )
     p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
     p.add_argument(

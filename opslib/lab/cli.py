@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from opslib.lab.config import Lab
 
@@ -33,7 +34,8 @@ def _image(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from opslib.lab import control
 
-    control.up(_lab(args), configured=args.configured, progress=_progress)
+    records = Path(args.records) if args.records else None
+    control.up(_lab(args), configured=args.configured, progress=_progress, records=records)
     return 0
 
 
@@ -58,8 +60,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _notebook(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from opslib.lab import notebook
     from opslib.records import default_root
 
@@ -105,7 +105,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--configured",
         action="store_true",
-        help="then apply the runbooks' procedures (those that exist) to it",
+        help="then run the demo's changing runbooks on it with the lab's parameter sets "
+        "(the demo's end state, from any state; each run filed as a record)",
+    )
+    q.add_argument(
+        "--records",
+        metavar="DIR",
+        help="where --configured files its runs (default: $OPSBOOK_RECORDS or ./records)",
     )
     q.set_defaults(func=_up)
 

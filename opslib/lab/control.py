@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opslib.errors import HostError, InputError, LibvirtError, OpsError
+from opslib.errors import ApplyError, HostError, InputError, LibvirtError, OpsError
 from opslib.lab import image as guest_image
 from opslib.lab import procs
 from opslib.lab.config import Guest, Lab
@@ -103,10 +103,6 @@ class LabService:
 
 
 SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api", "opslib.lab.daemonhost")
-
-# ``up --configured``: the runbooks' procedures, applied in the wiki page's order. A
-# procedure module takes part by exposing ``apply_lab(lab: Lab) -> Result``.
-CONFIGURE_ORDER = ("forward_bridge", "nat_bridge_ipv6", "ipv6_tunnel")
 
 
 def services() -> list[LabService]:
@@ -639,6 +635,9 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
                     dom = conn.defineXML(guest_xml(lab, guest, dtype))
                 domains.append(dom)
 
+            # guests already running renew only at their lease's T1 (see leased())
+            running = {g.nat_mac for g, d in zip(lab.guests, domains, strict=True) if d.isActive()}
+
             def start(dom: Any) -> None:
                 if not dom.isActive():
                     dom.create()
@@ -654,9 +653,11 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
             def leased() -> bool:
                 nonlocal nudged
                 have = {lease["mac"] for lease in net.DHCPLeases()}
-                if not wanted <= have and not nudged and time.monotonic() - since > 20:
+                missing = wanted - have
+                if missing and not nudged and (missing <= running or time.monotonic() - since > 20):
                     # A renamed or restarted network forgets its leases; a running
-                    # guest would only renew at its next T1: ask it to renew now.
+                    # guest would only renew at its next T1: ask it to renew now (at
+                    # once when it was running before this `up`, else after its boot).
                     nudged = True
                     for guest in lab.guests:
                         if guest.nat_mac not in have:
@@ -674,8 +675,16 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
 
 
 # --- up / down / status ------------------------------------------------------------
-def up(lab: Lab, *, configured: bool = False, progress: Progress = print) -> None:
-    """Build the lab (bare: a freshly installed daemon host). Running it again is harmless."""
+def up(
+    lab: Lab,
+    *,
+    configured: bool = False,
+    progress: Progress = print,
+    records: Path | None = None,
+) -> None:
+    """Build the lab (bare: a freshly installed daemon host). Running it again is harmless.
+
+    ``configured``: then :func:`configure` it (its runs filed in ``records``)."""
     clock = _Clock(progress)
     with clock.step("preflight: root, packages, free space"):
         preflight(lab)
@@ -702,33 +711,34 @@ def up(lab: Lab, *, configured: bool = False, progress: Progress = print) -> Non
         dtype = domain_type(lab)
     _guests(lab, dtype, clock)
     if configured:
-        configure(lab, progress=progress)
+        configure(lab, progress=progress, records=records)
     progress(f"[{time.monotonic() - clock.start:5.1f}s] lab {lab.prefix} is up: {lab.uri}")
 
 
-def configure(lab: Lab, *, progress: Progress = print) -> None:
-    """Apply the runbooks' procedures to the lab (``up --configured``).
+def configure(lab: Lab, *, progress: Progress = print, records: Path | None = None) -> None:
+    """Bring the lab to the demo's end state (``up --configured``), from any state.
 
-    Each module ``opslib.procedures.NAME`` of ``CONFIGURE_ORDER`` that exposes
-    ``apply_lab(lab)`` is applied in order; the others are reported as pending.
+    Runs the demo's own sequence (:func:`opslib.engine_cli.lab_runs`): every changing
+    runbook in the wiki's order with the lab's parameter sets, headless, each filed as
+    a record in ``records`` (default ``$OPSBOOK_RECORDS`` or ``./records``). The
+    runbooks apply only what differs, so a configured lab stays as it is. Stops at the
+    first runbook that does not exit 0 (the later ones build on it).
     """
-    for name in CONFIGURE_ORDER:
-        qualified = f"opslib.procedures.{name}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as exc:
-            if exc.name not in (qualified, "opslib.procedures"):
-                raise
-            progress(f"configure {name}: pending ({qualified} does not exist yet)")
-            continue
-        apply_lab = getattr(module, "apply_lab", None)
-        if apply_lab is None:
-            progress(f"configure {name}: pending ({qualified} has no apply_lab(lab))")
-            continue
-        started = time.monotonic()
-        result = apply_lab(lab)
-        status = getattr(result, "status", result)
-        progress(f"configure {name}: {status} ({time.monotonic() - started:.1f}s)")
+    from opslib.engine_cli import lab_runs
+    from opslib.records import Store, default_root
+
+    store = Store(records or default_root())
+    runs = lab_runs(lab, store=store, changing_only=True, say=progress, progress=None)
+    for name, outcome in runs:
+        if isinstance(outcome, InputError):
+            raise InputError(f"lab up --configured: {name}: {outcome}")
+        changed = {None: "", True: ", changed", False: ", no change"}[outcome.changed]
+        progress(f"    {outcome.status}{changed} ({outcome.seconds:.1f}s): {outcome.record}")
+        if outcome.exit_code != 0:
+            raise ApplyError(
+                f"lab up --configured: {name} {outcome.status}: {outcome.summary}; "
+                f"record {outcome.record}"
+            )
 
 
 def down(lab: Lab, *, progress: Progress = print) -> None:
