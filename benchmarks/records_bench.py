@@ -7,7 +7,8 @@ result output each, a header in metadata), builds the index with ``records
 reindex``, then times ``opsbook records --status failed``, ``records show`` and
 ``records reindex`` as commands (wall time of a fresh process, best of 5) and as
 calls in this process, beside the time to open one record with nbformat.
-Listing and showing should stay under 0.2 s.
+Listing and showing should stay under 0.2 s. A command that fails ends the
+benchmark with exit 1, the reason and no figures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from opslib.records import RESULT_MIME, Store, dump_notebook
 RUNBOOKS = ("network-inventory", "forward-bridge", "netreg-attach", "find-vm-ip", "host-health")
 HOSTS = ("lab", "daemon-1", "daemon-2", "daemon-3")
 LIMIT = 0.2
+
+
+class BenchFailed(Exception):
+    """A timed command did not succeed: no figure is worth printing."""
 
 
 def generate(root: Path, count: int) -> None:
@@ -128,7 +133,11 @@ def command(root: Path, *args: str, engine_only: bool = False) -> Callable[[], o
         full = [sys.executable, "-m", "opslib.cli", *argv]
 
     def run() -> object:
-        return subprocess.run(full, check=True, capture_output=True)
+        proc = subprocess.run(full, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise BenchFailed(f"`opsbook {' '.join(argv)}` exited {proc.returncode}: {why}")
+        return proc
 
     return run
 
@@ -146,6 +155,8 @@ def main() -> int:
         store = Store(root)
         reindex_s = best(store.reindex, repeat=1)
         failed = store.list(status="failed", limit=50)
+        if not failed:
+            raise BenchFailed(f"the index lists no failed run of {args.records} generated")
         some = failed[0]
         one = store.abspath(some)
         import nbformat
@@ -200,6 +211,9 @@ def main() -> int:
             f"index {os.path.getsize(store.index_path) / 1e6:.1f} MB; load {os.getloadavg()[0]:.1f}"
         )
         return 1 if bad else 0
+    except BenchFailed as exc:
+        print(f"records_bench: FAILED, no figures: {exc}", file=sys.stderr)
+        return 1
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
