@@ -110,6 +110,9 @@ class Plan:
     notes: tuple[str, ...] = ()
     # Observed state or computed values apply needs; JSON-serialisable.
     data: dict[str, Any] = field(default_factory=dict)
+    # The runbook's inputs (its frozen dataclass) the plan was made from: what apply
+    # applies with (opslib.transaction). Not in records: the parameters are.
+    inputs: Any = field(default=None, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:

@@ -6,6 +6,10 @@ killed kernel or a crashed runner does not take it along. If nobody calls
 ``confirm`` (the change verified) or ``disarm`` (the caller reverted by itself)
 before the deadline, the watchdog restores the backed-up files and runs the
 rollback command. Its state is one JSON file, its log one line per event.
+
+:func:`action` makes it one step of any runbook's apply (opslib.transaction): armed by
+``do``, disarmed when the apply undoes by itself (first of all undos), confirmed when
+the apply keeps its changes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from opslib import interfaces
 from opslib.errors import ApplyError
+from opslib.transaction import Action, Detail
 
 DECIDED = "decided"  # written by confirm/disarm: the watchdog exits without acting
 POLL = 0.2
@@ -91,6 +97,48 @@ def arm(
             raise ApplyError("the confirm-or-revert watchdog did not start; nothing was changed")
         time.sleep(0.05)
     return Watchdog(directory, proc.pid)
+
+
+@dataclass
+class Armed:
+    """The watchdog an :func:`action` armed (None until its step ran)."""
+
+    watchdog: Watchdog | None = None
+
+
+def action(
+    *,
+    backups: Callable[[], dict[str, str]],
+    rollback: Callable[[], list[str]],
+    seconds: float,
+    armed: Armed | None = None,
+    name: str = "arm the revert watchdog",
+) -> Action:
+    """Confirm-or-revert as a step: put it before the steps that can cut the operator off.
+
+    ``backups`` and ``rollback`` are called when the step runs (the backups exist by
+    then); ``armed`` lets the caller see the watchdog (e.g. to keep its files).
+    """
+    holder = armed or Armed()
+
+    def do(detail: Detail) -> None:
+        # Survives this process: if the operator's session (and with it the kernel)
+        # dies mid-change, the watchdog still restores and rolls back.
+        holder.watchdog = arm(backups=backups(), rollback=rollback(), seconds=seconds)
+        detail.append(f"pid {holder.watchdog.pid}, reverts after {seconds:.0f}s")
+
+    def disarm(detail: Detail) -> None:
+        if holder.watchdog is not None:
+            holder.watchdog.disarm()  # this process reverts by itself, now
+            detail.append("the apply reverts by itself")
+
+    def keep() -> None:
+        if holder.watchdog is not None:
+            holder.watchdog.confirm()
+
+    return Action(
+        name, do, disarm, undo_name="disarm the revert watchdog", undo_order=-1, keep=keep
+    )
 
 
 def watch(directory: Path) -> int:

@@ -9,69 +9,41 @@ connects to the VM's IPv6 address over HTTP/HTTPS.
   address is given, read the name's records, and plan create / update / nothing.
   A CNAME, a proxied A, or an AAAA of someone else pointing elsewhere refuses
   the plan unless ``replace``.
-- ``apply``: re-read the records, make what still differs, read back, verify;
-  undo what it made when that fails.
+- ``apply`` (opslib.transaction): re-read the records, refuse when they no longer
+  match the plan, make each call as a step, read back, verify; undo what it made,
+  last first, when a call or the read-back fails.
 - ``checks``: for host-health, whether the record matches the VM (drift).
 
-The record carries a comment naming this runbook and the VM: that is how a later
-run knows the proxied record that points at the VM's old address is its own.
-The token's value is never in a plan, result, log line or exception.
+The record rules (which record to keep, the calls, the read-back) are in
+:mod:`opslib.aaaa`. The token's value is never in a plan, result, log line or exception.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
-import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opslib import rtnl, secrets, slaac, virt
-from opslib.changes import Change, Check, Plan, Result, Status
-from opslib.dns import DnsClient, DnsRecord, RecordSpec, same_content
-from opslib.errors import ApiError, InputError, OpsError
+from opslib import aaaa, rtnl, secrets, slaac, transaction, virt
+from opslib.aaaa import Desired, Op, check_address, plan_records, verify
+from opslib.changes import Check, Plan, Result, Status
+from opslib.dns import DnsClient, DnsRecord
+from opslib.errors import InputError, OpsError, VerificationFailed
+from opslib.transaction import Action, Detail, Procedure, Run
 
 if TYPE_CHECKING:
     from opslib.lab.config import Lab
 
 RUNBOOK = "cloudflare-aaaa"
-MARKER = "opsbook cloudflare-aaaa"
-_LABEL = re.compile(r"^(\*|[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)$")
 
 
 # -- inputs (pure) -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Desired:
-    """The record this run wants, JSON-able for the plan."""
-
-    zone: str
-    name: str
-    content: str
-    proxied: bool
-    ttl: int
-    vm: str = ""
-
-    @property
-    def comment(self) -> str:
-        return f"{MARKER}: vm {self.vm}" if self.vm else MARKER
-
-    @property
-    def spec(self) -> RecordSpec:
-        return RecordSpec(self.name, "AAAA", self.content, self.proxied, self.ttl, self.comment)
-
-
-def _dns_name(value: str, what: str) -> str:
-    name = value.strip().lower().rstrip(".")
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise InputError(f"{what} {value!r} is not a DNS name; write e.g. vm1.example.org")
-    return name
 
 
 def check_inputs(
@@ -86,10 +58,10 @@ def check_inputs(
     vm: str,
 ) -> tuple[str, str]:
     """Normalised (record name, zone); InputError (one line) for anything unusable."""
-    zone_name = _dns_name(zone, "zone")
+    zone_name = aaaa.dns_name(zone, "zone")
     if len(zone_name.split(".")) < 2:
         raise InputError(f"zone {zone!r} is not a registered domain; write e.g. example.org")
-    name = _dns_name(record_name, "record_name")
+    name = aaaa.dns_name(record_name, "record_name")
     if name != zone_name and not name.endswith("." + zone_name):
         raise InputError(f"record_name {name} is not in zone {zone_name}; use NAME.{zone_name}")
     kind, sep, rest = token.partition(":")
@@ -126,149 +98,35 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def check_address(address: str) -> str:
-    """``address`` in canonical form if Cloudflare can reach it as an origin."""
-    try:
-        ip = ipaddress.IPv6Address(address)
-    except ValueError:
-        raise InputError(
-            f"address {address!r} is not an IPv6 address; give the VM's global IPv6 address, "
-            "or leave address empty to find it from vm"
-        ) from None
-    bad = (
-        "link-local" if ip.is_link_local else
-        "loopback" if ip.is_loopback else
-        "multicast" if ip.is_multicast else
-        "unspecified" if ip.is_unspecified else
-        "IPv4-mapped" if ip.ipv4_mapped else
-        "unique-local (not routed on the internet)" if ip in ipaddress.ip_network("fc00::/7") else
-        ""
-    )  # fmt: skip
-    if bad:
-        raise InputError(f"address {ip} is {bad}; the proxy needs the VM's global IPv6 address")
-    if ip.scope_id is not None:
-        # ipaddress keeps "%eth0" (str() included); the API's AAAA content is a plain
-        # address and would be refused at apply (400, code 9006).
-        plain = str(ip).partition("%")[0]
-        raise InputError(
-            f"address {ip} has a zone index (%{ip.scope_id}), which no DNS record can hold; "
-            f"write address={plain}"
-        )
-    return str(ip)
+@dataclass(frozen=True)
+class Inputs:
+    """The runbook's parameters, checked and normalised (InputError before any request)."""
+
+    record_name: str
+    zone: str
+    token: str  # a source, file:/path or env:NAME: never the token
+    vm: str = ""
+    libvirt_uri: str = ""
+    netns: str = ""
+    api_base_url: str = ""
+    proxied: bool = True
+    ttl: int = 1
+    address: str = ""
+    replace: bool = False
+
+    def __post_init__(self) -> None:
+        name, zone = check_inputs(
+            record_name=self.record_name, zone=self.zone, token=self.token,
+            api_base_url=self.api_base_url, proxied=self.proxied, ttl=self.ttl,
+            address=self.address, vm=self.vm,
+        )  # fmt: skip
+        object.__setattr__(self, "record_name", name)
+        object.__setattr__(self, "zone", zone)
+        if self.address:
+            object.__setattr__(self, "address", check_address(self.address))
 
 
 # -- planning (pure) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Op:
-    """One API call of a plan."""
-
-    action: str  # create | update | delete
-    before: DnsRecord | None = None  # the record it changes or deletes
-    after: RecordSpec | None = None  # what it creates or updates to
-
-    @property
-    def summary(self) -> str:
-        if self.action == "delete" and self.before:
-            b = self.before
-            return f"delete {b.type} {b.name} -> {b.content}"
-        assert self.after is not None
-        a = self.after
-        how = "proxied" if a.proxied else "DNS only"
-        return f"{self.action} {a.type} {a.name} -> {a.content} ({how})"
-
-    def change(self, zone: str) -> Change:
-        record = self.after or self.before
-        return Change(
-            target=f"dns:{zone}/{record.name if record else ''}",
-            action=self.action,
-            summary=self.summary,
-            before=self.before.text() if self.before else None,
-            after=self.after.text() if self.after else None,
-        )
-
-
-def _ours(record: DnsRecord, want: Desired) -> bool:
-    return record.comment == want.comment
-
-
-def _points_at(record: DnsRecord, want: Desired) -> bool:
-    return same_content(record.type, record.content, want.content)
-
-
-def _matches(record: DnsRecord, want: Desired) -> bool:
-    return _points_at(record, want) and (record.proxied, record.ttl) == (want.proxied, want.ttl)
-
-
-def plan_records(
-    existing: Sequence[DnsRecord], want: Desired, *, replace: bool = False
-) -> tuple[list[Op], list[str]]:
-    """The calls that make ``existing`` hold exactly ``want``, and notes for people.
-
-    Raises InputError naming what holds the name when that is a CNAME, a proxied
-    A, or an AAAA of someone else pointing elsewhere, unless ``replace``.
-    """
-    at_name = [r for r in existing if r.name == want.name]
-    aaaa = [r for r in at_name if r.type == "AAAA"]
-    notes: list[str] = []
-    # The record to keep: the right address first, then ours, then one we may take over.
-    candidates = (
-        [r for r in aaaa if _points_at(r, want)]
-        + [r for r in aaaa if _ours(r, want)]
-        + [r for r in aaaa if not r.proxied or replace]
-    )
-    keep = candidates[0] if candidates else None
-    conflicts: list[DnsRecord] = [r for r in at_name if r.type == "CNAME"]
-    conflicts += [r for r in at_name if r.type == "A" and r.proxied]
-    duplicates: list[DnsRecord] = []
-    for record in aaaa:
-        if record is keep:
-            continue
-        if _points_at(record, want) or _ours(record, want):
-            duplicates.append(record)  # left over from an earlier run: ours to remove
-        else:
-            conflicts.append(record)
-    for record in at_name:
-        if record.type == "A" and not record.proxied:
-            notes.append(
-                f"an unproxied A record {record.content} also holds {want.name}: "
-                "IPv4 clients reach that address, not the proxy"
-            )
-    if conflicts and not replace:
-        held = ", ".join(
-            f"{'proxied ' if r.proxied else ''}{r.type} -> {r.content}" for r in conflicts
-        )
-        raise InputError(
-            f"{want.name} is held by {held}; not touching it (set replace=True to replace it)"
-        )
-    ops = [Op("delete", before=r) for r in conflicts if r.type == "CNAME"]  # before a create
-    if keep is None:
-        ops.append(Op("create", after=want.spec))
-    elif not _matches(keep, want):
-        ops.append(Op("update", before=keep, after=want.spec))
-    ops += [Op("delete", before=r) for r in conflicts if r.type != "CNAME"]
-    ops += [Op("delete", before=r) for r in duplicates]
-    return ops, notes
-
-
-def verify(records: Sequence[DnsRecord], want: Desired) -> list[Check]:
-    """Read-back checks: exactly one AAAA at the name, with the wanted values."""
-    at_name = [r for r in records if r.name == want.name]
-    seen = "".join(r.text() for r in at_name).strip() or "no record"
-    aaaa = [r for r in at_name if r.type == "AAAA"]
-    right = [r for r in aaaa if _matches(r, want)]
-    checks = [
-        Check(
-            f"AAAA {want.name}",
-            "ok" if len(right) == 1 and len(aaaa) == 1 else "fail",
-            seen,
-            "" if len(right) == len(aaaa) == 1 else f"want one AAAA -> {want.content}; apply again",
-        )
-    ]
-    if any(r.type == "CNAME" for r in at_name):
-        checks.append(Check(f"no CNAME at {want.name}", "fail", seen, "remove the CNAME"))
-    return checks
 
 
 def make_plan(
@@ -348,11 +206,115 @@ def vm_address(*, libvirt_uri: str, netns: str, vm: str) -> VmAddress:
     )
 
 
-def _client(token: str, api_base_url: str) -> DnsClient:
-    return DnsClient(token=token, base_url=api_base_url)
+@dataclass(frozen=True)
+class Api:
+    """The open API client of one plan or apply, and how its token is kept."""
+
+    client: DnsClient
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Observed:
+    want: Desired
+    found: str  # how the address was found
+    zone_id: str
+    records: tuple[DnsRecord, ...]  # at the record's name
+    warnings: tuple[str, ...]
 
 
 # -- the runbook's verbs ---------------------------------------------------------------
+
+
+class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
+    name = RUNBOOK
+    inputs = Inputs
+    observe_step = "read records"
+
+    @contextlib.contextmanager
+    def session(self, inputs: Inputs) -> Iterator[Api]:
+        token_value, warnings = load_token(inputs.token)
+        with DnsClient(token=token_value, base_url=inputs.api_base_url) as client:
+            yield Api(client, tuple(warnings))
+
+    def observe(self, inputs: Inputs, session: Api) -> Observed:
+        if inputs.address:
+            found = VmAddress(inputs.address, "given as a parameter")
+        else:
+            found = vm_address(libvirt_uri=inputs.libvirt_uri, netns=inputs.netns, vm=inputs.vm)
+        want = Desired(
+            inputs.zone, inputs.record_name, found.address, inputs.proxied, inputs.ttl, inputs.vm
+        )
+        zone_id = session.client.zone_id(inputs.zone)
+        existing = session.client.list_records(zone_id, name=inputs.record_name)
+        return Observed(want, found.source, zone_id, tuple(existing), session.warnings)
+
+    def describe(self, observed: Observed) -> str:
+        return f"{len(observed.records)} record(s) at {observed.want.name}"
+
+    def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
+        want = observed.want
+        return make_plan(
+            host=host, want=want, existing=observed.records, replace=inputs.replace,
+            notes=[f"address {want.content}: {observed.found}", *observed.warnings],
+            data={"zone_id": observed.zone_id, "warnings": list(observed.warnings)},
+        )  # fmt: skip
+
+    def steps(self, run: Run[Inputs, Observed, Api]) -> list[Action]:
+        client, zone_id, want = run.session.client, run.observed.zone_id, run.observed.want
+        ops, _notes = plan_records(run.observed.records, want, replace=run.inputs.replace)
+        done: list[Op] = run.memo.setdefault("done", [])
+
+        def action(op: Op) -> Action:
+            made: list[DnsRecord] = []
+
+            def do(_detail: Detail) -> None:
+                record = aaaa.do(client, zone_id, op)
+                made.extend([record] if record else [])
+                done.append(op)
+
+            def undo(_detail: Detail) -> None:
+                aaaa.undo(client, zone_id, op, made[0] if made else None)
+
+            return Action(op.summary, do, undo, undo_name=f"undo {op.summary}")
+
+        def read_back(_detail: Detail) -> None:
+            run.memo["after"] = client.list_records(zone_id, name=want.name)
+
+        checked = Action("read back", read_back, check=lambda: verify(run.memo["after"], want))
+        return [*(action(op) for op in ops), checked]
+
+    def finish(self, run: Run[Inputs, Observed, Api]) -> None:
+        outcome, result, want = run.outcome, run.result, run.observed.want
+        result.checks[:0] = [
+            Check("token file", "warn", w, "chmod o-r the token file") for w in run.session.warnings
+        ]
+        undo_failed = "; ".join(f"cannot undo {a.name}: {exc}" for a, exc in outcome.problems)
+        if not outcome.ok:
+            # Undone changes are not changes made: keep them apart for the record.
+            result.data["undone"] = [op.change(want.zone).to_json() for op in run.memo["done"]]
+            if isinstance(outcome.error, VerificationFailed):  # the read-back's check
+                summary = f"{want.name} did not read back as planned"
+            else:
+                summary = str(outcome.error)
+                result.checks.append(Check(f"AAAA {want.name}", "fail", summary, "apply again"))
+            result.summary = summary + (f"; {undo_failed}" if undo_failed else "")
+            return
+        after = run.memo["after"]
+        kept = next((r for r in after if r.type == "AAAA" and want.points_at(r)), None)
+        result.data = {"record": kept.to_json() if kept else None, "zone": want.zone}
+        how = "proxied" if want.proxied else "DNS only"
+        done = len(run.memo["done"])
+        result.summary = f"{want.name} AAAA {want.content} ({how})" + (
+            f": {done} change(s)" if done else ": already so"
+        )
+
+    def comparable(self, observed: Observed) -> Any:
+        # An undone delete is a new record with a new id: compare what the records say.
+        return observed.want, sorted(r.text() for r in observed.records)
+
+
+PROCEDURE = CloudflareAaaa()
 
 
 def plan(
@@ -371,110 +333,20 @@ def plan(
     replace: bool = False,
 ) -> Plan:
     """Observe the VM and the zone, and plan the record."""
-    name, zone_name = check_inputs(
-        record_name=record_name, zone=zone, token=token, api_base_url=api_base_url,
-        proxied=proxied, ttl=ttl, address=address, vm=vm,
+    inputs = Inputs(
+        record_name=record_name, zone=zone, token=token, vm=vm, libvirt_uri=libvirt_uri,
+        netns=netns, api_base_url=api_base_url, proxied=proxied, ttl=ttl, address=address,
+        replace=replace,
     )  # fmt: skip
-    token_value, notes = load_token(token)
-    if address:
-        found = VmAddress(check_address(address), "given as a parameter")
-    else:
-        found = vm_address(libvirt_uri=libvirt_uri, netns=netns, vm=vm)
-    want = Desired(zone_name, name, found.address, proxied, ttl, vm)
-    with _client(token_value, api_base_url) as client:
-        zone_id = client.zone_id(zone_name)
-        existing = client.list_records(zone_id, name=name)
-    return make_plan(
-        host=host, want=want, existing=existing, replace=replace,
-        notes=[f"address {found.address}: {found.source}", *notes],
-        data={"zone_id": zone_id, "warnings": notes},
-    )  # fmt: skip
-
-
-def _do(client: DnsClient, zone_id: str, op: Op) -> DnsRecord | None:
-    if op.action == "create" and op.after:
-        return client.create_record(zone_id, op.after)
-    if op.action == "update" and op.before and op.after:
-        return client.update_record(zone_id, op.before.id, op.after)
-    if op.action == "delete" and op.before:
-        client.delete_record(zone_id, op.before)
-        return None
-    raise AssertionError(f"malformed op {op}")
-
-
-def _undo(client: DnsClient, zone_id: str, op: Op, made: DnsRecord | None) -> None:
-    b = op.before
-    if op.action == "create" and made:
-        client.delete_record(zone_id, made)
-    elif op.action == "update" and b:
-        client.update_record(
-            zone_id, b.id, RecordSpec(b.name, b.type, b.content, b.proxied, b.ttl, b.comment)
-        )
-    elif op.action == "delete" and b:
-        client.create_record(
-            zone_id, RecordSpec(b.name, b.type, b.content, b.proxied, b.ttl, b.comment)
-        )
-
-
-def _rollback(client: DnsClient, zone_id: str, done: list[tuple[Op, DnsRecord | None]]) -> str:
-    failed = []
-    for op, made in reversed(done):
-        try:
-            _undo(client, zone_id, op, made)
-        except OpsError as exc:
-            failed.append(f"cannot undo {op.summary}: {exc}")
-    return "; ".join(failed)
+    return transaction.plan(PROCEDURE, inputs, host)
 
 
 def apply(plan: Plan, *, token: str, api_base_url: str = "", replace: bool = False) -> Result:
-    """Make the record as planned (re-reading the zone first), read back, verify."""
-    if plan.runbook != RUNBOOK or "desired" not in plan.data:
-        raise InputError(f"this is a plan of {plan.runbook}, not of {RUNBOOK}")
-    want = Desired(**plan.data["desired"])
-    token_value, warnings = load_token(token)
-    result = Result(RUNBOOK, plan.host, "unchanged")
-    for warning in warnings:
-        result.checks.append(Check("token file", "warn", warning, "chmod o-r the token file"))
-    with _client(token_value, api_base_url) as client:
-        zone_id = client.zone_id(want.zone)
-        with result.step("read records") as detail:
-            existing = client.list_records(zone_id, name=want.name)
-            detail.append(f"{len(existing)} record(s) at {want.name}")
-        ops, _notes = plan_records(existing, want, replace=replace)
-        done: list[tuple[Op, DnsRecord | None]] = []
-        try:
-            for op in ops:
-                with result.step(op.summary):
-                    done.append((op, _do(client, zone_id, op)))
-        except ApiError as exc:
-            undo_failed = _rollback(client, zone_id, done)
-            result.status = "rolled back" if done and not undo_failed else "failed"
-            result.summary = str(exc) + (f"; {undo_failed}" if undo_failed else "")
-            result.checks.append(Check(f"AAAA {want.name}", "fail", str(exc), "apply again"))
-            result.data["undone"] = [op.change(want.zone).to_json() for op, _ in done]
-            return result
-        with result.step("read back"):
-            after = client.list_records(zone_id, name=want.name)
-        checks = verify(after, want)
-        result.checks += checks
-        if any(c.status == "fail" for c in checks):
-            # Undone changes are not changes made: keep them apart for the record.
-            result.data["undone"] = [op.change(want.zone).to_json() for op, _ in done]
-            undo_failed = _rollback(client, zone_id, done)
-            result.status = "rolled back" if done and not undo_failed else "failed"
-            result.summary = f"{want.name} did not read back as planned" + (
-                f"; {undo_failed}" if undo_failed else ""
-            )
-            return result
-    result.changes = [op.change(want.zone) for op, _ in done]
-    result.status = "changed" if done else "unchanged"
-    kept = next((r for r in after if r.type == "AAAA" and _points_at(r, want)), None)
-    result.data = {"record": kept.to_json() if kept else None, "zone": want.zone}
-    how = "proxied" if want.proxied else "DNS only"
-    result.summary = f"{want.name} AAAA {want.content} ({how})" + (
-        f": {len(done)} change(s)" if done else ": already so"
-    )
-    return result
+    """Make the record as planned (re-reading the zone first), read back, verify;
+    undo what it made when that fails."""
+    reviewed = transaction.inputs_of(plan, Inputs, RUNBOOK)
+    inputs = dataclasses.replace(reviewed, token=token, api_base_url=api_base_url, replace=replace)
+    return transaction.apply(PROCEDURE, inputs, plan.host, reviewed=plan)
 
 
 def checks(

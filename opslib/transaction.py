@@ -1,0 +1,282 @@
+"""One apply for every changing runbook: observe, plan, steps, and undo in reverse.
+
+A changing runbook declares a :class:`Procedure` (``docs/runbook-shape.md`` walks
+through one):
+
+- **inputs**: a frozen dataclass that checks itself in ``__post_init__`` (InputError,
+  one line, before any side effect);
+- **observe** (inputs, session) -> observed state: the only side effects of a plan;
+- **plan** (inputs, observed, host) -> :class:`~opslib.changes.Plan`: pure;
+- **steps** (:class:`Run`) -> a list of :class:`Action`, each with do / undo / check;
+- **finish** (:class:`Run`): the result's summary, checks and data once the steps ran.
+
+:func:`apply` is the one apply: it re-observes, refuses a plan the host no longer
+matches (:func:`~opslib.changes.ensure_unchanged`), runs the actions in order as
+timed steps of the Result, and when one fails (raises, or its check fails) undoes
+the ones done, last first, each as a step of its own. Like a pyroute2 NDB
+transaction: every command knows its rollback, and the engine, not the command,
+decides when to run it. Confirm-or-revert is one kind of action
+(:func:`opslib.confirm.action`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from opslib.changes import Check, Outcome, Plan, Result, ensure_unchanged
+from opslib.errors import InputError, OpsError, VerificationFailed
+
+I = TypeVar("I")  # noqa: E741 - the inputs dataclass
+O = TypeVar("O")  # noqa: E741 - the observed state
+S = TypeVar("S")  # an open session (a libvirt connection, an API client) or None
+
+Detail = list[str]  # what a step appends for the record
+
+
+def _nothing(_detail: Detail) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of an apply: what it does, how to undo it, how to check it.
+
+    ``do`` and ``undo`` append one-line details for the record. ``check`` runs right
+    after ``do`` (in the same step): its checks go into the result, and a failing one
+    fails the step, so that it is undone with the others.
+    """
+
+    name: str
+    do: Callable[[Detail], None]
+    undo: Callable[[Detail], None] | None = None
+    check: Callable[[], list[Check]] | None = None
+    undo_name: str = ""  # the undo's step name; default "undo: NAME"
+    # ``do`` can fail half way (a replace that deleted the old link): undo it too.
+    partial: bool = False
+    # A point of no return: when this or a later action fails, the actions before it are
+    # kept (the new network already carries the guests); the result says what is left.
+    commits: bool = False
+    # Undos run last first; a lower ``undo_order`` runs before a higher one: -1 for a
+    # watchdog that would revert the same changes, 1 for a restart that must read the
+    # files the other undos put back.
+    undo_order: int = 0
+    # Called once the actions are kept (all passed, or a point of no return was passed):
+    # a watchdog is told to keep the change.
+    keep: Callable[[], None] | None = None
+    # These errors, when nothing was done before this action, are raised (after its
+    # undo, if partial) instead of becoming a result: the host refused before any change.
+    refusals: tuple[type[OpsError], ...] = ()
+
+    @property
+    def undo_step(self) -> str:
+        return self.undo_name or f"undo: {self.name}"
+
+
+@dataclass
+class Applied:
+    """What running the actions came to (see :attr:`status`)."""
+
+    done: list[Action] = field(default_factory=list)  # actions whose do (and check) passed
+    error: BaseException | None = None  # what stopped the apply
+    failed: Action | None = None  # the action that raised or whose check failed
+    undone: list[Action] = field(default_factory=list)  # undone without error, in that order
+    problems: list[tuple[Action, OpsError]] = field(default_factory=list)  # undos that failed
+    kept: bool = False  # a point of no return was passed: nothing was undone
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def status(self) -> Outcome:
+        """A failed apply's status: rolled back when every undo ran and one did something."""
+        return "rolled back" if self.undone and not self.problems else "failed"
+
+
+@dataclass
+class Run(Generic[I, O, S]):
+    """One apply in progress: what ``steps`` and ``finish`` get."""
+
+    inputs: I
+    observed: O
+    plan: Plan
+    session: S
+    result: Result
+    outcome: Applied = field(default_factory=Applied)
+    memo: dict[str, Any] = field(default_factory=dict)  # state the actions share with finish
+
+
+class Procedure(Generic[I, O, S]):
+    """A changing runbook, declared. Subclasses set ``name`` and ``inputs`` and define
+    ``observe``, ``plan`` and ``steps``; ``session`` and ``finish`` are optional."""
+
+    name: str = ""
+    inputs: type[I]
+    # When set, apply records its re-observation as a step of this name.
+    observe_step: str = ""
+
+    def session(self, inputs: I) -> AbstractContextManager[S]:
+        """Connections shared by one observe, or one whole apply (default: none)."""
+        return nullcontext()  # type: ignore[return-value]
+
+    def observe(self, inputs: I, session: S) -> O:
+        raise NotImplementedError
+
+    def plan(self, inputs: I, observed: O, host: str) -> Plan:
+        raise NotImplementedError
+
+    def steps(self, run: Run[I, O, S]) -> list[Action]:
+        raise NotImplementedError
+
+    def finish(self, run: Run[I, O, S]) -> None:
+        """The result's summary; the default names the failure or the changes."""
+        outcome, result = run.outcome, run.result
+        if outcome.ok:
+            result.summary = "; ".join(c.summary for c in result.changes) or "nothing to do"
+        else:
+            result.summary = failure_summary(outcome)
+
+    def describe(self, observed: O) -> str:
+        """The detail of the ``observe_step`` (default: how many changes are needed)."""
+        return ""
+
+    def comparable(self, observed: O) -> Any:
+        """The observed state as the contract test compares it (ids the API makes
+        anew on an undo left out)."""
+        return observed
+
+
+def failure_summary(outcome: Applied) -> str:
+    """'ERROR; rolled back (UNDONE)' or 'ERROR; rolling back left: PROBLEMS'."""
+    error = str(outcome.error)
+    if outcome.problems:
+        left = "; ".join(f"{a.undo_step} failed: {exc}" for a, exc in outcome.problems)
+        return f"{error}; rolling back left: {left}"
+    if outcome.undone:
+        return f"{error}; rolled back ({', '.join(a.name for a in outcome.undone)})"
+    return error
+
+
+def inputs_of(plan: Plan, kind: type[I], runbook: str) -> I:
+    """The inputs a plan was made from; InputError for a plan of another runbook."""
+    if plan.runbook != runbook or not isinstance(plan.inputs, kind):
+        raise InputError(f"this is a plan of {plan.runbook}, not of {runbook}")
+    return plan.inputs
+
+
+@contextmanager
+def _session(proc: Procedure[I, O, S], inputs: I, given: S | None) -> Iterator[S]:
+    if given is not None:
+        yield given
+        return
+    with proc.session(inputs) as opened:
+        yield opened
+
+
+def plan(proc: Procedure[I, O, S], inputs: I, host: str, *, session: S | None = None) -> Plan:
+    """Observe, then plan (pure); the plan carries its inputs for apply."""
+    with _session(proc, inputs, session) as s:
+        observed = proc.observe(inputs, s)
+    return dataclasses.replace(proc.plan(inputs, observed, host), inputs=inputs)
+
+
+def apply(
+    proc: Procedure[I, O, S],
+    inputs: I,
+    host: str,
+    *,
+    reviewed: Plan | None = None,
+    session: S | None = None,
+) -> Result:
+    """Re-observe, refuse a plan the host no longer matches, run the steps, undo on failure."""
+    result = Result(proc.name, host, "unchanged")
+    with _session(proc, inputs, session) as s:
+        observing: AbstractContextManager[Detail] = (
+            result.step(proc.observe_step) if proc.observe_step else nullcontext([])
+        )
+        with observing as detail:
+            observed = proc.observe(inputs, s)
+            fresh = dataclasses.replace(proc.plan(inputs, observed, host), inputs=inputs)
+            detail.append(proc.describe(observed) or f"{len(fresh.changes)} change(s) needed now")
+        if reviewed is not None:
+            ensure_unchanged(reviewed, fresh)
+        run: Run[I, O, S] = Run(inputs, observed, fresh, s, result)
+        execute(proc.steps(run), run)
+        if run.outcome.ok:  # the plan is what was applied
+            result.changes = list(fresh.changes)
+            result.status = "changed" if fresh.changes else "unchanged"
+        else:
+            result.status = run.outcome.status
+        proc.finish(run)
+    return result
+
+
+def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
+    """Run ``actions`` as steps of ``run.result``; undo the done ones in reverse on failure.
+
+    Errors that are not OpsError (bugs) are undone alike, then raised again.
+    """
+    outcome, result = run.outcome, run.result
+    for action in actions:
+        did = False
+        try:
+            with result.step(action.name) as detail:
+                action.do(detail)
+                did = True
+                if action.check is not None:
+                    checks = action.check()
+                    result.checks += checks
+                    failing = [c.name for c in checks if not c.ok]
+                    if failing:
+                        raise VerificationFailed(f"failing: {', '.join(failing)}")
+        except Exception as exc:
+            outcome.error, outcome.failed = exc, action
+            if action.commits or any(a.commits for a in outcome.done):
+                outcome.kept = True
+            else:
+                undo = [*outcome.done, action] if did or action.partial else list(outcome.done)
+                _undo(undo, run)
+            first = not outcome.done
+            if isinstance(exc, action.refusals) and first and not outcome.problems:
+                raise
+            if not isinstance(exc, OpsError):
+                raise
+            break
+        outcome.done.append(action)
+    if outcome.ok or outcome.kept:
+        for action in outcome.done:
+            if action.keep is not None:
+                action.keep()
+    return outcome
+
+
+def _undo(actions: list[Action], run: Run[Any, Any, Any]) -> None:
+    ordered = sorted(reversed(actions), key=lambda a: a.undo_order)  # stable: last first
+    for action in ordered:
+        if action.undo is None:
+            continue
+        try:
+            with run.result.step(action.undo_step) as detail:
+                action.undo(detail)
+        except OpsError as exc:
+            run.outcome.problems.append((action, exc))
+            continue
+        run.outcome.undone.append(action)
+
+
+__all__ = [
+    "Action",
+    "Applied",
+    "Detail",
+    "Procedure",
+    "Run",
+    "apply",
+    "execute",
+    "failure_summary",
+    "inputs_of",
+    "plan",
+]

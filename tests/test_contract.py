@@ -1,0 +1,234 @@
+"""The contract of every changing runbook, checked on each (opslib.transaction):
+
+- planning is pure: with the adapters replaced by fakes that fail when called, the plan
+  comes out of the observed state alone, the same every time;
+- a second apply is unchanged;
+- a failure injected at step k undoes steps k-1 ... 1, last first, and leaves the observed
+  state as it was at the start.
+
+Every module of opslib.procedures that declares a PROCEDURE is checked; each needs a
+world below (a fake or test double of the host it changes, no root needed). A new
+runbook gets these tests by adding its world.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import importlib
+import pkgutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+import opslib.procedures
+from opslib import confirm, dns, interfaces, netlink, rtnl, secrets, transaction, virt
+from opslib.errors import OpsError
+from opslib.transaction import Action, Procedure, Run
+
+
+@dataclass
+class World:
+    """A runbook's procedure, its inputs, and the session its apply acts through."""
+
+    proc: Procedure[Any, Any, Any]
+    inputs: Any
+    session: Any = None
+    host: str = "contract"
+
+    def observe(self) -> Any:
+        with self.opened() as session:
+            return self.proc.observe(self.inputs, session)
+
+    @contextmanager
+    def opened(self) -> Iterator[Any]:
+        if self.session is not None:
+            yield self.session
+        else:
+            with self.proc.session(self.inputs) as session:
+                yield session
+
+    def plan(self) -> Any:
+        return transaction.plan(self.proc, self.inputs, self.host, session=self.session)
+
+    def apply(self, plan: Any = None) -> Any:
+        return transaction.apply(
+            self.proc, self.inputs, self.host, reviewed=plan, session=self.session
+        )
+
+
+WORLDS: dict[str, Callable[[Path], Iterator[World]]] = {}
+
+
+def world(runbook: str) -> Callable[[Callable[[Path], Iterator[World]]], Any]:
+    def register(fn: Callable[[Path], Iterator[World]]) -> Any:
+        WORLDS[runbook] = fn
+        return fn
+
+    return register
+
+
+def procedures() -> dict[str, Procedure[Any, Any, Any]]:
+    found = {}
+    for info in pkgutil.iter_modules(opslib.procedures.__path__):
+        module = importlib.import_module(f"opslib.procedures.{info.name}")
+        proc = getattr(module, "PROCEDURE", None)
+        if isinstance(proc, Procedure):
+            found[proc.name] = proc
+    return found
+
+
+# -- the worlds ---------------------------------------------------------------------------
+
+TOKEN = "contract-test-token-5e1f"
+
+
+@world("cloudflare-aaaa")
+def cloudflare(tmp_path: Path) -> Iterator[World]:
+    """The API stand-in with a CNAME at the name: replace deletes it, then creates."""
+    from opslib.lab.cloudflare_api import CloudflareStandIn
+    from opslib.procedures import cloudflare_aaaa as cfa
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    with CloudflareStandIn(token=TOKEN) as cf:
+        cf.store.put_record("example.org", name="vm1.example.org", type="CNAME",
+                            content="w.example.net")  # fmt: skip
+        inputs = cfa.Inputs(
+            record_name="vm1.example.org", zone="example.org", token=f"file:{token}",
+            vm="vm1", api_base_url=cf.url, address="2001:db8:2::5", replace=True,
+        )  # fmt: skip
+        yield World(cfa.PROCEDURE, inputs)
+
+
+# -- the contract -------------------------------------------------------------------------
+
+
+def test_every_changing_runbook_has_a_procedure_and_a_world() -> None:
+    changing = set()
+    for info in pkgutil.iter_modules(opslib.procedures.__path__):
+        module = importlib.import_module(f"opslib.procedures.{info.name}")
+        if hasattr(module, "apply"):
+            changing.add(getattr(module, "RUNBOOK", info.name))
+    assert set(procedures()) == changing - NOT_YET
+    assert set(WORLDS) == set(procedures())
+
+
+# Runbooks that keep an apply of their own until they are moved to opslib.transaction.
+NOT_YET = {"forward-bridge", "ipv6-tunnel", "nat-bridge-ipv6", "netreg-attach"}
+
+
+@pytest.fixture(params=sorted(WORLDS))
+def the_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    made = WORLDS[request.param](tmp_path)
+    yield next(made)
+    made.close()
+
+
+def _refuse(what: str) -> Callable[..., Any]:
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError(f"planning called {what}: a side effect")
+
+    return refused
+
+
+@contextmanager
+def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every adapter, and the calls under them, fails when called."""
+    with monkeypatch.context() as m:
+        for module, names in (
+            (virt, ["connect"]),
+            (netlink, ["ipr", "links", "link_by_name", "addresses", "default_route"]),
+            (rtnl, ["ping"]),
+            (secrets, ["load"]),
+            (interfaces, ["write_atomic", "backup", "restore", "load_tree"]),
+            (confirm, ["arm"]),
+            (libvirt, ["open", "openReadOnly"]),
+            (subprocess, ["Popen", "run"]),
+        ):
+            for name in names:
+                m.setattr(module, name, _refuse(f"{module.__name__}.{name}"))
+        m.setattr(dns.DnsClient, "_call", _refuse("the DNS API"))
+        m.setattr(socket, "socket", _refuse("socket.socket"))
+        m.setattr(builtins, "open", _refuse("open"))
+        yield
+
+
+def test_planning_is_pure(the_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    observed = the_world.observe()
+    first = the_world.plan()
+    with no_side_effects(monkeypatch):
+        plans = [the_world.proc.plan(the_world.inputs, observed, "contract") for _ in "ab"]
+    assert plans[0] == plans[1] == first
+    assert not first.empty, "the world should start with something to change"
+    assert the_world.proc.comparable(the_world.observe()) == the_world.proc.comparable(observed)
+
+
+def test_a_second_apply_is_unchanged(the_world: World) -> None:
+    plan = the_world.plan()
+    result = the_world.apply(plan)
+    assert result.status == "changed" and not result.failed, result.summary
+    again = the_world.plan()
+    assert again.empty, [c.summary for c in again.changes]
+    second = the_world.apply(again)
+    assert second.status == "unchanged" and not second.failed, second.summary
+    assert second.changes == []
+
+
+def _actions(w: World) -> list[Action]:
+    """The actions an apply would run now (built, none run)."""
+    with w.opened() as session:
+        observed = w.proc.observe(w.inputs, session)
+        plan = w.proc.plan(w.inputs, observed, w.host)
+        from opslib.changes import Result
+
+        return w.proc.steps(Run(w.inputs, observed, plan, session, Result("x", "h", "ok")))
+
+
+class Injected(OpsError):
+    pass
+
+
+def test_a_failure_at_step_k_undoes_the_steps_before_last_first(
+    the_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = the_world
+    start = w.proc.comparable(w.observe())
+    count = len(_actions(w))
+    assert count >= 1, "the world should start with something to change"
+    real_steps = w.proc.steps
+    for k in range(count):
+        built: list[Action] = []
+
+        def failing_at_k(
+            run: Run[Any, Any, Any], k: int = k, built: list[Action] = built
+        ) -> list[Action]:
+            actions = real_steps(run)
+            built[:] = actions
+
+            def injected(_detail: list[str]) -> None:
+                raise Injected(f"injected at step {k + 1}")
+
+            actions[k] = dataclasses.replace(actions[k], do=injected)
+            return actions
+
+        monkeypatch.setattr(w.proc, "steps", failing_at_k)
+        result = w.apply()
+        monkeypatch.undo()
+        assert result.failed and result.status in ("rolled back", "failed"), result.summary
+        assert f"injected at step {k + 1}" in result.summary
+        undone = [a for a in built[: k + 1] if a.undo and (a is not built[k] or a.partial)]
+        undone = sorted(reversed(undone), key=lambda a: a.undo_order)
+        names = [s.name for s in result.steps]
+        at = names.index(built[k].name) + 1
+        assert names[at : at + len(undone)] == [a.undo_step for a in undone], (k, names)
+        assert all(s.ok for s in result.steps[at : at + len(undone)]), result.summary
+        assert w.proc.comparable(w.observe()) == start, f"after a failure at step {k + 1}"
