@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import libvirt
 from lxml import etree
 
-from opslib.errors import LibvirtError, UnknownName
+from opslib.errors import InputError, LibvirtError, UnknownName
 
 # libvirt prints every error to stderr by default; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -58,13 +58,44 @@ def connect(uri: str, *, readonly: bool = False) -> Iterator[libvirt.virConnect]
 
 @dataclass(frozen=True)
 class Interface:
-    """A guest NIC as the domain XML declares it."""
+    """A guest NIC as the domain XML declares it: :func:`parse_interfaces` reads it,
+    :meth:`xml` writes it (as libvirt formats it, so that diffs of definitions read alike)."""
 
     mac: str
     type: str  # network | bridge | direct | user ...
     source: str  # network name or bridge name ("" when none)
     target: str = ""  # the host-side tap device while running
     model: str = ""
+
+    def xml(self) -> str:
+        source = {"network": "network", "bridge": "bridge"}.get(self.type, "dev")
+        children = [
+            f"<mac address='{self.mac}'/>",
+            f"<source {source}='{self.source}'/>" if self.source else "",
+            f"<target dev='{self.target}'/>" if self.target else "",
+            f"<model type='{self.model}'/>" if self.model else "",
+        ]
+        inner = "".join(f"  {c}\n" for c in children if c)
+        return f"<interface type='{self.type}'>\n{inner}</interface>\n"
+
+
+def with_device(domain_xml: str, device_xml: str) -> str:
+    """The domain XML text with a device added after its last interface (or at the end of
+    ``<devices>``), indented as its neighbours; the rest is kept byte for byte."""
+    end = domain_xml.rfind("</interface>")
+    if end >= 0:
+        line_start = domain_xml.rfind("\n", 0, end) + 1
+        indent = domain_xml[line_start:end]
+        at = domain_xml.find("\n", end) + 1 or len(domain_xml)
+    else:
+        end = domain_xml.rfind("</devices>")
+        if end < 0:
+            raise InputError("the domain XML has no <devices>; cannot add a device to it")
+        line_start = domain_xml.rfind("\n", 0, end) + 1
+        indent = domain_xml[line_start:end] + "  "
+        at = line_start
+    added = "".join(indent + line + "\n" for line in device_xml.splitlines())
+    return domain_xml[:at] + added + domain_xml[at:]
 
 
 @dataclass(frozen=True)
@@ -244,6 +275,65 @@ def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
 
 def get_domain(conn: libvirt.virConnect, name: str) -> Domain:
     return _domain(lookup_domain(conn, name))
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A domain's definitions: persistent and running (``live_xml`` "" when shut off)."""
+
+    name: str
+    running: bool
+    config_xml: str  # VIR_DOMAIN_XML_INACTIVE
+    live_xml: str
+
+
+def definition(conn: libvirt.virConnect, name: str) -> Definition:
+    dom = lookup_domain(conn, name)
+    with translated(f"cannot read domain {name}"):
+        running = bool(dom.isActive())
+        return Definition(
+            name,
+            running,
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+            dom.XMLDesc(0) if running else "",
+        )
+
+
+def macs_in_use(conn: libvirt.virConnect) -> dict[str, list[str]]:
+    """Every MAC of every domain (running and persistent definitions): MAC -> domains."""
+    used: dict[str, list[str]] = {}
+    with translated("cannot list domains"):
+        doms = conn.listAllDomains()
+    for dom in doms:
+        with translated(f"cannot read domain {dom.name()}"):
+            xmls = [dom.XMLDesc(0)]
+            if dom.isActive() and dom.isPersistent():
+                xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        for xml in xmls:
+            for iface in parse_interfaces(xml):
+                names = used.setdefault(iface.mac, [])
+                if dom.name() not in names:
+                    names.append(dom.name())
+    return used
+
+
+def _device_flags(config: bool, live: bool) -> int:
+    return (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0) | (
+        libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0
+    )
+
+
+def attach_device(conn: libvirt.virConnect, vm: str, xml: str, *, config: bool, live: bool) -> None:
+    """Add a device to the persistent definition (``config``) and/or the running guest."""
+    dom = lookup_domain(conn, vm)
+    with translated(f"cannot attach a device to {vm}"):
+        dom.attachDeviceFlags(xml, _device_flags(config, live))
+
+
+def detach_device(conn: libvirt.virConnect, vm: str, xml: str, *, config: bool, live: bool) -> None:
+    dom = lookup_domain(conn, vm)
+    with translated(f"cannot detach a device from {vm}"):
+        dom.detachDeviceFlags(xml, _device_flags(config, live))
 
 
 @dataclass(frozen=True)
