@@ -6,41 +6,27 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from opslib.errors import InputError
 from opslib.tables import table
 
 if TYPE_CHECKING:
-    from opslib.lab.config import Lab
-    from opslib.records import Store
-    from opslib.runner import RunOutcome
+    pass
 
-__all__ = ["WIKI_ORDER", "add_parsers", "lab_runs", "table"]
-
-# The wiki page's order: `opsbook demo` runs the runbooks that exist in it.
-WIKI_ORDER = (
-    "network-inventory",
-    "forward-bridge",
-    "netreg-attach",
-    "find-vm-ip",
-    "nat-bridge-ipv6",
-    "ipv6-tunnel",
-    "cloudflare-aaaa",
-    "host-health",
-)
+__all__ = ["add_parsers", "table"]
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def store_of(args: argparse.Namespace) -> Any:
     from opslib.records import Store, default_root
 
     root = getattr(args, "records", None)
@@ -83,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = runner.prepare(
         info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
     )
-    store = _store(args)
+    store = store_of(args)
     quiet = args.quiet or args.summary
     if not quiet:
         print(f"{info.name} on {prepared.host}", file=sys.stderr)
@@ -102,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if outcome.summary
         else (f"{outcome.status}{changed}")
     )
-    record = f"record #{outcome.run_id}: {_shown(outcome.record)}"
+    record = f"record #{outcome.run_id}: {shown(outcome.record)}"
     if args.summary:  # scheduled runs: one line in the journal
         print(
             f"{line}  ({record}, {outcome.seconds:.1f} s)",
@@ -122,14 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- records -------------------------------------------------------------------------------
 
 
-def _yes_no(v: bool | None) -> str:
+def yes_no(v: bool | None) -> str:
     return "-" if v is None else ("yes" if v else "no")
 
 
 def cmd_records(args: argparse.Namespace) -> int:
     from opslib.records import parse_since
 
-    store = _store(args)
+    store = store_of(args)
     store.mark_stale()  # a run whose runner died shows as killed, not running
     since = parse_since(args.since) if args.since else None
     if args.status:
@@ -161,7 +147,7 @@ def cmd_records(args: argparse.Namespace) -> int:
             r.runbook,
             r.host,
             r.status,
-            _yes_no(r.changed),
+            yes_no(r.changed),
             "-" if r.seconds is None else f"{r.seconds:.0f}s",
             r.summary,
         )
@@ -182,20 +168,20 @@ def cmd_records(args: argparse.Namespace) -> int:
 def cmd_records_show(args: argparse.Namespace) -> int:
     from opslib import records, ui
 
-    store = _store(args)
+    store = store_of(args)
     row = store.get(args.id)
     path = store.abspath(row)
     if args.html:
         out = Path(args.output) if args.output else path.with_suffix(".html")
         write_html(path, out)
-        print(_shown(out))
+        print(shown(out))
         return 0
     fields = [
-        ("record", f"#{row.id} {_shown(path)}"),
+        ("record", f"#{row.id} {shown(path)}"),
         ("runbook", row.runbook),
         ("host", row.host),
         ("status", f"{row.status} (exit {row.exit_code})"),
-        ("changed", _yes_no(row.changed)),
+        ("changed", yes_no(row.changed)),
         ("start", row.start),
         ("end", row.end or "-"),
         ("user", row.user or "-"),
@@ -290,7 +276,7 @@ def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 def cmd_records_diff(args: argparse.Namespace) -> int:
     from opslib import records
 
-    store = _store(args)
+    store = store_of(args)
     runs = []
     for run_id in (args.a, args.b):
         row = store.get(run_id)
@@ -308,110 +294,28 @@ def cmd_records_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_records_reindex(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = store_of(args)
     t0 = time.monotonic()
     n = store.reindex()
     print(
         f"indexed {n} record{'s' * (n != 1)} in {time.monotonic() - t0:.1f} s: "
-        f"{_shown(store.index_path)}"
+        f"{shown(store.index_path)}"
     )
     return 0
 
 
 def cmd_records_html(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = store_of(args)
     out = Path(args.output) if args.output else store.root / "index.html"
     write_index(store, out)
-    print(_shown(out))
+    print(shown(out))
     return 0
-
-
-# -- demo ----------------------------------------------------------------------------------
-
-
-def lab_runs(
-    lab: Lab,
-    *,
-    store: Store,
-    param_dir: Path | None = None,
-    changing_only: bool = False,
-    say: Callable[[str], None] = print,
-    progress: TextIO | None = sys.stderr,
-) -> Iterator[tuple[str, RunOutcome | InputError]]:
-    """The demo's sequence on ``lab``: each runbook of WIKI_ORDER that exists, run headless
-    with its parameter set, yielding (name, RunOutcome) or (name, InputError) as it goes.
-
-    ``param_dir`` defaults to the lab's parameter sets (``parameters/lab``, retargeted to
-    the lab's prefix when it is not ``ob``). ``changing_only`` (``lab up --configured``)
-    skips the read-only runbooks (those without an ``apply`` parameter).
-    """
-    from opslib import runner
-    from opslib.lab import control
-    from opslib.lab import notebook as lab_notebook
-
-    nb_dir = runner.notebooks_dir()
-    if param_dir is None:
-        param_dir = lab_notebook.lab_defaults(lab, repo=nb_dir.parent)
-    for name in WIKI_ORDER:
-        if not (nb_dir / f"{name}.ipynb").is_file():
-            continue
-        info = runner.find_runbook(name)
-        if changing_only and info.param("apply") is None:
-            continue
-        say(f"==> {name}")
-        if name == "netreg-attach":
-            # The wiki's manual step before it: a person registers the VM's MAC in NetReg.
-            guest = lab.netreg_guest
-            if guest.netreg_mac and control.netreg_add(lab, guest.netreg_mac):
-                say(f"    NetReg: registered {guest.netreg_mac} for {guest.name} (lab NetReg)")
-        files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
-        try:
-            prepared = runner.prepare(info, [], files)
-        except InputError as exc:
-            yield name, exc
-            continue
-        yield name, runner.run(prepared, store=store, progress=progress)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from opslib.lab import control
-    from opslib.lab.config import Lab
-
-    lab = Lab.from_env()
-    if not args.keep:
-        # A demo starts from a freshly installed daemon host, whatever an earlier one left.
-        print(f"==> lab down ({lab.prefix}), then up bare")
-        control.down(lab)
-    else:
-        print(f"==> lab up ({lab.prefix}, kept as it is)")
-    control.up(lab)
-    param_dir = Path(args.parameters) if args.parameters else None
-    rows, failed = [], 0
-    for name, outcome in lab_runs(lab, store=_store(args), param_dir=param_dir):
-        if isinstance(outcome, InputError):
-            print(f"    {outcome}", file=sys.stderr)
-            rows.append((name, "bad input", "-", "-", "-"))
-            failed += 1
-            continue
-        failed += outcome.exit_code != 0
-        rows.append(
-            (
-                name,
-                outcome.status,
-                _yes_no(outcome.changed),
-                f"{outcome.seconds:.1f}",
-                _shown(outcome.record),
-            )
-        )
-    print()
-    print(table(rows, ["runbook", "status", "changed", "seconds", "record"]))
-    return 1 if failed else 0
 
 
 # -- parsers -------------------------------------------------------------------------------
 
 
-def _records_option(p: argparse.ArgumentParser) -> None:
+def records_option(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's unset option must not hide the one given before it.
     p.add_argument(
         "--records",
@@ -468,7 +372,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="print one line (status, summary, record) instead of progress and results: "
         "for scheduled runs",
     )
-    _records_option(p)
+    records_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -481,40 +385,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", metavar="S", help="ok, failed, killed, timeout, locked, ...")
     p.add_argument("--since", metavar="D", help="2024-05-01, 2024-05-01T10:00, 3d, 12h, 90m")
     p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
-    _records_option(p)
+    records_option(p)
     p.set_defaults(func=cmd_records)
     rsub = p.add_subparsers(dest="records_command", metavar="COMMAND")
     q = rsub.add_parser("show", help="summary of one record (or --html)")
     q.add_argument("id")
     q.add_argument("--html", action="store_true", help="write the notebook as HTML (nbconvert)")
     q.add_argument("-o", "--output", metavar="FILE", help="HTML file (default: beside the record)")
-    _records_option(q)
+    records_option(q)
     q.set_defaults(func=cmd_records_show)
     q = rsub.add_parser("diff", help="compare two runs' parameters and results")
     q.add_argument("a", metavar="ID")
     q.add_argument("b", metavar="ID")
-    _records_option(q)
+    records_option(q)
     q.set_defaults(func=cmd_records_diff)
     q = rsub.add_parser("reindex", help="rebuild index.sqlite from the record notebooks")
-    _records_option(q)
+    records_option(q)
     q.set_defaults(func=cmd_records_reindex)
     q = rsub.add_parser("html", help="write a static HTML index of the records")
     q.add_argument("-o", "--output", metavar="FILE", help="default: RECORDS/index.html")
-    _records_option(q)
+    records_option(q)
     q.set_defaults(func=cmd_records_html)
-
-    p = sub.add_parser(
-        "demo",
-        help="bring the lab up and run every runbook on it",
-        description="Bring the lab up bare, run every runbook in the wiki's "
-        "order with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX), print a summary.",
-    )
-    p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
-    p.add_argument(
-        "--keep", action="store_true", help="run on the lab as it is (default: rebuild it bare)"
-    )
-    _records_option(p)
-    p.set_defaults(func=cmd_demo)
 
 
 _HTML_PAGE = """<!doctype html>
@@ -585,7 +476,7 @@ def write_index(store: Any, out: Path) -> None:
             f'data-status="{esc(r.status)}" data-start="{esc(r.start[:10])}">'
             f"<td>{r.id}</td><td>{esc(r.start.replace('T', ' '))}</td><td>{esc(r.runbook)}</td>"
             f'<td>{esc(r.host)}</td><td class="{esc(r.status)}">{esc(r.status)}</td>'
-            f"<td>{_yes_no(r.changed)}</td><td>{esc(r.summary)}</td>"
+            f"<td>{yes_no(r.changed)}</td><td>{esc(r.summary)}</td>"
             f'<td><a href="{esc(href)}">{esc(target.name)}</a>{extra}</td></tr>'
         )
     page = _HTML_PAGE.format(

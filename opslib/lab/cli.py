@@ -32,11 +32,17 @@ def _image(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from opslib.lab import control
+    from opslib.lab import runs
 
     records = Path(args.records) if args.records else None
-    control.up(_lab(args), configured=args.configured, progress=_progress, records=records)
+    runs.up(_lab(args), configured=args.configured, progress=_progress, records=records)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from opslib.lab import runs
+
+    return runs.cmd_demo(args)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -85,6 +91,21 @@ def _netreg(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from opslib.engine_cli import records_option
+
+    p = sub.add_parser(
+        "demo",
+        help="bring the lab up and run every runbook on it",
+        description="Bring the lab up bare, run every runbook in the wiki's "
+        "order with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX), print a summary.",
+    )
+    p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
+    p.add_argument(
+        "--keep", action="store_true", help="run on the lab as it is (default: rebuild it bare)"
+    )
+    records_option(p)
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser(
         "lab",
         help="the lab daemon host (namespaces, libvirtd, NetReg, guests)",

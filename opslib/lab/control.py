@@ -6,7 +6,8 @@ namespaces ``PREFIX-host|campus|he`` → links (campus bridge ``campus0`` with t
 host's ``eth0`` veth as a port; a routed campus<->he link) → NetReg dnsmasq in
 campus → ``ifup eth0`` in the host (DHCP from NetReg) → the host's virtlogd +
 libvirtd → NAT network ``default`` → extra lab services (hooks) → guests, booted
-and waited for in parallel → ``configure`` when ``configured=True``.
+and waited for in parallel (``lab up --configured`` then runs the runbooks:
+:mod:`opslib.lab.runs`).
 
 Every process of the host runs in a private mount namespace (:func:`host_command`)
 where the lab's directories replace ``/etc/libvirt``, ``/run``, ``/run/libvirt``,
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opslib.errors import ApplyError, HostError, InputError, LibvirtError, OpsError
+from opslib.errors import HostError, InputError, LibvirtError, OpsError
 from opslib.lab import image as guest_image
 from opslib.lab import procs
 from opslib.lab.config import Guest, Lab
@@ -675,16 +676,10 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
 
 
 # --- up / down / status ------------------------------------------------------------
-def up(
-    lab: Lab,
-    *,
-    configured: bool = False,
-    progress: Progress = print,
-    records: Path | None = None,
-) -> None:
+def up(lab: Lab, *, progress: Progress = print) -> None:
     """Build the lab (bare: a freshly installed daemon host). Running it again is harmless.
 
-    ``configured``: then :func:`configure` it (its runs filed in ``records``)."""
+    ``lab up --configured`` then runs the runbooks on it: :func:`opslib.lab.runs.configure`."""
     clock = _Clock(progress)
     with clock.step("preflight: root, packages, free space"):
         preflight(lab)
@@ -710,35 +705,7 @@ def up(
     with clock.step("KVM or TCG"):
         dtype = domain_type(lab)
     _guests(lab, dtype, clock)
-    if configured:
-        configure(lab, progress=progress, records=records)
     progress(f"[{time.monotonic() - clock.start:5.1f}s] lab {lab.prefix} is up: {lab.uri}")
-
-
-def configure(lab: Lab, *, progress: Progress = print, records: Path | None = None) -> None:
-    """Bring the lab to the demo's end state (``up --configured``), from any state.
-
-    Runs the demo's own sequence (:func:`opslib.engine_cli.lab_runs`): every changing
-    runbook in the wiki's order with the lab's parameter sets, headless, each filed as
-    a record in ``records`` (default ``$OPSBOOK_RECORDS`` or ``./records``). The
-    runbooks apply only what differs, so a configured lab stays as it is. Stops at the
-    first runbook that does not exit 0 (the later ones build on it).
-    """
-    from opslib.engine_cli import lab_runs
-    from opslib.records import Store, default_root
-
-    store = Store(records or default_root())
-    runs = lab_runs(lab, store=store, changing_only=True, say=progress, progress=None)
-    for name, outcome in runs:
-        if isinstance(outcome, InputError):
-            raise InputError(f"lab up --configured: {name}: {outcome}")
-        changed = {None: "", True: ", changed", False: ", no change"}[outcome.changed]
-        progress(f"    {outcome.status}{changed} ({outcome.seconds:.1f}s): {outcome.record}")
-        if outcome.exit_code != 0:
-            raise ApplyError(
-                f"lab up --configured: {name} {outcome.status}: {outcome.summary}; "
-                f"record {outcome.record}"
-            )
 
 
 def down(lab: Lab, *, progress: Progress = print) -> None:

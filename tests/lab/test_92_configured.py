@@ -24,6 +24,7 @@ import pytest
 from opslib import cli, runner, slaac
 from opslib.lab import cloudflare_api, control
 from opslib.lab import notebook as lab_notebook
+from opslib.lab import runs as lab_runs
 from opslib.lab.config import Lab
 from opslib.records import Row, Store
 
@@ -124,7 +125,7 @@ def test_configured_from_half_configured(lab: Lab, store: Store, param_dir: Path
     ipv6_tunnel.apply_lab(lab)
     half = snapshot(lab)
     assert half["tunnel"] and lab.nat_network in half["networks"]
-    control.up(lab, configured=True, progress=_progress, records=store.root)
+    lab_runs.up(lab, configured=True, progress=_progress, records=store.root)
     assert_demo_state(lab, snapshot(lab), param_dir)
 
 
@@ -133,7 +134,7 @@ def configured(lab: Lab, store: Store, param_dir: Path) -> dict[str, Any]:
     """`lab up --configured` on a lab that is down: the end state."""
     control.down(lab, progress=_progress)
     before = {r.id for r in store.list()}
-    control.up(lab, configured=True, progress=_progress, records=store.root)
+    lab_runs.up(lab, configured=True, progress=_progress, records=store.root)
     runs = configure_runs(store, before)
     assert [(r.runbook, r.status) for r in runs] == [(name, "ok") for name in CHANGING]
     return snapshot(lab)
