@@ -170,3 +170,14 @@ def test_an_installed_package_finds_its_runbooks_under_its_prefix(
     installed.mkdir(parents=True)
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert runner.notebooks_dir() == installed
+
+
+def test_a_build_step_past_its_deadline_is_ended_and_names_the_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rootfs, "STEP_TIMEOUT", 0.5)
+    log = tmp_path / "build.log"
+    pid_file = tmp_path / "pid"
+    with pytest.raises(HostError, match=f"debootstrap took over 0s .*see {log}"):
+        rootfs._step(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], log, "debootstrap")
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()

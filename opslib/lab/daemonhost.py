@@ -333,7 +333,11 @@ def _boot_wait(host: Host, say: Progress) -> None:
 def down(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> None:
     """Power host ``name`` off and remove everything it had; nothing there is no error."""
     host = _host(lab, name) or Host(lab, check_name(name), 0)
-    nspawn.stop(host.container, progress=progress)
+    started = time.monotonic()
+    running = nspawn.pid(host.container) is not None
+    nspawn.stop(host.container, progress=progress)  # also what a crashed one left
+    if running:
+        progress(f"host {name}: powered off ({time.monotonic() - started:.1f}s)")
     if _mounted(host.root):
         _run(["umount", str(host.root)])
     if host.slot and lab.netreg_hosts_file.exists():
@@ -348,7 +352,7 @@ def down(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> N
         hosts_dir(lab).rmdir()  # once the last host is gone
     if hostssh.ssh_dir(lab).exists():
         _ssh_files(lab)
-    progress(f"host {name} is down")
+    progress(f"host {name} is down ({time.monotonic() - started:.1f}s)")
 
 
 def down_all(lab: Lab) -> None:

@@ -17,10 +17,12 @@ it). Booted hosts never write to the image; each gets an overlay
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -93,6 +95,8 @@ rm -f /var/lib/dbus/machine-id
 CACHE_DIR = Path(os.environ.get("OPSBOOK_ROOTFS_CACHE", "/var/cache/opsbook/rootfs"))
 # debootstrap's minbase + the packages come to about 700 MB; the build needs room beside it
 MIN_FREE_MIB = 1536
+# each of debootstrap and the package install; generous: a slow mirror, a loaded machine
+STEP_TIMEOUT = 1800.0
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 Progress = Callable[[str], None]
 
@@ -217,12 +221,30 @@ def _in_use(path: Path) -> bool:
     return f"lowerdir={path}" in Path("/proc/self/mountinfo").read_text()
 
 
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def _step(argv: list[str], log: Path, what: str) -> None:
     with log.open("a") as out:
         out.write(f"\n==> {what}: {' '.join(argv[:8])} ...\n")
         out.flush()
-        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
+        # a process group of its own: on a timeout its children (dpkg, apt's methods) go too
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=STEP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _end_group(proc)
+            raise HostError(
+                f"building the daemon host image: {what} took over {STEP_TIMEOUT:.0f}s "
+                f"(a slow mirror?); see {log}"
+            ) from None
+        except BaseException:  # interrupted: no dpkg left running in the temp dir
+            _end_group(proc)
+            raise
+    if rc != 0:
         raise HostError(f"building the daemon host image failed at {what}; see {log}")
 
 
@@ -254,13 +276,15 @@ def _build_into(work: Path, log: Path, progress: Progress) -> None:
 
 def build(cache_dir: Path = CACHE_DIR, *, progress: Progress = print, force: bool = False) -> Image:
     """The image of the current recipe: from the cache, else built (safe to run concurrently)."""
+    if cached(cache_dir) and not force:  # it appears only whole (renamed into place)
+        return Image(image_path(cache_dir), None)
     preflight(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second lab waits for the first one's build
         target = image_path(cache_dir)
         if cached(cache_dir) and not force:
-            return Image(target, None)
+            return Image(target, None)  # another lab built it meanwhile
         if target.exists():
             if _in_use(target):
                 raise HostError(

@@ -1,0 +1,115 @@
+"""A booted Debian 12 daemon host on the session lab's campus, operated over SSH.
+
+The host (its own netns, overlay, NetReg entry and machine name) sits beside the
+session lab's simulated host and is removed at the end of this module, so later
+modules never see it; it reuses the lab's campus and NetReg because that is where
+a daemon host lives. Every assertion reads what the host's own tools report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opslib.lab import control, daemonhost, hostssh, nspawn
+from opslib.lab.config import Lab
+
+NAME = "dh15"
+
+
+def _progress(line: str) -> None:
+    print(f"host: {line}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="module")
+def host(lab: Lab) -> Iterator[daemonhost.Host]:
+    daemonhost.down(lab, NAME, progress=_progress)  # what an interrupted session left
+    booted = daemonhost.up(lab, NAME, progress=_progress)  # image, boot, install: own deadlines
+    yield booted
+    daemonhost.down(lab, NAME, progress=_progress)
+
+
+def ssh(lab: Lab, command: str, timeout: float = 120) -> tuple[int, str]:
+    proc = hostssh.run(lab, NAME, command, timeout=timeout, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_systemd_runs_networking_libvirt_and_sshd(lab: Lab, host: daemonhost.Host) -> None:
+    rc, out = ssh(lab, "systemctl is-active networking libvirtd.socket ssh")
+    assert (rc, out.split()) == (0, ["active", "active", "active"]), out
+    rc, out = ssh(lab, "systemctl is-system-running")
+    assert out.strip() in ("running", "degraded"), out
+
+
+def test_eth0_holds_the_netreg_lease(lab: Lab, host: daemonhost.Host) -> None:
+    rc, out = ssh(lab, "ip -4 addr show eth0")
+    assert rc == 0 and f"inet {host.address}/24 " in out, out
+    assert control.netreg_leases(lab).get(host.mac) == host.address
+    assert host.mac in control.netreg_registered(lab)
+
+
+def test_the_operator_runs_a_runbook_with_the_real_host_defaults(
+    lab: Lab, host: daemonhost.Host
+) -> None:
+    rc, out = ssh(lab, "opsbook run network-inventory", timeout=300)
+    assert rc == 0, out
+    assert re.search(r"^\s+default\s+True\s+True\s+True\s+nat\s+virbr0\s", out, re.M), out
+    record = re.search(r"^record #\d+: (\S+\.ipynb)", out, re.M)
+    assert record, out
+    # the record is on the host, with the defaults a daemon host runs with
+    rc, header = ssh(
+        lab,
+        "python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))"
+        f'["metadata"]["opsbook"]["parameters"])\' {record.group(1)}',
+    )
+    assert rc == 0, header
+    assert "'libvirt_uri': 'qemu:///system'" in header and "'netns': ''" in header
+
+
+def test_the_operator_is_a_sudoer_and_the_host_key_is_checked(
+    lab: Lab, host: daemonhost.Host
+) -> None:
+    assert ssh(lab, "sudo -n id -u") == (0, "0\n")
+    known = hostssh.known_hosts_file(lab).read_text()
+    assert f"{NAME} ssh-ed25519 " in known
+    assert "StrictHostKeyChecking yes" in hostssh.config_file(lab).read_text()
+
+
+def test_down_leaves_nothing(lab: Lab, host: daemonhost.Host) -> None:
+    nspawn_pid = nspawn.pid(host.container)
+    assert nspawn_pid is not None
+    init = nspawn.init_pid(nspawn_pid)
+    root = os.stat(host.root)
+    lock = f"inode-{root.st_dev}:{root.st_ino}"  # nspawn's lock on the root it booted
+    daemonhost.down(lab, NAME, progress=_progress)
+    for pid in (nspawn_pid, init):
+        assert pid is None or not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert not Path("/run/netns", host.netns).exists()
+    assert not host.dir.exists()
+    assert str(host.root) not in Path("/proc/self/mountinfo").read_text()
+    assert not (nspawn.NSPAWN_RUN / "propagate" / host.machine).exists()
+    locks = nspawn.NSPAWN_RUN / "locks"
+    assert not locks.exists() or not any(lock in p.name for p in locks.iterdir())
+    assert not any(c.exists() for c in nspawn.cgroups(host.container))
+    assert host.mac not in control.netreg_registered(lab)
+    assert NAME not in hostssh.known_hosts_file(lab).read_text()
+    assert not [p for p in Path("/proc").glob("[0-9]*") if host.machine in _cmdline(p)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
