@@ -671,6 +671,36 @@ def flatten(tree: Tree) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def with_iface(
+    text: str, path: str, name: str, family: str, method: str, options: list[tuple[str, str]]
+) -> str:
+    """The file with ``auto NAME`` and ``iface NAME FAMILY METHOD`` holding ``options``: the
+    stanza edited in place (or appended), everything else kept byte for byte."""
+    model = parse(text, path)
+    found = [(i, s) for i, s in model.ifaces(name) if s.family == family]
+    stanzas = list(model.stanzas)
+    if found:
+        index, stanza = found[0]
+        stanza = set_head(stanza, ["iface", name, family, method])
+        for key, value in options:
+            stanza = set_option(stanza, key, value, model.indent)
+        stanzas[index] = stanza
+    else:
+        model = ensure_final_newline(model)
+        stanzas = list(model.stanzas)
+        if stanzas and stanzas[-1].kind != "blank":
+            stanzas.append(Stanza((Line("\n"),)))
+        stanzas.append(iface_stanza(name, family, method, options, model.indent))
+    auto = any(
+        s.kind in ("auto", "allow") and s.classes[0] == "auto" and name in s.classes[1]
+        for s in stanzas
+    )
+    if not auto:
+        at = found[0][0] if found else len(stanzas) - 1
+        stanzas.insert(at, Stanza((Line(f"auto {name}\n"),)))
+    return with_stanzas(model, stanzas).render()
+
+
 # -- writing -------------------------------------------------------------------
 
 
@@ -707,6 +737,30 @@ def write_atomic(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def read_exact(path: str) -> str | None:
+    """The file as it is, line ends included (CRLF stays CRLF); None when it is absent."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def put_back(path: str, text: str | None) -> None:
+    """The file as :func:`read_exact` found it, byte for byte (removed when there was none)."""
+    if text is not None:
+        write_atomic(path, text)
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ApplyError(f"cannot remove {path}: {exc.strerror}") from exc
 
 
 def restore(path: str, copy: str) -> None:

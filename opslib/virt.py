@@ -124,6 +124,15 @@ class Network:
     def ip(self, family: str) -> NetworkIP | None:
         return next((i for i in self.ips if i.family == family), None)
 
+    def carries(self, address: str, prefix: int) -> bool:
+        """Whether one of the network's ``<ip>`` is ``address``/``prefix``."""
+        want = ipaddress.ip_address(address)
+        for ip in self.ips:
+            with suppress(ValueError):
+                if ipaddress.ip_address(ip.address) == want:
+                    return ip.prefix == prefix
+        return False
+
 
 @dataclass(frozen=True)
 class Domain:

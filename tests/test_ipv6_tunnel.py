@@ -19,7 +19,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from opslib import netlink, rtnl
+from opslib import interfaces, netlink, rtnl, tunnels
 from opslib.errors import InputError, NetlinkError, Unsupported
 from opslib.lab import sixinfour
 from opslib.procedures import ipv6_tunnel as t
@@ -200,7 +200,7 @@ def messages(data: bytes) -> list[Any]:
 def test_sit_link_request_carries_endpoints_ttl_and_mtu() -> None:
     batch = IPBatch()
     try:
-        t.sit_request(batch, SPEC)
+        tunnels.sit_request(batch, SPEC)
         (msg,) = messages(bytes(batch.batch))
     finally:
         batch.close()
@@ -243,7 +243,7 @@ def test_kernel_apply_on_this_kernel_stops_with_one_line_and_changes_nothing(
             pytest.fail("this test pins the no-sit kernel of DESIGN.md; the kernel has sit")
         # Straight to the link step, past plan's own check: the kernel's errno 95 is caught.
         with pytest.raises(Unsupported, match="no sit") as exc:
-            t._create_link(ns, SPEC, str(tmp_path), replace=False)
+            tunnels.create_link(ns, SPEC, str(tmp_path), replace=False)
         assert "\n" not in str(exc.value)
         with pytest.raises(Unsupported):
             t.apply(
@@ -377,8 +377,8 @@ CRLF = EXISTING.replace("\n", "\r\n")
 def test_observe_reads_the_interfaces_file_byte_exact(tmp_path: Path) -> None:
     path = tmp_path / "interfaces"
     path.write_bytes(CRLF.encode())
-    assert t.read_text(str(path)) == CRLF
-    assert t.read_text(str(tmp_path / "absent")) is None
+    assert interfaces.read_exact(str(path)) == CRLF
+    assert interfaces.read_exact(str(tmp_path / "absent")) is None
     state = t.observe("", "obx-no-such", interfaces_file=str(path), run_dir=str(tmp_path))
     assert state.interfaces_text == CRLF
 
@@ -386,34 +386,14 @@ def test_observe_reads_the_interfaces_file_byte_exact(tmp_path: Path) -> None:
 def test_rolling_back_the_file_restores_crlf_byte_for_byte(tmp_path: Path) -> None:
     path = tmp_path / "interfaces"
     path.write_bytes(CRLF.encode())
-    state = t.TunnelState(False, interfaces_text=t.read_text(str(path)))
+    state = t.TunnelState(False, interfaces_text=interfaces.read_exact(str(path)))
     path.write_text(t.with_stanza(EXISTING, str(path), SPEC))  # what apply wrote
     done: list[str] = []
-    problems = t.roll_back(
-        "",
-        SPEC,
-        state,
-        touched={"file"},
-        actions=set(),
-        old_end=None,
-        run_dir=str(tmp_path),
-        interfaces_file=str(path),
-        done=done,
-    )
-    assert problems == [] and done == [f"{path} restored"]
+    t.undo_file(str(path), state, done)  # the persist step's undo; raises on a problem
+    assert done == [f"{path} restored"]
     assert path.read_bytes() == CRLF.encode()
     # A file apply created is removed again.
-    t.roll_back(
-        "",
-        SPEC,
-        t.TunnelState(False, interfaces_text=None),
-        touched={"file"},
-        actions=set(),
-        old_end=None,
-        run_dir=str(tmp_path),
-        interfaces_file=str(path),
-        done=done,
-    )
+    t.undo_file(str(path), t.TunnelState(False, interfaces_text=None), done)
     assert not path.exists()
 
 
