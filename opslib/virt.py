@@ -300,12 +300,12 @@ def definition(conn: libvirt.virConnect, name: str) -> Definition:
     dom = lookup_domain(conn, name)
     with translated(f"cannot read domain {name}"):
         running = bool(dom.isActive())
-        return Definition(
-            name,
-            running,
-            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
-            dom.XMLDesc(0) if running else "",
-        )
+        live = dom.XMLDesc(0)
+        try:
+            config = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except libvirt.libvirtError:
+            config = live  # a transient domain has no other
+        return Definition(name, running, config, live if running else "")
 
 
 def macs_in_use(conn: libvirt.virConnect) -> dict[str, list[str]]:
@@ -389,18 +389,83 @@ def start_network(conn: libvirt.virConnect, name: str) -> None:
             net.create()
 
 
-def restart_network(conn: libvirt.virConnect, name: str) -> None:
-    """Destroy and start: an active network takes a redefined XML only this way."""
+def restart_network(conn: libvirt.virConnect, name: str, xml: str | None = None) -> None:
+    """Destroy and start: an active network takes a redefined XML only this way. ``xml``
+    (already checked by libvirt) is defined again while it is stopped: some drivers
+    (test:///) drop a config defined while the network runs."""
     with translated(f"cannot restart network {name}"):
         net = conn.networkLookupByName(name)
         if net.isActive():
             net.destroy()
+        if xml is not None:
+            conn.networkDefineXML(xml)
         net.create()
 
 
+def stop_network(conn: libvirt.virConnect, name: str) -> None:
+    with translated(f"cannot stop network {name}"):
+        net = conn.networkLookupByName(name)
+        if net.isActive():
+            net.destroy()
+
+
+def undefine_network(conn: libvirt.virConnect, name: str) -> None:
+    with translated(f"cannot undefine network {name}"):
+        conn.networkLookupByName(name).undefine()
+
+
 def set_network_autostart(conn: libvirt.virConnect, name: str, on: bool = True) -> None:
-    with translated(f"cannot set autostart of network {name}"):
+    with translated(f"cannot set autostart of {name}"):
         conn.networkLookupByName(name).setAutostart(1 if on else 0)
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """A network's definitions and state, as a change to it needs them."""
+
+    name: str
+    xml: str  # persistent config
+    live_xml: str  # running config ("" when inactive)
+    active: bool
+    autostart: bool
+    bridge: str
+
+
+def network_state(conn: libvirt.virConnect, name: str) -> NetworkState | None:
+    """The network called ``name``, None when there is none."""
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise LibvirtError(f"cannot look up network {name}: {exc.get_error_message()}") from exc
+    with translated(f"cannot read network {name}"):
+        active = bool(net.isActive())
+        live = net.XMLDesc(0)
+        try:
+            config = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+        except libvirt.libvirtError:
+            config = live  # drivers without separate configs (test:///)
+        return NetworkState(
+            name, config, live if active else "", active, bool(net.autostart()),
+            parse_network(live).bridge,
+        )  # fmt: skip
+
+
+def define_domain(conn: libvirt.virConnect, xml: str) -> None:
+    """(Re)define a domain's persistent config."""
+    with translated("cannot define domain"):
+        conn.defineXML(xml)
+
+
+def update_live_device(conn: libvirt.virConnect, vm: str, xml: str) -> None:
+    """Change a device of the running guest (its persistent config is left alone); a
+    refusal is libvirt's message alone: the caller says what it was doing."""
+    dom = lookup_domain(conn, vm)
+    try:
+        dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(str(exc.get_error_message()), exc.get_error_code()) from exc
 
 
 def define_network_checked(conn: libvirt.virConnect, name: str, xml: str) -> None:

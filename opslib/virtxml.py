@@ -1,0 +1,220 @@
+"""libvirt definitions as declared models: the XML side of :mod:`opslib.virt`.
+
+A model parses a definition once. Each property is declared as one path (an element's
+text, ``name``, or an attribute, ``bridge/@name``); edits return a new model; ``text``
+is what libvirt is given, in lxml's form, so that a diff of two definitions (both
+through a model) shows the edit only. Procedures edit definitions through these
+models, not with f-strings or etree surgery of their own, and show the diff before
+anything is defined.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from lxml import etree
+
+from opslib.errors import InputError
+from opslib.ipv6prefix import gateway
+
+
+def _parse(xml: str) -> etree._Element:
+    return etree.fromstring(xml.encode(), etree.XMLParser(remove_blank_text=False))
+
+
+def _remove(element: etree._Element) -> None:
+    """Remove ``element``, keeping its siblings' indentation."""
+    parent = element.getparent()
+    assert parent is not None
+    previous = element.getprevious()
+    if previous is not None:
+        previous.tail = element.tail
+    else:
+        parent.text = element.tail
+    parent.remove(element)
+
+
+class Model:
+    """A definition with declared properties: ``PROPERTIES`` maps a name to its path."""
+
+    PROPERTIES: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, xml: str | etree._Element) -> None:
+        self.root = _parse(xml) if isinstance(xml, str) else xml
+
+    def get(self, prop: str) -> str | None:
+        path, _, attr = self.PROPERTIES[prop].partition("/@")
+        node = self.root.find(path)
+        if node is None:
+            return None
+        return node.get(attr) if attr else (node.text or "")
+
+    def set(self, **values: str | None) -> Self:
+        """A copy with the properties set; None removes the element (or attribute)."""
+        new = type(self)(copy.deepcopy(self.root))
+        for prop, value in values.items():
+            path, _, attr = self.PROPERTIES[prop].partition("/@")
+            nodes = new.root.findall(path)
+            if value is None:
+                for node in nodes:
+                    if attr:
+                        node.attrib.pop(attr, None)
+                    else:
+                        _remove(node)
+            elif not nodes:
+                raise InputError(f"the definition has no <{path}> to set {prop} in")
+            elif attr:
+                nodes[0].set(attr, value)
+            else:
+                nodes[0].text = value
+        return new
+
+    @property
+    def text(self) -> str:
+        return etree.tostring(self.root, encoding="unicode") + "\n"
+
+
+def canonical(xml: str) -> str:
+    """The XML as lxml writes it: both sides of a diff go through this."""
+    return Model(xml).text
+
+
+@dataclass(frozen=True)
+class IPv6Edit:
+    """The network XML with PREFIX::1/64, and what the edit took away to get there."""
+
+    xml: str
+    old: str = ""  # the IPv6 address/prefix rewritten in place ("" when added or already there)
+    dropped: tuple[str, ...] = ()  # DHCPv6 children of ``old`` outside the new prefix
+
+    def replaces(self, net: ipaddress.IPv6Network) -> ipaddress.IPv6Network | None:
+        """The other prefix this edit replaces (None for an add or a fix within ``net``)."""
+        if not self.old:
+            return None
+        try:
+            old = ipaddress.IPv6Interface(self.old).network
+        except ValueError:
+            return ipaddress.IPv6Network("::/128")  # unreadable: a replacement all the same
+        return None if old == net else old
+
+
+def _in(net: ipaddress.IPv6Network, address: str | None) -> bool:
+    try:
+        return ipaddress.IPv6Address(address or "") in net
+    except ValueError:
+        return False
+
+
+class NetworkXml(Model):
+    """A libvirt network definition (``net-dumpxml``)."""
+
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "name": "name",
+        "uuid": "uuid",
+        "bridge": "bridge/@name",
+        "forward": "forward/@mode",
+    }
+
+    def _ipv6(self) -> list[etree._Element]:
+        return [ip for ip in self.root.iterfind("ip") if ip.get("family") == "ipv6"]
+
+    def has_ipv6(self, net: ipaddress.IPv6Network) -> bool:
+        """True when the network carries PREFIX::1/64 for ``net``."""
+        for ip in self._ipv6():
+            address, prefix = ip.get("address", ""), ip.get("prefix", "64")
+            try:
+                if ipaddress.IPv6Address(address) == ipaddress.IPv6Address(gateway(net)):
+                    return prefix == "64"
+            except ValueError:
+                continue
+        return False
+
+    def renamed(self, name: str) -> NetworkXml:
+        """The same config under another name, without its UUID (libvirt makes one)."""
+        if self.get("name") is None:
+            raise InputError("the network XML has no <name>")
+        return self.set(name=name, uuid=None)
+
+    def with_ipv6(self, net: ipaddress.IPv6Network) -> IPv6Edit:
+        """Set the network's IPv6 ``<ip>`` to PREFIX::1/64: add one, or rewrite one in place
+        (the one within ``net`` if any, else the first), dropping its DHCPv6 ``<range>`` and
+        ``<host>`` children that the new prefix does not hold (libvirt refuses those)."""
+        if self.has_ipv6(net):
+            return IPv6Edit(self.text)
+        new = self.set()
+        existing = new._ipv6()
+        if not existing:
+            return IPv6Edit(new._added_ipv6(net))
+        ip = next(
+            (e for e in existing if _in(net, e.get("address")) and e.get("prefix", "64") == "64"),
+            existing[0],
+        )
+        old = f"{ip.get('address', '')}/{ip.get('prefix', '64')}"
+        ip.set("address", gateway(net))
+        ip.set("prefix", "64")
+        ip.attrib.pop("netmask", None)
+        dropped = []
+        for dhcp in ip.findall("dhcp"):
+            for child in list(dhcp):
+                if child.tag == "range" and not (
+                    _in(net, child.get("start")) and _in(net, child.get("end"))
+                ):
+                    dropped.append(f"range {child.get('start')}-{child.get('end')}")
+                    _remove(child)
+                elif child.tag == "host" and child.get("ip") and not _in(net, child.get("ip")):
+                    dropped.append(f"host {child.get('ip')}")
+                    _remove(child)
+            if not len(dhcp):
+                _remove(dhcp)
+        if not len(ip):
+            ip.text = None
+        return IPv6Edit(new.text, old, tuple(dropped))
+
+    def _added_ipv6(self, net: ipaddress.IPv6Network) -> str:
+        """The text with an IPv6 ``<ip>`` PREFIX::1/64 added after the last ``<ip>``."""
+        root = self.root
+        ip = etree.Element("ip", {"family": "ipv6", "address": gateway(net), "prefix": "64"})
+        ips = root.findall("ip")
+        if ips:
+            last = ips[-1]
+            previous = last.getprevious()
+            indent = (previous.tail if previous is not None else root.text) or "\n  "
+            last.addnext(ip)
+            ip.tail, last.tail = last.tail, indent
+        else:
+            children = list(root)
+            indent = root.text or "\n  "
+            if children:
+                children[-1].addnext(ip)
+                ip.tail, children[-1].tail = children[-1].tail, indent
+            else:
+                root.text, ip.tail = indent, "\n"
+                root.append(ip)
+        return self.text
+
+
+class DomainXml(Model):
+    """A libvirt domain definition (``dumpxml``)."""
+
+    PROPERTIES: ClassVar[dict[str, str]] = {"name": "name"}
+
+    def retargeted(self, old: str, new: str) -> DomainXml:
+        """Every ``<interface type='network'>`` on network ``old`` moved to ``new``."""
+        moved = self.set()
+        for source in moved.root.iterfind("devices/interface[@type='network']/source"):
+            if source.get("network") == old:
+                source.set("network", new)
+        return moved
+
+    def interface(self, mac: str) -> str | None:
+        """The ``<interface>`` element of ``mac`` alone (what updateDeviceFlags takes)."""
+        for iface in self.root.iterfind("devices/interface"):
+            mac_el = iface.find("mac")
+            if mac_el is not None and mac_el.get("address", "").lower() == mac.lower():
+                alone = copy.deepcopy(iface)
+                alone.tail = None
+                return etree.tostring(alone, encoding="unicode")
+        return None
