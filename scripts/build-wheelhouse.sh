@@ -28,13 +28,15 @@ version=$("$target" -c 'import platform; print(platform.python_version())')
 python=$cache/.venv-$version/bin/python
 [ -x "$python" ] || "$target" -m venv "$cache/.venv-$version"
 wheel() { "$python" -m pip wheel -q --disable-pip-version-check --find-links "$cache" "$@"; }
-# offline first (the build backend and every dependency from the cache), else the index
-if ! wheel --no-index --wheel-dir "$cache" "$src" 2>/dev/null; then
-  wheel --wheel-dir "$cache" "setuptools>=68" "$src"
+# opsbook itself; its build backend comes from the cache too
+ls "$cache"/setuptools-*.whl >/dev/null 2>&1 || wheel --wheel-dir "$cache" "setuptools>=68"
+wheel --no-index --no-deps --wheel-dir "$out" "$src"
+# what it needs: from the cache (offline) when all is there, else the package index fills it
+if ! wheel --no-index --wheel-dir "$out" "$out"/opslib-*.whl 2>/dev/null; then
+  wheel --wheel-dir "$cache" "$out"/opslib-*.whl
+  rm -f "$cache"/opslib-*.whl
+  wheel --no-index --wheel-dir "$out" "$out"/opslib-*.whl
 fi
-mv "$cache"/opslib-*.whl "$out/"
-# exactly what this opslib needs, copied from the cache
-wheel --no-index --wheel-dir "$out" "$out"/opslib-*.whl
 # what install-daemon-host.sh records as installed: one digest of every wheel
 (cd "$out" && sha256sum ./*.whl) | sha256sum | cut -d' ' -f1 >"$out/wheelhouse.id"
 echo "wheelhouse $out: $(ls "$out" | grep -c '\.whl$') wheels for Python $version"

@@ -141,11 +141,14 @@ def stop(c: Container, *, progress: Callable[[str], None] = print) -> None:
     nspawn = pid(c)
     if nspawn is not None:
         init = init_pid(nspawn)
-        with contextlib.suppress(HostError):
-            run(c, ["systemctl", "poweroff", "--no-block"], timeout=15)
-        if not wait(lambda: procs.gone(nspawn), POWEROFF_TIMEOUT):
-            progress(f"{c.machine}: no poweroff in {POWEROFF_TIMEOUT:.0f}s; ending pid {nspawn}")
-            procs.terminate([nspawn], grace=15)  # nspawn turns SIGTERM into a shutdown first
+        try:  # refused while systemd is still starting (no bus yet)
+            asked = run(c, ["systemctl", "poweroff", "--no-block"], timeout=15).returncode == 0
+        except HostError:
+            asked = False
+        if not asked or not wait(lambda: procs.gone(nspawn), POWEROFF_TIMEOUT):
+            if asked:
+                progress(f"{c.machine}: no poweroff in {POWEROFF_TIMEOUT:.0f}s; ending {nspawn}")
+            procs.terminate([nspawn], grace=30)  # nspawn turns SIGTERM into a shutdown first
         if init is not None and not procs.gone(init):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGKILL)  # its pid namespace goes with it

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from opslib.errors import HostError
 from opslib.lab import control, daemonhost, hostssh, nspawn
 from opslib.lab.config import Lab
 
@@ -78,6 +79,23 @@ def test_the_operator_is_a_sudoer_and_the_host_key_is_checked(
     known = hostssh.known_hosts_file(lab).read_text()
     assert f"{NAME} ssh-ed25519 " in known
     assert "StrictHostKeyChecking yes" in hostssh.config_file(lab).read_text()
+
+
+def test_a_host_not_booted_in_time_is_taken_down_and_names_its_log(
+    lab: Lab, host: daemonhost.Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no deadline at all: systemd has not reached "running" when it is first asked
+    monkeypatch.setattr(daemonhost, "BOOT_TIMEOUT", 0.0)
+    late = daemonhost.Host(lab, "dh15late", 0)
+    with pytest.raises(HostError, match=f"did not boot within 0s .*; see {late.console_log}$"):
+        daemonhost.up(lab, late.name, progress=_progress)
+    assert late.console_log.exists()
+    assert late.name not in [h.name for h in daemonhost.hosts(lab)]
+    assert not Path("/run/netns", late.netns).exists()
+    assert not late.dir.exists()
+    assert not (nspawn.NSPAWN_RUN / "propagate" / late.machine).exists()
+    assert not [p for p in Path("/proc").glob("[0-9]*") if late.machine in _cmdline(p)]
+    assert ssh(lab, "true")[0] == 0  # the module's host is untouched
 
 
 def test_down_leaves_nothing(lab: Lab, host: daemonhost.Host) -> None:
