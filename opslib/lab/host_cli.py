@@ -65,7 +65,9 @@ def _ssh(args: argparse.Namespace) -> int:
     lab = _lab(args)
     daemonhost.check_name(args.name)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    argv = hostssh.ssh_argv(lab, args.name, command, tty=not command and sys.stdin.isatty())
+    # joined with spaces, as ssh itself does: the remote shell splits it again
+    remote = " ".join(command)
+    argv = hostssh.ssh_argv(lab, args.name, remote, tty=not command and sys.stdin.isatty())
     os.execvp(argv[0], argv)
     return 127  # not reached
 
