@@ -57,8 +57,9 @@ class Action:
     undo_name: str = ""  # the undo's step name; default "undo: NAME"
     # ``do`` can fail half way (a replace that deleted the old link): undo it too.
     partial: bool = False
-    # A point of no return: when this or a later action fails, the actions before it are
-    # kept (the new network already carries the guests); the result says what is left.
+    # A point of no return: the actions before it are kept (their ``keep`` is called as it
+    # starts), and when it or a later one fails nothing is undone (the new network already
+    # carries the guests); the result says what is left.
     commits: bool = False
     # Undos run last first; a lower ``undo_order`` runs before a higher one: -1 for a
     # watchdog that would revert the same changes, 1 for a restart that must read the
@@ -221,7 +222,10 @@ def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
     Errors that are not OpsError (bugs) are undone alike, then raised again.
     """
     outcome, result = run.outcome, run.result
+    kept: list[Action] = []  # told to keep their changes
     for action in actions:
+        if action.commits:  # the point of no return: what was done before is kept
+            _keep(outcome.done, kept)
         did = False
         try:
             with result.step(action.name) as detail:
@@ -248,10 +252,15 @@ def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
             break
         outcome.done.append(action)
     if outcome.ok or outcome.kept:
-        for action in outcome.done:
-            if action.keep is not None:
-                action.keep()
+        _keep(outcome.done, kept)
     return outcome
+
+
+def _keep(done: list[Action], kept: list[Action]) -> None:
+    for action in done:
+        if not any(a is action for a in kept) and action.keep is not None:
+            action.keep()
+        kept.append(action)
 
 
 def _undo(actions: list[Action], run: Run[Any, Any, Any]) -> None:

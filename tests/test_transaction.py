@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,22 @@ def test_keep_is_called_once_all_passed() -> None:
     toy.fail_do = {"c"}
     apply(toy, {})
     assert kept == ["a"]
+
+
+def test_keep_is_called_as_a_point_of_no_return_starts() -> None:
+    heard: list[str] = []
+    toy = Toy(a={"keep": lambda: heard.append("kept a")}, c={"commits": True})
+    steps = toy.steps
+
+    def noting(run: Run[Want, dict[str, str], dict[str, str]]) -> list[Action]:
+        found = steps(run)
+        do = found[2].do
+        return [*found[:2], dataclasses.replace(found[2], do=lambda d: (heard.append("c"), do(d)))]
+
+    toy.steps = noting  # type: ignore[method-assign]
+    toy.fail_do = {"c"}
+    result = apply(toy, {})
+    assert heard == ["kept a", "c"] and result.status == "failed"
 
 
 def test_a_reviewed_plan_the_host_no_longer_matches_is_refused_before_any_step() -> None:

@@ -30,10 +30,11 @@ from typing import Any
 
 from lxml import etree
 
-from opslib import confirm, netlink, rtnl, virt
+from opslib import confirm, netlink, rtnl, transaction, virt
 from opslib import interfaces as ifs
 from opslib.changes import Change, Check, Plan, Result
-from opslib.errors import ApplyError, HostError, InputError, OpsError, UnknownName
+from opslib.errors import ApplyError, HostError, InputError, UnknownName
+from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "forward-bridge"
 # Seconds the revert watchdog waits beyond the restart and verification windows.
@@ -723,6 +724,7 @@ def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
             "files": {path: observed.tree.files[path].render() for path in files},
             "new_files": files,
         },
+        inputs=p,
     )
 
 
@@ -880,6 +882,211 @@ def _poll(probe: Any, deadline: float) -> Any:
         time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Restart:
+    """How apply restarts networking: the command template and the deadline."""
+
+    command: str = DEFAULT_RESTART
+    deadline: float = 60.0
+    backup_dir: str = ""
+
+
+@dataclass
+class _Work:
+    """What the steps of one apply share: backups, flattened files, the watchdog."""
+
+    p: Params
+    restart: Restart
+    backups: dict[str, str]
+    armed: confirm.Armed
+    directory: str = ""
+    restart_failed: str = ""  # the restart command's exit code and output, when it failed
+    rollback_started: float = 0.0
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def argv(self, old: str) -> list[str]:
+        ifaces = f"{self.p.uplink} {self.p.bridge}"
+        return restart_argv(self.restart.command, self.p.netns, old=old,
+                            new=self.p.interfaces_file, ifaces=ifaces)  # fmt: skip
+
+
+class ForwardBridge(Procedure[Params, Observed, Restart]):
+    """The conversion: files written with confirm-or-revert, then the libvirt network.
+
+    The session is the restart's settings (apply's own parameters)."""
+
+    name = RUNBOOK
+    inputs = Params
+    observe_step = "observe"
+
+    def observe(self, inputs: Params, session: Restart) -> Observed:
+        return observe(inputs)
+
+    def plan(self, inputs: Params, observed: Observed, host: str) -> Plan:
+        return make_plan(observed, inputs, host=host, netns=inputs.netns)
+
+    def steps(self, run: Run[Params, Observed, Restart]) -> list[Action]:
+        p, plan = run.inputs, run.plan
+        work = run.memo["work"] = _Work(p, run.session or Restart(), {}, confirm.Armed())
+        run.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
+        steps = []
+        if any(c.action == "restart" for c in plan.changes):
+            steps += _restart_steps(run, work)
+        net_changes = [c for c in plan.changes if c.target.startswith("network:")]
+        if net_changes:
+            steps.append(Action(
+                f"libvirt network {p.network_name}",
+                lambda detail: _apply_network(p, net_changes, detail),
+                commits=True,  # the bridge works and is kept; the network is made on it
+            ))  # fmt: skip
+        return steps
+
+    def finish(self, run: Run[Params, Observed, Restart]) -> None:
+        outcome, result, work = run.outcome, run.result, run.memo["work"]
+        try:
+            if outcome.ok and result.changes:
+                result.summary = "; ".join(c.summary for c in result.changes)
+            elif outcome.ok:
+                result.summary = "nothing to do: the bridge and the network are as planned"
+                with result.step("verify") as detail:
+                    result.checks = verify_bridge(run.inputs, run.inputs.netns)
+                    detail.append(", ".join(f"{c.name}: {c.status}" for c in result.checks))
+            elif outcome.failed is not None and outcome.failed.name.startswith("validate"):
+                result.status = "failed"  # nothing was applied: the rejected file is gone
+                why = outcome.error
+                result.summary = f"ifup --no-act rejected the new file; the old one is back: {why}"
+            elif outcome.failed is not None and outcome.failed.name == "verify" and outcome.undone:
+                _previous_state_back(run, work)
+            else:
+                result.summary = transaction.failure_summary(outcome)
+        finally:
+            # An armed watchdog that was never told still needs the files to revert with.
+            watchdog = work.armed.watchdog
+            if work.directory and (watchdog is None or watchdog.decided):
+                shutil.rmtree(work.directory, ignore_errors=True)
+
+    def comparable(self, observed: Observed) -> Any:
+        files = {path: model.render() for path, model in observed.tree.files.items()}
+        return files, observed.links, observed.network
+
+
+PROCEDURE = ForwardBridge()
+
+
+def _restart_steps(run: Run[Params, Observed, Restart], work: _Work) -> list[Action]:
+    """Back up, write, validate, arm the watchdog, restart, verify within the deadline;
+    a failure restores the backups and restarts networking with them."""
+    p, result, observed, deadline = run.inputs, run.result, run.observed, work.restart.deadline
+    new_files: dict[str, str] = run.plan.data["new_files"]
+
+    def back_up(detail: Detail) -> None:
+        run.memo["kernel_before"] = kernel_state(p.netns, p.uplink, p.bridge)
+        result.data["kernel_before"] = run.memo["kernel_before"].describe()
+        work.directory = tempfile.mkdtemp(prefix="opsbook-forward-bridge-")
+        with open(work.file("interfaces.old"), "w", encoding="utf-8") as f:
+            f.write(ifs.flatten(observed.tree))
+        for path in new_files:
+            work.backups[path] = ifs.backup(path, work.restart.backup_dir or default_backup_dir(p))
+            detail.append(f"{path} -> {work.backups[path]}")
+        result.data["backups"] = work.backups
+
+    def write(detail: Detail) -> None:
+        for path, text in new_files.items():
+            ifs.write_atomic(path, text)
+            detail.append(path)
+        with open(work.file("interfaces.new"), "w", encoding="utf-8") as f:
+            f.write(ifs.flatten(ifs.load_tree(p.interfaces_file)))
+
+    def restore(detail: Detail) -> None:
+        for path, copy in work.backups.items():
+            ifs.restore(path, copy)
+            detail.append(f"{copy} -> {path}")
+
+    def validate(detail: Detail) -> None:
+        state = work.file("state")
+        os.mkdir(state)
+        argv = ["ifup", "--no-act", "-i", p.interfaces_file, "--state-dir", state, p.bridge]
+        rc, out = _run(argv, 30)
+        detail.append(f"rc {rc}")
+        if rc != 0:
+            detail.append(out)
+            raise ApplyError(out)
+
+    def restart(detail: Detail) -> None:
+        run.memo["t0"] = time.monotonic()
+        rc, out = _run(work.argv(old=work.file("interfaces.old")), deadline)
+        detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
+        work.restart_failed = f"exit code {rc}: {out[-200:]}" if rc != 0 else ""
+
+    def restart_back(detail: Detail) -> None:
+        work.rollback_started = time.monotonic()
+        rc, out = _run(work.argv(old=work.file("interfaces.new")), deadline)
+        detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
+
+    def verify(detail: Detail) -> None:
+        # a failed restart is final (ifup gave up): look once instead of waiting it out
+        until = time.monotonic() if work.restart_failed else run.memo["t0"] + deadline
+        checks = _poll(lambda: (c := verify_bridge(p, p.netns), all(x.ok for x in c)), until)
+        detail.append(", ".join(f"{c.name}: {c.status}" for c in checks))
+        if work.restart_failed:
+            checks.insert(0, Check("restart command", "fail", work.restart_failed))
+        run.memo["checks"] = checks
+
+    def verified() -> list[Check]:
+        checks: list[Check] = run.memo["checks"]
+        if all(c.ok for c in checks):
+            result.data["kernel_after"] = kernel_state(p.netns, p.uplink, p.bridge).describe()
+        return checks
+
+    watchdog = confirm.action(
+        backups=lambda: work.backups,
+        rollback=lambda: work.argv(old=work.file("interfaces.new")),
+        seconds=2 * deadline + WATCHDOG_MARGIN,
+        armed=work.armed,
+    )
+    return [
+        Action("back up", back_up),
+        Action("write", write, restore, undo_name="restore backup", partial=True),
+        Action("validate (ifup --no-act)", validate),
+        watchdog,
+        # Undone last: networking restarts with the files the other undos put back.
+        Action("restart networking", restart, restart_back,
+               undo_name="restart networking (rollback)", undo_order=1),
+        Action("verify", verify, check=verified),
+    ]  # fmt: skip
+
+
+def _previous_state_back(run: Run[Params, Observed, Restart], work: _Work) -> None:
+    """After the undo: wait for the kernel to be as it was; say whether it is."""
+    p, result = run.inputs, run.result
+    failed = [c for c in run.memo.get("checks", []) if not c.ok]
+    what = "; ".join(f"{c.name}: {c.seen}" for c in failed) or str(run.outcome.error)
+    before: KernelState = run.memo["kernel_before"]
+    with result.step("verify previous state") as detail:
+        after = _poll(
+            lambda: (s := kernel_state(p.netns, p.uplink, p.bridge), s == before),
+            work.rollback_started + work.restart.deadline,
+        )
+        detail.append(after.describe())
+    result.data["kernel_after"] = after.describe()
+    back = after == before
+    result.checks.append(
+        Check(
+            "previous state back",
+            "ok" if back else "fail",
+            after.describe(),
+            "" if back else f"expected: {before.describe()}; fix by hand from the console",
+        )
+    )
+    result.status = "rolled back" if back else "failed"
+    result.summary = f"verification failed ({what}); " + (
+        "restored the previous file and state" if back
+        else "restored the file, but the previous state did not come back"
+    )  # fmt: skip
+
+
 def apply(
     plan: Plan,
     *,
@@ -902,185 +1109,21 @@ def apply(
     """
     if deadline <= 0 or deadline > 3600:
         raise InputError(f"deadline {deadline} is out of range; give seconds between 1 and 3600")
-    p = Params(**plan.data["params"])
-    netns = p.netns
-    restart_argv(restart_command, netns, old="x", new="x", ifaces="x")  # InputError early
+    p = transaction.inputs_of(plan, Params, RUNBOOK)
+    restart_argv(restart_command, p.netns, old="x", new="x", ifaces="x")  # InputError early
     if os.geteuid() != 0:
         raise HostError(
             f"apply must run as root: it writes {p.interfaces_file} and restarts networking; "
             "run it with sudo (plan works without)"
         )
-    result = Result(RUNBOOK, plan.host, "unchanged")
-    with result.step("observe") as detail:
-        observed = observe(p)
-        fresh = make_plan(observed, p, host=plan.host, netns=netns)
-        detail.append(f"{len(fresh.changes)} change(s) needed now")
-    wanted: dict[str, str] = plan.data.get("new_files", {})
-    now: dict[str, str] = fresh.data["new_files"]
-    for path, text in now.items():
-        if wanted.get(path) != text:
-            raise ApplyError(
-                f"{path} changed since the plan was made; plan again and review the new diff"
-            )
-    result.data["diff"] = "".join(c.diff for c in fresh.changes if c.target.startswith("file:"))
-    restart = any(c.action == "restart" for c in fresh.changes)
-    if restart:
-        ok = _confirm_or_revert(result, fresh, observed, p, restart_command, deadline, backup_dir)
-        if not ok:
-            return result
-    net_changes = [c for c in fresh.changes if c.target.startswith("network:")]
-    if net_changes:
-        with result.step(f"libvirt network {p.network_name}") as detail:
-            _apply_network(p, net_changes, detail)
-        result.changes += net_changes
-    if result.changes:
-        result.status = "changed"
-        result.summary = "; ".join(c.summary for c in result.changes)
-    else:
-        result.summary = "nothing to do: the bridge and the network are as planned"
-        with result.step("verify") as detail:
-            result.checks = verify_bridge(p, netns)
-            detail.append(", ".join(f"{c.name}: {c.status}" for c in result.checks))
-    return result
+    restart = Restart(restart_command, deadline, backup_dir)
+    return transaction.apply(PROCEDURE, p, plan.host, reviewed=plan, session=restart)
 
 
 def default_backup_dir(p: Params) -> str:
     """Beside the main file, hidden: no ``source`` glob (``*``) or ``source-directory``
     (names without dots) reads it, as one would a backup inside ``interfaces.d/``."""
     return os.path.join(os.path.dirname(os.path.abspath(p.interfaces_file)), ".opsbook-backups")
-
-
-def _confirm_or_revert(
-    result: Result,
-    fresh: Plan,
-    observed: Observed,
-    p: Params,
-    restart_command: str,
-    deadline: float,
-    backup_dir: str,
-) -> bool:
-    """Write, validate, restart, verify; on failure restore and restart. True when kept."""
-    netns = p.netns
-    new_files: dict[str, str] = fresh.data["new_files"]
-    before = kernel_state(netns, p.uplink, p.bridge)
-    result.data["kernel_before"] = before.describe()
-    work = tempfile.mkdtemp(prefix="opsbook-forward-bridge-")
-    old_flat = os.path.join(work, "interfaces.old")
-    new_flat = os.path.join(work, "interfaces.new")
-    ifaces = f"{p.uplink} {p.bridge}"
-    backups: dict[str, str] = {}
-    watchdog: confirm.Watchdog | None = None
-    try:
-        with open(old_flat, "w", encoding="utf-8") as f:
-            f.write(ifs.flatten(observed.tree))
-        with result.step("back up") as detail:
-            for path in new_files:
-                backups[path] = ifs.backup(path, backup_dir or default_backup_dir(p))
-                detail.append(f"{path} -> {backups[path]}")
-        result.data["backups"] = backups
-        with result.step("write") as detail:
-            for path, text in new_files.items():
-                ifs.write_atomic(path, text)
-                detail.append(path)
-        new_tree = ifs.load_tree(p.interfaces_file)
-        with open(new_flat, "w", encoding="utf-8") as f:
-            f.write(ifs.flatten(new_tree))
-        file_changes = [c for c in fresh.changes if c.target.startswith("file:")]
-
-        with result.step("validate (ifup --no-act)") as detail:
-            state = os.path.join(work, "state")
-            os.mkdir(state)
-            argv = ["ifup", "--no-act", "-i", p.interfaces_file, "--state-dir", state, p.bridge]
-            rc, out = _run(argv, 30)
-            detail.append(f"rc {rc}")
-            if rc != 0:
-                detail.append(out)
-        if rc != 0:
-            with result.step("restore backup") as detail:
-                for path, copy in backups.items():
-                    ifs.restore(path, copy)
-                    detail.append(f"{copy} -> {path}")
-            result.status = "failed"
-            result.summary = f"ifup --no-act rejected the new file; the old one is back: {out}"
-            return False
-
-        with result.step("arm the revert watchdog") as detail:
-            # Survives this process: if the operator's session (and with it this
-            # kernel) dies mid-restart, the watchdog still restores and restarts.
-            rollback = restart_argv(restart_command, netns, old=new_flat,
-                                    new=p.interfaces_file, ifaces=ifaces)  # fmt: skip
-            watchdog = confirm.arm(
-                backups=backups, rollback=rollback, seconds=2 * deadline + WATCHDOG_MARGIN
-            )
-            detail.append(
-                f"pid {watchdog.pid}, reverts after {2 * deadline + WATCHDOG_MARGIN:.0f}s"
-            )
-        t0 = time.monotonic()
-        with result.step("restart networking") as detail:
-            argv = restart_argv(restart_command, netns, old=old_flat, new=p.interfaces_file,
-                                ifaces=ifaces)  # fmt: skip
-            rc, out = _run(argv, deadline)
-            detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
-        restart_failed = rc != 0
-        with result.step("verify") as detail:
-            # a failed restart is final (ifup gave up): look once instead of waiting it out
-            until = time.monotonic() if restart_failed else t0 + deadline
-            checks = _poll(lambda: (c := verify_bridge(p, netns), all(x.ok for x in c)), until)
-            detail.append(", ".join(f"{c.name}: {c.status}" for c in checks))
-        result.checks = list(checks)
-        failed = [c for c in checks if not c.ok]
-        if restart_failed:
-            failed.insert(0, Check("restart command", "fail", f"exit code {rc}: {out[-200:]}"))
-            result.checks.insert(0, failed[0])
-        if not failed:
-            watchdog.confirm()
-            result.changes += [*file_changes, *(c for c in fresh.changes if c.action == "restart")]
-            result.data["kernel_after"] = kernel_state(netns, p.uplink, p.bridge).describe()
-            return True
-
-        # -- revert ---------------------------------------------------------------------
-        watchdog.disarm()  # this process reverts by itself, now
-        what = "; ".join(f"{c.name}: {c.seen}" for c in failed)
-        with result.step("restore backup") as detail:
-            for path, copy in backups.items():
-                ifs.restore(path, copy)
-                detail.append(f"{copy} -> {path}")
-        t1 = time.monotonic()
-        with result.step("restart networking (rollback)") as detail:
-            argv = restart_argv(restart_command, netns, old=new_flat, new=p.interfaces_file,
-                                ifaces=ifaces)  # fmt: skip
-            rc, out = _run(argv, deadline)
-            detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
-        with result.step("verify previous state") as detail:
-            after = _poll(
-                lambda: (s := kernel_state(netns, p.uplink, p.bridge), s == before), t1 + deadline
-            )
-            detail.append(after.describe())
-        result.data["kernel_after"] = after.describe()
-        back = after == before
-        result.checks.append(
-            Check(
-                "previous state back",
-                "ok" if back else "fail",
-                after.describe(),
-                "" if back else f"expected: {before.describe()}; fix by hand from the console",
-            )
-        )
-        result.status = "rolled back" if back else "failed"
-        result.summary = (
-            f"verification failed ({what}); "
-            + ("restored the previous file and state" if back else "restored the file, but the "
-               "previous state did not come back")
-        )  # fmt: skip
-        return False
-    except OpsError:
-        if result.status == "unchanged":
-            result.status = "failed"
-        raise
-    finally:
-        # An armed watchdog that was never told still needs the files to revert with.
-        if watchdog is None or watchdog.decided:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
