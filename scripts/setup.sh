@@ -47,3 +47,6 @@ step "Jupyter kernelspec opsbook -> .venv"
 
 step "guest kernel and initramfs"
 .venv/bin/opsbook lab image
+
+step "daemon host image (Debian 12 root file system, cached under /var/cache/opsbook/rootfs)"
+.venv/bin/opsbook lab host image
