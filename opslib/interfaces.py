@@ -25,10 +25,10 @@ import fnmatch
 import glob
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from opslib import files
 from opslib.errors import ApplyError, InputError
 
 # Words that open a stanza (interfaces(5)); anything else inside an iface or
@@ -705,37 +705,10 @@ def with_iface(
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file in the same directory, fsync, rename.
-
-    The new file keeps the old one's mode and owner, so a reader sees either the
-    old or the new content, never half of it.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
+    """Replace ``path`` with ``text`` atomically, keeping its mode and owner."""
     try:
-        st: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if st is not None:
-            os.chmod(tmp, st.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        files.atomic_write(path, text)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
 
 

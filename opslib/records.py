@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from opslib import secrets
+from opslib import files, secrets
 from opslib.errors import InputError
 
 __all__ = [
@@ -118,20 +118,8 @@ def iso(t: datetime) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename: never a torn record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write a record or page whole (a reader never sees a torn one)."""
+    files.atomic_write(path, data)
 
 
 def dump_notebook(nb: Mapping[str, Any]) -> bytes:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from opslib import files
 from opslib.changes import Change, Result
 from opslib.errors import InputError
 
@@ -226,10 +227,7 @@ def verify_units(paths: list[Path]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    files.atomic_write(path, text)
 
 
 def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) -> Result:

@@ -44,7 +44,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from opslib import files
 from opslib.errors import HostError, InputError
 
 if TYPE_CHECKING:
@@ -193,10 +193,8 @@ class Store:
 
     def _write(self) -> None:
         assert self.path is not None
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w") as out:
-            json.dump(self._data, out, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        # atomic: a reader never sees half a file
+        files.atomic_write(self.path, json.dumps(self._data, indent=1, sort_keys=True))
 
     # -- the helper API tests and the lab use ------------------------------------
 

@@ -35,13 +35,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opslib import files
 from opslib.errors import HostError, InputError, LibvirtError, OpsError
 from opslib.lab import image as guest_image
 from opslib.lab import procs
@@ -266,12 +266,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> bool:
     """Atomically write ``text`` unless the file already holds it."""
     if path.exists() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    files.atomic_write(path, text, mode=mode)
     return True
 
 

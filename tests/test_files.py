@@ -1,0 +1,42 @@
+"""The one atomic write every module uses (opslib.files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from opslib import files
+
+
+def test_a_new_file_gets_the_mode_asked_for(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "unit.timer"
+    files.atomic_write(target, "[Timer]\n", mode=0o600)
+    assert target.read_text() == "[Timer]\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_replaced_file_keeps_its_mode_and_bytes_are_written_as_given(tmp_path: Path) -> None:
+    target = tmp_path / "interfaces"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    files.atomic_write(target, "auto br0\r\niface br0 inet dhcp")  # CRLF, no final newline
+    assert target.read_bytes() == b"auto br0\r\niface br0 inet dhcp"
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "index.sqlite"
+    target.write_bytes(b"old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        files.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.sqlite"]
