@@ -121,6 +121,23 @@ class NetworkXml(Model):
     def _ipv6(self) -> list[etree._Element]:
         return [ip for ip in self.root.iterfind("ip") if ip.get("family") == "ipv6"]
 
+    def same_config(self, other: str) -> bool:
+        """Whether ``other`` configures the same network: UUIDs, whitespace and the live
+        XML's count of attached guests (``connections``) aside."""
+
+        def key(root: etree._Element) -> bytes:
+            root = copy.deepcopy(root)
+            for uuid in root.findall("uuid"):
+                root.remove(uuid)
+            root.attrib.pop("connections", None)
+            for node in root.iter():
+                node.tail = node.tail.strip() if node.tail else None
+                if len(node):
+                    node.text = node.text.strip() if node.text else None
+            return bytes(etree.tostring(root, method="c14n"))
+
+        return key(self.root) == key(_parse(other))
+
     def has_ipv6(self, net: ipaddress.IPv6Network) -> bool:
         """True when the network carries PREFIX::1/64 for ``net``."""
         for ip in self._ipv6():
@@ -194,6 +211,15 @@ class NetworkXml(Model):
                 root.text, ip.tail = indent, "\n"
                 root.append(ip)
         return self.text
+
+
+def bridge_network(name: str, bridge: str, uuid: str = "") -> str:
+    """A network in forward mode bridge on ``bridge`` (libvirt's own layout)."""
+    uuid_line = f"  <uuid>{uuid}</uuid>\n" if uuid else ""
+    return (
+        f"<network>\n  <name>{name}</name>\n{uuid_line}  <forward mode='bridge'/>\n"
+        f"  <bridge name='{bridge}'/>\n</network>\n"
+    )
 
 
 class DomainXml(Model):

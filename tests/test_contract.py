@@ -30,7 +30,17 @@ import libvirt
 import pytest
 
 import opslib.procedures
-from opslib import confirm, dns, interfaces, netlink, rtnl, secrets, transaction, virt
+from opslib import (
+    confirm,
+    dns,
+    interfaces,
+    netlink,
+    network_restart,
+    rtnl,
+    secrets,
+    transaction,
+    virt,
+)
 from opslib.errors import OpsError
 from opslib.transaction import Action, Procedure, Run
 
@@ -360,7 +370,7 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
     # test:///default keeps its state while a connection to it is open: this one.
     with virt.connect("test:///default") as kept, pytest.MonkeyPatch.context() as m:
         m.setattr(netlink, "ipr", kernel.ipr)
-        m.setattr(fb, "_run", FakeIfupdown(kernel, main).run)
+        m.setattr(network_restart, "_run", FakeIfupdown(kernel, main).run)
         m.setattr(
             rtnl, "ping", lambda *_a, **_kw: rtnl.Echo({"x": frozenset({"x"})}, frozenset(), 0)
         )
@@ -384,12 +394,8 @@ def test_every_changing_runbook_has_a_procedure_and_a_world() -> None:
         module = importlib.import_module(f"opslib.procedures.{info.name}")
         if hasattr(module, "apply"):
             changing.add(getattr(module, "RUNBOOK", info.name))
-    assert set(procedures()) == changing - NOT_YET
+    assert set(procedures()) == changing
     assert {name.split(":")[0] for name in WORLDS} == set(procedures())
-
-
-# Runbooks that keep an apply of their own until they are moved to opslib.transaction.
-NOT_YET: set[str] = set()
 
 
 @contextmanager
