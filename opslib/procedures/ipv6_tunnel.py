@@ -114,15 +114,8 @@ def compute_plan(
         was = state.default_elsewhere or (
             f"via {state.default_gateway}" if state.default_gateway else "none"
         )
-        changes.append(
-            Change(
-                "route:default/ipv6",
-                "route",
-                f"default IPv6 route via {spec.server_ipv6} dev {spec.name}",
-                was,
-                f"via {spec.server_ipv6} dev {spec.name}",
-            )
-        )
+        via = f"via {spec.server_ipv6} dev {spec.name}"
+        changes.append(Change("route:default/ipv6", "route", f"default IPv6 route {via}", was, via))
     for extra in state.addresses:
         if not fresh and extra != client:
             notes.append(f"{spec.name} also has {extra}; left alone")
@@ -131,27 +124,16 @@ def compute_plan(
         before = state.interfaces_text
         new_text = with_stanza(before or "", interfaces_file, spec)
         if new_text != before:
-            changes.append(
-                Change(
-                    f"file:{interfaces_file}",
-                    "update" if before is not None else "create",
-                    f"persist {spec.name} as `iface {spec.name} inet6 v4tunnel`",
-                    before,
-                    new_text,
-                )
-            )
+            action = "update" if before is not None else "create"
+            persist = f"persist {spec.name} as `iface {spec.name} inet6 v4tunnel`"
+            changes.append(Change(f"file:{interfaces_file}", action, persist, before, new_text))
     else:
         notes.append(
             f"userspace 6in4 (lab): {spec.name} lives as long as its process; "
             "it is not written to the interfaces file"
         )
-    return Plan(
-        runbook=RUNBOOK,
-        host=host,
-        changes=tuple(changes),
-        notes=tuple(notes),
-        data={"interfaces": new_text, "actions": sorted({c.action for c in changes})},
-    )
+    data = {"interfaces": new_text, "actions": sorted({c.action for c in changes})}
+    return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
 
 
 # -- the steps -----------------------------------------------------------------------------
