@@ -2,7 +2,7 @@
 and the netlink requests that make it, configure it, and put back what was found.
 
 ``implementation="kernel"`` is a ``sit`` link; ``"userspace"`` a TUN device served by
-:mod:`opslib.lab.sixinfour` (same wire format) for kernels without sit. The
+:mod:`opslib.sixinfour` (same wire format) for kernels without sit. The
 ipv6-tunnel runbook plans and applies with these.
 """
 
@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opslib import interfaces, netlink, rtnl, virt
+from opslib import interfaces, netlink, rtnl, sixinfour, virt
 from opslib.changes import Check
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.ipv6prefix import gateway, validate_prefix
-from opslib.lab import sixinfour
 
 IMPLEMENTATIONS = ("kernel", "userspace")
 EOPNOTSUPP = 95

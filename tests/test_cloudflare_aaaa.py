@@ -420,18 +420,6 @@ def test_the_token_is_in_no_plan_result_log_or_error(
         assert TOKEN not in text
 
 
-def test_the_lab_parameter_file_matches_the_lab() -> None:
-    import yaml
-
-    from opslib.lab.config import Lab
-
-    path = Path(__file__).parent.parent / "parameters/lab/cloudflare-aaaa.yaml"
-    given = yaml.safe_load(path.read_text())
-    assert given.pop("apply") is True  # the demo publishes
-    expected = cfa.lab_parameters(Lab.from_env("ob"), vm="vm-nat1")
-    assert {k: v for k, v in expected.items() if k in given} == given
-
-
 def test_drift_check_fails_instead_of_raising_when_the_api_refuses(
     cf: CloudflareStandIn, tmp_path: Path
 ) -> None:

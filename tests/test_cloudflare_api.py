@@ -16,7 +16,7 @@ from typing import Any
 import cloudflare
 import pytest
 
-from opslib.lab import procs
+from opslib import procs
 from opslib.lab.cloudflare_api import CloudflareStandIn, Fault, Store
 
 TOKEN = "edit-token-0123456789abcdef"

@@ -491,18 +491,13 @@ def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch)
     assert "\n" not in str(info.value)
 
 
-def test_lab_parameter_set_matches_the_default_lab_and_the_notebook() -> None:
+def test_lab_parameter_set_matches_the_notebook() -> None:
+    # what the set gives the lab: tests/test_lab_parameters.py
     from opslib import params
-    from opslib.lab.config import Lab
     from opslib.runner import load_param_file
 
     root = Path(__file__).parent.parent
     values = load_param_file(root / "parameters" / "lab" / "forward-bridge.yaml")
-    lab = Lab.from_env("ob")
-    assert values["restart_command"] == fb.lab_restart_command(lab)
-    assert (values["libvirt_uri"], values["netns"], values["interfaces_file"]) == (
-        lab.uri, lab.host_ns, str(lab.interfaces_file),
-    )  # fmt: skip
     info = params.read_runbook(root / "notebooks" / "forward-bridge.ipynb")
     declared = {p.name: p.default for p in info.params}
     assert set(values) <= set(declared)

@@ -122,3 +122,19 @@ def test_the_engine_reaches_libvirt_only_through_opslib_virt() -> None:
         module = f"opslib.{name}"
         imports = {n for n, _ in imported_names(module, files[module])}
         assert not {n for n in imports if n == "libvirt" or n.startswith("libvirt.")}, module
+
+
+def test_only_the_lab_and_the_command_line_import_the_lab() -> None:
+    # The lab calls the runbooks and the adapters, never the other way round: shipped
+    # code must not depend on the test lab. cli.py registers the lab's subcommands.
+    files = module_files()
+    allowed = {"opslib.cli"}
+    found = [
+        f"{module} imports {name} (line {line})"
+        for module, path in files.items()
+        if module not in allowed and module != "opslib.lab" and not module.startswith("opslib.lab.")
+        for name, line in imported_names(module, path)
+        if name == "opslib.lab" or name.startswith("opslib.lab.")
+    ]
+    assert "opslib.procedures.ipv6_tunnel" in files, "the walk found the procedures"
+    assert not found, "\n".join(found)

@@ -19,9 +19,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from opslib import interfaces, netlink, rtnl, tunnels
+from opslib import interfaces, netlink, rtnl, sixinfour, tunnels
 from opslib.errors import InputError, NetlinkError, Unsupported
-from opslib.lab import sixinfour
 from opslib.procedures import ipv6_tunnel as t
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, TUN, raw sockets)")

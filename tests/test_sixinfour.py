@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib import netlink
+from opslib import netlink, sixinfour
 from opslib.errors import ApplyError, InputError
-from opslib.lab import sixinfour
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, TUN, raw sockets)")
 

@@ -840,7 +840,7 @@ def lab_store(lab: Lab) -> Store:
 
 def lab_running(lab: Lab) -> int | None:
     """The pid of this lab's stand-in, if it runs (never a recycled pid of another program)."""
-    from opslib.lab import procs
+    from opslib import procs
 
     return procs.owned_pid(lab_pid_file(lab), __name__, str(lab_state_file(lab)))
 
@@ -885,7 +885,7 @@ def lab_up(lab: Lab) -> None:
 
 def lab_down(lab: Lab) -> None:
     """Stop the lab's stand-in (its state file stays until the lab directory goes)."""
-    from opslib.lab import procs
+    from opslib import procs
 
     pid = lab_running(lab)
     if pid is None:

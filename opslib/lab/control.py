@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opslib import files
+from opslib import files, procs
 from opslib.errors import HostError, InputError, LibvirtError, OpsError
 from opslib.lab import image as guest_image
-from opslib.lab import procs
 from opslib.lab.config import Guest, Lab
 
 Progress = Callable[[str], None]

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import procs
 from opslib.errors import HostError
-from opslib.lab import procs
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 POWEROFF_TIMEOUT = 60.0

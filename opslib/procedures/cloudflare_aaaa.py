@@ -27,7 +27,7 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from opslib import aaaa, rtnl, secrets, slaac, transaction, virt
@@ -36,9 +36,6 @@ from opslib.changes import Check, Plan, Result, Status
 from opslib.dns import DnsClient, DnsRecord
 from opslib.errors import InputError, OpsError, VerificationFailed
 from opslib.transaction import Action, Detail, Procedure, Run
-
-if TYPE_CHECKING:
-    from opslib.lab.config import Lab
 
 RUNBOOK = "cloudflare-aaaa"
 
@@ -380,24 +377,3 @@ def checks(
     status: Status = "warn" if warnings else "ok"
     want = planned.data["desired"]
     return [Check(name, status, f"AAAA {want['content']}" + "".join(f"; {w}" for w in warnings))]
-
-
-def lab_parameters(lab: Lab, vm: str = "") -> dict[str, Any]:
-    """This runbook's parameters for a lab: a NAT guest published through the stand-in."""
-    from opslib.lab import cloudflare_api
-
-    guest = vm or lab.guests[0].name
-    return {
-        "host": "lab",
-        "libvirt_uri": lab.uri,
-        "netns": lab.host_ns,
-        "vm": guest,
-        "record_name": f"{guest}.{cloudflare_api.LAB_ZONES[0]}",
-        "zone": cloudflare_api.LAB_ZONES[0],
-        "token": f"file:{cloudflare_api.lab_token_file(lab)}",
-        "api_base_url": cloudflare_api.lab_url(lab),
-        "proxied": True,
-        "ttl": 1,
-        "address": "",
-        "replace": False,
-    }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,39 +354,3 @@ def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
                 f"{p.network_name} is not active+autostarted in bridge mode after the changes"
             )
         detail.append(f"{p.network_name}: active, autostart, bridge {net.bridge}")
-
-
-# -- the lab ---------------------------------------------------------------------------------
-
-
-def lab_restart_command(lab: Any) -> str:
-    """The lab host's "restart networking": ifupdown inside the host's mount namespace.
-
-    ifdown reads ``{old}`` (the configuration being left) so that it stops the old
-    DHCP client; ``--force`` also takes down a bridge whose ifup half failed.
-    """
-    from opslib.lab import control
-
-    state = shlex.quote(str(lab.ifupdown_state_dir))
-    inner = (
-        f"ifdown --force -i {{old}} --state-dir {state} {{ifaces}}; "
-        f"ifdown --force -i {{new}} --state-dir {state} {{ifaces}} 2>/dev/null; "
-        f"ifup -a -i {{new}} --state-dir {state} && "
-        f"ifup -a --allow=hotplug -i {{new}} --state-dir {state}"
-    )
-    return shlex.join(control.host_command(lab, ["sh", "-c", inner]))
-
-
-def lab_params(lab: Any) -> dict[str, Any]:
-    """The plan() keyword arguments of the lab's daemon host."""
-    return {
-        "host": "lab",
-        "libvirt_uri": lab.uri,
-        "netns": lab.host_ns,
-        "interfaces_file": str(lab.interfaces_file),
-    }
-
-
-def apply_lab(lab: Any) -> Result:
-    """``opsbook lab up --configured``: convert the lab host as the runbook would."""
-    return apply(plan(**lab_params(lab)), restart_command=lab_restart_command(lab), deadline=60)

@@ -8,7 +8,7 @@ own ``iface NAME inet6 v4tunnel`` stanza in the interfaces file so that the tunn
 survives a reboot.
 
 ``implementation="userspace"`` is for the lab, whose kernel has no ``sit``: the link
-is a TUN device served by :mod:`opslib.lab.sixinfour` (same wire format); it is not
+is a TUN device served by :mod:`opslib.sixinfour` (same wire format); it is not
 persisted (it runs as long as its process). On a kernel without sit, the kernel
 implementation stops with one line before it changes anything.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from opslib import interfaces, netlink, transaction, tunnels
 from opslib.changes import Change, Plan, Result
@@ -41,9 +40,6 @@ from opslib.tunnels import (  # the tests and host-health find them here too
     sit_supported,
     validate,
 )
-
-if TYPE_CHECKING:
-    from opslib.lab.config import Lab
 
 RUNBOOK = "ipv6-tunnel"
 
@@ -397,38 +393,3 @@ def run(
         summary="healthy" if not failing else f"failing: {', '.join(failing)}",
         checks=found,
     )
-
-
-# -- the lab ---------------------------------------------------------------------------------------
-
-
-def lab_parameters(lab: Lab) -> dict[str, Any]:
-    """This runbook's parameters for a lab (its userspace 6in4)."""
-    return {
-        "host": "lab",
-        "netns": lab.host_ns,
-        "tunnel": "he-ipv6",
-        "local_ipv4": lab.host_eth0_ip,
-        "server_ipv4": lab.he_ipv4,
-        "client_ipv6": f"{lab.tunnel_host_ipv6}/{lab.tunnel_prefixlen}",
-        "server_ipv6": lab.tunnel_he_ipv6,
-        "routed_prefix": lab.routed_prefix,
-        "mtu": 1480,
-        "implementation": "userspace",
-        "interfaces_file": str(lab.interfaces_file),
-        "run_dir": str(lab.root),
-        "libvirt_uri": lab.uri,
-        "nat_network": lab.nat_network,
-    }
-
-
-def _only(fn: Callable[..., Any], values: dict[str, Any]) -> dict[str, Any]:
-    import inspect
-
-    names = inspect.signature(fn).parameters
-    return {k: v for k, v in values.items() if k in names}
-
-
-def apply_lab(lab: Lab) -> Result:
-    values = lab_parameters(lab)
-    return apply(plan(**_only(plan, values)), **_only(apply, values))

@@ -32,7 +32,7 @@ import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
@@ -46,9 +46,6 @@ from opslib.ipv6prefix import ULA, gateway, validate_prefix
 from opslib.slaac import eui64_address
 from opslib.transaction import Action, Detail, Procedure, Run
 from opslib.virtxml import IPv6Edit, NetworkXml, canonical
-
-if TYPE_CHECKING:
-    from opslib.lab.config import Lab
 
 RUNBOOK = "nat-bridge-ipv6"
 # libvirt's network driver refuses an <ip> on networks it does not route for.
@@ -393,22 +390,3 @@ def apply_on(
     inputs = Inputs(str(net), network, rename_from, net.subnet_of(ULA), replace_ipv6, "",
                     netns, timeout)  # fmt: skip
     return transaction.apply(PROCEDURE, inputs, host, reviewed=reviewed, session=conn)
-
-
-def lab_parameters(lab: Lab) -> dict[str, Any]:
-    """This runbook's parameters for a lab: its NAT network gets the routed /64."""
-    return {
-        "host": "lab",
-        "libvirt_uri": lab.uri,
-        "netns": lab.host_ns,
-        "network": lab.nat_network,
-        "prefix": lab.routed_prefix,
-        "rename_from": "",
-        "allow_ula": False,
-        "replace_ipv6": False,
-    }
-
-
-def apply_lab(lab: Lab) -> Result:
-    values = lab_parameters(lab)
-    return apply(plan(**values), **values)

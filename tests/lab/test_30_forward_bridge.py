@@ -13,12 +13,15 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 
 from opslib import netlink, virt
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
+from opslib.lab.config import Lab
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
@@ -47,6 +50,16 @@ def static_file(lab) -> str:
     )
 
 
+def lab_plan(lab: Lab) -> dict[str, Any]:
+    """The lab's forward-bridge set, as plan() takes it."""
+    return lab_parameters.arguments(fb.plan, lab_parameters.standalone_set(lab, "forward-bridge"))
+
+
+def lab_restart(lab: Lab) -> str:
+    """The lab host's "restart networking" (ifupdown in its netns and mounts)."""
+    return str(lab_parameters.standalone_set(lab, "forward-bridge")["restart_command"])
+
+
 def switch_to(lab, text: str) -> None:
     """Put ``text`` in the host's file and restart its networking with the lab's command."""
     current = Path(lab.interfaces_file).read_text()
@@ -57,7 +70,7 @@ def switch_to(lab, text: str) -> None:
     try:
         Path(lab.interfaces_file).write_text(text)
         argv = fb.restart_argv(
-            fb.lab_restart_command(lab), lab.host_ns,
+            lab_restart(lab), lab.host_ns,
             old=old.name, new=str(lab.interfaces_file), ifaces="eth0 br0",
         )  # fmt: skip
         subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
@@ -113,7 +126,7 @@ def host(lab) -> Iterator:
 
 def test_plan_on_the_bare_host_shows_the_diff_and_changes_nothing(host) -> None:
     before = Path(host.interfaces_file).read_bytes()
-    plan = fb.plan(**fb.lab_params(host))
+    plan = fb.plan(**lab_plan(host))
     assert [c.action for c in plan.changes] == ["update", "restart", "define", "start", "autostart"]
     for line in ("-auto eth0", "-iface eth0 inet dhcp", "+iface eth0 inet manual", "+auto br0",
                  "+iface br0 inet dhcp", "+\tbridge_ports eth0", "+\tbridge_stp off"):  # fmt: skip
@@ -133,8 +146,8 @@ def test_apply_rolls_back_when_the_bridges_gateway_does_not_answer(host) -> None
     switch_to(host, previous)
     assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
     nobody = str(ipaddress.ip_network(host.campus_network)[-2])
-    plan = fb.plan(**fb.lab_params(host), address=f"{host.host_eth0_ip}/24", gateway=nobody)
-    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=30)
+    plan = fb.plan(**{**lab_plan(host), "address": f"{host.host_eth0_ip}/24", "gateway": nobody})
+    result = fb.apply(plan, restart_command=lab_restart(host), deadline=30)
 
     assert result.status == "rolled back", result.summary
     assert f"gateway answers: ping {nobody}: no reply" in result.summary
@@ -167,8 +180,8 @@ def test_apply_rolls_back_when_the_bridges_gateway_does_not_answer(host) -> None
 def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     assert Path(host.interfaces_file).read_text() == bare_file(host)
     acks_before = acks(host)
-    plan = fb.plan(**fb.lab_params(host))
-    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=60)
+    plan = fb.plan(**lab_plan(host))
+    result = fb.apply(plan, restart_command=lab_restart(host), deadline=60)
 
     assert result.status == "changed", result.summary
     assert (
@@ -217,9 +230,9 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
 def test_a_second_apply_reports_no_change(host) -> None:
     text = Path(host.interfaces_file).read_bytes()
     kept = backups(host)
-    plan = fb.plan(**fb.lab_params(host))
+    plan = fb.plan(**lab_plan(host))
     assert plan.empty, [c.summary for c in plan.changes]
-    result = fb.apply(plan, restart_command=fb.lab_restart_command(host), deadline=60)
+    result = fb.apply(plan, restart_command=lab_restart(host), deadline=60)
     assert result.status == "unchanged"
     assert all(c.ok for c in result.checks)
     assert Path(host.interfaces_file).read_bytes() == text

@@ -13,16 +13,29 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from opslib import netlink
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
+from opslib.lab.config import Lab
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
 
 HOOK_MTU = 1400
+
+
+def lab_plan(lab: Lab) -> dict[str, Any]:
+    """The lab's forward-bridge set, as plan() takes it."""
+    return lab_parameters.arguments(fb.plan, lab_parameters.standalone_set(lab, "forward-bridge"))
+
+
+def lab_restart(lab: Lab) -> str:
+    """The lab host's "restart networking" (ifupdown in its netns and mounts)."""
+    return str(lab_parameters.standalone_set(lab, "forward-bridge")["restart_command"])
 
 
 def static_with_hook(lab) -> str:
@@ -43,7 +56,7 @@ def switch_to(lab, text: str) -> None:
     try:
         Path(lab.interfaces_file).write_text(text)
         argv = fb.restart_argv(
-            fb.lab_restart_command(lab), lab.host_ns,
+            lab_restart(lab), lab.host_ns,
             old=old.name, new=str(lab.interfaces_file), ifaces="eth0 br0",
         )  # fmt: skip
         subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
@@ -86,13 +99,13 @@ def static_host(lab) -> Iterator:
 
 def test_static_eth0_with_a_hook_becomes_static_br0_and_the_hook_still_runs(static_host):
     lab = static_host
-    plan = fb.plan(**fb.lab_params(lab))
+    plan = fb.plan(**lab_plan(lab))
     new = plan.data["new_files"][str(lab.interfaces_file)]
     assert "auto eth0\niface eth0 inet manual\n\tpost-up ip link set dev eth0 mtu" in new
     assert f"iface br0 inet static\n\taddress {lab.host_eth0_ip}/24\n" in new
     assert any(n.startswith("br0 takes over eth0's addressing") for n in plan.notes)
 
-    result = fb.apply(plan, restart_command=fb.lab_restart_command(lab), deadline=60)
+    result = fb.apply(plan, restart_command=lab_restart(lab), deadline=60)
 
     assert result.status == "changed", result.summary
     assert all(c.ok for c in result.checks), [(c.name, c.seen) for c in result.checks]

@@ -15,14 +15,15 @@ import pytest
 from opslib import virt
 from opslib.errors import InputError
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
-from opslib.procedures import find_vm_ip, forward_bridge
+from opslib.procedures import find_vm_ip
 from opslib.procedures import netreg_attach as na
 
 
 @pytest.fixture(scope="module")
 def bridged(lab: Lab) -> Lab:
-    result = forward_bridge.apply_lab(lab)
+    result = lab_parameters.apply_runbook(lab, "forward-bridge")
     assert result.status in ("changed", "unchanged"), result.summary
     control.netreg_add(lab, lab.netreg_guest.netreg_mac or "")
     return lab
@@ -93,5 +94,5 @@ def test_a_second_apply_changes_nothing(bridged: Lab) -> None:
 
 def test_forward_bridge_stays_unchanged_with_a_guest_on_it(bridged: Lab) -> None:
     # libvirt's live network XML now counts a connection: not a reason to redefine.
-    result = forward_bridge.apply_lab(bridged)
+    result = lab_parameters.apply_runbook(bridged, "forward-bridge")
     assert result.status == "unchanged", [c.summary for c in result.changes]

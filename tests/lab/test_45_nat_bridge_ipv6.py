@@ -14,19 +14,25 @@ from opslib import netlink, rtnl, virt
 from opslib.changes import Result
 from opslib.errors import InputError
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import nat_bridge_ipv6 as nb
 from opslib.slaac import eui64_address
 
 
+def lab_values(lab: Lab) -> dict[str, object]:
+    """The lab's nat-bridge-ipv6 set as plan() takes it (the NAT network keeps its name)."""
+    return lab_parameters.arguments(nb.plan, lab_parameters.standalone_set(lab, "nat-bridge-ipv6"))
+
+
 @pytest.fixture(scope="module")
 def applied(lab: Lab) -> Result:
-    values = nb.lab_parameters(lab)
+    values = lab_values(lab)
     return nb.apply(nb.plan(**values), **values)
 
 
 def test_bad_prefixes_are_refused_before_any_change(lab: Lab) -> None:
-    values = nb.lab_parameters(lab)
+    values = lab_values(lab)
     with virt.connect(lab.uri) as conn:
         before = virt.get_network(conn, lab.nat_network).xml
     for bad in ("2001:db8::/48", "fe80::/64", "2001:db8::1/64", "garbage"):
@@ -71,7 +77,7 @@ def test_every_running_guest_is_back_with_a_slaac_address(lab: Lab, applied: Res
 
 
 def test_second_apply_changes_nothing(lab: Lab, applied: Result) -> None:
-    values = nb.lab_parameters(lab)
+    values = lab_values(lab)
     plan = nb.plan(**values)
     assert plan.empty, plan.changes
     again = nb.apply(plan, **values)
@@ -80,7 +86,7 @@ def test_second_apply_changes_nothing(lab: Lab, applied: Result) -> None:
 
 
 def test_a_detached_tap_is_planned_and_reattached(lab: Lab, applied: Result) -> None:
-    values = nb.lab_parameters(lab)
+    values = lab_values(lab)
     guest = lab.nat_guests[0]
     with virt.connect(lab.uri) as conn:
         tap = next(
@@ -140,7 +146,7 @@ def test_a_definition_libvirtd_refuses_leaves_the_running_network_alone(
     before = state()
     _live, _config, bridge, taps = before
     assert taps and all(master == bridge for _, master in taps.values())
-    values = {**nb.lab_parameters(lab), "prefix": "2001:db8:3::/64", "replace_ipv6": True}
+    values = {**lab_values(lab), "prefix": "2001:db8:3::/64", "replace_ipv6": True}
     plan = nb.plan(**values)
     assert [c.action for c in plan.changes] == ["update", "restart"]
     result = nb.apply(plan, **values)
@@ -151,7 +157,7 @@ def test_a_definition_libvirtd_refuses_leaves_the_running_network_alone(
     # Never stopped: a restart makes a new bridge and leaves the taps detached.
     assert state() == before
     monkeypatch.undo()
-    assert nb.plan(**nb.lab_parameters(lab)).empty
+    assert nb.plan(**lab_values(lab)).empty
 
 
 def _on(lab: Lab, network: str) -> dict[str, tuple[str, str]]:
@@ -176,7 +182,7 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
     """The wiki's name, asked for: `default` becomes `nat-bridge` with the guests on it
     (live and persistent) and their SLAAC addresses answering; then back, for later tests."""
     for old, new in ((lab.nat_network, "nat-bridge"), ("nat-bridge", lab.nat_network)):
-        values = {**nb.lab_parameters(lab), "network": new, "rename_from": old}
+        values = {**lab_values(lab), "network": new, "rename_from": old}
         result = nb.apply(nb.plan(**values), **values)
         assert result.status == "changed" and not result.failed, result.summary
         with virt.connect(lab.uri) as conn:

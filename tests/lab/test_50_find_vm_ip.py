@@ -17,8 +17,9 @@ from pyroute2 import IPRoute
 from opslib import virt
 from opslib.errors import UnknownName
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
-from opslib.procedures import find_vm_ip, nat_bridge_ipv6
+from opslib.procedures import find_vm_ip
 
 
 def guest_slaac(lab: Lab, name: str, timeout: float = 60) -> str:
@@ -41,7 +42,7 @@ def leased_ipv4(lab: Lab) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ipv6(lab: Lab) -> Lab:
-    result = nat_bridge_ipv6.apply_lab(lab)
+    result = lab_parameters.apply_runbook(lab, "nat-bridge-ipv6")
     assert result.status in ("changed", "unchanged"), result.summary
     return lab
 

@@ -13,24 +13,27 @@ from opslib import netlink
 from opslib.changes import Result
 from opslib.errors import Unsupported
 from opslib.lab import control
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import ipv6_tunnel as t
-from opslib.procedures import nat_bridge_ipv6 as nb
 
 
 def only(fn: object, values: dict[str, object]) -> dict[str, object]:
-    return t._only(fn, values)  # type: ignore[arg-type]
+    return lab_parameters.arguments(fn, values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def applied(lab: Lab) -> Result:
-    nb.apply_lab(lab)  # the routed /64 on the NAT network (idempotent)
-    values = t.lab_parameters(lab)
+    # the routed /64 on the NAT network (idempotent)
+    lab_parameters.apply_runbook(lab, "nat-bridge-ipv6")
+    values = lab_parameters.standalone_set(lab, "ipv6-tunnel")
     return t.apply(t.plan(**only(t.plan, values)), **only(t.apply, values))
 
 
 def test_kernel_sit_is_unsupported_here_and_changes_nothing(lab: Lab) -> None:
-    values = {**t.lab_parameters(lab), "implementation": "kernel", "tunnel": "he-sit"}
+    values = lab_parameters.standalone_set(
+        lab, "ipv6-tunnel", implementation="kernel", tunnel="he-sit"
+    )
     before = Path(values["interfaces_file"]).read_text()
     with pytest.raises(Unsupported, match="no sit") as exc:
         t.plan(**only(t.plan, values))
@@ -62,7 +65,7 @@ def test_a_guest_reaches_the_internet_through_the_tunnel(lab: Lab, applied: Resu
 def test_health_checks_alone_pass_and_second_apply_changes_nothing(
     lab: Lab, applied: Result
 ) -> None:
-    values = t.lab_parameters(lab)
+    values = lab_parameters.standalone_set(lab, "ipv6-tunnel")
     health = t.run(**only(t.run, values))
     assert health.status == "ok", health.summary
     plan = t.plan(**only(t.plan, values))
@@ -72,7 +75,7 @@ def test_health_checks_alone_pass_and_second_apply_changes_nothing(
 
 
 def test_health_names_the_broken_part_when_the_route_is_gone(lab: Lab, applied: Result) -> None:
-    values = t.lab_parameters(lab)
+    values = lab_parameters.standalone_set(lab, "ipv6-tunnel")
     with netlink.ipr(lab.host_ns) as ip:
         ip.route("del", dst="::/0", family=10, table=254)
     try:

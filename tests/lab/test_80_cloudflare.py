@@ -16,13 +16,10 @@ import pytest
 
 from opslib import slaac
 from opslib.lab import cloudflare_api
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.cloudflare_api import Fault
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa as cfa
-
-nat_bridge_ipv6 = pytest.importorskip(
-    "opslib.procedures.nat_bridge_ipv6", reason="needs the nat-bridge-ipv6 procedure"
-)
 
 pytestmark = pytest.mark.lab
 ZONE = cloudflare_api.LAB_ZONES[0]
@@ -31,13 +28,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def published(lab: Lab) -> Iterator[Lab]:
-    result = nat_bridge_ipv6.apply_lab(lab)
+    result = lab_parameters.apply_runbook(lab, "nat-bridge-ipv6")
     assert not result.failed, result.summary
     cloudflare_api.SERVICE.up(lab)  # a no-op when `lab up` started it
     store = cloudflare_api.lab_store(lab)
     for guest in lab.guests[:2]:
         store.delete_records(ZONE, name=f"{guest.name}.{ZONE}")
     yield lab
+
+
+def publish(lab: Lab, vm: str) -> dict[str, Any]:
+    """The lab's cloudflare-aaaa set for guest ``vm``, as plan() takes it."""
+    return lab_parameters.arguments(cfa.plan, lab_parameters.publish_set(lab, vm))
 
 
 def aaaa(lab: Lab, name: str) -> list[tuple[str, bool]]:
@@ -52,7 +54,7 @@ def apply_params(p: dict[str, Any]) -> dict[str, Any]:
 def test_publish_a_guest_then_nothing_then_follow_its_address(published: Lab) -> None:
     lab = published
     guest = lab.guests[0]
-    p = cfa.lab_parameters(lab, guest.name)
+    p = publish(lab, guest.name)
     slaac_address = slaac.eui64_address(lab.routed_prefix, guest.nat_mac)
 
     plan = cfa.plan(**p)
@@ -82,7 +84,7 @@ def test_a_500_on_the_first_create_leaves_one_record_and_a_429_is_waited_out(
 ) -> None:
     lab = published
     guest = lab.guests[1]
-    p = cfa.lab_parameters(lab, guest.name)
+    p = publish(lab, guest.name)
     store = cloudflare_api.lab_store(lab)
     store.inject(
         Fault(status=429, retry_after=1, method="GET"),
@@ -97,7 +99,7 @@ def test_a_500_on_the_first_create_leaves_one_record_and_a_429_is_waited_out(
 
 def test_a_headless_run_leaves_no_token_in_its_record(published: Lab, tmp_path: Path) -> None:
     lab = published
-    p = cfa.lab_parameters(lab, lab.guests[0].name)
+    p = publish(lab, lab.guests[0].name)
     notebook = REPO / "notebooks/cloudflare-aaaa.ipynb"
     argv = [sys.executable, "-m", "opslib.cli", "run", str(notebook),
             "--records", str(tmp_path / "records"), "-q", "-p", "apply", "true"]  # fmt: skip

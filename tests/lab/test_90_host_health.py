@@ -17,8 +17,9 @@ import pytest
 
 from opslib import netlink, records, schedule, virt
 from opslib.lab import cloudflare_api, control
+from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
-from opslib.procedures import cloudflare_aaaa, forward_bridge, ipv6_tunnel, nat_bridge_ipv6
+from opslib.procedures import cloudflare_aaaa
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
@@ -48,12 +49,13 @@ def health_params(lab: Lab) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def configured(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
     """The wiki page's setup applied, and one AAAA record published through `opsbook run`."""
-    for procedure in (forward_bridge, nat_bridge_ipv6, ipv6_tunnel):
-        result = procedure.apply_lab(lab)
-        assert not result.failed, f"{procedure.__name__}: {result.summary}"
+    for runbook in ("forward-bridge", "nat-bridge-ipv6", "ipv6-tunnel"):
+        result = lab_parameters.apply_runbook(lab, runbook)
+        assert not result.failed, f"{runbook}: {result.summary}"
     cloudflare_api.SERVICE.up(lab)
     store = tmp_path_factory.mktemp("records")
-    p = {**cloudflare_aaaa.lab_parameters(lab, lab.nat_guests[0].name), "apply": True}
+    published = lab_parameters.publish_set(lab, lab.nat_guests[0].name)
+    p = {**lab_parameters.arguments(cloudflare_aaaa.plan, published), "apply": True}
     p.pop("address")
     proc = subprocess.run(
         [OPSBOOK, "run", "cloudflare-aaaa", "-q", "--records", str(store), *_flags(p)],

@@ -24,6 +24,7 @@ import pytest
 from opslib import cli, runner, slaac
 from opslib.lab import cloudflare_api, control
 from opslib.lab import notebook as lab_notebook
+from opslib.lab import parameters as lab_parameters
 from opslib.lab import runs as lab_runs
 from opslib.lab.config import Lab
 from opslib.records import Row, Store
@@ -118,11 +119,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 def test_configured_from_half_configured(lab: Lab, store: Store, param_dir: Path) -> None:
-    from opslib.procedures import ipv6_tunnel
-
     # The tunnel made, on the stock NAT network; its checks of the routed /64 fail until
     # nat-bridge-ipv6 has run, which is what makes it half-configured.
-    ipv6_tunnel.apply_lab(lab)
+    lab_parameters.apply_runbook(lab, "ipv6-tunnel")
     half = snapshot(lab)
     assert half["tunnel"] and lab.nat_network in half["networks"]
     lab_runs.up(lab, configured=True, progress=_progress, records=store.root)

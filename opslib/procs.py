@@ -1,4 +1,4 @@
-"""The lab's own processes: found by pid file and command line, ended by pid.
+"""Processes this code started: found by pid file and command line, ended by pid.
 
 A pid is signalled only when its command line shows it is the program the pid
 file was written for: a recycled pid belongs to someone else.

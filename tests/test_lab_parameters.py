@@ -1,0 +1,95 @@
+"""The lab's parameter sets (opslib.lab.parameters): parameters/lab/ retargeted to a lab,
+typed by each runbook's parameter cell, with what only the lab knows added.
+
+No root needed: the lab is only named here (paths, namespaces, ports), never built.
+The lab tests (tests/lab/) apply these sets for real.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from opslib.lab import cloudflare_api, control
+from opslib.lab import parameters as lab_parameters
+from opslib.lab.config import Lab
+from opslib.procedures import cloudflare_aaaa, ipv6_tunnel, nat_bridge_ipv6
+
+
+@pytest.fixture(params=["ob", "obQ"])
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Lab:
+    # "ob" reads the shipped sets as they are; another prefix gets them retargeted
+    return Lab.from_env("ob") if request.param == "ob" else Lab(prefix="obQ", base=tmp_path)
+
+
+def test_forward_bridge_set_is_the_lab_hosts_files_and_its_ifupdown(lab: Lab) -> None:
+    values = lab_parameters.parameter_set(lab, "forward-bridge")
+    assert (values["host"], values["libvirt_uri"], values["netns"]) == ("lab", lab.uri, lab.host_ns)
+    assert values["interfaces_file"] == str(lab.interfaces_file)
+    assert values["deadline"] == 60.0 and values["apply"] is True
+    # "restart networking" runs as a process of this lab's host (its netns and mounts) ...
+    argv = shlex.split(values["restart_command"])
+    assert argv[:-1] == control.host_command(lab, ["sh", "-c", "the script"])[:-1]
+    # ... and ifupdown there keeps its state in the lab's directory
+    state = f"--state-dir {shlex.quote(str(lab.ifupdown_state_dir))}"
+    assert argv[-1].count(state) == 4 and argv[-1].startswith("ifdown --force -i {old}")
+
+
+def test_cloudflare_set_publishes_through_this_labs_stand_in(lab: Lab) -> None:
+    values = lab_parameters.parameter_set(lab, "cloudflare-aaaa")
+    assert values["token"] == f"file:{cloudflare_api.lab_token_file(lab)}"
+    assert values["api_base_url"] == cloudflare_api.lab_url(lab)
+    assert values["zone"] == cloudflare_api.LAB_ZONES[0]
+    assert (values["vm"], values["record_name"]) == ("vm-nat1", f"vm-nat1.{values['zone']}")
+    assert (values["libvirt_uri"], values["netns"]) == (lab.uri, lab.host_ns)
+    other = lab_parameters.publish_set(lab, "vm-nat2")
+    assert (other["vm"], other["record_name"]) == ("vm-nat2", f"vm-nat2.{values['zone']}")
+    assert {**other, "vm": "vm-nat1", "record_name": values["record_name"]} == values
+    assert set(lab_parameters.arguments(cloudflare_aaaa.plan, other)) == {
+        "host", "libvirt_uri", "netns", "vm", "record_name", "zone", "token", "api_base_url",
+        "proxied", "ttl", "address", "replace",
+    }  # fmt: skip
+
+
+def test_a_runbook_run_alone_keeps_the_stock_nat_network(lab: Lab) -> None:
+    # the demo renames libvirt's `default` to nat-bridge; the lab tests run each alone
+    demo = lab_parameters.parameter_set(lab, "nat-bridge-ipv6")
+    assert (demo["network"], demo["rename_from"]) == ("nat-bridge", "default")
+    alone = lab_parameters.standalone_set(lab, "nat-bridge-ipv6")
+    assert lab_parameters.arguments(nat_bridge_ipv6.plan, alone) == {
+        "host": "lab",
+        "libvirt_uri": lab.uri,
+        "netns": lab.host_ns,
+        "network": lab.nat_network,
+        "prefix": lab.routed_prefix,
+        "rename_from": "",
+        "allow_ula": False,
+        "replace_ipv6": False,
+    }
+    tunnel = lab_parameters.standalone_set(lab, "ipv6-tunnel", mtu=1400)
+    assert lab_parameters.arguments(ipv6_tunnel.apply, tunnel) == {
+        "host": "lab",
+        "netns": lab.host_ns,
+        "tunnel": "he-ipv6",
+        "local_ipv4": lab.host_eth0_ip,
+        "server_ipv4": lab.he_ipv4,
+        "client_ipv6": f"{lab.tunnel_host_ipv6}/{lab.tunnel_prefixlen}",
+        "server_ipv6": lab.tunnel_he_ipv6,
+        "routed_prefix": lab.routed_prefix,
+        "mtu": 1400,
+        "implementation": "userspace",
+        "interfaces_file": str(lab.interfaces_file),
+        "run_dir": str(lab.root),
+        "libvirt_uri": lab.uri,
+        "nat_network": lab.nat_network,
+    }
+
+
+def test_a_change_the_runbook_refuses_is_one_line_naming_the_runbook(lab: Lab) -> None:
+    from opslib.errors import InputError
+
+    with pytest.raises(InputError, match=r"^ipv6-tunnel: .*mtu") as err:
+        lab_parameters.parameter_set(lab, "ipv6-tunnel", mtu=9000)
+    assert "\n" not in str(err.value)
