@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import importlib
+import os
 import pkgutil
 import socket
 import subprocess
@@ -383,6 +384,42 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
             if name in [n.name for n in virt.list_networks(kept)]:
                 virt.stop_network(kept, name)
                 virt.undefine_network(kept, name)
+
+
+@world("libvirt-access")
+def libvirt_access(tmp_path: Path) -> Iterator[World]:
+    """/etc and alice's home in tmp; gpasswd edits that /etc/group; alice's virsh lists
+    libvirt's test:///default networks once her group and ~/.profile say so."""
+    from opslib import accounts
+    from opslib.procedures import libvirt_access as la
+
+    uid, gid = (1001, 1001) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(f"alice:x:{uid}:{gid}::/home/alice:/bin/bash\n")
+    group = tmp_path / "etc" / "group"
+    group.write_text("libvirt:x:105:operator\n")
+    (tmp_path / "home" / "alice").mkdir(parents=True)
+    (tmp_path / "home" / "alice" / ".profile").write_text("PATH=$HOME/bin:$PATH\n")
+
+    def member(name: str, account: str, add: bool) -> None:
+        head, _, members = group.read_text().strip().rpartition(":")
+        kept = [m for m in members.split(",") if m and m != account] + [account] * add
+        group.write_text(f"{head}:{','.join(kept)}\n")
+
+    def probe(account: str) -> la.Probe:
+        observed = la.PROCEDURE.observe(inputs, None)
+        uri = la.exported_uri(observed.login.text if observed.login else None)
+        members = observed.group.members if observed.group else ()
+        if uri == inputs.libvirt_uri and account in members:
+            return la.Probe(uri, 0, tuple(la.host_networks(uri)), "")
+        return la.Probe(uri, 1, (), "error: failed to connect to the hypervisor")
+
+    inputs = la.Inputs("alice", "test:///default", root=str(tmp_path))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(accounts, "add_member", lambda g, a: member(g, a, True))
+        m.setattr(accounts, "remove_member", lambda g, a: member(g, a, False))
+        m.setattr(la, "probe", probe)
+        yield World(la.PROCEDURE, inputs)
 
 
 # -- the contract -------------------------------------------------------------------------

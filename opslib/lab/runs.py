@@ -33,6 +33,9 @@ WIKI_ORDER = (
     "cloudflare-aaaa",
     "host-health",
 )
+# Runbooks the simulated host cannot run: it has no accounts of its own (its /etc/passwd
+# is this machine's). They run on the lab's booted hosts (tests/lab/test_16_booted_host_ops).
+BOOTED_HOST_ONLY = ("libvirt-access", "libvirt-access-audit")
 
 
 def lab_runs(

@@ -7,6 +7,11 @@ a session starts from ``lab down`` and ends with it.
 
 Not root: the tests fail under CI=true (CI runs as root, a skip there would hide
 everything) and are skipped otherwise.
+
+The booted daemon host (``booted_host``) is one per session too: each boot costs about a
+minute. It is up from the first test that asks for it until test_15's "down leaves
+nothing" (marker ``takes_booted_host_down``), which runs after every other test that uses
+it, whatever their modules; the end of the session takes it down in any case.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from opslib.lab import control
+from opslib.lab import control, daemonhost
 from opslib.lab.config import Lab
 
 HERE = Path(__file__).parent
+BOOTED_HOST = "dh1"  # the session's booted daemon host
+TAKES_HOST_DOWN = "takes_booted_host_down"
 
 
 def lab_prefix() -> str:
@@ -33,10 +40,25 @@ def _progress(line: str) -> None:
     print(f"lab: {line}", file=sys.stderr, flush=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{TAKES_HOST_DOWN}: runs after every other test of the booted host"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.path).parents:
             item.add_marker(pytest.mark.lab)
+    # The test that takes the session's booted host down goes right after the last other
+    # test that uses it (a later one would boot it again: a minute).
+    users = [i for i in items if "booted_host" in getattr(i, "fixturenames", ())]
+    last = [i for i in users if i.get_closest_marker(TAKES_HOST_DOWN)]
+    others = [i for i in users if i not in last]
+    if last and others:
+        rest = [i for i in items if i not in last]
+        at = rest.index(others[-1]) + 1
+        items[:] = [*rest[:at], *last, *rest[at:]]
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +83,16 @@ def lab() -> Iterator[Lab]:
     yield the_lab
     if not keep:
         control.down(the_lab, progress=_progress)
+
+
+def _host_progress(line: str) -> None:
+    print(f"host: {line}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def booted_host(lab: Lab) -> Iterator[daemonhost.Host]:
+    """A booted Debian 12 daemon host on the session lab's campus, opsbook installed."""
+    daemonhost.down(lab, BOOTED_HOST, progress=_host_progress)  # what an interrupted one left
+    host = daemonhost.up(lab, BOOTED_HOST, progress=_host_progress)  # each step has a deadline
+    yield host
+    daemonhost.down(lab, BOOTED_HOST, progress=_host_progress)

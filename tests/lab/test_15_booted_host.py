@@ -1,9 +1,10 @@
 """A booted Debian 12 daemon host on the session lab's campus, operated over SSH.
 
 The host (its own netns, overlay, NetReg entry and machine name) sits beside the
-session lab's simulated host and is removed at the end of this module, so later
-modules never see it; it reuses the lab's campus and NetReg because that is where
-a daemon host lives. Every assertion reads what the host's own tools report.
+session lab's simulated host; it reuses the lab's campus and NetReg because that is where
+a daemon host lives. It is the session's (conftest's ``booted_host``, shared with
+test_16); "down leaves nothing" takes it down after the last test that uses it, so the
+modules after those never see it. Every assertion reads what the host's own tools report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,35 +20,30 @@ from opslib.errors import HostError
 from opslib.lab import control, daemonhost, hostssh, nspawn
 from opslib.lab.config import Lab
 
-NAME = "dh15"
-
 
 def _progress(line: str) -> None:
     print(f"host: {line}", file=sys.stderr, flush=True)
 
 
-@pytest.fixture(scope="module")
-def host(lab: Lab) -> Iterator[daemonhost.Host]:
-    daemonhost.down(lab, NAME, progress=_progress)  # what an interrupted session left
-    booted = daemonhost.up(lab, NAME, progress=_progress)  # image, boot, install: own deadlines
-    yield booted
-    daemonhost.down(lab, NAME, progress=_progress)
+@pytest.fixture
+def host(booted_host: daemonhost.Host) -> daemonhost.Host:
+    return booted_host
 
 
-def ssh(lab: Lab, command: str, timeout: float = 120) -> tuple[int, str]:
-    proc = hostssh.run(lab, NAME, command, timeout=timeout, check=False)
+def ssh(host: daemonhost.Host, command: str, timeout: float = 120) -> tuple[int, str]:
+    proc = hostssh.run(host.lab, host.name, command, timeout=timeout, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_systemd_runs_networking_libvirt_and_sshd(lab: Lab, host: daemonhost.Host) -> None:
-    rc, out = ssh(lab, "systemctl is-active networking libvirtd.socket ssh")
+    rc, out = ssh(host, "systemctl is-active networking libvirtd.socket ssh")
     assert (rc, out.split()) == (0, ["active", "active", "active"]), out
-    rc, out = ssh(lab, "systemctl is-system-running")
+    rc, out = ssh(host, "systemctl is-system-running")
     assert out.strip() in ("running", "degraded"), out
 
 
 def test_eth0_holds_the_netreg_lease(lab: Lab, host: daemonhost.Host) -> None:
-    rc, out = ssh(lab, "ip -4 addr show eth0")
+    rc, out = ssh(host, "ip -4 addr show eth0")
     assert rc == 0 and f"inet {host.address}/24 " in out, out
     assert control.netreg_leases(lab).get(host.mac) == host.address
     assert host.mac in control.netreg_registered(lab)
@@ -57,14 +52,14 @@ def test_eth0_holds_the_netreg_lease(lab: Lab, host: daemonhost.Host) -> None:
 def test_the_operator_runs_a_runbook_with_the_real_host_defaults(
     lab: Lab, host: daemonhost.Host
 ) -> None:
-    rc, out = ssh(lab, "opsbook run network-inventory", timeout=300)
+    rc, out = ssh(host, "opsbook run network-inventory", timeout=300)
     assert rc == 0, out
     assert re.search(r"^\s+default\s+True\s+True\s+True\s+nat\s+virbr0\s", out, re.M), out
     record = re.search(r"^record #\d+: (\S+\.ipynb)", out, re.M)
     assert record, out
     # the record is on the host, with the defaults a daemon host runs with
     rc, header = ssh(
-        lab,
+        host,
         "python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))"
         f'["metadata"]["opsbook"]["parameters"])\' {record.group(1)}',
     )
@@ -75,9 +70,9 @@ def test_the_operator_runs_a_runbook_with_the_real_host_defaults(
 def test_the_operator_is_a_sudoer_and_the_host_key_is_checked(
     lab: Lab, host: daemonhost.Host
 ) -> None:
-    assert ssh(lab, "sudo -n id -u") == (0, "0\n")
+    assert ssh(host, "sudo -n id -u") == (0, "0\n")
     known = hostssh.known_hosts_file(lab).read_text()
-    assert f"{NAME} ssh-ed25519 " in known
+    assert f"{host.name} ssh-ed25519 " in known
     assert "StrictHostKeyChecking yes" in hostssh.config_file(lab).read_text()
 
 
@@ -86,7 +81,7 @@ def test_a_host_not_booted_in_time_is_taken_down_and_names_its_log(
 ) -> None:
     # no deadline at all: systemd has not reached "running" when it is first asked
     monkeypatch.setattr(daemonhost, "BOOT_TIMEOUT", 0.0)
-    late = daemonhost.Host(lab, "dh15late", 0)
+    late = daemonhost.Host(lab, "dhlate", 0)
     with pytest.raises(HostError, match=f"did not boot within 0s .*; see {late.console_log}$"):
         daemonhost.up(lab, late.name, progress=_progress)
     assert late.console_log.exists()
@@ -95,16 +90,17 @@ def test_a_host_not_booted_in_time_is_taken_down_and_names_its_log(
     assert not late.dir.exists()
     assert not (nspawn.NSPAWN_RUN / "propagate" / late.machine).exists()
     assert not [p for p in Path("/proc").glob("[0-9]*") if late.machine in _cmdline(p)]
-    assert ssh(lab, "true")[0] == 0  # the module's host is untouched
+    assert ssh(host, "true")[0] == 0  # the session's host is untouched
 
 
+@pytest.mark.takes_booted_host_down  # after every other test of the booted host
 def test_down_leaves_nothing(lab: Lab, host: daemonhost.Host) -> None:
     nspawn_pid = nspawn.pid(host.container)
     assert nspawn_pid is not None
     init = nspawn.init_pid(nspawn_pid)
     root = os.stat(host.root)
     lock = f"inode-{root.st_dev}:{root.st_ino}"  # nspawn's lock on the root it booted
-    daemonhost.down(lab, NAME, progress=_progress)
+    daemonhost.down(lab, host.name, progress=_progress)
     for pid in (nspawn_pid, init):
         assert pid is None or not Path(f"/proc/{pid}").exists() or _zombie(pid)
     assert not Path("/run/netns", host.netns).exists()
@@ -115,7 +111,7 @@ def test_down_leaves_nothing(lab: Lab, host: daemonhost.Host) -> None:
     assert not locks.exists() or not any(lock in p.name for p in locks.iterdir())
     assert not any(c.exists() for c in nspawn.cgroups(host.container))
     assert host.mac not in control.netreg_registered(lab)
-    assert NAME not in hostssh.known_hosts_file(lab).read_text()
+    assert host.name not in hostssh.known_hosts_file(lab).read_text().split()
     assert not [p for p in Path("/proc").glob("[0-9]*") if host.machine in _cmdline(p)]
 
 
