@@ -78,6 +78,11 @@ class Check:
     seen: str
     fix: str = ""
 
+    @classmethod
+    def given(cls, name: str, ok: bool, seen: str, fix: str = "") -> Check:
+        """A check that passes when ``ok``; ``fix`` is shown only when it fails."""
+        return cls(name, "ok" if ok else "fail", seen, "" if ok else fix)
+
     @property
     def ok(self) -> bool:
         return self.status != "fail"

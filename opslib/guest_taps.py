@@ -119,20 +119,20 @@ def checks(
         link = netlink.link_by_name(netns, cut.tap)
         on = link is not None and bridge_link is not None and link.master == bridge_link.index
         checks.append(
-            Check(
+            Check.given(
                 f"{cut.domain}: tap {cut.tap} on {bridge}",
-                "ok" if on else "fail",
+                on,
                 "attached" if on else "detached",
-                "" if on else f"ip link set {cut.tap} master {bridge}",
+                f"ip link set {cut.tap} master {bridge}",
             )
         )
         answered = cut.answered_at is not None
         checks.append(
-            Check(
+            Check.given(
                 f"{cut.domain}: SLAAC {cut.address} answers ping6",
-                "ok" if answered else "fail",
+                answered,
                 "answers" if answered else "no answer",
-                "" if answered else f"check the guest's console: does it accept RAs on {bridge}?",
+                f"check the guest's console: does it accept RAs on {bridge}?",
             )
         )
     return checks

@@ -191,20 +191,21 @@ def _mac(value: object) -> str:
     return mac
 
 
-def _ipv4(value: object) -> str:
+def _address(value: object, family: int) -> str:
     text = _text(value)
+    kind = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     try:
-        return str(ipaddress.IPv4Address(text))
+        return str(kind(text))
     except ValueError:
-        raise _Bad(f"{text!r} is not an IPv4 address") from None
+        raise _Bad(f"{text!r} is not an IPv{family} address") from None
+
+
+def _ipv4(value: object) -> str:
+    return _address(value, 4)
 
 
 def _ipv6(value: object) -> str:
-    text = _text(value)
-    try:
-        return str(ipaddress.IPv6Address(text))
-    except ValueError:
-        raise _Bad(f"{text!r} is not an IPv6 address") from None
+    return _address(value, 6)
 
 
 def _ipv6_prefix64(value: object) -> str:

@@ -318,10 +318,6 @@ def restore_default_route(netns: str, spec: TunnelSpec, state: TunnelState) -> s
 # -- health (read-only: the ipv6-tunnel runbook and host-health run it) -------------------
 
 
-def _check(name: str, ok: bool, seen: str, fix: str) -> Check:
-    return Check(name, "ok" if ok else "fail", seen, "" if ok else fix)
-
-
 def _forwarding(netns: str) -> str:
     cmd = ["sysctl", "-n", "net.ipv6.conf.all.forwarding"]
     if netns:
@@ -345,7 +341,7 @@ def health(
     found: list[Check] = []
     link = netlink.link_by_name(netns, tunnel)
     found.append(
-        _check(
+        Check.given(
             f"{tunnel} up",
             link is not None and link.up,
             "absent" if link is None else ("up" if link.up else "down"),
@@ -362,7 +358,7 @@ def health(
         else []
     )
     found.append(
-        _check(
+        Check.given(
             f"{client} on {tunnel}",
             str(client) in addrs,
             ", ".join(addrs) or "no IPv6 address",
@@ -372,7 +368,7 @@ def health(
     default = netlink.default_route(netns, family=socket.AF_INET6)
     via = bool(link and default and default.ifindex == link.index)
     found.append(
-        _check(
+        Check.given(
             f"default IPv6 route via {tunnel}",
             via,
             f"via {default.gateway or '-'} dev index {default.ifindex}" if default else "none",
@@ -382,7 +378,7 @@ def health(
     # Three tries, like ping -c3: one echo lost on a busy path is no broken tunnel.
     answers = bool(link) and rtnl.ping(netns, server_ipv6, wait=2, tries=3).ok
     found.append(
-        _check(
+        Check.given(
             f"broker {server_ipv6} answers ping6",
             answers,
             "answers" if answers else "no answer",
@@ -391,7 +387,7 @@ def health(
     )
     big = answers and rtnl.ping(netns, server_ipv6, size=PING_SIZE, wait=2, tries=3).ok
     found.append(
-        _check(
+        Check.given(
             f"{PING_SIZE}-byte ping6 to {server_ipv6} (MTU)",
             big,
             "passes" if big else "fails",
@@ -400,7 +396,7 @@ def health(
     )
     forwarding = _forwarding(netns)
     found.append(
-        _check(
+        Check.given(
             "IPv6 forwarding on",
             forwarding == "1",
             f"net.ipv6.conf.all.forwarding={forwarding or '?'}",
@@ -435,4 +431,4 @@ def _routed_check(netns: str, libvirt_uri: str, nat_network: str, routed_prefix:
         else f"{nat_network}: {'running' if network.active else 'stopped'}, "
         f"{'has' if has_ipv6(network, net) else 'lacks'} {gateway(net)}/64 in its XML"
     )
-    return _check(name, ok, seen, f"apply nat-bridge-ipv6 with prefix {net}")
+    return Check.given(name, ok, seen, f"apply nat-bridge-ipv6 with prefix {net}")

@@ -84,3 +84,11 @@ def test_apply_refuses_a_fresh_plan_that_differs_from_the_reviewed_one() -> None
     ensure_unchanged(shown, Plan("r", "h"))  # already done by someone else: nothing to do
     with pytest.raises(ApplyError, match="plan again"):
         ensure_unchanged(shown, moved)
+
+
+def test_a_given_check_shows_its_fix_only_when_it_fails() -> None:
+    from opslib.changes import Check
+
+    assert Check.given("br0 up", True, "up", "ip link set br0 up") == Check("br0 up", "ok", "up")
+    failed = Check.given("br0 up", False, "down", "ip link set br0 up")
+    assert failed == Check("br0 up", "fail", "down", "ip link set br0 up") and not failed.ok

@@ -278,3 +278,14 @@ def test_runbooks_declare_ranges_interface_names_and_no_lab_host(path: Path) -> 
         if p.name == "host":
             # the machine it runs on; "lab" only comes from parameters/lab/
             assert p.default == "", p.default
+
+
+def test_address_types_name_the_family_they_want() -> None:
+    from opslib.params import Param
+
+    assert Param("a", "ipv4", "").convert(" 192.0.2.1 ") == "192.0.2.1"
+    assert Param("a", "ipv6", "").convert("2001:DB8::1") == "2001:db8::1"
+    with pytest.raises(InputError, match=r"'2001:db8::1' is not an IPv4 address"):
+        Param("a", "ipv4", "").convert("2001:db8::1")
+    with pytest.raises(InputError, match=r"'192.0.2.1' is not an IPv6 address"):
+        Param("a", "ipv6", "").convert("192.0.2.1")
