@@ -7,6 +7,11 @@ killed kernel or a crashed runner does not take it along. If nobody calls
 before the deadline, the watchdog restores the backed-up files and runs the
 rollback command. Its state is one JSON file, its log one line per event.
 
+On a host whose PID 1 is systemd the watchdog runs as a transient service of its own
+(``systemd-run``): a new session alone does not take it out of the SSH session's
+cgroup, and logind (``KillUserProcesses=yes``) or a stopped session scope kills every
+process in that cgroup when the connection drops, the watchdog included.
+
 :func:`action` makes it one step of any runbook's apply (opslib.transaction): armed by
 ``do``, disarmed when the apply undoes by itself (first of all undos), confirmed when
 the apply keeps its changes.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ POLL = 0.2
 class Watchdog:
     directory: Path
     pid: int
+    unit: str = ""  # its transient systemd service, when systemd is PID 1
 
     @property
     def log(self) -> Path:
@@ -82,21 +89,67 @@ def arm(
     directory = Path(tempfile.mkdtemp(prefix="opsbook-confirm-", dir=workdir))
     state = {"backups": backups, "rollback": rollback, "deadline": time.time() + seconds}
     (directory / "state.json").write_text(json.dumps(state))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opslib.confirm", str(directory)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # not in the operator's session: a hangup does not reach it
-        close_fds=True,
-    )
+    argv = [sys.executable, "-m", "opslib.confirm", str(directory)]
+    unit = systemd_unit(directory) if _systemd_booted() else None
+    proc: subprocess.Popen[bytes] | None = None
+    if unit is None:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the operator's session: a hangup does not reach it
+            close_fds=True,
+        )
+    else:
+        _start_unit(unit, argv)
     ready = directory / "armed"
     until = time.monotonic() + 10
     while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > until:
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > until:
             raise ApplyError("the confirm-or-revert watchdog did not start; nothing was changed")
         time.sleep(0.05)
-    return Watchdog(directory, proc.pid)
+    pid = proc.pid if proc is not None else int(ready.read_text() or 0)
+    return Watchdog(directory, pid, unit or "")
+
+
+def _systemd_booted() -> bool:
+    # sd_booted(3); systemd-run needs root to start a system unit (apply runs as root)
+    return (
+        Path("/run/systemd/system").is_dir()
+        and os.geteuid() == 0
+        and shutil.which("systemd-run") is not None
+    )
+
+
+def systemd_unit(directory: Path) -> str:
+    """The watchdog's transient unit: named for its directory, so two applies never clash."""
+    return f"{directory.name}.service"
+
+
+def _start_unit(unit: str, argv: list[str]) -> None:
+    # The unit gets a clean environment: opslib must import from where it is now.
+    here = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    launch = [
+        "systemd-run", "--quiet", "--collect", f"--unit={unit}",
+        "--description=opsbook confirm-or-revert watchdog", f"--setenv=PYTHONPATH={path}",
+        # a DHCP client the rollback command starts itself outlives the watchdog
+        "--property=KillMode=process",
+        "--", *argv,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(launch, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ApplyError(
+            f"the confirm-or-revert watchdog did not start ({exc}); nothing was changed"
+        ) from exc
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip()[-200:]
+        raise ApplyError(
+            f"the confirm-or-revert watchdog did not start (systemd-run: {why}); "
+            "nothing was changed"
+        )
 
 
 @dataclass
@@ -125,7 +178,8 @@ def action(
         # Survives this process: if the operator's session (and with it the kernel)
         # dies mid-change, the watchdog still restores and rolls back.
         holder.watchdog = arm(backups=backups(), rollback=rollback(), seconds=seconds)
-        detail.append(f"pid {holder.watchdog.pid}, reverts after {seconds:.0f}s")
+        where = f" ({holder.watchdog.unit})" if holder.watchdog.unit else ""
+        detail.append(f"pid {holder.watchdog.pid}{where}, reverts after {seconds:.0f}s")
 
     def disarm(detail: Detail) -> None:
         if holder.watchdog is not None:

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from opslib import confirm
+from opslib.errors import ApplyError
 
 
 def _changed_file(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -87,3 +90,61 @@ def test_the_revert_keeps_the_file_mode_and_crlf_bytes(tmp_path: Path) -> None:
     assert _wait_decided(dog.directory) == "reverted"
     assert conf.read_bytes() == b"iface eth0 inet dhcp\r\n"
     assert conf.stat().st_mode & 0o777 == 0o640
+
+
+# systemd-run as a stand-in: records its arguments, then starts the command detached as
+# systemd would, with only its --setenv= environment (nothing of the caller's session)
+FAKE_SYSTEMD_RUN = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE_ARGS"
+[ -z "$FAKE_FAIL" ] || { echo "$FAKE_FAIL" >&2; exit 1; }
+setsid=$(command -v setsid) env=""
+while [ "$1" != "--" ]; do case "$1" in --setenv=*) env="$env ${1#--setenv=}" ;; esac; shift; done
+shift
+env -i $env "$setsid" "$@" </dev/null >/dev/null 2>&1 &
+"""
+
+
+def _fake_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str = "") -> Path:
+    bin_dir, args = tmp_path / "bin", tmp_path / "systemd-run.args"
+    bin_dir.mkdir()
+    (bin_dir / "systemd-run").write_text(FAKE_SYSTEMD_RUN)
+    (bin_dir / "systemd-run").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ARGS", str(args))
+    monkeypatch.setenv("FAKE_FAIL", fail)
+    monkeypatch.setattr(confirm, "_systemd_booted", lambda: True)
+    return args
+
+
+def test_under_systemd_the_watchdog_is_a_transient_unit_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of the SSH session's cgroup: logind's KillUserProcesses cannot take it along."""
+    args = _fake_systemd(tmp_path, monkeypatch)
+    conf, backup, mark = _changed_file(tmp_path)
+    dog = confirm.arm(
+        backups={str(conf): str(backup)},
+        rollback=["sh", "-c", f"cat {conf} > {mark}"],
+        seconds=1,
+        workdir=str(tmp_path),
+    )
+    assert _wait_decided(dog.directory) == "reverted"
+    assert mark.read_text() == "iface eth0 inet dhcp\n"
+    argv = args.read_text().splitlines()
+    assert dog.unit == f"{dog.directory.name}.service"
+    assert f"--unit={dog.unit}" in argv and "--collect" in argv
+    assert "--property=KillMode=process" in argv  # a DHCP client the rollback starts lives on
+    assert argv[argv.index("--") + 1 :] == [
+        sys.executable, "-m", "opslib.confirm", str(dog.directory)
+    ]  # fmt: skip
+    assert dog.pid == int((dog.directory / "armed").read_text())
+
+
+def test_a_unit_systemd_refuses_is_one_line_before_any_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_systemd(tmp_path, monkeypatch, fail="Failed to start transient service unit: denied")
+    conf, backup, _mark = _changed_file(tmp_path)
+    with pytest.raises(ApplyError, match=r"did not start \(systemd-run: Failed to start"):
+        confirm.arm(backups={str(conf): str(backup)}, rollback=["true"], seconds=1)
+    assert conf.read_text() == "iface br0 inet dhcp\n"

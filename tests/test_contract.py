@@ -346,6 +346,7 @@ class FakeIfupdown:
 @dataclass
 class FakeWatchdog:
     pid: int = 4242
+    unit: str = ""
     decided: bool = False
 
     def confirm(self) -> None:
