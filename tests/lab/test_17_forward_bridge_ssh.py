@@ -9,16 +9,16 @@ Each case starts from the host as booted (eth0 by DHCP from NetReg):
     restores the file and networking, and the host answers over eth0 again;
 (c) campus DHCP refusing the host: the apply rolls back by itself.
 
-The host runs logind with ``KillUserProcesses=yes`` (a setting a daemon host may
-have): a cut session then takes every process of its scope along, which is what the
-watchdog must survive. The host is this module's own and goes down at its end.
+The host is conftest's ``booted_host``. For this module it runs logind with
+``KillUserProcesses=yes`` (a setting a daemon host may have): a cut session then takes
+every process of its scope along, which is what the watchdog must survive. At the end
+the host is as this module found it (file, networking, logind) for later modules.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -28,11 +28,12 @@ from opslib.errors import HostError
 from opslib.lab import control, daemonhost, hostssh, nspawn
 from opslib.lab.config import Lab
 
-NAME = "dh17"
 INTERFACES = "/etc/network/interfaces"
 DEADLINE = 15  # the apply's; its watchdog reverts 2 * DEADLINE + 30 s after it is armed
 # An operator's ssh has no keep-alives: a session stalled by the restart resumes.
 APPLY = f"sudo opsbook run forward-bridge -p apply true -p deadline {DEADLINE}"
+LOGIND_DIR = "/etc/systemd/logind.conf.d"
+LOGIND_DROPIN = f"{LOGIND_DIR}/opsbook-test17.conf"
 NFT_TABLE = "opsbook_test17"  # campus drops the host's pings to its gateway (case b)
 
 # Put the host back as booted (the lab's console, not the code under test): the bridge
@@ -46,24 +47,20 @@ RESET = (
 )
 
 
-def _progress(line: str) -> None:
-    print(f"host: {line}", file=sys.stderr, flush=True)
-
-
-def ssh(lab: Lab, command: str, timeout: float = 60) -> tuple[int, str]:
-    proc = hostssh.run(lab, NAME, command, timeout=timeout, check=False)
+def ssh(host: daemonhost.Host, command: str, timeout: float = 60) -> tuple[int, str]:
+    proc = hostssh.run(host.lab, host.name, command, timeout=timeout, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def ssh_until(
-    lab: Lab, command: str, ready: Callable[[str], bool], timeout: float, what: str
+    host: daemonhost.Host, command: str, ready: Callable[[str], bool], timeout: float, what: str
 ) -> str:
     """A new session each time until ``ready(output)``; fails naming ``what``."""
     deadline = time.monotonic() + timeout
     out = ""
     while time.monotonic() < deadline:
         try:
-            rc, out = ssh(lab, command, timeout=20)
+            rc, out = ssh(host, command, timeout=20)
         except HostError as exc:  # a session stalled while networking restarts
             rc, out = 255, str(exc)
         if rc == 0 and ready(out):
@@ -72,14 +69,14 @@ def ssh_until(
     pytest.fail(f"{what} within {timeout:.0f}s; last: {out[-400:]}")
 
 
-def apply_argv(lab: Lab) -> list[str]:
-    argv = hostssh.ssh_argv(lab, NAME, APPLY)
+def apply_argv(host: daemonhost.Host) -> list[str]:
+    argv = hostssh.ssh_argv(host.lab, host.name, APPLY)
     at = argv.index("ssh") + 1
     return [*argv[:at], "-o", "ServerAliveInterval=0", *argv[at:]]
 
 
-def file_digest(lab: Lab) -> str:
-    rc, out = ssh(lab, f"sudo sha256sum {INTERFACES}")
+def file_digest(host: daemonhost.Host) -> str:
+    rc, out = ssh(host, f"sudo sha256sum {INTERFACES}")
     assert rc == 0, out
     return out.split()[0]
 
@@ -90,10 +87,10 @@ def netreg_acks(lab: Lab, mac: str) -> int:
     return sum(1 for line in lines if "DHCPACK" in line and mac in line)
 
 
-def on_eth0(lab: Lab, host: daemonhost.Host) -> str:
+def on_eth0(host: daemonhost.Host) -> str:
     """What a new session sees once the host is as booted again."""
     return ssh_until(
-        lab,
+        host,
         "ip -4 -o addr show; ip link show br0 2>&1; ip route show default",
         lambda out: (
             f"eth0    inet {host.address}/24" in out
@@ -101,42 +98,48 @@ def on_eth0(lab: Lab, host: daemonhost.Host) -> str:
             and "dev eth0" in out
         ),
         90,
-        f"SSH reaching {NAME} at {host.address} on eth0 (no br0)",
+        f"SSH reaching {host.name} at {host.address} on eth0 (no br0)",
     )
 
 
 @pytest.fixture(scope="module")
-def host(lab: Lab) -> Iterator[daemonhost.Host]:
-    daemonhost.down(lab, NAME, progress=_progress)  # what an interrupted session left
-    booted = daemonhost.up(lab, NAME, progress=_progress)
-    try:
-        rc, out = ssh(
-            lab,
-            "sudo mkdir -p /etc/systemd/logind.conf.d && "
-            "printf '[Login]\\nKillUserProcesses=yes\\n'"
-            " | sudo tee /etc/systemd/logind.conf.d/opsbook-test.conf >/dev/null"
-            " && sudo systemctl restart systemd-logind",
-        )
-        assert rc == 0, out
-        yield booted
-    finally:
-        _drop_nft(lab)
-        control.netreg_add(lab, booted.mac, booted.address)
-        daemonhost.down(lab, NAME, progress=_progress)
-
-
-@pytest.fixture(scope="module")
-def booted_file(host: daemonhost.Host) -> str:
+def booted_file(booted_host: daemonhost.Host) -> str:
     """The interfaces file the host booted with (read before any case changes it)."""
-    return nspawn.run(host.container, ["cat", INTERFACES]).stdout
+    return nspawn.run(booted_host.container, ["cat", INTERFACES]).stdout
 
 
-@pytest.fixture
-def as_booted(lab: Lab, host: daemonhost.Host, booted_file: str) -> daemonhost.Host:
+def reset(host: daemonhost.Host, booted_file: str) -> None:
     """The host as booted: eth0 by DHCP, no br0, no forward-bridge network."""
     done = nspawn.run(host.container, ["sh", "-c", RESET, "reset", booted_file], timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
-    on_eth0(lab, host)
+    on_eth0(host)
+
+
+@pytest.fixture(scope="module")
+def host(booted_host: daemonhost.Host, booted_file: str) -> Iterator[daemonhost.Host]:
+    lab = booted_host.lab
+    kill_user_processes = "[Login]\\nKillUserProcesses=yes\\n"
+    rc, out = ssh(
+        booted_host,
+        f"sudo mkdir -p {LOGIND_DIR} && printf '{kill_user_processes}' | sudo tee "
+        f"{LOGIND_DROPIN} >/dev/null && sudo systemctl restart systemd-logind",
+    )
+    assert rc == 0, out
+    try:
+        yield booted_host
+    finally:
+        _drop_nft(lab)
+        control.netreg_add(lab, booted_host.mac, booted_host.address)
+        reset(booted_host, booted_file)
+        rc, out = ssh(
+            booted_host, f"sudo rm -f {LOGIND_DROPIN} && sudo systemctl restart systemd-logind"
+        )
+        assert rc == 0, out
+
+
+@pytest.fixture
+def as_booted(host: daemonhost.Host, booted_file: str) -> daemonhost.Host:
+    reset(host, booted_file)
     return host
 
 
@@ -153,7 +156,7 @@ def test_a_apply_over_ssh_converts_and_a_new_session_comes_in_over_br0(
 ) -> None:
     host = as_booted
     acks = netreg_acks(lab, host.mac)
-    rc, out = ssh(lab, APPLY, timeout=300)
+    rc, out = ssh(host, APPLY, timeout=300)
     assert rc == 0, out
     assert "ok (changed): eth0 -> inet manual, br0 over eth0 (dhcp)" in out, out
     assert re.search(r"^\s+gateway answers\s+ok\s", out, re.M), out
@@ -161,7 +164,7 @@ def test_a_apply_over_ssh_converts_and_a_new_session_comes_in_over_br0(
 
     # a new session: br0 holds eth0's MAC and the host's NetReg lease; it came in over br0
     seen = ssh_until(
-        lab,
+        host,
         "cat /sys/class/net/br0/address; ip -4 -o addr show br0; ip route show default; "
         "ip route get ${SSH_CONNECTION%% *}; cat /sys/class/net/eth0/master/uevent",
         lambda out: f"inet {host.address}/24" in out,
@@ -175,10 +178,10 @@ def test_a_apply_over_ssh_converts_and_a_new_session_comes_in_over_br0(
     assert control.netreg_leases(lab).get(host.mac) == host.address
     assert netreg_acks(lab, host.mac) > acks  # NetReg answered br0 (eth0's MAC)
 
-    rc, again = ssh(lab, APPLY, timeout=300)
+    rc, again = ssh(host, APPLY, timeout=300)
     assert rc == 0 and "ok (no change)" in again, again
 
-    rc, info = ssh(lab, "virsh -c qemu:///system net-info forward-bridge")
+    rc, info = ssh(host, "virsh -c qemu:///system net-info forward-bridge")
     assert rc == 0, info
     fields = dict(re.findall(r"^(\w+):\s+(\S+)", info, re.M))
     assert fields["Active"] == fields["Persistent"] == fields["Autostart"] == "yes", info
@@ -189,7 +192,7 @@ def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
     lab: Lab, as_booted: daemonhost.Host
 ) -> None:
     host = as_booted
-    before = file_digest(lab)
+    before = file_digest(host)
     # campus drops the host's pings to its gateway: br0 gets its lease and SSH works,
     # but "gateway answers" fails until the apply's deadline, so the apply keeps waiting
     rule = (
@@ -201,11 +204,11 @@ def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
                    text=True, check=True)  # fmt: skip
     try:
         client = subprocess.Popen(
-            apply_argv(lab), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            apply_argv(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         try:
             armed = ssh_until(
-                lab,
+                host,
                 "systemctl list-units 'opsbook-confirm-*' --state=active --plain --no-legend; "
                 "ip -4 -o addr show br0",
                 lambda out: "opsbook-confirm-" in out and f"inet {host.address}/" in out,
@@ -220,7 +223,7 @@ def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
         directory = f"/tmp/{unit.group(1)}"
         # logind ended the session and its processes; the watchdog runs on
         gone = ssh_until(
-            lab,
+            host,
             f"pgrep -f 'opsbook run [f]orward-bridge' || true; systemctl is-active {unit.group(0)}",
             lambda out: out.split() == ["active"],
             30,
@@ -232,20 +235,20 @@ def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
 
     # nobody confirms: the watchdog restores the file and restarts networking by itself
     ssh_until(
-        lab,
+        host,
         f"sudo cat {directory}/decided",
         lambda out: out.strip() == "reverted",
         2 * DEADLINE + 30 + 90,
         "the watchdog reverting",
     )
-    rc, log = ssh(lab, f"sudo cat {directory}/log")
+    rc, log = ssh(host, f"sudo cat {directory}/log")
     assert "no confirmation by the deadline: reverting" in log, log
     assert f"restored {INTERFACES} from " in log and "rollback exit 0" in log, log
-    seen = on_eth0(lab, host)
+    seen = on_eth0(host)
     assert f"default via {lab.campus_gateway} dev eth0" in seen, seen
-    assert file_digest(lab) == before
+    assert file_digest(host) == before
     # the killed run is still filed
-    rc, records = ssh(lab, "sudo opsbook records --status killed")
+    rc, records = ssh(host, "sudo opsbook records --status killed")
     assert rc == 0 and "forward-bridge" in records, records
 
 
@@ -253,12 +256,12 @@ def test_c_campus_refusing_the_host_rolls_back(
     lab: Lab, as_booted: daemonhost.Host, booted_file: str
 ) -> None:
     host = as_booted
-    before = file_digest(lab)
+    before = file_digest(host)
     merged = host.root / INTERFACES.lstrip("/")  # the host's file as the lab sees it
     control.netreg_remove(lab, host.mac)
     try:
         client = subprocess.Popen(
-            apply_argv(lab), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            apply_argv(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         # NetReg answers again once the apply has given up on br0 and put the old file
         # back, so that eth0's DHCP of the rollback brings back the state found before
@@ -273,5 +276,5 @@ def test_c_campus_refusing_the_host_rolls_back(
     assert "forward-bridge: rolled back: verification failed" in out, out
     assert re.search(r"^\s+br0 has an address\s+fail\s+no IPv4 address", out, re.M), out
     assert re.search(r"^\s+previous state back\s+ok\s", out, re.M), out
-    on_eth0(lab, host)
-    assert file_digest(lab) == before
+    on_eth0(host)
+    assert file_digest(host) == before
