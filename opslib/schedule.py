@@ -244,7 +244,7 @@ def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) 
         result.changes.append(
             Change(f"file:{path}", "create" if before is None else "update", name, before, text)
         )
-    for stale in _managed(unit_dir, schedule.host):
+    for stale in managed(unit_dir, schedule.host):
         if stale.name not in units:
             result.changes.append(
                 Change(f"file:{stale}", "delete", stale.name, stale.read_text(), None)
@@ -262,7 +262,8 @@ def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) 
     return result
 
 
-def _managed(unit_dir: Path, host: str) -> list[Path]:
+def managed(unit_dir: Path, host: str) -> list[Path]:
+    """The host's unit files opsbook wrote (their first line is the marker)."""
     if not unit_dir.is_dir():
         return []
     return sorted(
@@ -274,7 +275,7 @@ def _managed(unit_dir: Path, host: str) -> list[Path]:
 
 def remove(host: str, unit_dir: Path) -> Result:
     result = Result("schedule", host, "unchanged")
-    for path in _managed(unit_dir, host):
+    for path in managed(unit_dir, host):
         result.changes.append(Change(f"file:{path}", "delete", path.name, path.read_text(), None))
         path.unlink()
     result.status = "changed" if result.changes else "unchanged"

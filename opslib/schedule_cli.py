@@ -1,4 +1,12 @@
-"""``opsbook schedule install|remove|list|crontab|notify``."""
+"""``opsbook schedule install|remove|list|crontab|notify``.
+
+Where systemd is the init and the units go to ``/etc/systemd/system``, install enables
+and starts the timers (``systemctl enable --now``, each time: a timer disabled by hand is
+back) and restarts those whose file changed; remove disables and stops them before their
+files go. Scheduled runs start in a working directory and file their records in its
+``records/``: the checkout when opsbook runs from one, else (installed on a daemon host
+by ``install-daemon-host.sh``) ``/var/lib/opsbook``, a system service's state.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opslib.errors import InputError
+from opslib.errors import HostError, InputError
 
 if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
     from opslib import schedule
@@ -17,24 +25,60 @@ if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+INSTALLED_WORKDIR = Path("/var/lib/opsbook")
+
+
+def _checkout() -> bool:
+    """opsbook runs from a checkout: notebooks/ and parameters/ beside opslib/."""
+    return (ROOT / "notebooks").is_dir() and (ROOT / "parameters").is_dir()
+
+
+def default_params_dir() -> Path:
+    return ROOT / "parameters" if _checkout() else Path("parameters")
+
+
+def default_workdir() -> Path:
+    return ROOT if _checkout() else INSTALLED_WORKDIR
 
 
 def _load(args: argparse.Namespace) -> schedule.Schedule:
-    from opslib import schedule
+    from opslib import runner, schedule
 
-    return schedule.load(Path(args.params_dir), args.host, notebooks=ROOT / "notebooks")
+    return schedule.load(Path(args.params_dir), args.host, notebooks=runner.notebooks_dir())
 
 
 def _systemd_is_init() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
+def _systemd_manages(unit_dir: Path) -> bool:
+    return unit_dir.resolve() == DEFAULT_UNIT_DIR and _systemd_is_init()
+
+
+def _systemctl(*args: str, check: bool = True) -> None:
+    proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        raise HostError(f"systemctl {' '.join(args)} failed (rc {proc.returncode}): {tail}")
+
+
+def _timers(paths: list[Path]) -> list[str]:
+    return [p.name for p in paths if p.suffix == ".timer"]
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from opslib import schedule
 
     sch = _load(args)
-    unit_dir = Path(args.dir)
-    result = schedule.install(sch, unit_dir, opsbook=schedule.opsbook_executable(), workdir=ROOT)
+    unit_dir, workdir = Path(args.dir), Path(args.workdir).resolve()
+    timers = [f"{schedule.unit_stem(sch.host, r.runbook)}.timer" for r in sch.runs]
+    systemd = _systemd_manages(unit_dir)
+    stale = [t for t in _timers(schedule.managed(unit_dir, sch.host)) if t not in timers]
+    if systemd and stale:  # stopped while their files are still there
+        _systemctl("disable", "--now", *stale)
+        print(f"disabled {' '.join(stale)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = schedule.install(sch, unit_dir, opsbook=schedule.opsbook_executable(), workdir=workdir)
     for change in result.changes:
         print(f"{change.action:7} {change.target.removeprefix('file:')}")
         if args.diff:
@@ -42,11 +86,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     print(result.summary)
     if result.status == "failed":
         return 1
-    if result.changes and unit_dir == DEFAULT_UNIT_DIR and _systemd_is_init():
-        timers = [f"{schedule.unit_stem(sch.host, r.runbook)}.timer" for r in sch.runs]
-        subprocess.run(["systemctl", "daemon-reload"], check=True)
-        subprocess.run(["systemctl", "enable", "--now", *timers], check=True)
-        print(f"enabled {' '.join(timers)}")
+    if systemd:
+        if result.changes:
+            _systemctl("daemon-reload")
+        _systemctl("enable", "--now", *timers)
+        updated = {c.target for c in result.changes if c.action == "update"}
+        changed = [t for t in timers if f"file:{unit_dir / t}" in updated]
+        if changed:  # a running timer keeps its old calendar until it is restarted
+            _systemctl("restart", *changed)
+        print(f"enabled {' '.join(timers)}; their runs file records in {workdir / 'records'}")
     elif result.changes:
         print("systemd is not managing this directory here: `systemctl daemon-reload` and "
               "`systemctl enable --now` the timers where the units are installed")  # fmt: skip
@@ -56,10 +104,21 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from opslib import schedule
 
-    result = schedule.remove(args.host, Path(args.dir))
+    unit_dir = Path(args.dir)
+    systemd = _systemd_manages(unit_dir)
+    timers = _timers(schedule.managed(unit_dir, args.host))
+    if systemd and timers:
+        _systemctl("disable", "--now", *timers)
+        print(f"disabled {' '.join(timers)}")
+    result = schedule.remove(args.host, unit_dir)
     for change in result.changes:
         print(f"removed {change.target.removeprefix('file:')}")
     print(result.summary)
+    if systemd and result.changes:
+        _systemctl("daemon-reload")
+        # a failed last run would stay listed (systemctl --failed) with its unit gone
+        _systemctl("reset-failed", f"opsbook-{args.host}-*",
+                   f"opsbook-onfailure@opsbook-{args.host}-*", check=False)  # fmt: skip
     return 0
 
 
@@ -67,15 +126,20 @@ def cmd_crontab(args: argparse.Namespace) -> int:
     from opslib import schedule
 
     sch = _load(args)
-    for line in schedule.crontab_lines(sch, opsbook=schedule.opsbook_executable(), workdir=ROOT):
+    workdir = Path(args.workdir).resolve()
+    for line in schedule.crontab_lines(sch, opsbook=schedule.opsbook_executable(), workdir=workdir):
         print(line)
     return 0
 
 
-def _store(args: argparse.Namespace) -> Store:
+def _store(args: argparse.Namespace, *, notify: bool = False) -> Store:
     from opslib.records import Store, default_root
 
-    return Store(Path(args.records) if args.records else default_root())
+    if args.records:
+        return Store(Path(args.records))
+    if os.environ.get("OPSBOOK_RECORDS") or notify:
+        return Store(default_root())  # notify runs in the scheduled runs' working directory
+    return Store(default_workdir() / "records")  # where the scheduled runs file them
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -118,7 +182,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 
 def _notify(args: argparse.Namespace, sch: schedule.Schedule, run: schedule.ScheduledRun) -> int:
-    last = _store(args).list(runbook=run.runbook, host=sch.host, limit=1)
+    last = _store(args, notify=True).list(runbook=run.runbook, host=sch.host, limit=1)
     if last:
         row = last[0]
         summary = (
@@ -149,14 +213,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if host:
             q.add_argument("--host", default="lab", help="host whose schedule to use (lab)")
         q.add_argument(
-            "--params-dir", default=str(ROOT / "parameters"), help="parameter sets (parameters/)"
+            "--params-dir", default=str(default_params_dir()), help="parameter sets (parameters/)"
         )
-        q.add_argument("--records", default="", help="records directory (records/)")
+        q.add_argument(
+            "--records", default="", help=f"records directory ({default_workdir() / 'records'})"
+        )
+
+    def workdir(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--workdir",
+            default=str(default_workdir()),
+            help="where the scheduled runs start; they file records in its records/ "
+            f"({default_workdir()})",
+        )
 
     q = ssub.add_parser("install", help="write (or update) the host's timer and service units")
     common(q)
     q.add_argument("--dir", default=str(DEFAULT_UNIT_DIR), help="unit directory")
     q.add_argument("--diff", action="store_true", help="show each unit's diff")
+    workdir(q)
     q.set_defaults(func=cmd_install)
     q = ssub.add_parser("remove", help="remove the host's units")
     common(q)
@@ -167,6 +242,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_list)
     q = ssub.add_parser("crontab", help="print equivalent crontab lines")
     common(q)
+    workdir(q)
     q.set_defaults(func=cmd_crontab)
     q = ssub.add_parser("notify", help="(OnFailure hook) report a failed scheduled run")
     q.add_argument("unit", help="the failed unit, e.g. opsbook-lab-host-health.service")

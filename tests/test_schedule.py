@@ -150,3 +150,87 @@ def test_scheduled_runs_print_one_summary_line(tmp_path: Path) -> None:
     assert "--host h1 --summary\n" in service  # not the result tables in the journal
     (cron,) = schedule.crontab_lines(sch, opsbook="/opt/opsbook", workdir=ROOT)
     assert "--host h1 --summary ||" in cron
+
+
+# -- installing where systemd runs the timers (opsbook schedule install/remove) -----------
+
+
+def _systemd_here(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[Path, list[tuple[str, ...]]]:
+    """/etc/systemd/system is tmp_path/units and systemd is the init; systemctl is recorded."""
+    from opslib import schedule_cli
+
+    units = tmp_path / "units"
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(schedule_cli, "DEFAULT_UNIT_DIR", units.resolve())
+    monkeypatch.setattr(schedule_cli, "_systemd_is_init", lambda: True)
+    monkeypatch.setattr(schedule_cli, "_systemctl", lambda *a, check=True: calls.append(a))
+    return units, calls
+
+
+@needs_systemd
+def test_install_enables_the_timers_each_time_and_remove_disables_them_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opslib import cli
+
+    units, calls = _systemd_here(monkeypatch, tmp_path)
+    params, work = _params(tmp_path, GOOD), tmp_path / "work"
+    install = ["schedule", "install", "--host", "h1", "--params-dir", str(params),
+               "--dir", str(units), "--workdir", str(work)]  # fmt: skip
+    timer = "opsbook-h1-host-health.timer"
+    assert cli.main(install) == 0
+    assert calls == [("daemon-reload",), ("enable", "--now", timer)]
+    assert f"WorkingDirectory={work}\n" in (units / "opsbook-h1-host-health.service").read_text()
+    assert work.is_dir()
+    assert f"enabled {timer}; their runs file records in {work / 'records'}" in (
+        capsys.readouterr().out
+    )
+    calls.clear()
+    assert cli.main(install) == 0  # unchanged files: the timer is enabled and started again
+    assert calls == [("enable", "--now", timer)]
+    calls.clear()
+    (params / "h1" / "schedule.yaml").write_text(GOOD.replace("hourly", "daily"))
+    assert cli.main(install) == 0  # a new calendar: the running timer is restarted
+    assert calls == [("daemon-reload",), ("enable", "--now", timer), ("restart", timer)]
+    calls.clear()
+    assert cli.main(["schedule", "remove", "--host", "h1", "--dir", str(units)]) == 0
+    assert calls[:2] == [("disable", "--now", timer), ("daemon-reload",)]
+    assert calls[2][0] == "reset-failed"
+    assert sorted(p.name for p in units.iterdir()) == ["opsbook-onfailure@.service"]
+
+
+@needs_systemd
+def test_a_timer_no_longer_scheduled_is_stopped_before_its_file_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslib import cli
+
+    units, calls = _systemd_here(monkeypatch, tmp_path)
+    params = _params(tmp_path, GOOD)
+    (params / "h1" / "network-inventory.yaml").write_text("libvirt_uri: test:///default\n")
+    install = ["schedule", "install", "--host", "h1", "--params-dir", str(params),
+               "--dir", str(units), "--workdir", str(tmp_path)]  # fmt: skip
+    assert cli.main(install) == 0
+    (params / "h1" / "schedule.yaml").write_text(GOOD.replace("host-health", "network-inventory"))
+    calls.clear()
+    assert cli.main(install) == 0
+    assert calls[0] == ("disable", "--now", "opsbook-h1-host-health.timer")
+    assert not (units / "opsbook-h1-host-health.timer").exists()
+    assert ("enable", "--now", "opsbook-h1-network-inventory.timer") in calls
+
+
+def test_an_installed_opsbook_runs_its_schedule_in_var_lib_with_its_packaged_runbooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslib import schedule_cli
+
+    site = tmp_path / "site-packages"  # no checkout around the package
+    site.mkdir()
+    monkeypatch.setattr(schedule_cli, "ROOT", site)
+    monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(ROOT / "notebooks"))  # PREFIX/share/opsbook
+    assert schedule_cli.default_workdir() == Path("/var/lib/opsbook")
+    assert schedule_cli.default_params_dir() == Path("parameters")
+    args = schedule_cli.argparse.Namespace(params_dir=str(_params(tmp_path, GOOD)), host="h1")
+    assert schedule_cli._load(args).runs[0].runbook == "host-health"
