@@ -68,6 +68,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = runner.prepare(
         info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
     )
+    metrics_dir = None
+    if args.period is not None and not args.metrics_dir:
+        raise InputError("--period: only with --metrics-dir (it is exported as a metric)")
+    if args.period is not None and not args.period > 0:
+        raise InputError(f"--period {args.period:g}: must be a positive number of seconds")
+    if args.metrics_dir:
+        from opslib import metrics
+
+        metrics_dir = metrics.check_dir(args.metrics_dir)
     store = store_of(args)
     quiet = args.quiet or args.summary
     if not quiet:
@@ -78,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         lock_wait=args.lock_wait,
         progress=None if quiet else sys.stderr,
+        metrics_dir=metrics_dir,
+        period=args.period,
     )
     changed = (
         "" if outcome.changed is None else (" (changed)" if outcome.changed else " (no change)")
@@ -316,6 +327,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print one line (status, summary, record) instead of progress and results: "
         "for scheduled runs",
+    )
+    p.add_argument(
+        "--metrics-dir",
+        metavar="DIR",
+        help="write the run's Prometheus metrics to DIR/opsbook-HOST-RUNBOOK.prom "
+        "(node_exporter's textfile collector directory)",
+    )
+    p.add_argument(
+        "--period",
+        type=float,
+        metavar="SECONDS",
+        help="the schedule's period, exported as opsbook_run_period_seconds (schedules set it)",
     )
     records_option(p)
     p.set_defaults(func=cmd_run)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from opslib import errors, params, record_header, records, secrets
+from opslib import errors, metrics, params, record_header, records, secrets
 from opslib.errors import InputError, UnknownName
 from opslib.params import RunbookInfo
 from opslib.paramsets import load_param_file
@@ -286,8 +286,11 @@ def run(
     timeout: float | None = None,
     lock_wait: float | None = None,
     progress: TextIO | None = sys.stderr,
+    metrics_dir: Path | None = None,
+    period: float | None = None,
 ) -> RunOutcome:
-    """Execute a prepared run into ``store``; never raises for a failing notebook."""
+    """Execute a prepared run into ``store``; never raises for a failing notebook.
+    With ``metrics_dir``, its metrics (opslib.metrics) go there after the record."""
     info = prepared.info
     store.mark_stale()
     nb_source = json.loads(info.path.read_text(encoding="utf-8"))
@@ -372,8 +375,9 @@ def run(
         summary = error
     if status == "timeout":
         summary = f"a cell ran longer than {timeout:g} s: {_failed_cell(nb)}"
+    end = records.utcnow()
     header = record_header.finished(
-        header, status=status, changed=changed, summary=summary, end=records.iso(records.utcnow())
+        header, status=status, changed=changed, summary=summary, end=records.iso(end)
     )
     # Fail closed: the record must not hold a secret, and the run must say so.
     nb, header, _ = records.redact_leaks(nb, header, prepared.secret_values)
@@ -383,6 +387,13 @@ def run(
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     store.finish(run_id, path, header)
+    if metrics_dir is not None:  # its Prometheus metrics, for node_exporter
+        checks = metrics.checks_of(records.final_result(records.results_of(nb)))
+        ok, ended = status == "ok", end.timestamp()
+        run_metrics = metrics.RunMetrics(
+            prepared.host, info.name, ok, ended, seconds, changed, checks, period
+        )
+        metrics.write(metrics_dir, run_metrics)
     return RunOutcome(
         info.name,
         prepared.host,

@@ -9,6 +9,11 @@ when (systemd calendar syntax), plus an optional failure hook command::
       - runbook: host-health
         parameters: host-health.yaml      # relative to the schedule file
         when: hourly
+        metrics_dir: /var/lib/prometheus/node-exporter   # optional: Prometheus metrics
+
+``metrics_dir`` (per run, or once at the top for every run) is node_exporter's textfile
+directory: each run writes its metrics there (:mod:`opslib.metrics`) with the schedule's
+period (the longest gap between two runs of ``when``) as ``opsbook_run_period_seconds``.
 
 Rendering is pure (schedule in, unit texts out); installing writes only units
 that differ, so a second install changes nothing.
@@ -16,6 +21,7 @@ that differ, so a second install changes nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -42,6 +49,8 @@ class ScheduledRun:
     parameters: Path
     when: str
     timeout: str = "30min"
+    metrics_dir: Path | None = None
+    period: int | None = None  # seconds, exported with the metrics
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,42 @@ def check_calendar(expr: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+_SHORTHAND_PERIODS = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 604800}
+_ELAPSE = re.compile(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
+
+
+def calendar_period(expr: str, iterations: int = 12) -> int | None:
+    """The longest gap in seconds between two of the next elapses of ``expr`` (a
+    weekday-only schedule's is its weekend), or None where systemd-analyze is missing."""
+    if shutil.which("systemd-analyze") is None:
+        return _SHORTHAND_PERIODS.get(expr)
+    proc = subprocess.run(
+        ["systemd-analyze", "calendar", f"--iterations={iterations}", expr],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+    )
+    times = [
+        datetime.strptime(t, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        for t in _ELAPSE.findall(proc.stdout)
+    ]
+    gaps = [int((b - a).total_seconds()) for a, b in itertools.pairwise(times)]
+    return max(gaps) if gaps else _SHORTHAND_PERIODS.get(expr)
+
+
+def _metrics_dir(value: object, where: str) -> Path | None:
+    if value in (None, ""):
+        return None
+    path = Path(str(value))
+    if not path.is_absolute():
+        raise InputError(
+            f"{where}: metrics_dir {str(value)!r} must be an absolute path "
+            "(node_exporter's --collector.textfile.directory)"
+        )
+    return path
+
+
 def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Schedule:
     """Read and validate a host's schedule file; InputError names the first problem."""
     path = schedule_file(params_dir, host)
@@ -87,6 +132,7 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
     if raw.get("host", host) != host:
         raise InputError(f"schedule: {path} says host {raw['host']!r}, expected {host!r}")
     runs = []
+    default_metrics = _metrics_dir(raw.get("metrics_dir"), f"schedule: {path}")
     for i, item in enumerate(raw.get("runs") or []):
         where = f"schedule: {path} run {i + 1}"
         runbook = str(item.get("runbook", ""))
@@ -101,8 +147,16 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
         if not when:
             raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
         check_calendar(when)
+        metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
         runs.append(
-            ScheduledRun(runbook, params.resolve(), when, str(item.get("timeout", "30min")))
+            ScheduledRun(
+                runbook,
+                params.resolve(),
+                when,
+                str(item.get("timeout", "30min")),
+                metrics_dir,
+                calendar_period(when) if metrics_dir else None,
+            )
         )
     if not runs:
         raise InputError(f"schedule: {path} has no runs")
@@ -116,7 +170,12 @@ def _unit_command(argv: list[str]) -> str:
 
 def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
     # --summary: one line per run in the journal (or cron's log), not the result tables.
-    return [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host, "--summary"]
+    argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host, "--summary"]
+    if run.metrics_dir is not None:
+        argv += ["--metrics-dir", str(run.metrics_dir)]
+        if run.period is not None:
+            argv += ["--period", str(run.period)]
+    return argv
 
 
 def unit_stem(host: str, runbook: str) -> str:

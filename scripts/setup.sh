@@ -48,5 +48,8 @@ step "Jupyter kernelspec opsbook -> .venv"
 step "guest kernel and initramfs"
 .venv/bin/opsbook lab image
 
+step "promtool and node_exporter (unpacked from their Debian packages, not installed: /var/cache/opsbook/prometheus)"
+./scripts/prometheus-tools.sh
+
 step "daemon host image (Debian 12 root file system, cached under /var/cache/opsbook/rootfs)"
 .venv/bin/opsbook lab host image
