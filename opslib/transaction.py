@@ -141,6 +141,11 @@ class Procedure(Generic[I, O, S]):
         else:
             result.summary = failure_summary(outcome)
 
+    def check_host(self, inputs: I) -> None:
+        """Refuse (HostError, one line) to apply on this host before anything is done,
+        e.g. when a root-only change runs without root; the runbook's ``apply`` asks."""
+        return None
+
     def describe(self, observed: O) -> str:
         """The detail of the ``observe_step`` (default: how many changes are needed)."""
         return ""

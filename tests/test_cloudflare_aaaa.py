@@ -48,10 +48,8 @@ def good_inputs(**changes: Any) -> dict[str, Any]:
 
 
 def test_inputs_are_normalised() -> None:
-    assert cfa.check_inputs(**good_inputs(record_name="VM1.Example.org.")) == (
-        "vm1.example.org",
-        "example.org",
-    )
+    given = cfa.Inputs(**good_inputs(record_name="VM1.Example.org."))
+    assert (given.record_name, given.zone) == ("vm1.example.org", "example.org")
 
 
 @pytest.mark.parametrize(
@@ -72,13 +70,13 @@ def test_inputs_are_normalised() -> None:
 )
 def test_bad_inputs_are_one_line(changes: dict[str, Any], words: str) -> None:
     with pytest.raises(InputError) as err:
-        cfa.check_inputs(**good_inputs(**changes))
+        cfa.Inputs(**good_inputs(**changes))
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_token_given_as_the_value_is_refused_without_echoing_it() -> None:
     with pytest.raises(InputError) as err:
-        cfa.check_inputs(**good_inputs(token=TOKEN))
+        cfa.Inputs(**good_inputs(token=TOKEN))
     assert "file:/path or env:NAME" in str(err.value) and TOKEN not in str(err.value)
 
 

@@ -43,6 +43,7 @@ from opslib import (
     virt,
 )
 from opslib.errors import OpsError
+from opslib.inputs import declarations, parameters_cell
 from opslib.transaction import Action, Procedure, Run
 
 
@@ -434,6 +435,37 @@ def test_every_changing_runbook_has_a_procedure_and_a_world() -> None:
             changing.add(getattr(module, "RUNBOOK", info.name))
     assert set(procedures()) == changing
     assert {name.split(":")[0] for name in WORLDS} == set(procedures())
+
+
+def declared_inputs() -> list[str]:
+    return [
+        name
+        for name, proc in procedures().items()
+        if declarations(proc.inputs)[1:-1]  # more than host and apply
+    ]
+
+
+@pytest.mark.parametrize("name", declared_inputs())
+def test_the_notebook_declares_the_inputs_of_its_procedure(name: str) -> None:
+    """One declaration: the notebook's parameters cell (which the form and the CLI read) is
+    the text its inputs dataclass gives, and plan/apply take the fields by name."""
+    import inspect
+    import json
+
+    from opslib import params, runner
+
+    proc = procedures()[name]
+    info = runner.find_runbook(name)
+    nb = json.loads(info.path.read_text(encoding="utf-8"))
+    assert params.parameters_source(nb) == parameters_cell(proc.inputs), (
+        f"run scripts/parameter-cells.py: notebooks/{name}.ipynb's parameters cell differs "
+        "from its inputs"
+    )
+    assert list(info.params) == declarations(proc.inputs)
+    module = importlib.import_module(type(proc).__module__)
+    fields = [f.name for f in dataclasses.fields(proc.inputs) if f.init]
+    assert list(inspect.signature(module.plan).parameters) == ["host", *fields]
+    assert list(inspect.signature(module.apply).parameters) == ["plan", "host", *fields]
 
 
 @contextmanager

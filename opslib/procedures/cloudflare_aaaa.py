@@ -21,7 +21,6 @@ The record rules (which record to keep, the calls, the read-back) are in
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ipaddress
 import os
 import stat
@@ -30,11 +29,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from opslib import aaaa, rtnl, secrets, slaac, transaction, virt
+from opslib import aaaa, inputs, rtnl, secrets, slaac, virt
 from opslib.aaaa import Desired, Op, check_address, plan_records, verify
-from opslib.changes import Check, Plan, Result, Status
+from opslib.changes import Check, Plan, Status
 from opslib.dns import DnsClient, DnsRecord
 from opslib.errors import InputError, OpsError, VerificationFailed
+from opslib.inputs import param
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "cloudflare-aaaa"
@@ -43,18 +43,10 @@ RUNBOOK = "cloudflare-aaaa"
 # -- inputs (pure) -------------------------------------------------------------------
 
 
-def check_inputs(
-    *,
-    record_name: str,
-    zone: str,
-    token: str,
-    api_base_url: str,
-    proxied: bool,
-    ttl: int,
-    address: str,
-    vm: str,
-) -> tuple[str, str]:
+def check_inputs(i: Inputs) -> tuple[str, str]:
     """Normalised (record name, zone); InputError (one line) for anything unusable."""
+    record_name, zone, token, api_base_url = i.record_name, i.zone, i.token, i.api_base_url
+    proxied, ttl, address, vm = i.proxied, i.ttl, i.address, i.vm
     zone_name = aaaa.dns_name(zone, "zone")
     if len(zone_name.split(".")) < 2:
         raise InputError(f"zone {zone!r} is not a registered domain; write e.g. example.org")
@@ -95,28 +87,37 @@ def _loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inputs:
     """The runbook's parameters, checked and normalised (InputError before any request)."""
 
-    record_name: str
-    zone: str
-    token: str  # a source, file:/path or env:NAME: never the token
-    vm: str = ""
-    libvirt_uri: str = ""
-    netns: str = ""
-    api_base_url: str = ""
-    proxied: bool = True
-    ttl: int = 1
-    address: str = ""
-    replace: bool = False
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+    vm: str = param("vm?", "the VM to publish (empty when address is given)", "")
+    record_name: str = param(
+        "str", "the record's name, a full name inside the zone", example="vm.example.org"
+    )
+    zone: str = param("str", "the Cloudflare zone", example="example.org")
+    # a source, file:/path or env:NAME: never the token
+    token: str = param(
+        "secret", "file:/path or env:NAME of the API token",
+        example="file:/etc/opsbook/cloudflare-token",
+    )  # fmt: skip
+    api_base_url: str = param(
+        "str?", "API base URL; empty for Cloudflare's own (the lab's stand-in otherwise)", ""
+    )
+    proxied: bool = param("bool", "Cloudflare proxies the name (IPv4 clients reach the VM)", True)
+    ttl: int = param(
+        "int[1..86400]",
+        "TTL in seconds, 1 = automatic (proxied records are always automatic)", 1,
+    )  # fmt: skip
+    address: str = param("ipv6?", "publish this address instead of the VM's SLAAC address", "")
+    replace: bool = param(
+        "bool", "replace a CNAME or another proxied record that holds the name", False
+    )
 
     def __post_init__(self) -> None:
-        name, zone = check_inputs(
-            record_name=self.record_name, zone=self.zone, token=self.token,
-            api_base_url=self.api_base_url, proxied=self.proxied, ttl=self.ttl,
-            address=self.address, vm=self.vm,
-        )  # fmt: skip
+        name, zone = check_inputs(self)
         object.__setattr__(self, "record_name", name)
         object.__setattr__(self, "zone", zone)
         if self.address:
@@ -312,62 +313,15 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
 
 
 PROCEDURE = CloudflareAaaa()
+plan, apply = inputs.verbs(PROCEDURE)
 
 
-def plan(
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str,
-    vm: str,
-    record_name: str,
-    zone: str,
-    token: str,
-    api_base_url: str = "",
-    proxied: bool = True,
-    ttl: int = 1,
-    address: str = "",
-    replace: bool = False,
-) -> Plan:
-    """Observe the VM and the zone, and plan the record."""
-    inputs = Inputs(
-        record_name=record_name, zone=zone, token=token, vm=vm, libvirt_uri=libvirt_uri,
-        netns=netns, api_base_url=api_base_url, proxied=proxied, ttl=ttl, address=address,
-        replace=replace,
-    )  # fmt: skip
-    return transaction.plan(PROCEDURE, inputs, host)
-
-
-def apply(plan: Plan, *, token: str, api_base_url: str = "", replace: bool = False) -> Result:
-    """Make the record as planned (re-reading the zone first), read back, verify;
-    undo what it made when that fails."""
-    reviewed = transaction.inputs_of(plan, Inputs, RUNBOOK)
-    inputs = dataclasses.replace(reviewed, token=token, api_base_url=api_base_url, replace=replace)
-    return transaction.apply(PROCEDURE, inputs, plan.host, reviewed=plan)
-
-
-def checks(
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str,
-    vm: str,
-    record_name: str,
-    zone: str,
-    token: str,
-    api_base_url: str = "",
-    proxied: bool = True,
-    ttl: int = 1,
-    address: str = "",
-) -> list[Check]:
-    """Drift for host-health: does the record match the VM's address right now?"""
-    name = f"DNS {record_name}"
+def checks(*, host: str, **given: Any) -> list[Check]:
+    """Drift for host-health: does the record match the VM's address right now?
+    ``given``: the inputs, as :func:`plan` takes them."""
+    name = f"DNS {given.get('record_name', '')}"
     try:
-        planned = plan(
-            host=host, libvirt_uri=libvirt_uri, netns=netns, vm=vm, record_name=record_name,
-            zone=zone, token=token, api_base_url=api_base_url, proxied=proxied, ttl=ttl,
-            address=address,
-        )  # fmt: skip
+        planned = plan(host=host, **given)
     except OpsError as exc:  # a refused plan, an unreachable API, a bad token: all fail here
         return [Check(name, "fail", str(exc), "run cloudflare-aaaa")]
     warnings = planned.data.get("warnings") or []

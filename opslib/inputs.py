@@ -1,0 +1,140 @@
+"""A changing runbook's inputs, declared once.
+
+Each changing runbook has one frozen dataclass of inputs (``kw_only``, checked in
+``__post_init__``) whose fields are declared with :func:`param`: the notebook type
+(:mod:`opslib.params`), the help text and the default. Everything else comes from it:
+
+- :func:`parameters_cell`: the notebook's ``parameters`` cell (``host`` first, then
+  each field, then ``apply``). The notebook's form and the CLI (``opsbook run``,
+  ``opsbook runbooks``) read their declarations from that cell, and
+  ``tests/test_contract.py`` checks that every runbook's notebook holds this very text
+  (``scripts/parameter-cells.py`` writes them);
+- :func:`verbs`: the module's ``plan(*, host, FIELD...)`` and
+  ``apply(plan, *, FIELD...)``, whose signatures name the fields (``Runbook.kwargs_for``
+  passes the notebook's values by these names). ``plan`` builds the inputs and plans
+  (:func:`opslib.transaction.plan`); ``apply`` takes the inputs the plan carries, with the
+  fields given again replaced (the notebook gives them all again; a value that changes
+  the plan is refused by the engine's comparison), asks the procedure whether this host
+  can apply (``Procedure.check_host``: root?), and applies (:func:`opslib.transaction.apply`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+from opslib import params, transaction
+from opslib.changes import Plan, Result
+
+__all__ = [
+    "APPLY_LINE",
+    "HOST_LINE",
+    "PLANNED",
+    "declarations",
+    "libvirt_uri",
+    "netns",
+    "param",
+    "parameters_cell",
+    "verbs",
+]
+
+_KEY = "opsbook.param"  # a field's metadata: (notebook type, help, the cell's value)
+HOST_LINE = 'host = ""  # host: the host name records are filed under ("" = this machine\'s name)'
+APPLY_LINE = "apply = False  # bool: make the changes (False shows the plan only)"
+
+
+class _Planned:
+    def __repr__(self) -> str:
+        return "<as planned>"
+
+
+PLANNED: Any = _Planned()  # apply's default for every field: the value the plan was made with
+
+
+def param(type: str, help: str, default: Any = dataclasses.MISSING, *, example: Any = "") -> Any:
+    """A field of a runbook's inputs that is a notebook parameter.
+
+    ``type`` is the parameters cell's type (``libvirt-uri``, ``ifname?``,
+    ``float[1..3600]``...). Without ``default`` the field is required from Python and
+    the cell shows ``example`` (a placeholder the operator replaces)."""
+    shown = example if default is dataclasses.MISSING else default
+    meta = {_KEY: (type, help, shown)}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def libvirt_uri(help: str = "libvirt connection of the host") -> Any:
+    """The ``libvirt_uri`` field most runbooks have."""
+    return param("libvirt-uri", help, "qemu:///system")
+
+
+def netns(what: str = "bridges") -> Any:
+    """The ``netns`` field: the network namespace of the host's ``what``."""
+    return param("netns", f'network namespace of the host\'s {what} ("" = this one)', "")
+
+
+def _literal(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def parameters_cell(cls: type) -> str:
+    """The notebook's ``parameters`` cell for the inputs ``cls`` (no trailing newline)."""
+    lines = [HOST_LINE]
+    for f in dataclasses.fields(cls):
+        if _KEY in f.metadata:
+            kind, help_text, shown = f.metadata[_KEY]
+            lines.append(f"{f.name} = {_literal(shown)}  # {kind}: {help_text}")
+    return "\n".join([*lines, APPLY_LINE])
+
+
+def declarations(cls: type) -> list[params.Param]:
+    """The parameters the notebook declares for ``cls``, as the CLI and the form read them."""
+    return params.parse_declarations(parameters_cell(cls))
+
+
+def _signature(cls: type, *, applying: bool) -> inspect.Signature:
+    """plan: ``(*, host, FIELD=default...)``; apply: ``(plan, *, host=None, FIELD=PLANNED...)``."""
+    kw, empty = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.empty
+    found = [inspect.Parameter("host", kw, annotation=str, default=None if applying else empty)]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else empty
+        if f.init:
+            found.append(inspect.Parameter(f.name, kw, default=PLANNED if applying else default))
+    if applying:
+        found.insert(0, inspect.Parameter("plan", inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    return inspect.Signature(found)
+
+
+def _named(fn: Callable[..., Any], proc: transaction.Procedure[Any, Any, Any], doc: str) -> None:
+    signature = _signature(proc.inputs, applying=fn.__name__ == "apply")
+    fn.__signature__ = signature  # type: ignore[attr-defined]
+    fn.__module__, fn.__qualname__, fn.__doc__ = type(proc).__module__, fn.__name__, doc
+
+
+def verbs(
+    proc: transaction.Procedure[Any, Any, Any],
+) -> tuple[Callable[..., Plan], Callable[..., Result]]:
+    """The runbook module's ``plan`` and ``apply``, derived from ``proc.inputs``."""
+    cls = proc.inputs
+
+    def plan(*, host: str, **given: Any) -> Plan:
+        return transaction.plan(proc, cls(**given), host)
+
+    def apply(plan: Plan, *, host: str | None = None, **given: Any) -> Result:
+        reviewed = transaction.inputs_of(plan, cls, proc.name)
+        inputs = dataclasses.replace(reviewed, **given) if given else reviewed
+        proc.check_host(inputs)
+        return transaction.apply(proc, inputs, host or plan.host, reviewed=plan)
+
+    _named(plan, proc, f"Observe the host and plan {proc.name} (pure once observed).")
+    _named(
+        apply,
+        proc,
+        f"Apply a reviewed plan of {proc.name}: re-observe, refuse a plan the host no "
+        "longer matches, run the steps, undo the done ones on failure.",
+    )
+    return plan, apply
