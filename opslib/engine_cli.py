@@ -261,10 +261,39 @@ def cmd_records_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_records_html(args: argparse.Namespace) -> int:
+    from opslib import record_site
+
     store = store_of(args)
-    out = Path(args.output) if args.output else store.root / "index.html"
-    write_index(store, out)
-    print(shown(out))
+    store.mark_stale()
+    t0 = time.monotonic()
+    built = record_site.build(
+        store, Path(args.output) if args.output else None, progress=lambda s: print(s)
+    )
+    print(
+        f"{built.runs} runs: {built.rendered} record page{'s' * (built.rendered != 1)} "
+        f"rendered, {built.hosts} host page{'s' * (built.hosts != 1)} "
+        f"({time.monotonic() - t0:.1f} s): {shown(built.index)}"
+    )
+    return 0
+
+
+def cmd_records_search(args: argparse.Namespace) -> int:
+    from opslib import record_search
+
+    text = " ".join(args.text)
+    if not record_search.query_words(text):
+        raise InputError("records search: give the text to look for (a VM, MAC, address...)")
+    store = store_of(args)
+    hits = record_search.search(store, text, limit=args.limit)
+    if not hits:
+        print(f"no record matches {text!r}")
+        return 0
+    rows = [
+        (h.id, h.start.replace("T", " "), h.runbook, h.host, h.status, h.snippet) for h in hits
+    ]
+    print(table(rows, ["id", "start (utc)", "runbook", "host", "status", "match"]))
+    if args.limit and len(hits) == args.limit:
+        print(f"\n{len(hits)} newest shown; -n 0 for all.")
     return 0
 
 
@@ -370,89 +399,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q = rsub.add_parser("reindex", help="rebuild index.sqlite from the record notebooks")
     records_option(q)
     q.set_defaults(func=cmd_records_reindex)
-    q = rsub.add_parser("html", help="write a static HTML index of the records")
-    q.add_argument("-o", "--output", metavar="FILE", help="default: RECORDS/index.html")
+    q = rsub.add_parser(
+        "html",
+        help="render the records as a static site (new or stale pages only)",
+        description="Render each record's page beside it (only those missing or older than "
+        "their record or the renderer), a page per host, and index.html with a search.",
+    )
+    q.add_argument("-o", "--output", metavar="FILE", help="the index (default: RECORDS/index.html)")
     records_option(q)
     q.set_defaults(func=cmd_records_html)
-
-
-_HTML_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>opsbook records</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 3px 10px; text-align: left; }}
-tr:nth-child(even) {{ background: #f6f8fa; }} th {{ border-bottom: 2px solid #d0d7de; }}
-.failed, .killed, .timeout, .locked, .leaked-secret, .bad-input {{
-  color: #cf222e; font-weight: 600; }}
-.ok {{ color: #1a7f37; }} .running {{ color: #9a6700; }}
-#filters input, #filters select {{ margin-right: 1em; }}
-</style></head><body>
-<h1>opsbook records</h1>
-<p>{count} runs, generated {generated}. Open a record in JupyterLab or as HTML
-(<code>opsbook records show ID --html</code>).</p>
-<div id="filters">
-runbook <select id="f-runbook"><option value="">all</option>{runbooks}</select>
-host <select id="f-host"><option value="">all</option>{hosts}</select>
-status <select id="f-status"><option value="">all</option>{statuses}</select>
-since <input id="f-since" type="date">
-</div>
-<table id="runs"><thead><tr><th>id</th><th>start (UTC)</th><th>runbook</th><th>host</th>
-<th>status</th><th>changed</th><th>summary</th><th>record</th></tr></thead><tbody>
-{rows}
-</tbody></table>
-<script>
-const f = id => document.getElementById(id);
-function apply() {{
-  for (const tr of document.querySelectorAll("#runs tbody tr")) {{
-    const d = tr.dataset;
-    tr.hidden = (f("f-runbook").value && d.runbook !== f("f-runbook").value)
-      || (f("f-host").value && d.host !== f("f-host").value)
-      || (f("f-status").value && d.status !== f("f-status").value)
-      || (f("f-since").value && d.start < f("f-since").value);
-  }}
-}}
-for (const id of ["f-runbook", "f-host", "f-status", "f-since"]) f(id).oninput = apply;
-</script></body></html>
-"""
-
-
-def write_index(store: Any, out: Path) -> None:
-    """A static HTML page of every run with client-side filters and links to the records."""
-    import html
-    import os
-
-    from opslib.records import atomic_write, utcnow
-
-    rows = store.list()
-    esc = html.escape
-
-    def options(values: set[str]) -> str:
-        return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(values))
-
-    lines = []
-    for r in rows:
-        target = store.abspath(r)
-        href = os.path.relpath(target, out.parent)
-        html_copy = target.with_suffix(".html")
-        extra = (
-            f' · <a href="{esc(os.path.relpath(html_copy, out.parent))}">html</a>'
-            if html_copy.exists()
-            else ""
-        )
-        lines.append(
-            f'<tr data-runbook="{esc(r.runbook)}" data-host="{esc(r.host)}" '
-            f'data-status="{esc(r.status)}" data-start="{esc(r.start[:10])}">'
-            f"<td>{r.id}</td><td>{esc(r.start.replace('T', ' '))}</td><td>{esc(r.runbook)}</td>"
-            f'<td>{esc(r.host)}</td><td class="{esc(r.status)}">{esc(r.status)}</td>'
-            f"<td>{yes_no(r.changed)}</td><td>{esc(r.summary)}</td>"
-            f'<td><a href="{esc(href)}">{esc(target.name)}</a>{extra}</td></tr>'
-        )
-    page = _HTML_PAGE.format(
-        count=len(rows),
-        generated=utcnow().strftime("%Y-%m-%d %H:%M:%SZ"),
-        runbooks=options({r.runbook for r in rows}),
-        hosts=options({r.host for r in rows}),
-        statuses=options({r.status for r in rows}),
-        rows="\n".join(lines),
+    q = rsub.add_parser(
+        "search",
+        help="find runs by host, VM, MAC, address, check or any text",
+        description="Runs whose record holds every word given (substrings, any case), "
+        "newest first, from the index's full-text table.",
     )
-    atomic_write(out, page.encode())
+    q.add_argument("text", nargs="+", metavar="TEXT")
+    q.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+    records_option(q)
+    q.set_defaults(func=cmd_records_search)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from opslib import files, secrets
+from opslib import files, record_search, secrets
 from opslib.errors import InputError
 
 __all__ = [
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_start ON runs(start);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, start);
 CREATE INDEX IF NOT EXISTS runs_runbook ON runs(runbook, start);
-"""
+""" + record_search.SCHEMA
 _FIELDS = (
     "runbook",
     "host",
@@ -303,13 +303,16 @@ class Store:
 
     def finish(self, run_id: int, path: Path, header: Mapping[str, Any]) -> None:
         """Update the row from the header of the finished record at ``path``."""
-        row = {**header, "path": self.rel(path), "sha256": sha256_of(path)}
+        data = path.read_bytes()
+        row = {**header, "path": self.rel(path), "sha256": hashlib.sha256(data).hexdigest()}
         sets = ", ".join(f"{k} = ?" for k in _FIELDS)
         with self.db() as con:
             con.execute(
                 f"UPDATE runs SET {sets} WHERE id = ?",
                 [*(_sql_value(k, row.get(k)) for k in _FIELDS), run_id],
             )
+            with contextlib.suppress(ValueError):  # the run is indexed; its text when readable
+                record_search.put(con, run_id, record_search.text_of(json.loads(data)))
 
     def add(self, header: Mapping[str, Any], notebook: Mapping[str, Any]) -> tuple[int, Path]:
         """File a finished record in one go (interactive applies)."""
@@ -431,14 +434,16 @@ class Store:
         count = 0
         try:
             with self.db(Path(tmp)) as con:
-                rows = []
+                rows, texts = [], []
                 for path in self._record_files():
-                    header = self._header_for_reindex(path)
-                    if header is None:
+                    found = self._header_for_reindex(path)
+                    if found is None:
                         continue
+                    header, nb = found
                     header = {**header, "path": self.rel(path), "sha256": sha256_of(path)}
                     values = [_sql_value(k, header.get(k)) for k in _FIELDS]
                     rows.append([header.get("id"), *values])
+                    texts.append((header["path"], record_search.text_of(nb)))
                 rows.sort(key=lambda r: (r[0] is None, r[0] or 0))
                 seen: set[int] = set()
                 for r in rows:
@@ -451,6 +456,9 @@ class Store:
                     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})",
                     rows,
                 )
+                ids = dict(con.execute("SELECT path, id FROM runs").fetchall())
+                for rel, text in texts:
+                    record_search.put(con, ids[rel], text)
                 count = len(rows)
             os.replace(tmp, self.index_path)
         finally:
@@ -465,7 +473,7 @@ class Store:
                 if name.endswith(".ipynb") and not name.startswith("."):
                     yield Path(dirpath) / name
 
-    def _header_for_reindex(self, path: Path) -> dict[str, Any] | None:
+    def _header_for_reindex(self, path: Path) -> tuple[dict[str, Any], Any] | None:
         try:
             nb = json.loads(path.read_bytes())
         except (OSError, ValueError):
@@ -480,7 +488,7 @@ class Store:
             final = final_result(results_of(nb))
             if final is not None:
                 header["changed"] = bool(final.get("changed"))
-        return dict(header)
+        return dict(header), nb
 
 
 def _killed_at(nb: Mapping[str, Any]) -> str:
