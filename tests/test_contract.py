@@ -158,7 +158,7 @@ def netreg(tmp_path: Path) -> Iterator[World]:
 
         m.setattr(virt, "attach_device", attach)
         m.setattr(virt, "detach_device", detach)
-        inputs = na.Inputs("vm-netreg", "52:54:00:0b:01:03", libvirt_uri=f"test://{node}")
+        inputs = na.Inputs(vm="vm-netreg", mac="52:54:00:0b:01:03", libvirt_uri=f"test://{node}")
         yield World(na.PROCEDURE, inputs, session=conn)
 
 

@@ -16,13 +16,14 @@ and undone (detached) when that fails.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import libvirt
 
-from opslib import transaction, virt
-from opslib.changes import Change, Check, Plan, Result
+from opslib import inputs, virt
+from opslib.changes import Change, Check, Plan
 from opslib.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
+from opslib.inputs import param
 from opslib.params import Param
 from opslib.transaction import Action, Detail, Procedure, Run
 
@@ -36,13 +37,16 @@ def check_mac(mac: str) -> str:
     return str(_MAC_PARAM.convert(mac))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inputs:
-    vm: str
-    mac: str
-    network: str = "forward-bridge"
-    mode: str = "attach"
-    libvirt_uri: str = ""
+    libvirt_uri: str = inputs.libvirt_uri()
+    vm: str = param("vm?", "the VM to attach the NIC to (empty with mode virt-install)", "")
+    mac: str = param("mac", "the MAC NetReg registered for the VM")
+    network: str = param("network", "the libvirt network on the campus bridge", "forward-bridge")
+    mode: str = param(
+        "choice[attach|virt-install]",
+        "attach to a VM, or print the virt-install argument", "attach",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -232,23 +236,4 @@ class NetregAttach(Procedure[Inputs, Observed, libvirt.virConnect]):
 
 
 PROCEDURE = NetregAttach()
-
-
-def plan(
-    *,
-    host: str,
-    libvirt_uri: str,
-    vm: str,
-    mac: str,
-    network: str = "forward-bridge",
-    mode: str = "attach",
-) -> Plan:
-    inputs = Inputs(vm, mac, network, mode, libvirt_uri)
-    return transaction.plan(PROCEDURE, inputs, host)
-
-
-def apply(the_plan: Plan, *, libvirt_uri: str) -> Result:
-    """Attach what the plan says is missing; re-observes first, verifies after."""
-    reviewed = transaction.inputs_of(the_plan, Inputs, RUNBOOK)
-    inputs = replace(reviewed, libvirt_uri=libvirt_uri)
-    return transaction.apply(PROCEDURE, inputs, the_plan.host, reviewed=the_plan)
+plan, apply = inputs.verbs(PROCEDURE)
