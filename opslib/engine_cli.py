@@ -243,9 +243,12 @@ def cmd_records_diff(args: argparse.Namespace) -> int:
                 "result": records.final_result(records.results_of(nb)),
             }
         )
-    lines = diff_runs(runs[0], runs[1])
+    lines = diff_runs(runs[0], runs[1], volatile=args.volatile)
     print(f"--- #{args.a}\n+++ #{args.b}")
     print("\n".join(lines) if lines else "(no difference in parameters or results)")
+    hidden = 0 if args.volatile else len(diff_runs(runs[0], runs[1], volatile=True)) - len(lines)
+    if hidden:
+        print(f"({hidden} line(s) of volatile fields alone not shown: --volatile shows them)")
     return 0
 
 
@@ -391,9 +394,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="FILE", help="HTML file (default: beside the record)")
     records_option(q)
     q.set_defaults(func=cmd_records_show)
-    q = rsub.add_parser("diff", help="compare two runs' parameters and results")
+    q = rsub.add_parser(
+        "diff",
+        help="compare two runs: parameters, and result rows matched by identity",
+        description="Compare two runs' headers, parameters, changes, checks and result "
+        "tables. Rows are matched by the key columns each table declares: added, removed "
+        "and renamed rows, and of the others only the fields that changed.",
+    )
     q.add_argument("a", metavar="ID")
     q.add_argument("b", metavar="ID")
+    q.add_argument(
+        "--volatile",
+        action="store_true",
+        help="also changes of volatile fields alone (neighbour state, timings, what a check saw)",
+    )
     records_option(q)
     q.set_defaults(func=cmd_records_diff)
     q = rsub.add_parser("reindex", help="rebuild index.sqlite from the record notebooks")

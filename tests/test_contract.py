@@ -416,7 +416,7 @@ def libvirt_access(tmp_path: Path) -> Iterator[World]:
             return la.Probe(uri, 0, tuple(la.host_networks(uri)), "")
         return la.Probe(uri, 1, (), "error: failed to connect to the hypervisor")
 
-    inputs = la.Inputs("alice", "test:///default", root=str(tmp_path))
+    inputs = la.Inputs(account="alice", libvirt_uri="test:///default", root=str(tmp_path))
     with pytest.MonkeyPatch.context() as m:
         m.setattr(accounts, "add_member", lambda g, a: member(g, a, True))
         m.setattr(accounts, "remove_member", lambda g, a: member(g, a, False))

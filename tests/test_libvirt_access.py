@@ -49,7 +49,7 @@ def tree(tmp_path: Path, *, passwd: str = "", group: str = "") -> Path:
 
 
 def plan_for(root: Path, account: str = "alice", **kw: str) -> Plan:
-    return transaction.plan(la.PROCEDURE, la.Inputs(account, root=str(root), **kw), "h")
+    return transaction.plan(la.PROCEDURE, la.Inputs(account=account, root=str(root), **kw), "h")
 
 
 # -- the login file ---------------------------------------------------------------------
@@ -251,7 +251,7 @@ def probe_in(root: Path, account: str, networks: tuple[str, ...]) -> la.Probe:
 
 
 def apply_for(root: Path) -> Result:
-    inputs = la.Inputs("alice", root=str(root))
+    inputs = la.Inputs(account="alice", root=str(root))
     plan = transaction.plan(la.PROCEDURE, inputs, "h")
     return transaction.apply(la.PROCEDURE, inputs, "h", reviewed=plan)
 
@@ -305,7 +305,7 @@ def test_undo_removes_a_login_file_it_created(
 def test_apply_on_this_host_needs_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     root = tree(tmp_path)
     plan = plan_for(root)
-    on_this_host = dataclasses.replace(plan, inputs=la.Inputs("alice"))
+    on_this_host = dataclasses.replace(plan, inputs=la.Inputs(account="alice"))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(HostError, match=r"^libvirt-access changes /etc/group .*run it as root"):
         la.apply(on_this_host, libvirt_uri=URI)

@@ -31,12 +31,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from opslib import accounts, transaction, virt
+from opslib import accounts, inputs, transaction, virt
 from opslib.accounts import Account, FileState, Group
-from opslib.changes import Change, Check, Plan, Result
+from opslib.changes import Change, Check, Plan
 from opslib.errors import HostError, InputError, UnknownName
+from opslib.inputs import param
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "libvirt-access"
@@ -51,11 +52,14 @@ _EXPORT = re.compile(rf"^\s*export\s+(?:[A-Za-z_][A-Za-z0-9_]*\s+)*{VARIABLE}\s*
 _UNSET = re.compile(rf"^\s*unset\s+(?:.*\s)?{VARIABLE}\b")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inputs:
-    account: str
-    libvirt_uri: str = "qemu:///system"
-    group: str = "libvirt"
+    libvirt_uri: str = inputs.libvirt_uri("the system libvirt the account is to manage")
+    account: str = param("str", "the unprivileged account to set up")
+    group: str = param(
+        "str", "the group libvirtd lets manage it (Debian's libvirt-daemon-system: libvirt)",
+        "libvirt",
+    )  # fmt: skip
     root: str = "/"  # the tree /etc and the homes are read from (tests: a temporary one)
 
     def __post_init__(self) -> None:
@@ -319,6 +323,14 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
+    def check_host(self, inputs: Inputs) -> None:
+        """As root: gpasswd, another account's home, and runuser to verify."""
+        if inputs.root == "/" and os.geteuid() != 0:
+            raise HostError(
+                "libvirt-access changes /etc/group and another account's home, and verifies "
+                f"as that account (runuser): run it as root (sudo opsbook run {RUNBOOK} ...)"
+            )
+
     def steps(self, run: Run[Inputs, Observed, None]) -> list[Action]:
         i, obs, targets = run.inputs, run.observed, {c.target for c in run.plan.changes}
         actions = []
@@ -382,9 +394,11 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
         i, result, outcome = run.inputs, run.result, run.outcome
         found: Probe | None = run.memo.get("probe")
         if found is not None:
-            result.tables[f"virsh net-list --all as {i.account}"] = [
-                {"network": n, "root sees it": n in run.memo["expected"]} for n in found.networks
-            ]
+            result.add_table(
+                f"virsh net-list --all as {i.account}",
+                [{"network": n, "root sees it": n in run.memo["expected"]} for n in found.networks],
+                key=("network",),
+            )
             result.data["probe"] = {"uri": found.uri, "returncode": found.returncode,
                                     "networks": list(found.networks)}  # fmt: skip
         if not outcome.ok:
@@ -403,22 +417,7 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
 
 
 PROCEDURE = LibvirtAccess()
-
-
-def plan(*, host: str, account: str, libvirt_uri: str, group: str = "libvirt") -> Plan:
-    return transaction.plan(PROCEDURE, Inputs(account, libvirt_uri, group), host)
-
-
-def apply(the_plan: Plan, *, libvirt_uri: str) -> Result:
-    """Make the reviewed changes (as root: gpasswd, another account's home), then verify."""
-    reviewed = transaction.inputs_of(the_plan, Inputs, RUNBOOK)
-    inputs = replace(reviewed, libvirt_uri=libvirt_uri)
-    if inputs.root == "/" and os.geteuid() != 0:
-        raise HostError(
-            "libvirt-access changes /etc/group and another account's home, and verifies as "
-            f"that account (runuser): run it as root (sudo opsbook run {RUNBOOK} ...)"
-        )
-    return transaction.apply(PROCEDURE, inputs, the_plan.host, reviewed=the_plan)
+plan, apply = inputs.verbs(PROCEDURE)
 
 
 __all__ = [
