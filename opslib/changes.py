@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -150,6 +150,11 @@ class Result:
     steps: list[Step] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # Per table: the columns that identify a row across runs, and those that change from
+    # run to run on their own (neighbour state, timings). They travel in the record, so
+    # that ``records diff`` reads them without the runbook (opslib.row_diff).
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    volatile: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -175,6 +180,29 @@ class Result:
         finally:
             self.steps.append(Step(name, t0, round(time.time() - t0, 3), ok, "; ".join(detail)))
 
+    def add_table(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        key: Sequence[str],
+        volatile: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Add a result table whose rows ``key`` identifies; ``volatile`` columns change
+        on their own between runs (``records diff`` shows them only on request)."""
+        if not key:
+            raise AssertionError(f"table {name!r}: declare at least one key column")
+        if set(key) & set(volatile):
+            raise AssertionError(f"table {name!r}: a key column cannot be volatile")
+        for row in rows:
+            missing = [k for k in key if k not in row]
+            if missing:
+                raise AssertionError(f"table {name!r}: a row lacks key column(s) {missing}")
+        self.tables[name] = [dict(r) for r in rows]
+        self.keys[name] = list(key)
+        self.volatile[name] = list(volatile)
+        return self.tables[name]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": "result",
@@ -193,6 +221,8 @@ class Result:
                 name: list(dict.fromkeys(k for row in rows for k in row))
                 for name, rows in self.tables.items()
             },
+            "keys": {n: list(k) for n, k in self.keys.items() if n in self.tables},
+            "volatile": {n: list(v) for n, v in self.volatile.items() if n in self.tables},
             "data": self.data,
         }
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from opslib import row_diff
+
 __all__ = ["diff_runs"]
 
 
@@ -17,8 +19,59 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 _COMPARED_HEADER = ("runbook", "host", "status", "changed", "summary", "opslib_version", "revision")
 
 
-def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """A structured diff of two runs (headers + final results); each line starts - + or ~."""
+def _check_lines(ra: Mapping[str, Any], rb: Mapping[str, Any], volatile: bool) -> list[str]:
+    """Checks keyed by name: which started failing, which are new or gone. What a check
+    saw changes from run to run (free space, addresses): shown alone only with ``volatile``."""
+
+    def rows(r: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {k: c.get(k, "") for k in ("name", "status", "seen", "fix")}
+            for c in r.get("checks") or []
+        ]
+
+    lines = []
+    for c in row_diff.compare(rows(ra), rows(rb), ["name"], volatile=("seen", "fix")):
+        name, row = c.row["name"], c.row
+        seen = f" ({row['seen']})" if row["seen"] else ""
+        if c.kind == "added":
+            lines.append(f"+ check `{name}`: {row['status']}{seen}")
+        elif c.kind == "removed":
+            lines.append(f"- check `{name}`: {row['status']}{seen}")
+        elif c.kind == "renamed":
+            lines.append(f"~ check `{c.before['name']}` renamed to `{name}`")
+        elif c.firm:
+            lines.append(f"~ check `{name}`: {c.before['status']} → {row['status']}{seen}")
+        elif volatile:
+            changed = "; ".join(
+                f"{f.column} {row_diff.text(f.old)} → {row_diff.text(f.new)}" for f in c.fields
+            )
+            lines.append(f"~ check `{name}`: {changed} (volatile)")
+    return lines
+
+
+def _table_lines(
+    name: str, ra: Mapping[str, Any], rb: Mapping[str, Any], volatile: bool
+) -> list[str]:
+    rows_a, rows_b = ra["tables"][name] or [], rb["tables"][name] or []
+    lines = []
+    if rows_a and rows_b:
+        cols_a = dict.fromkeys(k for r in rows_a for k in r)
+        cols_b = dict.fromkeys(k for r in rows_b for k in r)
+        lines += [f"- table {name}: column {c}" for c in cols_a if c not in cols_b]
+        lines += [f"+ table {name}: column {c}" for c in cols_b if c not in cols_a]
+    key, vol = row_diff.shape(ra, rb, name)
+    changes = row_diff.compare(rows_a, rows_b, key, vol)
+    return lines + row_diff.render(name, changes, key, volatile=volatile)
+
+
+def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any], *, volatile: bool = False) -> list[str]:
+    """A structured diff of two runs (headers + final results); each line starts - + or ~.
+
+    Result tables and checks are compared row by row, matched by identity (the key columns
+    a table declares, see :mod:`opslib.row_diff`): added, removed, renamed rows, and of a
+    row present in both only the fields that changed. Changes of volatile fields alone
+    (neighbour state, timings, what a check saw) are left out unless ``volatile``.
+    """
     lines: list[str] = []
 
     def pair(label: str, x: Mapping[str, str], y: Mapping[str, str]) -> None:
@@ -46,19 +99,12 @@ def diff_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
         }
 
     pair("change ", changes(ra), changes(rb))
-    pair(
-        "check ",
-        {c["name"]: f"{c.get('status')} ({c.get('seen')})" for c in ra.get("checks", [])},
-        {c["name"]: f"{c.get('status')} ({c.get('seen')})" for c in rb.get("checks", [])},
-    )
+    lines += _check_lines(ra, rb, volatile)
     pair(
         "table ",
         {k: f"{len(v)} rows" for k, v in (ra.get("tables") or {}).items()},
         {k: f"{len(v)} rows" for k, v in (rb.get("tables") or {}).items()},
     )
     for name in sorted(set(ra.get("tables") or {}) & set(rb.get("tables") or {})):
-        ta = {json.dumps(r, sort_keys=True) for r in ra["tables"][name]}
-        tb = {json.dumps(r, sort_keys=True) for r in rb["tables"][name]}
-        lines += [f"- {name} row: {r}" for r in sorted(ta - tb)]
-        lines += [f"+ {name} row: {r}" for r in sorted(tb - ta)]
+        lines += _table_lines(name, ra, rb, volatile)
     return lines

@@ -594,10 +594,12 @@ def review(
         for name in sorted(total, key=lambda n: (-bad[n], n))
     ]
     failed = sum(bad.values())
-    return Result(
+    result = Result(
         "records-review",
         "local",
         "ok",
         summary=f"{len(rows)} run{'s' * (len(rows) != 1)}, {failed} not ok",
-        tables={"runs": runs, "failures by runbook": failures},
     )
+    result.add_table("runs", runs, key=("id",))
+    result.add_table("failures by runbook", failures, key=("runbook",))
+    return result

@@ -583,7 +583,11 @@ def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = 
                 "; ".join(p.describe() for p in obs.probes) or "no running NIC on a bridge",
             )
         )
-    result.tables["addresses"] = rows(vms)
+    # An address is the same from run to run whatever its neighbour entry's state (detail:
+    # REACHABLE, DELAY, STALE...; for a lease its hostname, for the agent the guest's ifname).
+    result.add_table(
+        "addresses", rows(vms), key=("vm", "ip", "mac", "family", "source"), volatile=("detail",)
+    )
     silent = [
         {"vm": nic.vm, "mac": nic.mac, "bridge": nic.bridge, "predicted": ip}
         for v in vms
@@ -591,7 +595,7 @@ def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = 
         for ip in nic.silent
     ]
     if probe:
-        result.tables["predicted but silent"] = silent
+        result.add_table("predicted but silent", silent, key=("vm", "predicted", "mac"))
     result.data["vms"] = [v.to_json() for v in vms]
     nics = [nic for v in vms for nic in v.nics]
     found = sum(1 for nic in nics if nic.addresses)

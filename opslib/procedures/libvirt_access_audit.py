@@ -86,7 +86,7 @@ def run(
             why = reasons(member, group, checks)
             cannot.append(f"{name} ({why})")
             result.checks.append(Check(what, status, why, fix))
-    result.tables["accounts"] = rows
+    result.add_table("accounts", rows, key=("account",))
     result.data = {
         "scope": scope,
         "networks": expected,

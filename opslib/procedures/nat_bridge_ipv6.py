@@ -319,7 +319,9 @@ def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
     result.checks = guest_taps.checks(
         run.inputs.netns, bridge, net, cuts, network=network, live=live
     )
-    result.tables["guests"] = guest_taps.table(cuts, changed=changed)
+    result.add_table(
+        "guests", guest_taps.table(cuts, changed=changed), key=("guest",), volatile=("cut off s",)
+    )
     result.data["cut_off"] = [row for row in result.tables["guests"] if row["cut off s"]]
     lost = [c.domain for c in cuts if c.answered_at is None]
     if lost:

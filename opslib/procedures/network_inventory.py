@@ -201,7 +201,7 @@ def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
     with result.step("observe networks and bridges") as detail:
         obs = observe(libvirt_uri=libvirt_uri, netns=netns)
         detail.append(f"{len(obs.networks)} networks, {len(obs.bridges)} bridges")
-    result.tables["networks"] = table(obs)
+    result.add_table("networks", table(obs), key=("network",))
     result.checks = problems(obs)
     bad = sum(1 for c in result.checks if c.status == "fail")
     result.summary = (
