@@ -303,7 +303,9 @@ def _nat(tmp_path: Path, rename_from: str) -> Iterator[World]:
         conn.networkLookupByName("default").setAutostart(1)
         m.setattr(netlink, "links", lambda netns="": [])
         network = "nat-bridge" if rename_from else "default"
-        inputs = nb.Inputs("2001:db8:2::/64", network, rename_from, timeout=0)
+        inputs = nb.Inputs(
+            prefix="2001:db8:2::/64", network=network, rename_from=rename_from, timeout=0
+        )
         yield World(nb.PROCEDURE, inputs, session=conn)
 
 

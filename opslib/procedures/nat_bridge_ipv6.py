@@ -36,12 +36,13 @@ from typing import Any
 
 import libvirt
 
-from opslib import guest_taps, netlink, network_change, transaction, virt
+from opslib import guest_taps, inputs, netlink, network_change, transaction, virt
 from opslib.changes import Change, Plan, Result
 from opslib.errors import InputError, UnknownName
 from opslib.guest_taps import Cut as _Cut
 from opslib.guest_taps import reattach as _reattach
 from opslib.guest_taps import wait_for_guests as _wait_for_guests
+from opslib.inputs import param
 from opslib.ipv6prefix import ULA, gateway, validate_prefix
 from opslib.slaac import eui64_address
 from opslib.transaction import Action, Detail, Procedure, Run
@@ -65,15 +66,22 @@ def with_ipv6(xml: str, net: ipaddress.IPv6Network) -> str:
 # -- inputs and observed state ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inputs:
-    prefix: str
-    network: str = "nat-bridge"
-    rename_from: str = ""
-    allow_ula: bool = False
-    replace_ipv6: bool = False
-    libvirt_uri: str = ""
-    netns: str = ""
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+    network: str = param("str", "the NAT network that gets the routed /64", "nat-bridge")
+    prefix: str = param(
+        "ipv6-prefix64", "the routed /64 from the tunnel broker", example="2001:db8:2::/64"
+    )
+    rename_from: str = param(
+        "str?", "rename this network (e.g. default) to `network` first; empty for none", ""
+    )
+    allow_ula: bool = param("bool", "accept a unique-local (fc00::/7) prefix", False)
+    replace_ipv6: bool = param(
+        "bool",
+        "replace another IPv6 prefix the network has (drops its DHCPv6 ranges)", False,
+    )  # fmt: skip
     timeout: float = 90.0  # seconds to wait for the guests' SLAAC addresses
     net: ipaddress.IPv6Network = field(init=False, repr=False, compare=False)
 
@@ -340,40 +348,7 @@ def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
 
 # -- the runbook's verbs ----------------------------------------------------------------
 
-
-def plan(
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str,
-    prefix: str,
-    network: str = "nat-bridge",
-    rename_from: str = "",
-    allow_ula: bool = False,
-    replace_ipv6: bool = False,
-) -> Plan:
-    inputs = Inputs(prefix, network, rename_from, allow_ula, replace_ipv6, libvirt_uri, netns)
-    return transaction.plan(PROCEDURE, inputs, host)
-
-
-def apply(
-    plan: Plan,  # what the operator reviewed: apply re-plans and refuses if it differs
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str,
-    prefix: str,
-    network: str = "nat-bridge",
-    rename_from: str = "",
-    allow_ula: bool = False,
-    replace_ipv6: bool = False,
-    timeout: float = 90.0,
-) -> Result:
-    """Make the plan's changes (re-planned from what is there now) and verify the guests."""
-    inputs = Inputs(
-        prefix, network, rename_from, allow_ula, replace_ipv6, libvirt_uri, netns, timeout
-    )
-    return transaction.apply(PROCEDURE, inputs, host, reviewed=plan)
+plan, apply = inputs.verbs(PROCEDURE)
 
 
 def apply_on(
@@ -389,6 +364,8 @@ def apply_on(
     reviewed: Plan | None = None,
 ) -> Result:
     """apply on an open connection (the tests keep one to the test driver)."""
-    inputs = Inputs(str(net), network, rename_from, net.subnet_of(ULA), replace_ipv6, "",
-                    netns, timeout)  # fmt: skip
-    return transaction.apply(PROCEDURE, inputs, host, reviewed=reviewed, session=conn)
+    given = Inputs(
+        prefix=str(net), network=network, rename_from=rename_from,
+        allow_ula=net.subnet_of(ULA), replace_ipv6=replace_ipv6, netns=netns, timeout=timeout,
+    )  # fmt: skip
+    return transaction.apply(PROCEDURE, given, host, reviewed=reviewed, session=conn)
