@@ -182,7 +182,8 @@ def cmd_records_show(args: argparse.Namespace) -> int:
     row = store.get(args.id)
     path = store.abspath(row)
     if args.html:
-        out = Path(args.output) if args.output else path.with_suffix(".html")
+        # RECORD.html is the record's page in the site (records html)
+        out = Path(args.output) if args.output else path.with_suffix(".nbconvert.html")
         write_html(path, out)
         print(shown(out))
         return 0
@@ -291,9 +292,7 @@ def cmd_records_search(args: argparse.Namespace) -> int:
     if not hits:
         print(f"no record matches {text!r}")
         return 0
-    rows = [
-        (h.id, h.start.replace("T", " "), h.runbook, h.host, h.status, h.snippet) for h in hits
-    ]
+    rows = [(h.id, h.start.replace("T", " "), h.runbook, h.host, h.status, h.snippet) for h in hits]
     print(table(rows, ["id", "start (utc)", "runbook", "host", "status", "match"]))
     if args.limit and len(hits) == args.limit:
         print(f"\n{len(hits)} newest shown; -n 0 for all.")
@@ -391,7 +390,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q = rsub.add_parser("show", help="summary of one record (or --html)")
     q.add_argument("id")
     q.add_argument("--html", action="store_true", help="write the notebook as HTML (nbconvert)")
-    q.add_argument("-o", "--output", metavar="FILE", help="HTML file (default: beside the record)")
+    q.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="HTML file (default: RECORD.nbconvert.html beside it)",
+    )
     records_option(q)
     q.set_defaults(func=cmd_records_show)
     q = rsub.add_parser(

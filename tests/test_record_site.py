@@ -155,7 +155,7 @@ def test_a_second_build_renders_nothing_and_a_newer_renderer_renders_all(
 
 
 def test_the_command_says_how_many_pages_it_rendered(tmp_path: Path) -> None:
-    store, _ = filled(tmp_path)
+    filled(tmp_path)
     argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(tmp_path), "html"]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
