@@ -133,13 +133,22 @@ def cmd_records(args: argparse.Namespace) -> int:
 
         if args.status not in STATUSES:
             raise InputError(f"--status {args.status!r}: one of {', '.join(STATUSES)}")
+    fleet_run = getattr(args, "fleet_run", None)
     rows = store.list(
         runbook=args.runbook,
         host=args.host,
         status=args.status,
         since=since,
-        limit=args.limit or None,
+        limit=None if fleet_run else args.limit or None,
     )
+    if fleet_run:  # the records one fleet run brought home (opslib.fleet)
+        from opslib.fleet.outcome import load_manifest
+
+        run = load_manifest(store.root, fleet_run)
+        hosts = run["hosts"].values()
+        states = ", ".join(f"{h['host']} {h['status']}" for h in hosts)
+        print(f"fleet run {run['id']}: {run['runbook']} on {states}")
+        rows = [r for r in rows if r.id in {h["record_id"] for h in hosts}]
     if not rows:
         print(
             "no records"
@@ -382,6 +391,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runbook", metavar="R")
     p.add_argument("--host", metavar="H")
     p.add_argument("--status", metavar="S", help="ok, failed, killed, timeout, locked, ...")
+    p.add_argument("--fleet-run", metavar="ID", help="the records of one fleet run")
     p.add_argument("--since", metavar="D", help="2024-05-01, 2024-05-01T10:00, 3d, 12h, 90m")
     p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
     records_option(p)

@@ -33,9 +33,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.opsbook-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  step "pip install -e .[test]"
+  step "pip install -e .[test,fleet]"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test,fleet]"
   touch "$stamp"
 else
   step "virtualenv up to date"

@@ -18,7 +18,8 @@ def _name(spec: str) -> str:
 def test_environment_yml_lists_the_same_packages_as_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip_side = {_name(d) for d in project["dependencies"]}
-    pip_side |= {_name(d) for d in project["optional-dependencies"]["test"]}
+    for extra in ("test", "fleet"):
+        pip_side |= {_name(d) for d in project["optional-dependencies"][extra]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda_side = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python"}
     assert pip_side == conda_side, (

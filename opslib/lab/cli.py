@@ -36,6 +36,10 @@ def _up(args: argparse.Namespace) -> int:
 
     records = Path(args.records) if args.records else None
     runs.up(_lab(args), configured=args.configured, progress=_progress, records=records)
+    if args.hosts:
+        from opslib.lab import fleet
+
+        fleet.up(_lab(args), args.hosts, progress=_progress)
     return 0
 
 
@@ -133,6 +137,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--records",
         metavar="DIR",
         help="where --configured files its runs (default: $OPSBOOK_RECORDS or ./records)",
+    )
+    q.add_argument(
+        "--hosts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also boot N daemon hosts (daemon1..N, opsbook installed) and write their "
+        "Ansible inventory, LAB/fleet/inventory.yml, for opsbook fleet run",
     )
     q.set_defaults(func=_up)
 

@@ -1,0 +1,166 @@
+"""A fleet run's outcome: one row per host, its record brought home, the run's manifest.
+
+Ansible's events (task names of ``ansible/run.yml``) fold into a :class:`HostRow` per host:
+unreachable, a failed preflight (opsbook missing or too old), or the runbook's own exit
+code and last line. Each record a host filed comes home into the workstation's store
+(``records/HOST/…`` and its index) with the fleet run's id in its header; the host's
+verdict in that record is the row's status. The manifest ``records/.fleet/ID.json`` lists
+the run's hosts, statuses and records: ``--retry-failed`` reads the newest one,
+``opsbook records --fleet-run ID`` the one it names.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as token_bytes
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opslib.errors import InputError
+from opslib.files import atomic_write
+
+__all__ = ["Fold", "HostRow", "import_records", "load_manifest", "new_run_id", "write_manifest"]
+
+STATUSES = ("ok", "changed", "failed", "unreachable", "bad-input", "skipped")
+NOT_DONE = ("failed", "unreachable", "bad-input", "skipped")
+# task names in ansible/run.yml
+T_PREFLIGHT = "Opsbook missing or older than the workstation's"
+T_RUN = "Run the runbook"
+T_OUTCOME = "Runbook outcome"
+MANIFESTS = ".fleet"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{token_bytes.token_hex(2)}"
+
+
+@dataclass
+class HostRow:
+    host: str
+    status: str = "skipped"
+    summary: str = "not run"
+    record: str = ""  # "#ID PATH" in the workstation's store
+    record_id: int | None = None
+    rc: int | None = None
+
+
+def _last_line(*texts: str) -> str:
+    lines = [ln.strip() for t in texts for ln in (t or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class Fold:
+    """Ansible's events for one playbook run, folded into rows; ``say`` gets progress."""
+
+    def __init__(self, hosts: Sequence[str], say: Callable[[str], None]) -> None:
+        self.rows = {h: HostRow(h) for h in hosts}
+        self.say = say
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_stats":
+            for key in ("ok", "changed", "failures", "dark", "skipped"):
+                for host, n in (data.get(key) or {}).items():
+                    self.stats.setdefault(host, {})[key] = n
+            return
+        host, task = data.get("host"), data.get("task", "")
+        row = self.rows.get(host or "")
+        if row is None:
+            return
+        res = data.get("res") or {}
+        if kind == "runner_on_start" and task == T_RUN:
+            row.status, row.summary = "running", ""
+            self.say(f"{host}: running")
+        elif kind == "runner_on_unreachable":
+            row.status = "unreachable"
+            why = _last_line(str(res.get("msg", "")))
+            row.summary = f"{why}; bring it back (link, sshd), then run again with --retry-failed"
+            self.say(f"{host}: unreachable: {why}")
+        elif kind == "runner_on_ok" and task == T_RUN:
+            row.rc = int(res.get("rc", 1))
+            row.status = {0: "changed" if res.get("changed") else "ok", 2: "bad-input"}.get(
+                row.rc, "failed"
+            )
+            row.summary = _last_line(res.get("stdout", ""), res.get("stderr", ""))
+            self.say(f"{host}: {row.status}: {row.summary}")
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            if task == T_OUTCOME:
+                return  # the runbook's own failure: already in the row
+            row.status = "failed"
+            row.summary = _last_line(str(res.get("msg", ""))) or f"task {task!r} failed"
+            if task != T_PREFLIGHT:
+                row.summary = f"{task}: {row.summary}"
+            self.say(f"{host}: failed: {row.summary}")
+
+    def finish(self, stopped_early: bool) -> list[HostRow]:
+        for row in self.rows.values():
+            if row.status == "running":  # started, never finished: Ansible said nothing more
+                row.status, row.summary = "failed", "the run did not report back"
+            elif row.status == "skipped" and stopped_early:
+                row.summary = "not run: the rollout stopped at a failure (--max-fail-percentage)"
+        return list(self.rows.values())
+
+
+def import_records(rows: Sequence[HostRow], fetched: Path, store: Any, fleet_run: str) -> None:
+    """File each host's fetched record in ``store`` (the fleet run's id in its header);
+    the record's own verdict becomes the row's status."""
+    from opslib.records import META_KEY
+
+    for row in rows:
+        for path in sorted((fetched / row.host).glob("*.ipynb")):
+            try:
+                nb = json.loads(path.read_bytes())
+                header = dict(nb["metadata"][META_KEY])
+            except (OSError, ValueError, KeyError, TypeError):
+                row.summary += f" (record {path.name} unreadable)"
+                continue
+            origin = {"host": row.host, "record_id": header.get("id"), "file": path.name}
+            header = {**header, "fleet_run": fleet_run, "fleet_origin": origin}
+            run_id, filed = store.add(header, nb)
+            row.record_id, row.record = run_id, f"#{run_id} {store.rel(filed)}"
+            status = str(header.get("status", ""))
+            if status == "ok":
+                row.status = "changed" if header.get("changed") else "ok"
+            elif status in ("failed", "bad-input"):
+                row.status = status
+            elif status:
+                row.status = "failed"
+            row.summary = str(header.get("summary") or row.summary)
+            if status not in ("ok", "failed", "bad-input", ""):
+                row.summary = f"{status}: {row.summary}"
+
+
+def write_manifest(store_root: Path, run: Mapping[str, Any], rows: Sequence[HostRow]) -> Path:
+    path = store_root / MANIFESTS / f"{run['id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {**run, "hosts": {r.host: asdict(r) for r in rows}}
+    atomic_write(path, json.dumps(body, indent=2) + "\n", mode=0o600)
+    return path
+
+
+def load_manifest(store_root: Path, run_id: str | None = None) -> dict[str, Any]:
+    """The fleet run ``run_id``, or the newest one; InputError when there is none."""
+    folder = store_root / MANIFESTS
+    if run_id is None:
+        found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not found:
+            raise InputError(f"no fleet run in {store_root}: nothing to retry")
+        path = found[-1]
+    else:
+        path = folder / f"{run_id}.json"
+        if "/" in run_id or not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+            raise InputError(
+                f"no fleet run {run_id!r} in {store_root}"
+                + (f"; newest: {', '.join(known[-3:])}" if known else "")
+            )
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable fleet run manifest: {exc}") from None

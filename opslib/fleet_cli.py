@@ -1,0 +1,292 @@
+"""``opsbook fleet run | install``: one runbook on many daemon hosts, through Ansible.
+
+``fleet run RUNBOOK -i INVENTORY`` checks everything it can on the workstation first (the
+runbook, every ``-p``, each selected host's parameter set, the rollout options): bad input
+is one line and exit 2 before any host is touched. Then ``ansible/run.yml`` runs through
+ansible-runner, one progress line per host event, and the run ends with one table (host,
+status, summary, record). Exit 0 every host ok, 1 any host failed, was unreachable or not
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from opslib.errors import InputError
+from opslib.tables import table
+
+DEFAULT_FORKS = 10
+
+
+def _serial(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*%?", text) or (text.endswith("%") and int(text[:-1]) > 100):
+        raise InputError(f"--serial {text!r}: a number of hosts (1) or a percentage (25%)")
+    return text
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.forks < 1:
+        raise InputError(f"--forks {args.forks}: at least 1")
+    pct = args.max_fail_percentage
+    if pct is not None and not 0 <= pct <= 100:
+        raise InputError(f"--max-fail-percentage {pct}: 0 to 100")
+    if getattr(args, "serial", None):
+        _serial(args.serial)
+
+
+def _say(started: float) -> Any:
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f}s] {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
+    """Every selected host's parameter set, with -p over it, valid for the runbook."""
+    from opslib import params
+    from opslib.paramsets import load_param_file
+
+    for host in inventory.hosts:
+        merged: dict[str, object] = {}
+        sets = inventory.vars.get(host, {}).get("opsbook_parameter_sets")
+        path = Path(str(sets)) / host / f"{info.name}.yaml" if sets else None
+        if path is not None and path.is_file():
+            loaded = load_param_file(path)
+            for name in loaded:
+                if info.param(name) is None:
+                    from opslib.errors import UnknownName
+
+                    known = [p.name for p in info.params]
+                    raise InputError(f"{path}: {UnknownName('parameter', name, known)}")
+            merged.update(loaded)
+        merged.update(given)
+        params.validate(info.params, merged, where=f"{info.name} on {host}: ")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from opslib import __version__, runner
+    from opslib.engine_cli import store_of
+    from opslib.fleet import outcome, playbooks
+
+    _check_numbers(args)
+    info = runner.find_runbook(args.runbook)
+    given = {name: value for name, value in args.param or []}
+    if args.check:
+        if info.param("apply") is None:
+            print(f"{info.name} changes nothing: --check runs it as it is", file=sys.stderr)
+        else:
+            given["apply"] = "false"
+    store = store_of(args)
+    limit = args.limit
+    if args.retry_failed:
+        last = outcome.load_manifest(store.root)
+        again = [h for h, r in last["hosts"].items() if r["status"] in outcome.NOT_DONE]
+        if not again:
+            print(f"fleet run {last['id']}: every host was ok; nothing to retry")
+            return 0
+        limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
+    inventory = playbooks.load_inventory(Path(args.inventory), limit)
+    _host_params(info, given, inventory)
+    book = playbooks.playbook("run.yml")
+
+    run_id = outcome.new_run_id()
+    started = time.monotonic()
+    say = _say(started)
+    mode = "plan only (--check)" if args.check else "apply" if given.get("apply") else "run"
+    say(
+        f"fleet run {run_id}: {info.name} on {len(inventory.hosts)} host(s) "
+        f"({', '.join(inventory.hosts)}), {mode}"
+    )
+    fold = outcome.Fold(inventory.hosts, say)
+    with tempfile.TemporaryDirectory(prefix="opsbook-fleet-records-") as fetched:
+        extravars: dict[str, Any] = {
+            "opsbook_runbook": info.name,
+            "opsbook_params": given,
+            "opsbook_fetch_dir": fetched,
+            "opsbook_version": __version__,
+        }
+        if args.serial:
+            extravars["opsbook_serial"] = args.serial
+        if args.max_fail_percentage is not None:
+            extravars["opsbook_max_fail_percentage"] = args.max_fail_percentage
+        keep = Path(args.keep_artifacts) if args.keep_artifacts else None
+        result = playbooks.run(
+            book,
+            inventory.path,
+            extravars=extravars,
+            limit=inventory.hosts,
+            forks=args.forks,
+            on_event=fold,
+            keep_artifacts=keep,
+        )
+        rows = fold.finish(stopped_early=bool(args.serial or args.max_fail_percentage is not None))
+        outcome.import_records(rows, Path(fetched), store, run_id)
+    run = {
+        "id": run_id,
+        "runbook": info.name,
+        "inventory": str(inventory.path),
+        "params": given,
+        "check": args.check,
+        "ansible_rc": result.rc,
+    }
+    outcome.write_manifest(store.root, run, rows)
+    if args.check:
+        _show_plans(rows, store)
+    print(
+        table(
+            [(r.host, r.status, r.summary, r.record or "-") for r in rows],
+            ["host", "status", "summary", "record"],
+            max_width={2: 90},
+        )
+    )
+    bad = [r.host for r in rows if r.status not in ("ok", "changed")]
+    print(
+        f"fleet run {run_id}: {len(rows) - len(bad)} of {len(rows)} host(s) ok "
+        f"({time.monotonic() - started:.1f} s); opsbook records --fleet-run {run_id}"
+    )
+    if bad:
+        print(f"not ok: {', '.join(bad)}; again for those only: --retry-failed", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _show_plans(rows: list[Any], store: Any) -> None:
+    """Each host's plan and diff, as its record has them."""
+    from opslib import records, ui
+
+    for row in rows:
+        if row.record_id is None:
+            continue
+        nb = store.notebook(store.get(row.record_id))
+        print(f"== {row.host} ==")
+        for result in records.results_of(nb):
+            print(ui.result_text(result).rstrip() + "\n")
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from opslib.fleet import playbooks
+
+    _check_numbers(args)
+    inventory = playbooks.load_inventory(Path(args.inventory), args.limit)
+    extravars: dict[str, Any] = {}
+    if args.wheelhouse:
+        wheelhouse = Path(args.wheelhouse).resolve()
+        if not (wheelhouse / "wheelhouse.id").is_file():
+            raise InputError(
+                f"--wheelhouse {wheelhouse}: no wheelhouse.id; "
+                f"build it: scripts/build-wheelhouse.sh {wheelhouse}"
+            )
+        extravars["opsbook_wheelhouse"] = str(wheelhouse)
+    started = time.monotonic()
+    say = _say(started)
+    say(f"install.yml on {len(inventory.hosts)} host(s): {', '.join(inventory.hosts)}")
+
+    def progress(event: dict[str, Any]) -> None:
+        data = event.get("event_data") or {}
+        if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            changed = " (changed)" if (data.get("res") or {}).get("changed") else ""
+            say(f"{data.get('host')}: {data.get('task')}: {event['event'][10:]}{changed}")
+
+    result = playbooks.run(
+        playbooks.playbook("install.yml"),
+        inventory.path,
+        extravars=extravars,
+        limit=inventory.hosts,
+        forks=args.forks,
+        on_event=progress,
+    )
+    stats: dict[str, dict[str, int]] = {}
+    for event in result.events:
+        if event.get("event") == "playbook_on_stats":
+            for key in ("ok", "changed", "failures", "dark"):
+                for host, n in (event["event_data"].get(key) or {}).items():
+                    stats.setdefault(host, {})[key] = n
+    rows, bad = [], 0
+    for host in inventory.hosts:
+        s = stats.get(host, {})
+        status = (
+            "unreachable"
+            if s.get("dark")
+            else "failed"
+            if s.get("failures")
+            else ("changed" if s.get("changed") else "ok")
+        )
+        bad += status in ("unreachable", "failed")
+        rows.append((host, status, s.get("ok", 0), s.get("changed", 0), s.get("failures", 0)))
+    print(table(rows, ["host", "status", "ok", "changed", "failed"]))
+    total = sum(r[3] for r in rows)
+    print(f"changed={total} on {len(rows)} host(s) ({time.monotonic() - started:.1f} s)")
+    return 1 if bad or result.rc else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from opslib.engine_cli import records_option
+
+    p = sub.add_parser(
+        "fleet",
+        help="one runbook on many daemon hosts (Ansible)",
+        description="Run a runbook on the hosts of an Ansible inventory and bring the "
+        "records home (ansible/run.yml), or install opsbook there (ansible/install.yml).",
+    )
+    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    q = fsub.add_parser(
+        "run",
+        help="run a runbook on the selected hosts; one table at the end",
+        description="Exit 0 every host ok, 1 any host failed, unreachable or not run, "
+        "2 bad input (before any host is touched).",
+    )
+    q.add_argument("runbook", help="runbook name (see `opsbook runbooks`)")
+    _common(q)
+    q.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter on every host (over its parameter set)",
+    )
+    q.add_argument(
+        "--check",
+        action="store_true",
+        help="plan only on every host (apply false); shows each host's plan",
+    )
+    q.add_argument("--serial", metavar="N|PCT", help="hosts per batch, e.g. 1 (canary) or 25%%")
+    q.add_argument(
+        "--max-fail-percentage",
+        type=int,
+        metavar="PCT",
+        help="stop the rollout when more than PCT%% of a batch failed (0: at the first)",
+    )
+    q.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="only the hosts that failed or were unreachable in the last fleet run",
+    )
+    q.add_argument(
+        "--keep-artifacts",
+        metavar="DIR",
+        help="keep ansible-runner's artefacts in DIR (default: deleted)",
+    )
+    records_option(q)
+    q.set_defaults(func=cmd_run)
+    q = fsub.add_parser("install", help="install or update opsbook on the hosts (idempotent)")
+    _common(q)
+    q.add_argument(
+        "--wheelhouse", metavar="DIR", help="default: the inventory's opsbook_wheelhouse"
+    )
+    q.set_defaults(func=cmd_install, max_fail_percentage=None)
+
+
+def _common(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "-i", "--inventory", required=True, metavar="INVENTORY", help="Ansible inventory"
+    )
+    q.add_argument("-l", "--limit", metavar="PATTERN", help="Ansible host pattern")
+    q.add_argument(
+        "--forks", type=int, default=DEFAULT_FORKS, help=f"hosts at once (default {DEFAULT_FORKS})"
+    )

@@ -1,0 +1,94 @@
+"""The lab's fleet: several booted daemon hosts and the Ansible inventory that names them.
+
+``up(lab, count)`` boots hosts ``daemon1`` … ``daemonN`` (:mod:`opslib.lab.daemonhost`, opsbook
+installed on each) and :func:`write_inventory` writes ``LAB/fleet/inventory.yml`` for every
+booted host of the lab, the format of ``ansible/inventory.example.yml``:
+
+- Ansible reaches the hosts the way the operator does, with the lab's ssh_config
+  (``ansible_ssh_common_args: -F LAB/ssh/ssh_config``: the lab's key, strict host keys from
+  the lab's known_hosts). The workstation's end of campus is the campus netns, so the ssh
+  executable is ``LAB/fleet/campus-ssh`` (``ip netns exec PREFIX-campus ssh "$@"``) and
+  files go over that same ssh (``ssh_transfer_method: piped``), not sftp/scp.
+- per-host parameter sets: ``LAB/fleet/parameters/HOST/RUNBOOK.yaml``;
+- the wheelhouse ``ansible/install.yml`` installs from: ``LAB/wheelhouse``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from opslib.lab import daemonhost, hostinstall, hostssh
+from opslib.lab.config import Lab
+
+Progress = Callable[[str], None]
+GROUP = "daemon_hosts"
+
+
+def fleet_dir(lab: Lab) -> Path:
+    return lab.root / "fleet"
+
+
+def inventory_file(lab: Lab) -> Path:
+    return fleet_dir(lab) / "inventory.yml"
+
+
+def parameter_sets(lab: Lab) -> Path:
+    return fleet_dir(lab) / "parameters"
+
+
+def ssh_executable(lab: Lab) -> Path:
+    return fleet_dir(lab) / "campus-ssh"
+
+
+def names(count: int) -> list[str]:
+    return [f"daemon{n}" for n in range(1, count + 1)]
+
+
+def render_inventory(lab: Lab, hosts: list[str]) -> str:
+    """YAML (written as JSON, which YAML reads) in the format of inventory.example.yml."""
+    inventory = {
+        GROUP: {
+            "hosts": {name: {} for name in sorted(hosts)},
+            "vars": {
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_executable": str(ssh_executable(lab)),
+                "ansible_ssh_common_args": f"-F {hostssh.config_file(lab)}",
+                "ansible_ssh_transfer_method": "piped",
+                "opsbook_parameter_sets": str(parameter_sets(lab)),
+                "opsbook_wheelhouse": str(hostinstall.wheelhouse(lab)),
+                "opsbook_records": "/var/lib/opsbook/records",
+            },
+        }
+    }
+    header = (
+        f"# opsbook lab {lab.prefix}: its booted daemon hosts (written by opsbook lab up --hosts;\n"
+        "# the format of ansible/inventory.example.yml). opsbook fleet run RUNBOOK -i THIS\n"
+    )
+    return header + json.dumps(inventory, indent=2) + "\n"
+
+
+def write_inventory(lab: Lab, names: list[str] | None = None) -> Path:
+    """The inventory of the lab's booted hosts (``names``, default all), and the campus
+    ssh wrapper it uses."""
+    fleet_dir(lab).mkdir(parents=True, exist_ok=True)
+    parameter_sets(lab).mkdir(exist_ok=True)
+    wrapper = ssh_executable(lab)
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {lab.campus_ns} ssh "$@"\n')
+    wrapper.chmod(0o755)
+    path = inventory_file(lab)
+    tmp = path.with_name(f".{path.name}.new")
+    booted = [h.name for h in daemonhost.hosts(lab)]
+    tmp.write_text(render_inventory(lab, [n for n in booted if names is None or n in names]))
+    tmp.replace(path)
+    return path
+
+
+def up(lab: Lab, count: int, *, progress: Progress = print) -> Path:
+    """Boot ``daemon1`` … ``daemonN`` (again: harmless), then write the inventory."""
+    for name in names(count):
+        daemonhost.up(lab, name, progress=progress)
+    path = write_inventory(lab)
+    progress(f"{count} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
+    return path
