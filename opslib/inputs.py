@@ -125,8 +125,11 @@ def verbs(
         return transaction.plan(proc, cls(**given), host)
 
     def apply(plan: Plan, *, host: str | None = None, **given: Any) -> Result:
-        reviewed = transaction.inputs_of(plan, cls, proc.name)
-        inputs = dataclasses.replace(reviewed, **given) if given else reviewed
+        if plan.inputs is None and plan.runbook == proc.name:
+            inputs = cls(**given)  # a plan without its inputs (read from a record): all here
+        else:
+            reviewed = transaction.inputs_of(plan, cls, proc.name)
+            inputs = dataclasses.replace(reviewed, **given) if given else reviewed
         proc.check_host(inputs)
         return transaction.apply(proc, inputs, host or plan.host, reviewed=plan)
 

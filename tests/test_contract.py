@@ -272,8 +272,10 @@ def ipv6_tunnel(tmp_path: Path) -> Iterator[World]:
         m.setattr(netlink, "ipr", kernel.ipr)
         m.setattr(t, "sit_supported", lambda: True)
         inputs = t.Inputs(
-            "he-ipv6", "192.0.2.10", "203.0.113.1", "2001:db8:1::2/64", "2001:db8:1::1",
-            "2001:db8:2::/64", netns="", interfaces_file=str(iface_file), run_dir=str(tmp_path),
+            tunnel="he-ipv6", local_ipv4="192.0.2.10", server_ipv4="203.0.113.1",
+            client_ipv6="2001:db8:1::2/64", server_ipv6="2001:db8:1::1",
+            routed_prefix="2001:db8:2::/64", netns="", interfaces_file=str(iface_file),
+            run_dir=str(tmp_path),
         )  # fmt: skip
         # The health checks after apply ping and read sysctls: not part of the contract.
         m.setattr(t, "checks", lambda **_kw: [])

@@ -28,9 +28,10 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opslib import interfaces, netlink, transaction, tunnels
+from opslib import inputs, interfaces, netlink, tunnels
 from opslib.changes import Change, Plan, Result
 from opslib.errors import ApplyError, OpsError, Unsupported
+from opslib.inputs import param
 from opslib.transaction import Action, Detail, Procedure, Run
 from opslib.tunnels import (  # the tests and host-health find them here too
     TunnelSpec,
@@ -135,24 +136,36 @@ def compute_plan(
 # -- the steps -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inputs:
     """The runbook's parameters; the tunnel's are checked into ``spec`` before anything."""
 
-    tunnel: str
-    local_ipv4: str
-    server_ipv4: str
-    client_ipv6: str
-    server_ipv6: str
-    routed_prefix: str
-    mtu: int = 1480
-    implementation: str = "kernel"
-    netns: str = ""
-    interfaces_file: str = "/etc/network/interfaces"
-    run_dir: str = "/run/opsbook"
-    # Only for the health checks after apply: the NAT network that carries the routed /64.
-    libvirt_uri: str = ""
-    nat_network: str = ""
+    # libvirt_uri and nat_network: only for the health checks after apply
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns("links")
+    tunnel: str = param("ifname", "the tunnel's link name", example="he-ipv6")
+    local_ipv4: str = param(
+        "ipv4", "this host's IPv4 address, the tunnel's local end", example="192.0.2.10"
+    )
+    server_ipv4: str = param("ipv4", "the broker's Server IPv4 Address", example="203.0.113.1")
+    client_ipv6: str = param(
+        "str", "the broker's Client IPv6 Address, with /64", example="2001:db8:1::2/64"
+    )
+    server_ipv6: str = param("ipv6", "the broker's Server IPv6 Address", example="2001:db8:1::1")
+    routed_prefix: str = param(
+        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64"
+    )
+    nat_network: str = param(
+        "str", "the NAT network that should carry the routed /64", "nat-bridge"
+    )
+    mtu: int = param("int[1280..1480]", "tunnel MTU (1480 = 1500 minus the IPv4 header)", 1480)
+    implementation: str = param(
+        "choice[kernel|userspace]", "sit, or the lab's userspace 6in4", "kernel"
+    )
+    interfaces_file: str = param(
+        "path", "where the tunnel is persisted (kernel)", "/etc/network/interfaces"
+    )
+    run_dir: str = param("path", "pid file directory of the userspace 6in4", "/run/opsbook")
     spec: TunnelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +175,12 @@ class Inputs:
             routed_prefix=self.routed_prefix, mtu=self.mtu, implementation=self.implementation,
         )  # fmt: skip
         object.__setattr__(self, "spec", spec)
+
+    def health(self) -> dict[str, str]:
+        """The health checks' arguments (:func:`checks`)."""
+        names = ("netns", "tunnel", "client_ipv6", "server_ipv6", "routed_prefix",
+                 "libvirt_uri", "nat_network")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
 
 
 def _attempts(detail: Detail, *parts: tuple[str, Callable[[], str | None]]) -> None:
@@ -296,11 +315,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
             result.summary = f"{outcome.error}; rolled back ({put_back})"
         if not outcome.ok:
             return
-        result.checks = checks(
-            netns=i.netns, tunnel=i.tunnel, client_ipv6=i.client_ipv6,
-            server_ipv6=i.server_ipv6, routed_prefix=i.routed_prefix,
-            libvirt_uri=i.libvirt_uri, nat_network=i.nat_network,
-        )  # fmt: skip
+        result.checks = checks(**i.health())
         failing = [c.name for c in result.checks if not c.ok]
         done = "made" if run.plan.changes else "already there"
         result.summary = f"{i.spec.name} {done}" + (
@@ -309,54 +324,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
 
 
 PROCEDURE = Ipv6Tunnel()
-
-
-def plan(
-    *,
-    host: str,
-    netns: str,
-    tunnel: str,
-    local_ipv4: str,
-    server_ipv4: str,
-    client_ipv6: str,
-    server_ipv6: str,
-    routed_prefix: str,
-    mtu: int = 1480,
-    implementation: str = "kernel",
-    interfaces_file: str = "/etc/network/interfaces",
-    run_dir: str = "/run/opsbook",
-) -> Plan:
-    inputs = Inputs(
-        tunnel, local_ipv4, server_ipv4, client_ipv6, server_ipv6, routed_prefix, mtu,
-        implementation, netns, interfaces_file, run_dir,
-    )  # fmt: skip
-    return transaction.plan(PROCEDURE, inputs, host)
-
-
-def apply(
-    plan: Plan,  # what the operator reviewed: apply re-plans and refuses if it differs
-    *,
-    host: str,
-    netns: str,
-    tunnel: str,
-    local_ipv4: str,
-    server_ipv4: str,
-    client_ipv6: str,
-    server_ipv6: str,
-    routed_prefix: str,
-    mtu: int = 1480,
-    implementation: str = "kernel",
-    interfaces_file: str = "/etc/network/interfaces",
-    run_dir: str = "/run/opsbook",
-    libvirt_uri: str = "",
-    nat_network: str = "",
-) -> Result:
-    """Make the plan's changes, undone when a step fails; then the health checks."""
-    inputs = Inputs(
-        tunnel, local_ipv4, server_ipv4, client_ipv6, server_ipv6, routed_prefix, mtu,
-        implementation, netns, interfaces_file, run_dir, libvirt_uri, nat_network,
-    )  # fmt: skip
-    return transaction.apply(PROCEDURE, inputs, host, reviewed=plan)
+plan, apply = inputs.verbs(PROCEDURE)
 
 
 # -- health (read-only) ------------------------------------------------------------------------
@@ -376,15 +344,7 @@ def run(
     nat_network: str = "",
 ) -> Result:
     """The health checks alone, as a read-only result."""
-    found = checks(
-        netns=netns,
-        tunnel=tunnel,
-        client_ipv6=client_ipv6,
-        server_ipv6=server_ipv6,
-        routed_prefix=routed_prefix,
-        libvirt_uri=libvirt_uri,
-        nat_network=nat_network,
-    )
+    found = checks(**{k: v for k, v in locals().items() if k != "host"})
     failing = [c.name for c in found if not c.ok]
     return Result(
         RUNBOOK,
