@@ -208,7 +208,8 @@ def render(
 ) -> list[str]:
     """Diff lines (``-``, ``+``, ``~``) of one table; volatile-only changes with ``volatile``.
 
-    The same change in several rows (a renamed network in each address's row) is one line.
+    The same change in several rows (a renamed network in each address's row) is one line;
+    a change of volatile fields is one line per row.
     """
     single = len(key) == 1
     lines: list[tuple[tuple[str, ...], str]] = []
@@ -224,7 +225,9 @@ def render(
             lines.append((_ident(c.row, key), f"{sign} {name}: {who}"))
             continue
         fields = c.fields if volatile or c.kind == "renamed" else c.firm
-        if fields:
+        if any(f.volatile for f in fields):  # each on its own line: which address, which run
+            lines.append((_ident(c.row, key), f"~ {name}: {_who(c.row, key)}: {_fields(fields)}"))
+        elif fields:
             alike.setdefault((c.kind, tuple(fields)), []).append(c)
     for (kind, fields), rows in alike.items():
         order = _ident(rows[0].row, key)

@@ -8,18 +8,23 @@ Needs IPv6 on the NAT network: the fixture applies nat-bridge-ipv6 (idempotent).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
 
-from opslib import virt
+from opslib import records, virt
 from opslib.errors import UnknownName
 from opslib.lab import control
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
+
+REPO = Path(__file__).resolve().parents[2]
+OPSBOOK = str(REPO / ".venv" / "bin" / "opsbook")
 
 
 def guest_slaac(lab: Lab, name: str, timeout: float = 60) -> str:
@@ -127,3 +132,65 @@ def test_shut_off_and_interfaceless_vms_are_rows_not_errors(lab: Lab, odd_domain
     rows = {r["vm"]: r for r in result.tables["addresses"]}
     assert rows["fv-off"]["state"] == "shut off" and "shut off" in rows["fv-off"]["note"]
     assert rows["fv-bare"]["note"] == "no interfaces"
+
+
+def opsbook(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OPSBOOK, *args], capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def test_records_diff_of_two_runs_of_an_unchanged_lab_is_no_change(
+    ipv6: Lab, tmp_path: Path
+) -> None:
+    """Two `opsbook run find-vm-ip` of the same lab, one neighbour entry in another state in
+    between (one the probe leaves alone: PERMANENT): `records diff` says no change, and
+    shows the state change only with --volatile."""
+    values = lab_parameters.standalone_set(ipv6, "find-vm-ip")
+    flags = [
+        x
+        for k, v in values.items()
+        for x in ("-p", k, str(v).lower() if v is True or v is False else str(v))
+    ]
+    store = str(tmp_path)
+    first = opsbook("run", "find-vm-ip", "-q", "--records", store, *flags)
+    assert first.returncode == 0, first.stdout + first.stderr
+    guest = ipv6.guests[0]
+    ip4 = leased_ipv4(ipv6)[guest.nat_mac]
+    pinned = ["ip", "-n", ipv6.host_ns, "neigh", "replace", ip4, "lladdr", guest.nat_mac,
+              "nud", "permanent", "dev", ipv6.nat_bridge]  # fmt: skip
+    subprocess.run(pinned, check=True)
+    try:
+        second = opsbook("run", "find-vm-ip", "-q", "--records", store, *flags)
+    finally:
+        unpin = ["ip", "-n", ipv6.host_ns, "neigh", "del", ip4, "dev", ipv6.nat_bridge]
+        subprocess.run(unpin, check=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    newer, older = records.Store(tmp_path).list(runbook="find-vm-ip", limit=2)
+    # The declaration travels in the record: the diff needs no runbook code.
+    nb = json.loads(records.Store(tmp_path).abspath(newer).read_text())
+    final = records.final_result(records.results_of(nb))
+    assert final is not None and final["keys"]["addresses"] == [
+        "vm",
+        "ip",
+        "mac",
+        "family",
+        "source",
+    ]
+    assert any(r["ip"] == ip4 and r["detail"] == "PERMANENT" for r in final["tables"]["addresses"])
+
+    diff = opsbook("records", "diff", str(older.id), str(newer.id), "--records", store)
+    assert diff.returncode == 0, diff.stderr
+    lines = diff.stdout.splitlines()
+    assert lines[:2] == [f"--- #{older.id}", f"+++ #{newer.id}"]
+    # The checkout's revision may move between the runs when a commit lands (a shared
+    # work tree): a change of code, not of the lab.
+    changes = [x for x in lines[2:] if x[:1] in "~+-" and not x.startswith("~ revision:")]
+    assert changes == []
+    assert "--volatile shows them" in lines[-1]
+    shown = opsbook(
+        "records", "diff", str(older.id), str(newer.id), "--records", store, "--volatile"
+    )
+    who = f"{guest.name} {ip4} (mac {guest.nat_mac}, family ipv4, source neighbour)"
+    assert f"~ addresses: {who}: detail " in shown.stdout
+    assert "→ PERMANENT (volatile)" in shown.stdout
