@@ -19,11 +19,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from opslib import inputs, netlink, network_restart, transaction, virt
 from opslib import interfaces as ifs
-from opslib import netlink, network_restart, transaction, virt
 from opslib.bridge_kernel import (  # the tests find them here too
     KernelState,
     LinkFacts,
@@ -33,8 +35,9 @@ from opslib.bridge_kernel import (  # the tests find them here too
     verify_bridge,
 )
 from opslib.bridge_stanzas import bridge_summary, plan_files
-from opslib.changes import Change, Plan, Result
+from opslib.changes import Change, Plan
 from opslib.errors import ApplyError, HostError, InputError, UnknownName
+from opslib.inputs import param
 from opslib.network_restart import (  # the tests find them here too
     DEFAULT_RESTART,
     Restart,
@@ -53,20 +56,47 @@ _NETWORK_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 # -- parameters ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Params:
-    """The runbook's inputs, checked; the plan carries them to apply (``Plan.inputs``)."""
+    """The runbook's inputs, checked; the plan carries them to apply (``Plan.inputs``).
+    The last three are how apply restarts networking (:meth:`restart`)."""
 
-    libvirt_uri: str
-    netns: str
-    interfaces_file: str
-    uplink: str = "eth0"
-    bridge: str = "br0"
-    address: str = ""  # static CIDR on the bridge; "" = the uplink's addressing (or DHCP)
-    gateway: str = ""
-    network_name: str = RUNBOOK
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+    interfaces_file: str = param(
+        "path", "the host's ifupdown interfaces file", "/etc/network/interfaces"
+    )
+    uplink: str = param("ifname", "the NIC that becomes the bridge's port", "eth0")
+    bridge: str = param("ifname", "the bridge that forward-bridge VMs attach to", "br0")
+    # static CIDR on the bridge; "" = the uplink's addressing (or DHCP)
+    address: str = param(
+        "str?", "static IPv4 with prefix for the bridge, e.g. 192.0.2.10/24 (empty = keep the "
+        "uplink's addressing)", "",
+    )  # fmt: skip
+    gateway: str = param("ipv4?", "default router, only with a static address", "")
+    network_name: str = param(
+        "str", "the libvirt network on the bridge (created when missing)", RUNBOOK
+    )
+    restart_command: str = param(
+        "str", "restarts networking; may use {old} {new} {ifaces}", DEFAULT_RESTART
+    )
+    deadline: float = param(
+        "float[1..3600]",
+        "seconds from the restart until the bridge must work, else revert", 60.0,
+    )  # fmt: skip
+    backup_dir: str = param(
+        "path?", "where backups are kept (empty = next to the interfaces file)", ""
+    )
+
+    def restart(self) -> Restart:
+        return Restart(self.restart_command, self.deadline, self.backup_dir)
 
     def __post_init__(self) -> None:
+        if self.deadline <= 0 or self.deadline > 3600:
+            raise InputError(
+                f"deadline {self.deadline} is out of range; give seconds between 1 and 3600"
+            )
+        restart_argv(self.restart_command, self.netns, old="x", new="x", ifaces="x")
         for what, name in (("uplink", self.uplink), ("bridge", self.bridge)):
             if not _IFNAME.match(name) or name in (".", ".."):
                 raise InputError(
@@ -136,6 +166,8 @@ def observe_network(libvirt_uri: str, name: str) -> virt.Network | None:
 
 def observe(p: Params) -> Observed:
     """Read the interfaces files, the links of the netns and the libvirt network."""
+    if p.netns and not netlink.netns_exists(p.netns):
+        raise InputError(f"network namespace {p.netns!r} does not exist; check `ip netns list`")
     return Observed(
         ifs.load_tree(p.interfaces_file),
         observe_links(p.netns),
@@ -211,36 +243,28 @@ def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
     )
 
 
-def plan(
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str,
-    interfaces_file: str,
-    uplink: str = "eth0",
-    bridge: str = "br0",
-    address: str = "",
-    gateway: str = "",
-    network_name: str = RUNBOOK,
-) -> Plan:
-    """Observe the host and plan the conversion; refuses unsafe starting points."""
-    p = Params(libvirt_uri, netns, interfaces_file, uplink, bridge, address, gateway, network_name)
-    if netns and not netlink.netns_exists(netns):
-        raise InputError(f"network namespace {netns!r} does not exist; check `ip netns list`")
-    return make_plan(observe(p), p, host=host, netns=netns)
-
-
 # -- apply -------------------------------------------------------------------------------
 
 
 class ForwardBridge(Procedure[Params, Observed, Restart]):
     """The conversion: files written with confirm-or-revert, then the libvirt network.
 
-    The session is the restart's settings (apply's own parameters)."""
+    The session is the restart's settings (:meth:`Params.restart`)."""
 
     name = RUNBOOK
     inputs = Params
     observe_step = "observe"
+
+    @contextmanager
+    def session(self, inputs: Params) -> Iterator[Restart]:
+        yield inputs.restart()
+
+    def check_host(self, inputs: Params) -> None:
+        if os.geteuid() != 0:
+            raise HostError(
+                f"apply must run as root: it writes {inputs.interfaces_file} and restarts "
+                "networking; run it with sudo (plan works without)"
+            )
 
     def observe(self, inputs: Params, session: Restart) -> Observed:
         return observe(inputs)
@@ -296,39 +320,17 @@ class ForwardBridge(Procedure[Params, Observed, Restart]):
 
 
 PROCEDURE = ForwardBridge()
-
-
-def apply(
-    plan: Plan,
-    *,
-    restart_command: str = DEFAULT_RESTART,
-    deadline: float = 60.0,
-    backup_dir: str = "",
-) -> Result:
-    """Make the plan's changes: files with confirm-or-revert, then the libvirt network.
-
-    ``restart_command`` is run with ``sh -c`` (inside ``netns`` when set) and may use
-    ``{old}`` (a single file holding the configuration being left: ifdown must read
-    that one, or it leaves the old DHCP client behind), ``{new}`` (the interfaces
-    file) and ``{ifaces}`` (the uplink and the bridge). ``deadline`` is the number of
-    seconds from the restart until the bridge must work.
-
-    The default first takes the uplink and bridge down with the old file (stopping
-    eth0's DHCP client), then with the new one (``inet manual`` flushes eth0's
-    address: udhcpc's release on ifdown races its kill and can leave the address on
-    what becomes a bridge port, as seen in the lab), then restarts networking.
-    """
-    if deadline <= 0 or deadline > 3600:
-        raise InputError(f"deadline {deadline} is out of range; give seconds between 1 and 3600")
-    p = transaction.inputs_of(plan, Params, RUNBOOK)
-    restart_argv(restart_command, p.netns, old="x", new="x", ifaces="x")  # InputError early
-    if os.geteuid() != 0:
-        raise HostError(
-            f"apply must run as root: it writes {p.interfaces_file} and restarts networking; "
-            "run it with sudo (plan works without)"
-        )
-    restart = Restart(restart_command, deadline, backup_dir)
-    return transaction.apply(PROCEDURE, p, plan.host, reviewed=plan, session=restart)
+Inputs = Params
+# apply (the restart_command, deadline and backup_dir given to apply count) runs
+# restart_command with ``sh -c`` (inside ``netns`` when set); it may use ``{old}`` (a single
+# file holding the configuration being left: ifdown must read that one, or it leaves the
+# old DHCP client behind), ``{new}`` (the interfaces file) and ``{ifaces}`` (the uplink
+# and the bridge). ``deadline`` is the number of seconds from the restart until the
+# bridge must work. The default first takes the uplink and bridge down with the old file
+# (stopping eth0's DHCP client), then with the new one (``inet manual`` flushes eth0's
+# address: udhcpc's release on ifdown races its kill and can leave the address on what
+# becomes a bridge port, as seen in the lab), then restarts networking.
+plan, apply = inputs.verbs(PROCEDURE)
 
 
 def default_backup_dir(p: Params) -> str:
