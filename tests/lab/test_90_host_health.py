@@ -1,5 +1,6 @@
 """host-health in the lab: passes when configured, and fails with the right check, exit 1
-and a fix in its record, after each thing is broken one at a time (then mended)."""
+and a fix in its record, after each thing is broken one at a time (then mended); its
+scheduled runs' metrics as the real node_exporter serves them to Prometheus."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from opslib import netlink, records, schedule, virt
+from opslib import metrics, netlink, records, schedule, virt
 from opslib.lab import cloudflare_api, control
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
@@ -239,3 +243,131 @@ def test_scheduled_unit_command_run_by_hand_leaves_a_record(
     assert records.Store(store).count() == before + 1
     row = records.Store(store).list(runbook="host-health", limit=1)[0]
     assert row.status == "ok" and row.host == "lab"
+
+
+NODE_EXPORTER = (
+    Path(os.environ.get("OPSBOOK_PROMETHEUS_CACHE", "/var/cache/opsbook/prometheus"))
+    / "bin"
+    / "node_exporter"
+)
+
+
+def _scrape(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    with opener.open(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+@contextmanager
+def node_exporter(textfile_dir: Path, log: Path) -> Iterator[str]:
+    """Debian's prometheus-node-exporter, only its textfile collector, on 127.0.0.1."""
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        pytest.fail(f"no {NODE_EXPORTER}: run scripts/setup.sh", pytrace=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(NODE_EXPORTER), "--collector.disable-defaults", "--collector.textfile",
+             f"--collector.textfile.directory={textfile_dir}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"node_exporter exited: {log.read_text()}"
+            try:
+                _scrape(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"node_exporter silent: {log.read_text()}"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()  # the one this test started, by its pid
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+
+
+Scraped = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scraped(url: str) -> Scraped:
+    return {
+        (name, tuple(sorted(labels.items()))): value
+        for name, labels, value in metrics.parse(_scrape(url))
+    }
+
+
+def _sample(scraped: Scraped, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    assert key in scraped, f"{name} {labels} not among {[k for k in scraped if k[0] == name]}"
+    return scraped[key]
+
+
+def test_node_exporter_serves_the_metrics_of_a_passing_and_a_failing_scheduled_run(
+    configured: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    lab, store = configured
+    textfile = tmp_path / "textfile"
+    params = tmp_path / "parameters" / "lab"
+    params.mkdir(parents=True)
+    (params / "host-health.yaml").write_text(
+        "".join(f"{k}: {json.dumps(v)}\n" for k, v in health_params(lab).items())
+    )
+    (params / "schedule.yaml").write_text(
+        f"host: lab\nmetrics_dir: {textfile}\nruns:\n  - runbook: host-health\n"
+        "    parameters: host-health.yaml\n    when: hourly\n"
+    )
+    sch = schedule.load(tmp_path / "parameters", "lab")
+    service = schedule.render_units(sch, opsbook=OPSBOOK, workdir=REPO)[
+        "opsbook-lab-host-health.service"
+    ]
+    exec_start = next(ln for ln in service.splitlines() if ln.startswith("ExecStart="))
+    argv = [*shlex.split(exec_start.removeprefix("ExecStart=")), "--records", str(store)]
+    run = {"host": "lab", "runbook": "host-health"}
+
+    def scheduled_run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+
+    with node_exporter(textfile, tmp_path / "node_exporter.log") as url:
+        passed = scheduled_run()
+        deadline = time.monotonic() + 90  # a lab configured a moment ago: guests not seen yet
+        while passed.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(3)
+            passed = scheduled_run()
+        assert passed.returncode == 0, passed.stdout + passed.stderr
+        scraped = _scraped(url)
+        assert _sample(scraped, "node_textfile_scrape_error") == 0  # it parsed our file
+        checks = {dict(k[1])["check"]: v for k, v in scraped.items() if k[0] == "opsbook_check_ok"}
+        assert {"network forward-bridge", "br0 up", "libvirtd reachable"} <= set(checks)
+        assert set(checks.values()) == {1.0}, checks
+        assert _sample(scraped, "opsbook_run_success", **run) == 1
+        assert _sample(scraped, "opsbook_run_changed", **run) == 0
+        assert _sample(scraped, "opsbook_run_period_seconds", **run) == 3600
+        assert _sample(scraped, "opsbook_run_duration_seconds", **run) > 0
+        success_at = _sample(scraped, "opsbook_run_last_success_timestamp_seconds", **run)
+        assert success_at == _sample(scraped, "opsbook_run_last_run_timestamp_seconds", **run)
+
+        with virt.connect(lab.uri) as conn:
+            conn.networkLookupByName("forward-bridge").destroy()
+        try:
+            failed = scheduled_run()
+        finally:
+            with virt.connect(lab.uri) as conn:
+                conn.networkLookupByName("forward-bridge").create()
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        scraped = _scraped(url)
+        assert _sample(scraped, "node_textfile_scrape_error") == 0
+        check = "network forward-bridge"
+        assert _sample(scraped, "opsbook_check_ok", **run, check=check) == 0
+        assert _sample(scraped, "opsbook_check_ok", **run, check="libvirtd reachable") == 1
+        assert _sample(scraped, "opsbook_run_success", **run) == 0
+        assert _sample(scraped, "opsbook_run_last_success_timestamp_seconds", **run) == success_at
+        assert _sample(scraped, "opsbook_run_last_run_timestamp_seconds", **run) >= success_at
+    wait_healthy(lab, store)
