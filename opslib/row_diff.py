@@ -208,11 +208,11 @@ def render(
 ) -> list[str]:
     """Diff lines (``-``, ``+``, ``~``) of one table; volatile-only changes with ``volatile``.
 
-    The same change in several rows (a renamed network in each address's row) is one line;
-    a change of volatile fields is one line per row.
+    The same change in several rows (a renamed network in each address's row) is one line,
+    before the others; a change of volatile fields is one line per row.
     """
     single = len(key) == 1
-    lines: list[tuple[tuple[str, ...], str]] = []
+    lines: list[tuple[bool, tuple[str, ...], str]] = []  # (one row?, its key, line)
     alike: dict[tuple[str, tuple[Field, ...]], list[RowChange]] = {}
     for c in changes:
         if c.kind in ("removed", "added"):
@@ -222,11 +222,12 @@ def render(
             if c.whole:  # its key alone does not say which row it is
                 rest = [f"{k} {text(v)}" for k, v in c.row.items() if k not in key]
                 who += f" ({', '.join(rest)})" if rest else ""
-            lines.append((_ident(c.row, key), f"{sign} {name}: {who}"))
+            lines.append((True, _ident(c.row, key), f"{sign} {name}: {who}"))
             continue
         fields = c.fields if volatile or c.kind == "renamed" else c.firm
         if any(f.volatile for f in fields):  # each on its own line: which address, which run
-            lines.append((_ident(c.row, key), f"~ {name}: {_who(c.row, key)}: {_fields(fields)}"))
+            line = f"~ {name}: {_who(c.row, key)}: {_fields(fields)}"
+            lines.append((True, _ident(c.row, key), line))
         elif fields:
             alike.setdefault((c.kind, tuple(fields)), []).append(c)
     for (kind, fields), rows in alike.items():
@@ -240,5 +241,6 @@ def render(
         else:
             subjects = ", ".join(dict.fromkeys(text(r.row.get(key[0])) for r in rows))
             line = f"~ {name}: {_fields(fields)} in {len(rows)} rows ({subjects})"
-        lines.append((order, line))
-    return [line for _, line in sorted(lines, key=lambda t: t[0])]
+        lines.append((len(rows) == 1, order, line))
+    # What changed in many rows first (a rename), then row by row in key order.
+    return [line for *_, line in sorted(lines, key=lambda t: t[:2])]

@@ -147,6 +147,14 @@ def test_a_renamed_network_is_one_line_per_table(monkeypatch: pytest.MonkeyPatch
     assert record_diff.diff_runs(a, b) == [
         "~ addresses: network nat-bridge → nat0 in 8 rows (vm-nat1, vm-nat2, vm-nat3)"
     ]
+    # What changed in many rows comes first, then row by row.
+    c = find_vm_ip_run(monkeypatch, network="nat0", ipv6=("vm-nat1",))
+    assert record_diff.diff_runs(a, c) == [
+        "~ table addresses: 8 rows -> 7 rows",
+        "~ addresses: network nat-bridge → nat0 in 7 rows (vm-nat1, vm-nat2, vm-nat3)",
+        f"- addresses: vm-nat3 lost {V6['vm-nat3']} (mac {MACS['vm-nat3']}, family ipv6, "
+        "source neighbour)",
+    ]
 
 
 def inventory(monkeypatch: pytest.MonkeyPatch, network: virt.Network) -> dict[str, Any]:
