@@ -108,7 +108,7 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
         # No `apply` field: a ticked box would apply at "Run All Cells", before the
         # operator saw the plan (the lab's parameter sets say apply: true for headless
         # runs); stepping through, the Apply button under the plan makes the changes.
-        rb.form = ui.show_form(
+        rb.form = ui.Form(
             rb.name,
             rb.purpose,
             [p for p in decls if p.name != APPLY_PARAMETER],
@@ -116,7 +116,7 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
             rb.errors,
             set_value=rb.set,
             choices=rb.choices,
-        )
+        ).shown()
     return rb
 
 

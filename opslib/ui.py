@@ -359,22 +359,12 @@ class Form:
 
         return handler
 
+    def shown(self) -> Form:
+        """The form, displayed under the cell that made it."""
+        from IPython.display import display
 
-def show_form(
-    name: str,
-    purpose: str,
-    fields: Sequence[Param],
-    raw: Mapping[str, Any],
-    errors: Mapping[str, str],
-    *,
-    set_value: Callable[[str, Any], Mapping[str, str]],
-    choices: Callable[[str], list[str]],
-) -> Form:
-    from IPython.display import display
-
-    form = Form(name, purpose, fields, raw, errors, set_value=set_value, choices=choices)
-    display(form.box)
-    return form
+        display(self.box)
+        return self
 
 
 def plan_panel(
