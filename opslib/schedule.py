@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from opslib import files
+from opslib import files, metrics
 from opslib.changes import Change, Result
 from opslib.errors import InputError
 
@@ -305,10 +305,7 @@ def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) 
         )
     for stale in managed(unit_dir, schedule.host):
         if stale.name not in units:
-            result.changes.append(
-                Change(f"file:{stale}", "delete", stale.name, stale.read_text(), None)
-            )
-            stale.unlink()
+            _remove_unit(stale, result)
     with result.step("systemd-analyze verify") as detail:
         complaints = verify_units([unit_dir / n for n in units if not n.endswith("@.service")])
         detail.append(complaints or "clean")
@@ -317,7 +314,7 @@ def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) 
         result.summary = f"systemd-analyze verify: {complaints.splitlines()[0]}"
         return result
     result.status = "changed" if result.changes else "unchanged"
-    result.summary = f"{len(result.changes)} unit file(s) changed in {unit_dir}"
+    result.summary = f"{_units(result)} unit file(s) changed in {unit_dir}{_proms(result)}"
     return result
 
 
@@ -332,13 +329,48 @@ def managed(unit_dir: Path, host: str) -> list[Path]:
     )
 
 
+def metrics_file_of(unit_text: str) -> Path | None:
+    """The metrics file a service unit's runs write (its ExecStart's --metrics-dir), if any."""
+    for line in unit_text.splitlines():
+        if line.startswith("ExecStart="):
+            argv = shlex.split(
+                line.removeprefix("ExecStart=").replace("%%", "%").replace("$$", "$")
+            )
+            if "--metrics-dir" in argv and "--host" in argv and len(argv) > 2:
+                directory = argv[argv.index("--metrics-dir") + 1]
+                return metrics.metrics_path(
+                    Path(directory), argv[argv.index("--host") + 1], argv[2]
+                )
+    return None
+
+
+def _remove_unit(path: Path, result: Result) -> None:
+    """Remove a unit file and, for a service, the metrics file of its runs: a run that is
+    no longer scheduled must not go on looking like a schedule that stopped running."""
+    text = path.read_text()
+    result.changes.append(Change(f"file:{path}", "delete", path.name, text, None))
+    path.unlink()
+    prom = metrics_file_of(text) if path.suffix == ".service" else None
+    if prom is not None and prom.is_file():
+        result.changes.append(Change(f"file:{prom}", "delete", prom.name, prom.read_text(), None))
+        prom.unlink()
+
+
+def _units(result: Result) -> int:
+    return sum(1 for c in result.changes if not c.target.endswith(".prom"))
+
+
+def _proms(result: Result) -> str:
+    n = len(result.changes) - _units(result)
+    return f", {n} metrics file(s) of unscheduled runs removed" if n else ""
+
+
 def remove(host: str, unit_dir: Path) -> Result:
     result = Result("schedule", host, "unchanged")
     for path in managed(unit_dir, host):
-        result.changes.append(Change(f"file:{path}", "delete", path.name, path.read_text(), None))
-        path.unlink()
+        _remove_unit(path, result)
     result.status = "changed" if result.changes else "unchanged"
-    result.summary = f"{len(result.changes)} unit file(s) removed from {unit_dir}"
+    result.summary = f"{_units(result)} unit file(s) removed from {unit_dir}{_proms(result)}"
     return result
 
 

@@ -245,3 +245,32 @@ def test_weekday_schedules_period_is_their_longest_gap_and_relative_dirs_are_ref
     )
     with pytest.raises(InputError, match="metrics_dir 'prom' must be an absolute path"):
         schedule.load(params, "h1")
+
+
+def test_removing_a_scheduled_run_removes_its_metrics_file(tmp_path: Path) -> None:
+    """Else its last run time would age into OpsbookScheduledRunStopped for ever."""
+    textfile = tmp_path / "textfile"
+    params = _schedule(
+        tmp_path,
+        f"host: h1\nmetrics_dir: {textfile}\nruns:\n  - runbook: host-health\n    when: hourly\n"
+        "  - runbook: find-vm-ip\n    when: daily\n",
+    )
+    units = tmp_path / "units"
+    kw = {"opsbook": schedule.opsbook_executable(), "workdir": ROOT}
+    schedule.install(schedule.load(params, "h1"), units, **kw)  # type: ignore[arg-type]
+    health = metrics.write(textfile, run_metrics(host="h1"))
+    find = metrics.write(textfile, run_metrics(host="h1", runbook="find-vm-ip"))
+    unrelated = metrics.write(textfile, run_metrics(host="h2"))
+    # find-vm-ip leaves the schedule: its units and its metrics file go
+    (params / "h1" / "schedule.yaml").write_text(
+        f"host: h1\nmetrics_dir: {textfile}\nruns:\n  - runbook: host-health\n    when: hourly\n"
+    )
+    result = schedule.install(schedule.load(params, "h1"), units, **kw)  # type: ignore[arg-type]
+    assert not find.exists() and health.exists()
+    assert f"file:{find}" in {c.target for c in result.changes}
+    assert result.summary.startswith("2 unit file(s) changed")
+    assert "1 metrics file(s) of unscheduled runs removed" in result.summary
+    # the whole schedule removed: host-health's file goes too; another host's stays
+    result = schedule.remove("h1", units)
+    assert not health.exists() and unrelated.exists()
+    assert not list(units.iterdir())
