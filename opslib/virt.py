@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import libvirt
 from lxml import etree
@@ -51,6 +52,14 @@ def connect(uri: str, *, readonly: bool = False) -> Iterator[libvirt.virConnect]
     finally:
         with suppress(libvirt.libvirtError):
             conn.close()
+
+
+class LibvirtSession:
+    """Mixed into a runbook's Procedure (opslib.transaction) whose plan or apply talks
+    through one connection to its inputs' ``libvirt_uri``."""
+
+    def session(self, inputs: Any) -> AbstractContextManager[libvirt.virConnect]:
+        return connect(inputs.libvirt_uri)
 
 
 # -- XML models ---------------------------------------------------------------

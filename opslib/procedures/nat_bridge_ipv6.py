@@ -27,7 +27,6 @@ the pure ``compute_plan``, and steps, each with its undo; the XML edits are
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import time
 from collections.abc import Iterable
@@ -233,12 +232,9 @@ def compute_plan(
 # -- the steps ---------------------------------------------------------------------------------
 
 
-class NatBridgeIpv6(Procedure[Inputs, Observed, libvirt.virConnect]):
+class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virConnect]):
     name = RUNBOOK
     inputs = Inputs
-
-    def session(self, inputs: Inputs) -> contextlib.AbstractContextManager[libvirt.virConnect]:
-        return virt.connect(inputs.libvirt_uri)
 
     def observe(self, inputs: Inputs, session: libvirt.virConnect) -> Observed:
         return observe(session, inputs.netns, inputs.network, inputs.rename_from)

@@ -157,12 +157,9 @@ def verify(*, conn: libvirt.virConnect, vm: str, mac: str, network: str) -> list
     return checks
 
 
-class NetregAttach(Procedure[Inputs, Observed, libvirt.virConnect]):
+class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virConnect]):
     name = RUNBOOK
     inputs = Inputs
-
-    def session(self, inputs: Inputs) -> contextlib.AbstractContextManager[libvirt.virConnect]:
-        return virt.connect(inputs.libvirt_uri)
 
     def observe(self, inputs: Inputs, session: libvirt.virConnect) -> Observed:
         try:
