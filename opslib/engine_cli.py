@@ -371,7 +371,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics-dir",
         metavar="DIR",
-        help="write the run's Prometheus metrics to DIR/opsbook-HOST-RUNBOOK.prom "
+        help="write the run's Prometheus metrics to DIR/opsbook-HOST@RUNBOOK.prom "
         "(node_exporter's textfile collector directory)",
     )
     p.add_argument(

@@ -2,7 +2,7 @@
 
 A headless run given a metrics directory (``opsbook run --metrics-dir DIR``, or a
 schedule entry's ``metrics_dir``) leaves one file there per (host, runbook),
-``opsbook-HOST-RUNBOOK.prom``, replaced whole after each run (temp file + rename in
+``opsbook-HOST@RUNBOOK.prom``, replaced whole after each run (temp file + rename in
 the same directory: node_exporter reads only ``*.prom`` files, so it sees the old file
 or the new, never half of one). Point node_exporter's
 ``--collector.textfile.directory`` at that directory. The series::
@@ -94,9 +94,10 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def metrics_path(directory: Path, host: str, runbook: str) -> Path:
-    """The (host, runbook)'s file: runs of other runbooks never replace it."""
-    part = _FILE_PART.sub("_", f"{host}-{runbook}")
-    return Path(directory) / f"opsbook-{part}.prom"
+    """The (host, runbook)'s file: runs of other runbooks never replace it. '@' parts
+    them: it is in neither name (host a-b's runbook c is not host a's runbook b-c)."""
+    host, runbook = (_FILE_PART.sub("_", part) for part in (host, runbook))
+    return Path(directory) / f"opsbook-{host}@{runbook}.prom"
 
 
 def checks_of(result: Mapping[str, Any] | None) -> tuple[tuple[str, bool], ...]:

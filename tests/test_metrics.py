@@ -85,7 +85,7 @@ def test_written_file_is_a_clean_exposition_with_every_series(
     promtool: str, tmp_path: Path
 ) -> None:
     path = metrics.write(tmp_path, run_metrics())
-    assert path == tmp_path / "opsbook-lab-host-health.prom"
+    assert path == tmp_path / "opsbook-lab@host-health.prom"
     text = path.read_text()
     check_metrics(promtool, text)
     assert "# TYPE opsbook_check_ok gauge" in text
@@ -150,8 +150,8 @@ def test_the_file_is_replaced_whole_and_other_runbooks_files_are_left_alone(
     assert other.read_text() == other_text
     # nothing else left in the directory (no temp files node_exporter could trip on)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "opsbook-lab-find-vm-ip.prom",
-        "opsbook-lab-host-health.prom",
+        "opsbook-lab@find-vm-ip.prom",
+        "opsbook-lab@host-health.prom",
     ]
 
 
@@ -173,7 +173,7 @@ def test_opsbook_run_writes_metrics_of_a_passing_then_a_failing_run(
             "-p", "apply", "true"]  # fmt: skip
     ok = subprocess.run(base, env=env, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    path = out / "opsbook-h1-engine-demo.prom"
+    path = out / "opsbook-h1@engine-demo.prom"
     run = {"host": "h1", "runbook": "engine-demo"}
     check_metrics(promtool, path.read_text())
     assert value(path, "opsbook_check_ok", **run, check="fixture") == 1
@@ -274,3 +274,11 @@ def test_removing_a_scheduled_run_removes_its_metrics_file(tmp_path: Path) -> No
     result = schedule.remove("h1", units)
     assert not health.exists() and unrelated.exists()
     assert not list(units.iterdir())
+
+
+def test_hyphens_in_host_and_runbook_names_cannot_make_two_runs_share_a_file(
+    tmp_path: Path,
+) -> None:
+    a = metrics.write(tmp_path, run_metrics(host="a-b", runbook="c"))
+    b = metrics.write(tmp_path, run_metrics(host="a", runbook="b-c"))
+    assert a != b and a.exists() and b.exists()
