@@ -16,12 +16,13 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from opslib import record_diff, record_pages, record_search, records
 from opslib.errors import InputError
-from opslib.record_pages import esc, status_cell, table_html
+from opslib.record_pages import esc, status_cell
 
 __all__ = ["RENDERER_FILES", "Built", "build", "renderer_stamp"]
 
@@ -33,6 +34,7 @@ RENDERER_FILES: tuple[Path, ...] = (
     _HERE / "record_diff.py",
 )
 SEARCH_JS = "search.js"
+HOST_PAGE = "index.html"  # ROOT/HOST/index.html
 
 
 def renderer_stamp() -> int:
@@ -48,30 +50,68 @@ class Built:
     index: Path
 
 
-def _rel(target: Path, start: Path) -> str:
+@dataclass(frozen=True)
+class Run:
+    """What the site shows of a run in lists (an index row, lighter than records.Row)."""
+
+    id: int
+    runbook: str
+    host: str
+    status: str
+    changed: bool | None
+    start: str
+    end: str | None
+    summary: str
+    path: str  # the record, relative to the store's root
+    page: str  # its page, relative to the store's root
+
+
+def runs_of(store: records.Store) -> list[Run]:
+    """Every run, newest first."""
+    if not store.index_path.exists():
+        return []
+    with store.db() as con:
+        return [
+            Run(
+                id=r["id"],
+                runbook=r["runbook"],
+                host=r["host"],
+                status=r["status"],
+                changed=None if r["changed"] is None else bool(r["changed"]),
+                start=r["start"],
+                end=r["end"],
+                summary=r["summary"] or "",
+                path=r["path"],
+                page=os.path.splitext(r["path"])[0] + ".html",
+            )
+            for r in con.execute(
+                "SELECT id, runbook, host, status, changed, start, end, summary, path "
+                "FROM runs ORDER BY start DESC, id DESC"
+            )
+        ]
+
+
+def _rel(target: str | Path, start: str | Path) -> str:
     return os.path.relpath(target, start)
 
 
-def page_of(record: Path) -> Path:
-    return record.with_suffix(".html")
-
-
-def host_page(store: records.Store, host: str) -> Path:
-    return store.root / host / "index.html"
-
-
-def _stale(record: Path, page: Path, stamp: int) -> bool:
+def _stale(record: str, page: str, stamp: int) -> bool | None:
+    """Whether ``page`` must be rendered; None when the record is gone."""
     try:
-        made = page.stat().st_mtime_ns
+        wrote = os.stat(record).st_mtime_ns
+    except FileNotFoundError:
+        return None
+    try:
+        made = os.stat(page).st_mtime_ns
     except FileNotFoundError:
         return True
-    return made < max(record.stat().st_mtime_ns, stamp)
+    return made < max(wrote, stamp)
 
 
-def _previous(rows: Sequence[records.Row]) -> dict[int, records.Row]:
+def _previous(rows: Sequence[Run]) -> dict[int, Run]:
     """Run id -> the run of the same runbook on the same host just before it."""
-    last: dict[tuple[str, str], records.Row] = {}
-    prev: dict[int, records.Row] = {}
+    last: dict[tuple[str, str], Run] = {}
+    prev: dict[int, Run] = {}
     for r in sorted(rows, key=lambda r: (r.start, r.id)):
         key = (r.runbook, r.host)
         if key in last:
@@ -88,39 +128,56 @@ def _run(nb: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_record(
-    store: records.Store, row: records.Row, previous: records.Row | None, index: Path
-) -> None:
-    record = store.abspath(row)
-    page = page_of(record)
-    nb = store.notebook(row)
-    header = {**row.__dict__, **(nb.get("metadata") or {}).get(records.META_KEY, {})}
+def _notebook(store: records.Store, run: Run) -> dict[str, Any]:
+    try:
+        return dict(json.loads((store.root / run.path).read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"record {run.id}: cannot read {run.path}: {exc}") from None
+
+
+def _seconds(run: Run) -> str:
+    if not run.end:
+        return ""
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    took = datetime.strptime(run.end, fmt) - datetime.strptime(run.start, fmt)
+    return f" ({took.total_seconds():.0f} s)"
+
+
+def render_record(store: records.Store, run: Run, previous: Run | None, index: Path) -> None:
+    page = store.root / run.page
+    here = page.parent
+    try:
+        nb = _notebook(store, run)
+    except InputError as exc:  # a page that says so, rather than none
+        nb = {"cells": [], "metadata": {}}
+        error = str(exc)
+    else:
+        error = records.cell_error(nb)
+    header = {**run.__dict__, **(nb.get("metadata") or {}).get(records.META_KEY, {})}
     since_prev = None
     lines: list[str] = []
     if previous is not None:
-        prev_record = store.abspath(previous)
         since_prev = {
             "id": previous.id,
             "start": previous.start,
             "status": previous.status,
-            "href": _rel(page_of(prev_record), page.parent),
+            "href": _rel(store.root / previous.page, here),
         }
         try:
-            lines = record_diff.diff_runs(_run(store.notebook(previous)), _run(nb))
+            lines = record_diff.diff_runs(_run(_notebook(store, previous)), _run(nb))
         except InputError as exc:  # the previous record is unreadable: say so on the page
             lines = [f"? {exc}"]
-    took = f" ({row.seconds:.0f} s)" if row.seconds is not None else ""
     html = record_pages.record_page(
         nb,
         header,
-        run_id=row.id,
+        run_id=run.id,
         results=records.results_of(nb),
-        error=records.cell_error(nb),
+        error=error,
         links={
-            "index": _rel(index, page.parent),
-            "host": _rel(host_page(store, row.host), page.parent),
-            "ipynb": record.name,
-            "took": took,
+            "index": _rel(index, here),
+            "host": _rel(store.root / run.host / HOST_PAGE, here),
+            "ipynb": os.path.basename(run.path),
+            "took": _seconds(run),
         },
         since=record_pages.since_html(since_prev, lines),
     )
@@ -133,42 +190,45 @@ def build(
     """Render what is new or stale, then the host pages, the index and its search data."""
     index = out or store.root / "index.html"
     record_search.catch_up(store)
-    rows = store.list()
+    rows = runs_of(store)
     stamp = renderer_stamp()
     previous = _previous(rows)
+    root = str(store.root)
     rendered = 0
-    for row in rows:
-        record = store.abspath(row)
-        if not record.exists() or not _stale(record, page_of(record), stamp):
+    pages: set[int] = set()
+    for run in rows:
+        stale = _stale(f"{root}/{run.path}", f"{root}/{run.page}", stamp)
+        if stale is None:
             continue
-        render_record(store, row, previous.get(row.id), index)
-        rendered += 1
-        if progress and rendered % 500 == 0:
-            progress(f"{rendered} pages rendered")
-    hosts = sorted({r.host for r in rows})
-    for host in hosts:
-        write_host_page(store, host, [r for r in rows if r.host == host], index)
+        if stale:
+            render_record(store, run, previous.get(run.id), index)
+            rendered += 1
+            if progress and rendered % 1000 == 0:
+                progress(f"{rendered} pages rendered")
+        pages.add(run.id)
+    by_host: dict[str, list[Run]] = {}
+    for run in rows:
+        by_host.setdefault(run.host, []).append(run)
+    for host, runs in sorted(by_host.items()):
+        write_host_page(store, host, runs, index)
     write_search_data(store, index.parent / SEARCH_JS)
-    write_index(store, rows, index, hosts)
-    return Built(runs=len(rows), rendered=rendered, hosts=len(hosts), index=index)
+    write_index(store, rows, pages, index)
+    return Built(runs=len(rows), rendered=rendered, hosts=len(by_host), index=index)
 
 
 # -- host pages ----------------------------------------------------------------------------
 
 
-def _run_link(store: records.Store, row: records.Row, start: Path) -> str:
-    href = _rel(page_of(store.abspath(row)), start)
-    return f'<a href="{esc(href)}">#{row.id}</a>'
+def _run_link(run: Run) -> str:
+    """A link to ``run``'s page from a host page (ROOT/HOST/index.html)."""
+    return f'<a href="../{esc(run.page)}">#{run.id}</a>'
 
 
-def write_host_page(
-    store: records.Store, host: str, rows: Sequence[records.Row], index: Path
-) -> None:
+def write_host_page(store: records.Store, host: str, rows: Sequence[Run], index: Path) -> None:
     """The latest run of each runbook on ``host`` and the checks failing in them."""
-    page = host_page(store, host)
-    here = page.parent
-    latest: dict[str, records.Row] = {}
-    last_ok: dict[str, records.Row] = {}
+    page = store.root / host / HOST_PAGE
+    latest: dict[str, Run] = {}
+    last_ok: dict[str, Run] = {}
     for r in rows:  # newest first
         latest.setdefault(r.runbook, r)
         if r.status == "ok":
@@ -179,12 +239,12 @@ def write_host_page(
         ok = last_ok.get(name)
         summary.append(
             "<tr>"
-            f"<td>{esc(name)}</td><td>{_run_link(store, r, here)}</td><td>{esc(r.start)}</td>"
+            f"<td>{esc(name)}</td><td>{_run_link(r)}</td><td>{esc(r.start)}</td>"
             f"<td>{status_cell(r.status)}</td><td>{esc(r.summary)}</td>"
             f"<td>{esc(ok.start) if ok else 'never'}</td></tr>"
         )
         try:
-            final = records.final_result(records.results_of(store.notebook(r))) or {}
+            final = records.final_result(records.results_of(_notebook(store, r))) or {}
         except InputError:
             final = {}
         for c in final.get("checks") or []:
@@ -192,13 +252,16 @@ def write_host_page(
                 failing.append(
                     f"<tr><td>{esc(name)}</td><td>{esc(c.get('name'))}</td>"
                     f"<td>{esc(c.get('seen'))}</td><td>{esc(c.get('fix'))}</td>"
-                    f"<td>{_run_link(store, r, here)}</td></tr>"
+                    f"<td>{_run_link(r)}</td></tr>"
                 )
     head = "<tr><th>runbook</th><th>latest run</th><th>start (UTC)</th><th>status</th>"
     head += "<th>summary</th><th>last ok</th></tr>"
     fail_head = "<tr><th>runbook</th><th>check</th><th>seen</th><th>fix</th><th>run</th></tr>"
-    keys = ("id", "start", "runbook", "status", "summary")
-    recent = [{k: getattr(r, k) for k in keys} for r in rows[:50]]
+    recent = "".join(
+        f"<tr><td>{_run_link(r)}</td><td>{esc(r.start)}</td><td>{esc(r.runbook)}</td>"
+        f"<td>{status_cell(r.status)}</td><td>{esc(r.summary)}</td></tr>"
+        for r in rows[:50]
+    )
     body = [
         f"<h1>Host {esc(host)}</h1>",
         f'<h2 id="latest">Latest run of each runbook</h2><table id="latest-runs">'
@@ -208,14 +271,26 @@ def write_host_page(
         "</tbody></table>"
         if failing
         else "<p>None: every runbook's latest run passed its checks.</p>",
-        f"<h2>Recent runs</h2>{table_html(recent)}",
+        "<h2>Recent runs</h2><table><thead><tr><th>run</th><th>start (UTC)</th>"
+        f"<th>runbook</th><th>status</th><th>summary</th></tr></thead><tbody>{recent}"
+        "</tbody></table>",
     ]
-    nav = [("all records", _rel(index, here))]
+    nav = [("all records", _rel(index, page.parent))]
     html = record_pages.page(f"host {host}", "\n".join(body), nav=nav)
-    records.atomic_write(page, html.encode())
+    _write_if_changed(page, html.encode())
 
 
 # -- index and search data -----------------------------------------------------------------
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write ``data`` unless ``path`` holds it already (no fsync of what did not change)."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    records.atomic_write(path, data)
 
 
 def write_search_data(store: records.Store, out: Path) -> None:
@@ -223,7 +298,7 @@ def write_search_data(store: records.Store, out: Path) -> None:
     with store.db() as con:
         texts = {str(r[0]): r[1] for r in con.execute("SELECT rowid, text FROM search")}
     data = json.dumps(texts, ensure_ascii=False, separators=(",", ":"))
-    records.atomic_write(out, f"window.OPSBOOK_SEARCH = {data};\n".encode())
+    _write_if_changed(out, f"window.OPSBOOK_SEARCH = {data};\n".encode())
 
 
 _SCRIPT = """
@@ -273,43 +348,39 @@ apply();
 """
 
 
-def _yes_no(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "no")
-
-
-def write_index(
-    store: records.Store, rows: Sequence[records.Row], out: Path, hosts: Sequence[str]
-) -> None:
+def write_index(store: records.Store, rows: Sequence[Run], pages: set[int], out: Path) -> None:
     """Every run with client-side filters, a search box, links to the pages."""
     here = out.parent
+    up = _rel(store.root, here)
+    prefix = "" if up == "." else esc(up) + "/"
+    cached: dict[str, str] = {}
+
+    def once(value: str) -> str:  # runbooks, hosts, statuses: a few values, 10,000 rows
+        if value not in cached:
+            cached[value] = esc(value)
+        return cached[value]
 
     def options(values: set[str]) -> str:
         return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(values))
 
+    changed = {None: "-", True: "yes", False: "no"}
     lines = []
     for r in rows:
-        record = store.abspath(r)
-        page = page_of(record)
-        link = (
-            f'<a href="{esc(_rel(page, here))}">{esc(page.name)}</a>'
-            if page.exists()
-            else esc(page.name)
-        )
-        host_href = _rel(host_page(store, r.host), here)
+        name = esc(os.path.basename(r.page))
+        link = f'<a href="{prefix}{esc(r.page)}">{name}</a>' if r.id in pages else name
+        runbook, host, status = once(r.runbook), once(r.host), once(r.status)
         lines.append(
-            f'<tr data-id="{r.id}" data-runbook="{esc(r.runbook)}" data-host="{esc(r.host)}" '
-            f'data-status="{esc(r.status)}" data-start="{esc(r.start[:10])}">'
-            f"<td>{r.id}</td><td>{esc(r.start.replace('T', ' '))}</td><td>{esc(r.runbook)}</td>"
-            f'<td><a href="{esc(host_href)}">{esc(r.host)}</a></td>'
-            f'<td class="{esc(r.status)}">{esc(r.status)}</td>'
-            f"<td>{_yes_no(r.changed)}</td>"
+            f'<tr data-id="{r.id}" data-runbook="{runbook}" data-host="{host}" '
+            f'data-status="{status}" data-start="{r.start[:10]}">'
+            f"<td>{r.id}</td><td>{r.start.replace('T', ' ')}</td><td>{runbook}</td>"
+            f'<td><a href="{prefix}{host}/{HOST_PAGE}">{host}</a></td>'
+            f'<td class="{status}">{status}</td><td>{changed[r.changed]}</td>'
             f"<td>{esc(r.summary)}</td>"
-            f'<td>{link} · <a href="{esc(_rel(record, here))}">ipynb</a></td>'
+            f'<td>{link} · <a href="{prefix}{esc(r.path)}">ipynb</a></td>'
             '<td class="match"></td></tr>'
         )
-    host_links = " · ".join(
-        f'<a href="{esc(_rel(host_page(store, h), here))}">{esc(h)}</a>' for h in hosts
-    )
+    hosts = sorted({r.host for r in rows})
+    host_links = " · ".join(f'<a href="{prefix}{esc(h)}/{HOST_PAGE}">{esc(h)}</a>' for h in hosts)
     generated = records.utcnow().strftime("%Y-%m-%d %H:%M:%SZ")
     body = f"""<h1>opsbook records</h1>
 <p>{len(rows)} runs, generated {generated}. Hosts: {host_links or "none"}.</p>
@@ -317,7 +388,7 @@ def write_index(
  aria-label="search the records"> <span id="count"></span></p>
 <div id="filters">
 runbook <select id="f-runbook"><option value="">all</option>{options({r.runbook for r in rows})}</select>
-host <select id="f-host"><option value="">all</option>{options({r.host for r in rows})}</select>
+host <select id="f-host"><option value="">all</option>{options(set(hosts))}</select>
 status <select id="f-status"><option value="">all</option>{options({r.status for r in rows})}</select>
 since <input id="f-since" type="date">
 </div>
@@ -325,6 +396,6 @@ since <input id="f-since" type="date">
 <th>status</th><th>changed</th><th>summary</th><th>record</th><th>match</th></tr></thead><tbody>
 {chr(10).join(lines)}
 </tbody></table>
-<script src="{esc(_rel(here / SEARCH_JS, here))}"></script>
+<script src="{SEARCH_JS}"></script>
 <script>{_SCRIPT}</script>"""  # noqa: E501
     records.atomic_write(out, record_pages.page("opsbook records", body).encode())

@@ -58,3 +58,17 @@ def test_records_bench_command_that_fails_says_why(tmp_path: Path) -> None:
     rb = bench("records_bench")
     with pytest.raises(rb.BenchFailed, match=r"`opsbook records show 424242 --records .*` exited"):
         rb.command(tmp_path, "records", "show", "424242")()
+
+
+def test_records_bench_prints_no_figure_when_the_search_finds_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rb = bench("records_bench")
+    from opslib import record_search
+
+    monkeypatch.setattr(record_search, "search", lambda store, text, **kw: [])
+    monkeypatch.setattr(sys, "argv", ["records_bench.py", "--records", "60", "--no-browser"])
+    assert rb.main() == 1
+    out, err = capsys.readouterr()
+    assert "opsbook (s)" not in out and " s a record" not in out
+    assert "FAILED, no figures: records search 52:54:00:" in err
