@@ -19,7 +19,7 @@ import re
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,28 +60,29 @@ def check_name(name: str, what: str = "account") -> str:
 
 
 # --- parsing (pure) -------------------------------------------------------------------
-def parse_passwd(text: str) -> dict[str, Account]:
-    found: dict[str, Account] = {}
+def _entries(text: str, width: int) -> Iterator[tuple[str, list[str]]]:
+    """(line, its fields) of the lines of a colon file with ``width`` fields; NIS (+/-)
+    entries and comments skipped."""
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) != 7 or not fields[0] or fields[0].startswith(("+", "-", "#")):
-            continue
+        if len(fields) == width and fields[0] and not fields[0].startswith(("+", "-", "#")):
+            yield line, fields
+
+
+def parse_passwd(text: str) -> dict[str, Account]:
+    found: dict[str, Account] = {}
+    for _line, f in _entries(text, 7):
         with contextlib.suppress(ValueError):
-            found.setdefault(
-                fields[0], Account(fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6])
-            )
+            found.setdefault(f[0], Account(f[0], int(f[2]), int(f[3]), f[5], f[6]))
     return found
 
 
 def parse_group(text: str) -> dict[str, Group]:
     found: dict[str, Group] = {}
-    for line in text.splitlines():
-        fields = line.split(":")
-        if len(fields) != 4 or not fields[0] or fields[0].startswith(("+", "-", "#")):
-            continue
-        members = tuple(m for m in fields[3].split(",") if m)
+    for line, f in _entries(text, 4):
+        members = tuple(m for m in f[3].split(",") if m)
         with contextlib.suppress(ValueError):
-            found.setdefault(fields[0], Group(fields[0], int(fields[2]), members, line))
+            found.setdefault(f[0], Group(f[0], int(f[2]), members, line))
     return found
 
 

@@ -106,6 +106,16 @@ def result_text(result: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _change_html(c: Mapping[str, Any]) -> list[str]:
+    """One change of a plan or result: action, target, summary, and its diff."""
+    line = (
+        f"<div><b>{html.escape(str(c.get('action')))}</b> "
+        f"<code>{html.escape(str(c.get('target')))}</code>: "
+        f"{html.escape(str(c.get('summary')))}</div>"
+    )
+    return [line, _diff_html(c["diff"])] if c.get("diff") else [line]
+
+
 def _diff_html(diff: str) -> str:
     lines = []
     for line in diff.splitlines():
@@ -161,13 +171,7 @@ def plan_html(plan: Mapping[str, Any]) -> str:
     )
     body = []
     for c in changes:
-        body.append(
-            f"<div><b>{html.escape(str(c.get('action')))}</b> "
-            f"<code>{html.escape(str(c.get('target')))}</code>: "
-            f"{html.escape(str(c.get('summary')))}</div>"
-        )
-        if c.get("diff"):
-            body.append(_diff_html(c["diff"]))
+        body += _change_html(c)
     body += [f"<div><i>note:</i> {html.escape(n)}</div>" for n in plan.get("notes", [])]
     return head + "".join(body)
 
@@ -184,13 +188,7 @@ def result_html(result: Mapping[str, Any]) -> str:
     if result.get("changes"):
         parts.append("<h5>Changes</h5>")
         for c in result["changes"]:
-            parts.append(
-                f"<div><b>{html.escape(str(c.get('action')))}</b> "
-                f"<code>{html.escape(str(c.get('target')))}</code>: "
-                f"{html.escape(str(c.get('summary')))}</div>"
-            )
-            if c.get("diff"):
-                parts.append(_diff_html(c["diff"]))
+            parts += _change_html(c)
     if result.get("checks"):
         parts.append("<h5>Checks</h5>")
         parts.append(_table_html(*_checks_shown(result["checks"])))

@@ -305,15 +305,20 @@ class Definition:
     live_xml: str
 
 
+def _definitions(obj: Any, inactive_flag: int) -> tuple[bool, str, str]:
+    """(active, running XML, persistent XML) of a domain or network; the persistent one
+    is the running one where there is no other (a transient domain; test:/// networks)."""
+    active, live = bool(obj.isActive()), obj.XMLDesc(0)
+    try:
+        return active, live, obj.XMLDesc(inactive_flag)
+    except libvirt.libvirtError:
+        return active, live, live
+
+
 def definition(conn: libvirt.virConnect, name: str) -> Definition:
     dom = lookup_domain(conn, name)
     with translated(f"cannot read domain {name}"):
-        running = bool(dom.isActive())
-        live = dom.XMLDesc(0)
-        try:
-            config = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        except libvirt.libvirtError:
-            config = live  # a transient domain has no other
+        running, live, config = _definitions(dom, libvirt.VIR_DOMAIN_XML_INACTIVE)
         return Definition(name, running, config, live if running else "")
 
 
@@ -449,12 +454,7 @@ def network_state(conn: libvirt.virConnect, name: str) -> NetworkState | None:
             return None
         raise LibvirtError(f"cannot look up network {name}: {exc.get_error_message()}") from exc
     with translated(f"cannot read network {name}"):
-        active = bool(net.isActive())
-        live = net.XMLDesc(0)
-        try:
-            config = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-        except libvirt.libvirtError:
-            config = live  # drivers without separate configs (test:///)
+        active, live, config = _definitions(net, libvirt.VIR_NETWORK_XML_INACTIVE)
         return NetworkState(
             name, config, live if active else "", active, bool(net.autostart()),
             parse_network(live).bridge,

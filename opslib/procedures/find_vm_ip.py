@@ -16,6 +16,7 @@ plain frozen data; :func:`run` is the notebook's report. The join is
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import libvirt
 from lxml import etree
@@ -125,7 +126,7 @@ def _leases(conn: libvirt.virConnect, network: str) -> list[virt.Lease]:
 def observe(
     *,
     libvirt_uri: str,
-    netns: str,
+    netns: str = "",
     vm: str = "",
     probe: bool = False,
     agent: bool = True,
@@ -208,30 +209,14 @@ def observe(
     )
 
 
-def find(
-    *,
-    libvirt_uri: str,
-    netns: str = "",
-    vm: str = "",
-    probe: bool = False,
-    agent: bool = True,
-    probe_wait: float = PROBE_WAIT,
-) -> list[VmAddresses]:
-    """Every VM (or ``vm``) with each NIC's addresses and their sources.
+def find(**observing: Any) -> list[VmAddresses]:
+    """Every VM (or ``vm``) with each NIC's addresses and their sources; ``observing``
+    as :func:`observe` takes it (``libvirt_uri``, ``netns``, ``vm``, ``probe``, ``agent``...).
 
     For other procedures: ``find(libvirt_uri=..., netns=..., vm="web1")[0].nics[0]
     .global_ips("ipv6")``. An unknown ``vm`` raises UnknownName (exit 2) with suggestions.
     """
-    return assemble(
-        observe(
-            libvirt_uri=libvirt_uri,
-            netns=netns,
-            vm=vm,
-            probe=probe,
-            agent=agent,
-            probe_wait=probe_wait,
-        )
-    )
+    return assemble(observe(**observing))
 
 
 def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = False) -> Result:
