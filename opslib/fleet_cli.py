@@ -189,8 +189,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     def progress(event: dict[str, Any]) -> None:
         data = event.get("event_data") or {}
         if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
-            changed = " (changed)" if (data.get("res") or {}).get("changed") else ""
-            say(f"{data.get('host')}: {data.get('task')}: {event['event'][10:]}{changed}")
+            res = data.get("res") or {}
+            changed = " (changed)" if res.get("changed") else ""
+            why = f": {str(res.get('msg', '')).strip()[-300:]}" if "msg" in res else ""
+            say(f"{data.get('host')}: {data.get('task')}: {event['event'][10:]}{changed}{why}")
 
     result = playbooks.run(
         playbooks.playbook("install.yml"),

@@ -9,7 +9,8 @@ booted host of the lab, the format of ``ansible/inventory.example.yml``:
   the lab's known_hosts). The workstation's end of campus is the campus netns, so the ssh
   executable is ``LAB/fleet/campus-ssh`` (``ip netns exec PREFIX-campus ssh "$@"``) and
   files go over that same ssh (``ssh_transfer_method: piped``), not sftp/scp.
-- per-host parameter sets: ``LAB/fleet/parameters/HOST/RUNBOOK.yaml``;
+- per-host parameter sets: ``LAB/fleet/parameters/HOST/RUNBOOK.yaml`` (host-health's is
+  written for each host: a bare lab host has libvirt's ``default`` network and no br0);
 - the wheelhouse ``ansible/install.yml`` installs from: ``LAB/wheelhouse``.
 """
 
@@ -24,6 +25,14 @@ from opslib.lab.config import Lab
 
 Progress = Callable[[str], None]
 GROUP = "daemon_hosts"
+# host-health's parameter set for a booted lab host as the lab makes it (written once per
+# host; edit it like any parameter set)
+HOST_HEALTH = """\
+# {name}: a booted lab host as the lab makes it: libvirt's stock NAT network, no br0 yet
+nat_network: default
+forward_network: ""
+bridge: ""
+"""
 
 
 def fleet_dir(lab: Lab) -> Path:
@@ -79,8 +88,13 @@ def write_inventory(lab: Lab, names: list[str] | None = None) -> Path:
     wrapper.chmod(0o755)
     path = inventory_file(lab)
     tmp = path.with_name(f".{path.name}.new")
-    booted = [h.name for h in daemonhost.hosts(lab)]
-    tmp.write_text(render_inventory(lab, [n for n in booted if names is None or n in names]))
+    chosen = [h.name for h in daemonhost.hosts(lab) if names is None or h.name in names]
+    for name in chosen:
+        health = parameter_sets(lab) / name / "host-health.yaml"
+        if not health.exists():
+            health.parent.mkdir(exist_ok=True)
+            health.write_text(HOST_HEALTH.format(name=name))
+    tmp.write_text(render_inventory(lab, chosen))
     tmp.replace(path)
     return path
 
