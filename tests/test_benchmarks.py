@@ -72,3 +72,24 @@ def test_records_bench_prints_no_figure_when_the_search_finds_nothing(
     out, err = capsys.readouterr()
     assert "opsbook (s)" not in out and " s a record" not in out
     assert "FAILED, no figures: records search 52:54:00:" in err
+
+
+def test_fleet_bench_names_a_lab_without_booted_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fb = bench("fleet_bench")
+    lab = Lab(prefix="obbench", base=tmp_path)
+    monkeypatch.setattr(fb, "Lab", SimpleNamespace(from_env=lambda: lab))
+    monkeypatch.setattr(sys, "argv", ["fleet_bench.py"])
+    assert fb.main() == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert (
+        "lab obbench has 0 booted host(s) and no inventory: run `opsbook lab up --hosts 3`" in err
+    )
+
+
+def test_fleet_bench_run_that_fails_says_why() -> None:
+    fb = bench("fleet_bench")
+    with pytest.raises(fb.BenchFailed, match=r"one: `false` exited 1: no output"):
+        fb.timed("one", [["true"], ["false"]])
