@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from opslib import params, transaction
 from opslib.changes import Plan, Result
@@ -38,9 +38,12 @@ __all__ = [
     "netns",
     "param",
     "parameters_cell",
+    "reading",
     "verbs",
 ]
 
+I = TypeVar("I")  # noqa: E741 - a runbook's inputs dataclass
+R = TypeVar("R")
 _KEY = "opsbook.param"  # a field's metadata: (notebook type, help, the cell's value)
 HOST_LINE = 'host = ""  # host: the host name records are filed under ("" = this machine\'s name)'
 APPLY_LINE = "apply = False  # bool: make the changes (False shows the plan only)"
@@ -109,9 +112,10 @@ def _signature(cls: type, *, applying: bool) -> inspect.Signature:
     return inspect.Signature(found)
 
 
-def _named(fn: Callable[..., Any], proc: transaction.Procedure[Any, Any, Any], doc: str) -> None:
-    signature = _signature(proc.inputs, applying=fn.__name__ == "apply")
-    fn.__signature__ = signature  # type: ignore[attr-defined]
+def _named(
+    fn: Callable[..., Any], proc: transaction.Procedure[Any, Any, Any], doc: str, *, applying: bool
+) -> None:
+    fn.__signature__ = _signature(proc.inputs, applying=applying)  # type: ignore[attr-defined]
     fn.__module__, fn.__qualname__, fn.__doc__ = type(proc).__module__, fn.__name__, doc
 
 
@@ -133,11 +137,27 @@ def verbs(
         proc.check_host(inputs)
         return transaction.apply(proc, inputs, host or plan.host, reviewed=plan)
 
-    _named(plan, proc, f"Observe the host and plan {proc.name} (pure once observed).")
+    _named(plan, proc, f"Observe the host and plan {proc.name}.", applying=False)
     _named(
         apply,
         proc,
         f"Apply a reviewed plan of {proc.name}: re-observe, refuse a plan the host no "
         "longer matches, run the steps, undo the done ones on failure.",
+        applying=True,
     )
     return plan, apply
+
+
+def reading(
+    proc: transaction.Procedure[I, Any, Any], fn: Callable[[I, str], R]
+) -> Callable[..., R]:
+    """A read-only verb of the runbook (its health, its drift) that takes what ``plan``
+    takes: ``fn(inputs, host)`` as ``NAME(*, host, FIELD...)``, named after ``fn``."""
+    cls = proc.inputs
+
+    def verb(*, host: str, **given: Any) -> R:
+        return fn(cls(**given), host)
+
+    verb.__name__ = fn.__name__.lstrip("_")
+    _named(verb, proc, fn.__doc__ or "", applying=False)
+    return verb

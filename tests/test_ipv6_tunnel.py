@@ -351,14 +351,7 @@ def test_tunnel_health_fails_when_the_broker_end_is_gone(pair: tuple[str, str, P
     common.update(implementation="userspace", interfaces_file=str(run / "interfaces"))
     t.apply(t.plan(**common), **common)
     sixinfour.stop(run / "sixinfour-he.pid")
-    result = t.run(
-        host="h",
-        netns=host,
-        tunnel="he-ipv6",
-        client_ipv6=GOOD["client_ipv6"],
-        server_ipv6=GOOD["server_ipv6"],
-        routed_prefix=GOOD["routed_prefix"],
-    )
+    result = t.run(host="h", netns=host, libvirt_uri="", **GOOD)
     failing = {c.name for c in result.checks if c.status == "fail"}
     assert "broker 2001:db8:1::1 answers ping6" in failing
     assert "he-ipv6 up" not in failing

@@ -332,19 +332,9 @@ plan, apply = inputs.verbs(PROCEDURE)
 checks = tunnels.health  # host-health runs it too
 
 
-def run(
-    *,
-    host: str,
-    netns: str,
-    tunnel: str,
-    client_ipv6: str,
-    server_ipv6: str,
-    routed_prefix: str,
-    libvirt_uri: str = "",
-    nat_network: str = "",
-) -> Result:
+def _run(i: Inputs, host: str) -> Result:
     """The health checks alone, as a read-only result."""
-    found = checks(**{k: v for k, v in locals().items() if k != "host"})
+    found = checks(**i.health())
     failing = [c.name for c in found if not c.ok]
     return Result(
         RUNBOOK,
@@ -353,3 +343,6 @@ def run(
         summary="healthy" if not failing else f"failing: {', '.join(failing)}",
         checks=found,
     )
+
+
+run = inputs.reading(PROCEDURE, _run)
