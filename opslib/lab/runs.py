@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from opslib import runner
+from opslib import record_site, runner
 from opslib.engine_cli import shown, store_of, yes_no
 from opslib.errors import ApplyError, InputError
 from opslib.lab import control
@@ -127,7 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     control.up(lab)
     param_dir = Path(args.parameters) if args.parameters else None
     rows, failed = [], 0
-    for name, outcome in lab_runs(lab, store=store_of(args), param_dir=param_dir):
+    store = store_of(args)
+    for name, outcome in lab_runs(lab, store=store, param_dir=param_dir):
         if isinstance(outcome, InputError):
             print(f"    {outcome}", file=sys.stderr)
             rows.append((name, "bad input", "-", "-", "-"))
@@ -145,4 +146,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     print()
     print(table(rows, ["runbook", "status", "changed", "seconds", "record"]))
+    built = record_site.build(store)  # what a reviewer opens next
+    print(f"\nthe records as a site: {shown(built.index)} (opsbook records html)")
     return 1 if failed else 0
