@@ -264,3 +264,14 @@ def test_search_survives_reindex_and_catches_up_an_index_without_it(tmp_path: Pa
     con.commit()
     con.close()
     assert [h.id for h in record_search.search(store, MAC)] == [2]
+
+
+def test_a_plan_shows_each_change_with_its_diff() -> None:
+    from opslib import record_pages
+    from opslib.changes import Change, Plan
+
+    change = Change("file:/etc/network/interfaces", "update", "br0 takes eth0", "a\n", "b\n")
+    html = record_pages.result_html(Plan("forward-bridge", "lab", (change,)).to_json())
+    assert "<h3>Plan: 1 change</h3>" in html
+    assert "<code>file:/etc/network/interfaces</code>: br0 takes eth0" in html
+    assert '<span class="del">-a</span>' in html and '<span class="add">+b</span>' in html
