@@ -84,19 +84,20 @@ def _literal(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
-def parameters_cell(cls: type) -> str:
-    """The notebook's ``parameters`` cell for the inputs ``cls`` (no trailing newline)."""
+def parameters_cell(cls: type, *, changing: bool = True) -> str:
+    """The notebook's ``parameters`` cell for the inputs ``cls`` (no trailing newline);
+    a read-only runbook's (``changing`` false) has no ``apply``."""
     lines = [HOST_LINE]
     for f in dataclasses.fields(cls):
         if _KEY in f.metadata:
             kind, help_text, shown = f.metadata[_KEY]
             lines.append(f"{f.name} = {_literal(shown)}  # {kind}: {help_text}")
-    return "\n".join([*lines, APPLY_LINE])
+    return "\n".join([*lines, APPLY_LINE] if changing else lines)
 
 
-def declarations(cls: type) -> list[params.Param]:
+def declarations(cls: type, *, changing: bool = True) -> list[params.Param]:
     """The parameters the notebook declares for ``cls``, as the CLI and the form read them."""
-    return params.parse_declarations(parameters_cell(cls))
+    return params.parse_declarations(parameters_cell(cls, changing=changing))
 
 
 def _signature(cls: type, *, applying: bool) -> inspect.Signature:
@@ -112,11 +113,9 @@ def _signature(cls: type, *, applying: bool) -> inspect.Signature:
     return inspect.Signature(found)
 
 
-def _named(
-    fn: Callable[..., Any], proc: transaction.Procedure[Any, Any, Any], doc: str, *, applying: bool
-) -> None:
-    fn.__signature__ = _signature(proc.inputs, applying=applying)  # type: ignore[attr-defined]
-    fn.__module__, fn.__qualname__, fn.__doc__ = type(proc).__module__, fn.__name__, doc
+def _named(fn: Callable[..., Any], cls: type, module: str, doc: str, *, applying: bool) -> None:
+    fn.__signature__ = _signature(cls, applying=applying)  # type: ignore[attr-defined]
+    fn.__module__, fn.__qualname__, fn.__doc__ = module, fn.__name__, doc
 
 
 def verbs(
@@ -137,10 +136,12 @@ def verbs(
         proc.check_host(inputs)
         return transaction.apply(proc, inputs, host or plan.host, reviewed=plan)
 
-    _named(plan, proc, f"Observe the host and plan {proc.name}.", applying=False)
+    module = type(proc).__module__
+    _named(plan, cls, module, f"Observe the host and plan {proc.name}.", applying=False)
     _named(
         apply,
-        proc,
+        cls,
+        module,
         f"Apply a reviewed plan of {proc.name}: re-observe, refuse a plan the host no "
         "longer matches, run the steps, undo the done ones on failure.",
         applying=True,
@@ -148,16 +149,14 @@ def verbs(
     return plan, apply
 
 
-def reading(
-    proc: transaction.Procedure[I, Any, Any], fn: Callable[[I, str], R]
-) -> Callable[..., R]:
-    """A read-only verb of the runbook (its health, its drift) that takes what ``plan``
-    takes: ``fn(inputs, host)`` as ``NAME(*, host, FIELD...)``, named after ``fn``."""
-    cls = proc.inputs
+def reading(cls: type[I], fn: Callable[[I, str], R]) -> Callable[..., R]:
+    """A read-only verb (a read-only runbook's ``run``; a changing one's health or drift)
+    that takes what ``plan`` takes: ``fn(inputs, host)`` as ``NAME(*, host, FIELD...)``,
+    named after ``fn``."""
 
     def verb(*, host: str, **given: Any) -> R:
         return fn(cls(**given), host)
 
     verb.__name__ = fn.__name__.lstrip("_")
-    _named(verb, proc, fn.__doc__ or "", applying=False)
+    _named(verb, cls, fn.__module__, fn.__doc__ or "", applying=False)
     return verb

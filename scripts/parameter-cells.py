@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write each changing runbook's notebook ``parameters`` cell from its inputs dataclass
+"""Write each runbook's notebook ``parameters`` cell from its declared inputs dataclass
 (opslib.inputs.parameters_cell); prints the notebooks it changed. tests/test_contract.py
 fails while a notebook's cell differs from its inputs."""
 
@@ -13,20 +13,20 @@ from pathlib import Path
 
 import opslib.procedures
 from opslib import inputs
-from opslib.transaction import Procedure
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def main() -> int:
     for info in pkgutil.iter_modules(opslib.procedures.__path__):
-        proc = getattr(importlib.import_module(f"opslib.procedures.{info.name}"), "PROCEDURE", None)
-        if not isinstance(proc, Procedure) or not inputs.declarations(proc.inputs)[1:-1]:
+        module = importlib.import_module(f"opslib.procedures.{info.name}")
+        cls = getattr(module, "Inputs", None)
+        if cls is None or not inputs.declarations(cls, changing=False)[1:]:
             continue
-        path = NOTEBOOKS / f"{proc.name}.ipynb"
+        path = NOTEBOOKS / f"{module.RUNBOOK}.ipynb"
         nb = json.loads(path.read_text(encoding="utf-8"))
         cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-        text = inputs.parameters_cell(proc.inputs)
+        text = inputs.parameters_cell(cls, changing=hasattr(module, "apply"))
         if "".join(cell["source"]) != text:
             cell["source"] = text.splitlines(keepends=True)
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -9,18 +9,21 @@ whole headless run stays within a few seconds.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from opslib import netlink, virt
+from opslib import inputs, netlink, virt
 from opslib.changes import Check, Result
 from opslib.errors import InputError, OpsError
+from opslib.inputs import param
 
 RUNBOOK = "host-health"
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -168,8 +171,6 @@ def records_dir_default() -> str:
 
 def nat_prefix_checks(libvirt_uri: str, nat_network: str, routed_prefix: str) -> list[Check]:
     """The NAT network carries the routed /64 (the wiki's nat-bridge IPv6 block)."""
-    import ipaddress
-
     with virt.connect(libvirt_uri) as conn:
         net = virt.get_network(conn, nat_network)
     ip6 = net.ip("ipv6")
@@ -245,70 +246,76 @@ def dns_checks(
     return out
 
 
-def run(
-    *,
-    host: str,
-    libvirt_uri: str,
-    netns: str = "",
-    nat_network: str = "nat-bridge",
-    forward_network: str = "forward-bridge",
-    bridge: str = "br0",
-    uplink: str = "eth0",
-    routed_prefix: str = "",
-    tunnel: str = "",
-    client_ipv6: str = "",
-    server_ipv6: str = "",
-    token: str = "",
-    api_base_url: str = "",
-    records_dir: str = "",
-) -> Result:
-    """All checks; read-only."""
-    if tunnel:
+@dataclass(frozen=True, kw_only=True)
+class Inputs:
+    """What to check; an empty optional part is not checked."""
+
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+    nat_network: str = param("str", "the NAT network (libvirt) with the routed IPv6 /64",
+                             "nat-bridge")  # fmt: skip
+    forward_network: str = param("str?", "the bridged network on br0 (empty = not checked)",
+                                 "forward-bridge")  # fmt: skip
+    bridge: str = param("ifname?", "the host bridge of forward-bridge (empty = not checked)",
+                        "br0")  # fmt: skip
+    uplink: str = param("ifname", "the bridge's uplink port", "eth0")
+    routed_prefix: str = param("ipv6-prefix64?", "the /64 routed to this host (empty = not "
+                               "checked)", "")  # fmt: skip
+    tunnel: str = param("ifname?", "the 6in4 tunnel's link name (empty = not checked)", "")
+    client_ipv6: str = param("str?", "this host's tunnel address with /64", "")
+    server_ipv6: str = param("ipv6?", "the broker's tunnel address", "")
+    token: str = param("secret?", "Cloudflare token source for DNS drift (file:/path or "
+                       "env:NAME; empty = as recorded)", "")  # fmt: skip
+    api_base_url: str = param("str?", "Cloudflare API base URL (empty = the SDK's default)", "")
+    records_dir: str = ""  # "" = $OPSBOOK_RECORDS, else records/
+
+    def __post_init__(self) -> None:
+        if not self.tunnel:
+            return
         # Checked here, before anything runs: a tunnel check without its addresses
         # would only warn, and the run would pass with the tunnel never looked at.
-        import ipaddress
-
         try:
-            ipaddress.IPv6Interface(client_ipv6)
-            ipaddress.IPv6Address(server_ipv6)
+            ipaddress.IPv6Interface(self.client_ipv6)
+            ipaddress.IPv6Address(self.server_ipv6)
         except ValueError:
             raise InputError(
-                f"tunnel {tunnel!r} needs client_ipv6 (address/64) and server_ipv6; "
-                f"got {client_ipv6!r} and {server_ipv6!r}"
+                f"tunnel {self.tunnel!r} needs client_ipv6 (address/64) and server_ipv6; "
+                f"got {self.client_ipv6!r} and {self.server_ipv6!r}"
             ) from None
-    records_dir = records_dir or records_dir_default()
+
+
+def _run(i: Inputs, host: str) -> Result:
+    """All checks; read-only."""
+    records_dir = i.records_dir or records_dir_default()
+    libvirt_uri, netns, nat_network = i.libvirt_uri, i.netns, i.nat_network
     groups: dict[str, Callable[[], list[Check]]] = {
         "libvirt": lambda: libvirt_checks(
-            libvirt_uri, [n for n in (nat_network, forward_network) if n]
+            libvirt_uri, [n for n in (nat_network, i.forward_network) if n]
         ),
     }
-    if bridge:
-        groups["bridge"] = lambda: bridge_checks(netns, bridge, uplink)
-    if routed_prefix and nat_network:
+    if i.bridge:
+        groups["bridge"] = lambda: bridge_checks(netns, i.bridge, i.uplink)
+    if i.routed_prefix and nat_network:
         groups["nat-bridge IPv6"] = lambda: nat_prefix_checks(
-            libvirt_uri, nat_network, routed_prefix
+            libvirt_uri, nat_network, i.routed_prefix
         )
-    if tunnel:
+    if i.tunnel:
         groups["tunnel"] = lambda: tunnel_checks(
-            netns=netns,
-            tunnel=tunnel,
-            client_ipv6=client_ipv6,
-            server_ipv6=server_ipv6,
-            routed_prefix=routed_prefix,
-        )
+            netns=netns, tunnel=i.tunnel, client_ipv6=i.client_ipv6,
+            server_ipv6=i.server_ipv6, routed_prefix=i.routed_prefix,
+        )  # fmt: skip
     groups["guests"] = lambda: guest_checks(
         libvirt_uri=libvirt_uri, netns=netns, nat_network=nat_network
     )
     groups["DNS"] = lambda: dns_checks(
-        host=host,
-        libvirt_uri=libvirt_uri,
-        netns=netns,
-        records_dir=records_dir,
-        token=token,
-        api_base_url=api_base_url,
-    )
+        host=host, libvirt_uri=libvirt_uri, netns=netns, records_dir=records_dir,
+        token=i.token, api_base_url=i.api_base_url,
+    )  # fmt: skip
     groups["records"] = lambda: records_checks(records_dir)
     return result_of(host, run_groups(groups))
+
+
+run = inputs.reading(Inputs, _run)
 
 
 def guest_checks(*, libvirt_uri: str, netns: str, nat_network: str) -> list[Check]:

@@ -345,4 +345,4 @@ def _run(i: Inputs, host: str) -> Result:
     )
 
 
-run = inputs.reading(PROCEDURE, _run)
+run = inputs.reading(Inputs, _run)
