@@ -1,21 +1,22 @@
-"""A changing runbook's inputs, declared once.
+"""A runbook's inputs, declared once.
 
-Each changing runbook has one frozen dataclass of inputs (``kw_only``, checked in
+Each runbook has one frozen dataclass of inputs (``kw_only``, checked in
 ``__post_init__``) whose fields are declared with :func:`param`: the notebook type
 (:mod:`opslib.params`), the help text and the default. Everything else comes from it:
 
 - :func:`parameters_cell`: the notebook's ``parameters`` cell (``host`` first, then
-  each field, then ``apply``). The notebook's form and the CLI (``opsbook run``,
-  ``opsbook runbooks``) read their declarations from that cell, and
+  each field, then ``apply`` for a changing runbook). The notebook's form and the CLI
+  (``opsbook run``, ``opsbook runbooks``) read their declarations from that cell, and
   ``tests/test_contract.py`` checks that every runbook's notebook holds this very text
   (``scripts/parameter-cells.py`` writes them);
-- :func:`verbs`: the module's ``plan(*, host, FIELD...)`` and
+- :func:`verbs`: a changing runbook's ``plan(*, host, FIELD...)`` and
   ``apply(plan, *, FIELD...)``, whose signatures name the fields (``Runbook.kwargs_for``
   passes the notebook's values by these names). ``plan`` builds the inputs and plans
   (:func:`opslib.transaction.plan`); ``apply`` takes the inputs the plan carries, with the
   fields given again replaced (the notebook gives them all again; a value that changes
   the plan is refused by the engine's comparison), asks the procedure whether this host
-  can apply (``Procedure.check_host``: root?), and applies (:func:`opslib.transaction.apply`).
+  can apply (``Procedure.check_host``: root?), and applies (:func:`opslib.transaction.apply`);
+- :func:`reading`: a read-only verb (``run``) taking the same fields.
 """
 
 from __future__ import annotations
