@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opslib import schedule_cli
 
     schedule_cli.add_parser(sub)
+    from opslib import notebook_cli
+
+    notebook_cli.add_parser(sub)
     from opslib import fleet_cli
 
     fleet_cli.add_parser(sub)

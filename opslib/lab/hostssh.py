@@ -122,6 +122,17 @@ def ssh_argv(lab: Lab, name: str, command: str | list[str] = "", *, tty: bool = 
     ]  # fmt: skip
 
 
+def tunnel_argv(lab: Lab, name: str, local_port: int, remote_port: int) -> list[str]:
+    """``ssh -N -L 127.0.0.1:LOCAL:127.0.0.1:REMOTE NAME`` from the campus netns: the
+    workstation's end of a tunnel to a service on the host's loopback (its JupyterLab).
+    The local end listens on the campus netns's 127.0.0.1, where the browser runs too."""
+    return [
+        "ip", "netns", "exec", lab.campus_ns, "ssh", "-F", str(config_file(lab)), "-N",
+        "-o", "ExitOnForwardFailure=yes",
+        "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}", name,
+    ]  # fmt: skip
+
+
 def scp_argv(lab: Lab, name: str, sources: list[Path], target: str) -> list[str]:
     return [
         "ip", "netns", "exec", lab.campus_ns, "scp", "-q", "-r", "-F", str(config_file(lab)),

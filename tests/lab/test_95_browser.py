@@ -19,10 +19,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import jupyter_browser
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from jupyter_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    KERNEL_WAIT,
+    Console,
+    last_result,
+    result_table,
+    table_rows,
+    watched_page,
+    widget_button,
+)
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from opslib.lab import control
 from opslib.lab import notebook as lab_notebook
@@ -30,19 +41,6 @@ from opslib.lab.config import Lab
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-KERNEL_WAIT = 90_000  # ms: JupyterLab's first load and a kernel start on a busy 2-core box
-
-
 # Keeps the text of every .opsbook-progress element the page renders, in order
 # (ipywidgets replaces the HTML widget's content on each update).
 RECORD_PROGRESS_JS = """() => {
@@ -91,23 +89,8 @@ def server(
     srv.stop()
 
 
-class Console:
-    """Errors the page reported: console messages of type error and uncaught exceptions."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def message(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
-
-    def page_error(self, exc: Exception) -> None:
-        self.errors.append(f"page error: {exc}")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         # a fresh profile per launch (playwright's temporary user-data-dir)
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -117,49 +100,16 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[tuple[Page, Console]]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    console = Console()
-    pg.on("console", console.message)
-    pg.on("pageerror", console.page_error)
-    yield pg, console
-    context.close()
-    assert console.errors == [], "errors in the browser console:\n" + "\n".join(console.errors)
+    with watched_page(browser) as watched:
+        yield watched
 
 
 def shot(page: Page, name: str) -> None:
-    # JupyterLab scrolls inside the notebook panel: this is the viewport, scrolled to the step
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    jupyter_browser.shot(page, SHOTS, name)
 
 
 def open_and_run_all(page: Page, server: lab_notebook.NotebookServer, runbook: str) -> None:
-    # reset: a fresh workspace, so that only this notebook is open
-    page.goto(server.url_for(f"notebooks/{runbook}.ipynb") + "&reset")
-    status = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"ipykernel\) \| Idle"))
-    expect(status).to_be_visible(timeout=KERNEL_WAIT)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-
-
-def widget_button(page: Page, label: str) -> Any:
-    return page.locator("button.jupyter-button").filter(has_text=re.compile(rf"^\s*{label}\s*$"))
-
-
-def result_table(page: Page, title: str) -> Any:
-    """The table under a result's ``<h5>title</h5>`` (ui.result_html)."""
-    heading = page.locator(".jp-OutputArea-output h5", has_text=re.compile(rf"^{title}$")).last
-    return heading.locator("xpath=following-sibling::table[1]")
-
-
-def table_rows(table: Any) -> list[dict[str, str]]:
-    """A rendered table's body rows, keyed by its header cells."""
-    header = [h.strip() for h in table.locator("thead th").all_inner_texts()]
-    rows = [r.split("\t") for r in table.locator("tbody tr").all_inner_texts()]
-    return [dict(zip(header, (c.strip() for c in r), strict=False)) for r in rows]
-
-
-def last_result(page: Page) -> Any:
-    return page.locator(".jp-OutputArea-output h4").last
+    jupyter_browser.open_and_run_all(page, server.url_for(f"notebooks/{runbook}.ipynb"))
 
 
 def test_find_vm_ip_pick_a_guest_and_see_its_addresses(
