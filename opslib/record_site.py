@@ -6,8 +6,7 @@ record or than the code that renders it (:data:`RENDERER_FILES`): a second build
 nothing new writes no record page. Every build rewrites what is cheap and depends on
 all runs: a page per host (``HOST/index.html``: the latest run of each runbook there,
 the checks failing now), the index (``index.html``: every run, filters, a search box)
-and its search data (``search.js``: each run's text from the index's FTS table, loaded
-by a ``<script>`` so that it works from ``file://``, no server).
+and its search data (:mod:`opslib.record_index`).
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opslib import record_diff, record_pages, record_search, records
+from opslib import record_diff, record_index, record_pages, record_search, records
 from opslib.errors import InputError
+from opslib.record_index import Run
 from opslib.record_pages import esc, status_cell
 
 __all__ = ["RENDERER_FILES", "Built", "build", "renderer_stamp"]
@@ -33,8 +33,7 @@ RENDERER_FILES: tuple[Path, ...] = (
     _HERE / "record_pages.py",
     _HERE / "record_diff.py",
 )
-SEARCH_JS = "search.js"
-HOST_PAGE = "index.html"  # ROOT/HOST/index.html
+HOST_PAGE = record_index.HOST_PAGE
 
 
 def renderer_stamp() -> int:
@@ -48,47 +47,6 @@ class Built:
     rendered: int
     hosts: int
     index: Path
-
-
-@dataclass(frozen=True)
-class Run:
-    """What the site shows of a run in lists (an index row, lighter than records.Row)."""
-
-    id: int
-    runbook: str
-    host: str
-    status: str
-    changed: bool | None
-    start: str
-    end: str | None
-    summary: str
-    path: str  # the record, relative to the store's root
-    page: str  # its page, relative to the store's root
-
-
-def runs_of(store: records.Store) -> list[Run]:
-    """Every run, newest first."""
-    if not store.index_path.exists():
-        return []
-    with store.db() as con:
-        return [
-            Run(
-                id=r["id"],
-                runbook=r["runbook"],
-                host=r["host"],
-                status=r["status"],
-                changed=None if r["changed"] is None else bool(r["changed"]),
-                start=r["start"],
-                end=r["end"],
-                summary=r["summary"] or "",
-                path=r["path"],
-                page=os.path.splitext(r["path"])[0] + ".html",
-            )
-            for r in con.execute(
-                "SELECT id, runbook, host, status, changed, start, end, summary, path "
-                "FROM runs ORDER BY start DESC, id DESC"
-            )
-        ]
 
 
 def _rel(target: str | Path, start: str | Path) -> str:
@@ -190,7 +148,7 @@ def build(
     """Render what is new or stale, then the host pages, the index and its search data."""
     index = out or store.root / "index.html"
     record_search.catch_up(store)
-    rows = runs_of(store)
+    rows = record_index.runs_of(store)
     stamp = renderer_stamp()
     previous = _previous(rows)
     root = str(store.root)
@@ -211,8 +169,7 @@ def build(
         by_host.setdefault(run.host, []).append(run)
     for host, runs in sorted(by_host.items()):
         write_host_page(store, host, runs, index)
-    write_search_data(store, index.parent / SEARCH_JS)
-    write_index(store, rows, pages, index)
+    record_index.write(store, rows, pages, index)
     return Built(runs=len(rows), rendered=rendered, hosts=len(by_host), index=index)
 
 
@@ -277,125 +234,4 @@ def write_host_page(store: records.Store, host: str, rows: Sequence[Run], index:
     ]
     nav = [("all records", _rel(index, page.parent))]
     html = record_pages.page(f"host {host}", "\n".join(body), nav=nav)
-    _write_if_changed(page, html.encode())
-
-
-# -- index and search data -----------------------------------------------------------------
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """Write ``data`` unless ``path`` holds it already (no fsync of what did not change)."""
-    try:
-        if path.read_bytes() == data:
-            return
-    except FileNotFoundError:
-        pass
-    records.atomic_write(path, data)
-
-
-def write_search_data(store: records.Store, out: Path) -> None:
-    """Each run's search text, as a script the index page loads (works from file://)."""
-    with store.db() as con:
-        texts = {str(r[0]): r[1] for r in con.execute("SELECT rowid, text FROM search")}
-    data = json.dumps(texts, ensure_ascii=False, separators=(",", ":"))
-    _write_if_changed(out, f"window.OPSBOOK_SEARCH = {data};\n".encode())
-
-
-_SCRIPT = """
-const f = id => document.getElementById(id);
-const rows = Array.from(document.querySelectorAll("#runs tbody tr"));
-const texts = window.OPSBOOK_SEARCH || {};
-const lower = {};
-function matchLine(id, words) {
-  const text = texts[id] || "";
-  const low = lower[id] ?? (lower[id] = text.toLowerCase());
-  if (!words.every(w => low.includes(w))) return null;
-  const lines = text.split("\\n");
-  let best = lines[0], score = -1;
-  for (const line of lines) {
-    const l = line.toLowerCase(), s = words.filter(w => l.includes(w)).length;
-    if (s > score) { best = line; score = s; }
-  }
-  return best;
-}
-function apply() {
-  const words = f("search").value.toLowerCase().split(/\\s+/).filter(Boolean);
-  const rb = f("f-runbook").value, host = f("f-host").value;
-  const st = f("f-status").value, since = f("f-since").value;
-  let shown = 0;
-  for (const tr of rows) {
-    const d = tr.dataset, cell = tr.querySelector("td.match");
-    let hide = (rb && d.runbook !== rb) || (host && d.host !== host)
-      || (st && d.status !== st) || (since && d.start < since);
-    let line = "";
-    if (!hide && words.length) {
-      line = matchLine(d.id, words);
-      hide = line === null;
-    }
-    cell.textContent = hide ? "" : (line || "");
-    tr.hidden = Boolean(hide);
-    if (!hide) shown++;
-  }
-  f("count").textContent = `${shown} of ${rows.length} runs shown`;
-  history.replaceState(null, "", words.length ? "#q=" + encodeURIComponent(f("search").value)
-    : location.pathname);
-}
-for (const id of ["search", "f-runbook", "f-host", "f-status", "f-since"]) f(id).oninput = apply;
-if (location.hash.startsWith("#q=")) {
-  f("search").value = decodeURIComponent(location.hash.slice(3));
-}
-apply();
-"""
-
-
-def write_index(store: records.Store, rows: Sequence[Run], pages: set[int], out: Path) -> None:
-    """Every run with client-side filters, a search box, links to the pages."""
-    here = out.parent
-    up = _rel(store.root, here)
-    prefix = "" if up == "." else esc(up) + "/"
-    cached: dict[str, str] = {}
-
-    def once(value: str) -> str:  # runbooks, hosts, statuses: a few values, 10,000 rows
-        if value not in cached:
-            cached[value] = esc(value)
-        return cached[value]
-
-    def options(values: set[str]) -> str:
-        return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(values))
-
-    changed = {None: "-", True: "yes", False: "no"}
-    lines = []
-    for r in rows:
-        name = esc(os.path.basename(r.page))
-        link = f'<a href="{prefix}{esc(r.page)}">{name}</a>' if r.id in pages else name
-        runbook, host, status = once(r.runbook), once(r.host), once(r.status)
-        lines.append(
-            f'<tr data-id="{r.id}" data-runbook="{runbook}" data-host="{host}" '
-            f'data-status="{status}" data-start="{r.start[:10]}">'
-            f"<td>{r.id}</td><td>{r.start.replace('T', ' ')}</td><td>{runbook}</td>"
-            f'<td><a href="{prefix}{host}/{HOST_PAGE}">{host}</a></td>'
-            f'<td class="{status}">{status}</td><td>{changed[r.changed]}</td>'
-            f"<td>{esc(r.summary)}</td>"
-            f'<td>{link} · <a href="{prefix}{esc(r.path)}">ipynb</a></td>'
-            '<td class="match"></td></tr>'
-        )
-    hosts = sorted({r.host for r in rows})
-    host_links = " · ".join(f'<a href="{prefix}{esc(h)}/{HOST_PAGE}">{esc(h)}</a>' for h in hosts)
-    generated = records.utcnow().strftime("%Y-%m-%d %H:%M:%SZ")
-    body = f"""<h1>opsbook records</h1>
-<p>{len(rows)} runs, generated {generated}. Hosts: {host_links or "none"}.</p>
-<p><input id="search" type="search" placeholder="search: host, VM, MAC, address, check, text"
- aria-label="search the records"> <span id="count"></span></p>
-<div id="filters">
-runbook <select id="f-runbook"><option value="">all</option>{options({r.runbook for r in rows})}</select>
-host <select id="f-host"><option value="">all</option>{options(set(hosts))}</select>
-status <select id="f-status"><option value="">all</option>{options({r.status for r in rows})}</select>
-since <input id="f-since" type="date">
-</div>
-<table id="runs"><thead><tr><th>id</th><th>start (UTC)</th><th>runbook</th><th>host</th>
-<th>status</th><th>changed</th><th>summary</th><th>record</th><th>match</th></tr></thead><tbody>
-{chr(10).join(lines)}
-</tbody></table>
-<script src="{SEARCH_JS}"></script>
-<script>{_SCRIPT}</script>"""  # noqa: E501
-    records.atomic_write(out, record_pages.page("opsbook records", body).encode())
+    record_index.write_if_changed(page, html.encode())
