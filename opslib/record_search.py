@@ -59,8 +59,12 @@ def text_of(nb: Mapping[str, Any]) -> str:
             lines.append(f"{c.get('action')} {c.get('target')}: {c.get('summary')}")
         for c in result.get("checks") or []:
             lines.append(f"check {c.get('name')}: {c.get('status')} ({c.get('seen')})")
+        columns = result.get("columns") or {}
         for name, rows in (result.get("tables") or {}).items():
-            lines += [f"{name}: {_words(row)}" for row in rows or []]
+            order = columns.get(name) or []  # the table's own column order (records sort keys)
+            for row in rows or []:
+                ordered = {k: row[k] for k in order if k in row} | row
+                lines.append(f"{name}: {_words(ordered)}")
         lines += [str(n) for n in result.get("notes") or []]
         if result.get("summary"):
             lines.append(str(result["summary"]))
