@@ -79,8 +79,9 @@ class Fold:
             self.say(f"{host}: running")
         elif kind == "runner_on_unreachable":
             row.status = "unreachable"
-            why = _last_line(str(res.get("msg", "")))
-            row.summary = f"{why}; bring it back (link, sshd), then run again with --retry-failed"
+            msg = str(res.get("msg", ""))
+            why = _last_line(msg[msg.find("ssh:") :] if "ssh:" in msg else msg)
+            row.summary = f"bring it back (link, sshd), then --retry-failed: {why}"
             self.say(f"{host}: unreachable: {why}")
         elif kind == "runner_on_ok" and task == T_RUN:
             row.rc = int(res.get("rc", 1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import os
 import shutil
 import sys
@@ -87,17 +88,17 @@ def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -
     try:
         with _quiet_ansible():
             manager = InventoryManager(loader=loader, sources=[str(path.resolve())])
+            known = [h.name for h in manager.get_hosts(pattern)]
             if limit:
                 manager.subset(limit)
             hosts = manager.get_hosts(pattern)
     except Exception as exc:  # Ansible's own errors: a malformed inventory or pattern
         raise InputError(f"-i {path}: {str(exc).splitlines()[0]}") from None
     if not hosts:
-        known = [h.name for h in manager.get_hosts("all")] if limit else []
         what = f"--limit {limit!r}" if limit else "it"
         raise InputError(
             f"-i {path}: no host matches {what}"
-            + (f"; hosts: {', '.join(known[:10])}" if known else "; add hosts to the inventory")
+            + (f"; its hosts: {', '.join(known[:10])}" if known else "; add hosts to it")
         )
     variables = VariableManager(loader=loader, inventory=manager)
     host_vars: dict[str, dict[str, Any]] = {}
@@ -111,12 +112,14 @@ def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -
 
 @contextlib.contextmanager
 def _quiet_ansible() -> Iterator[None]:
-    """Ansible's in-process warnings (e.g. an unparsed source) become the error we raise."""
+    """Ansible's in-process warnings (an unparsed source, a pattern matching nothing) are
+    not shown: they become the one line of the error raised."""
     constants: Any = importlib.import_module("ansible.constants")
     old = constants.INVENTORY_UNPARSED_IS_FAILED
     constants.INVENTORY_UNPARSED_IS_FAILED = True
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         constants.INVENTORY_UNPARSED_IS_FAILED = old
 

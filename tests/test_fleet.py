@@ -1,0 +1,129 @@
+"""opsbook fleet without hosts: input checks (exit 2 before Ansible runs), the table's rows
+from Ansible's events, records filed with their fleet run, the manifest --retry-failed reads.
+The runs on real hosts are tests/lab/test_19_fleet.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from opslib import cli
+from opslib.fleet import outcome
+from opslib.records import Store
+
+INVENTORY = """\
+daemon_hosts:
+  hosts:
+    alpha:
+    beta:
+  vars:
+    opsbook_parameter_sets: "{sets}"
+"""
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    sets = tmp_path / "parameters"
+    (sets / "beta").mkdir(parents=True)
+    path = tmp_path / "inventory.yml"
+    path.write_text(INVENTORY.format(sets=sets))
+    return path
+
+
+def fleet(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = cli.main(["fleet", *argv])
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "no-such-runbook"], "no runbook named 'no-such-runbook'"),
+        (["run", "host-health", "-p", "nat_netwrok", "x"], "nat_netwrok"),
+        (["run", "host-health", "--serial", "0"], "--serial '0'"),
+        (["run", "host-health", "--serial", "150%"], "--serial '150%'"),
+        (["run", "host-health", "--max-fail-percentage", "101"], "--max-fail-percentage 101"),
+        (["run", "host-health", "--limit", "gamma"], "no host matches --limit 'gamma'"),
+        (["run", "host-health", "--forks", "0"], "--forks 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    inventory: Path,
+    tmp_path: Path,
+    args: list[str],
+    says: str,
+) -> None:
+    rc, text = fleet(capsys, *args, "-i", str(inventory), "--records", str(tmp_path / "r"))
+    assert rc == 2 and says in text and text.count("\n") == 1, text
+    assert not (tmp_path / "r" / outcome.MANIFESTS).exists()
+
+
+def test_a_hosts_parameter_set_is_checked_before_any_host(
+    capsys: pytest.CaptureFixture[str], inventory: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "parameters" / "beta" / "host-health.yaml"
+    bad.write_text("uplink: not an interface name!\n")
+    rc, text = fleet(capsys, "run", "host-health", "-i", str(inventory))
+    assert rc == 2 and "host-health on beta: " in text and "uplink" in text, text
+    bad.write_text("nat_netwrok: default\n")
+    rc, text = fleet(capsys, "run", "host-health", "-i", str(inventory))
+    assert rc == 2 and str(bad) in text and "nat_network" in text, text
+
+
+def test_a_missing_inventory_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, text = fleet(capsys, "run", "host-health", "-i", "/nonexistent/inv.yml")
+    assert rc == 2 and "-i /nonexistent/inv.yml: no such inventory file" in text
+
+
+def _event(kind: str, host: str, task: str, **res: object) -> dict[str, object]:
+    return {"event": kind, "event_data": {"host": host, "task": task, "res": res}}
+
+
+def test_events_fold_into_one_row_per_host() -> None:
+    said: list[str] = []
+    fold = outcome.Fold(["a", "b", "c", "d", "e"], said.append)
+    fold(_event("runner_on_start", "a", outcome.T_RUN))
+    fold(_event("runner_on_ok", "a", outcome.T_RUN, rc=0, changed=True, stdout="ok (changed): x"))
+    fold(_event("runner_on_ok", "b", outcome.T_RUN, rc=1, stdout="", stderr="failed: y"))
+    fold(_event("runner_on_failed", "b", outcome.T_OUTCOME, msg="exited 1"))
+    fold(_event("runner_on_unreachable", "c", "Gathering", msg="ssh: connect: timed out"))
+    fold(_event("runner_on_failed", "d", outcome.T_PREFLIGHT, msg="opsbook is not installed"))
+    rows = {r.host: r for r in fold.finish(stopped_early=True)}
+    assert [(h, r.status) for h, r in rows.items()] == [
+        ("a", "changed"), ("b", "failed"), ("c", "unreachable"), ("d", "failed"), ("e", "skipped"),
+    ]  # fmt: skip
+    assert rows["b"].summary == "failed: y"
+    assert rows["c"].summary.startswith("bring it back (link, sshd), then --retry-failed: ssh:")
+    assert rows["d"].summary == "opsbook is not installed"
+    assert "stopped at a failure" in rows["e"].summary
+    assert said[0] == "a: running"
+
+
+def test_records_come_home_with_their_fleet_run(tmp_path: Path) -> None:
+    fetched = tmp_path / "fetched" / "alpha"
+    fetched.mkdir(parents=True)
+    header = {
+        "id": 7, "runbook": "host-health", "host": "alpha", "status": "failed",
+        "start": "2026-11-29T02:00:00Z", "end": "2026-11-29T02:00:05Z", "changed": False,
+        "summary": "1 failed: br0 up", "parameters": {},
+    }  # fmt: skip
+    nb = {"cells": [], "metadata": {"opsbook": header}, "nbformat": 4, "nbformat_minor": 5}
+    (fetched / "020000Z-host-health.ipynb").write_text(json.dumps(nb))
+    store = Store(tmp_path / "records")
+    rows = [outcome.HostRow("alpha", status="ok"), outcome.HostRow("beta", status="unreachable")]
+    outcome.import_records(rows, tmp_path / "fetched", store, "RUN1")
+    assert (rows[0].status, rows[0].summary) == ("failed", "1 failed: br0 up")
+    [filed] = store.list(host="alpha")
+    assert rows[0].record == f"#{filed.id} alpha/2026/11/29/020000Z-host-health.ipynb"
+    assert store.notebook(filed)["metadata"]["opsbook"]["fleet_run"] == "RUN1"
+    outcome.write_manifest(store.root, {"id": "RUN1", "runbook": "host-health"}, rows)
+    again = outcome.load_manifest(store.root)
+    assert [h for h, r in again["hosts"].items() if r["status"] in outcome.NOT_DONE] == [
+        "alpha", "beta",
+    ]  # fmt: skip
+    with pytest.raises(Exception, match="no fleet run 'RUN2'"):
+        outcome.load_manifest(store.root, "RUN2")
