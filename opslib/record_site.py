@@ -5,8 +5,8 @@ Beside each record ``…/HHMMSSZ-RUNBOOK.ipynb`` its page ``…/HHMMSSZ-RUNBOOK.
 record or than the code that renders it (:data:`RENDERER_FILES`): a second build with
 nothing new writes no record page. Every build rewrites what is cheap and depends on
 all runs: a page per host (``HOST/index.html``: the latest run of each runbook there,
-the checks failing now), the index (``index.html``: every run, filters, a search box)
-and its search data (:mod:`opslib.record_index`).
+the checks failing now) and the index (``index.html``: the newest runs, filters, a
+search over all runs; :mod:`opslib.record_index`).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def build(
     for run in rows:
         by_host.setdefault(run.host, []).append(run)
     for host, runs in sorted(by_host.items()):
-        write_host_page(store, host, runs, index)
+        write_host_page(store, host, runs, index, pages)
     record_index.write(store, rows, pages, index)
     return Built(runs=len(rows), rendered=rendered, hosts=len(by_host), index=index)
 
@@ -176,14 +176,16 @@ def build(
 # -- host pages ----------------------------------------------------------------------------
 
 
-def _run_link(run: Run) -> str:
-    """A link to ``run``'s page from a host page (ROOT/HOST/index.html)."""
-    return f'<a href="../{esc(run.page)}">#{run.id}</a>'
-
-
-def write_host_page(store: records.Store, host: str, rows: Sequence[Run], index: Path) -> None:
+def write_host_page(
+    store: records.Store, host: str, rows: Sequence[Run], index: Path, pages: set[int]
+) -> None:
     """The latest run of each runbook on ``host`` and the checks failing in them."""
     page = store.root / host / HOST_PAGE
+
+    def _run_link(run: Run) -> str:  # from ROOT/HOST/index.html; a run's page if it has one
+        text = f"#{run.id}"
+        return f'<a href="../{esc(run.page)}">{text}</a>' if run.id in pages else text
+
     latest: dict[str, Run] = {}
     last_ok: dict[str, Run] = {}
     for r in rows:  # newest first
