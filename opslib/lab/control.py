@@ -310,11 +310,24 @@ def nat_network_xml(lab: Lab) -> str:
 """
 
 
-def guest_xml(lab: Lab, guest: Guest, domain_type: str) -> str:
+def guest_xml(
+    lab: Lab,
+    guest: Guest,
+    domain_type: str,
+    *,
+    guest_dir: Path | None = None,
+    console: Path | None = None,
+    shell: Path | None = None,
+) -> str:
     """A tiny VM: direct kernel boot, one NIC on the NAT network, two serial ports.
 
     ACPI stays on: NICs are hot-plugged later (netreg-attach) through ACPI PCI hotplug.
+    ``guest_dir`` (kernel + initrd), ``console`` and ``shell`` default to the simulated
+    host's paths; a booted host names paths of its own (:mod:`opslib.lab.hostguests`).
     """
+    guest_dir = guest_dir or lab.guest_dir
+    console = console or lab.console_log(guest.name)
+    shell = shell or lab.shell_socket(guest.name)
     cmdline = (
         f"console=ttyS0 panic=-1 quiet {FAST_BOOT} opsbook.name={guest.name} "
         f"opsbook.internet={lab.internet_ipv6}"
@@ -325,8 +338,8 @@ def guest_xml(lab: Lab, guest: Guest, domain_type: str) -> str:
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{lab.guest_dir}/vmlinuz</kernel>
-    <initrd>{lab.guest_dir}/initrd.gz</initrd>
+    <kernel>{guest_dir}/vmlinuz</kernel>
+    <initrd>{guest_dir}/initrd.gz</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
   <features>
@@ -344,11 +357,11 @@ def guest_xml(lab: Lab, guest: Guest, domain_type: str) -> str:
       <model type='virtio'/>
     </interface>
     <serial type='file'>
-      <source path='{lab.console_log(guest.name)}'/>
+      <source path='{console}'/>
       <target port='0'/>
     </serial>
     <serial type='unix'>
-      <source mode='bind' path='{lab.shell_socket(guest.name)}'/>
+      <source mode='bind' path='{shell}'/>
       <target port='1'/>
     </serial>
     <controller type='usb' model='none'/>
@@ -999,7 +1012,12 @@ def guest_console(lab: Lab, name: str) -> str:
 
 def guest_report(lab: Lab, name: str) -> GuestReport | None:
     """The last complete ``OPSBOOK`` report block of the guest, or None before the first."""
-    lines = [line for line in guest_console(lab, name).splitlines() if line.startswith("OPSBOOK ")]
+    return parse_guest_report(guest_console(lab, name))
+
+
+def parse_guest_report(console: str) -> GuestReport | None:
+    """The last complete ``OPSBOOK`` report block of a guest's console text."""
+    lines = [line for line in console.splitlines() if line.startswith("OPSBOOK ")]
     ticks = [i for i, line in enumerate(lines) if line.startswith("OPSBOOK tick ")]
     if not ticks:
         return None

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import procs
 from opslib.errors import HostError, InputError
 from opslib.lab import control, hostssh, nspawn, rootfs
 from opslib.lab.config import Lab
@@ -94,6 +95,11 @@ class Host:
     @property
     def console_log(self) -> Path:
         return self.lab.log_dir / f"host-{self.name}.log"
+
+    def peer_pidfile(self, what: str) -> Path:
+        """Pid file of a process the lab runs outside the host for it (its tunnel broker
+        end, its Cloudflare listener: :mod:`opslib.lab.hostpeers`); ``down`` stops it."""
+        return self.dir / f"peer-{what}.pid"
 
     @property
     def container(self) -> nspawn.Container:
@@ -299,6 +305,26 @@ def up(
     return host
 
 
+def reboot(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> Host:
+    """Shut host ``name`` down and boot it again on the same root (its disk kept), as a
+    reboot does. A ``reboot`` inside ends the container (nspawn exits with systemd), so
+    the lab powers it off (``systemctl poweroff``) and boots it again.
+
+    Its network namespace is made afresh, as a power cycle leaves a machine no links,
+    addresses, routes or firewall rules; the processes the lab runs for it there
+    (``peer-*.pid``: :mod:`opslib.lab.hostpeers`) are stopped, start them again."""
+    host = _host(lab, name)
+    if host is None:
+        raise InputError(f"lab {lab.prefix} has no booted host {name}; boot it first")
+    nspawn.stop(host.container, progress=progress)
+    _stop_peers(host)
+    if Path("/run/netns", lab.campus_ns).exists():
+        _run(["ip", "-n", lab.campus_ns, "link", "del", host.campus_port], check=False)
+    if Path("/run/netns", host.netns).exists():
+        _run(["ip", "netns", "del", host.netns])
+    return up(lab, name, install=False, progress=progress)
+
+
 def _boot_wait(host: Host, say: Progress) -> None:
     states: list[str] = []
 
@@ -338,6 +364,7 @@ def down(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> N
     nspawn.stop(host.container, progress=progress)  # also what a crashed one left
     if running:
         progress(f"host {name}: powered off ({time.monotonic() - started:.1f}s)")
+    _stop_peers(host)
     if _mounted(host.root):
         _run(["umount", str(host.root)])
     if host.slot and lab.netreg_hosts_file.exists():
@@ -353,6 +380,16 @@ def down(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> N
     if hostssh.ssh_dir(lab).exists():
         _ssh_files(lab)
     progress(f"host {name} is down ({time.monotonic() - started:.1f}s)")
+
+
+def _stop_peers(host: Host) -> None:
+    """Every process behind a ``peer-*.pid`` of the host (each names its pid file in its
+    arguments, so a recycled pid is never ended)."""
+    for pidfile in sorted(host.dir.glob("peer-*.pid")):
+        pid = procs.owned_pid(pidfile, str(pidfile))
+        if pid is not None:
+            procs.terminate([pid])
+        pidfile.unlink(missing_ok=True)
 
 
 def down_all(lab: Lab) -> None:
