@@ -111,6 +111,30 @@ def open_tun(name: str, mtu: int) -> int:
     return fd
 
 
+def configure_link(name: str, addresses: Sequence[str], via: str) -> None:
+    """Addresses (kept when present) and the default IPv6 route through the TUN device:
+    what a unit-managed end (:mod:`opslib.tunnel_unit`) puts back each time it starts."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ip:
+        index = ip.link_lookup(ifname=name)[0]
+        for cidr in addresses:
+            iface = ipaddress.IPv6Interface(cidr)
+            try:
+                ip.addr("add", index=index, address=str(iface.ip),
+                        prefixlen=iface.network.prefixlen, family=socket.AF_INET6)  # fmt: skip
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise HostError(f"cannot add {cidr} to {name}: {exc}") from exc
+        if via:
+            try:
+                ip.route("replace", dst="::/0", gateway=via, oif=index,
+                         family=socket.AF_INET6, table=254)  # fmt: skip
+            except NetlinkError as exc:
+                raise HostError(f"cannot route ::/0 via {via} dev {name}: {exc}") from exc
+
+
 def open_raw(local: str, ttl: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPV6_IN_IPV4)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
@@ -156,8 +180,16 @@ def forward(spec: EndSpec, tun: int, raw: socket.socket, stop: list[bool]) -> No
                     os.write(tun, inner)
 
 
-def serve(spec: EndSpec, pidfile: Path, ready_fd: int | None = None) -> int:
-    """Run one tunnel end in this process until SIGTERM/SIGINT."""
+def serve(
+    spec: EndSpec,
+    pidfile: Path,
+    ready_fd: int | None = None,
+    *,
+    addresses: Sequence[str] = (),
+    via: str = "",
+) -> int:
+    """Run one tunnel end in this process until SIGTERM/SIGINT; with ``addresses`` /
+    ``via``, the link gets them (and the default IPv6 route) once it exists."""
     stop = [False]
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -168,6 +200,8 @@ def serve(spec: EndSpec, pidfile: Path, ready_fd: int | None = None) -> int:
     enter_netns(spec.netns)
     tun = open_tun(spec.name, spec.mtu)
     raw = open_raw(spec.local, spec.ttl)
+    if addresses or via:
+        configure_link(spec.name, addresses, via)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{os.getpid()}\n")
     state_file(pidfile).write_text(json.dumps(asdict(spec)) + "\n")
@@ -296,12 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=255)
     parser.add_argument("--pidfile", required=True, type=Path)
     parser.add_argument("--daemon", action="store_true", help="detach; exit 0 once ready")
+    parser.add_argument("--address", action="append", default=[], help="IPv6 CIDR to put on it")
+    parser.add_argument("--via", default="", help="default IPv6 route via this tunnel peer")
     args = parser.parse_args(argv)
     try:
         spec = EndSpec(args.netns, args.name, args.local, args.remote, args.mtu, args.ttl)
         if args.daemon:
             return daemonize(spec, args.pidfile)
-        return serve(spec, args.pidfile)
+        return serve(spec, args.pidfile, addresses=args.address, via=args.via)
     except (InputError, HostError) as exc:
         print(f"sixinfour: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1

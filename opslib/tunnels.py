@@ -109,6 +109,10 @@ class TunnelState:
     previous_default: tuple[str, int, bool] | None = None
     sit_available: bool = True  # the kernel can make sit links (kernel implementation)
     old_end: sixinfour.EndSpec | None = None  # the userspace end serving the link now
+    # The userspace end as a systemd unit (opslib.tunnel_unit): whether this host takes
+    # one, and its file as found (None: none).
+    unit_host: bool = False
+    unit_text: str | None = None
 
 
 def pidfile(run_dir: str, name: str) -> Path:

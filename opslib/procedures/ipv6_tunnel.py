@@ -28,7 +28,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opslib import inputs, interfaces, netlink, tunnels
+from opslib import inputs, interfaces, netlink, tunnel_unit, tunnels
 from opslib.changes import Change, Plan, Result
 from opslib.errors import ApplyError, OpsError, Unsupported
 from opslib.inputs import param
@@ -76,8 +76,10 @@ def compute_plan(
     host: str,
     interfaces_file: str,
     sit_available: bool | None = None,
+    unit: str | None = None,
 ) -> Plan:
-    """What apply would change, from the observed state alone."""
+    """What apply would change, from the observed state alone. ``unit``: the systemd
+    unit the userspace end should run as (:mod:`opslib.tunnel_unit`), None for none."""
     if sit_available is None:
         sit_available = state.sit_available
     changes: list[Change] = []
@@ -124,12 +126,24 @@ def compute_plan(
             action = "update" if before is not None else "create"
             persist = f"persist {spec.name} as `iface {spec.name} inet6 v4tunnel`"
             changes.append(Change(f"file:{interfaces_file}", action, persist, before, new_text))
+    elif unit is not None:
+        if unit != state.unit_text:
+            action = "update" if state.unit_text is not None else "create"
+            changes.append(Change(
+                f"file:{tunnel_unit.path(spec.name)}", action,
+                f"persist {spec.name} as systemd unit {tunnel_unit.name(spec.name)}, "
+                "enabled: back at boot", state.unit_text, unit,
+            ))  # fmt: skip
     else:
         notes.append(
             f"userspace 6in4 (lab): {spec.name} lives as long as its process; "
             "it is not written to the interfaces file"
         )
-    data = {"interfaces": new_text, "actions": sorted({c.action for c in changes})}
+    data = {
+        "interfaces": new_text,
+        "unit": unit,
+        "actions": sorted({c.action for c in changes}),
+    }
     return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
 
 
@@ -221,11 +235,21 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
             run_dir=inputs.run_dir,
         )  # fmt: skip
         sit = inputs.implementation != "kernel" or sit_supported()
-        return dataclasses.replace(state, sit_available=sit)
+        units = inputs.implementation == "userspace" and tunnel_unit.applies(inputs.netns)
+        unit_text = tunnel_unit.read(inputs.tunnel) if units else None
+        return dataclasses.replace(state, sit_available=sit, unit_host=units, unit_text=unit_text)
 
     def plan(self, inputs: Inputs, observed: TunnelState, host: str) -> Plan:
+        spec = inputs.spec
+        unit = None
+        if observed.unit_host:
+            unit = tunnel_unit.render(
+                tunnel=spec.name, local=spec.local_ipv4, remote=spec.server_ipv4,
+                mtu=spec.mtu, ttl=spec.ttl, address=str(spec.client), via=spec.server_ipv6,
+                pidfile=tunnels.pidfile(inputs.run_dir, spec.name),
+            )  # fmt: skip
         return compute_plan(
-            observed, inputs.spec, host=host, interfaces_file=inputs.interfaces_file
+            observed, spec, host=host, interfaces_file=inputs.interfaces_file, unit=unit
         )
 
     def steps(self, run: Run[Inputs, TunnelState, None]) -> list[Action]:
@@ -255,17 +279,39 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         def route_back() -> str:
             return tunnels.restore_default_route(netns, spec, state)
 
+        unit = run.plan.data.get("unit")
+        unit_changes = unit is not None and unit != state.unit_text
+
         def create(detail: Detail) -> None:
-            tunnels.create_link(netns, spec, run_dir, replace=replacing)
+            if unit is None:
+                tunnels.create_link(netns, spec, run_dir, replace=replacing)
+            else:  # the unit's daemon makes the link, with its address and route
+                if replacing:
+                    tunnels.remove_link(netns, spec, run_dir)
+                tunnel_unit.install(name, unit)
+                detail.append(f"{tunnel_unit.name(name)} enabled and started")
             detail.append(f"{name} exists")
+
+        def hand_over(detail: Detail) -> None:
+            # the same link, served from now on by the unit's daemon (a brief gap)
+            tunnels.remove_link(netns, spec, run_dir)
+            tunnel_unit.install(name, unit or "")
+            detail.append(f"{tunnel_unit.name(name)} enabled and started")
+
+        def unit_back() -> str:
+            return tunnel_unit.put_back(name, state.unit_text)
 
         def configure(detail: Detail) -> None:
             link = netlink.link_by_name(netns, name)
             if link is None:
                 raise ApplyError(f"{name} vanished while configuring it")
+            todo = set(link_actions)
+            have = {f"{a.address}/{a.prefix}" for a in netlink.addresses(netns, ifindex=link.index)}
+            if str(spec.client) in have:  # a unit's daemon put it there already
+                todo.discard("address")
             with netlink.ipr(netns) as ip, netlink.translated(f"cannot configure {name}"):
-                config_requests(ip, spec, link.index, link_actions)
-            detail.append(", ".join(sorted(link_actions)))
+                config_requests(ip, spec, link.index, todo)
+            detail.append(", ".join(sorted(todo)))
 
         def persist(detail: Detail) -> None:
             if state.interfaces_text is not None:
@@ -285,12 +331,18 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         config_back = (f"{name}'s MTU, state and addresses back",
                        lambda: tunnels.restore_link_config(netns, spec, state))  # fmt: skip
         remove_new = (f"new {name} removed", lambda: tunnels.remove_link(netns, spec, run_dir))
+        unit_parts = [(f"{tunnel_unit.name(name)} as found", unit_back)] if unit_changes else []
         steps = []
         if actions & {"create", "replace"}:
             steps.append(Action(
                 f"create {name} ({spec.implementation})", create,
-                undoing(remove_new, *(old_back if state.exists else [])), partial=True,
-                refusals=() if replacing else (Unsupported,),  # the first change, refused
+                undoing(*unit_parts, remove_new, *(old_back if state.exists else [])),
+                partial=True, refusals=() if replacing else (Unsupported,),  # the first change
+            ))  # fmt: skip
+        elif unit_changes:
+            steps.append(Action(
+                f"run {name} as {tunnel_unit.name(name)}", hand_over,
+                undoing(*unit_parts, *old_back), partial=True,
             ))  # fmt: skip
         if link_actions:
             fresh_link = "create" in actions or replacing  # its undo puts the link back
