@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_start ON runs(start);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, start);
 CREATE INDEX IF NOT EXISTS runs_runbook ON runs(runbook, start);
-""" + record_search.SCHEMA
+"""
 _FIELDS = (
     "runbook",
     "host",
@@ -268,7 +268,7 @@ class Store:
         con = sqlite3.connect(path or self.index_path, timeout=30)
         con.row_factory = sqlite3.Row
         try:
-            con.executescript(_SCHEMA)
+            con.executescript(_SCHEMA + record_search.SCHEMA)
             with con:
                 yield con
         finally:
