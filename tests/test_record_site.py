@@ -277,3 +277,16 @@ def test_a_plan_shows_each_change_with_its_diff() -> None:
     assert "<h3>Plan: 1 change</h3>" in html
     assert "<code>file:/etc/network/interfaces</code>: br0 takes eth0" in html
     assert '<span class="del">-a</span>' in html and '<span class="add">+b</span>' in html
+
+
+def test_an_index_written_elsewhere_links_back_into_the_store(tmp_path: Path) -> None:
+    store, _ = filled(tmp_path / "records")
+    out = tmp_path / "site" / "all.html"
+    record_site.build(store, out)
+    assert (tmp_path / "site" / "site.js").is_file()
+    links = hrefs(out)
+    assert "../records/lab/2024/05/01/110000Z-find-vm-ip.html" in links
+    for href in links:
+        assert (out.parent / href).is_file(), href
+    page = tmp_path / "records/lab/2024/05/01/110000Z-find-vm-ip.html"
+    assert "../../../../../site/all.html" in hrefs(page)
