@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from jupyter_browser import CHROMIUM, CHROMIUM_FLAGS, watched_page
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from opslib.lab import control
 from opslib.lab.config import Lab
@@ -28,16 +29,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "records-site"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 RUNS = ("find-vm-ip", "network-inventory", "find-vm-ip")
 
 
@@ -62,20 +53,6 @@ def site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return records / "index.html"
 
 
-class Console:
-    """Errors the page reported: console messages of type error and uncaught exceptions."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def message(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(f"console: {msg.text} ({msg.location.get('url', '')})")
-
-    def page_error(self, exc: Exception) -> None:
-        self.errors.append(f"page error: {exc}")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -87,14 +64,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    console = Console()
-    pg.on("console", console.message)
-    pg.on("pageerror", console.page_error)
-    yield pg
-    context.close()
-    assert console.errors == [], "errors in the browser console:\n" + "\n".join(console.errors)
+    with watched_page(browser) as (pg, _):  # the console must stay free of errors
+        yield pg
 
 
 def shot(page: Page, name: str) -> None:
