@@ -33,6 +33,7 @@ from opslib.changes import Change, Plan, Result
 from opslib.errors import ApplyError, OpsError, Unsupported
 from opslib.inputs import param
 from opslib.transaction import Action, Detail, Procedure, Run
+from opslib.tunnel_stanza import with_stanza  # the tests find it here
 from opslib.tunnels import (  # the tests and host-health find them here too
     TunnelSpec,
     TunnelState,
@@ -43,27 +44,6 @@ from opslib.tunnels import (  # the tests and host-health find them here too
 )
 
 RUNBOOK = "ipv6-tunnel"
-
-
-# -- the interfaces stanza (pure) -------------------------------------------------------
-
-
-def stanza_options(spec: TunnelSpec) -> list[tuple[str, str]]:
-    """The broker's example stanza, in its order."""
-    return [
-        ("address", str(spec.client.ip)),
-        ("netmask", str(spec.client.network.prefixlen)),
-        ("endpoint", spec.server_ipv4),
-        ("local", spec.local_ipv4),
-        ("ttl", str(spec.ttl)),
-        ("gateway", spec.server_ipv6),
-        ("mtu", str(spec.mtu)),
-    ]
-
-
-def with_stanza(text: str, path: str, spec: TunnelSpec) -> str:
-    """The interfaces file with ``auto NAME`` and ``iface NAME inet6 v4tunnel`` set."""
-    return interfaces.with_iface(text, path, spec.name, "inet6", "v4tunnel", stanza_options(spec))
 
 
 # -- the plan (pure) --------------------------------------------------------------------------
