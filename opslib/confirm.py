@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from opslib import interfaces
+from opslib import files, interfaces
 from opslib.errors import ApplyError
 from opslib.transaction import Action, Detail
 
@@ -199,7 +199,8 @@ def watch(directory: Path) -> int:
     """The watchdog itself (``python -m opslib.confirm DIR``)."""
     state = json.loads((directory / "state.json").read_text())
     log = directory / "log"
-    (directory / "armed").write_text(str(os.getpid()))
+    # atomically: arm() reads the pid the moment the file appears
+    files.atomic_write(directory / "armed", str(os.getpid()))
     while time.time() < state["deadline"]:
         if (directory / DECIDED).exists():
             return 0
