@@ -32,6 +32,7 @@ RENDERER_FILES: tuple[Path, ...] = (
     _HERE / "record_site.py",
     _HERE / "record_pages.py",
     _HERE / "record_diff.py",
+    _HERE / "row_diff.py",
 )
 HOST_PAGE = record_index.HOST_PAGE
 
