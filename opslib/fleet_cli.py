@@ -98,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = outcome.new_run_id()
     started = time.monotonic()
     say = _say(started)
-    mode = "plan only (--check)" if args.check else "apply" if given.get("apply") else "run"
+    applies = given.get("apply", "").lower() in ("true", "yes", "on", "1")
+    mode = "plan only (--check)" if args.check else "apply" if applies else "run"
     say(
         f"fleet run {run_id}: {info.name} on {len(inventory.hosts)} host(s) "
         f"({', '.join(inventory.hosts)}), {mode}"
