@@ -235,6 +235,9 @@ def test_records_index_lists_the_interactive_runs(
     pg.locator("#f-runbook").select_option("forward-bridge")
     expect(fvi).to_be_hidden()
     expect(fb).to_be_visible()
-    href = fb.locator("a").first.get_attribute("href")
-    assert href and (out.parent / href).is_file()
+    # every link of the row resolves: the host's page, the record's page, its notebook
+    hrefs = [a.get_attribute("href") or "" for a in fb.locator("a").all()]
+    assert [h for h in hrefs if h.endswith(".ipynb")], hrefs
+    assert [h for h in hrefs if h.endswith(".html") and not h.endswith("/index.html")], hrefs
+    assert all(h and (out.parent / h).is_file() for h in hrefs), hrefs
     shot(pg, "08-records-index-filtered")
