@@ -82,19 +82,17 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def diff_line_kind(line: str) -> str:
+    """What a line of a unified diff is: ``add``, ``del``, ``hunk`` or ``ctx``."""
+    if line.startswith("+") and not line.startswith("+++"):
+        return "add"
+    if line.startswith("-") and not line.startswith("---"):
+        return "del"
+    return "hunk" if line.startswith("@@") else "ctx"
+
+
 def diff_html(diff: str) -> str:
-    out = []
-    for line in diff.splitlines():
-        cls = (
-            "add"
-            if line.startswith("+") and not line.startswith("+++")
-            else "del"
-            if line.startswith("-") and not line.startswith("---")
-            else "hunk"
-            if line.startswith("@@")
-            else "ctx"
-        )
-        out.append(f'<span class="{cls}">{esc(line)}</span>')
+    out = [f'<span class="{diff_line_kind(line)}">{esc(line)}</span>' for line in diff.splitlines()]
     return "<pre>" + "\n".join(out) + "</pre>"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from opslib.record_pages import diff_line_kind
 from opslib.records import RESULT_MIME
 from opslib.tables import dict_table
 
@@ -116,19 +117,14 @@ def _change_html(c: Mapping[str, Any]) -> list[str]:
     return [line, _diff_html(c["diff"])] if c.get("diff") else [line]
 
 
+_DIFF_COLOR = {"add": "#1a7f37", "del": "#cf222e", "hunk": "#0969da", "ctx": "#57606a"}
+
+
 def _diff_html(diff: str) -> str:
-    lines = []
-    for line in diff.splitlines():
-        color = (
-            "#1a7f37"
-            if line.startswith("+") and not line.startswith("+++")
-            else "#cf222e"
-            if line.startswith("-") and not line.startswith("---")
-            else "#0969da"
-            if line.startswith("@@")
-            else "#57606a"
-        )
-        lines.append(f'<span style="color:{color}">{html.escape(line)}</span>')
+    lines = [
+        f'<span style="color:{_DIFF_COLOR[diff_line_kind(line)]}">{html.escape(line)}</span>'
+        for line in diff.splitlines()
+    ]
     return (
         '<pre style="background:#f6f8fa;padding:6px;border-radius:4px;margin:2px 0 8px">'
         + "\n".join(lines)
