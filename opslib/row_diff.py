@@ -95,6 +95,18 @@ def shape(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> tuple[list[s
     return columns, []
 
 
+def _unmatched(rows: Sequence[Row], others: Sequence[Row]) -> list[Row]:
+    """The rows with no equal row (whole, one for one) among ``others``."""
+    left = [_canon(r) for r in others]
+    out = []
+    for r in rows:
+        if _canon(r) in left:
+            left.remove(_canon(r))
+        else:
+            out.append(r)
+    return out
+
+
 def _renames(
     removed: list[Row], added: list[Row], key: Sequence[str], compared: Sequence[str]
 ) -> list[tuple[Row, Row, str]]:
@@ -157,18 +169,8 @@ def compare(
         # No rows, or a key that does not tell rows apart: compare those rows whole.
         if len(xs) > 1 or len(ys) > 1:
             whole |= {id(r) for r in (*xs, *ys)}
-        left = [_canon(r) for r in ys]
-        for x in xs:
-            if _canon(x) in left:
-                left.remove(_canon(x))
-            else:
-                removed.append(x)
-        gone = [_canon(r) for r in xs]
-        for y in ys:
-            if _canon(y) in gone:
-                gone.remove(_canon(y))
-            else:
-                added.append(y)
+        removed += _unmatched(xs, ys)
+        added += _unmatched(ys, xs)
     renamed = _renames(removed, added, key, compared)
     for before, after, col in renamed:
         out.append(
