@@ -14,9 +14,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opslib.errors import ApplyError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Status = Literal["ok", "warn", "fail"]
 Outcome = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
@@ -49,8 +52,15 @@ def unified_diff(before: str | None, after: str | None, name: str) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
+class JsonData:
+    """Mixin for a dataclass whose JSON form is its fields, as they are."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(cast("DataclassInstance", self))
+
+
 @dataclass(frozen=True)
-class Change:
+class Change(JsonData):
     """One change to one thing: a file, a libvirt object, a link, a DNS record."""
 
     target: str  # what is changed, e.g. "file:/etc/network/interfaces", "network:nat-bridge"
@@ -66,11 +76,11 @@ class Change:
         return unified_diff(self.before, self.after, self.target.split(":", 1)[-1].lstrip("/"))
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "diff": self.diff}
+        return {**super().to_json(), "diff": self.diff}
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(JsonData):
     """A verification or health check: what was seen, and what to do if it failed."""
 
     name: str
@@ -87,12 +97,9 @@ class Check:
     def ok(self) -> bool:
         return self.status != "fail"
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class Step:
+class Step(JsonData):
     """A timed step of an apply, shown in the record."""
 
     name: str
@@ -100,9 +107,6 @@ class Step:
     seconds: float
     ok: bool
     detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import cloudflare
 
+from opslib.changes import JsonData
 from opslib.errors import ApiError, InputError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RecordSpec:
 
 
 @dataclass(frozen=True)
-class DnsRecord:
+class DnsRecord(JsonData):
     """A DNS record as the API reports it."""
 
     id: str
@@ -79,17 +80,6 @@ class DnsRecord:
 
     def text(self) -> str:
         return record_text(self.name, self.type, self.content, self.proxied, self.ttl, self.comment)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "type": self.type,
-            "content": self.content,
-            "proxied": self.proxied,
-            "ttl": self.ttl,
-            "comment": self.comment,
-        }
 
 
 def same_content(type: str, a: str, b: str) -> bool:

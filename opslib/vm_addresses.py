@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opslib import netlink, slaac, virt
+from opslib.changes import JsonData
 
 SOURCES = ("neighbour", "lease", "agent")
 
@@ -55,7 +56,7 @@ class NicAddresses:
 
 
 @dataclass(frozen=True)
-class VmAddresses:
+class VmAddresses(JsonData):
     name: str
     state: str  # running | shut off | paused ...
     nics: tuple[NicAddresses, ...]
@@ -63,9 +64,6 @@ class VmAddresses:
 
     def ips(self, family: str | None = None) -> list[str]:
         return list(dict.fromkeys(ip for nic in self.nics for ip in nic.ips(family)))
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
