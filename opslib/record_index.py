@@ -51,15 +51,7 @@ def runs_of(store: records.Store) -> list[Run]:
     with store.db() as con:
         return [
             Run(
-                id=r["id"],
-                runbook=r["runbook"],
-                host=r["host"],
-                status=r["status"],
-                changed=None if r["changed"] is None else bool(r["changed"]),
-                start=r["start"],
-                end=r["end"],
-                summary=r["summary"] or "",
-                path=r["path"],
+                **records.index_values(r, r.keys()),
                 page=os.path.splitext(r["path"])[0] + ".html",
             )
             for r in con.execute(

@@ -16,13 +16,14 @@ and marks the run ``killed``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -215,25 +216,20 @@ class Row:
 
     @classmethod
     def from_sql(cls, r: sqlite3.Row) -> Row:
-        return cls(
-            id=r["id"],
-            runbook=r["runbook"],
-            host=r["host"],
-            status=r["status"],
-            exit_code=r["exit_code"],
-            changed=None if r["changed"] is None else bool(r["changed"]),
-            start=r["start"],
-            end=r["end"],
-            user=r["user"],
-            summary=r["summary"] or "",
-            parameters=json.loads(r["parameters"] or "{}"),
-            opslib_version=r["opslib_version"],
-            revision=r["revision"],
-            mode=r["mode"],
-            pid=r["pid"],
-            path=r["path"],
-            sha256=r["sha256"],
-        )
+        return cls(**index_values(r, [f.name for f in dataclasses.fields(cls)]))
+
+
+# How an index column that is not stored as the value it stands for is read back.
+_FROM_SQL: dict[str, Callable[[Any], Any]] = {
+    "changed": lambda v: None if v is None else bool(v),
+    "summary": lambda v: v or "",
+    "parameters": lambda v: json.loads(v or "{}"),
+}
+
+
+def index_values(r: sqlite3.Row, names: Iterable[str]) -> dict[str, Any]:
+    """The columns ``names`` of an index row, as :class:`Row` holds them."""
+    return {n: _FROM_SQL.get(n, lambda v: v)(r[n]) for n in names}
 
 
 def _pid_alive(pid: int | None) -> bool:
