@@ -73,7 +73,8 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         print(line, flush=True)  # over SSH without a terminal too
 
     try:
-        user, host = getpass.getuser(), socket.gethostname()
+        # the account the operator logged in as, also under `sudo -i opsbook notebook`
+        user, host = os.environ.get("SUDO_USER") or getpass.getuser(), socket.gethostname()
         say(f"JupyterLab on 127.0.0.1:{args.port} of {host}, pid {server.process.pid}")
         say(f"  runbooks:   {notebooks}")
         say(f"  parameters: {env.get('OPSBOOK_DEFAULTS', 'the notebooks’ real-host defaults')}")
