@@ -321,6 +321,15 @@ def records_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def param_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``-p NAME VALUE``, repeatable: a runbook parameter given on the command line."""
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=help)
+
+
+def limit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runbooks",
@@ -338,14 +347,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "runbook failed (record kept), 2 bad input.",
     )
     p.add_argument("runbook", help="runbook name (see `opsbook runbooks`) or notebook path")
-    p.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUE"),
-        help="set a parameter; VALUE is converted to its declared type",
-    )
+    param_option(p, "set a parameter; VALUE is converted to its declared type")
     p.add_argument(
         "-f",
         "--file",
@@ -393,7 +395,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", metavar="S", help="ok, failed, killed, timeout, locked, ...")
     p.add_argument("--fleet-run", metavar="ID", help="the records of one fleet run")
     p.add_argument("--since", metavar="D", help="2024-05-01, 2024-05-01T10:00, 3d, 12h, 90m")
-    p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+    limit_option(p)
     records_option(p)
     p.set_defaults(func=cmd_records)
     rsub = p.add_subparsers(dest="records_command", metavar="COMMAND")
@@ -443,6 +445,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "newest first, from the index's full-text table.",
     )
     q.add_argument("text", nargs="+", metavar="TEXT")
-    q.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+    limit_option(q)
     records_option(q)
     q.set_defaults(func=cmd_records_search)
