@@ -1,7 +1,7 @@
 """``opsbook notebook`` refuses bad input in one line, before JupyterLab or its state exist.
 
 The real thing (JupyterLab on the booted host, through an SSH tunnel, in chromium):
-tests/lab/test_96_browser_booted_host.py.
+tests/lab/test_97_browser_booted_host.py.
 """
 
 from __future__ import annotations

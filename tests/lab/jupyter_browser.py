@@ -1,6 +1,6 @@
 """Driving JupyterLab in a real browser: Debian's chromium through playwright.
 
-Shared by the browser tests (test_95 against the lab's JupyterLab, test_96_browser_booted_host
+Shared by the browser tests (test_95 against the lab's JupyterLab, test_97_browser_booted_host
 through an SSH tunnel to the booted host's): how chromium is launched, the console
 watch, screenshots, and reading what a runbook's widgets and result tables show.
 """
