@@ -400,6 +400,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_records)
     rsub = p.add_subparsers(dest="records_command", metavar="COMMAND")
     q = rsub.add_parser("show", help="summary of one record (or --html)")
+    q.set_defaults(func=cmd_records_show)
     q.add_argument("id")
     q.add_argument("--html", action="store_true", help="write the notebook as HTML (nbconvert)")
     q.add_argument(
@@ -408,8 +409,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="HTML file (default: RECORD.nbconvert.html beside it)",
     )
-    records_option(q)
-    q.set_defaults(func=cmd_records_show)
     q = rsub.add_parser(
         "diff",
         help="compare two runs: parameters, and result rows matched by identity",
@@ -417,6 +416,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "tables. Rows are matched by the key columns each table declares: added, removed "
         "and renamed rows, and of the others only the fields that changed.",
     )
+    q.set_defaults(func=cmd_records_diff)
     q.add_argument("a", metavar="ID")
     q.add_argument("b", metavar="ID")
     q.add_argument(
@@ -424,10 +424,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also changes of volatile fields alone (neighbour state, timings, what a check saw)",
     )
-    records_option(q)
-    q.set_defaults(func=cmd_records_diff)
     q = rsub.add_parser("reindex", help="rebuild index.sqlite from the record notebooks")
-    records_option(q)
     q.set_defaults(func=cmd_records_reindex)
     q = rsub.add_parser(
         "html",
@@ -435,16 +432,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Render each record's page beside it (only those missing or older than "
         "their record or the renderer), a page per host, and index.html with a search.",
     )
-    q.add_argument("-o", "--output", metavar="FILE", help="the index (default: RECORDS/index.html)")
-    records_option(q)
     q.set_defaults(func=cmd_records_html)
+    q.add_argument("-o", "--output", metavar="FILE", help="the index (default: RECORDS/index.html)")
     q = rsub.add_parser(
         "search",
         help="find runs by host, VM, MAC, address, check or any text",
         description="Runs whose record holds every word given (substrings, any case), "
         "newest first, from the index's full-text table.",
     )
+    q.set_defaults(func=cmd_records_search)
     q.add_argument("text", nargs="+", metavar="TEXT")
     limit_option(q)
-    records_option(q)
-    q.set_defaults(func=cmd_records_search)
+
+    for q in rsub.choices.values():
+        records_option(q)  # every records command reads the store
