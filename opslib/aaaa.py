@@ -212,10 +212,6 @@ def undo(client: DnsClient, zone_id: str, op: Op, made: DnsRecord | None) -> Non
     if op.action == "create" and made:
         client.delete_record(zone_id, made)
     elif op.action == "update" and b:
-        client.update_record(
-            zone_id, b.id, RecordSpec(b.name, b.type, b.content, b.proxied, b.ttl, b.comment)
-        )
+        client.update_record(zone_id, b.id, b.spec)
     elif op.action == "delete" and b:
-        client.create_record(
-            zone_id, RecordSpec(b.name, b.type, b.content, b.proxied, b.ttl, b.comment)
-        )
+        client.create_record(zone_id, b.spec)

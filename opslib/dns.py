@@ -78,8 +78,13 @@ class DnsRecord(JsonData):
     ttl: int
     comment: str = ""
 
+    @property
+    def spec(self) -> RecordSpec:
+        """What this record is, without its id: what re-creating it would ask for."""
+        return RecordSpec(self.name, self.type, self.content, self.proxied, self.ttl, self.comment)
+
     def text(self) -> str:
-        return record_text(self.name, self.type, self.content, self.proxied, self.ttl, self.comment)
+        return self.spec.text()
 
 
 def same_content(type: str, a: str, b: str) -> bool:
