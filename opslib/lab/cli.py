@@ -44,9 +44,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from opslib.lab import runs
+    from opslib.lab import hostruns, runs
 
-    return runs.cmd_demo(args)
+    return runs.cmd_demo(args) if args.simulated else hostruns.cmd_demo(args)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -100,10 +100,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="bring the lab up and run every runbook on it",
-        description="Bring the lab up bare, run every runbook in the wiki's "
-        "order with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX), print a summary.",
+        description="Bring the lab up bare, boot a Debian 12 daemon host on it and run every "
+        "runbook in the wiki's order (and libvirt-access) there over SSH with the runbooks' "
+        "real-host defaults, print a summary. --simulated: on the simulated host instead, "
+        "with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX).",
     )
-    p.add_argument("--parameters", metavar="DIR", help="parameter sets (default parameters/lab)")
+    p.add_argument(
+        "--simulated", action="store_true", help="run on the simulated host (no booted host)"
+    )
+    p.add_argument(
+        "--parameters", metavar="DIR", help="with --simulated: parameter sets (parameters/lab)"
+    )
     p.add_argument(
         "--keep", action="store_true", help="run on the lab as it is (default: rebuild it bare)"
     )
