@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import procs
 from opslib.errors import ApplyError, HostError, InputError
 
 # login.defs(5) defaults when the file does not say
@@ -233,7 +234,7 @@ def _command(argv: list[str], what: str, *, timeout: float = 30) -> str:
     except subprocess.TimeoutExpired as exc:
         raise ApplyError(f"{what}: {argv[0]} took over {timeout:.0f}s") from exc
     if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise ApplyError(f"{what} failed: {tail}")
     return proc.stdout
 

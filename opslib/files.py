@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> N
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def free_mib(path: str | Path) -> tuple[Path, int]:
+    """Free space (MiB) where ``path`` is or will be: its nearest existing parent, and that."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    return probe, shutil.disk_usage(probe).free // 2**20

@@ -1,4 +1,5 @@
-"""Processes this code started: found by pid file and command line, ended by pid.
+"""Processes this code started: found by pid file and command line, ended by pid;
+and what a failed command said last.
 
 A pid is signalled only when its command line shows it is the program the pid
 file was written for: a recycled pid belongs to someone else.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,3 +62,8 @@ def terminate(pids: Iterable[int], *, grace: float = 5.0) -> None:
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line a finished command wrote (its errors first): what a message quotes."""
+    return (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]

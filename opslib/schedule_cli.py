@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opslib import procs
 from opslib.errors import HostError, InputError
 
 if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
@@ -58,7 +59,7 @@ def _systemd_manages(unit_dir: Path) -> bool:
 def _systemctl(*args: str, check: bool = True) -> None:
     proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise HostError(f"systemctl {' '.join(args)} failed (rc {proc.returncode}): {tail}")
 
 

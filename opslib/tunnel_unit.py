@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from opslib import files, netlink
+from opslib import files, netlink, procs
 from opslib.errors import ApplyError, HostError
 
 UNIT_DIR = Path("/etc/systemd/system")
@@ -104,7 +104,7 @@ def _systemctl(*args: str) -> None:
     except subprocess.TimeoutExpired as exc:
         raise ApplyError(f"systemctl {' '.join(args)} timed out") from exc
     if done.returncode != 0:
-        tail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(done)
         raise ApplyError(f"systemctl {' '.join(args)} failed (rc {done.returncode}): {tail}")
 
 

@@ -154,7 +154,7 @@ def _run(
     except subprocess.TimeoutExpired as exc:
         raise HostError(f"{shlex.join(argv)} timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise HostError(f"{shlex.join(argv)} failed (rc {proc.returncode}): {tail}")
     return proc
 
@@ -281,10 +281,7 @@ def preflight(lab: Lab) -> None:
             f"the lab needs Debian packages that are missing: apt-get install {' '.join(missing)}"
         )
     for where in (lab.base, lab.image_dir):
-        probe = where
-        while not probe.exists():
-            probe = probe.parent
-        free = shutil.disk_usage(probe).free // 2**20
+        probe, free = files.free_mib(where)
         if free < MIN_FREE_MIB:
             raise HostError(
                 f"no free space for the lab: {free} MiB free under {probe}, "

@@ -153,7 +153,7 @@ def _run(argv: list[str], *, check: bool = True, timeout: float = 60) -> str:
     except subprocess.TimeoutExpired as exc:
         raise HostError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise HostError(f"{' '.join(argv)} failed (rc {proc.returncode}): {tail}")
     return proc.stdout
 

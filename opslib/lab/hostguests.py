@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from opslib import procs
 from opslib.errors import HostError
 from opslib.lab import control, nspawn
 from opslib.lab.config import Guest
@@ -85,7 +86,7 @@ def report(host: Host, name: str) -> control.GuestReport | None:
 def _virsh(host: Host, *args: str, check: bool = True, timeout: float = 60) -> str:
     done = nspawn.run(host.container, ["virsh", "-q", "-c", URI, *args], timeout=timeout)
     if check and done.returncode != 0:
-        tail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(done)
         raise HostError(f"virsh {' '.join(args)} on host {host.name} failed: {tail}")
     return done.stdout
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from opslib import procs
 from opslib.errors import HostError
 from opslib.lab import hostssh
 from opslib.lab.config import Lab
@@ -90,5 +91,5 @@ def _local(argv: list[str], what: str, timeout: float) -> None:
     except subprocess.TimeoutExpired as exc:
         raise HostError(f"{what} timed out after {timeout:.0f}s") from exc
     if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise HostError(f"{what} failed (rc {proc.returncode}): {tail}")

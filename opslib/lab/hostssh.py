@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import procs
 from opslib.errors import HostError
 from opslib.lab.config import Lab
 
@@ -150,7 +151,7 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise HostError(f"ssh {name} {command!s} timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        tail = procs.last_line(proc)
         raise HostError(f"ssh {name} {command!s} failed (rc {proc.returncode}): {tail}")
     return proc
 

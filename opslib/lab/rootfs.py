@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from opslib import files
 from opslib.errors import HostError
 from opslib.lab import nspawn
 
@@ -184,10 +185,7 @@ def preflight(cache_dir: Path = CACHE_DIR) -> None:
     for tool, package in (("debootstrap", "debootstrap"), ("systemd-nspawn", "systemd-container")):
         if not shutil.which(tool):
             raise HostError(f"the daemon host image needs {tool}: apt-get install {package}")
-    probe = cache_dir
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free // 2**20
+    probe, free = files.free_mib(cache_dir)
     if free < MIN_FREE_MIB:
         raise HostError(
             f"no room for the daemon host image: {free} MiB free under {probe}, "
