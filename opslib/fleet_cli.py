@@ -228,7 +228,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from opslib.engine_cli import records_option
+    from opslib.engine_cli import param_option, records_option
 
     p = sub.add_parser(
         "fleet",
@@ -245,14 +245,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("runbook", help="runbook name (see `opsbook runbooks`)")
     _common(q)
-    q.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUE"),
-        help="set a parameter on every host (over its parameter set)",
-    )
+    param_option(q, "set a parameter on every host (over its parameter set)")
     q.add_argument(
         "--check",
         action="store_true",

@@ -22,7 +22,7 @@ from opslib.engine_cli import yes_no
 from opslib.errors import HostError
 from opslib.lab import control, daemonhost, hostguests, hostpeers, hostssh
 from opslib.lab.config import Lab
-from opslib.lab.runs import WIKI_ORDER
+from opslib.lab.runs import WIKI_ORDER, demo_lab
 from opslib.tables import table
 
 ORDER = (*WIKI_ORDER, "libvirt-access")
@@ -124,14 +124,7 @@ def demo(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``opsbook demo``: the lab up bare, a booted host, every runbook on it over SSH."""
-    lab = Lab.from_env()
-    if not args.keep:
-        # A demo starts from a freshly installed daemon host, whatever an earlier one left.
-        print(f"==> lab down ({lab.prefix}), then up bare")
-        control.down(lab)
-    else:
-        print(f"==> lab up ({lab.prefix}, kept as it is)")
-    control.up(lab)
+    lab = demo_lab(args.keep)
     rows, failed = [], 0
     for outcome in demo(lab, say=print):
         if outcome.exit_code != 0:

@@ -116,15 +116,21 @@ def up(
         configure(lab, progress=progress, records=records)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def demo_lab(keep: bool) -> Lab:
+    """The lab a demo runs on: down and up bare again, or (``keep``) as it is."""
     lab = Lab.from_env()
-    if not args.keep:
+    if not keep:
         # A demo starts from a freshly installed daemon host, whatever an earlier one left.
         print(f"==> lab down ({lab.prefix}), then up bare")
         control.down(lab)
     else:
         print(f"==> lab up ({lab.prefix}, kept as it is)")
     control.up(lab)
+    return lab
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    lab = demo_lab(args.keep)
     param_dir = Path(args.parameters) if args.parameters else None
     rows, failed = [], 0
     store = store_of(args)
