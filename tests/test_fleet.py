@@ -1,6 +1,6 @@
 """opsbook fleet without hosts: input checks (exit 2 before Ansible runs), the table's rows
 from Ansible's events, records filed with their fleet run, the manifest --retry-failed reads.
-The runs on real hosts are tests/lab/test_19_fleet.py."""
+The runs on real hosts are tests/lab/test_18_fleet.py."""
 
 from __future__ import annotations
 

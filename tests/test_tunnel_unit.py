@@ -1,6 +1,6 @@
 """The userspace 6in4 end as a systemd unit (opslib.tunnel_unit): what ipv6-tunnel plans
 for it, and the unit systemd is given. The live path runs on the lab's booted host
-(tests/lab/test_18_runbooks_on_booted_host.py)."""
+(tests/lab/test_19_runbooks_on_booted_host.py)."""
 
 from __future__ import annotations
 

@@ -50,15 +50,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(item.path).parents:
             item.add_marker(pytest.mark.lab)
-    # The test that takes the session's booted host down goes right after the last other
-    # test that uses it (a later one would boot it again: a minute).
+    # The tests of the session's booted host run together, where the first of them stands
+    # (a test between them may take the whole lab down: test_92 does), and the one that
+    # takes the host down goes last of them (a later one would boot it again: a minute).
     users = [i for i in items if "booted_host" in getattr(i, "fixturenames", ())]
-    last = [i for i in users if i.get_closest_marker(TAKES_HOST_DOWN)]
-    others = [i for i in users if i not in last]
-    if last and others:
-        rest = [i for i in items if i not in last]
-        at = rest.index(others[-1]) + 1
-        items[:] = [*rest[:at], *last, *rest[at:]]
+    if users:
+        last = [i for i in users if i.get_closest_marker(TAKES_HOST_DOWN)]
+        others = [i for i in users if i not in last]
+        at = items.index(users[0])
+        rest = [i for i in items if i not in users]
+        items[:] = [*rest[:at], *others, *last, *rest[at:]]
 
 
 @pytest.fixture(autouse=True)
