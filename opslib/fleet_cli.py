@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
         _serial(args.serial)
 
 
-def _say(started: float) -> Any:
+def _say(started: float, quiet: bool = False) -> Any:
     def say(line: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {line}", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"[{time.monotonic() - started:5.1f}s] {line}", file=sys.stderr, flush=True)
 
     return say
 
@@ -97,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_id = outcome.new_run_id()
     started = time.monotonic()
-    say = _say(started)
+    say = _say(started, quiet=args.summary)
     applies = given.get("apply", "").lower() in ("true", "yes", "on", "1")
     mode = "plan only (--check)" if args.check else "apply" if applies else "run"
     say(
@@ -137,6 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         "ansible_rc": result.rc,
     }
     outcome.write_manifest(store.root, run, rows)
+    bad = [r.host for r in rows if r.status not in ("ok", "changed")]
+    if args.summary:  # scheduled fleet runs: one line in the journal
+        line = outcome.summary_line(info.name, [asdict(r) for r in rows])
+        print(f"{line}; fleet run {run_id}: opsbook records --fleet-run {run_id}")
+        return 1 if bad else 0
     if args.check:
         _show_plans(rows, store)
     print(
@@ -146,7 +153,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_width={2: 90},
         )
     )
-    bad = [r.host for r in rows if r.status not in ("ok", "changed")]
     print(
         f"fleet run {run_id}: {len(rows) - len(bad)} of {len(rows)} host(s) ok "
         f"({time.monotonic() - started:.1f} s); opsbook records --fleet-run {run_id}"
@@ -267,6 +273,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--keep-artifacts",
         metavar="DIR",
         help="keep ansible-runner's artefacts in DIR (default: deleted)",
+    )
+    q.add_argument(
+        "--summary",
+        action="store_true",
+        help="print one line naming the hosts not ok, instead of progress and the table "
+        "(what a scheduled fleet run logs)",
     )
     records_option(q)
     q.set_defaults(func=cmd_run)

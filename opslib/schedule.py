@@ -10,6 +10,13 @@ when (systemd calendar syntax), plus an optional failure hook command::
         parameters: host-health.yaml      # relative to the schedule file
         when: hourly
         metrics_dir: /var/lib/prometheus/node-exporter   # optional: Prometheus metrics
+      - runbook: host-health              # a fleet run, from the workstation:
+        fleet: {inventory: inventory.yml, limit: daemon_hosts, forks: 10}
+        when: hourly                      # `opsbook fleet run host-health -i … --summary`
+
+A ``fleet`` run (:mod:`opslib.fleet_cli`) takes each host's parameter set from its
+inventory (``inventory`` is relative to the schedule file; ``limit`` and ``forks`` are
+optional); its failure hook gets the fleet run's summary, naming the failing hosts.
 
 ``metrics_dir`` (per run, or once at the top for every run) is node_exporter's textfile
 directory: each run writes its metrics there (:mod:`opslib.metrics`) with the schedule's
@@ -21,7 +28,6 @@ that differ, so a second install changes nothing.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shlex
@@ -29,7 +35,6 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -37,6 +42,7 @@ import yaml
 from opslib import files, metrics
 from opslib.changes import Change, Result
 from opslib.errors import InputError
+from opslib.systemd_calendar import calendar_period, calendar_to_cron, check_calendar
 
 MARKER = "# Managed by opsbook schedule; edit parameters/HOST/schedule.yaml instead."
 FAILURE_TEMPLATE = "opsbook-onfailure@.service"
@@ -44,13 +50,23 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
+class FleetTarget:
+    """The hosts of a scheduled fleet run: ``opsbook fleet run -i INVENTORY --limit …``."""
+
+    inventory: Path
+    limit: str = ""
+    forks: int | None = None
+
+
+@dataclass(frozen=True)
 class ScheduledRun:
     runbook: str
-    parameters: Path
+    parameters: Path | None  # None: a fleet run (each host's set from the inventory)
     when: str
     timeout: str = "30min"
     metrics_dir: Path | None = None
     period: int | None = None  # seconds, exported with the metrics
+    fleet: FleetTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -63,49 +79,6 @@ class Schedule:
 
 def schedule_file(params_dir: Path, host: str) -> Path:
     return params_dir / host / "schedule.yaml"
-
-
-def check_calendar(expr: str) -> str:
-    """Validate a systemd calendar expression; returns its next elapse ("" if unknown)."""
-    if shutil.which("systemd-analyze") is None:
-        return ""
-    proc = subprocess.run(
-        ["systemd-analyze", "calendar", "--iterations=1", expr],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise InputError(
-            f"schedule: {expr!r} is not a systemd calendar expression "
-            "(try 'hourly', 'daily' or '*-*-* *:00/15:00'; see `systemd-analyze calendar`)"
-        )
-    match = re.search(r"Next elapse: (.+)", proc.stdout)
-    return match.group(1).strip() if match else ""
-
-
-_SHORTHAND_PERIODS = {"minutely": 60, "hourly": 3600, "daily": 86400, "weekly": 604800}
-_ELAPSE = re.compile(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
-
-
-def calendar_period(expr: str, iterations: int = 12) -> int | None:
-    """The longest gap in seconds between two of the next elapses of ``expr`` (a
-    weekday-only schedule's is its weekend), or None where systemd-analyze is missing."""
-    if shutil.which("systemd-analyze") is None:
-        return _SHORTHAND_PERIODS.get(expr)
-    proc = subprocess.run(
-        ["systemd-analyze", "calendar", f"--iterations={iterations}", expr],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
-    )
-    times = [
-        datetime.strptime(t, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-        for t in _ELAPSE.findall(proc.stdout)
-    ]
-    gaps = [int((b - a).total_seconds()) for a, b in itertools.pairwise(times)]
-    return max(gaps) if gaps else _SHORTHAND_PERIODS.get(expr)
 
 
 def _metrics_dir(value: object, where: str) -> Path | None:
@@ -131,36 +104,97 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
         raise InputError(f"schedule: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
     if raw.get("host", host) != host:
         raise InputError(f"schedule: {path} says host {raw['host']!r}, expected {host!r}")
-    runs = []
+    runs: list[ScheduledRun] = []
     default_metrics = _metrics_dir(raw.get("metrics_dir"), f"schedule: {path}")
     for i, item in enumerate(raw.get("runs") or []):
         where = f"schedule: {path} run {i + 1}"
-        runbook = str(item.get("runbook", ""))
-        if not _NAME.match(runbook):
-            raise InputError(f"{where}: 'runbook' must name a notebook, got {runbook!r}")
-        if notebooks is not None and not (notebooks / f"{runbook}.ipynb").is_file():
-            raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
-        params = path.parent / str(item.get("parameters", f"{runbook}.yaml"))
-        if not params.is_file():
-            raise InputError(f"{where}: parameter set {params} does not exist")
-        when = str(item.get("when", ""))
-        if not when:
-            raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
-        check_calendar(when)
-        metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
-        runs.append(
-            ScheduledRun(
-                runbook,
-                params.resolve(),
-                when,
-                str(item.get("timeout", "30min")),
-                metrics_dir,
-                calendar_period(when) if metrics_dir else None,
+        if not isinstance(item, dict):
+            raise InputError(f"{where}: must be a mapping (runbook, parameters, when)")
+        run = _run(item, path.parent, where, default_metrics, notebooks)
+        if any(run_stem(host, r) == run_stem(host, run) for r in runs):
+            raise InputError(
+                f"{where}: {run.runbook} is scheduled twice (unit {run_stem(host, run)}); "
+                "one entry per runbook (and one per fleet run of it)"
             )
-        )
+        runs.append(run)
     if not runs:
         raise InputError(f"schedule: {path} has no runs")
     return Schedule(host, tuple(runs), str(raw.get("on_failure", "")), path.resolve())
+
+
+def _run(
+    item: dict[str, object],
+    base: Path,
+    where: str,
+    default_metrics: Path | None,
+    notebooks: Path | None,
+) -> ScheduledRun:
+    runbook = str(item.get("runbook", ""))
+    if not _NAME.match(runbook):
+        raise InputError(f"{where}: 'runbook' must name a notebook, got {runbook!r}")
+    if notebooks is not None and not (notebooks / f"{runbook}.ipynb").is_file():
+        raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
+    fleet = _fleet(item["fleet"], base, where) if "fleet" in item else None
+    params: Path | None = None
+    if fleet is not None:
+        for key in ("parameters", "metrics_dir"):
+            if key in item:
+                raise InputError(
+                    f"{where}: a fleet run has no {key!r} (each host's parameter set comes from "
+                    "the inventory's opsbook_parameter_sets); drop it"
+                )
+    else:
+        params = base / str(item.get("parameters", f"{runbook}.yaml"))
+        if not params.is_file():
+            raise InputError(f"{where}: parameter set {params} does not exist")
+    when = str(item.get("when", ""))
+    if not when:
+        raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
+    check_calendar(when)
+    metrics_dir = None
+    if fleet is None:
+        metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
+    return ScheduledRun(
+        runbook,
+        params.resolve() if params is not None else None,
+        when,
+        str(item.get("timeout", "30min")),
+        metrics_dir,
+        calendar_period(when) if metrics_dir else None,
+        fleet,
+    )
+
+
+_FLEET_KEYS = ("inventory", "limit", "forks")
+
+
+def _fleet(value: object, base: Path, where: str) -> FleetTarget:
+    """A run's ``fleet: {inventory: PATH, limit: PATTERN, forks: N}``."""
+    shape = "fleet: {inventory: PATH, limit: PATTERN, forks: N}"
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: 'fleet' must be a mapping, e.g. {shape}")
+    unknown = sorted(str(k) for k in value if k not in _FLEET_KEYS)
+    if unknown:
+        raise InputError(
+            f"{where}: fleet has no {unknown[0]!r}; its keys: {', '.join(_FLEET_KEYS)}"
+        )
+    if not value.get("inventory"):
+        raise InputError(f"{where}: fleet needs 'inventory' (an Ansible inventory), e.g. {shape}")
+    inventory = base / str(value["inventory"])
+    if not inventory.is_file():
+        raise InputError(
+            f"{where}: fleet inventory {inventory} does not exist "
+            "(relative to the schedule file; `opsbook lab up --hosts N` writes one)"
+        )
+    limit = value.get("limit", "")
+    if not isinstance(limit, str) or (limit and not limit.strip()) or "\n" in limit:
+        raise InputError(f"{where}: fleet limit must be an Ansible host pattern, got {limit!r}")
+    forks = value.get("forks")
+    if forks is not None and (isinstance(forks, bool) or not isinstance(forks, int) or forks < 1):
+        raise InputError(
+            f"{where}: fleet forks must be a whole number of hosts >= 1, got {forks!r}"
+        )
+    return FleetTarget(inventory.resolve(), limit.strip(), forks)
 
 
 def _unit_command(argv: list[str]) -> str:
@@ -170,6 +204,12 @@ def _unit_command(argv: list[str]) -> str:
 
 def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
     # --summary: one line per run in the journal (or cron's log), not the result tables.
+    if run.fleet is not None:
+        fleet = run.fleet
+        argv = [opsbook, "fleet", "run", run.runbook, "-i", str(fleet.inventory)]
+        argv += ["--limit", fleet.limit] if fleet.limit else []
+        argv += ["--forks", str(fleet.forks)] if fleet.forks else []
+        return [*argv, "--summary"]
     argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host, "--summary"]
     if run.metrics_dir is not None:
         argv += ["--metrics-dir", str(run.metrics_dir)]
@@ -182,17 +222,29 @@ def unit_stem(host: str, runbook: str) -> str:
     return f"opsbook-{host}-{runbook}"
 
 
+def run_stem(host: str, run: ScheduledRun) -> str:
+    """The units' name without suffix: a fleet run's has ``fleet-`` before the runbook."""
+    return unit_stem(host, f"fleet-{run.runbook}" if run.fleet else run.runbook)
+
+
+def _what(run: ScheduledRun, host: str) -> str:
+    if run.fleet is None:
+        return f"runbook {run.runbook} on {host}"
+    hosts = run.fleet.limit or "every host"
+    return f"fleet run {run.runbook} on {hosts} of {run.fleet.inventory.name}"
+
+
 def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str, str]:
     """Every unit file's name and text; pure."""
     units: dict[str, str] = {}
     hook = schedule.on_failure.strip()
     for run in schedule.runs:
-        stem = unit_stem(schedule.host, run.runbook)
+        stem = run_stem(schedule.host, run)
         argv = _run_argv(opsbook, run, schedule.host)
         on_failure = f"OnFailure={FAILURE_TEMPLATE.replace('@', '@%n')}\n" if hook else ""
         units[f"{stem}.service"] = (
             f"{MARKER}\n[Unit]\n"
-            f"Description=opsbook runbook {run.runbook} on {schedule.host}\n"
+            f"Description=opsbook {_what(run, schedule.host)}\n"
             f"{on_failure}"
             "\n[Service]\nType=oneshot\n"
             f"WorkingDirectory={workdir}\n"
@@ -202,7 +254,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
         )
         units[f"{stem}.timer"] = (
             f"{MARKER}\n[Unit]\n"
-            f"Description=Schedule of opsbook runbook {run.runbook} on {schedule.host}\n"
+            f"Description=Schedule of opsbook {_what(run, schedule.host)}\n"
             "\n[Timer]\n"
             f"OnCalendar={run.when}\n"
             "Persistent=true\n"
@@ -232,43 +284,11 @@ def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[st
         argv = _run_argv(opsbook, run, schedule.host)
         cmd = f"cd {shlex.quote(str(workdir))} && {shlex.join(argv)}"
         if schedule.on_failure:
-            notify = [opsbook, "schedule", "notify", unit_stem(schedule.host, run.runbook)]
+            notify = [opsbook, "schedule", "notify", run_stem(schedule.host, run)]
             cmd += f" || {shlex.join(notify)}"
         # cron reads an unescaped % as a newline
         lines.append(f"{cron} root ({cmd}) 2>&1 | logger -t opsbook".replace("%", "\\%"))
     return lines
-
-
-_SHORTHANDS = {
-    "minutely": "* * * * *",
-    "hourly": "0 * * * *",
-    "daily": "0 0 * * *",
-    "weekly": "0 0 * * 1",
-    "monthly": "0 0 1 * *",
-}
-
-
-def calendar_to_cron(expr: str) -> str:
-    """The cron form of the calendar expressions cron can say; InputError otherwise."""
-    if expr in _SHORTHANDS:
-        return _SHORTHANDS[expr]
-    # *-*-* HH:MM[:00] with '*', numbers, lists and /steps in hour and minute.
-    m = re.fullmatch(r"(?:\*-\*-\*\s+)?([0-9*,/]+):([0-9*,/]+)(?::0?0)?", expr.strip())
-    if m:
-        hour, minute = (_cron_field(f) for f in m.groups())
-        return f"{minute} {hour} * * *"
-    raise InputError(
-        f"schedule: cannot express {expr!r} in crontab; use the systemd timers, "
-        "or a simpler expression (hourly, daily, '*:00/15')"
-    )
-
-
-def _cron_field(field: str) -> str:
-    # systemd writes steps as start/step ("00/15"); cron as start-max/step or */step.
-    if "/" in field:
-        start, step = field.split("/", 1)
-        return f"*/{int(step)}" if start in ("*", "0", "00") else f"{int(start)}-59/{int(step)}"
-    return ",".join(str(int(p)) if p != "*" else "*" for p in field.split(","))
 
 
 def verify_units(paths: list[Path]) -> str:

@@ -72,7 +72,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     sch = _load(args)
     unit_dir, workdir = Path(args.dir), Path(args.workdir).resolve()
-    timers = [f"{schedule.unit_stem(sch.host, r.runbook)}.timer" for r in sch.runs]
+    timers = [f"{schedule.run_stem(sch.host, r)}.timer" for r in sch.runs]
     systemd = _systemd_manages(unit_dir)
     stale = [t for t in _timers(schedule.managed(unit_dir, sch.host)) if t not in timers]
     if systemd and stale:  # stopped while their files are still there
@@ -151,15 +151,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = _store(args)
     rows = []
     for run in sch.runs:
-        last = store.list(runbook=run.runbook, host=sch.host, limit=1)
+        if run.fleet is not None:
+            last_fleet = _last_fleet_run(store, run)
+            start, status, where = last_fleet or ("-", "-", "-")
+        else:
+            last = store.list(runbook=run.runbook, host=sch.host, limit=1)
+            start, status, where = (
+                (last[0].start, last[0].status, last[0].path) if last else ("-", "-", "-")
+            )
         rows.append(
             (
-                schedule.unit_stem(sch.host, run.runbook) + ".timer",
+                schedule.run_stem(sch.host, run) + ".timer",
                 run.when,
                 schedule.check_calendar(run.when) or "-",
-                last[0].start if last else "-",
-                last[0].status if last else "-",
-                last[0].path if last else "-",
+                start,
+                status,
+                where,
             )
         )
     print(table(rows, ("unit", "when", "next", "last", "status", "record")))
@@ -177,13 +184,57 @@ def cmd_notify(args: argparse.Namespace) -> int:
             continue
         sch = schedule.load(params_dir, host_dir.name)
         for run in sch.runs:
-            if schedule.unit_stem(sch.host, run.runbook) == unit:
+            if schedule.run_stem(sch.host, run) == unit:
                 return _notify(args, sch, run)
     raise InputError(f"schedule notify: no scheduled run is unit {unit!r} in {params_dir}")
 
 
+def _last_fleet_run(store: Store, run: schedule.ScheduledRun) -> tuple[str, str, str] | None:
+    """The newest fleet run of a scheduled fleet entry: its id, its status ("ok" when every
+    host was, else "failed: HOSTS not ok") and how to list its records; None before the first."""
+    from opslib.fleet import outcome
+
+    assert run.fleet is not None
+    manifest = outcome.latest_manifest(store.root, run.runbook, run.fleet.inventory)
+    if manifest is None:
+        return None
+    bad = [h for h, r in manifest["hosts"].items() if r.get("status") not in ("ok", "changed")]
+    run_id = str(manifest["id"])
+    return run_id, f"failed: {' '.join(bad)}" if bad else "ok", f"--fleet-run {run_id}"
+
+
+def _notify_fleet(
+    store: Store, sch: schedule.Schedule, run: schedule.ScheduledRun
+) -> tuple[str, str]:
+    """The failed fleet run's summary (one line naming the hosts not ok, then one line per
+    such host with its record) and those hosts."""
+    from opslib.fleet import outcome
+
+    assert run.fleet is not None
+    what = f"opsbook: fleet run of {run.runbook} from {sch.host}"
+    manifest = outcome.latest_manifest(store.root, run.runbook, run.fleet.inventory)
+    if manifest is None:
+        return f"{what} failed before leaving a fleet run manifest in {store.root}\n", ""
+    hosts = manifest["hosts"]
+    bad = [h for h, r in hosts.items() if r.get("status") not in ("ok", "changed")]
+    lines = [
+        f"{what}: {outcome.summary_line(run.runbook, hosts.values())}",
+        f"fleet run {manifest['id']}: opsbook records --fleet-run {manifest['id']}",
+    ]
+    for host in bad:
+        row = hosts[host]
+        record = row.get("record") or "no record"
+        lines.append(f"  {host}: {row.get('status')}: {row.get('summary')} ({record})")
+    return "\n".join(lines) + "\n", " ".join(bad)
+
+
 def _notify(args: argparse.Namespace, sch: schedule.Schedule, run: schedule.ScheduledRun) -> int:
-    last = _store(args, notify=True).list(runbook=run.runbook, host=sch.host, limit=1)
+    store = _store(args, notify=True)
+    env = {**os.environ, "OPSBOOK_HOST": sch.host, "OPSBOOK_RUNBOOK": run.runbook}
+    if run.fleet is not None:
+        summary, env["OPSBOOK_FAILED_HOSTS"] = _notify_fleet(store, sch, run)
+        return _hand_over(sch, summary, env)
+    last = store.list(runbook=run.runbook, host=sch.host, limit=1)
     if last:
         row = last[0]
         summary = (
@@ -192,10 +243,14 @@ def _notify(args: argparse.Namespace, sch: schedule.Schedule, run: schedule.Sche
         )
     else:
         summary = f"opsbook: {run.runbook} on {sch.host} failed before leaving a record\n"
+    return _hand_over(sch, summary, env)
+
+
+def _hand_over(sch: schedule.Schedule, summary: str, env: dict[str, str]) -> int:
+    """The summary to the journal (its first line) and on stdin to ``on_failure``."""
     print(summary.splitlines()[0])
     if not sch.on_failure:
         return 0
-    env = {**os.environ, "OPSBOOK_HOST": sch.host, "OPSBOOK_RUNBOOK": run.runbook}
     proc = subprocess.run(
         ["sh", "-c", sch.on_failure], input=summary, text=True, env=env, check=False
     )

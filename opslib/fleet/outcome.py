@@ -6,14 +6,15 @@ code and last line. Each record a host filed comes home into the workstation's s
 (``records/HOST/…`` and its index) with the fleet run's id in its header; the host's
 verdict in that record is the row's status. The manifest ``records/.fleet/ID.json`` lists
 the run's hosts, statuses and records: ``--retry-failed`` reads the newest one,
-``opsbook records --fleet-run ID`` the one it names.
+``opsbook records --fleet-run ID`` the one it names, a scheduled fleet run's failure hook
+(``opsbook schedule notify``) the newest of its runbook and inventory, as :func:`summary_line`.
 """
 
 from __future__ import annotations
 
 import json
 import secrets as token_bytes
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,16 @@ from typing import Any
 from opslib.errors import InputError
 from opslib.files import atomic_write
 
-__all__ = ["Fold", "HostRow", "import_records", "load_manifest", "new_run_id", "write_manifest"]
+__all__ = [
+    "Fold",
+    "HostRow",
+    "import_records",
+    "latest_manifest",
+    "load_manifest",
+    "new_run_id",
+    "summary_line",
+    "write_manifest",
+]
 
 STATUSES = ("ok", "changed", "failed", "unreachable", "bad-input", "skipped")
 NOT_DONE = ("failed", "unreachable", "bad-input", "skipped")
@@ -165,3 +175,43 @@ def load_manifest(store_root: Path, run_id: str | None = None) -> dict[str, Any]
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable fleet run manifest: {exc}") from None
+
+
+def summary_line(runbook: str, hosts: Iterable[Mapping[str, Any]], width: int = 80) -> str:
+    """One line naming a fleet run's result and every host that is not ok, e.g.
+    ``host-health on 3 hosts: 2 ok, 1 failed (fl3: 1 failed: br0 up), 0 unreachable``."""
+    rows = list(hosts)
+    by: dict[str, list[Mapping[str, Any]]] = {s: [] for s in STATUSES}
+    for row in rows:
+        by.setdefault(str(row.get("status")), []).append(row)
+    ok = len(by["ok"]) + len(by["changed"])
+    changed = f" ({len(by['changed'])} changed)" if by["changed"] else ""
+
+    def why(row: Mapping[str, Any]) -> str:
+        text = str(row.get("summary") or "").strip()
+        return f"{row['host']}: {text[: width - 1] + '…' if len(text) > width else text}"
+
+    parts = [f"{ok} ok{changed}"]
+    for status in ("failed", "unreachable", "bad-input", "skipped"):
+        hosts_of = by.pop(status, [])
+        if hosts_of or status in ("failed", "unreachable"):
+            named = [why(r) if status != "unreachable" else str(r["host"]) for r in hosts_of]
+            parts.append(f"{len(hosts_of)} {status}" + (f" ({'; '.join(named)})" if named else ""))
+    for status, others in by.items():  # a status this version does not know
+        if others and status not in STATUSES:
+            parts.append(f"{len(others)} {status} ({', '.join(str(r['host']) for r in others)})")
+    return f"{runbook} on {len(rows)} host{'s' if len(rows) != 1 else ''}: {', '.join(parts)}"
+
+
+def latest_manifest(store_root: Path, runbook: str, inventory: Path) -> dict[str, Any] | None:
+    """The newest fleet run of ``runbook`` on ``inventory`` in the store, if any."""
+    folder = store_root / MANIFESTS
+    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+        try:
+            body = dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+        same = Path(str(body.get("inventory", ""))).resolve() == inventory.resolve()
+        if body.get("runbook") == runbook and same:
+            return body
+    return None
