@@ -208,15 +208,20 @@ def _notify_fleet(
 ) -> tuple[str, str]:
     """The failed fleet run's summary (one line naming the hosts not ok, then one line per
     such host with its record) and those hosts."""
+    from opslib import schedule
     from opslib.fleet import outcome
 
     assert run.fleet is not None
     what = f"opsbook: fleet run of {run.runbook} from {sch.host}"
+    see = f"see journalctl -u {schedule.run_stem(sch.host, run)}.service"
     manifest = outcome.latest_manifest(store.root, run.runbook, run.fleet.inventory)
     if manifest is None:
-        return f"{what} failed before leaving a fleet run manifest in {store.root}\n", ""
+        return f"{what} failed before leaving a fleet run manifest in {store.root}; {see}\n", ""
     hosts = manifest["hosts"]
     bad = [h for h, r in hosts.items() if r.get("status") not in ("ok", "changed")]
+    if not bad:  # the failed run left no manifest (bad input, or it stopped before the hosts)
+        newest = f"the newest fleet run, {manifest['id']}, had every host ok"
+        return f"{what} failed before any host ran ({newest}); {see}\n", ""
     lines = [
         f"{what}: {outcome.summary_line(run.runbook, hosts.values())}",
         f"fleet run {manifest['id']}: opsbook records --fleet-run {manifest['id']}",

@@ -217,5 +217,26 @@ def test_on_failure_before_any_fleet_run_says_so(params: Path, tmp_path: Path) -
     assert cli.main(notify) == 0
     assert (tmp_path / "hook.txt").read_text() == (
         "opsbook: fleet run of host-health from ws failed before leaving a fleet run manifest "
-        f"in {tmp_path / 'records'}\n"
+        f"in {tmp_path / 'records'}; see journalctl -u {UNIT}.service\n"
+    )
+
+
+def test_on_failure_after_a_run_that_left_no_manifest_does_not_report_an_old_one(
+    params: Path, tmp_path: Path
+) -> None:
+    """A scheduled fleet run that failed on bad input (exit 2) writes no manifest: the hook
+    must not hand on the last one, whose hosts were all ok, as if it were this failure."""
+    ok = {"fl1": {"host": "fl1", "status": "ok", "summary": "all checks passed"}}
+    inventory = str(tmp_path / "inventory.yml")
+    old: dict[str, object] = {"id": "20261129T020000Z-0001", "runbook": "host-health"}
+    old["inventory"] = inventory
+    old["hosts"] = ok
+    folder = tmp_path / "records" / outcome.MANIFESTS
+    folder.mkdir(parents=True)
+    (folder / f"{old['id']}.json").write_text(json.dumps(old))
+    notify = ["schedule", "notify", UNIT, "--params-dir", str(params)]
+    assert cli.main([*notify, "--records", str(tmp_path / "records")]) == 0
+    assert (tmp_path / "hook.txt").read_text() == (
+        "opsbook: fleet run of host-health from ws failed before any host ran (the newest "
+        f"fleet run, {old['id']}, had every host ok); see journalctl -u {UNIT}.service\n"
     )
