@@ -19,21 +19,15 @@ inside the host, systemctl, the host's record index.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 
 import pytest
+from on_host import ssh, wait_for
 
-from opslib.lab import cloudflare_api, control, daemonhost, hostguests, hostpeers, hostssh
+from opslib.lab import cloudflare_api, control, daemonhost, hostguests, hostpeers
 from opslib.lab.config import Lab
 
 VIRSH = "virsh -c qemu:///system"  # as the operator (group libvirt)
 TUNNEL_UNIT = "opsbook-6in4-he-ipv6.service"
-
-
-def ssh(host: daemonhost.Host, command: str, timeout: float = 120) -> tuple[int, str]:
-    proc = hostssh.run(host.lab, host.name, command, timeout=timeout, check=False)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def on_host(host: daemonhost.Host, command: str) -> str:
@@ -41,19 +35,6 @@ def on_host(host: daemonhost.Host, command: str) -> str:
     rc, out = ssh(host, command)
     assert rc == 0, out
     return out
-
-
-def wait_for(
-    probe: Callable[[], str], ready: Callable[[str], bool], timeout: float, what: str
-) -> str:
-    deadline = time.monotonic() + timeout
-    seen = probe()
-    while not ready(seen):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout:.0f}s; last: {seen[-600:]}")
-        time.sleep(1.0)
-        seen = probe()
-    return seen
 
 
 def run_book(host: daemonhost.Host, runbook: str, **params: str) -> str:

@@ -22,8 +22,7 @@ import posixpath
 import re
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from jupyter_browser import (
     watched_page,
     widget_button,
 )
+from on_host import ssh, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from opslib.lab import daemonhost, hostssh
@@ -52,24 +52,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "browser-booted-host"
 REMOTE_PORT = 8888  # opsbook notebook's default on the host
 START_WAIT = 240.0  # s: JupyterLab's first start on the host, on a busy 2-core machine
-
-
-def ssh(host: daemonhost.Host, command: str, timeout: float = 120) -> tuple[int, str]:
-    proc = hostssh.run(host.lab, host.name, command, timeout=timeout, check=False)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def wait_for(
-    probe: Callable[[], str], ready: Callable[[str], bool], timeout: float, what: str
-) -> str:
-    deadline = time.monotonic() + timeout
-    seen = probe()
-    while not ready(seen):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout:.0f}s; last: {seen[-600:]}")
-        time.sleep(0.5)
-        seen = probe()
-    return seen
 
 
 @dataclass

@@ -1,0 +1,30 @@
+"""Helpers of the tests that drive a booted host over SSH (test_19, test_97)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from opslib.lab import daemonhost, hostssh
+
+
+def ssh(host: daemonhost.Host, command: str, timeout: float = 120) -> tuple[int, str]:
+    """``command`` as the operator over SSH: its exit code and its output (both streams)."""
+    proc = hostssh.run(host.lab, host.name, command, timeout=timeout, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def wait_for(
+    probe: Callable[[], str], ready: Callable[[str], bool], timeout: float, what: str
+) -> str:
+    """Probe until ``ready`` says yes (a condition, not a fixed sleep); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen = probe()
+    while not ready(seen):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout:.0f}s; last: {seen[-600:]}")
+        time.sleep(0.5)
+        seen = probe()
+    return seen
