@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from opslib import procs  # noqa: E402
 from opslib.lab import daemonhost, hostssh  # noqa: E402
 from opslib.lab import fleet as labfleet  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
@@ -55,7 +56,7 @@ def timed(name: str, argvs: list[list[str]], env: dict[str, str] | None = None) 
             argv, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
         )
         if proc.returncode != 0:
-            why = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            why = procs.last_line(proc)
             raise BenchFailed(f"{name}: `{shlex.join(argv)}` exited {proc.returncode}: {why}")
     return time.perf_counter() - t0
 

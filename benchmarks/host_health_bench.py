@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opslib import runner  # noqa: E402
+from opslib import procs, runner  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 from opslib.lab.notebook import lab_defaults  # noqa: E402
 from opslib.procedures import host_health  # noqa: E402
@@ -44,7 +44,7 @@ def timed_run(name: str, argv: list[str]) -> float:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        why = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        why = procs.last_line(proc)
         raise BenchFailed(f"{name}: `{shlex.join(argv)}` exited {proc.returncode}: {why}")
     return seconds
 
