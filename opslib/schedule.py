@@ -137,12 +137,11 @@ def _run(
     fleet = _fleet(item["fleet"], base, where) if "fleet" in item else None
     params: Path | None = None
     if fleet is not None:
-        for key in ("parameters", "metrics_dir"):
-            if key in item:
-                raise InputError(
-                    f"{where}: a fleet run has no {key!r} (each host's parameter set comes from "
-                    "the inventory's opsbook_parameter_sets); drop it"
-                )
+        if "parameters" in item:
+            raise InputError(
+                f"{where}: a fleet run has no 'parameters' (each host's parameter set comes "
+                "from the inventory's opsbook_parameter_sets); drop it"
+            )
     else:
         params = base / str(item.get("parameters", f"{runbook}.yaml"))
         if not params.is_file():
@@ -151,9 +150,7 @@ def _run(
     if not when:
         raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
     check_calendar(when)
-    metrics_dir = None
-    if fleet is None:
-        metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
+    metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
     return ScheduledRun(
         runbook,
         params.resolve() if params is not None else None,
@@ -209,8 +206,10 @@ def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
         argv = [opsbook, "fleet", "run", run.runbook, "-i", str(fleet.inventory)]
         argv += ["--limit", fleet.limit] if fleet.limit else []
         argv += ["--forks", str(fleet.forks)] if fleet.forks else []
-        return [*argv, "--summary"]
-    argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host, "--summary"]
+        argv += ["--summary"]
+    else:
+        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host]
+        argv += ["--summary"]
     if run.metrics_dir is not None:
         argv += ["--metrics-dir", str(run.metrics_dir)]
         if run.period is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from opslib import cli, schedule
+from opslib import cli, metrics, schedule
 from opslib.errors import InputError
 from opslib.fleet import outcome, playbooks
 
@@ -240,3 +240,35 @@ def test_on_failure_after_a_run_that_left_no_manifest_does_not_report_an_old_one
         "opsbook: fleet run of host-health from ws failed before any host ran (the newest "
         f"fleet run, {old['id']}, had every host ok); see journalctl -u {UNIT}.service\n"
     )
+
+
+def test_a_scheduled_fleet_run_writes_each_hosts_metrics(
+    params: Path, tmp_path: Path, ansible_says: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fleet timer's run leaves one textfile per host, with the series and labels
+    (host, runbook) a single host's scheduled run writes, so monitoring/opsbook-rules.yml's
+    alerts (a failed check, no recent success, no recent run) apply to each host."""
+    prom = tmp_path / "node-exporter"
+    path = params / "ws" / "schedule.yaml"
+    path.write_text(path.read_text() + f"    metrics_dir: {prom}\n")
+    sch = schedule.load(params, "ws")
+    units = schedule.render_units(sch, opsbook="opsbook", workdir=ROOT)
+    argv = _exec_start(units[f"{UNIT}.service"])[1:]
+    assert argv[-4:] == ["--metrics-dir", str(prom), "--period", "3600"], argv
+    assert cli.main([*argv, "--records", str(tmp_path / "records")]) == 1
+    capsys.readouterr()
+    assert sorted(p.name for p in prom.iterdir()) == [
+        f"opsbook-{h}@host-health.prom" for h in ("fl1", "fl2", "fl3")
+    ]
+    for host, success in (("fl1", 1.0), ("fl2", 0.0), ("fl3", 0.0)):
+        found = {
+            name: value
+            for name, labels, value in metrics.parse(
+                (prom / f"opsbook-{host}@host-health.prom").read_text()
+            )
+            if labels == {"host": host, "runbook": "host-health"}
+        }
+        assert found["opsbook_run_success"] == success, (host, found)
+        assert found["opsbook_run_period_seconds"] == 3600
+        assert found["opsbook_run_last_run_timestamp_seconds"] > 0
+        assert (found["opsbook_run_last_success_timestamp_seconds"] > 0) == bool(success)

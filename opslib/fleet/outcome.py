@@ -32,6 +32,7 @@ __all__ = [
     "new_run_id",
     "summary_line",
     "write_manifest",
+    "write_metrics",
 ]
 
 STATUSES = ("ok", "changed", "failed", "unreachable", "bad-input", "skipped")
@@ -145,6 +146,45 @@ def import_records(rows: Sequence[HostRow], fetched: Path, store: Any, fleet_run
             row.summary = str(header.get("summary") or row.summary)
             if status not in ("ok", "failed", "bad-input", ""):
                 row.summary = f"{status}: {row.summary}"
+
+
+def write_metrics(
+    directory: Path,
+    runbook: str,
+    rows: Sequence[HostRow],
+    store: Any,
+    *,
+    seconds: float,
+    period: float | None = None,
+) -> list[Path]:
+    """Each host's Prometheus metrics (:mod:`opslib.metrics`), as its own run would write
+    them on the host: ``opsbook-HOST@RUNBOOK.prom`` with labels host and runbook. An
+    unreachable or skipped host's run did not succeed (its last success is kept); the
+    checks come from the record it brought home."""
+    from opslib import metrics, records
+
+    ended = datetime.now(UTC).timestamp()
+    written = []
+    for row in rows:
+        checks: tuple[tuple[str, bool], ...] = ()
+        if row.record_id is not None:
+            try:
+                nb = store.notebook(store.get(row.record_id))
+                checks = metrics.checks_of(records.final_result(records.results_of(nb)))
+            except Exception:  # an unreadable record: the run's status still counts
+                checks = ()
+        m = metrics.RunMetrics(
+            row.host,
+            runbook,
+            row.status in ("ok", "changed"),
+            ended,
+            seconds,
+            row.status == "changed",
+            checks,
+            period,
+        )
+        written.append(metrics.write(directory, m))
+    return written
 
 
 def write_manifest(store_root: Path, run: Mapping[str, Any], rows: Sequence[HostRow]) -> Path:
