@@ -39,6 +39,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise InputError(f"--max-fail-percentage {pct}: 0 to 100")
     if getattr(args, "serial", None):
         _serial(args.serial)
+    wait = getattr(args, "lock_wait", None)
+    if wait is not None and not wait >= 0:
+        raise InputError(f"--lock-wait {wait:g}: seconds, 0 or more")
 
 
 def _say(started: float, quiet: bool = False) -> Any:
@@ -47,6 +50,18 @@ def _say(started: float, quiet: bool = False) -> Any:
             print(f"[{time.monotonic() - started:5.1f}s] {line}", file=sys.stderr, flush=True)
 
     return say
+
+
+def _metrics_dir(args: argparse.Namespace) -> Path | None:
+    if args.period is not None and not args.metrics_dir:
+        raise InputError("--period: only with --metrics-dir (it is exported as a metric)")
+    if args.period is not None and not args.period > 0:
+        raise InputError(f"--period {args.period:g}: must be a positive number of seconds")
+    if not args.metrics_dir:
+        return None
+    from opslib import metrics
+
+    return metrics.check_dir(args.metrics_dir)
 
 
 def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
@@ -74,7 +89,7 @@ def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from opslib import __version__, runner
     from opslib.engine_cli import store_of
-    from opslib.fleet import outcome, playbooks
+    from opslib.fleet import outcome, playbooks, questions
 
     _check_numbers(args)
     info = runner.find_runbook(args.runbook)
@@ -95,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
     inventory = playbooks.load_inventory(Path(args.inventory), limit)
     _host_params(info, given, inventory)
+    metrics_dir = _metrics_dir(args)
     book = playbooks.playbook("run.yml")
 
     run_id = outcome.new_run_id()
@@ -118,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             extravars["opsbook_serial"] = args.serial
         if args.max_fail_percentage is not None:
             extravars["opsbook_max_fail_percentage"] = args.max_fail_percentage
+        if args.lock_wait is not None:
+            extravars["opsbook_lock_wait"] = args.lock_wait
         keep = Path(args.keep_artifacts) if args.keep_artifacts else None
         result = playbooks.run(
             book,
@@ -130,6 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         rows = fold.finish(stopped_early=bool(args.serial or args.max_fail_percentage is not None))
         outcome.import_records(rows, Path(fetched), store, run_id)
+    where = questions.answer(info.name, given, rows, store)
+    if metrics_dir is not None:
+        outcome.write_metrics(
+            metrics_dir, info.name, rows, store,
+            seconds=time.monotonic() - started, period=args.period,
+        )  # fmt: skip
     run = {
         "id": run_id,
         "runbook": info.name,
@@ -143,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.summary:  # scheduled fleet runs: one line in the journal
         line = outcome.summary_line(info.name, [asdict(r) for r in rows])
         print(f"{line}; fleet run {run_id}: opsbook records --fleet-run {run_id}")
+        if where:
+            print(where)
         return 1 if bad else 0
     if args.check:
         _show_plans(rows, store)
@@ -153,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_width={2: 90},
         )
     )
+    if where:
+        print(where)
     print(
         f"fleet run {run_id}: {len(rows) - len(bad)} of {len(rows)} host(s) ok "
         f"({time.monotonic() - started:.1f} s); opsbook records --fleet-run {run_id}"
@@ -279,6 +307,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print one line naming the hosts not ok, instead of progress and the table "
         "(what a scheduled fleet run logs)",
+    )
+    q.add_argument(
+        "--lock-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long a host's apply waits for that host's apply lock, held by another "
+        "run (default 30; 0: refuse at once, naming the holder)",
+    )
+    q.add_argument(
+        "--metrics-dir",
+        metavar="DIR",
+        help="write each host's Prometheus metrics to DIR/opsbook-HOST@RUNBOOK.prom "
+        "(node_exporter's textfile directory; what a scheduled fleet run gives)",
+    )
+    q.add_argument(
+        "--period",
+        type=float,
+        metavar="SECONDS",
+        help="the schedule's period, exported with the metrics (with --metrics-dir)",
     )
     records_option(q)
     q.set_defaults(func=cmd_run)

@@ -127,3 +127,32 @@ def test_records_come_home_with_their_fleet_run(tmp_path: Path) -> None:
     ]  # fmt: skip
     with pytest.raises(Exception, match="no fleet run 'RUN2'"):
         outcome.load_manifest(store.root, "RUN2")
+
+
+def test_a_fleet_wide_question_answers_where_and_hosts_without_it_are_ok() -> None:
+    """find-vm-ip -p vm NAME on hosts that do not run NAME: their `no VM named` (exit 2 on
+    one host) is an answer, not bad input; the line names the host that runs it."""
+    from opslib.fleet import questions
+
+    def rows() -> list[outcome.HostRow]:
+        absent = "no VM named 'web1'; known: db1"
+        return [
+            outcome.HostRow("h1", "bad-input", absent),
+            outcome.HostRow("h2", "ok", "1 VM(s), 1 interface(s), 1 with an address"),
+            outcome.HostRow("h3", "bad-input", "no VM named 'web1'; there is no VM at all"),
+            outcome.HostRow("h4", "unreachable", "bring it back"),
+        ]
+
+    here = rows()
+    line = questions.answer("find-vm-ip", {"vm": "web1"}, here, store=None)
+    assert line == "VM web1 runs on h2: no address seen"
+    assert [(r.status, r.summary.split(" (")[0]) for r in here] == [
+        ("ok", "not on this host"), ("ok", "1 VM(s), 1 interface(s), 1 with an address"),
+        ("ok", "not on this host"), ("unreachable", "bring it back"),
+    ]  # fmt: skip
+    nowhere = [r for r in rows() if r.host != "h2"]
+    line = questions.answer("find-vm-ip", {"vm": "web1"}, nowhere, store=None)
+    assert line == "VM web1 runs on none of the 2 host(s) that answered"
+    assert [r.status for r in nowhere] == ["bad-input", "bad-input", "unreachable"]
+    assert questions.answer("find-vm-ip", {}, rows(), store=None) is None  # every VM: no question
+    assert questions.answer("host-health", {"vm": "web1"}, rows(), store=None) is None
