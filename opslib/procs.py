@@ -1,5 +1,5 @@
 """Processes this code started: found by pid file and command line, ended by pid;
-and what a failed command said last.
+commands run to the end with their failure as one HostError line.
 
 A pid is signalled only when its command line shows it is the program the pid
 file was written for: a recycled pid belongs to someone else.
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from opslib.errors import HostError
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -67,3 +70,30 @@ def terminate(pids: Iterable[int], *, grace: float = 5.0) -> None:
 def last_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The last line a finished command wrote (its errors first): what a message quotes."""
     return (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+
+
+def run(
+    argv: list[str],
+    *,
+    what: str = "",
+    check: bool = True,
+    timeout: float = 60,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to the end, text output captured. A missing program, a timeout and
+    (with ``check``) a non-zero exit are one :class:`HostError` line naming ``what``
+    (default: the command line) and quoting its last line of output."""
+    what = what or shlex.join(argv)
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
+    except FileNotFoundError as exc:
+        raise HostError(
+            f"{argv[0]} is missing; install it (see scripts/debian-packages.txt)"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise HostError(f"{what} timed out after {timeout:.0f}s") from exc
+    if check and proc.returncode != 0:
+        raise HostError(f"{what} failed (rc {proc.returncode}): {last_line(proc)}")
+    return proc

@@ -136,34 +136,11 @@ class _Clock:
         self.progress(f"[{now - self.start:5.1f}s] {name} ({now - started:.1f}s)")
 
 
-def _run(
-    argv: list[str],
-    *,
-    check: bool = True,
-    timeout: float = 60,
-    input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, input=input, check=False
-        )
-    except FileNotFoundError as exc:
-        raise HostError(
-            f"{argv[0]} is missing; install it (see scripts/debian-packages.txt)"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise HostError(f"{shlex.join(argv)} timed out after {timeout:.0f}s") from exc
-    if check and proc.returncode != 0:
-        tail = procs.last_line(proc)
-        raise HostError(f"{shlex.join(argv)} failed (rc {proc.returncode}): {tail}")
-    return proc
-
-
 def ns_exec(
     ns: str, argv: list[str], *, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` in network namespace ``ns`` (plain ``ip netns exec``)."""
-    return _run(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout)
+    return procs.run(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout)
 
 
 def _host_mounts(lab: Lab) -> list[tuple[Path, str]]:
@@ -209,7 +186,7 @@ def host_exec(
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` as a process of the lab host (:func:`host_command`); text output."""
-    return _run(host_command(lab, argv), check=check, timeout=timeout, input=input)
+    return procs.run(host_command(lab, argv), check=check, timeout=timeout, input=input)
 
 
 def _ours(lab: Lab, pid: int) -> bool:
@@ -233,7 +210,7 @@ def _netns_exists(ns: str) -> bool:
 def _netns_pids(ns: str) -> list[int]:
     if not _netns_exists(ns):
         return []
-    proc = _run(["ip", "netns", "pids", ns], check=False)
+    proc = procs.run(["ip", "netns", "pids", ns], check=False)
     return [int(p) for p in proc.stdout.split() if p.isdigit()]
 
 
@@ -445,24 +422,24 @@ def _files(lab: Lab, built: guest_image.GuestImage) -> None:
 
 # --- namespaces and links --------------------------------------------------------
 def _link_exists(ns: str, name: str) -> bool:
-    return _run(["ip", "-n", ns, "link", "show", name], check=False).returncode == 0
+    return procs.run(["ip", "-n", ns, "link", "show", name], check=False).returncode == 0
 
 
 def _ensure_addr(ns: str, dev: str, cidr: str) -> None:
-    _run(["ip", "-n", ns, "addr", "replace", cidr, "dev", dev])
+    procs.run(["ip", "-n", ns, "addr", "replace", cidr, "dev", dev])
 
 
 def _namespaces(lab: Lab) -> None:
     for ns in lab.namespaces:
         if not _netns_exists(ns):
-            _run(["ip", "netns", "add", ns])
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            procs.run(["ip", "netns", "add", ns])
+        procs.run(["ip", "-n", ns, "link", "set", "lo", "up"])
 
 
 def _links(lab: Lab) -> None:
     campus, host, he = lab.campus_ns, lab.host_ns, lab.he_ns
     if not _link_exists(campus, lab.campus_bridge):
-        _run(
+        procs.run(
             [
                 "ip",
                 "-n",
@@ -477,26 +454,26 @@ def _links(lab: Lab) -> None:
             ]
         )
     _ensure_addr(campus, lab.campus_bridge, f"{lab.campus_gateway}/24")
-    _run(["ip", "-n", campus, "link", "set", lab.campus_bridge, "up"])
+    procs.run(["ip", "-n", campus, "link", "set", lab.campus_bridge, "up"])
     if not _link_exists(campus, lab.campus_host_port):
-        _run([
+        procs.run([
             "ip", "-n", campus, "link", "add", lab.campus_host_port, "type", "veth",
             "peer", "name", "eth0", "address", lab.host_eth0_mac, "netns", host,
         ])  # fmt: skip
-    _run(
+    procs.run(
         ["ip", "-n", campus, "link", "set", lab.campus_host_port, "master", lab.campus_bridge, "up"]
     )
     if not _link_exists(campus, lab.campus_he_port):
-        _run([
+        procs.run([
             "ip", "-n", campus, "link", "add", lab.campus_he_port, "type", "veth",
             "peer", "name", "eth0", "netns", he,
         ])  # fmt: skip
     _ensure_addr(campus, lab.campus_he_port, f"{lab.he_link_campus_ipv4}/{lab.he_link_prefixlen}")
-    _run(["ip", "-n", campus, "link", "set", lab.campus_he_port, "up"])
+    procs.run(["ip", "-n", campus, "link", "set", lab.campus_he_port, "up"])
     ns_exec(campus, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
     _ensure_addr(he, "eth0", f"{lab.he_ipv4}/{lab.he_link_prefixlen}")
-    _run(["ip", "-n", he, "link", "set", "eth0", "up"])
-    _run(["ip", "-n", he, "route", "replace", "default", "via", lab.he_link_campus_ipv4])
+    procs.run(["ip", "-n", he, "link", "set", "eth0", "up"])
+    procs.run(["ip", "-n", he, "route", "replace", "default", "via", lab.he_link_campus_ipv4])
     _ensure_addr(he, "lo", f"{lab.internet_ipv6}/128")
 
 
@@ -528,7 +505,7 @@ def _ifupdown_configured(lab: Lab) -> bool:
 
 
 def _has_ipv4(ns: str, dev: str, address: str) -> bool:
-    proc = _run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", dev], check=False)
+    proc = procs.run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", dev], check=False)
     return f" {address}/" in proc.stdout
 
 
@@ -736,7 +713,7 @@ def down(lab: Lab, *, progress: Progress = print) -> None:
     with clock.step("namespaces deleted"):
         for ns in (*lab.namespaces, lab.probe_ns):
             if _netns_exists(ns):
-                _run(["ip", "netns", "del", ns])
+                procs.run(["ip", "netns", "del", ns])
     with clock.step(f"files removed (kept {lab.log_dir})"):
         if lab.root.exists():
             for entry in lab.root.iterdir():
@@ -809,10 +786,12 @@ def _host_link_rows(lab: Lab) -> list[Row]:
     """The host's campus side: eth0, and br0 once forward-bridge made it a port."""
     rows = []
     for dev in ("eth0", "br0"):
-        link = _run(["ip", "-n", lab.host_ns, "-o", "link", "show", "dev", dev], check=False)
+        link = procs.run(["ip", "-n", lab.host_ns, "-o", "link", "show", "dev", dev], check=False)
         if link.returncode != 0:
             continue
-        addr = _run(["ip", "-n", lab.host_ns, "-o", "-4", "addr", "show", "dev", dev], check=False)
+        addr = procs.run(
+            ["ip", "-n", lab.host_ns, "-o", "-4", "addr", "show", "dev", dev], check=False
+        )
         addrs = re.findall(r"inet (\S+)", addr.stdout)
         master = re.search(r" master (\S+)", link.stdout)
         state = "up" if ",UP" in link.stdout or "<UP" in link.stdout else "down"
@@ -952,13 +931,15 @@ def dhcp_probe(lab: Lab, mac: str, *, timeout: float = 6.0) -> str | None:
     ns = lab.probe_ns
     try:
         if not _netns_exists(ns):
-            _run(["ip", "netns", "add", ns])
-        _run([
+            procs.run(["ip", "netns", "add", ns])
+        procs.run([
             "ip", "-n", lab.campus_ns, "link", "add", port, "type", "veth",
             "peer", "name", "eth0", "address", mac, "netns", ns,
         ])  # fmt: skip
-        _run(["ip", "-n", lab.campus_ns, "link", "set", port, "master", lab.campus_bridge, "up"])
-        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        procs.run(
+            ["ip", "-n", lab.campus_ns, "link", "set", port, "master", lab.campus_bridge, "up"]
+        )
+        procs.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         tries = max(1, int(timeout / 2))
         proc = ns_exec(
             ns,
@@ -984,8 +965,8 @@ def dhcp_probe(lab: Lab, mac: str, *, timeout: float = 6.0) -> str | None:
         return found.group(1) if found else None
     finally:
         if _netns_exists(ns):
-            _run(["ip", "netns", "del", ns], check=False)
-        _run(["ip", "-n", lab.campus_ns, "link", "del", port], check=False)
+            procs.run(["ip", "netns", "del", ns], check=False)
+        procs.run(["ip", "-n", lab.campus_ns, "link", "del", port], check=False)
 
 
 # --- guests ----------------------------------------------------------------------

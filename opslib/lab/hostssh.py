@@ -146,14 +146,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command`` on host ``name`` as the operator over SSH; text output."""
     argv = ssh_argv(lab, name, command)
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise HostError(f"ssh {name} {command!s} timed out after {timeout:.0f}s") from exc
-    if check and proc.returncode != 0:
-        tail = procs.last_line(proc)
-        raise HostError(f"ssh {name} {command!s} failed (rc {proc.returncode}): {tail}")
-    return proc
+    return procs.run(argv, what=f"ssh {name} {command!s}", timeout=timeout, check=check)
 
 
 def _run(argv: list[str], what: str) -> None:
