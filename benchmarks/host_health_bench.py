@@ -1,11 +1,11 @@
 """How long the hourly host-health run takes, beside papermill's own floor.
 
-Run on demand against a configured lab (`opsbook lab up --configured`, prefix from
-$OPSBOOK_LAB_PREFIX)::
+Run on demand against a configured simulated host (`opsbook lab up --simulated
+--configured`, prefix from $OPSBOOK_LAB_PREFIX)::
 
     .venv/bin/python benchmarks/host_health_bench.py [--runs 3]
 
-Uses the lab's parameter set (parameters/lab/host-health.yaml, retargeted to the
+Uses the simulated host's parameter set (opslib.lab.simulated_sets, written for the
 prefix). Prints, per way of running, the median wall time of N runs: an empty notebook
 through `opsbook run` (the floor: interpreter, papermill import, kernel start),
 host-health through `opsbook run` (what the timer runs), and host-health's
@@ -57,9 +57,12 @@ def main() -> int:
         ap.error("--runs must be 1 or more")
     lab = Lab.from_env()
     if not lab.root.is_dir():
-        print(f"lab {lab.prefix} is not up: run `opsbook lab up --configured`", file=sys.stderr)
+        print(
+            f"lab {lab.prefix} is not up: run `opsbook lab up --simulated --configured`",
+            file=sys.stderr,
+        )
         return 1
-    # the lab's parameter set, retargeted to its prefix (the shipped one is for `ob`)
+    # the simulated host's set, written for this lab (opslib.lab.simulated_sets)
     params = lab_defaults(lab) / "host-health.yaml"
     opsbook = str(ROOT / ".venv" / "bin" / "opsbook")
     rows = []

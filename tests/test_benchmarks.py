@@ -50,7 +50,7 @@ def test_host_health_bench_names_a_lab_that_is_not_up(
     assert hh.main() == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert "lab obbench is not up: run `opsbook lab up --configured`" in err
+    assert "lab obbench is not up: run `opsbook lab up --simulated --configured`" in err
     assert not lab.root.exists()
 
 

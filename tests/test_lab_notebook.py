@@ -13,7 +13,7 @@ import pytest
 
 from opslib import runbook
 from opslib.changes import Result
-from opslib.lab import cloudflare_api, control
+from opslib.lab import cloudflare_api, control, simulated_sets
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 from opslib.records import Store
@@ -27,20 +27,16 @@ probe = False  # bool: ping first
 """
 
 
-def test_default_lab_uses_the_repository_parameter_sets(tmp_path: Path) -> None:
-    lab = Lab(prefix="ob", base=tmp_path)
-    assert lab_notebook.lab_defaults(lab) == lab_notebook.repo_root() / "parameters" / "lab"
-
-
-def test_another_prefix_gets_parameter_sets_for_its_own_lab(tmp_path: Path) -> None:
-    lab = Lab(prefix="obQ", base=tmp_path)
+@pytest.mark.parametrize("prefix", ["ob", "obQ"])
+def test_every_lab_gets_the_simulated_hosts_sets_written_for_it(
+    tmp_path: Path, prefix: str
+) -> None:
+    # parameters/lab/ is the booted host's; the simulated host's sets come from the lab's code
+    lab = Lab(prefix=prefix, base=tmp_path)
     written = lab_notebook.lab_defaults(lab)
-    assert written == tmp_path / "obQ" / "parameters"
-    source = lab_notebook.repo_root() / "parameters" / "lab"
-    assert sorted(p.name for p in written.glob("*.yaml")) == sorted(
-        p.name for p in source.glob("*.yaml")
-    )
-    # the retargeting is textual; what it gives that lab: tests/test_lab_parameters.py
+    assert written == tmp_path / prefix / "parameters"
+    assert sorted(p.stem for p in written.glob("*.yaml")) == sorted(simulated_sets.sets(lab))
+    # what it gives that lab, typed: tests/test_lab_parameters.py
     values = load_param_file(written / "forward-bridge.yaml")
     host_process = shlex.join(control.host_command(lab, ["sh", "-c", "x"])[:-1])
     assert values["restart_command"].startswith(host_process + " ")
@@ -55,12 +51,13 @@ def test_another_prefix_gets_parameter_sets_for_its_own_lab(tmp_path: Path) -> N
     assert f":{cloudflare_api.lab_port(lab)}/" in values["api_base_url"]
 
 
-def test_retarget_replaces_whole_names_only() -> None:
-    lab = Lab(prefix="obQ")
-    text = "ip netns exec ob-host sh opsbook-lab-host ob-hostile /var/tmp/opsbook-lab/ob/x"
-    assert lab_notebook.retarget(text, lab) == (
-        "ip netns exec obQ-host sh opsbook-lab-host ob-hostile /var/tmp/opsbook-lab/obQ/x"
-    )
+def test_another_labs_sets_name_none_of_the_default_labs_namespaces_or_files(
+    tmp_path: Path,
+) -> None:
+    lab = Lab(prefix="obQ", base=tmp_path)
+    text = "".join(p.read_text() for p in lab_notebook.lab_defaults(lab).glob("*.yaml"))
+    assert "ob-host" not in text and "/opsbook-lab/ob/" not in text
+    assert f"{lab.host_ns} " in text and "opsbook-lab-host" in text  # the process's name stays
 
 
 def test_environment_points_records_and_defaults_at_the_lab(tmp_path: Path) -> None:

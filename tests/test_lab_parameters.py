@@ -7,11 +7,13 @@ The lab tests (tests/lab/) apply these sets for real.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 
+from opslib import runner
 from opslib.lab import cloudflare_api, control
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
@@ -93,3 +95,46 @@ def test_a_change_the_runbook_refuses_is_one_line_naming_the_runbook(lab: Lab) -
     with pytest.raises(InputError, match=r"^ipv6-tunnel: .*mtu") as err:
         lab_parameters.parameter_set(lab, "ipv6-tunnel", mtu=9000)
     assert "\n" not in str(err.value)
+
+
+# -- parameters/lab/: the booted lab host's sets ---------------------------------------------
+BOOTED_SETS = Path(__file__).resolve().parent.parent / "parameters" / "lab"
+
+
+@pytest.mark.parametrize("path", sorted(BOOTED_SETS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_booted_lab_host_sets_carry_no_simulated_host_value(path: Path) -> None:
+    text = path.read_text()
+    values = runner.load_param_file(path) if path.stem != "schedule" else {}
+    for key in ("libvirt_uri", "netns", "restart_command", "interfaces_file", "run_dir"):
+        assert key not in values, f"{path.name}: {key} is a simulated-host value"
+    for word in ("socket=", "ob-host", "/var/tmp/opsbook-lab", "unshare", "host: lab\n"):
+        assert word not in text, f"{path.name}: {word!r}"
+    if path.stem not in ("records-review", "schedule"):  # schedule: the directory names it
+        assert re.search(r"^host: daemon1$", text, re.M), path.name
+
+
+def test_booted_lab_host_sets_are_valid_and_daemon1s_values() -> None:
+    from opslib import params
+    from opslib.lab import daemonhost, hostguests, hostpeers, hostruns
+
+    daemon1 = daemonhost.Host(Lab(), daemonhost.DEFAULT_NAME, 1)  # the first host booted
+    for runbook in hostruns.ORDER:  # each validates against its notebook's parameter cell
+        info = runner.find_runbook(runbook)
+        params.validate(info.params, runner.load_param_file(BOOTED_SETS / f"{runbook}.yaml"))
+    # daemon1's values as the lab computes them: nothing to add with -p on daemon1 but its
+    # defaults; another host gets its own name and slot's values
+    assert hostruns.per_host(daemon1) == {runbook: {} for runbook in hostruns.ORDER}
+    tunnel = runner.load_param_file(BOOTED_SETS / "ipv6-tunnel.yaml")
+    assert {k: tunnel[k] for k in hostpeers.tunnel_parameters(daemon1)} == (
+        hostpeers.tunnel_parameters(daemon1)
+    )
+    netreg = runner.load_param_file(BOOTED_SETS / "netreg-attach.yaml")
+    assert netreg["mac"] == hostguests.netreg_guest(daemon1).netreg_mac
+    other = hostruns.per_host(daemonhost.Host(Lab(), "dh2", 2))
+    assert other["network-inventory"] == {"host": "dh2"}
+    assert other["netreg-attach"] == {"host": "dh2", "mac": "52:54:00:0b:12:03"}
+    assert other["cloudflare-aaaa"] == {"host": "dh2", "record_name": "vm-nat1-dh2.example.org"}
+    assert hostruns.command("find-vm-ip", other["find-vm-ip"]) == (
+        "sudo -i opsbook run find-vm-ip -f "
+        "/opt/opsbook/share/opsbook/parameters/lab/find-vm-ip.yaml -p host dh2"
+    )

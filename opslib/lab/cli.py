@@ -32,14 +32,29 @@ def _image(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from opslib.lab import runs
+    from opslib.errors import InputError
 
-    records = Path(args.records) if args.records else None
-    runs.up(_lab(args), configured=args.configured, progress=_progress, records=records)
-    if args.hosts:
-        from opslib.lab import fleet
+    if args.hosts < 0:
+        raise InputError(f"lab up --hosts {args.hosts}: give a number of hosts, 1 or more")
+    started = time.monotonic()
+    lab = _lab(args)
+    if args.simulated:
+        if args.hosts:
+            raise InputError("lab up: --simulated boots no hosts; drop --hosts or --simulated")
+        from opslib.lab import runs
 
-        fleet.up(_lab(args), args.hosts, progress=_progress)
+        records = Path(args.records) if args.records else None
+        runs.up(lab, configured=args.configured, progress=_progress, records=records)
+    else:
+        if args.records:
+            raise InputError(
+                "lab up: --records is for --simulated --configured (the booted host files "
+                "its runs on itself: opsbook records there)"
+            )
+        from opslib.lab import hostruns
+
+        hostruns.up(lab, count=args.hosts or 1, configured=args.configured, say=_progress)
+    print(f"lab up in {time.monotonic() - started:.0f} s")
     return 0
 
 
@@ -102,14 +117,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="bring the lab up and run every runbook on it",
         description="Bring the lab up bare, boot a Debian 12 daemon host on it and run every "
         "runbook in the wiki's order (and libvirt-access) there over SSH with the runbooks' "
-        "real-host defaults, print a summary. --simulated: on the simulated host instead, "
-        "with parameters/lab/ (retargeted to $OPSBOOK_LAB_PREFIX).",
+        "real-host defaults and parameters/lab/, print a summary. --simulated: on the "
+        "simulated host instead, with its sets (opslib.lab.simulated_sets, for "
+        "$OPSBOOK_LAB_PREFIX).",
     )
     p.add_argument(
         "--simulated", action="store_true", help="run on the simulated host (no booted host)"
     )
     p.add_argument(
-        "--parameters", metavar="DIR", help="with --simulated: parameter sets (parameters/lab)"
+        "--parameters",
+        metavar="DIR",
+        help="with --simulated: a directory of parameter sets (default: the simulated "
+        "host's, written under the lab's root)",
     )
     p.add_argument(
         "--keep", action="store_true", help="run on the lab as it is (default: rebuild it bare)"
@@ -133,25 +152,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--force", action="store_true", help="download and rebuild")
     q.set_defaults(func=_image)
 
-    q = lab_sub.add_parser("up", help="build the lab (bare); again is harmless")
+    q = lab_sub.add_parser(
+        "up", help="build the lab bare and boot its daemon host daemon1; again is harmless"
+    )
     q.add_argument(
         "--configured",
         action="store_true",
-        help="then run the demo's changing runbooks on it with the lab's parameter sets "
-        "(the demo's end state, from any state; each run filed as a record)",
-    )
-    q.add_argument(
-        "--records",
-        metavar="DIR",
-        help="where --configured files its runs (default: $OPSBOOK_RECORDS or ./records)",
+        help="then run the demo's changing runbooks on daemon1 over SSH with parameters/lab "
+        "(the demo's end state, from any state; each run filed as a record on the host)",
     )
     q.add_argument(
         "--hosts",
         type=int,
         default=0,
         metavar="N",
-        help="also boot N daemon hosts (daemon1..N, opsbook installed) and write their "
-        "Ansible inventory, LAB/fleet/inventory.yml, for opsbook fleet run",
+        help="boot N daemon hosts (daemon1..N, opsbook installed; default 1) and write "
+        "their Ansible inventory, LAB/fleet/inventory.yml, for opsbook fleet run",
+    )
+    q.add_argument(
+        "--simulated",
+        action="store_true",
+        help="the simulated host only (libvirtd in the lab's netns, no booted host); "
+        "with --configured its runbooks run with the simulated host's sets",
+    )
+    q.add_argument(
+        "--records",
+        metavar="DIR",
+        help="where --simulated --configured files its runs "
+        "(default: $OPSBOOK_RECORDS or ./records)",
     )
     q.set_defaults(func=_up)
 

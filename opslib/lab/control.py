@@ -603,7 +603,8 @@ def domain_type(lab: Lab) -> str:
     return "kvm" if guest_image.kvm_works(lab.image_dir) else "qemu"
 
 
-def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
+def _guests(lab: Lab, dtype: str, clock: _Clock) -> set[str]:
+    """Define and start the guests; the NAT MACs of those that were running already."""
     import libvirt
 
     conn = connect(lab)
@@ -627,6 +628,20 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
             with concurrent.futures.ThreadPoolExecutor(len(domains)) as pool:
                 for future in [pool.submit(start, d) for d in domains]:
                     future.result()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"lab guests: {exc}", exc.get_error_code()) from exc
+    finally:
+        conn.close()
+    return running
+
+
+def _wait_leases(lab: Lab, running: set[str], clock: _Clock) -> None:
+    """Until every guest holds a lease on the NAT network (``running``: the guests that
+    ran before this ``up``, asked to renew at once)."""
+    import libvirt
+
+    conn = connect(lab)
+    try:
         with clock.step("every guest holds a NAT lease"):
             wanted = {g.nat_mac for g in lab.guests}
             net = _nat_net(conn, lab)
@@ -657,10 +672,13 @@ def _guests(lab: Lab, dtype: str, clock: _Clock) -> None:
 
 
 # --- up / down / status ------------------------------------------------------------
-def up(lab: Lab, *, progress: Progress = print) -> None:
+def up(lab: Lab, *, progress: Progress = print, wait: bool = True) -> Callable[[], None]:
     """Build the lab (bare: a freshly installed daemon host). Running it again is harmless.
 
-    ``lab up --configured`` then runs the runbooks on it: :func:`opslib.lab.runs.configure`."""
+    Returns when every guest holds its NAT lease; ``wait=False``: once they are started,
+    returning what waits for the leases (``lab up`` boots the daemon host meanwhile).
+    ``lab up --simulated --configured`` then runs the runbooks on it:
+    :func:`opslib.lab.runs.configure`."""
     clock = _Clock(progress)
     with clock.step("preflight: root, packages, free space"):
         preflight(lab)
@@ -685,8 +703,16 @@ def up(lab: Lab, *, progress: Progress = print) -> None:
             service.up(lab)
     with clock.step("KVM or TCG"):
         dtype = domain_type(lab)
-    _guests(lab, dtype, clock)
-    progress(f"[{time.monotonic() - clock.start:5.1f}s] lab {lab.prefix} is up: {lab.uri}")
+    running = _guests(lab, dtype, clock)
+
+    def leases() -> None:
+        _wait_leases(lab, running, clock)
+        progress(f"[{time.monotonic() - clock.start:5.1f}s] lab {lab.prefix} is up: {lab.uri}")
+
+    if not wait:
+        return leases
+    leases()
+    return lambda: None
 
 
 def down(lab: Lab, *, progress: Progress = print) -> None:

@@ -196,14 +196,32 @@ def _mounted(path: Path) -> bool:
     )
 
 
-def _overlay(host: Host, image: Path) -> None:
+def _lower(host: Host, image: Path, reuse_install: bool, say: Progress) -> str:
+    """The overlay's lower dirs: the image, under a kept install when one is reused; fixed
+    at the host's first boot (``LAB/hosts/NAME/lower``), as its disk is."""
+    chosen = host.dir / "lower"
+    if chosen.exists():
+        return chosen.read_text().strip()
+    lower = str(image)
+    if reuse_install:
+        from opslib.lab import hostinstall
+
+        layer = hostinstall.cached_layer(host.lab, image)
+        if layer is not None:
+            lower = f"{layer}:{image}"
+            say(f"host {host.name}: opsbook as installed before, kept in {layer}")
+    chosen.write_text(lower + "\n")
+    return lower
+
+
+def _overlay(host: Host, lower: str) -> None:
     if _mounted(host.root):
         return
     upper, work = host.dir / "upper", host.dir / "work"
     for directory in (upper, work, host.root):
         directory.mkdir(parents=True, exist_ok=True)
     _run(["mount", "-t", "overlay", "overlay", "-o",
-          f"lowerdir={image},upperdir={upper},workdir={work}", str(host.root)])  # fmt: skip
+          f"lowerdir={lower},upperdir={upper},workdir={work}", str(host.root)])  # fmt: skip
 
 
 def _first_boot_files(host: Host, operator_key: str) -> None:
@@ -269,9 +287,18 @@ def _network(host: Host) -> None:
 
 # --- up / down / status ----------------------------------------------------------------
 def up(
-    lab: Lab, name: str = DEFAULT_NAME, *, install: bool = True, progress: Progress = print
+    lab: Lab,
+    name: str = DEFAULT_NAME,
+    *,
+    install: bool = True,
+    reuse_install: bool = False,
+    progress: Progress = print,
 ) -> Host:
-    """Boot host ``name`` on the lab's campus (again: harmless), install opsbook on it."""
+    """Boot host ``name`` on the lab's campus (again: harmless), install opsbook on it.
+
+    ``reuse_install`` (``lab up``, the demo): a new host's root gets the install kept
+    from an earlier host of the same image and wheelhouse as a layer
+    (:func:`opslib.lab.hostinstall.cached_layer`), and a fresh install is kept so."""
     check_name(name)
     preflight(lab)
     started = time.monotonic()
@@ -280,13 +307,14 @@ def up(
         progress(f"[{time.monotonic() - started:5.1f}s] {what}")
 
     image = rootfs.build(progress=progress)
-    say(f"host image {image.path.name}" + (" (cached)" if image.built_seconds is None else ""))
+    built = f" (first build: {image.built_seconds:.0f} s)" if image.built_seconds else " (cached)"
+    say(f"host image {image.path.name}{built}")
     host = _host(lab, name, allocate=True)
     assert host is not None
     try:
         if nspawn.pid(host.container) is None:
             key = hostssh.ensure_key(lab)
-            _overlay(host, image.path)
+            _overlay(host, _lower(host, image.path, reuse_install and install, say))
             _first_boot_files(host, key)
             _ssh_files(lab)
             _network(host)
@@ -297,6 +325,8 @@ def up(
             from opslib.lab import hostinstall
 
             hostinstall.install(lab, name, progress=say)
+            if reuse_install:
+                hostinstall.save_layer(lab, host.root, image.path, progress=say)
     except BaseException:
         progress(f"host {name} did not come up; taking it down (console: {host.console_log})")
         down(lab, name, progress=progress)
@@ -399,6 +429,8 @@ def down_all(lab: Lab) -> None:
 
 
 def status(lab: Lab) -> list[dict[str, str]]:
+    """Each booted host (its systemd's state), and for a running one what it serves:
+    sshd and libvirtd as its systemctl reports them, its guests as its virsh does."""
     rows = []
     for host in hosts(lab):
         pid = nspawn.pid(host.container)
@@ -407,6 +439,30 @@ def status(lab: Lab) -> list[dict[str, str]]:
         detail += f"{host.address} {host.mac}, netns {host.netns}"
         row = {"component": "booted host", "name": host.name, "state": state, "detail": detail}
         rows.append(row)
+        if pid and state not in ("stopped", "booting"):
+            rows += _inside_rows(host)
+    return rows
+
+
+def _inside_rows(host: Host) -> list[dict[str, str]]:
+    def row(component: str, name: str, state: str, detail: str = "") -> dict[str, str]:
+        return {"component": component, "name": f"{host.name}/{name}", "state": state,
+                "detail": detail}  # fmt: skip
+
+    rows = []
+    try:
+        for unit in ("ssh", "libvirtd"):
+            done = nspawn.run(host.container, ["systemctl", "is-active", f"{unit}.service"])
+            rows.append(row("host service", unit, done.stdout.strip() or "unknown"))
+        done = nspawn.run(
+            host.container, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"], timeout=30
+        )
+    except HostError as exc:
+        return [*rows, row("host service", "status", "error", str(exc))]
+    for line in done.stdout.splitlines():
+        words = line.split(None, 2)  # Id Name State
+        if len(words) == 3:
+            rows.append(row("host guest", words[1], words[2].strip(), "qemu:///system"))
     return rows
 
 

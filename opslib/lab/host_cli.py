@@ -56,7 +56,8 @@ def _status(args: argparse.Namespace) -> int:
         print(dict_table(rows, ("component", "name", "state", "detail")))
     else:
         print("no booted hosts")
-    return 0 if rows and all(r["state"] in ("running", "degraded") for r in rows) else 1
+    hosts = [r for r in rows if r["component"] == "booted host"]
+    return 0 if hosts and all(r["state"] in ("running", "degraded") for r in hosts) else 1
 
 
 def _ssh(args: argparse.Namespace) -> int:

@@ -9,11 +9,20 @@ The host has no route to any package index, so, as an operator would:
 3. ``sudo sh install-daemon-host.sh WHEELHOUSE`` there: a venv in /opt/opsbook, the
    Jupyter kernelspec ``opsbook``, ``/usr/local/bin/opsbook``; the runbooks come with
    the package (/opt/opsbook/share/opsbook/notebooks).
+
+``opsbook lab up`` and the demo keep what that install made (``/opt/opsbook`` and the
+``/usr/local/bin/opsbook`` link, nothing else) as an overlay layer under
+:data:`LAYERS`, named for the host image and the wheelhouse id; a later host booted from
+the same image with the same wheelhouse gets it as a lower layer of its root
+(:func:`cached_layer`), so the install step finds that wheelhouse id installed. The lab
+tests always install (``daemonhost.up`` without ``reuse_install``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,6 +38,10 @@ BUILD = SCRIPTS / "build-wheelhouse.sh"
 INSTALL = SCRIPTS / "install-daemon-host.sh"
 STAGING = "/tmp/opsbook-install"  # on the host, as the operator
 INSTALLED_ID = "/opt/opsbook/share/opsbook/wheelhouse.id"  # written by the install script
+
+
+LAYERS = Path(os.environ.get("OPSBOOK_INSTALL_CACHE", "/var/cache/opsbook/installs"))
+KEEP_LAYERS = 2  # the newest; a layer a host's root is mounted on is never removed
 
 
 def wheelhouse(lab: Lab) -> Path:
@@ -93,3 +106,49 @@ def _local(argv: list[str], what: str, timeout: float) -> None:
     if proc.returncode != 0:
         tail = procs.last_line(proc)
         raise HostError(f"{what} failed (rc {proc.returncode}): {tail}")
+
+
+# -- the install, kept as an overlay layer ------------------------------------------------
+def _layer(lab: Lab, image: Path) -> Path:
+    wanted = (build_wheelhouse(lab) / "wheelhouse.id").read_text().strip()
+    return LAYERS / f"{image.name}-{wanted[:16]}"
+
+
+def cached_layer(lab: Lab, image: Path) -> Path | None:
+    """The kept install for ``image`` and this checkout's wheelhouse, if there is one
+    (builds the wheelhouse when the sources changed)."""
+    layer = _layer(lab, image)
+    return layer if (layer / INSTALLED_ID.lstrip("/")).is_file() else None
+
+
+def save_layer(lab: Lab, root: Path, image: Path, *, progress: Callable[[str], None]) -> None:
+    """Keep what the install made on the host whose root is ``root`` (again: harmless)."""
+    layer = _layer(lab, image)
+    if (layer / INSTALLED_ID.lstrip("/")).is_file():
+        return
+    started = time.monotonic()
+    tmp = layer.with_name(f".{layer.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "opt").mkdir(parents=True)
+        _local(["cp", "-a", str(root / "opt" / "opsbook"), str(tmp / "opt")], "keeping", 300)
+        (tmp / "usr" / "local" / "bin").mkdir(parents=True)
+        (tmp / "usr" / "local" / "bin" / "opsbook").symlink_to("/opt/opsbook/bin/opsbook")
+        tmp.rename(layer)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress(f"install kept as {layer} ({time.monotonic() - started:.1f}s)")
+    _prune()
+
+
+def _prune() -> None:
+    mounts = Path("/proc/self/mountinfo").read_text()
+    layers = sorted(
+        (p for p in LAYERS.iterdir() if not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in layers[KEEP_LAYERS:]:
+        if str(old) not in mounts:
+            shutil.rmtree(old, ignore_errors=True)

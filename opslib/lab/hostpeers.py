@@ -7,7 +7,8 @@ broker and Cloudflare:
   simulated host's 2001:db8:1::/64 and 2001:db8:2::/64). :func:`tunnel_parameters` are
   the values a broker's tunnel page would give the operator;
 - **Cloudflare**: the lab's stand-in (:mod:`opslib.lab.cloudflare_api`) is also served
-  on the host's own loopback (its netns), at the URL of the lab's parameter set, on the
+  on the host's own loopback (its netns), at :data:`CLOUDFLARE_PORT` (the URL of
+  ``parameters/lab/``: the same in every lab, as the host's loopback is its own), on the
   stand-in's state file, so both listeners are one Cloudflare. Its edit token is put
   at the real-host default ``/etc/opsbook/cloudflare-token`` (root, 0600).
 
@@ -30,6 +31,7 @@ from opslib.lab.daemonhost import Host
 
 TOKEN_PATH = "/etc/opsbook/cloudflare-token"  # the cloudflare-aaaa runbook's default
 START_TIMEOUT = 15.0
+CLOUDFLARE_PORT = 18783  # on each booted host's own loopback: parameters/lab's api_base_url
 
 
 # -- the broker end ----------------------------------------------------------------------
@@ -70,8 +72,8 @@ def cloudflare_pidfile(host: Host) -> Path:
 
 
 def cloudflare_url(host: Host) -> str:
-    """Where the host reaches the stand-in: the lab's URL, on the host's own loopback."""
-    return cloudflare_api.lab_url(host.lab)
+    """Where the host reaches the stand-in: on its own loopback."""
+    return f"http://127.0.0.1:{CLOUDFLARE_PORT}{cloudflare_api.API_PREFIX}"
 
 
 def cloudflare_running(host: Host) -> int | None:
@@ -89,7 +91,7 @@ def start_cloudflare(host: Host) -> None:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", cloudflare_api.__name__,
-             "--port", str(cloudflare_api.lab_port(lab)),
+             "--port", str(CLOUDFLARE_PORT),
              "--state", str(cloudflare_api.lab_state_file(lab)),
              "--zones", *cloudflare_api.LAB_ZONES,
              "--token-file", str(cloudflare_api.lab_token_file(lab)),

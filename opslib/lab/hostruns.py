@@ -1,12 +1,12 @@
-"""The demo on a booted daemon host: every runbook run over SSH, as an operator runs it
-there (``ssh operator@HOST sudo -i opsbook run RUNBOOK -p …``), with the runbooks'
-real-host defaults.
+"""``opsbook lab up`` and the demo on the lab's booted daemon host: every runbook run over
+SSH, as an operator runs it there (``ssh operator@HOST sudo -i opsbook run RUNBOOK -f
+SET``), with the runbooks' real-host defaults.
 
-Only what a real host's operator would read elsewhere is passed with ``-p``: the
-broker's tunnel values (:func:`opslib.lab.hostpeers.tunnel_parameters`), the Cloudflare
-URL, the NetReg MAC of the host's guest, and the account for libvirt-access. The
-host's guests and peers come first (:mod:`opslib.lab.hostguests`,
-:mod:`opslib.lab.hostpeers`).
+The sets are ``parameters/lab/RUNBOOK.yaml`` (written for daemon1: only what differs on
+the lab), which reach the host the way an operator's sets would, with the installed
+package (:data:`INSTALLED_SETS`). ``-p`` carries only what is per-host and computed
+(:func:`per_host`). The host's guests and peers come first (:func:`boot`:
+:mod:`opslib.lab.hostguests`, :mod:`opslib.lab.hostpeers`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,21 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+from opslib import runner
 from opslib.engine_cli import yes_no
-from opslib.errors import HostError
-from opslib.lab import control, daemonhost, hostguests, hostpeers, hostssh
+from opslib.errors import ApplyError, HostError
+from opslib.lab import control, daemonhost, fleet, hostguests, hostpeers, hostssh
 from opslib.lab.config import Lab
 from opslib.lab.runs import WIKI_ORDER, demo_lab
 from opslib.tables import table
 
 ORDER = (*WIKI_ORDER, "libvirt-access")
+# parameters/lab as the install script puts it on a host (pyproject.toml's shared-data)
+INSTALLED_SETS = "/opt/opsbook/share/opsbook/parameters/lab"
 RUN_TIMEOUT = 600.0
 _DONE = re.compile(r"^([\w-]+) \((changed|no change)\)", re.M)
 _RECORD = re.compile(r"^record #\d+: (\S+)\s+\(([\d.]+) s\)", re.M)
@@ -42,42 +47,44 @@ class HostRun:
     output: str
 
 
-def parameters(host: daemonhost.Host) -> dict[str, dict[str, str]]:
-    """Each runbook's ``-p`` values on ``host``; everything else is its default."""
+def sets_dir() -> Path:
+    """This checkout's ``parameters/lab`` (the sets the installed package carries)."""
+    return Path(__file__).resolve().parents[2] / "parameters" / "lab"
+
+
+def set_file(runbook: str) -> str:
+    """Where ``runbook``'s set is on the host: installed with opsbook."""
+    return f"{INSTALLED_SETS}/{runbook}.yaml"
+
+
+def per_host(host: daemonhost.Host) -> dict[str, dict[str, str]]:
+    """Each runbook's ``-p`` values on ``host``: what is per-host and computed where it
+    differs from the set (written for daemon1): the host's name, its AAAA record's name,
+    and the values numbered by its slot (NetReg MAC, the broker's tunnel page)."""
     tunnel = hostpeers.tunnel_parameters(host)
-    guest = hostguests.netreg_guest(host)
     cloudflare = hostpeers.cloudflare_url(host)
-    return {
-        "network-inventory": {},
-        "forward-bridge": {"apply": "true"},
-        "netreg-attach": {"vm": guest.name, "mac": guest.netreg_mac or "", "apply": "true"},
-        "find-vm-ip": {"probe": "true"},
-        "nat-bridge-ipv6": {
-            "rename_from": "default",
-            "prefix": tunnel["routed_prefix"],
-            "apply": "true",
-        },
-        "ipv6-tunnel": {**tunnel, "implementation": "userspace", "apply": "true"},
+    health = ("routed_prefix", "client_ipv6", "server_ipv6")
+    computed = {
+        "netreg-attach": {"mac": hostguests.netreg_guest(host).netreg_mac or ""},
+        "nat-bridge-ipv6": {"prefix": tunnel["routed_prefix"]},
+        "ipv6-tunnel": tunnel,
         "cloudflare-aaaa": {
-            "vm": "vm-nat1",
             "record_name": f"vm-nat1-{host.name}.example.org",
             "api_base_url": cloudflare,
-            "apply": "true",
         },
-        "host-health": {
-            "routed_prefix": tunnel["routed_prefix"],
-            "tunnel": "he-ipv6",
-            "client_ipv6": tunnel["client_ipv6"],
-            "server_ipv6": tunnel["server_ipv6"],
-            "token": f"file:{hostpeers.TOKEN_PATH}",
-            "api_base_url": cloudflare,
-        },
-        "libvirt-access": {"account": hostssh.USER, "apply": "true"},
+        "host-health": {**{k: tunnel[k] for k in health}, "api_base_url": cloudflare},
+        "libvirt-access": {"account": hostssh.USER},
     }
+    found = {}
+    for runbook in ORDER:
+        given = runner.load_param_file(sets_dir() / f"{runbook}.yaml")
+        wanted = {"host": host.name, **computed.get(runbook, {})}
+        found[runbook] = {k: v for k, v in wanted.items() if given.get(k) != v}
+    return found
 
 
 def command(runbook: str, params: dict[str, str]) -> str:
-    words = ["sudo", "-i", "opsbook", "run", runbook]
+    words = ["sudo", "-i", "opsbook", "run", runbook, "-f", set_file(runbook)]
     for key, value in params.items():
         words += ["-p", key, value]
     return shlex.join(words)
@@ -107,19 +114,99 @@ def run(host: daemonhost.Host, runbook: str, params: dict[str, str]) -> HostRun:
     )
 
 
+def boot(
+    lab: Lab, name: str = daemonhost.DEFAULT_NAME, *, say: Callable[[str], None] = print
+) -> daemonhost.Host:
+    """Host ``name`` booted (opsbook installed), its guests and peers up (again: harmless):
+    what ``opsbook lab up`` and the demo start from."""
+    host, guests = boot_started(lab, name, say=say)
+    guests.result()
+    return host
+
+
+def boot_started(
+    lab: Lab, name: str = daemonhost.DEFAULT_NAME, *, say: Callable[[str], None] = print
+) -> tuple[daemonhost.Host, Future[None]]:
+    """:func:`boot`, returning once the host is up and its peers are: its guests boot in
+    the background until they hold their NAT leases (the future's result; its error)."""
+    host = daemonhost.up(lab, name, reuse_install=True, progress=say)
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"guests-{name}")
+    guests = pool.submit(hostguests.up, host, progress=say)
+    pool.shutdown(wait=False)
+    try:
+        hostpeers.up(host)
+    except BaseException:
+        guests.result()
+        raise
+    return host, guests
+
+
+def changing(runbook: str) -> bool:
+    return runner.find_runbook(runbook).param("apply") is not None
+
+
+def runs(
+    host: daemonhost.Host,
+    *,
+    changing_only: bool = False,
+    say: Callable[[str], None] = print,
+) -> Iterator[HostRun]:
+    """Every runbook in :data:`ORDER` (``changing_only``: those with ``apply``) on
+    ``host`` over SSH with its ``parameters/lab`` set, yielding each outcome as it comes."""
+    values = per_host(host)
+    for runbook in ORDER:
+        if changing_only and not changing(runbook):
+            continue
+        say(f"==> {runbook} on {host.name}: {command(runbook, values[runbook])}")
+        if runbook == "netreg-attach":
+            mac = hostguests.netreg_guest(host).netreg_mac or ""
+            if control.netreg_add(host.lab, mac):
+                say(f"    NetReg: registered {mac} (lab NetReg)")
+        yield run(host, runbook, values[runbook])
+
+
 def demo(
     lab: Lab, name: str = daemonhost.DEFAULT_NAME, *, say: Callable[[str], None] = print
 ) -> Iterator[HostRun]:
-    """Boot host ``name`` (opsbook installed), its guests and peers; then every runbook
-    in :data:`ORDER` over SSH, yielding each outcome as it comes."""
-    host = daemonhost.up(lab, name, progress=say)
-    hostguests.up(host, progress=say)
-    hostpeers.up(host)
-    for runbook, params in ((r, parameters(host)[r]) for r in ORDER):
-        say(f"==> {runbook} on {name}: {command(runbook, params)}")
-        if runbook == "netreg-attach" and control.netreg_add(lab, params["mac"]):
-            say(f"    NetReg: registered {params['mac']} for {params['vm']} (lab NetReg)")
-        yield run(host, runbook, params)
+    """Boot host ``name`` (:func:`boot`); then every runbook in :data:`ORDER` over SSH,
+    yielding each outcome as it comes."""
+    yield from runs(boot(lab, name, say=say), say=say)
+
+
+def configure(host: daemonhost.Host, *, say: Callable[[str], None] = print) -> None:
+    """``lab up --configured``: the demo's changing runbooks on ``host`` (its end state,
+    from any state: each applies only what differs); stops at the first that fails."""
+    for outcome in runs(host, changing_only=True, say=say):
+        changed = {None: "", True: ", changed", False: ", no change"}[outcome.changed]
+        say(f"    {outcome.status}{changed}: {host.name}:~root/{outcome.record}")
+        if outcome.exit_code != 0:
+            tail = " ".join(outcome.output.strip().splitlines()[-1:])
+            raise ApplyError(
+                f"lab up --configured: {outcome.runbook} on {host.name} {outcome.status}: {tail}"
+            )
+
+
+def up(
+    lab: Lab,
+    *,
+    count: int = 1,
+    configured: bool = False,
+    say: Callable[[str], None] = print,
+) -> list[daemonhost.Host]:
+    """``opsbook lab up``: the lab bare, then booted hosts daemon1 … daemonN (:func:`boot`)
+    and their Ansible inventory (:func:`opslib.lab.fleet.write_inventory`); with
+    ``configured`` daemon1 configured (:func:`configure`)."""
+    leases = control.up(lab, progress=say, wait=False)  # its guests boot meanwhile
+    started = [boot_started(lab, name, say=say) for name in fleet.names(max(count, 1))]
+    leases()
+    for _host, guests in started:
+        guests.result()
+    booted = [host for host, _guests in started]
+    path = fleet.write_inventory(lab)
+    say(f"{len(booted)} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
+    if configured:
+        configure(booted[0], say=say)
+    return booted
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -4,12 +4,11 @@ The server runs from the venv that runs opslib (so its ``python3`` kernel is tha
 venv's), with the repository as its root, a random free port and a random token.
 Its kernels inherit an environment that points the runbooks at the lab:
 
-- ``OPSBOOK_DEFAULTS``: the lab's parameter sets. The notebooks keep their real-host
-  defaults (``qemu:///system``); :func:`opslib.runbook.start` pre-fills the form from
-  ``$OPSBOOK_DEFAULTS/RUNBOOK.yaml`` instead. For the default lab (prefix ``ob``) that is
-  ``parameters/lab/``; another prefix gets a copy retargeted to its own namespaces and
-  files, under the lab's root. A real host uses the same variable with its own
-  ``parameters/HOST/``.
+- ``OPSBOOK_DEFAULTS``: the simulated host's parameter sets. The notebooks keep their
+  real-host defaults (``qemu:///system``); :func:`opslib.runbook.start` pre-fills the form
+  from ``$OPSBOOK_DEFAULTS/RUNBOOK.yaml`` instead: ``LAB/parameters``, generated for the
+  lab's prefix and paths by :mod:`opslib.lab.simulated_sets`. A real host uses the same
+  variable with its own ``parameters/HOST/``.
 - ``OPSBOOK_RECORDS``: the record store where interactive applies are filed.
 - ``OPSBOOK_LAB_PREFIX``: the lab.
 
@@ -20,11 +19,11 @@ on a daemon host; its state lives under the lab's root, not in the user's home.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
-from opslib.lab.config import DEFAULT_PREFIX, Lab
+from opslib.lab import simulated_sets
+from opslib.lab.config import Lab
 from opslib.notebook_server import NotebookServer, run_until_stopped, start
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "lab_defaults",
     "lab_environment",
     "repo_root",
-    "retarget",
     "serve",
     "start",
     "start_for_lab",
@@ -44,39 +42,12 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def _lab_strings(lab: Lab) -> list[str]:
-    from opslib.lab import cloudflare_api
-
-    return [
-        f"{lab.root}",
-        lab.host_ns,
-        lab.campus_ns,
-        lab.he_ns,
-        lab.probe_ns,
-        f"127.0.0.1:{cloudflare_api.lab_port(lab)}",
-    ]
-
-
-def retarget(text: str, lab: Lab) -> str:
-    """``text`` written for the default lab, with that lab's names and paths made ``lab``'s."""
-    default = Lab(prefix=DEFAULT_PREFIX)
-    for old, new in zip(_lab_strings(default), _lab_strings(lab), strict=True):
-        # whole names only: "ob-host" must not match inside "opsbook-lab-host"
-        text = re.sub(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])", new, text)
-    return text
-
-
 def lab_defaults(lab: Lab, *, repo: Path | None = None) -> Path:
-    """The directory of the lab's parameter sets (written for a non-default prefix)."""
-    source = (repo or repo_root()) / "parameters" / "lab"
-    if lab.prefix == DEFAULT_PREFIX:
-        return source
-    target = lab.root / "parameters"
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.glob("*.yaml")):
-        header = f"# written for lab {lab.prefix} from parameters/lab/{path.name}\n"
-        (target / path.name).write_text(header + retarget(path.read_text(encoding="utf-8"), lab))
-    return target
+    """The directory of the simulated host's parameter sets for ``lab``
+    (:mod:`opslib.lab.simulated_sets`, written under the lab's root). ``repo`` is
+    accepted for the callers that name a checkout; the sets come from the lab's code."""
+    del repo
+    return simulated_sets.write(lab)
 
 
 def lab_environment(lab: Lab, *, records: Path, repo: Path | None = None) -> dict[str, str]:

@@ -1,10 +1,10 @@
-"""The lab's parameter sets, as the lab's own code and tests give them to the runbooks.
+"""The simulated host's parameter sets, as the lab's own code and tests give them to the
+runbooks.
 
-One source: ``parameters/lab/RUNBOOK.yaml``, written for the default lab (prefix ``ob``)
-and retargeted to another lab's prefix by :func:`opslib.lab.notebook.lab_defaults`
-(what ``opsbook demo``, ``lab up --configured`` and ``lab notebook`` use too). A set is
-typed by the runbook's own parameter cell, over its declared defaults. The runbooks
-never import the lab: the lab calls them.
+One source: :mod:`opslib.lab.simulated_sets`, generated from the lab's prefix and paths
+(what ``opsbook demo --simulated``, ``lab up --simulated --configured`` and ``lab
+notebook`` use too, as files). A set is typed by the runbook's own parameter cell, over
+its declared defaults. The runbooks never import the lab: the lab calls them.
 
 What only the lab knows is added here: which guest a test publishes, and that the lab
 tests run each runbook on its own, so the NAT network keeps libvirt's stock name
@@ -20,8 +20,8 @@ from typing import Any
 
 from opslib import params, runner
 from opslib.changes import Result
+from opslib.lab import simulated_sets
 from opslib.lab.config import Lab
-from opslib.lab.notebook import lab_defaults
 from opslib.procedures import forward_bridge, ipv6_tunnel, nat_bridge_ipv6
 
 __all__ = ["apply_runbook", "arguments", "parameter_set", "publish_set", "standalone_set"]
@@ -37,11 +37,10 @@ PROCEDURES = {
 def parameter_set(
     lab: Lab, runbook: str, *, repo: Path | None = None, **changes: Any
 ) -> dict[str, Any]:
-    """Every parameter of ``runbook`` for ``lab``, typed: its ``parameters/lab`` set over
-    the notebook's defaults, ``changes`` on top."""
-    directory = lab_defaults(lab, repo=repo)
+    """Every parameter of ``runbook`` for ``lab``, typed: its simulated-host set over the
+    notebook's defaults, ``changes`` on top."""
     info = runner.find_runbook(runbook, repo / "notebooks" if repo else None)
-    given = runner.load_param_file(directory / f"{runbook}.yaml")
+    given = simulated_sets.sets(lab).get(runbook, {})
     return params.validate(info.params, {**given, **changes}, where=f"{runbook}: ")
 
 

@@ -1,13 +1,17 @@
 """Every remaining runbook on the session's booted Debian 12 host, over SSH, with the
-runbooks' real-host defaults, as an operator runs them there:
-``ssh operator@HOST sudo -i opsbook run RUNBOOK -p …``.
+runbooks' real-host defaults and the lab's parameter sets (``parameters/lab/``, installed
+with opsbook), as an operator runs them there:
+``ssh operator@HOST sudo -i opsbook run RUNBOOK -f SET -p …`` (SET:
+``/opt/opsbook/share/opsbook/parameters/lab/RUNBOOK.yaml``).
 
 The host (conftest's ``booted_host``) gets its guests from its own libvirtd at
 qemu:///system (:mod:`opslib.lab.hostguests`: vm-nat1 and vm-netreg on the NAT network,
 vm-netreg also on forward-bridge once netreg-attach gives it its NIC), and reaches a
 tunnel broker end and the Cloudflare stand-in of its own (:mod:`opslib.lab.hostpeers`).
-Only what the operator would read from the broker's tunnel page, Cloudflare's URL and
-NetReg's MAC is passed; everything else is the runbook's default.
+The sets carry only what the operator would read from the broker's tunnel page,
+Cloudflare's URL and NetReg's MAC; everything else is the runbook's default. ``-p`` gives
+what is per-host (:func:`opslib.lab.hostruns.per_host`: the session's host is dh1, the sets
+are written for daemon1) and what a test changes on purpose.
 
 The cases run in the wiki page's order and build on each other (forward-bridge's br0
 for netreg-attach, nat-bridge for the tunnel's /64 and the AAAA record). Each changing
@@ -18,12 +22,13 @@ inside the host, systemctl, the host's record index.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from on_host import ssh, wait_for
 
-from opslib.lab import cloudflare_api, control, daemonhost, hostguests, hostpeers
+from opslib.lab import cloudflare_api, control, daemonhost, hostguests, hostpeers, hostruns
 from opslib.lab.config import Lab
 
 VIRSH = "virsh -c qemu:///system"  # as the operator (group libvirt)
@@ -38,10 +43,13 @@ def on_host(host: daemonhost.Host, command: str) -> str:
 
 
 def run_book(host: daemonhost.Host, runbook: str, **params: str) -> str:
-    """``sudo -i opsbook run RUNBOOK -p K V …`` over SSH; exit 0 and a record filed on the
-    host (found in its index), else the test fails with the output."""
-    args = " ".join(f"-p {key} '{value}'" for key, value in params.items())
-    rc, out = ssh(host, f"sudo -i opsbook run {runbook} {args}", timeout=300)
+    """``sudo -i opsbook run RUNBOOK -f SET -p K V …`` over SSH, with the runbook's
+    parameters/lab set as installed on the host, the host's own values and ``params`` on
+    top; exit 0 and a record filed on the host (found in its index), else the test fails
+    with the output."""
+    command = hostruns.command(runbook, {**hostruns.per_host(host)[runbook], **params})
+    assert "/opt/opsbook/share/opsbook/parameters/lab/" in command
+    rc, out = ssh(host, command, timeout=300)
     assert rc == 0, out
     record = re.search(r"^record #(\d+): (\S+\.ipynb)", out, re.M)
     assert record, out
@@ -72,8 +80,27 @@ def test_guests_run_in_the_hosts_own_libvirt(host: daemonhost.Host) -> None:
         assert re.search(rf"{guest.nat_mac}\s+ipv4\s+198\.51\.100\.\d+/24", leases), leases
 
 
+def test_lab_status_shows_the_booted_host_its_services_and_guests(
+    lab: Lab, host: daemonhost.Host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opslib import cli
+
+    cli.main(["lab", "--prefix", lab.prefix, "status", "--json"])
+    rows = {(r["component"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("booted host", host.name)]["state"] in ("running", "degraded"), rows
+    assert host.address in rows[("booted host", host.name)]["detail"]
+    for unit in ("ssh", "libvirtd"):  # as the host's own systemctl reports them
+        assert rows[("host service", f"{host.name}/{unit}")]["state"] == "active", rows
+    for guest in hostguests.guests(host):  # as its own virsh does
+        assert rows[("host guest", f"{host.name}/{guest.name}")]["state"] == "running", rows
+    assert rows[("netns", lab.campus_ns)]["state"] == "present"  # besides the lab's pieces
+    cli.main(["lab", "--prefix", lab.prefix, "status"])
+    table = capsys.readouterr().out
+    assert re.search(rf"^host service\s+{host.name}/libvirtd\s+active", table, re.M), table
+
+
 def test_forward_bridge_puts_eth0_in_br0(host: daemonhost.Host) -> None:
-    out = run_book(host, "forward-bridge", deadline="20", apply="true")
+    out = run_book(host, "forward-bridge", deadline="20")
     assert "FAIL" not in out, out
     info = on_host(host, f"{VIRSH} net-info forward-bridge")
     assert re.search(r"^Bridge:\s+br0$", info, re.M), info
@@ -83,8 +110,7 @@ def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host)
     guest = hostguests.netreg_guest(host)
     assert guest.netreg_mac
     control.netreg_add(lab, guest.netreg_mac)  # the wiki's manual step: NetReg registers it
-    params = {"vm": guest.name, "mac": guest.netreg_mac, "apply": "true"}
-    assert changed(run_book(host, "netreg-attach", **params))
+    assert changed(run_book(host, "netreg-attach"))  # vm-netreg and its MAC: the set
     nics = on_host(host, f"{VIRSH} domiflist {guest.name}")
     assert re.search(rf"\sforward-bridge\s+virtio\s+{guest.netreg_mac}$", nics, re.M), nics
     wait_for(
@@ -93,11 +119,11 @@ def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host)
         120,
         f"{guest.name}'s new NIC leasing from NetReg over br0",
     )
-    assert not changed(run_book(host, "netreg-attach", **params))
+    assert not changed(run_book(host, "netreg-attach"))
 
 
 def test_find_vm_ip_reports_both_guests(lab: Lab, host: daemonhost.Host) -> None:
-    out = run_book(host, "find-vm-ip", probe="true")
+    out = run_book(host, "find-vm-ip")  # the set probes
     campus_ip = control.netreg_leases(lab)[hostguests.netreg_guest(host).netreg_mac or ""]
     assert re.search(rf"^\s*vm-netreg\s.*\b{re.escape(campus_ip)}\b", out, re.M), out
     assert re.search(r"^\s*vm-nat1\s.*\b198\.51\.100\.\d+\b", out, re.M), out
@@ -105,19 +131,12 @@ def test_find_vm_ip_reports_both_guests(lab: Lab, host: daemonhost.Host) -> None
 
 def test_nat_bridge_ipv6_renames_default_and_adds_the_routed_64(host: daemonhost.Host) -> None:
     routed = hostpeers.tunnel_parameters(host)["routed_prefix"]
-    params = {"rename_from": "default", "prefix": routed, "apply": "true"}
-    assert changed(run_book(host, "nat-bridge-ipv6", **params))
+    assert changed(run_book(host, "nat-bridge-ipv6"))  # rename_from default, the routed /64
     nets = on_host(host, f"{VIRSH} net-list --all --name")
     assert set(nets.split()) == {"nat-bridge", "forward-bridge"}, nets
     addr = on_host(host, "ip -6 -o addr show dev virbr0 scope global")
     assert routed.replace("::/64", "::1/64") in addr, addr
-    assert not changed(run_book(host, "nat-bridge-ipv6", **params))
-
-
-def tunnel_params(host: daemonhost.Host, apply: bool = True) -> dict[str, str]:
-    """The broker's tunnel page for this host; the kernel has no sit: userspace."""
-    values = hostpeers.tunnel_parameters(host)
-    return {**values, "implementation": "userspace", "apply": str(apply).lower()}
+    assert not changed(run_book(host, "nat-bridge-ipv6"))
 
 
 def tunnel_works(lab: Lab, host: daemonhost.Host, what: str) -> None:
@@ -138,15 +157,16 @@ def tunnel_works(lab: Lab, host: daemonhost.Host, what: str) -> None:
 def test_ipv6_tunnel_runs_as_a_systemd_unit_and_reaches_the_internet(
     lab: Lab, host: daemonhost.Host
 ) -> None:
-    planned = run_book(host, "ipv6-tunnel", **tunnel_params(host, apply=False))
+    # the set: the broker's tunnel page for the host; the kernel has no sit: userspace
+    planned = run_book(host, "ipv6-tunnel", apply="false")
     assert f"persist he-ipv6 as systemd unit {TUNNEL_UNIT}, enabled: back at boot" in planned
     assert "+ExecStart=/opt/opsbook/bin/python" in planned, planned
-    assert changed(run_book(host, "ipv6-tunnel", **tunnel_params(host)))
+    assert changed(run_book(host, "ipv6-tunnel"))
     assert on_host(host, f"systemctl is-enabled {TUNNEL_UNIT}") == "enabled\n"
     route = on_host(host, "ip -6 route show default")
     assert "dev he-ipv6" in route, route
     on_host(host, f"ping -6 -c 1 -W 3 {lab.internet_ipv6}")  # the internet, through he
-    assert not changed(run_book(host, "ipv6-tunnel", **tunnel_params(host)))
+    assert not changed(run_book(host, "ipv6-tunnel"))
 
 
 def test_the_tunnel_comes_back_when_its_unit_restarts(lab: Lab, host: daemonhost.Host) -> None:
@@ -159,32 +179,17 @@ def test_the_tunnel_comes_back_when_its_unit_restarts(lab: Lab, host: daemonhost
 def test_cloudflare_aaaa_publishes_vm_nat1(lab: Lab, host: daemonhost.Host) -> None:
     routed = hostpeers.tunnel_parameters(host)["routed_prefix"].split("::")[0]
     name = f"vm-nat1-{host.name}.example.org"
-    params = {
-        "vm": "vm-nat1",
-        "record_name": name,
-        "api_base_url": hostpeers.cloudflare_url(host),
-        "apply": "true",
-    }
+    assert hostruns.per_host(host)["cloudflare-aaaa"]["record_name"] == name
     store = cloudflare_api.lab_store(lab)
     store.delete_records("example.org", name=name, type="AAAA")  # a kept lab's earlier run
-    assert changed(run_book(host, "cloudflare-aaaa", **params))
+    assert changed(run_book(host, "cloudflare-aaaa"))
     records = store.records("example.org", name=name, type="AAAA")
     assert len(records) == 1 and records[0]["content"].startswith(routed + ":"), records
-    assert not changed(run_book(host, "cloudflare-aaaa", **params))
+    assert not changed(run_book(host, "cloudflare-aaaa"))
 
 
 def test_host_health_passes_every_check(host: daemonhost.Host) -> None:
-    values = hostpeers.tunnel_parameters(host)
-    out = run_book(
-        host,
-        "host-health",
-        routed_prefix=values["routed_prefix"],
-        tunnel="he-ipv6",
-        client_ipv6=values["client_ipv6"],
-        server_ipv6=values["server_ipv6"],
-        token=f"file:{hostpeers.TOKEN_PATH}",
-        api_base_url=hostpeers.cloudflare_url(host),
-    )
+    out = run_book(host, "host-health")  # the tunnel's values, the stand-in and its token
     assert "FAIL" not in out and not re.search(r"\sfail\s", out), out
 
 

@@ -150,7 +150,8 @@ def test_configured_from_bare(lab: Lab, configured: dict[str, Any], param_dir: P
 def again(lab: Lab, configured: dict[str, Any], store: Store) -> list[Row]:
     """`lab up --configured` once more, as a user types it: the runs it filed."""
     before = {r.id for r in store.list()}
-    argv = ["lab", "--prefix", lab.prefix, "up", "--configured", "--records", str(store.root)]
+    argv = ["lab", "--prefix", lab.prefix, "up", "--simulated", "--configured"]
+    argv += ["--records", str(store.root)]
     assert cli.main(argv) == 0
     return configure_runs(store, before)
 
