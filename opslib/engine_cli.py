@@ -62,7 +62,7 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from opslib import runner
+    from opslib import runner, terminal
 
     info = runner.find_runbook(args.runbook)
     prepared = runner.prepare(
@@ -99,6 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         else (f"{outcome.status}{changed}")
     )
     record = f"record #{outcome.run_id}: {shown(outcome.record)}"
+    if outcome.terminal_lost:  # nobody reads the terminal: its last line goes to the journal
+        terminal.journal(f"{line}  ({record}, {outcome.seconds:.1f} s)")
+        return outcome.exit_code
     if args.summary:  # scheduled runs: one line in the journal
         print(
             f"{line}  ({record}, {outcome.seconds:.1f} s)",
@@ -196,12 +199,17 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         write_html(path, out)
         print(shown(out))
         return 0
+    nb = store.notebook(row)
+    final = records.final_result(records.results_of(nb))
+    changed = yes_no(row.changed)
+    if final is not None and final.get("status") == "rolled back":
+        changed += " (changed, then rolled back: see its steps)"
     fields = [
         ("record", f"#{row.id} {shown(path)}"),
         ("runbook", row.runbook),
         ("host", row.host),
         ("status", f"{row.status} (exit {row.exit_code})"),
-        ("changed", yes_no(row.changed)),
+        ("changed", changed),
         ("start", row.start),
         ("end", row.end or "-"),
         ("user", row.user or "-"),
@@ -209,6 +217,8 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         ("opslib", f"{row.opslib_version} ({row.revision})"),
         ("sha256", row.sha256 or "-"),
     ]
+    header = nb.get("metadata", {}).get(records.META_KEY) or {}
+    fields += [("note", note) for note in header.get("notes") or []]
     width = max(len(k) for k, _ in fields)
     for k, v in fields:
         print(f"{k + ':':<{width + 1}} {v}")
@@ -217,7 +227,6 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         pw = max(len(k) for k in row.parameters)
         for k, v in row.parameters.items():
             print(f"  {k:<{pw}}  {json.dumps(v)}")
-    nb = store.notebook(row)
     err = records.cell_error(nb)
     if err:
         print(f"error:   {err.splitlines()[0]}")

@@ -480,9 +480,12 @@ class Store:
         if header.get("status") == "running" and not _pid_alive(header.get("pid")):
             header = self._promote_killed(path) or header
         if header.get("changed") is None:
-            # Older or partial headers: fall back to the structured results.
+            # Older or partial headers: fall back to the structured results; as the runner
+            # does, a plan speaks for a run that ended ok, not for one cut short.
             final = final_result(results_of(nb))
-            if final is not None:
+            if final is not None and (
+                header.get("status") == "ok" or final.get("kind") == "result"
+            ):
                 header["changed"] = bool(final.get("changed"))
         return dict(header), nb
 

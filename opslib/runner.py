@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from opslib.errors import InputError, UnknownName
 from opslib.params import RunbookInfo
 from opslib.paramsets import load_param_file
 from opslib.runbook import HEADLESS_ENV
+from opslib.terminal import Terminal
 
 __all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
 
@@ -140,6 +142,7 @@ class RunOutcome:
     seconds: float
     # The plans and results the run displayed (redacted as in its record), for the terminal.
     results: tuple[dict[str, Any], ...] = ()
+    terminal_lost: str = ""  # "WHEN (HOW)" when the terminal went away during the run
 
 
 def error_exit_code(ename: str) -> int:
@@ -176,9 +179,13 @@ def _failed_cell(nb: Mapping[str, Any]) -> str:
 class _Progress:
     """One line per code cell: number, first line of code, outcome and seconds."""
 
-    def __init__(self, stream: TextIO, total: int) -> None:
+    def __init__(self, stream: TextIO, total: int, terminal: Terminal) -> None:
         self.stream, self.total, self.n, self.t0 = stream, total, 0, 0.0
-        self.tty = stream.isatty()
+        self.terminal = terminal
+        try:
+            self.tty = stream.isatty()
+        except (OSError, ValueError):
+            self.tty = False
 
     def start(self, cell: Mapping[str, Any]) -> None:
         self.n += 1
@@ -188,14 +195,13 @@ class _Progress:
         text = "(injected parameters)" if "injected-parameters" in tags else _first_line(src)
         self.line = f"  [{self.n:>{len(str(self.total))}}/{self.total}] {text[:60]:<60}"
         if self.tty:
-            self.stream.write(self.line + "  …\r")
-            self.stream.flush()
+            self.terminal.write(self.stream, self.line + "  …\r")
 
     def done(self, cell: Mapping[str, Any]) -> None:
         failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
         mark = "FAILED" if failed else "ok"
-        self.stream.write(f"{self.line}  {mark:<6} {time.monotonic() - self.t0:5.1f} s\n")
-        self.stream.flush()
+        line = f"{self.line}  {mark:<6} {time.monotonic() - self.t0:5.1f} s\n"
+        self.terminal.write(self.stream, line)
 
 
 def _engine(progress: _Progress | None) -> str:
@@ -254,16 +260,24 @@ def _environment(extra: Mapping[str, str]) -> Iterator[None]:
 
 
 class _Terminated(Exception):
-    """SIGTERM/SIGHUP: finish the record as killed, then exit."""
+    """SIGTERM: finish the record as killed, then exit."""
 
 
 @contextlib.contextmanager
-def _terminate_as_exception() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
+def _signals(terminal: Terminal) -> Iterator[None]:
+    """SIGTERM ends the run as killed; SIGHUP (the terminal hung up) does not end it."""
+
+    def terminate(signum: int, frame: Any) -> None:
         raise _Terminated(signal.Signals(signum).name)
 
+    def hangup(signum: int, frame: Any) -> None:
+        terminal.lose("SIGHUP")
+
     if threading_main():
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+        old = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, hangup),
+        }
     else:
         old = {}
     try:
@@ -274,8 +288,6 @@ def _terminate_as_exception() -> Iterator[None]:
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -319,13 +331,15 @@ def run(
     if lock_wait is not None:
         env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
     code_cells = sum(1 for c in nb_source.get("cells", []) if c.get("cell_type") == "code")
-    prog = _Progress(progress, code_cells + 1) if progress is not None else None
+    terminal = Terminal(f"opsbook run {info.name} on {prepared.host} (record #{run_id})")
+    prog = _Progress(progress, code_cells + 1, terminal) if progress is not None else None
     status, error = "ok", ""
     t0 = time.monotonic()
     with (
         tempfile.TemporaryFile("w+") as kernel_log,
         _environment(env),
-        _terminate_as_exception(),
+        _signals(terminal),
+        terminal.watched(),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")
@@ -367,9 +381,12 @@ def run(
     except (OSError, ValueError):
         nb = json.loads(path.read_bytes())
     final = records.final_result(records.results_of(nb))
+    # A run that stopped before its apply said what it did (killed, a dead kernel...):
+    # its plan's "no change" does not speak for the host, so changed is unknown.
+    cut_short = status != "ok" and (final is None or final.get("kind") != "result")
     if status == "ok" and final is not None and final.get("failed"):
         status = "failed"
-    changed = bool(final.get("changed")) if final is not None else None
+    changed = bool(final.get("changed")) if final is not None and not cut_short else None
     summary = records.summarize(nb, status) or error
     if status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
         summary = error
@@ -379,6 +396,8 @@ def run(
     header = record_header.finished(
         header, status=status, changed=changed, summary=summary, end=records.iso(end)
     )
+    if terminal.lost:
+        header["notes"] = [f"the terminal was lost at {terminal.lost}; the run went on without it"]
     # Fail closed: the record must not hold a secret, and the run must say so.
     nb, header, _ = records.redact_leaks(nb, header, prepared.secret_values)
     status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
@@ -405,4 +424,5 @@ def run(
         run_id,
         seconds,
         tuple(records.results_of(nb)),
+        terminal.lost,
     )
