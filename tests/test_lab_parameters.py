@@ -138,3 +138,23 @@ def test_booted_lab_host_sets_are_valid_and_daemon1s_values() -> None:
         "sudo -i opsbook run find-vm-ip -f "
         "/opt/opsbook/share/opsbook/parameters/lab/find-vm-ip.yaml -p host dh2"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--simulated", "--hosts", "2"], "lab up: --simulated boots no hosts; drop --hosts"),
+        (["--hosts", "-1"], "lab up --hosts -1: give a number of hosts, 1 or more"),
+        (["--records", "r"], "lab up: --records is for --simulated --configured"),
+    ],
+)
+def test_lab_up_refuses_bad_flags_in_one_line_before_making_anything(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opslib import cli
+
+    lab = Lab(prefix="obQz")  # a prefix no lab uses: nothing of it may appear
+    assert cli.main(["lab", "--prefix", lab.prefix, "up", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"opsbook: {message}") and err.count("\n") == 1, err
+    assert not lab.root.exists() and not Path("/run/netns", lab.host_ns).exists()
