@@ -1,8 +1,9 @@
-"""The lab's runbook sequence: ``opsbook demo`` and ``lab up --configured``.
+"""The lab's runbook sequence on the simulated host: ``opsbook demo --simulated`` and
+``lab up --simulated --configured`` (the booted host's: :mod:`opslib.lab.hostruns`).
 
-Both run the runbooks in the wiki page's order, headless, with the lab's parameter
-sets, through the same engine an operator uses (``opsbook run``). The sequence lives
-in the lab, not in the engine: the engine never imports the lab.
+Both run the runbooks in the wiki page's order, headless, with the simulated host's
+parameter sets, through the same engine an operator uses (``opsbook run``). The sequence
+lives in the lab, not in the engine: the engine never imports the lab.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def lab_runs(
     """The demo's sequence on ``lab``: each runbook of WIKI_ORDER that exists, run headless
     with its parameter set, yielding (name, RunOutcome) or (name, InputError) as it goes.
 
-    ``param_dir`` defaults to the lab's parameter sets (``parameters/lab``, retargeted to
-    the lab's prefix when it is not ``ob``). ``changing_only`` (``lab up --configured``)
-    skips the read-only runbooks (those without an ``apply`` parameter).
+    ``param_dir`` defaults to the simulated host's parameter sets, written for the lab
+    (:func:`opslib.lab.notebook.lab_defaults`: :mod:`opslib.lab.simulated_sets`).
+    ``changing_only`` (``lab up --simulated --configured``) skips the read-only runbooks
+    (those without an ``apply`` parameter).
     """
     nb_dir = runner.notebooks_dir()
     if param_dir is None:
@@ -110,7 +112,8 @@ def up(
     progress: Callable[[str], None] = print,
     records: Path | None = None,
 ) -> None:
-    """``lab up``: build the lab bare, then, with ``configured``, :func:`configure` it."""
+    """``lab up --simulated``: build the lab bare, then, with ``configured``,
+    :func:`configure` it."""
     control.up(lab, progress=progress)
     if configured:
         configure(lab, progress=progress, records=records)
