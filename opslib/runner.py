@@ -43,6 +43,10 @@ from opslib.terminal import Terminal
 
 __all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
 
+# A busy host (guests booting, other runs starting their kernels) can take over a
+# minute to start Python; a kernel silent for this long is dead, not slow.
+KERNEL_START_TIMEOUT = 300
+
 
 def notebooks_dir() -> Path:
     """$OPSBOOK_NOTEBOOKS, else the checkout's notebooks/, else those installed with the
@@ -357,7 +361,7 @@ def run(
                 kernel_name=choose_kernel(),
                 progress_bar=False,
                 execution_timeout=timeout,
-                start_timeout=60,
+                start_timeout=KERNEL_START_TIMEOUT,
                 kernel_manager_class=_quiet_kernel_manager(kernel_log),
             )
         except PapermillExecutionError as exc:

@@ -52,7 +52,7 @@ class Done:
         return int(line.split()[1].strip("#:"))
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Done:
+def finish(proc: subprocess.Popen[str], timeout: float = 600) -> Done:
     out, err = proc.communicate(timeout=timeout)
     return Done(proc.returncode, out, err)
 
