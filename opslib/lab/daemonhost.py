@@ -314,7 +314,7 @@ def up(
     try:
         if nspawn.pid(host.container) is None:
             key = hostssh.ensure_key(lab)
-            _overlay(host, _lower(host, image.path, reuse_install and install, say))
+            _overlay(host, _lower(host, image.path, reuse_install, say))
             _first_boot_files(host, key)
             _ssh_files(lab)
             _network(host)
@@ -322,17 +322,24 @@ def up(
             say(f"host {name}: systemd-nspawn pid {pid}, netns {host.netns}, {host.mac}")
         _boot_wait(host, say)
         if install:
-            from opslib.lab import hostinstall
-
-            hostinstall.install(lab, name, progress=say)
-            if reuse_install:
-                hostinstall.save_layer(lab, host.root, image.path, progress=say)
+            install_opsbook(host, reuse_install=reuse_install, progress=say)
     except BaseException:
         progress(f"host {name} did not come up; taking it down (console: {host.console_log})")
         down(lab, name, progress=progress)
         raise
     say(f"host {name} is up: ssh -F {hostssh.config_file(lab)} {name} ({host.address})")
     return host
+
+
+def install_opsbook(host: Host, *, reuse_install: bool = False, progress: Progress = print) -> None:
+    """opsbook on the running host, the README's way (:mod:`opslib.lab.hostinstall`);
+    ``reuse_install``: a fresh install is kept as a layer for the next host."""
+    from opslib.lab import hostinstall
+
+    hostinstall.install(host.lab, host.name, progress=progress)
+    if reuse_install:
+        image = Path((host.dir / "lower").read_text().strip().split(":")[-1])
+        hostinstall.save_layer(host.lab, host.root, image, progress=progress)
 
 
 def reboot(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> Host:

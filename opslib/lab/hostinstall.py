@@ -10,11 +10,13 @@ The host has no route to any package index, so, as an operator would:
    Jupyter kernelspec ``opsbook``, ``/usr/local/bin/opsbook``; the runbooks come with
    the package (/opt/opsbook/share/opsbook/notebooks).
 
-``opsbook lab up`` and the demo keep what that install made (``/opt/opsbook`` and the
-``/usr/local/bin/opsbook`` link, nothing else) as an overlay layer under
-:data:`LAYERS`, named for the host image and the wheelhouse id; a later host booted from
-the same image with the same wheelhouse gets it as a lower layer of its root
-(:func:`cached_layer`), so the install step finds that wheelhouse id installed. The lab
+Each wheelhouse is kept under :data:`WHEELHOUSES`, named for the sources it was built
+from: a lab brought up again from the same sources copies it instead of building it, so
+its wheelhouse id stays the same. ``opsbook lab up`` and the demo keep what that install
+made (``/opt/opsbook`` and the ``/usr/local/bin/opsbook`` link, nothing else) as an
+overlay layer under :data:`LAYERS`, named for the host image and the wheelhouse id; a
+later host booted from the same image with the same wheelhouse gets it as a lower layer
+of its root (:func:`cached_layer`), so the install step finds that wheelhouse installed. The lab
 tests always install (``daemonhost.up`` without ``reuse_install``).
 """
 
@@ -42,6 +44,7 @@ INSTALLED_ID = "/opt/opsbook/share/opsbook/wheelhouse.id"  # written by the inst
 
 LAYERS = Path(os.environ.get("OPSBOOK_INSTALL_CACHE", "/var/cache/opsbook/installs"))
 KEEP_LAYERS = 2  # the newest; a layer a host's root is mounted on is never removed
+WHEELHOUSES = LAYERS.parent / "wheelhouses"  # per source digest: the same wheels again
 
 
 def wheelhouse(lab: Lab) -> Path:
@@ -69,9 +72,34 @@ def build_wheelhouse(lab: Lab, *, timeout: float = 900) -> Path:
     if stamp.exists() and stamp.read_text() == source and (out / "wheelhouse.id").exists():
         return out
     stamp.unlink(missing_ok=True)
-    _local([str(BUILD), str(out)], "building the wheelhouse", timeout)
+    kept = WHEELHOUSES / source[:32]
+    if (kept / "wheelhouse.id").is_file():  # built from these sources before, by any lab
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(kept, out)
+    else:
+        _local([str(BUILD), str(out)], "building the wheelhouse", timeout)
+        _keep(out, kept)
     stamp.write_text(source)
     return out
+
+
+def _keep(out: Path, kept: Path) -> None:
+    """A copy of a fresh wheelhouse, so that a lab brought up again (``lab down`` removes
+    its own) gets the same wheels, and so the same wheelhouse id, without a build."""
+    tmp = kept.with_name(f".{kept.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out, tmp, ignore=shutil.ignore_patterns(".source"))
+    try:
+        tmp.rename(kept)
+    except OSError:  # another lab kept the same sources meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    by_age = sorted(
+        (p for p in WHEELHOUSES.iterdir() if not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in by_age[KEEP_LAYERS:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def install(lab: Lab, name: str, *, progress: Callable[[str], None] = print) -> None:

@@ -12,6 +12,7 @@ package (:data:`INSTALLED_SETS`). ``-p`` carries only what is per-host and compu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import sys
@@ -129,14 +130,19 @@ def boot_started(
 ) -> tuple[daemonhost.Host, Future[None]]:
     """:func:`boot`, returning once the host is up and its peers are: its guests boot in
     the background until they hold their NAT leases (the future's result; its error)."""
-    host = daemonhost.up(lab, name, reuse_install=True, progress=say)
+    # the guests need the host's libvirtd, not opsbook: they boot while it is installed
+    host = daemonhost.up(lab, name, install=False, reuse_install=True, progress=say)
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"guests-{name}")
     guests = pool.submit(hostguests.up, host, progress=say)
     pool.shutdown(wait=False)
     try:
+        daemonhost.install_opsbook(host, reuse_install=True, progress=say)
         hostpeers.up(host)
     except BaseException:
-        guests.result()
+        with contextlib.suppress(Exception):
+            guests.result()
+        say(f"host {name} did not come up; taking it down (console: {host.console_log})")
+        daemonhost.down(lab, name, progress=say)
         raise
     return host, guests
 
