@@ -5,14 +5,17 @@ qemu:///system, no netns).
 
 Each case starts from the host as booted (eth0 by DHCP from NetReg):
 (a) the apply converts eth0 to br0 and a new session comes in over br0;
-(b) the session is cut while the apply waits for br0 to work: the watchdog alone
-    restores the file and networking, and the host answers over eth0 again;
+(b) the session is cut while the apply waits for br0 to work (campus drops its pings):
+    the run goes on without its terminal, rolls back by itself at its deadline, and its
+    record says so (failed, changed then rolled back, the terminal lost at T);
+(b2) the same cut on a host whose logind has ``KillUserProcesses=yes`` (a setting a
+    daemon host may have): the cut session takes every process of its scope along, the
+    run included (filed as killed); the watchdog alone restores the file and networking;
 (c) campus DHCP refusing the host: the apply rolls back by itself.
+After (b) and (b2) the host answers over eth0 again.
 
-The host is conftest's ``booted_host``. For this module it runs logind with
-``KillUserProcesses=yes`` (a setting a daemon host may have): a cut session then takes
-every process of its scope along, which is what the watchdog must survive. At the end
-the host is as this module found it (file, networking, logind) for later modules.
+The host is conftest's ``booted_host``. At the end the host is as this module found it
+(file, networking, logind) for later modules.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -32,6 +36,9 @@ INTERFACES = "/etc/network/interfaces"
 DEADLINE = 15  # the apply's; its watchdog reverts 2 * DEADLINE + 30 s after it is armed
 # An operator's ssh has no keep-alives: a session stalled by the restart resumes.
 APPLY = f"sudo opsbook run forward-bridge -p apply true -p deadline {DEADLINE}"
+# The cut cases (b, b2): the session is cut as soon as br0 has its lease, which the lab
+# sees at once (nsenter, no SSH); the run's own verification waits this long after that.
+CUT_DEADLINE = 10
 LOGIND_DIR = "/etc/systemd/logind.conf.d"
 LOGIND_DROPIN = f"{LOGIND_DIR}/opsbook-test17.conf"
 NFT_TABLE = "opsbook_test17"  # campus drops the host's pings to its gateway (case b)
@@ -69,8 +76,9 @@ def ssh_until(
     pytest.fail(f"{what} within {timeout:.0f}s; last: {out[-400:]}")
 
 
-def apply_argv(host: daemonhost.Host) -> list[str]:
-    argv = hostssh.ssh_argv(host.lab, host.name, APPLY)
+def apply_argv(host: daemonhost.Host, deadline: float = DEADLINE) -> list[str]:
+    apply = f"sudo opsbook run forward-bridge -p apply true -p deadline {deadline:g}"
+    argv = hostssh.ssh_argv(host.lab, host.name, apply)
     at = argv.index("ssh") + 1
     return [*argv[:at], "-o", "ServerAliveInterval=0", *argv[at:]]
 
@@ -118,23 +126,26 @@ def reset(host: daemonhost.Host, booted_file: str) -> None:
 @pytest.fixture(scope="module")
 def host(booted_host: daemonhost.Host, booted_file: str) -> Iterator[daemonhost.Host]:
     lab = booted_host.lab
-    kill_user_processes = "[Login]\\nKillUserProcesses=yes\\n"
-    rc, out = ssh(
-        booted_host,
-        f"sudo mkdir -p {LOGIND_DIR} && printf '{kill_user_processes}' | sudo tee "
-        f"{LOGIND_DROPIN} >/dev/null && sudo systemctl restart systemd-logind",
-    )
-    assert rc == 0, out
     try:
         yield booted_host
     finally:
         _drop_nft(lab)
         control.netreg_add(lab, booted_host.mac, booted_host.address)
         reset(booted_host, booted_file)
-        rc, out = ssh(
-            booted_host, f"sudo rm -f {LOGIND_DROPIN} && sudo systemctl restart systemd-logind"
+        _logind(booted_host, kill_user_processes=False)
+
+
+def _logind(host: daemonhost.Host, *, kill_user_processes: bool) -> None:
+    if kill_user_processes:
+        dropin = "[Login]\\nKillUserProcesses=yes\\n"
+        command = (
+            f"sudo mkdir -p {LOGIND_DIR} && printf '{dropin}' | sudo tee {LOGIND_DROPIN} "
+            ">/dev/null && sudo systemctl restart systemd-logind"
         )
-        assert rc == 0, out
+    else:
+        command = f"sudo rm -f {LOGIND_DROPIN} && sudo systemctl restart systemd-logind"
+    rc, out = ssh(host, command)
+    assert rc == 0, out
 
 
 @pytest.fixture
@@ -188,13 +199,10 @@ def test_a_apply_over_ssh_converts_and_a_new_session_comes_in_over_br0(
     assert fields["Bridge"] == "br0", info
 
 
-def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
-    lab: Lab, as_booted: daemonhost.Host
-) -> None:
-    host = as_booted
-    before = file_digest(host)
-    # campus drops the host's pings to its gateway: br0 gets its lease and SSH works,
-    # but "gateway answers" fails until the apply's deadline, so the apply keeps waiting
+@contextmanager
+def campus_drops_pings(lab: Lab, host: daemonhost.Host) -> Iterator[None]:
+    """Campus drops the host's pings to its gateway: br0 gets its lease and SSH works,
+    but "gateway answers" fails until the apply's deadline, so the apply keeps waiting."""
     rule = (
         f"table inet {NFT_TABLE} {{\n chain input {{\n"
         "  type filter hook input priority 0;\n"
@@ -203,57 +211,136 @@ def test_b_a_cut_session_is_reverted_by_the_watchdog_alone(
     subprocess.run(["ip", "netns", "exec", lab.campus_ns, "nft", "-f", "-"], input=rule,
                    text=True, check=True)  # fmt: skip
     try:
-        client = subprocess.Popen(
-            apply_argv(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            armed = ssh_until(
-                host,
-                "systemctl list-units 'opsbook-confirm-*' --state=active --plain --no-legend; "
-                "ip -4 -o addr show br0",
-                lambda out: "opsbook-confirm-" in out and f"inet {host.address}/" in out,
-                60,
-                "the watchdog armed and br0 up with its lease",
-            )
-        finally:
-            client.kill()  # the operator's session is cut
-            client.communicate(timeout=30)
-        unit = re.search(r"(opsbook-confirm-\S+)\.service", armed)
-        assert unit, armed
-        directory = f"/tmp/{unit.group(1)}"
-        # logind ended the session and its processes; the watchdog runs on
-        gone = ssh_until(
-            host,
-            f"pgrep -f 'opsbook run [f]orward-bridge' || true; systemctl is-active {unit.group(0)}",
-            lambda out: out.split() == ["active"],
-            30,
-            "the cut session's apply gone and the watchdog still active",
-        )
-        assert gone.split() == ["active"]
+        yield
     finally:
         _drop_nft(lab)
+
+
+def cut_once_armed(host: daemonhost.Host) -> str:
+    """Start the apply over SSH and kill the client (the operator's session is cut) once
+    the watchdog is armed and br0 has the host's lease; the watchdog's directory."""
+
+    def inside(command: str) -> str:
+        done = nspawn.run(host.container, ["sh", "-c", command])
+        return done.stdout
+
+    client = subprocess.Popen(
+        apply_argv(host, CUT_DEADLINE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    seen = [""]
+
+    def ready() -> bool:
+        seen[0] = inside(
+            "systemctl list-units 'opsbook-confirm-*' --state=active --plain --no-legend; "
+            "ip -4 -o addr show br0"
+        )
+        return "opsbook-confirm-" in seen[0] and f"inet {host.address}/" in seen[0]
+
+    try:
+        armed = nspawn.wait(ready, 90, every=0.1)
+    finally:
+        client.kill()  # the operator's session is cut
+        out, _ = client.communicate(timeout=30)
+    assert armed, f"the watchdog armed and br0 up with its lease: {seen[0]} / {out[-400:]}"
+    unit = re.search(r"(opsbook-confirm-\S+)\.service", seen[0])
+    assert unit, seen[0]
+    return f"/tmp/{unit.group(1)}"
+
+
+def last_record(host: daemonhost.Host, timeout: float) -> list[str]:
+    """The newest forward-bridge record's row once it is filed (no longer running)."""
+
+    def row(out: str) -> list[str]:
+        rows = [ln.split() for ln in out.splitlines() if ln.split()[3:4] == ["forward-bridge"]]
+        return rows[0] if rows else []
+
+    out = ssh_until(
+        host,
+        "sudo opsbook records --runbook forward-bridge -n 1",
+        lambda out: row(out)[5:6] not in ([], ["running"]),
+        timeout,
+        "the cut run's record filed",
+    )
+    return row(out)
+
+
+def test_b_a_cut_session_leaves_the_run_going_and_its_record_says_what_happened(
+    lab: Lab, as_booted: daemonhost.Host
+) -> None:
+    host = as_booted
+    before = file_digest(host)
+    with campus_drops_pings(lab, host):
+        directory = cut_once_armed(host)
+        # the run goes on without its terminal: at its deadline its verification fails,
+        # and it rolls back by itself (the pings stay dropped until it has filed its record)
+        row = last_record(host, CUT_DEADLINE + 120)
+    seen = on_eth0(host)
+    assert f"default via {lab.campus_gateway} dev eth0" in seen, seen
+    assert file_digest(host) == before
+    # the run, not the watchdog, reverted: it told the watchdog so, and the watchdog left
+    _rc, decided = ssh(
+        host,
+        f"sudo cat {directory}/decided; sudo test ! -e {directory}/log || sudo cat {directory}/log",
+    )
+    assert decided.split() == ["disarmed"], decided
+
+    assert row[5:7] == ["failed", "no"], row
+    rc, show = ssh(host, f"sudo opsbook records show {row[0]}")
+    assert rc == 0, show
+    assert re.search(r"^status:\s+failed \(exit 1\)$", show, re.M), show
+    assert re.search(r"^changed:\s+no \(changed, then rolled back: see its steps\)$", show, re.M)
+    note = r"^note:\s+the terminal was lost at \S+Z \(its output went away\); the run went on"
+    assert re.search(note, show, re.M), show
+    assert "verification failed (gateway answers: " in show, show
+    assert "restored the previous file and state" in show, show
+    # the change it made (the plan's diff of the file), and its steps there and back
+    assert re.search(r"^\s+\+.*br0", show, re.M), show
+    for step in ("write", "restart networking", "disarm the revert watchdog",
+                 "restore backup", "restart networking (rollback)"):  # fmt: skip
+        assert re.search(rf"^\s*{re.escape(step)}\s+ok\s", show, re.M), (step, show)
+    assert "BrokenPipe" not in show, show
+
+
+def test_b2_a_session_logind_kills_is_reverted_by_the_watchdog_alone(
+    lab: Lab, as_booted: daemonhost.Host
+) -> None:
+    host = as_booted
+    before = file_digest(host)
+    _logind(host, kill_user_processes=True)
+    try:
+        with campus_drops_pings(lab, host):
+            directory = cut_once_armed(host)
+            # logind ended the session and its processes (the run too); the watchdog runs on
+            gone = ssh_until(
+                host,
+                f"pgrep -f 'opsbook run [f]orward-bridge' || true; "
+                f"systemctl is-active {directory.removeprefix('/tmp/')}.service",
+                lambda out: out.split() == ["active"],
+                30,
+                "the cut session's apply gone and the watchdog still active",
+            )
+            assert gone.split() == ["active"]
+    finally:
+        _logind(host, kill_user_processes=False)
 
     # nobody confirms: the watchdog restores the file and restarts networking by itself
     ssh_until(
         host,
         f"sudo cat {directory}/decided",
         lambda out: out.strip() == "reverted",
-        2 * DEADLINE + 30 + 90,
+        2 * CUT_DEADLINE + 30 + 90,
         "the watchdog reverting",
     )
-    rc, log = ssh(host, f"sudo cat {directory}/log")
+    _rc, log = ssh(host, f"sudo cat {directory}/log")
     assert "no confirmation by the deadline: reverting" in log, log
     assert f"restored {INTERFACES} from " in log and "rollback exit 0" in log, log
     seen = on_eth0(host)
     assert f"default via {lab.campus_gateway} dev eth0" in seen, seen
     assert file_digest(host) == before
-    # the cut run is still filed, and not as ok: killed (logind ended it first) or failed
-    # (it lived long enough to find its terminal gone: a broken pipe); which comes first
-    # is a race between logind and the run's next line of output
-    rc, records = ssh(host, "sudo opsbook records --runbook forward-bridge -n 1")
-    assert rc == 0, records
-    rows = [ln.split() for ln in records.splitlines() if ln.split()[3:4] == ["forward-bridge"]]
-    assert rows and rows[0][5] in ("killed", "failed"), records
+    # the killed run is still filed, as killed; what its apply did is unknown to it
+    row = last_record(host, 60)
+    assert row[5:7] == ["killed", "-"], row
 
 
 def test_c_campus_refusing_the_host_rolls_back(
