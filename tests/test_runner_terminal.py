@@ -7,6 +7,7 @@ apply waits until a file exists: the test cuts the terminal while the apply wait
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -17,9 +18,11 @@ APPLY_CELL = "rb.apply(apply_fn, plan)"
 
 
 def _start(store: Path, host: str, release: Path) -> subprocess.Popen[str]:
+    # a process group of its own, as the job of a login shell: the hangup goes to all of it
     return opsbook(
         "run", "engine-demo", "--host", host, "-p", "apply", "true",
         "-p", "hold", "300", "-p", "release", str(release), store=store,
+        start_new_session=True,
     )  # fmt: skip
 
 
@@ -38,7 +41,7 @@ def test_a_run_whose_terminal_hangs_up_and_goes_away_finishes_and_notes_it(
     try:
         for host in procs:
             wait_for(lambda h=host: partial_cell_running(store, h, APPLY_CELL))
-        procs["hup"].send_signal(signal.SIGHUP)
+        os.killpg(procs["hup"].pid, signal.SIGHUP)  # the runner and its process group
         pipe = procs["pipe"]
         assert pipe.stdout is not None and pipe.stderr is not None
         pipe.stdout.close()  # nobody reads its output any more
