@@ -181,3 +181,31 @@ def test_a_build_step_past_its_deadline_is_ended_and_names_the_log(
     with pytest.raises(HostError, match=f"debootstrap took over 0s .*see {log}"):
         rootfs._step(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], log, "debootstrap")
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
+def test_a_lab_brought_up_again_gets_the_same_wheelhouse_without_a_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # lab down removes LAB/wheelhouse; a rebuilt one would get a new id (wheels are not
+    # byte-for-byte reproducible), and the install kept for the old id would never match
+    from opslib.lab import hostinstall
+
+    builds: list[str] = []
+
+    def build(argv: list[str], what: str, timeout: float) -> None:
+        out = Path(argv[1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "opslib-0.1.0-py3-none-any.whl").write_text("wheel")
+        (out / "wheelhouse.id").write_text(f"id-{len(builds)}\n")
+        builds.append(what)
+
+    monkeypatch.setattr(hostinstall, "_local", build)
+    monkeypatch.setattr(hostinstall, "WHEELHOUSES", tmp_path / "kept")
+    (tmp_path / "kept").mkdir()
+    lab = Lab(prefix="obQ", base=tmp_path / "labs")
+    first = (hostinstall.build_wheelhouse(lab) / "wheelhouse.id").read_text()
+    hostinstall.shutil.rmtree(hostinstall.wheelhouse(lab))  # what lab down does
+    again = hostinstall.build_wheelhouse(lab)
+    assert (again / "wheelhouse.id").read_text() == first == "id-0\n"
+    assert builds == ["building the wheelhouse"]
+    assert (again / "opslib-0.1.0-py3-none-any.whl").is_file()
