@@ -199,15 +199,19 @@ def up(
     configured: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[daemonhost.Host]:
-    """``opsbook lab up``: the lab bare, then booted hosts daemon1 … daemonN (:func:`boot`)
-    and their Ansible inventory (:func:`opslib.lab.fleet.write_inventory`); with
-    ``configured`` daemon1 configured (:func:`configure`)."""
+    """``opsbook lab up``: the lab bare, then daemon1 with its guests and peers
+    (:func:`boot`) and daemon2 … daemonN with opsbook only, and their Ansible inventory
+    (:func:`opslib.lab.fleet.write_inventory`); with ``configured`` daemon1 configured
+    (:func:`configure`)."""
     leases = control.up(lab, progress=say, wait=False)  # its guests boot meanwhile
-    started = [boot_started(lab, name, say=say) for name in fleet.names(max(count, 1))]
+    first, *others = fleet.names(max(count, 1))
+    host, guests = boot_started(lab, first, say=say)
+    # the fleet's other hosts as fleet.up boots them: opsbook installed, no guests or peers
+    booted = [host] + [
+        daemonhost.up(lab, name, reuse_install=True, progress=say) for name in others
+    ]
     leases()
-    for _host, guests in started:
-        guests.result()
-    booted = [host for host, _guests in started]
+    guests.result()
     path = fleet.write_inventory(lab)
     say(f"{len(booted)} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
     if configured:
