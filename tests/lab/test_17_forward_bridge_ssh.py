@@ -300,6 +300,14 @@ def test_b_a_cut_session_leaves_the_run_going_and_its_record_says_what_happened(
                  "restore backup", "restart networking (rollback)"):  # fmt: skip
         assert re.search(rf"^\s*{re.escape(step)}\s+ok\s", show, re.M), (step, show)
     assert "BrokenPipe" not in show, show
+    # what the terminal would have shown went to the host's journal
+    rc, journal = ssh(host, "sudo journalctl -t opsbook --no-pager -o cat")
+    assert rc == 0, journal
+    ours = [ln for ln in journal.splitlines() if re.search(rf"record #{row[0]}[):]", ln)]
+    assert len(ours) == 2, journal
+    assert re.search(r"\(record #\d+\): the terminal was lost at .*; the run goes on$", ours[0])
+    assert ours[1].startswith("failed (no change): "), ours
+    assert "rolled back: verification failed (gateway answers: " in ours[1], ours
 
 
 def test_b2_a_session_logind_kills_is_reverted_by_the_watchdog_alone(
