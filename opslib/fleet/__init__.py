@@ -6,6 +6,8 @@
 - :mod:`opslib.fleet.outcome`: Ansible's events folded into one row per host, records
   brought home into the workstation's store, the fleet run's manifest (``--retry-failed``,
   ``opsbook records --fleet-run``);
+- :mod:`opslib.fleet.questions`: a fleet-wide question (find-vm-ip -p vm NAME): which host
+  has it; the others are ok, "not on this host";
 - :mod:`opslib.fleet_cli`: ``opsbook fleet run | install``.
 
 Nothing here imports the lab: an inventory is all a fleet run knows of its hosts.

@@ -1,7 +1,8 @@
 """Fleet runs on Ansible: one runbook on three booted daemon hosts, through `opsbook fleet`.
 
 The hosts: the session's ``dh1`` (opsbook installed the lab's way) and ``fl2``, ``fl3``,
-booted here without opsbook and taken down at the end of the module. The inventory is the
+booted here without opsbook and taken down at the end of the module; ``fl2`` runs one guest
+(``vm-nat1``, booted in the background while the first tests run). The inventory is the
 one the lab writes (``LAB/fleet/inventory.yml``); Ansible reaches the hosts with the lab's
 ssh_config from the campus netns. Every run is the real `opsbook fleet` command, and every
 assertion reads its table, the workstation's record store, or the hosts themselves.
@@ -12,14 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from opslib.lab import control, daemonhost, hostinstall, hostssh, nspawn
+from opslib import __version__
+from opslib.lab import control, daemonhost, hostguests, hostinstall, hostssh, nspawn
 from opslib.lab import fleet as labfleet
 from opslib.lab.config import Lab
 
@@ -27,6 +31,9 @@ EXTRA = ("fl2", "fl3")
 HOSTS = ("dh1", *EXTRA)
 TOKEN = "cf-fleet-token-8f2c41d7e9a3b605"  # a Cloudflare token on the workstation
 OPSBOOK = str(Path(sys.executable).parent / "opsbook")
+GUEST = "vm-nat1"  # fl2's guest
+BOOTING: list[threading.Thread] = []  # the guest's boot
+BOOT_FAILED: list[BaseException] = []
 
 
 def _progress(line: str) -> None:
@@ -43,9 +50,75 @@ def inventory(lab: Lab, booted_host: daemonhost.Host) -> Iterator[Path]:
         hostinstall.build_wheelhouse(lab)
         yield labfleet.write_inventory(lab, list(HOSTS))
     finally:
+        while BOOTING:
+            BOOTING.pop().join()
         for name in EXTRA:
             daemonhost.down(lab, name, progress=_progress)
         labfleet.write_inventory(lab, [booted_host.name])
+
+
+def _host(lab: Lab, name: str) -> daemonhost.Host:
+    return next(h for h in daemonhost.hosts(lab) if h.name == name)
+
+
+def _boot_guest(lab: Lab) -> None:
+    try:
+        hostguests.up(_host(lab, "fl2"), names=[GUEST], progress=_progress)
+    except BaseException as exc:  # handed to the tests that need the guest
+        BOOT_FAILED.append(exc)
+
+
+def start_guest(lab: Lab) -> None:
+    """fl2's guest boots in the background, while other tests run (little wall time)."""
+    if not BOOTING:
+        BOOTING.append(threading.Thread(target=_boot_guest, args=(lab,)))
+        BOOTING[-1].start()
+
+
+@pytest.fixture
+def guest(lab: Lab, inventory: Path) -> Iterator[str]:
+    """fl2's guest, booted and holding its NAT lease; destroyed afterwards: on a bare host
+    (a NAT network without IPv6) host-health fails a guest for its missing global IPv6,
+    and the later tests run host-health."""
+    start_guest(lab)
+    for thread in BOOTING:
+        thread.join()
+    if BOOT_FAILED:
+        pytest.fail(f"fl2's guest did not boot: {BOOT_FAILED[0]}")
+    try:
+        yield GUEST
+    finally:
+        on_host(lab, "fl2", f"sudo virsh -q -c qemu:///system destroy {GUEST}")
+
+
+class ProcessTable(threading.Thread):
+    """Every command line on this machine (the hosts are containers: their processes are
+    in its process table too), and the environment of Ansible's and ssh's, every 0.2 s
+    until stopped: what ``ps -eo args`` and ``ps e`` would show during a run."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.args: set[str] = set()
+        self.environments: set[bytes] = set()
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                self.args.add(b" ".join(argv).decode(errors="replace").strip())
+                programs = {Path(a.decode(errors="replace")).name for a in argv[:2]}
+                if "ssh" in programs or any(p.startswith("ansible") for p in programs):
+                    self.environments.add(Path(f"/proc/{pid}/environ").read_bytes())
+            except OSError:  # gone meanwhile
+                continue
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.sample()
+        self.sample()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +153,12 @@ def run_id(stdout: str) -> str:
     found = re.search(r"^fleet run (\S+): \d+ of \d+ host", stdout, re.M)
     assert found, stdout
     return found.group(1)
+
+
+def summaries(records: Path, stdout: str) -> dict[str, str]:
+    """Each host's whole summary (the table cuts long ones), from the run's manifest."""
+    body = json.loads((records / ".fleet" / f"{run_id(stdout)}.json").read_text())
+    return {host: str(row["summary"]) for host, row in body["hosts"].items()}
 
 
 def on_host(lab: Lab, name: str, command: str) -> str:
@@ -123,12 +202,19 @@ def test_host_health_on_three_hosts_brings_every_record_home(
     lab: Lab, inventory: Path, records: Path, tmp_path: Path
 ) -> None:
     artefacts = tmp_path / "ansible-artefacts"
-    rc, out, err = fleet(
-        records,
-        "run", "host-health", "-i", str(inventory), "--forks", "3",
-        "--keep-artifacts", str(artefacts),
-        env={"CLOUDFLARE_API_TOKEN": TOKEN},
-    )  # fmt: skip
+    table_of_processes = ProcessTable()
+    table_of_processes.start()
+    try:
+        rc, out, err = fleet(
+            records,
+            "run", "host-health", "-i", str(inventory), "--forks", "3",
+            "--keep-artifacts", str(artefacts),
+            env={"CLOUDFLARE_API_TOKEN": TOKEN},
+        )  # fmt: skip
+    finally:
+        table_of_processes.done.set()
+        table_of_processes.join()
+        start_guest(lab)  # for find-vm-ip, below
     assert rc == 0, out + err
     table = rows(out)
     assert sorted(table) == sorted(HOSTS) and {r[0] for r in table.values()} == {"ok"}, table
@@ -162,6 +248,14 @@ def test_host_health_on_three_hosts_brings_every_record_home(
             lab, name, f"sudo grep -rl {TOKEN} /etc /home /var/lib/opsbook /tmp || true"
         )
         assert found.strip() == "", (name, found)
+    # nor in the process table while it ran: no command line of the workstation or the
+    # hosts, no environment of Ansible or its ssh (the sampler saw both ends of the run)
+    lines = table_of_processes.args
+    assert any("ansible-playbook" in a for a in lines), sorted(lines)[:50]
+    assert any("opsbook run host-health --summary" in a for a in lines)
+    assert table_of_processes.environments
+    assert not [a for a in lines if TOKEN in a]
+    assert not [e for e in table_of_processes.environments if TOKEN.encode() in e]
 
 
 def test_check_shows_each_hosts_plan_and_changes_nothing(
@@ -179,6 +273,138 @@ def test_check_shows_each_hosts_plan_and_changes_nothing(
         assert "br0" in section and "eth0" in section, section
         assert on_host(lab, name, "sha256sum /etc/network/interfaces") == before[name]
     assert {r[0] for r in rows(out).values()} == {"ok"}
+
+
+def test_an_older_opsbook_on_a_host_is_one_line_naming_the_install_playbook(
+    lab: Lab, inventory: Path, records: Path
+) -> None:
+    """fl3 as a host installed by an older release would be: an older version and another
+    wheelhouse's id. Its row names the install playbook; that playbook brings it up to date."""
+    init = on_host(lab, "fl3", "/opt/opsbook/bin/python -c 'import opslib; print(opslib.__file__)'")
+    on_host(
+        lab,
+        "fl3",
+        f"sudo sed -i 's/^__version__ = .*/__version__ = \"0.0.1\"/' {init.strip()}"
+        f" && echo an-older-wheelhouse | sudo tee {hostinstall.INSTALLED_ID}",
+    )
+    assert on_host(lab, "fl3", "opsbook --version").strip() == "opsbook 0.0.1"
+    rc, out, err = fleet(
+        records, "run", "network-inventory", "-i", str(inventory), "--limit", "fl2:fl3"
+    )
+    assert rc == 1, out + err
+    table = rows(out)
+    assert table["fl2"][0] == "ok" and table["fl3"][0] == "failed", table
+    assert summaries(records, out)["fl3"] == (
+        f"opsbook 0.0.1 is older than {__version__} on fl3; install it with "
+        "ansible/install.yml: opsbook fleet install -i INVENTORY --limit fl3"
+    )
+    rc, out, err = fleet(records, "install", "-i", str(inventory), "--limit", "fl3")
+    assert rc == 0 and rows(out)["fl3"][0] == "changed", out + err
+    assert on_host(lab, "fl3", "opsbook --version").strip() == f"opsbook {__version__}"
+
+
+def test_find_vm_ip_across_the_fleet_names_the_host_that_runs_the_vm(
+    lab: Lab, inventory: Path, records: Path, guest: str
+) -> None:
+    """Asked of every host, a VM that is not there is an answer (ok, not on this host),
+    not bad input; the line after the table names the host that runs it and its
+    addresses, and that host's record, home, has the address table."""
+    runs = {
+        n: guest in on_host(lab, n, "sudo virsh -q -c qemu:///system list --name").split()
+        for n in HOSTS
+    }
+    assert runs["fl2"] and not runs["fl3"], runs
+    rc, out, err = fleet(records, "run", "find-vm-ip", "-i", str(inventory), "-p", "vm", guest)
+    assert rc == 0, out + err
+    table = rows(out)
+    for name in HOSTS:
+        status, summary = table[name][:2]
+        assert status == "ok", table
+        if runs[name]:
+            assert summary.startswith("1 VM(s), 1 interface(s), 1 with an address"), table
+        else:
+            assert summary.startswith("not on this host (no VM named"), table
+    found = re.search(rf"^VM {guest} runs on (.+)$", out, re.M)
+    assert found, out
+    where = dict(part.split(": ", 1) for part in found.group(1).split("; "))
+    assert sorted(where) == sorted(n for n in HOSTS if runs[n]), where
+    said = hostguests.report(_host(lab, "fl2"), guest)  # the guest's own console
+    assert said is not None
+    ipv4 = {a.split("/")[0] for _i, a in said.addresses if "." in a}
+    assert ipv4 and any(f"{a} (ipv4)" in where["fl2"] for a in ipv4), (where, ipv4)
+    [record] = [p for p in (records / "fl2").rglob("*-find-vm-ip.ipynb")]
+    nb = json.loads(record.read_text())
+    tables = [
+        o["data"]["application/vnd.opsbook.result+json"]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.opsbook.result+json" in o.get("data", {})
+    ]
+    addresses = tables[-1]["tables"]["addresses"]
+    assert ipv4 & {r["ip"] for r in addresses if r["vm"] == guest}, addresses
+
+
+HOLD_LOCK = """\
+import os, sys
+from pathlib import Path
+from opslib import params
+from opslib.locks import host_lock
+with host_lock(Path("/var/lib/opsbook/records"), params.this_host(), "libvirt-access", wait=60):
+    print(f"holding, pid {os.getpid()}", flush=True)
+    sys.stdin.read()
+"""
+
+APPLIES = """\
+import glob, json
+for path in sorted(glob.glob("/var/lib/opsbook/records/**/*-libvirt-access.ipynb", recursive=True)):
+    header = json.load(open(path))["metadata"]["opsbook"]
+    print(header.get("status"), bool(header.get("changed")))
+"""
+
+
+def test_two_fleet_runs_on_one_host_apply_once_and_the_second_names_the_holder(
+    lab: Lab, inventory: Path, records: Path
+) -> None:
+    """fl3's apply lock is held (by a run the test controls, over ssh). Fleet run A
+    (fl2:fl3, waits for the lock) and fleet run B (fl3, --lock-wait 0) of libvirt-access
+    run at once: B's row for fl3 names the holder; once the holder lets go, A applies on
+    fl3. fl3's records show one apply."""
+    for name in EXTRA:
+        on_host(lab, name, "id fleetlock >/dev/null 2>&1 || sudo useradd -m -s /bin/bash fleetlock")
+    python = "/opt/opsbook/bin/python"
+    holder = subprocess.Popen(
+        hostssh.ssh_argv(lab, "fl3", f"sudo {python} -c {shlex.quote(HOLD_LOCK)}"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    env = {**os.environ, "OPSBOOK_RECORDS": str(records)}
+    common = ["libvirt-access", "-i", str(inventory), "-p", "account", "fleetlock",
+              "-p", "apply", "true"]  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        held = holder.stdout.readline()
+        found = re.match(r"holding, pid (\d+)$", held.strip())
+        assert found, held
+        first = subprocess.Popen(
+            [OPSBOOK, "fleet", "run", *common, "--limit", "fl2:fl3", "--lock-wait", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        rc, out, err = fleet(records, "run", *common, "--limit", "fl3", "--lock-wait", "0")
+        assert first.poll() is None  # A still waits for fl3's lock
+    finally:
+        holder.communicate(input="", timeout=60)  # the holder lets go
+    assert rc == 1, out + err
+    status, summary = rows(out)["fl3"][0], summaries(records, out)["fl3"]
+    assert status == "failed" and summary.startswith("locked: "), summary
+    assert f"apply lock held by pid {found.group(1)} (libvirt-access, user root" in summary
+    out, err = first.communicate(timeout=600)
+    print(out, err, sep="\n", file=sys.stderr)
+    assert first.returncode == 0, out + err
+    assert {r[0] for r in rows(out).values()} == {"changed"}, rows(out)
+    applies = on_host(lab, "fl3", f"sudo {python} -c {shlex.quote(APPLIES)}").split("\n")
+    assert sorted(a for a in applies if a) == ["locked False", "ok True"], applies
+    assert "libvirt" in on_host(lab, "fl3", "id -nG fleetlock").split()
 
 
 def test_an_unreachable_host_is_reported_and_retried_alone(
@@ -205,7 +431,7 @@ def test_a_canary_that_fails_verification_stops_the_rollout(
     """fl2 goes first and cannot get its address on br0 (campus refuses its MAC): it rolls
     back, and fl3 is never touched. NetReg answers again once fl2 has put its old file
     back, so that the rollback's DHCP on eth0 brings fl2 back (as in test_17)."""
-    fl2, fl3 = (next(h for h in daemonhost.hosts(lab) if h.name == n) for n in EXTRA)
+    fl2, fl3 = (_host(lab, n) for n in EXTRA)
     booted = {h.name: (h.root / "etc/network/interfaces").read_text() for h in (fl2, fl3)}
     merged = fl2.root / "etc/network/interfaces"  # fl2's file as the lab sees it
     argv = [OPSBOOK, "fleet", "run", "forward-bridge", "-i", str(inventory),
