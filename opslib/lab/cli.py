@@ -10,6 +10,8 @@ from pathlib import Path
 
 from opslib.lab.config import Lab
 
+BOOTED = ("running", "degraded")  # a booted host's systemctl is-system-running
+
 
 def _progress(line: str) -> None:
     print(line, flush=True)
@@ -80,8 +82,10 @@ def _status(args: argparse.Namespace) -> int:
         print()
     else:
         print(control.format_table(rows))
-    up = {r["name"]: r["state"] for r in rows if r["component"] == "daemon"}.get("libvirtd")
-    return 0 if up == "running" else 1
+    # up: the simulated host's libvirtd runs, or a booted host has booted
+    simulated = {r["name"]: r["state"] for r in rows if r["component"] == "daemon"}
+    booted = [r for r in rows if r["component"] == "booted host" and r["state"] in BOOTED]
+    return 0 if simulated.get("libvirtd") == "running" or booted else 1
 
 
 def _notebook(args: argparse.Namespace) -> int:

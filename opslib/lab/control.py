@@ -672,13 +672,19 @@ def _wait_leases(lab: Lab, running: set[str], clock: _Clock) -> None:
 
 
 # --- up / down / status ------------------------------------------------------------
-def up(lab: Lab, *, progress: Progress = print, wait: bool = True) -> Callable[[], None]:
+def up(
+    lab: Lab, *, progress: Progress = print, wait: bool = True, simulated_host: bool = True
+) -> Callable[[], None]:
     """Build the lab (bare: a freshly installed daemon host). Running it again is harmless.
 
     Returns when every guest holds its NAT lease; ``wait=False``: once they are started,
-    returning what waits for the leases (``lab up`` boots the daemon host meanwhile).
-    ``lab up --simulated --configured`` then runs the runbooks on it:
-    :func:`opslib.lab.runs.configure`."""
+    returning what waits for the leases. ``lab up --simulated --configured`` then runs the
+    runbooks on it: :func:`opslib.lab.runs.configure`.
+
+    ``simulated_host=False`` (``lab up`` and the demo, which boot real hosts on campus:
+    :mod:`opslib.lab.hostruns`): campus, NetReg and HE only; the simulated host's eth0
+    lease, libvirtd, NAT network, services and guests are not started (its two TCG
+    guests would only take CPU from the booted host's)."""
     clock = _Clock(progress)
     with clock.step("preflight: root, packages, free space"):
         preflight(lab)
@@ -692,6 +698,9 @@ def up(lab: Lab, *, progress: Progress = print, wait: bool = True) -> Callable[[
         _links(lab)
     with clock.step("NetReg dnsmasq in campus"):
         _netreg(lab)
+    if not simulated_host:
+        progress(f"[{time.monotonic() - clock.start:5.1f}s] lab {lab.prefix}: campus is up")
+        return lambda: None
     with clock.step(f"host eth0 up by ifupdown (DHCP {lab.host_eth0_ip})"):
         _host_eth0(lab)
     with clock.step("host virtlogd + libvirtd"):

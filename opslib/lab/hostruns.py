@@ -199,18 +199,17 @@ def up(
     configured: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[daemonhost.Host]:
-    """``opsbook lab up``: the lab bare, then daemon1 with its guests and peers
+    """``opsbook lab up``: campus (no simulated host), then daemon1 with its guests and peers
     (:func:`boot`) and daemon2 … daemonN with opsbook only, and their Ansible inventory
     (:func:`opslib.lab.fleet.write_inventory`); with ``configured`` daemon1 configured
     (:func:`configure`)."""
-    leases = control.up(lab, progress=say, wait=False)  # its guests boot meanwhile
+    control.up(lab, progress=say, simulated_host=False)
     first, *others = fleet.names(max(count, 1))
     host, guests = boot_started(lab, first, say=say)
     # the fleet's other hosts as fleet.up boots them: opsbook installed, no guests or peers
     booted = [host] + [
         daemonhost.up(lab, name, reuse_install=True, progress=say) for name in others
     ]
-    leases()
     guests.result()
     path = fleet.write_inventory(lab)
     say(f"{len(booted)} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
@@ -221,7 +220,7 @@ def up(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``opsbook demo``: the lab up bare, a booted host, every runbook on it over SSH."""
-    lab = demo_lab(args.keep)
+    lab = demo_lab(args.keep, simulated_host=False)
     rows, failed = [], 0
     for outcome in demo(lab, say=print):
         if outcome.exit_code != 0:

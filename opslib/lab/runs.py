@@ -119,8 +119,9 @@ def up(
         configure(lab, progress=progress, records=records)
 
 
-def demo_lab(keep: bool) -> Lab:
-    """The lab a demo runs on: down and up bare again, or (``keep``) as it is."""
+def demo_lab(keep: bool, *, simulated_host: bool = True) -> Lab:
+    """The lab a demo runs on: down and up bare again, or (``keep``) as it is; the
+    simulated host only with ``simulated_host`` (the booted-host demo needs campus)."""
     lab = Lab.from_env()
     if not keep:
         # A demo starts from a freshly installed daemon host, whatever an earlier one left.
@@ -128,7 +129,7 @@ def demo_lab(keep: bool) -> Lab:
         control.down(lab)
     else:
         print(f"==> lab up ({lab.prefix}, kept as it is)")
-    control.up(lab)
+    control.up(lab, simulated_host=simulated_host)
     return lab
 
 
