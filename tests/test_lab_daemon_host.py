@@ -209,3 +209,35 @@ def test_a_lab_brought_up_again_gets_the_same_wheelhouse_without_a_build(
     assert (again / "wheelhouse.id").read_text() == first == "id-0\n"
     assert builds == ["building the wheelhouse"]
     assert (again / "opslib-0.1.0-py3-none-any.whl").is_file()
+
+
+def _rows(libvirtd: str, host: str | None) -> list[dict[str, str]]:
+    rows = [{"component": "daemon", "name": "libvirtd", "state": libvirtd, "detail": ""}]
+    if host:
+        rows.append({"component": "booted host", "name": "daemon1", "state": host, "detail": ""})
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("libvirtd", "host", "code"),
+    [
+        ("stopped", "running", 0),  # lab up: campus and a booted host, no simulated host
+        ("stopped", "degraded", 0),  # booted, a unit failed: up, and the table says so
+        ("running", None, 0),  # lab up --simulated
+        ("stopped", "booting", 1),
+        ("stopped", None, 1),
+    ],
+)
+def test_lab_status_is_up_for_a_booted_host_or_the_simulated_one(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    libvirtd: str,
+    host: str | None,
+    code: int,
+) -> None:
+    from opslib import cli
+    from opslib.lab import control
+
+    monkeypatch.setattr(control, "status", lambda lab: _rows(libvirtd, host))
+    assert cli.main(["lab", "--prefix", "t1", "status"]) == code
+    assert "libvirtd" in capsys.readouterr().out
