@@ -102,7 +102,7 @@ class LabService:
     status: Callable[[Lab], list[Row]] | None = None
 
 
-SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api", "opslib.lab.daemonhost")
+SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api", "opslib.lab.hoststatus")
 
 
 def services() -> list[LabService]:

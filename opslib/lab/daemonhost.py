@@ -29,7 +29,6 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -146,16 +145,7 @@ def _host(lab: Lab, name: str, *, allocate: bool = False) -> Host | None:
 
 
 def _run(argv: list[str], *, check: bool = True, timeout: float = 60) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise HostError(f"{argv[0]} is missing; see scripts/debian-packages.txt") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise HostError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from exc
-    if check and proc.returncode != 0:
-        tail = procs.last_line(proc)
-        raise HostError(f"{' '.join(argv)} failed (rc {proc.returncode}): {tail}")
-    return proc.stdout
+    return procs.run(argv, check=check, timeout=timeout).stdout
 
 
 # --- preflight -------------------------------------------------------------------
@@ -433,44 +423,3 @@ def down_all(lab: Lab) -> None:
     """Every booted host of the lab (``opsbook lab down`` calls this first)."""
     for host in hosts(lab):
         down(lab, host.name, progress=lambda _line: None)
-
-
-def status(lab: Lab) -> list[dict[str, str]]:
-    """Each booted host (its systemd's state), and for a running one what it serves:
-    sshd and libvirtd as its systemctl reports them, its guests as its virsh does."""
-    rows = []
-    for host in hosts(lab):
-        pid = nspawn.pid(host.container)
-        state = nspawn.system_state(host.container) if pid else "stopped"
-        detail = f"pid {pid}, " if pid else ""
-        detail += f"{host.address} {host.mac}, netns {host.netns}"
-        row = {"component": "booted host", "name": host.name, "state": state, "detail": detail}
-        rows.append(row)
-        if pid and state not in ("stopped", "booting"):
-            rows += _inside_rows(host)
-    return rows
-
-
-def _inside_rows(host: Host) -> list[dict[str, str]]:
-    def row(component: str, name: str, state: str, detail: str = "") -> dict[str, str]:
-        return {"component": component, "name": f"{host.name}/{name}", "state": state,
-                "detail": detail}  # fmt: skip
-
-    rows = []
-    try:
-        for unit in ("ssh", "libvirtd"):
-            done = nspawn.run(host.container, ["systemctl", "is-active", f"{unit}.service"])
-            rows.append(row("host service", unit, done.stdout.strip() or "unknown"))
-        done = nspawn.run(
-            host.container, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"], timeout=30
-        )
-    except HostError as exc:
-        return [*rows, row("host service", "status", "error", str(exc))]
-    for line in done.stdout.splitlines():
-        words = line.split(None, 2)  # Id Name State
-        if len(words) == 3:
-            rows.append(row("host guest", words[1], words[2].strip(), "qemu:///system"))
-    return rows
-
-
-SERVICE = control.LabService("booted hosts", up=lambda _lab: None, down=down_all, status=status)

@@ -45,10 +45,10 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from opslib.lab import daemonhost
+    from opslib.lab import hoststatus
     from opslib.tables import dict_table
 
-    rows = daemonhost.status(_lab(args))
+    rows = hoststatus.status(_lab(args))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
