@@ -236,8 +236,8 @@ def test_lab_status_is_up_for_a_booted_host_or_the_simulated_one(
     code: int,
 ) -> None:
     from opslib import cli
-    from opslib.lab import control
+    from opslib.lab import labstatus
 
-    monkeypatch.setattr(control, "status", lambda lab: _rows(libvirtd, host))
+    monkeypatch.setattr(labstatus, "status", lambda lab: _rows(libvirtd, host))
     assert cli.main(["lab", "--prefix", "t1", "status"]) == code
     assert "libvirtd" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 
 from opslib import runbook
 from opslib.changes import Result
-from opslib.lab import cloudflare_api, control, simulated_sets
+from opslib.lab import cloudflare_api, hostexec, simulated_sets
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 from opslib.records import Store
@@ -38,7 +38,7 @@ def test_every_lab_gets_the_simulated_hosts_sets_written_for_it(
     assert sorted(p.stem for p in written.glob("*.yaml")) == sorted(simulated_sets.sets(lab))
     # what it gives that lab, typed: tests/test_lab_parameters.py
     values = load_param_file(written / "forward-bridge.yaml")
-    host_process = shlex.join(control.host_command(lab, ["sh", "-c", "x"])[:-1])
+    host_process = shlex.join(hostexec.host_command(lab, ["sh", "-c", "x"])[:-1])
     assert values["restart_command"].startswith(host_process + " ")
     assert f"--state-dir {lab.ifupdown_state_dir} " in values["restart_command"]
     assert (values["libvirt_uri"], values["netns"], values["interfaces_file"]) == (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from opslib import runner
-from opslib.lab import cloudflare_api, control
+from opslib.lab import cloudflare_api, hostexec
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa, ipv6_tunnel, nat_bridge_ipv6
@@ -33,7 +33,7 @@ def test_forward_bridge_set_is_the_lab_hosts_files_and_its_ifupdown(lab: Lab) ->
     assert values["deadline"] == 60.0 and values["apply"] is True
     # "restart networking" runs as a process of this lab's host (its netns and mounts) ...
     argv = shlex.split(values["restart_command"])
-    assert argv[:-1] == control.host_command(lab, ["sh", "-c", "the script"])[:-1]
+    assert argv[:-1] == hostexec.host_command(lab, ["sh", "-c", "the script"])[:-1]
     # ... and ifupdown there keeps its state in the lab's directory
     state = f"--state-dir {shlex.quote(str(lab.ifupdown_state_dir))}"
     assert argv[-1].count(state) == 4 and argv[-1].startswith("ifdown --force -i {old}")

@@ -74,14 +74,14 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from opslib.lab import control
+    from opslib.lab import labstatus
 
-    rows = control.status(_lab(args))
+    rows = labstatus.status(_lab(args))
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
-        print(control.format_table(rows))
+        print(labstatus.format_table(rows))
     # up: the simulated host's libvirtd runs, or a booted host has booted
     simulated = {r["name"]: r["state"] for r in rows if r["component"] == "daemon"}
     booted = [r for r in rows if r["component"] == "booted host" and r["state"] in BOOTED]
@@ -97,18 +97,18 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 def _netreg(args: argparse.Namespace) -> int:
-    from opslib.lab import control
+    from opslib.lab import netreg
 
     lab = _lab(args)
     if args.action == "add":
-        changed = control.netreg_add(lab, args.mac)
+        changed = netreg.netreg_add(lab, args.mac)
         print(f"{args.mac}: {'registered' if changed else 'already registered'}")
     elif args.action == "remove":
-        changed = control.netreg_remove(lab, args.mac)
+        changed = netreg.netreg_remove(lab, args.mac)
         print(f"{args.mac}: {'unregistered' if changed else 'was not registered'}")
     else:
-        leases = control.netreg_leases(lab)
-        for mac in control.netreg_registered(lab):
+        leases = netreg.netreg_leases(lab)
+        for mac in netreg.netreg_registered(lab):
             print(f"{mac}  {leases.get(mac, '-')}")
     return 0
 

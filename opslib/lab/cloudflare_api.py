@@ -909,7 +909,7 @@ def lab_status(lab: Lab) -> list[dict[str, str]]:
 def __getattr__(name: str) -> Any:
     # SERVICE is built on first use: the stand-in process need not import the lab.
     if name == "SERVICE":
-        from opslib.lab.control import LabService
+        from opslib.lab.services import LabService
 
         return LabService("cloudflare-api", lab_up, lab_down, lab_status)
     raise AttributeError(name)

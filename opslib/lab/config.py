@@ -119,7 +119,7 @@ class Lab:
 
     @property
     def probe_ns(self) -> str:
-        """Throwaway netns of :func:`opslib.lab.control.dhcp_probe`."""
+        """Throwaway netns of :func:`opslib.lab.netreg.dhcp_probe`."""
         return f"{self.prefix}-probe"
 
     @property

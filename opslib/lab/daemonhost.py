@@ -37,7 +37,7 @@ from pathlib import Path
 
 from opslib import procs
 from opslib.errors import HostError, InputError
-from opslib.lab import control, hostssh, nspawn, rootfs
+from opslib.lab import guestxml, hostssh, netreg, nspawn, rootfs
 from opslib.lab.config import Lab
 
 Progress = Callable[[str], None]
@@ -165,7 +165,7 @@ def preflight(lab: Lab) -> None:
         raise HostError(
             "a booted lab host needs the kernel's overlay file system: modprobe overlay"
         )
-    if not Path("/run/netns", lab.campus_ns).exists() or not control.netreg_registered(lab):
+    if not Path("/run/netns", lab.campus_ns).exists() or not netreg.netreg_registered(lab):
         raise InputError(
             f"lab {lab.prefix} is not up (no campus and NetReg); "
             f"run opsbook lab --prefix {lab.prefix} up first"
@@ -236,7 +236,7 @@ def _first_boot_files(host: Host, operator_key: str) -> None:
     networks = root / "etc" / "libvirt" / "qemu" / "networks"
     (networks / "default.xml").write_text(
         "<!-- opsbook lab: libvirt's stock network on a documentation range -->\n"
-        + control.nat_network_xml(lab)
+        + guestxml.nat_network_xml(lab)
     )
     autostart = networks / "autostart" / "default.xml"  # as on a stock Debian host
     if not autostart.is_symlink():
@@ -272,7 +272,7 @@ def _network(host: Host) -> None:
               "peer", "name", "eth0", "address", host.mac, "netns", host.netns])  # fmt: skip
     _run(["ip", "-n", lab.campus_ns, "link", "set", host.campus_port,
           "master", lab.campus_bridge, "up"])  # fmt: skip
-    control.netreg_add(lab, host.mac, host.address)
+    netreg.netreg_add(lab, host.mac, host.address)
 
 
 # --- up / down / status ----------------------------------------------------------------
@@ -395,7 +395,7 @@ def down(lab: Lab, name: str = DEFAULT_NAME, *, progress: Progress = print) -> N
     if _mounted(host.root):
         _run(["umount", str(host.root)])
     if host.slot and lab.netreg_hosts_file.exists():
-        control.netreg_remove(lab, host.mac)
+        netreg.netreg_remove(lab, host.mac)
     if Path("/run/netns", lab.campus_ns).exists():
         _run(["ip", "-n", lab.campus_ns, "link", "del", host.campus_port], check=False)
     if Path("/run/netns", host.netns).exists():

@@ -2,7 +2,7 @@
 ``qemu:///system`` and booted by it, as an operator's VMs are on a real host.
 
 Two guests, the lab's image (:mod:`opslib.lab.image`) and the simulated host's domain
-XML (:func:`opslib.lab.control.guest_xml`) with paths inside the host:
+XML (:func:`opslib.lab.guestxml.guest_xml`) with paths inside the host:
 
 - ``vm-nat1`` on libvirt's NAT network (``default``, later ``nat-bridge``);
 - ``vm-netreg`` on the NAT network too, and on forward-bridge (``br0``, campus) once
@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from opslib import procs
 from opslib.errors import HostError
-from opslib.lab import control, nspawn
+from opslib.lab import guestconsole, guestxml, labvirt, nspawn
 from opslib.lab.config import Guest
 from opslib.lab.daemonhost import Host
 
@@ -78,9 +78,9 @@ def console(host: Host, name: str) -> str:
         return ""
 
 
-def report(host: Host, name: str) -> control.GuestReport | None:
+def report(host: Host, name: str) -> guestconsole.GuestReport | None:
     """What the guest last printed about itself (addresses, the internet ping)."""
-    return control.parse_guest_report(console(host, name))
+    return guestconsole.parse_guest_report(console(host, name))
 
 
 def _virsh(host: Host, *args: str, check: bool = True, timeout: float = 60) -> str:
@@ -127,12 +127,12 @@ def up(
         "# opsbook lab: the lab's guests ignore ACPI shutdown; a real host keeps the default\n"
         "ON_BOOT=ignore\nON_SHUTDOWN=destroy\n"
     )
-    dtype = control.domain_type(lab)
+    dtype = labvirt.domain_type(lab)
     have = defined(host)
     for g in chosen:
         if g.name in have:
             continue
-        xml = control.guest_xml(
+        xml = guestxml.guest_xml(
             lab, g, dtype, guest_dir=Path(str(BOOT_DIR)), console=Path(str(console_path(g.name))),
             shell=Path(str(SHELL_DIR / f"opsbook-{g.name}.sock")),
         )  # fmt: skip
@@ -159,7 +159,7 @@ def up(
     progress(f"host {host.name}: every guest holds a NAT lease")
 
 
-def _has_ipv4(seen: control.GuestReport | None, gateway: str) -> bool:
+def _has_ipv4(seen: guestconsole.GuestReport | None, gateway: str) -> bool:
     """A lease in the NAT network's /24 (the gateway's first three octets)."""
     net = gateway.rsplit(".", 1)[0] + "."
     return seen is not None and any(a.startswith(net) for _i, a in seen.addresses)

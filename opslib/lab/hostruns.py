@@ -24,7 +24,7 @@ from pathlib import Path
 from opslib import runner
 from opslib.engine_cli import yes_no
 from opslib.errors import ApplyError, HostError
-from opslib.lab import control, daemonhost, fleet, hostguests, hostpeers, hostssh
+from opslib.lab import control, daemonhost, fleet, hostguests, hostpeers, hostssh, netreg
 from opslib.lab.config import Lab
 from opslib.lab.runs import WIKI_ORDER, demo_lab
 from opslib.tables import table
@@ -166,7 +166,7 @@ def runs(
         say(f"==> {runbook} on {host.name}: {command(runbook, values[runbook])}")
         if runbook == "netreg-attach":
             mac = hostguests.netreg_guest(host).netreg_mac or ""
-            if control.netreg_add(host.lab, mac):
+            if netreg.netreg_add(host.lab, mac):
                 say(f"    NetReg: registered {mac} (lab NetReg)")
         yield run(host, runbook, values[runbook])
 

@@ -3,13 +3,13 @@
 Each host's row is its systemd's state (``systemctl is-system-running``); a booted one
 adds ``ssh`` and ``libvirtd`` as its own systemctl reports them and its guests as its own
 virsh lists them. ``SERVICE`` hooks the booted hosts into ``lab status`` and
-``lab down`` (:mod:`opslib.lab.control` finds it by module name).
+``lab down`` (:func:`opslib.lab.services.services` finds it by module name).
 """
 
 from __future__ import annotations
 
 from opslib.errors import HostError
-from opslib.lab import control, daemonhost, nspawn
+from opslib.lab import daemonhost, nspawn, services
 from opslib.lab.config import Lab
 
 
@@ -51,6 +51,6 @@ def _inside_rows(host: daemonhost.Host) -> list[dict[str, str]]:
     return rows
 
 
-SERVICE = control.LabService(
+SERVICE = services.LabService(
     "booted hosts", up=lambda _lab: None, down=daemonhost.down_all, status=status
 )

@@ -17,7 +17,7 @@ from typing import TextIO
 from opslib import record_site, runner
 from opslib.engine_cli import shown, store_of, yes_no
 from opslib.errors import ApplyError, InputError
-from opslib.lab import control
+from opslib.lab import control, netreg
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 from opslib.records import Store, default_root
@@ -69,7 +69,7 @@ def lab_runs(
         if name == "netreg-attach":
             # The wiki's manual step before it: a person registers the VM's MAC in NetReg.
             guest = lab.netreg_guest
-            if guest.netreg_mac and control.netreg_add(lab, guest.netreg_mac):
+            if guest.netreg_mac and netreg.netreg_add(lab, guest.netreg_mac):
                 say(f"    NetReg: registered {guest.netreg_mac} for {guest.name} (lab NetReg)")
         files = [param_dir / f"{name}.yaml"] if (param_dir / f"{name}.yaml").is_file() else []
         try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from opslib.lab import cloudflare_api, control
+from opslib.lab import cloudflare_api, hostexec
 from opslib.lab.config import Lab
 
 HOST = "lab"  # the simulated host's records are filed under this name
@@ -35,7 +35,7 @@ def restart_command(lab: Lab) -> str:
         f"ifdown --force -i {{new}} {state} {{ifaces}} 2>/dev/null; "
         f"ifup -a -i {{new}} {state} && ifup -a --allow=hotplug -i {{new}} {state}"
     )
-    return shlex.join(control.host_command(lab, ["sh", "-c", script]))
+    return shlex.join(hostexec.host_command(lab, ["sh", "-c", script]))
 
 
 def sets(lab: Lab) -> dict[str, dict[str, Any]]:

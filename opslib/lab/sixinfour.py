@@ -69,9 +69,9 @@ def _service_status(lab: Lab) -> list[dict[str, str]]:
 
 def __getattr__(name: str) -> Any:
     # The lab finds SERVICE by getattr; built lazily so that the daemon itself never
-    # imports the lab's control module.
+    # imports the lab's services module.
     if name == "SERVICE":
-        from opslib.lab.control import LabService
+        from opslib.lab.services import LabService
 
         return LabService("sixinfour", _service_up, _service_down, _service_status)
     raise AttributeError(name)

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 
 from opslib import cli
 from opslib.errors import HostError
-from opslib.lab import control
+from opslib.lab import control, guestconsole, hostexec, labstatus, labvirt, netreg
 from opslib.lab.config import Lab
 
 T = TypeVar("T")
@@ -53,9 +53,9 @@ def neighbours(lab: Lab, ifname: str) -> dict[str, tuple[str, int]]:
         return found
 
 
-def holds(lab: Lab, guest: str, cidr: str) -> control.GuestReport | None:
+def holds(lab: Lab, guest: str, cidr: str) -> guestconsole.GuestReport | None:
     """The guest's last console report, if it lists ``cidr`` among its addresses."""
-    report = control.guest_report(lab, guest)
+    report = guestconsole.guest_report(lab, guest)
     return report if report and cidr in {addr for _, addr in report.addresses} else None
 
 
@@ -63,7 +63,7 @@ NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE STALE DELAY PR
 
 
 def test_every_guest_holds_a_nat_lease_it_reports_itself(lab: Lab) -> None:
-    leases = control.nat_leases(lab)
+    leases = labvirt.nat_leases(lab)
     nat = ipaddress.ip_network(f"{lab.nat_ipv4}/{lab.nat_prefixlen}", strict=False)
     for guest in lab.guests:
         assert guest.nat_mac in leases, f"{guest.name} has no lease on {lab.nat_network}"
@@ -79,7 +79,7 @@ def test_every_guest_holds_a_nat_lease_it_reports_itself(lab: Lab) -> None:
 
 
 def test_every_guest_shows_in_the_host_neighbour_table_with_its_mac(lab: Lab) -> None:
-    leases = control.nat_leases(lab)
+    leases = labvirt.nat_leases(lab)
     want = {g.nat_mac: leases[g.nat_mac] for g in lab.guests}
 
     def seen() -> dict[str, tuple[str, int]] | None:
@@ -104,28 +104,28 @@ def test_host_eth0_holds_its_campus_lease_and_reaches_he(lab: Lab) -> None:
     assert (lab.host_eth0_ip, 24) in addrs
     assert [r.get("RTA_GATEWAY") for r in routes] == [lab.campus_gateway]
     # NetReg (campus dnsmasq) handed it out: its lease file says so
-    assert control.netreg_leases(lab).get(lab.host_eth0_mac) == lab.host_eth0_ip
+    assert netreg.netreg_leases(lab).get(lab.host_eth0_mac) == lab.host_eth0_ip
     # the broker's IPv4 endpoint is reachable from the host through campus
-    ping = control.ns_exec(lab.host_ns, ["ping", "-c", "1", "-W", "2", lab.he_ipv4], check=False)
+    ping = hostexec.ns_exec(lab.host_ns, ["ping", "-c", "1", "-W", "2", lab.he_ipv4], check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
 def test_netreg_guest_gets_no_campus_address_until_registered(lab: Lab) -> None:
     mac = lab.netreg_guest.netreg_mac
     assert mac is not None
-    assert mac not in control.netreg_registered(lab)
-    assert control.dhcp_probe(lab, mac, timeout=4) is None
+    assert mac not in netreg.netreg_registered(lab)
+    assert netreg.dhcp_probe(lab, mac, timeout=4) is None
     try:
-        assert control.netreg_add(lab, mac) is True
-        assert control.netreg_add(lab, mac) is False  # already there: no change
-        leased = control.dhcp_probe(lab, mac)
+        assert netreg.netreg_add(lab, mac) is True
+        assert netreg.netreg_add(lab, mac) is False  # already there: no change
+        leased = netreg.dhcp_probe(lab, mac)
         assert leased is not None
         assert ipaddress.ip_address(leased) in ipaddress.ip_network(lab.campus_network)
-        assert control.netreg_leases(lab).get(mac) == leased
+        assert netreg.netreg_leases(lab).get(mac) == leased
     finally:
-        control.netreg_remove(lab, mac)
+        netreg.netreg_remove(lab, mac)
     # unregistered again: campus ignores it, even though it still holds a lease
-    assert control.dhcp_probe(lab, mac, timeout=4) is None
+    assert netreg.dhcp_probe(lab, mac, timeout=4) is None
 
 
 def test_netreg_rejects_a_bad_mac_before_touching_the_registry(lab: Lab) -> None:
@@ -133,23 +133,23 @@ def test_netreg_rejects_a_bad_mac_before_touching_the_registry(lab: Lab) -> None
     from opslib.errors import InputError
 
     with pytest.raises(InputError, match="not a MAC"):
-        control.netreg_add(lab, "52:54:00:zz:00:01")
+        netreg.netreg_add(lab, "52:54:00:zz:00:01")
     with pytest.raises(InputError, match="multicast"):
-        control.netreg_add(lab, "01:00:5e:00:00:01")
+        netreg.netreg_add(lab, "01:00:5e:00:00:01")
     assert lab.netreg_hosts_file.read_text() == before
 
 
 def test_guest_shell_runs_a_command_in_the_guest(lab: Lab) -> None:
     guest = lab.guests[0]
-    rc, out = control.guest_shell(lab, guest.name, "cat /sys/class/net/eth0/address; hostname")
+    rc, out = guestconsole.guest_shell(lab, guest.name, "cat /sys/class/net/eth0/address; hostname")
     assert rc == 0
     assert out.split() == [guest.nat_mac, guest.name]
-    rc, _ = control.guest_shell(lab, guest.name, "false")
+    rc, _ = guestconsole.guest_shell(lab, guest.name, "false")
     assert rc == 1
 
 
 def test_status_lists_what_is_up(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = control.status(lab)
+    rows = labstatus.status(lab)
     state = {(r["component"], r["name"]): r for r in rows}
     for ns in lab.namespaces:
         assert state[("netns", ns)]["state"] == "present"
@@ -164,7 +164,7 @@ def test_status_lists_what_is_up(lab: Lab, capsys: pytest.CaptureFixture[str]) -
         and lab.nat_bridge in net["detail"]
         and "autostart" in net["detail"]
     )
-    leases = control.nat_leases(lab)
+    leases = labvirt.nat_leases(lab)
     for guest in lab.guests:
         row = state[("guest", guest.name)]
         assert row["state"] == "running"
@@ -181,11 +181,11 @@ def test_up_again_is_harmless(lab: Lab) -> None:
     # the daemons and every guest's qemu (libvirt's pid files under the lab's run dir)
     qemu = [lab.root / "run" / "qemu" / f"{g.name}.pid" for g in lab.guests]
     pids = {f: Path(f).read_text() for f in (lab.libvirtd_pid_file, lab.netreg_pid_file, *qemu)}
-    leases = control.nat_leases(lab)
+    leases = labvirt.nat_leases(lab)
     lines: list[str] = []
     control.up(lab, progress=lines.append)
     assert {f: Path(f).read_text() for f in pids} == pids  # same daemons, no guest rebooted
-    assert control.nat_leases(lab) == leases
+    assert labvirt.nat_leases(lab) == leases
     assert all(re.match(r"^\[\s*\d+\.\ds\] .+ \(\d+\.\ds\)$", line) for line in lines[:-1]), lines
 
 
@@ -253,7 +253,7 @@ def test_down_leaves_nothing_behind(lab: Lab) -> None:
     control.up(other, progress=lines.append)
     try:
         # up while the session lab runs: both have their own virbr0, libvirtd, guests
-        assert control.nat_leases(other).keys() == {lab.guests[0].nat_mac}
+        assert labvirt.nat_leases(other).keys() == {lab.guests[0].nat_mac}
         assert lab_processes(other.root)
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert all(ns in netns for ns in other.namespaces)
@@ -270,5 +270,5 @@ def test_down_leaves_nothing_behind(lab: Lab) -> None:
     assert outside_files() - files == set()
     assert [p.name for p in other.root.iterdir()] == ["log"]
     # and the session lab was not disturbed
-    assert {r["name"]: r["state"] for r in control.status(lab)}["libvirtd"] == "running"
-    assert control.nat_leases(lab).keys() >= {g.nat_mac for g in lab.guests}
+    assert {r["name"]: r["state"] for r in labstatus.status(lab)}["libvirtd"] == "running"
+    assert labvirt.nat_leases(lab).keys() >= {g.nat_mac for g in lab.guests}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from opslib.errors import HostError
-from opslib.lab import control, daemonhost, hostssh, nspawn
+from opslib.lab import daemonhost, hostssh, netreg, nspawn
 from opslib.lab.config import Lab
 
 
@@ -45,8 +45,8 @@ def test_systemd_runs_networking_libvirt_and_sshd(lab: Lab, host: daemonhost.Hos
 def test_eth0_holds_the_netreg_lease(lab: Lab, host: daemonhost.Host) -> None:
     rc, out = ssh(host, "ip -4 addr show eth0")
     assert rc == 0 and f"inet {host.address}/24 " in out, out
-    assert control.netreg_leases(lab).get(host.mac) == host.address
-    assert host.mac in control.netreg_registered(lab)
+    assert netreg.netreg_leases(lab).get(host.mac) == host.address
+    assert host.mac in netreg.netreg_registered(lab)
 
 
 def test_the_operator_runs_a_runbook_with_the_real_host_defaults(
@@ -110,7 +110,7 @@ def test_down_leaves_nothing(lab: Lab, host: daemonhost.Host) -> None:
     locks = nspawn.NSPAWN_RUN / "locks"
     assert not locks.exists() or not any(lock in p.name for p in locks.iterdir())
     assert not any(c.exists() for c in nspawn.cgroups(host.container))
-    assert host.mac not in control.netreg_registered(lab)
+    assert host.mac not in netreg.netreg_registered(lab)
     assert host.name not in hostssh.known_hosts_file(lab).read_text().split()
     assert not [p for p in Path("/proc").glob("[0-9]*") if host.machine in _cmdline(p)]
 

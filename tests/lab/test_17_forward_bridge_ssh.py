@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import pytest
 
 from opslib.errors import HostError
-from opslib.lab import control, daemonhost, hostssh, nspawn
+from opslib.lab import daemonhost, hostssh, netreg, nspawn
 from opslib.lab.config import Lab
 
 INTERFACES = "/etc/network/interfaces"
@@ -130,7 +130,7 @@ def host(booted_host: daemonhost.Host, booted_file: str) -> Iterator[daemonhost.
         yield booted_host
     finally:
         _drop_nft(lab)
-        control.netreg_add(lab, booted_host.mac, booted_host.address)
+        netreg.netreg_add(lab, booted_host.mac, booted_host.address)
         reset(booted_host, booted_file)
         _logind(booted_host, kill_user_processes=False)
 
@@ -186,7 +186,7 @@ def test_a_apply_over_ssh_converts_and_a_new_session_comes_in_over_br0(
     assert f"default via {lab.campus_gateway} dev br0" in seen, seen
     assert re.search(r" dev br0 src " + re.escape(host.address), seen), seen
     assert "INTERFACE=br0" in seen, seen
-    assert control.netreg_leases(lab).get(host.mac) == host.address
+    assert netreg.netreg_leases(lab).get(host.mac) == host.address
     assert netreg_acks(lab, host.mac) > acks  # NetReg answered br0 (eth0's MAC)
 
     rc, again = ssh(host, APPLY, timeout=300)
@@ -357,7 +357,7 @@ def test_c_campus_refusing_the_host_rolls_back(
     host = as_booted
     before = file_digest(host)
     merged = host.root / INTERFACES.lstrip("/")  # the host's file as the lab sees it
-    control.netreg_remove(lab, host.mac)
+    netreg.netreg_remove(lab, host.mac)
     try:
         client = subprocess.Popen(
             apply_argv(host), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -369,7 +369,7 @@ def test_c_campus_refusing_the_host_rolls_back(
         restored = nspawn.wait(lambda: merged.read_text() == booted_file, 120, every=0.1)
         assert restored, "the apply never restored the file"
     finally:
-        control.netreg_add(lab, host.mac, host.address)
+        netreg.netreg_add(lab, host.mac, host.address)
     out, _ = client.communicate(timeout=300)
     assert client.returncode == 1, out
     assert "forward-bridge: rolled back: verification failed" in out, out

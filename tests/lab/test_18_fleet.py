@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from opslib import __version__
-from opslib.lab import control, daemonhost, hostguests, hostinstall, hostssh, nspawn
+from opslib.lab import daemonhost, hostguests, hostinstall, hostssh, netreg, nspawn
 from opslib.lab import fleet as labfleet
 from opslib.lab.config import Lab
 
@@ -437,7 +437,7 @@ def test_a_canary_that_fails_verification_stops_the_rollout(
     argv = [OPSBOOK, "fleet", "run", "forward-bridge", "-i", str(inventory),
             "--limit", "fl2:fl3", "--serial", "1", "--max-fail-percentage", "0",
             "-p", "apply", "true", "-p", "deadline", "15"]  # fmt: skip
-    control.netreg_remove(lab, fl2.mac)
+    netreg.netreg_remove(lab, fl2.mac)
     try:
         client = subprocess.Popen(
             argv,
@@ -451,7 +451,7 @@ def test_a_canary_that_fails_verification_stops_the_rollout(
         restored = nspawn.wait(lambda: merged.read_text() == booted["fl2"], 120, every=0.1)
         assert restored, "the apply never restored fl2's file"
     finally:
-        control.netreg_add(lab, fl2.mac, fl2.address)
+        netreg.netreg_add(lab, fl2.mac, fl2.address)
     out, err = client.communicate(timeout=600)
     print(out, err, sep="\n", file=sys.stderr)
     assert client.returncode == 1, out + err

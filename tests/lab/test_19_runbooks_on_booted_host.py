@@ -28,7 +28,7 @@ import re
 import pytest
 from on_host import ssh, wait_for
 
-from opslib.lab import cloudflare_api, control, daemonhost, hostguests, hostpeers, hostruns
+from opslib.lab import cloudflare_api, daemonhost, hostguests, hostpeers, hostruns, netreg
 from opslib.lab.config import Lab
 
 VIRSH = "virsh -c qemu:///system"  # as the operator (group libvirt)
@@ -109,12 +109,12 @@ def test_forward_bridge_puts_eth0_in_br0(host: daemonhost.Host) -> None:
 def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host) -> None:
     guest = hostguests.netreg_guest(host)
     assert guest.netreg_mac
-    control.netreg_add(lab, guest.netreg_mac)  # the wiki's manual step: NetReg registers it
+    netreg.netreg_add(lab, guest.netreg_mac)  # the wiki's manual step: NetReg registers it
     assert changed(run_book(host, "netreg-attach"))  # vm-netreg and its MAC: the set
     nics = on_host(host, f"{VIRSH} domiflist {guest.name}")
     assert re.search(rf"\sforward-bridge\s+virtio\s+{guest.netreg_mac}$", nics, re.M), nics
     wait_for(
-        lambda: str(control.netreg_leases(lab).get(guest.netreg_mac, "")),
+        lambda: str(netreg.netreg_leases(lab).get(guest.netreg_mac, "")),
         lambda ip: ip.startswith("192.0.2."),
         120,
         f"{guest.name}'s new NIC leasing from NetReg over br0",
@@ -124,7 +124,7 @@ def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host)
 
 def test_find_vm_ip_reports_both_guests(lab: Lab, host: daemonhost.Host) -> None:
     out = run_book(host, "find-vm-ip")  # the set probes
-    campus_ip = control.netreg_leases(lab)[hostguests.netreg_guest(host).netreg_mac or ""]
+    campus_ip = netreg.netreg_leases(lab)[hostguests.netreg_guest(host).netreg_mac or ""]
     assert re.search(rf"^\s*vm-netreg\s.*\b{re.escape(campus_ip)}\b", out, re.M), out
     assert re.search(r"^\s*vm-nat1\s.*\b198\.51\.100\.\d+\b", out, re.M), out
 

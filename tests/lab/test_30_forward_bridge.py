@@ -19,7 +19,7 @@ import libvirt
 import pytest
 
 from opslib import netlink, virt
-from opslib.lab import control
+from opslib.lab import netreg
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import forward_bridge as fb
@@ -116,12 +116,12 @@ def backups(lab) -> list[Path]:
 @pytest.fixture(scope="module")
 def host(lab) -> Iterator:
     """The lab host bare: eth0 on DHCP, no br0, no forward-bridge network."""
-    control.set_campus_refuses_host(lab, False)
+    netreg.set_campus_refuses_host(lab, False)
     switch_to(lab, bare_file(lab))
     drop_network(lab)
     assert ipv4(lab, "eth0") == [f"{lab.host_eth0_ip}/24"], "the bare lab host has no lease"
     yield lab
-    control.set_campus_refuses_host(lab, False)
+    netreg.set_campus_refuses_host(lab, False)
 
 
 def test_plan_on_the_bare_host_shows_the_diff_and_changes_nothing(host) -> None:
@@ -194,7 +194,7 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     assert ipv4(host, "br0") == [f"{host.host_eth0_ip}/24"] and ipv4(host, "eth0") == []
     # campus: NetReg's dnsmasq acknowledged a lease for the host's MAC during the apply
     assert len(acks(host)) > len(acks_before)
-    assert control.netreg_leases(host).get(host.host_eth0_mac) == host.host_eth0_ip
+    assert netreg.netreg_leases(host).get(host.host_eth0_mac) == host.host_eth0_ip
     # libvirt: forward-bridge in bridge mode on br0, active and autostarted
     with virt.connect(host.uri) as conn:
         net = virt.get_network(conn, "forward-bridge")

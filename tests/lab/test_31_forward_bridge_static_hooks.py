@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from opslib import netlink
-from opslib.lab import control
+from opslib.lab import netreg
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import forward_bridge as fb
@@ -83,14 +83,14 @@ def ipv4(lab, name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def static_host(lab) -> Iterator:
     saved = Path(lab.interfaces_file).read_text()
-    control.set_campus_refuses_host(lab, True)  # no lease: br0's address can only be static
+    netreg.set_campus_refuses_host(lab, True)  # no lease: br0's address can only be static
     try:
         switch_to(lab, static_with_hook(lab))
         assert ipv4(lab, "eth0") == [f"{lab.host_eth0_ip}/24"]
         set_mtu(lab, "eth0", 1500)  # so that only the conversion's restart can set it again
         yield lab
     finally:
-        control.set_campus_refuses_host(lab, False)
+        netreg.set_campus_refuses_host(lab, False)
         set_mtu(lab, "eth0", 1500)
         switch_to(lab, saved)
     holder = "br0" if "iface br0" in saved else "eth0"  # test_30 ran before, or not

@@ -14,7 +14,7 @@ import pytest
 
 from opslib import virt
 from opslib.errors import InputError
-from opslib.lab import control
+from opslib.lab import guestconsole, netreg
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
@@ -25,7 +25,7 @@ from opslib.procedures import netreg_attach as na
 def bridged(lab: Lab) -> Lab:
     result = lab_parameters.apply_runbook(lab, "forward-bridge")
     assert result.status in ("changed", "unchanged"), result.summary
-    control.netreg_add(lab, lab.netreg_guest.netreg_mac or "")
+    netreg.netreg_add(lab, lab.netreg_guest.netreg_mac or "")
     return lab
 
 
@@ -66,12 +66,12 @@ def test_apply_puts_the_guest_on_campus_and_find_vm_ip_shows_it(bridged: Lab) ->
     deadline = time.monotonic() + 60
     leased = ""
     while time.monotonic() < deadline and not leased:
-        leased = control.netreg_leases(bridged).get(mac, "")
+        leased = netreg.netreg_leases(bridged).get(mac, "")
         time.sleep(1)
     assert leased, "NetReg never leased the registered MAC"
     report = None
     while time.monotonic() < deadline:
-        report = control.guest_report(bridged, g.name)
+        report = guestconsole.guest_report(bridged, g.name)
         if report and any(a.startswith(leased + "/") for _i, a in report.addresses):
             break
         time.sleep(1)

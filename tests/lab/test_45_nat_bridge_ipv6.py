@@ -13,7 +13,7 @@ import pytest
 from opslib import netlink, rtnl, virt
 from opslib.changes import Result
 from opslib.errors import InputError
-from opslib.lab import control
+from opslib.lab import guestconsole, labvirt
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import nat_bridge_ipv6 as nb
@@ -70,7 +70,7 @@ def test_every_running_guest_is_back_with_a_slaac_address(lab: Lab, applied: Res
         slaac = eui64_address(lab.routed_prefix, iface.mac)
         assert rtnl.ping(lab.host_ns, slaac, wait=2).ok
         # Checked from inside the guest too: its shell lists the address.
-        rc, out = control.guest_shell(lab, dom.name, "ip -6 addr show dev eth0")
+        rc, out = guestconsole.guest_shell(lab, dom.name, "ip -6 addr show dev eth0")
         assert rc == 0 and slaac in out
         assert rows[dom.name]["answers"] and rows[dom.name]["cut off s"] is not None
     assert len(applied.data["cut_off"]) == len(running)
@@ -195,8 +195,8 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
     # libvirt drops the DHCP leases of an undefined network: have the guests renew now
     # (instead of at their next renewal) so that later modules see their leases again.
     for guest in lab.nat_guests:
-        control.guest_shell(lab, guest.name, control.RENEW_LEASE)
+        guestconsole.guest_shell(lab, guest.name, guestconsole.RENEW_LEASE)
     deadline = time.monotonic() + 60
-    while set(control.nat_leases(lab)) < {g.nat_mac for g in lab.nat_guests}:
-        assert time.monotonic() < deadline, f"leases after renewal: {control.nat_leases(lab)}"
+    while set(labvirt.nat_leases(lab)) < {g.nat_mac for g in lab.nat_guests}:
+        assert time.monotonic() < deadline, f"leases after renewal: {labvirt.nat_leases(lab)}"
         time.sleep(0.5)

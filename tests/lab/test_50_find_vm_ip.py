@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 
 from opslib import records, virt
 from opslib.errors import UnknownName
-from opslib.lab import control
+from opslib.lab import guestconsole
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
@@ -31,7 +31,7 @@ def guest_slaac(lab: Lab, name: str, timeout: float = 60) -> str:
     """The global IPv6 on eth0 that the guest itself reports (its console)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        report = control.guest_report(lab, name)
+        report = guestconsole.guest_report(lab, name)
         for iface, cidr in report.addresses if report else ():
             if iface == "eth0" and cidr.startswith(lab.routed_prefix.split("::")[0] + ":"):
                 return cidr.split("/")[0]

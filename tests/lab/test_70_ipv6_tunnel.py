@@ -12,7 +12,7 @@ import pytest
 from opslib import netlink
 from opslib.changes import Result
 from opslib.errors import Unsupported
-from opslib.lab import control
+from opslib.lab import guestconsole
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import ipv6_tunnel as t
@@ -55,7 +55,7 @@ def test_tunnel_apply_is_healthy(lab: Lab, applied: Result) -> None:
 
 def test_a_guest_reaches_the_internet_through_the_tunnel(lab: Lab, applied: Result) -> None:
     for guest in lab.nat_guests:
-        rc, out = control.guest_shell(
+        rc, out = guestconsole.guest_shell(
             lab, guest.name, f"ping -6 -c2 -W3 -s 1400 {lab.internet_ipv6}", timeout=20
         )
         assert rc == 0, out

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from opslib import cli, runner, slaac
-from opslib.lab import cloudflare_api, control
+from opslib.lab import cloudflare_api, control, labvirt, netreg
 from opslib.lab import notebook as lab_notebook
 from opslib.lab import parameters as lab_parameters
 from opslib.lab import runs as lab_runs
@@ -44,7 +44,7 @@ def _ip(lab: Lab, *args: str) -> str:
 
 def snapshot(lab: Lab) -> dict[str, Any]:
     """What the runbooks configure, as the real components report it."""
-    conn = control.connect(lab)
+    conn = labvirt.connect(lab)
     try:
         networks = {n.name(): bool(n.isActive()) for n in conn.listAllNetworks()}
         nics = {
@@ -71,7 +71,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
             (r["name"], r["content"])
             for r in cloudflare_api.lab_store(lab).records(zone, type="AAAA")
         },
-        "netreg": set(control.netreg_registered(lab)),
+        "netreg": set(netreg.netreg_registered(lab)),
     }
 
 

@@ -35,7 +35,7 @@ from jupyter_browser import (
 )
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from opslib.lab import control
+from opslib.lab import control, labvirt
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 
@@ -117,7 +117,7 @@ def test_find_vm_ip_pick_a_guest_and_see_its_addresses(
 ) -> None:
     pg, _ = page
     guest = bare_lab.nat_guests[0]
-    lease = control.nat_leases(bare_lab)[guest.nat_mac]
+    lease = labvirt.nat_leases(bare_lab)[guest.nat_mac]
     open_and_run_all(pg, server, "find-vm-ip")
 
     # the form starts from the lab's parameter set, not the notebook's qemu:///system

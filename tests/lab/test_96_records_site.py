@@ -21,7 +21,7 @@ import pytest
 from jupyter_browser import CHROMIUM, CHROMIUM_FLAGS, watched_page
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from opslib.lab import control
+from opslib.lab import labvirt
 from opslib.lab.config import Lab
 from opslib.lab.notebook import lab_defaults
 
@@ -86,7 +86,7 @@ def test_a_reviewer_finds_a_vm_by_its_mac_and_reads_its_runs(
     lab: Lab, site: Path, page: Page
 ) -> None:
     guest = lab.nat_guests[0]
-    lease = control.nat_leases(lab)[guest.nat_mac]
+    lease = labvirt.nat_leases(lab)[guest.nat_mac]
     page.goto(site.as_uri())
     rows = page.locator("#runs tbody tr")
     expect(rows).to_have_count(len(RUNS))
