@@ -19,7 +19,8 @@ from opslib import virt
 from opslib.changes import Plan
 from opslib.dns import DnsRecord
 from opslib.errors import ApiError, InputError, OpsError, SecretError
-from opslib.lab.cloudflare_api import CloudflareStandIn, Fault
+from opslib.lab.cloudflare_api import CloudflareStandIn
+from opslib.lab.cloudflare_store import Fault
 from opslib.procedures import cloudflare_aaaa as cfa
 
 TOKEN = "aaaa-test-token-b71d2e9f40"

@@ -17,7 +17,8 @@ import cloudflare
 import pytest
 
 from opslib import procs
-from opslib.lab.cloudflare_api import CloudflareStandIn, Fault, Store
+from opslib.lab.cloudflare_api import CloudflareStandIn
+from opslib.lab.cloudflare_store import Fault, Store
 
 TOKEN = "edit-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
@@ -293,7 +294,7 @@ def test_process_entry_serves_and_keeps_state_across_restarts(tmp_path: Path) ->
 
 
 def test_lab_service_starts_once_serves_with_its_token_and_stops(tmp_path: Path) -> None:
-    from opslib.lab import cloudflare_api as service
+    from opslib.lab import cloudflare_service as service
     from opslib.lab.config import Lab
 
     lab = Lab(prefix="obu", base=tmp_path)

@@ -12,7 +12,8 @@ import pytest
 
 from opslib.dns import DnsClient, RecordSpec, RetryPolicy
 from opslib.errors import ApiError, InputError
-from opslib.lab.cloudflare_api import CloudflareStandIn, Fault
+from opslib.lab.cloudflare_api import CloudflareStandIn
+from opslib.lab.cloudflare_store import Fault
 
 TOKEN = "dns-test-token-5f3a9c1e7b"
 READ_TOKEN = "dns-read-token-0c4e2a8d6f"

@@ -13,7 +13,7 @@ import pytest
 
 from opslib import runbook
 from opslib.changes import Result
-from opslib.lab import cloudflare_api, hostexec, simulated_sets
+from opslib.lab import cloudflare_service, hostexec, simulated_sets
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 from opslib.records import Store
@@ -45,10 +45,10 @@ def test_every_lab_gets_the_simulated_hosts_sets_written_for_it(
         lab.uri, lab.host_ns, str(lab.interfaces_file),
     )  # fmt: skip
     values = load_param_file(written / "cloudflare-aaaa.yaml")
-    assert values["token"] == f"file:{cloudflare_api.lab_token_file(lab)}"
-    assert values["api_base_url"] == cloudflare_api.lab_url(lab)
+    assert values["token"] == f"file:{cloudflare_service.lab_token_file(lab)}"
+    assert values["api_base_url"] == cloudflare_service.lab_url(lab)
     assert (values["libvirt_uri"], values["netns"]) == (lab.uri, lab.host_ns)
-    assert f":{cloudflare_api.lab_port(lab)}/" in values["api_base_url"]
+    assert f":{cloudflare_service.lab_port(lab)}/" in values["api_base_url"]
 
 
 def test_another_labs_sets_name_none_of_the_default_labs_namespaces_or_files(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from opslib import runner
-from opslib.lab import cloudflare_api, hostexec
+from opslib.lab import cloudflare_service, hostexec
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa, ipv6_tunnel, nat_bridge_ipv6
@@ -41,9 +41,9 @@ def test_forward_bridge_set_is_the_lab_hosts_files_and_its_ifupdown(lab: Lab) ->
 
 def test_cloudflare_set_publishes_through_this_labs_stand_in(lab: Lab) -> None:
     values = lab_parameters.parameter_set(lab, "cloudflare-aaaa")
-    assert values["token"] == f"file:{cloudflare_api.lab_token_file(lab)}"
-    assert values["api_base_url"] == cloudflare_api.lab_url(lab)
-    assert values["zone"] == cloudflare_api.LAB_ZONES[0]
+    assert values["token"] == f"file:{cloudflare_service.lab_token_file(lab)}"
+    assert values["api_base_url"] == cloudflare_service.lab_url(lab)
+    assert values["zone"] == cloudflare_service.LAB_ZONES[0]
     assert (values["vm"], values["record_name"]) == ("vm-nat1", f"vm-nat1.{values['zone']}")
     assert (values["libvirt_uri"], values["netns"]) == (lab.uri, lab.host_ns)
     other = lab_parameters.publish_set(lab, "vm-nat2")

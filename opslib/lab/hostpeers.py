@@ -26,7 +26,8 @@ from pathlib import Path
 
 from opslib import netlink, procs, sixinfour
 from opslib.errors import HostError
-from opslib.lab import cloudflare_api
+from opslib.lab import cloudflare_api, cloudflare_service
+from opslib.lab.cloudflare_requests import API_PREFIX
 from opslib.lab.daemonhost import Host
 
 TOKEN_PATH = "/etc/opsbook/cloudflare-token"  # the cloudflare-aaaa runbook's default
@@ -73,7 +74,7 @@ def cloudflare_pidfile(host: Host) -> Path:
 
 def cloudflare_url(host: Host) -> str:
     """Where the host reaches the stand-in: on its own loopback."""
-    return f"http://127.0.0.1:{CLOUDFLARE_PORT}{cloudflare_api.API_PREFIX}"
+    return f"http://127.0.0.1:{CLOUDFLARE_PORT}{API_PREFIX}"
 
 
 def cloudflare_running(host: Host) -> int | None:
@@ -83,7 +84,7 @@ def cloudflare_running(host: Host) -> int | None:
 
 def start_cloudflare(host: Host) -> None:
     lab = host.lab
-    cloudflare_api.lab_up(lab)  # the token files and the state the listeners share
+    cloudflare_service.lab_up(lab)  # the token files and the state the listeners share
     _install_token(host)
     if cloudflare_running(host):
         return
@@ -92,10 +93,10 @@ def start_cloudflare(host: Host) -> None:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", cloudflare_api.__name__,
              "--port", str(CLOUDFLARE_PORT),
-             "--state", str(cloudflare_api.lab_state_file(lab)),
-             "--zones", *cloudflare_api.LAB_ZONES,
-             "--token-file", str(cloudflare_api.lab_token_file(lab)),
-             "--read-token-file", str(cloudflare_api.lab_read_token_file(lab)),
+             "--state", str(cloudflare_service.lab_state_file(lab)),
+             "--zones", *cloudflare_service.LAB_ZONES,
+             "--token-file", str(cloudflare_service.lab_token_file(lab)),
+             "--read-token-file", str(cloudflare_service.lab_read_token_file(lab)),
              "--pid-file", str(cloudflare_pidfile(host))],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
@@ -110,7 +111,7 @@ def start_cloudflare(host: Host) -> None:
 def _install_token(host: Host) -> None:
     target = host.root / TOKEN_PATH.lstrip("/")
     target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    token = cloudflare_api.lab_token_file(host.lab).read_text()
+    token = cloudflare_service.lab_token_file(host.lab).read_text()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token)

@@ -27,7 +27,7 @@ class LabService:
     status: Callable[[Lab], list[Row]] | None = None
 
 
-SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_api", "opslib.lab.hoststatus")
+SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_service", "opslib.lab.hoststatus")
 
 
 def services() -> list[LabService]:

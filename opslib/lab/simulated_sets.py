@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from opslib.lab import cloudflare_api, hostexec
+from opslib.lab import cloudflare_service, hostexec
 from opslib.lab.config import Lab
 
 HOST = "lab"  # the simulated host's records are filed under this name
@@ -48,8 +48,8 @@ def sets(lab: Lab) -> dict[str, dict[str, Any]]:
         "routed_prefix": lab.routed_prefix,
     }
     cloudflare = {
-        "token": f"file:{cloudflare_api.lab_token_file(lab)}",
-        "api_base_url": cloudflare_api.lab_url(lab),
+        "token": f"file:{cloudflare_service.lab_token_file(lab)}",
+        "api_base_url": cloudflare_service.lab_url(lab),
     }
     netreg = lab.netreg_guest
     return {
@@ -95,8 +95,8 @@ def sets(lab: Lab) -> dict[str, dict[str, Any]]:
         "cloudflare-aaaa": {
             **host,
             "vm": "vm-nat1",
-            "record_name": f"vm-nat1.{cloudflare_api.LAB_ZONES[0]}",
-            "zone": cloudflare_api.LAB_ZONES[0],
+            "record_name": f"vm-nat1.{cloudflare_service.LAB_ZONES[0]}",
+            "zone": cloudflare_service.LAB_ZONES[0],
             **cloudflare,
             "proxied": True,
             "ttl": 1,

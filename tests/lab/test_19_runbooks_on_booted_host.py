@@ -28,7 +28,7 @@ import re
 import pytest
 from on_host import ssh, wait_for
 
-from opslib.lab import cloudflare_api, daemonhost, hostguests, hostpeers, hostruns, netreg
+from opslib.lab import cloudflare_service, daemonhost, hostguests, hostpeers, hostruns, netreg
 from opslib.lab.config import Lab
 
 VIRSH = "virsh -c qemu:///system"  # as the operator (group libvirt)
@@ -180,7 +180,7 @@ def test_cloudflare_aaaa_publishes_vm_nat1(lab: Lab, host: daemonhost.Host) -> N
     routed = hostpeers.tunnel_parameters(host)["routed_prefix"].split("::")[0]
     name = f"vm-nat1-{host.name}.example.org"
     assert hostruns.per_host(host)["cloudflare-aaaa"]["record_name"] == name
-    store = cloudflare_api.lab_store(lab)
+    store = cloudflare_service.lab_store(lab)
     store.delete_records("example.org", name=name, type="AAAA")  # a kept lab's earlier run
     assert changed(run_book(host, "cloudflare-aaaa"))
     records = store.records("example.org", name=name, type="AAAA")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from opslib import metrics, netlink, records, schedule, virt
-from opslib.lab import cloudflare_api, control
+from opslib.lab import cloudflare_service, control
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa
@@ -56,7 +56,7 @@ def configured(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     for runbook in ("forward-bridge", "nat-bridge-ipv6", "ipv6-tunnel"):
         result = lab_parameters.apply_runbook(lab, runbook)
         assert not result.failed, f"{runbook}: {result.summary}"
-    cloudflare_api.SERVICE.up(lab)
+    cloudflare_service.SERVICE.up(lab)
     store = tmp_path_factory.mktemp("records")
     published = lab_parameters.publish_set(lab, lab.nat_guests[0].name)
     p = {**lab_parameters.arguments(cloudflare_aaaa.plan, published), "apply": True}
@@ -123,7 +123,7 @@ def test_configured_lab_is_healthy_and_the_dns_record_is_checked(
     final = records.final_result(records.results_of(nb))
     assert final is not None
     names = {c["name"] for c in final["checks"]}
-    record_name = f"{lab.nat_guests[0].name}.{cloudflare_api.LAB_ZONES[0]}"
+    record_name = f"{lab.nat_guests[0].name}.{cloudflare_service.LAB_ZONES[0]}"
     assert f"DNS {record_name}" in names
     assert {"libvirtd reachable", "br0 up", "he-ipv6 up"} <= names
     assert {f"guest {g.name}" for g in lab.guests} <= names
@@ -184,9 +184,9 @@ def test_silent_guest_without_neighbours_fails_its_check(configured: tuple[Lab, 
 
 def test_changed_dns_record_is_drift(configured: tuple[Lab, Path]) -> None:
     lab, store = configured
-    zone = cloudflare_api.LAB_ZONES[0]
+    zone = cloudflare_service.LAB_ZONES[0]
     name = f"{lab.nat_guests[0].name}.{zone}"
-    stand_in = cloudflare_api.lab_store(lab)
+    stand_in = cloudflare_service.lab_store(lab)
     (record,) = stand_in.records(zone, name=name, type="AAAA")
     stand_in.change_record(record["id"], content="2001:db8:2::dead")
     try:

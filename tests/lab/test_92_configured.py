@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from opslib import cli, runner, slaac
-from opslib.lab import cloudflare_api, control, labvirt, netreg
+from opslib.lab import cloudflare_service, control, labvirt, netreg
 from opslib.lab import notebook as lab_notebook
 from opslib.lab import parameters as lab_parameters
 from opslib.lab import runs as lab_runs
@@ -60,7 +60,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
     nat_addrs = _ip(lab, "-6", "addr", "show", "dev", lab.nat_bridge)
     eth0 = re.search(r"^\d+: eth0@\S+ .*", links, re.M)
     master = re.search(r" master (\S+)", eth0[0]) if eth0 else None
-    zone = cloudflare_api.LAB_ZONES[0]
+    zone = cloudflare_service.LAB_ZONES[0]
     return {
         "networks": networks,
         "nics": nics,
@@ -69,7 +69,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
         "routed": re.findall(r"inet6 (\S+) scope global", nat_addrs),
         "aaaa": {
             (r["name"], r["content"])
-            for r in cloudflare_api.lab_store(lab).records(zone, type="AAAA")
+            for r in cloudflare_service.lab_store(lab).records(zone, type="AAAA")
         },
         "netreg": set(netreg.netreg_registered(lab)),
     }
