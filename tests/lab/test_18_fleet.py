@@ -356,7 +356,9 @@ with host_lock(Path("/var/lib/opsbook/records"), params.this_host(), "libvirt-ac
 
 APPLIES = """\
 import glob, json
-for path in sorted(glob.glob("/var/lib/opsbook/records/**/*-libvirt-access.ipynb", recursive=True)):
+# two runs filed in one second: HHMMSSZ-libvirt-access.ipynb and …-libvirt-access-2.ipynb
+found = glob.glob("/var/lib/opsbook/records/**/*-libvirt-access*.ipynb", recursive=True)
+for path in sorted(found):
     header = json.load(open(path))["metadata"]["opsbook"]
     print(header.get("status"), bool(header.get("changed")))
 """
