@@ -102,3 +102,31 @@ def test_a_tunnel_without_its_addresses_is_bad_input_before_any_check() -> None:
 
     with pytest.raises(InputError, match="needs client_ipv6"):
         host_health.run(host="h1", libvirt_uri="test:///default", tunnel="he-ipv6")
+
+
+def _guest_with_ipv4_only(monkeypatch, network: str = "default") -> None:  # type: ignore[no-untyped-def]
+    from opslib.procedures import find_vm_ip
+    from opslib.vm_addresses import NicAddresses, SeenAddress, VmAddresses
+
+    seen = (SeenAddress("ipv4", "198.51.100.7", "lease"),)
+    nic = NicAddresses("vm-nat1", "52:54:00:0b:00:01", network, "virbr0", seen)
+    vm = VmAddresses("vm-nat1", "running", (nic,))
+    monkeypatch.setattr(find_vm_ip, "find", lambda **_: [vm])
+
+
+def test_a_guest_without_ipv6_fails_only_where_the_nat_network_routes_a_64(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _guest_with_ipv4_only(monkeypatch)
+    (routed,) = host_health.guest_checks(libvirt_uri="x", netns="", nat_network="default")
+    assert routed.status == "fail" and "no global IPv6 on default" in routed.seen
+    (bare,) = host_health.guest_checks(libvirt_uri="x", netns="", nat_network="")
+    assert (bare.status, bare.seen) == ("ok", "198.51.100.7")
+
+
+def test_a_bare_host_without_a_routed_prefix_passes_its_ipv4_guest(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _guest_with_ipv4_only(monkeypatch)
+    result = host_health.run(
+        host="h1", libvirt_uri="test:///default", nat_network="default", forward_network="",
+        bridge="", records_dir=str(tmp_path),
+    )  # fmt: skip
+    guests = [c for c in result.checks if c.name == "guest vm-nat1"]
+    assert [c.status for c in guests] == ["ok"], result.checks

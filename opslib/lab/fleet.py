@@ -1,8 +1,8 @@
 """The lab's fleet: several booted daemon hosts and the Ansible inventory that names them.
 
-``up(lab, count)`` boots hosts ``daemon1`` … ``daemonN`` (:mod:`opslib.lab.daemonhost`, opsbook
-installed on each) and :func:`write_inventory` writes ``LAB/fleet/inventory.yml`` for every
-booted host of the lab, the format of ``ansible/inventory.example.yml``:
+``opsbook lab up --hosts N`` (:func:`opslib.lab.hostruns.up`) boots hosts ``daemon1`` …
+``daemonN``; :func:`write_inventory` writes ``LAB/fleet/inventory.yml`` for every booted
+host of the lab, the format of ``ansible/inventory.example.yml``:
 
 - Ansible reaches the hosts the way the operator does, with the lab's ssh_config
   (``ansible_ssh_common_args: -F LAB/ssh/ssh_config``: the lab's key, strict host keys from
@@ -17,13 +17,11 @@ booted host of the lab, the format of ``ansible/inventory.example.yml``:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from opslib.lab import daemonhost, hostinstall, hostssh
 from opslib.lab.config import Lab
 
-Progress = Callable[[str], None]
 GROUP = "daemon_hosts"
 # host-health's parameter set for a booted lab host as the lab makes it (written once per
 # host; edit it like any parameter set)
@@ -96,13 +94,4 @@ def write_inventory(lab: Lab, names: list[str] | None = None) -> Path:
             health.write_text(HOST_HEALTH.format(name=name))
     tmp.write_text(render_inventory(lab, chosen))
     tmp.replace(path)
-    return path
-
-
-def up(lab: Lab, count: int, *, progress: Progress = print) -> Path:
-    """Boot ``daemon1`` … ``daemonN`` (again: harmless), then write the inventory."""
-    for name in names(count):
-        daemonhost.up(lab, name, progress=progress)
-    path = write_inventory(lab)
-    progress(f"{count} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
     return path

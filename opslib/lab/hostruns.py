@@ -200,17 +200,21 @@ def up(
     say: Callable[[str], None] = print,
 ) -> list[daemonhost.Host]:
     """``opsbook lab up``: campus (no simulated host), then daemon1 with its guests and peers
-    (:func:`boot`) and daemon2 … daemonN with opsbook only, and their Ansible inventory
-    (:func:`opslib.lab.fleet.write_inventory`); with ``configured`` daemon1 configured
-    (:func:`configure`)."""
+    (:func:`boot`) and daemon2 … daemonN with opsbook and one guest each (``vm-nat1``: a
+    fleet-wide find-vm-ip has something to find; one, to spare two cores), and their Ansible
+    inventory (:func:`opslib.lab.fleet.write_inventory`); with ``configured`` daemon1
+    configured (:func:`configure`)."""
     control.up(lab, progress=say, simulated_host=False)
     first, *others = fleet.names(max(count, 1))
     host, guests = boot_started(lab, first, say=say)
-    # the fleet's other hosts as fleet.up boots them: opsbook installed, no guests or peers
-    booted = [host] + [
-        daemonhost.up(lab, name, reuse_install=True, progress=say) for name in others
-    ]
-    guests.result()
+    booted, waits = [host], [guests]
+    with ThreadPoolExecutor(max(len(others), 1), thread_name_prefix="fleet-guests") as pool:
+        for name in others:
+            other = daemonhost.up(lab, name, reuse_install=True, progress=say)
+            booted.append(other)
+            waits.append(pool.submit(hostguests.up, other, progress=say, names=("vm-nat1",)))
+        for wait in waits:
+            wait.result()
     path = fleet.write_inventory(lab)
     say(f"{len(booted)} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
     if configured:
