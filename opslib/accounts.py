@@ -18,12 +18,11 @@ import os
 import re
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from opslib import procs
+from opslib import files, procs
 from opslib.errors import ApplyError, HostError, InputError
 
 # login.defs(5) defaults when the file does not say
@@ -182,30 +181,14 @@ def read_file(path: str | Path) -> FileState:
 
 
 def write_file(path: str, text: str, *, mode: int, uid: int, gid: int) -> None:
-    """Replace ``path`` atomically with a file of this mode and owner (temp file beside it,
-    fsync, rename: the rename replaces a symlink at the name, never writes through it)."""
-    directory = os.path.dirname(path)
+    """Replace ``path`` atomically with a file of this mode and owner (the rename replaces
+    a symlink at the name, never writes through it)."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.opsbook-")
+        files.atomic_write(
+            path, text.encode("utf-8", "surrogateescape"), mode=mode, owner=(uid, gid),
+            parents=False,
+        )  # fmt: skip
     except OSError as exc:
-        raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8", "surrogateescape"))
-            fh.flush()
-            if (uid, gid) != (os.geteuid(), os.getegid()):
-                os.fchown(fh.fileno(), uid, gid)
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
 
 

@@ -15,14 +15,26 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` (text is written as UTF-8, line endings as given)."""
+def atomic_write(
+    path: str | Path,
+    data: str | bytes,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    parents: bool = True,
+) -> None:
+    """Replace ``path`` with ``data`` (text is written as UTF-8, line endings as given).
+
+    ``owner`` (uid, gid): the file gets exactly ``mode`` and this owner, whatever the old
+    one had (a file in someone's home). ``parents=False``: a missing directory is an
+    error, not made (as root, it would be root's)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old: os.stat_result | None = path.stat()
-    except FileNotFoundError:
-        old = None
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    old: os.stat_result | None = None
+    if owner is None:
+        with contextlib.suppress(FileNotFoundError):
+            old = path.stat()
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,7 +47,9 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int = 0o644) -> N
             if os.geteuid() == 0:
                 os.chown(tmp, old.st_uid, old.st_gid)
         else:
-            os.chmod(tmp, mode)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.chown(tmp, *owner)
+            os.chmod(tmp, mode)  # after chown, which drops setuid/setgid bits
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

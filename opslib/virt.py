@@ -359,6 +359,23 @@ def detach_device(conn: libvirt.virConnect, vm: str, xml: str, *, config: bool, 
         dom.detachDeviceFlags(xml, _device_flags(config, live))
 
 
+def agent_addresses(dom: libvirt.virDomain) -> list[tuple[str, str, str, str]]:
+    """(mac, family, address, guest ifname) as the guest agent reports them; none when
+    the agent is not there, went away or cannot say."""
+    try:
+        ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+    except libvirt.libvirtError:
+        return []  # the agent went away or does not support it: the other sources remain
+    found = []
+    for ifname, info in (ifaces or {}).items():
+        mac = (info.get("hwaddr") or "").lower()
+        for addr in info.get("addrs") or ():
+            family = "ipv6" if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6 else "ipv4"
+            if mac and addr.get("addr"):
+                found.append((mac, family, addr["addr"], ifname))
+    return found
+
+
 @dataclass(frozen=True)
 class Lease:
     mac: str

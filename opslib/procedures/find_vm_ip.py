@@ -99,21 +99,6 @@ def _domains(conn: libvirt.virConnect, vm: str) -> list[tuple[libvirt.virDomain,
     return sorted(out, key=lambda pair: pair[1].name)
 
 
-def _agent_addresses(dom: libvirt.virDomain) -> list[tuple[str, str, str, str]]:
-    try:
-        ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
-    except libvirt.libvirtError:
-        return []  # the agent went away or does not support it: the other sources remain
-    found = []
-    for ifname, info in (ifaces or {}).items():
-        mac = (info.get("hwaddr") or "").lower()
-        for addr in info.get("addrs") or ():
-            family = "ipv6" if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6 else "ipv4"
-            if mac and addr.get("addr"):
-                found.append((mac, family, addr["addr"], ifname))
-    return found
-
-
 def _leases(conn: libvirt.virConnect, network: str) -> list[virt.Lease]:
     try:
         return virt.dhcp_leases(conn, network)
@@ -189,7 +174,7 @@ def observe(
             if name in networks and networks[name].active and networks[name].ips
         }
         agent_found = {
-            view.name: _agent_addresses(dom)
+            view.name: virt.agent_addresses(dom)
             for dom, view in domains
             if agent and view.agent_connected
         }
