@@ -38,12 +38,14 @@ STANZA_WORDS = frozenset(
      "rename"}
 )  # fmt: skip
 SOURCE_DIRECTORY_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
-# ifupdown 0.8's address families and their methods (compiled into it; the tests check
-# this table against ifquery). A method outside it makes ifupdown refuse the file.
+# ifupdown 0.8's address families and their methods (compiled into it): every method
+# interfaces(5) documents, plus meta's internal one; the tests read both the man page and
+# ifquery. A method outside it makes ifupdown refuse the file.
 METHODS = {
     "inet": frozenset({"loopback", "static", "manual", "dhcp", "bootp", "tunnel", "ppp",
                        "wvdial", "ipv4ll"}),
-    "inet6": frozenset({"auto", "loopback", "static", "manual", "dhcp", "v4tunnel", "6to4"}),
+    "inet6": frozenset({"auto", "loopback", "static", "manual", "dhcp", "tunnel", "v4tunnel",
+                        "6to4"}),
     "ipx": frozenset({"static", "dynamic"}),
     "can": frozenset({"static"}),
     "meta": frozenset({"none"}),

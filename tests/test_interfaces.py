@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import ipaddress
 import os
 import re
@@ -32,7 +33,7 @@ def test_corpus_is_big_and_varied() -> None:
     text = "".join(p.read_bytes().decode() for p in INPUTS)
     for feature in ("\\\n", "source-directory", "bond-slaves", "vlan-raw-device", "inet6",
                     "post-up", "mapping", "allow-hotplug", "\t", "\r\n", "source ", " inherits ",
-                    "allow-boot", "hwaddress", "v4tunnel", "6to4"):  # fmt: skip
+                    "allow-boot", "hwaddress", "v4tunnel", "6to4", "inet6 tunnel"):  # fmt: skip
         assert feature in text, feature
 
 
@@ -171,20 +172,100 @@ def test_the_model_reads_every_corpus_file_as_ifquery_does(case: str, tmp_path: 
         _check_against(_reported(done.stdout), tree.ifaces(name))
 
 
-@pytest.mark.skipif(shutil.which("ifquery") is None, reason="needs ifupdown")
-def test_the_method_table_is_ifupdowns(tmp_path: Path) -> None:
+MANPAGE = Path("/usr/share/man/man5/interfaces.5.gz")
+# A value for each option interfaces(5) marks required, so that every stanza below is one
+# ifup --no-act would bring up (ifquery itself reads a stanza without them).
+REQUIRED_SAMPLES = {
+    ("inet", "address"): "192.0.2.10/24",
+    ("inet", "mode"): "gre",
+    ("inet", "endpoint"): "203.0.113.1",
+    ("inet6", "address"): "2001:db8:1::2/64",
+    ("inet6", "mode"): "ip6ip6",
+    ("inet6", "endpoint"): "2001:db8:2::1",
+    ("inet6", "local"): "192.0.2.10",
+    ("can", "bitrate"): "125000",
+}
+
+
+def _documented_methods() -> dict[str, dict[str, list[str]]]:
+    """interfaces(5)'s families -> methods -> the options it marks required (read from the
+    man page's "FAMILY ADDRESS FAMILY" sections and their "The METHOD Method" subsections)."""
+    found: dict[str, dict[str, list[str]]] = {}
+    family = method = option = ""
+    for line in gzip.decompress(MANPAGE.read_bytes()).decode().splitlines():
+        if m := re.match(r"\.SH (\S+) ADDRESS FAMILY", line):
+            family, method = m[1].lower(), ""
+            found[family] = {}
+        elif line.startswith(".SH"):
+            family = ""
+        elif family and (m := re.match(r"\.SS The (\S+) Method", line)):
+            method = m[1]
+            found[family][method] = []
+        elif method and (m := re.match(r"\.BI (\S+)", line)):
+            option = m[1]
+        elif method and "required" in line:
+            found[family][method].append(option)
+    return found
+
+
+def _method_stanza(family: str, method: str, required: list[str]) -> str:
+    options = "".join(f"\t{o} {REQUIRED_SAMPLES[family, o]}\n" for o in required)
+    return f"# {family} {method}\nauto x\niface x {family} {method}\n{options}\tpre-up true\n"
+
+
+@pytest.mark.skipif(
+    shutil.which("ifquery") is None or not MANPAGE.exists(), reason="needs ifupdown"
+)
+def test_every_documented_method_is_read_exactly_when_ifquery_reads_it(tmp_path: Path) -> None:
+    """interfaces(5) names the methods; ifquery decides what ifupdown reads. For a stanza of
+    every method of every family (and methods of no family), the model reads it exactly when
+    ifquery does, renders it back byte for byte and sees the options ifquery prints."""
+    documented = _documented_methods()
+    assert {"inet", "inet6", "ipx"} <= set(documented)
+    assert "tunnel" in documented["inet6"]  # testcase.19 of Debian's ifupdown
     state = tmp_path / "state"
     state.mkdir()
     main = tmp_path / "interfaces"
-    for family, methods in ifs.METHODS.items():
-        for method in [*methods, "bogus"]:
-            main.write_text(f"iface x {family} {method}\n")
-            refused = _ifquery(main, state, "x").returncode != 0
-            assert refused == (method == "bogus"), (family, method)
-    main.write_text("iface x inet6 bootp\n")  # a method of another family
-    assert _ifquery(main, state, "x").returncode != 0
-    with pytest.raises(InputError, match=r"interfaces:1: unknown or no method.* inet6 methods"):
-        ifs.parse(main.read_text(), str(main))
+    every = {m for methods in documented.values() for m in methods} | {"bogus"}
+    for family in {*documented, *ifs.METHODS, "bogus"}:
+        for method in sorted(every | set(ifs.METHODS.get(family, ()))):
+            required = documented.get(family, {}).get(method, [])
+            text = _method_stanza(family, method, required)
+            main.write_text(text)
+            done = _ifquery(main, state, "x")
+            try:
+                tree = ifs.load_tree(str(main))
+            except InputError as exc:
+                assert done.returncode != 0, (family, method, str(exc))
+                assert f"ifquery: {main}:3: " in done.stderr
+                assert str(exc).startswith(f"{main}:3: ") and "\n" not in str(exc)
+                continue
+            assert done.returncode == 0, (family, method, done.stderr)
+            assert tree.files[str(main)].render() == text
+            (iface,) = tree.ifaces("x")
+            assert (iface.family, iface.method) == (family, method)
+            _check_against(_reported(done.stdout), [iface])
+    for family, methods in documented.items():
+        assert set(methods) <= ifs.METHODS[family], family
+
+
+@pytest.mark.skipif(shutil.which("ifup") is None, reason="needs ifupdown")
+def test_an_inet6_tunnel_stanza_is_one_ifup_brings_up(tmp_path: Path) -> None:
+    text = _method_stanza("inet6", "tunnel", ["mode", "endpoint", "address"])
+    (tmp_path / "interfaces").write_text(text)
+    done = subprocess.run(
+        ["ifup", "--no-act", "-i", str(tmp_path / "interfaces"), "--state-dir",
+         str(tmp_path / "state"), "x"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (stanza,) = ifs.parse(text).ifaces("x")[0][1:]
+    assert (stanza.family, stanza.method, stanza.option("mode")) == ("inet6", "tunnel", "ip6ip6")
+
+
+def test_a_method_of_another_family_is_refused_naming_the_familys_methods() -> None:
+    with pytest.raises(InputError, match=r"^/x:1: unknown or no method.* inet6 methods"):
+        ifs.parse("iface x inet6 bootp\n", "/x")
 
 
 def test_inherits_is_ifupdowns_keyword_not_an_address_family() -> None:
