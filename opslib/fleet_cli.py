@@ -1,8 +1,10 @@
 """``opsbook fleet run | install``: one runbook on many daemon hosts, through Ansible.
 
 ``fleet run RUNBOOK -i INVENTORY`` checks everything it can on the workstation first (the
-runbook, every ``-p``, each selected host's parameter set, the rollout options): bad input
-is one line and exit 2 before any host is touched. Then ``ansible/run.yml`` runs through
+runbook, every ``-p``, the rollout options, then each selected host's parameter set): bad
+input is one line and exit 2 before any host is touched, and the runbook and ``-p`` before
+the inventory is even loaded (loading it runs its Jinja templates, whose lookups can run
+commands). Then ``ansible/run.yml`` runs through
 ansible-runner, one progress line per host event, and the run ends with one table (host,
 status, summary, record). Exit 0 every host ok, 1 any host failed, was unreachable or not
 run.
@@ -64,6 +66,23 @@ def _metrics_dir(args: argparse.Namespace) -> Path | None:
     return metrics.check_dir(args.metrics_dir)
 
 
+def _given(info: Any, args: argparse.Namespace) -> dict[str, str]:
+    """Every -p, each checked on its own (known name, value of its type), before the
+    inventory is loaded: loading it runs its Jinja templates (lookups run commands)."""
+    from opslib.errors import UnknownName
+
+    given = {name: value for name, value in args.param or []}
+    for name, value in given.items():
+        param = info.param(name)
+        try:
+            if param is None:
+                raise UnknownName("parameter", name, [p.name for p in info.params])
+            param.convert(value)
+        except InputError as exc:
+            raise InputError(f"{info.name} -p {name}: {exc}") from None
+    return given
+
+
 def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
     """Every selected host's parameter set, with -p over it, valid for the runbook."""
     from opslib import params
@@ -93,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     info = runner.find_runbook(args.runbook)
-    given = {name: value for name, value in args.param or []}
+    given = _given(info, args)
+    metrics_dir = _metrics_dir(args)
     if args.check:
         if info.param("apply") is None:
             print(f"{info.name} changes nothing: --check runs it as it is", file=sys.stderr)
@@ -108,10 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"fleet run {last['id']}: every host was ok; nothing to retry")
             return 0
         limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
-    inventory = playbooks.load_inventory(Path(args.inventory), limit)
-    _host_params(info, given, inventory)
-    metrics_dir = _metrics_dir(args)
     book = playbooks.playbook("run.yml")
+    inventory = playbooks.load_inventory(Path(args.inventory), limit)  # runs its templates
+    _host_params(info, given, inventory)
 
     run_id = outcome.new_run_id()
     started = time.monotonic()

@@ -74,6 +74,33 @@ def test_a_hosts_parameter_set_is_checked_before_any_host(
     assert rc == 2 and str(bad) in text and "nat_network" in text, text
 
 
+@pytest.mark.parametrize(
+    ("param", "says"),
+    [
+        (["-p", "nat_netwrok", "x"], "host-health -p nat_netwrok: no parameter named "),
+        (["-p", "uplink", "eth0!"], "host-health -p uplink: parameter uplink (ifname): 'eth0!' "),
+    ],
+)
+def test_a_bad_p_is_refused_before_the_inventory_is_loaded(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, param: list[str], says: str
+) -> None:
+    """The inventory's Jinja templates run when it is loaded (a pipe lookup runs a shell
+    command): a bad -p is refused before that, and before a missing inventory is noticed."""
+    from opslib.fleet import playbooks
+
+    trace = tmp_path / "templated"
+    path = tmp_path / "inventory.yml"
+    sets = f"{{{{ lookup('pipe', 'touch {trace}') }}}}{tmp_path / 'parameters'}"
+    path.write_text(INVENTORY.format(sets=sets))
+    rc, text = fleet(capsys, "run", "host-health", "-i", str(path), *param)
+    assert rc == 2 and says in text and text.count("\n") == 1, text
+    assert not trace.exists(), "the inventory was templated before -p was checked"
+    rc, text = fleet(capsys, "run", "host-health", "-i", str(tmp_path / "none.yml"), *param)
+    assert rc == 2 and says in text and "inventory" not in text, text
+    playbooks.load_inventory(path)  # loading it does run the template: the check above can fail
+    assert trace.exists()
+
+
 def test_a_missing_inventory_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:
     rc, text = fleet(capsys, "run", "host-health", "-i", "/nonexistent/inv.yml")
     assert rc == 2 and "-i /nonexistent/inv.yml: no such inventory file" in text
