@@ -150,6 +150,7 @@ class Domain:
     state: str
     interfaces: tuple[Interface, ...]
     persistent: bool = True
+    autostart: bool = False  # libvirtd starts it when the host boots
 
     @property
     def running(self) -> bool:
@@ -258,6 +259,7 @@ def _domain(dom: libvirt.virDomain) -> Domain:
             state=DOMAIN_STATES.get(state, str(state)),
             interfaces=parse_interfaces(dom.XMLDesc(0)),
             persistent=bool(dom.isPersistent()),
+            autostart=bool(dom.autostart()),
         )
 
 
