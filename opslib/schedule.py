@@ -93,20 +93,47 @@ def _metrics_dir(value: object, where: str) -> Path | None:
     return path
 
 
+def _a(value: object) -> str:
+    """'a list', 'an int': what a YAML value was, for a message."""
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def _read(path: Path) -> dict[str, object]:
+    """The schedule file's mapping; InputError (one line, naming the file) otherwise."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"schedule: {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"schedule: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(
+            f"schedule: {path} must be a mapping (host, on_failure, metrics_dir, runs), "
+            f"got {_a(raw)}"
+        )
+    return raw
+
+
 def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Schedule:
     """Read and validate a host's schedule file; InputError names the first problem."""
     path = schedule_file(params_dir, host)
     if not path.is_file():
         raise InputError(f"schedule: no {path}; write one (see parameters/lab/schedule.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"schedule: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    raw = _read(path)
     if raw.get("host", host) != host:
         raise InputError(f"schedule: {path} says host {raw['host']!r}, expected {host!r}")
     runs: list[ScheduledRun] = []
     default_metrics = _metrics_dir(raw.get("metrics_dir"), f"schedule: {path}")
-    for i, item in enumerate(raw.get("runs") or []):
+    items = raw.get("runs") or []
+    if not isinstance(items, list):
+        raise InputError(
+            f"schedule: {path}: 'runs' must be a list of runs (runbook, parameters, when), "
+            f"got {_a(items)}"
+        )
+    for i, item in enumerate(items):
         where = f"schedule: {path} run {i + 1}"
         if not isinstance(item, dict):
             raise InputError(f"{where}: must be a mapping (runbook, parameters, when)")
