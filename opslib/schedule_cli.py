@@ -179,13 +179,27 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
     unit = args.unit.removesuffix(".service")
     params_dir = Path(args.params_dir)
+    if not params_dir.is_dir():
+        raise InputError(f"schedule notify: --params-dir {params_dir} is not a directory")
+    # Only the schedules that can own the unit (opsbook-HOST-…) are read, each on its own:
+    # another host's broken schedule must not stop this host's alert.
+    problems: list[InputError] = []
     for host_dir in sorted(p for p in params_dir.iterdir() if p.is_dir()):
-        if not schedule.schedule_file(params_dir, host_dir.name).is_file():
+        host = host_dir.name
+        if not unit.startswith(schedule.unit_stem(host, "")):
             continue
-        sch = schedule.load(params_dir, host_dir.name)
+        if not schedule.schedule_file(params_dir, host).is_file():
+            continue
+        try:
+            sch = schedule.load(params_dir, host)
+        except InputError as exc:
+            problems.append(exc)
+            continue
         for run in sch.runs:
             if schedule.run_stem(sch.host, run) == unit:
                 return _notify(args, sch, run)
+    if problems:  # the unit's own schedule is broken: say what is wrong with it
+        raise problems[0]
     raise InputError(f"schedule notify: no scheduled run is unit {unit!r} in {params_dir}")
 
 

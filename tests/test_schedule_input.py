@@ -76,3 +76,44 @@ def test_a_schedule_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     (params / "h1" / "schedule.yaml").write_bytes(b"host: h1\xff\n")
     with pytest.raises(InputError, match=r"schedule\.yaml is not UTF-8 text"):
         schedule.load(params, "h1")
+
+
+# -- schedule notify reads the failed unit's schedule only ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "- not a mapping\n",
+        "host: h0\nruns:\n  - runbook: host-health\n    when: every tuesdayish\n",
+        "host: somewhere-else\nruns: []\n",
+    ],
+)
+def test_notify_for_one_host_is_not_stopped_by_another_hosts_broken_schedule(
+    tmp_path: Path, broken: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = _params(tmp_path)
+    for other in ("h0", "h2"):  # sorted before and after h1
+        (params / other).mkdir()
+        (params / other / "schedule.yaml").write_text(broken)
+    (params / "not a host").mkdir()
+    records = ["--records", str(tmp_path / "records")]
+    notify = ["schedule", "notify", "opsbook-h1-host-health.service", "--params-dir", str(params)]
+    assert cli.main([*notify, *records]) == 0, capsys.readouterr()
+    assert (tmp_path / "hook.txt").read_text() == (
+        "opsbook: host-health on h1 failed before leaving a record\n"
+    )
+
+
+def test_notify_for_a_unit_of_a_broken_schedule_names_that_schedules_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = _params(tmp_path)
+    (params / "h2").mkdir()
+    (params / "h2" / "schedule.yaml").write_text("- not a mapping\n")
+    notify = ["schedule", "notify", "opsbook-h2-host-health", "--params-dir", str(params)]
+    err = _one_line_exit_2(notify, capsys)
+    assert f"{params / 'h2' / 'schedule.yaml'} must be a mapping" in err
+    notify[2] = "opsbook-h3-host-health"
+    err = _one_line_exit_2(notify, capsys)
+    assert "no scheduled run is unit 'opsbook-h3-host-health'" in err
