@@ -3,20 +3,25 @@
 ``file:/path`` reads a file (one trailing newline dropped), ``env:NAME`` an
 environment variable. Messages name the source, never the value. Every value
 loaded in this process is remembered so that whoever writes a record can check
-that none of them leaked into it (:func:`loaded`, :func:`scrub`).
+that none of them leaked into it (:func:`loaded`, :func:`scrub`), in any case and in
+the forms a value takes on its way (URL-quoted, JSON-escaped): a token lowercased into
+a DNS name is still the token.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 from opslib.errors import SecretError
 
-__all__ = ["MIN_LENGTH", "REDACTED", "find_leaks", "load", "loaded", "scrub"]
+__all__ = ["MIN_LENGTH", "REDACTED", "contains", "find_leaks", "load", "loaded", "scrub"]
 
 MIN_LENGTH = 8  # shorter values would match all over a record: not a credential
 REDACTED = "[secret redacted]"
@@ -63,24 +68,45 @@ def loaded() -> frozenset[str]:
     return frozenset(_loaded)
 
 
-def _forms(secret: str) -> list[bytes]:
-    # As written raw, and as it appears inside a JSON string (a notebook).
-    forms = {
-        secret.encode(),
-        json.dumps(secret)[1:-1].encode(),
-        json.dumps(secret, ensure_ascii=False)[1:-1].encode(),
-    }
-    return sorted(forms, key=len, reverse=True)
+def _forms(secret: str) -> set[str]:
+    # The forms a value takes on its way into a record: as read, lowercased (a DNS name
+    # made from it), uppercased, URL-quoted (a query string, a path), each also as it
+    # appears inside a JSON string (a notebook). Matched ignoring case on top of that.
+    forms: set[str] = set()
+    for base in {secret, secret.lower(), secret.upper()}:
+        for form in (base, quote(base, safe=""), quote(base), quote_plus(base)):
+            forms |= {form, json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]}
+    return forms
+
+
+@functools.lru_cache(maxsize=32)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    forms = set().union(*(_forms(s) for s in secrets))
+    # Longest first: a form that holds another is replaced whole.
+    alternatives = sorted(forms, key=lambda f: (-len(f), f))
+    return re.compile("|".join(re.escape(f) for f in alternatives), re.IGNORECASE)
+
+
+def _text(data: bytes) -> str:
+    # Bytes that are not UTF-8 survive the round trip unchanged (surrogateescape).
+    return data.decode("utf-8", "surrogateescape")
 
 
 def find_leaks(data: bytes, secrets: Iterable[str]) -> int:
-    """How many of ``secrets`` occur in ``data``."""
-    return sum(1 for s in secrets if any(f in data for f in _forms(s)))
+    """How many of ``secrets`` occur in ``data``, in any of the forms of :func:`_forms`."""
+    text = _text(data)
+    return sum(1 for s in set(secrets) if s and _pattern((s,)).search(text))
+
+
+def contains(text: str, secrets: Iterable[str]) -> bool:
+    """Whether ``text`` holds any of ``secrets`` (in any case, quoted or escaped)."""
+    return find_leaks(text.encode("utf-8", "surrogateescape"), secrets) > 0
 
 
 def scrub(data: bytes, secrets: Iterable[str]) -> bytes:
-    """``data`` with every occurrence of every secret replaced by REDACTED."""
-    for s in secrets:
-        for f in _forms(s):
-            data = data.replace(f, REDACTED.encode())
-    return data
+    """``data`` with every occurrence of every secret (in every form) replaced by REDACTED."""
+    values = tuple(sorted({s for s in secrets if s}))
+    if not values:
+        return data
+    text = _pattern(values).sub(REDACTED, _text(data))
+    return text.encode("utf-8", "surrogateescape")

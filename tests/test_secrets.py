@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,40 @@ def test_leaks_are_found_raw_and_json_escaped_and_scrubbed() -> None:
     assert secrets.find_leaks(data, [tricky]) == 1
     cleaned = secrets.scrub(data, [tricky])
     assert secrets.find_leaks(cleaned, [tricky]) == 0 and b"[secret redacted]" in cleaned
+
+
+TOKEN = "Cf-T0ken/4a+9Z=b7"  # mixed case, and characters a URL quotes
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        TOKEN.lower(),  # a DNS name made from it
+        TOKEN.upper(),
+        "cf-t0KEN/4A+9z=B7",  # any mix of cases
+        "Cf-T0ken%2F4a%2B9Z%3Db7",  # URL-quoted (quote(safe=""))
+        "cf-t0ken%2f4a%2b9z%3db7",  # URL-quoted, then lowercased
+        "Cf-T0ken/4a%2B9Z%3Db7",  # URL-quoted, "/" kept (quote's default)
+    ],
+)
+def test_a_transformed_copy_of_a_secret_is_found_and_scrubbed(form: str) -> None:
+    data = json.dumps({"text": f"name {form}.example.org"}).encode()
+    assert secrets.find_leaks(data, [TOKEN]) == 1
+    cleaned = secrets.scrub(data, [TOKEN])
+    assert json.loads(cleaned) == {"text": "name [secret redacted].example.org"}
+
+
+def test_a_non_ascii_secret_is_found_lowercased_and_json_escaped() -> None:
+    token = "Jöran-Schlüssel-42"
+    for form in (token.lower(), token.upper()):
+        data = json.dumps({"text": form}).encode()  # \u00f6 escapes, as a notebook writes
+        assert secrets.find_leaks(data, [token]) == 1, form
+        assert json.loads(secrets.scrub(data, [token])) == {"text": "[secret redacted]"}
+
+
+def test_text_without_the_secret_is_left_alone() -> None:
+    data = b'{"text": "cf-t0ken/4a+9z=b8 is another value"}'
+    assert secrets.find_leaks(data, [TOKEN]) == 0
+    assert secrets.scrub(data, [TOKEN]) == data
+    assert secrets.contains("ZONE-" + TOKEN.swapcase(), [TOKEN])
+    assert not secrets.contains("vm1.example.org", [TOKEN])
