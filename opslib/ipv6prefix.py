@@ -1,5 +1,8 @@
 """IPv6 prefix rules shared by nat-bridge-ipv6 and ipv6-tunnel: the routed /64 a tunnel
-broker delegates, and the address the host's bridge takes in it (the wiki's PREFIX::1)."""
+broker delegates, and the address the host's bridge takes in it (the wiki's PREFIX::1).
+
+One rule, two callers: the ``ipv6-prefix64`` parameter type (checked before the kernel
+starts) and the runbooks' inputs (:func:`validate_prefix`, which also knows allow_ula)."""
 
 from __future__ import annotations
 
@@ -8,35 +11,57 @@ import ipaddress
 from opslib.errors import InputError
 
 ULA = ipaddress.IPv6Network("fc00::/7")
+_USE = "use the routed /64 the tunnel broker assigned, e.g. 2001:db8:2::/64"
+# Ranges a routed /64 cannot come from: (range, what it is). ::/64 holds the unspecified
+# address, the loopback ::1 and the IPv4-mapped ::ffff:0:0/96 (the bridge would get ::1).
+_UNUSABLE = (
+    (ipaddress.IPv6Network("::/64"), "the unspecified and loopback range (::, ::1)"),
+    (ipaddress.IPv6Network("fe80::/10"), "link-local"),
+    (ipaddress.IPv6Network("fec0::/10"), "site-local (deprecated by RFC 3879)"),
+    (ipaddress.IPv6Network("ff00::/8"), "multicast"),
+)
+
+
+class BadPrefix(ValueError):
+    """Why a text is not a usable routed /64: completes "'TEXT' ..."."""
+
+
+def parse_prefix64(text: str) -> ipaddress.IPv6Network:
+    """The routed /64 ``text`` names, or BadPrefix saying what is wrong and what to write."""
+    if "%" in text:
+        # ipaddress reads "2001:db8:2::%eth0/64" as an address with a scope, then its host
+        # part differs from the network's: say what it is, not "host bits set".
+        zone = text.partition("%")[2].partition("/")[0]
+        raise BadPrefix(f"has a zone index %{zone}, which only a link-local address takes; {_USE}")
+    try:
+        net = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise BadPrefix(f"is not an IPv6 prefix; {_USE}") from None
+    if "/" not in text or net.prefixlen != 64:
+        raise BadPrefix(
+            "is not a /64; SLAAC needs exactly a /64 (use one /64 of a larger delegation, "
+            "e.g. 2001:db8:2::/64)"
+        )
+    if ipaddress.IPv6Interface(text).ip != net.network_address:
+        raise BadPrefix(f"has host bits set; the prefix is {net}")
+    for unusable, what in _UNUSABLE:
+        if net.subnet_of(unusable):
+            raise BadPrefix(f"is {what}, not a routed prefix; {_USE}")
+    return net
 
 
 def validate_prefix(prefix: str, *, allow_ula: bool = False) -> ipaddress.IPv6Network:
     """The routed /64 as a network; InputError (one line) for anything else."""
     text = str(prefix).strip()
     try:
-        net = ipaddress.IPv6Network(text, strict=False)
-    except ValueError:
-        raise InputError(
-            f"prefix {text!r} is not an IPv6 prefix; write the routed /64, e.g. 2001:db8:2::/64"
-        ) from None
-    if "/" not in text or net.prefixlen != 64:
-        raise InputError(
-            f"prefix {text!r} is not a /64; SLAAC needs exactly a /64 (use one /64 of a "
-            "larger delegation)"
-        )
-    if ipaddress.IPv6Interface(text).ip != net.network_address:
-        raise InputError(f"prefix {text!r} has host bits set; the /64 is {net}")
-    if net.is_link_local:
-        raise InputError(f"prefix {text} is link-local; use the routed /64 of the tunnel broker")
-    if net.is_multicast:
-        raise InputError(f"prefix {text} is multicast; use the routed /64 of the tunnel broker")
+        net = parse_prefix64(text)
+    except BadPrefix as bad:
+        raise InputError(f"prefix {text!r} {bad}") from None
     if net.subnet_of(ULA) and not allow_ula:
         raise InputError(
             f"prefix {text} is unique-local (fc00::/7), not reachable from the internet; "
             "set allow_ula to use it anyway"
         )
-    if net.is_loopback or net.is_unspecified or net.network_address.ipv4_mapped:
-        raise InputError(f"prefix {text} is not a routable unicast /64")
     return net
 
 

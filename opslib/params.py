@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opslib.errors import InputError, UnknownName
+from opslib.ipv6prefix import BadPrefix, parse_prefix64
 
 __all__ = [
     "TYPES",
@@ -211,18 +212,9 @@ def _ipv6(value: object) -> str:
 def _ipv6_prefix64(value: object) -> str:
     text = _text(value)
     try:
-        net = ipaddress.IPv6Network(text, strict=False)
-    except ValueError:
-        raise _Bad(f"{text!r} is not an IPv6 prefix; write e.g. 2001:db8:2::/64") from None
-    if "/" not in text or net.prefixlen != 64:
-        raise _Bad(f"{text!r} is not a /64; SLAAC needs exactly a /64, e.g. 2001:db8:2::/64")
-    if net.network_address != ipaddress.IPv6Interface(text).ip:
-        raise _Bad(f"{text!r} has host bits set; the prefix is {net}")
-    if net.is_link_local:
-        raise _Bad(f"{text!r} is link-local; use the routed /64 the tunnel broker assigned")
-    if net.is_multicast:
-        raise _Bad(f"{text!r} is multicast; use the routed /64 the tunnel broker assigned")
-    return str(net)
+        return str(parse_prefix64(text))
+    except BadPrefix as bad:
+        raise _Bad(f"{text!r} {bad}") from None
 
 
 def _path(value: object) -> str:

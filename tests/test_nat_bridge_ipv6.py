@@ -47,6 +47,8 @@ STOCK = """<network>
         ("2001:db8::1/64", "host bits"),
         ("ff02::/64", "multicast"),
         ("fd00:1::/64", "unique-local"),
+        ("::/64", "unspecified"),
+        ("2001:db8:2::%eth0/64", "zone index %eth0"),
         ("not-a-prefix", "not an IPv6 prefix"),
         ("198.51.100.0/24", "not an IPv6 prefix"),
         ("", "not an IPv6 prefix"),

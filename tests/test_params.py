@@ -101,6 +101,12 @@ def test_mac_is_normalised() -> None:
         ("fe80::/64", "link-local"),
         ("ff02::/64", "multicast"),
         ("192.0.2.0/24", "not an IPv6 prefix"),
+        # ::/64 holds the unspecified address and the loopback (nat-bridge-ipv6 planned ::1)
+        ("::/64", "unspecified"),
+        ("0:0::/64", "loopback"),
+        ("fe80:0:0:1::/64", "link-local"),
+        ("fec0::/64", "site-local"),
+        ("2001:db8:2::%eth0/64", "zone index %eth0"),
     ],
 )
 def test_ipv6_prefix64_rejects_what_slaac_cannot_use(value: str, message: str) -> None:
@@ -289,3 +295,33 @@ def test_address_types_name_the_family_they_want() -> None:
         Param("a", "ipv4", "").convert("2001:db8::1")
     with pytest.raises(InputError, match=r"'192.0.2.1' is not an IPv6 address"):
         Param("a", "ipv6", "").convert("192.0.2.1")
+
+
+# -- bad values through `opsbook run`: exit 2, one line, before any kernel ------------------
+
+REPO_NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+def run_refused(store: Path, runbook: str, *given: str) -> str:
+    """``opsbook run RUNBOOK -p ...`` that must stop before a kernel: its one stderr line."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "opslib.cli", "run", runbook, "--records", str(store)]
+    for pair in given:
+        argv += ["-p", *pair.split("=", 1)]
+    env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(REPO_NOTEBOOKS), "OPSBOOK_RECORDS": str(store)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert not list(store.rglob("*.ipynb")), "a record was filed: the kernel ran"
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done.stderr.strip()
+
+
+def test_a_prefix_that_is_not_routable_is_refused_before_the_kernel(tmp_path: Path) -> None:
+    line = run_refused(tmp_path, "nat-bridge-ipv6", "prefix=::/64", "libvirt_uri=test:///default")
+    assert "parameter prefix (ipv6-prefix64): '::/64' is the unspecified" in line
+    assert "2001:db8:2::/64" in line  # what to write instead
+    line = run_refused(tmp_path, "nat-bridge-ipv6", "prefix=2001:db8:2::%eth0/64")
+    assert "zone index %eth0" in line and "host bits" not in line
