@@ -8,10 +8,12 @@ open connection. libvirtError is translated to opslib.errors here, nowhere else.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 from lxml import etree
@@ -42,11 +44,34 @@ def translated(action: str) -> Iterator[None]:
         raise LibvirtError(f"{action}: {exc.get_error_message()}", exc.get_error_code()) from exc
 
 
+def _open(uri: str, readonly: bool) -> libvirt.virConnect:
+    """libvirt.open, its error in one line: what libvirt said, and the libvirtd hint only
+    where it applies (no daemon answers the socket)."""
+    parts = urlsplit(uri)
+    # The test driver reads a file: a missing one is "failed to parse xml document", and
+    # libxml2 prints its own warning to stderr first. Say it is missing instead.
+    local_file = parts.scheme == "test" and not parts.netloc
+    if local_file and parts.path not in ("", "/default") and not os.path.isfile(parts.path):
+        raise LibvirtError(
+            f"cannot connect to libvirt at {uri}: the test driver's file {parts.path} "
+            "does not exist"
+        )
+    try:
+        return libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        message = exc.get_error_message()
+        hint = ""
+        if exc.get_error_domain() == libvirt.VIR_FROM_RPC and "connect socket" in message:
+            hint = " (is libvirtd running?)"
+        raise LibvirtError(
+            f"cannot connect to libvirt at {uri}: {message}{hint}", exc.get_error_code()
+        ) from exc
+
+
 @contextmanager
 def connect(uri: str, *, readonly: bool = False) -> Iterator[libvirt.virConnect]:
     """An open libvirt connection to ``uri``, closed afterwards."""
-    with translated(f"cannot connect to libvirt at {uri} (is libvirtd running?)"):
-        conn = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+    conn = _open(uri, readonly)
     try:
         yield conn
     finally:
