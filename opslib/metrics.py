@@ -174,16 +174,19 @@ def _previous_success(path: Path, host: str, runbook: str) -> float:
 
 
 def check_dir(directory: str | Path) -> Path:
-    """The metrics directory, made if missing; InputError when it cannot be written."""
+    """The metrics directory, which must exist and be writable; InputError otherwise.
+    Never made here: node_exporter's textfile directory comes with its package, so a
+    missing one is a typo, and a run as root would make it where nobody reads it."""
     path = Path(directory)
-    if path.exists() and not path.is_dir():
+    if not path.exists():
+        raise InputError(
+            f"--metrics-dir {path}: no such directory; give node_exporter's textfile "
+            "directory (its package makes it)"
+        )
+    if not path.is_dir():
         raise InputError(
             f"--metrics-dir {path}: not a directory; give node_exporter's textfile directory"
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--metrics-dir {path}: cannot create it ({exc.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise InputError(f"--metrics-dir {path}: not writable by this user; run as its owner")
     return path

@@ -160,7 +160,24 @@ def test_a_metrics_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> 
     not_dir.write_text("")
     with pytest.raises(InputError, match="not a directory"):
         metrics.check_dir(not_dir)
-    assert metrics.check_dir(tmp_path / "new" / "dir").is_dir()
+    assert metrics.check_dir(tmp_path) == tmp_path
+
+
+def test_a_metrics_dir_that_does_not_exist_is_refused_not_made(tmp_path: Path) -> None:
+    # node_exporter's textfile directory is made by its package: a missing one is a typo
+    missing = tmp_path / "absent" / "dir"
+    env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "opslib.cli", "run", "engine-demo", "--metrics-dir", str(missing),
+         "--records", str(tmp_path / "records")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines() == [
+        f"opsbook: --metrics-dir {missing}: no such directory; give node_exporter's "
+        "textfile directory (its package makes it)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither made nor a record
 
 
 def test_opsbook_run_writes_metrics_of_a_passing_then_a_failing_run(
@@ -168,6 +185,7 @@ def test_opsbook_run_writes_metrics_of_a_passing_then_a_failing_run(
 ) -> None:
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS)}
     out = tmp_path / "textfile"
+    out.mkdir()  # as node_exporter's package makes it
     base = [sys.executable, "-m", "opslib.cli", "run", "engine-demo", "--host", "h1", "-q",
             "--records", str(tmp_path / "records"), "--metrics-dir", str(out), "--period", "900",
             "-p", "apply", "true"]  # fmt: skip

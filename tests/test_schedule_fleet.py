@@ -249,6 +249,7 @@ def test_a_scheduled_fleet_run_writes_each_hosts_metrics(
     (host, runbook) a single host's scheduled run writes, so monitoring/opsbook-rules.yml's
     alerts (a failed check, no recent success, no recent run) apply to each host."""
     prom = tmp_path / "node-exporter"
+    prom.mkdir()  # as node_exporter's package makes it
     path = params / "ws" / "schedule.yaml"
     path.write_text(path.read_text() + f"    metrics_dir: {prom}\n")
     sch = schedule.load(params, "ws")

@@ -315,6 +315,7 @@ def test_node_exporter_serves_the_metrics_of_a_passing_and_a_failing_scheduled_r
 ) -> None:
     lab, store = configured
     textfile = tmp_path / "textfile"
+    textfile.mkdir()  # as node_exporter's package makes it
     params = tmp_path / "parameters" / "lab"
     params.mkdir(parents=True)
     (params / "host-health.yaml").write_text(
