@@ -17,7 +17,7 @@ def test_a_failing_check_fails_the_result_and_is_named_in_the_summary() -> None:
     ]
     result = host_health.result_of("h1", checks)
     assert result.failed and result.status == "failed"
-    assert result.summary == "1 failed: br0 up"
+    assert result.summary == "1 check failed: br0 up"
     assert result.checks[1].fix == "ip link set br0 up"
 
 
@@ -28,19 +28,22 @@ def test_warnings_alone_pass_but_are_named() -> None:
 
 
 def test_networks_on_the_test_driver() -> None:
-    checks = host_health.libvirt_checks("test:///default", ["default", "forward-bridge"])
+    checks = host_health.libvirt_checks(
+        "test:///default", {"default": "nat-bridge-ipv6", "forward-bridge": "forward-bridge"}
+    )
     by_name = {c.name: c for c in checks}
     assert by_name["libvirtd reachable"].status == "ok"
     # The test driver's default network is active but not autostarted.
     assert by_name["network default"].status == "fail"
     assert "no autostart" in by_name["network default"].seen
-    assert "virsh net-autostart default" in by_name["network default"].fix
+    assert by_name["network default"].fix == "virsh net-autostart default"
     assert by_name["network forward-bridge"].seen == "not defined"
+    assert by_name["network forward-bridge"].fix == "run the forward-bridge runbook"
 
 
 def test_unreachable_libvirtd_is_a_failure_with_a_fix(tmp_path: Path) -> None:
     uri = f"qemu:///system?socket={tmp_path}/no-such-sock"
-    (check,) = host_health.libvirt_checks(uri, ["default"])
+    (check,) = host_health.libvirt_checks(uri, {"default": "nat-bridge-ipv6"})
     assert check.name == "libvirtd reachable" and check.status == "fail"
     assert "start libvirtd" in check.fix
 
@@ -130,3 +133,95 @@ def test_a_bare_host_without_a_routed_prefix_passes_its_ipv4_guest(monkeypatch, 
     )  # fmt: skip
     guests = [c for c in result.checks if c.name == "guest vm-nat1"]
     assert [c.status for c in guests] == ["ok"], result.checks
+
+
+# -- guests come back after a reboot (issue 21: after a power cycle the guests stayed off)
+
+NODE = """<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+<network><name>forward-bridge</name><forward mode='bridge'/><bridge name='br0'/></network>
+{domains}
+</node>
+"""
+DOMAIN = """<domain type='test'><name>{name}</name><memory>65536</memory>
+<os><type>hvm</type></os>{state}<devices>{nic}</devices></domain>"""
+NICS = {
+    "forward": "<interface type='network'><mac address='{mac}'/>"
+    "<source network='forward-bridge'/></interface>",
+    "br0": "<interface type='bridge'><mac address='{mac}'/><source bridge='br0'/></interface>",
+    "nat": "<interface type='network'><mac address='{mac}'/><source network='nat-bridge'/>"
+    "</interface>",
+}
+GUESTS = {  # name: (NIC, running)
+    "vm-fwd": ("forward", True),  # NetReg MAC, autostart off
+    "vm-br": ("br0", True),  # NetReg MAC on the host bridge itself, autostart off
+    "vm-auto": ("forward", True),  # NetReg MAC, autostart on
+    "vm-nat1": ("nat", False),  # AAAA published, shut off
+    "vm-plain": ("nat", True),  # made reachable by no runbook
+}
+
+
+def node_file(tmp_path: Path) -> Path:
+    domains = [
+        DOMAIN.format(
+            name=name,
+            state="" if running else "<test:runstate>5</test:runstate>",
+            nic=NICS[nic].format(mac=f"52:54:00:0b:01:{n:02x}"),
+        )
+        for n, (name, (nic, running)) in enumerate(GUESTS.items())
+    ]
+    path = tmp_path / "node.xml"
+    path.write_text(NODE.format(domains="\n".join(domains)))
+    return path
+
+
+def test_reachable_guests_not_set_to_autostart_warn_before_any_reboot(tmp_path: Path) -> None:
+    from opslib import guest_reboot, virt
+
+    # one connection: a test:///FILE node keeps a setAutostart only as long as it lives
+    with virt.connect(f"test://{node_file(tmp_path)}") as conn:
+        conn.lookupByName("vm-auto").setAutostart(1)
+        domains = virt.list_domains(conn)
+    published = {"vm-nat1": ["vm-nat1.example.org"]}
+    checks = guest_reboot.come_back(
+        domains, forward_network="forward-bridge", bridge="br0", published=published
+    )
+    by_name = {c.name: c for c in checks}
+    assert sorted(by_name) == [
+        f"guest {vm} comes back after a reboot" for vm in ("vm-br", "vm-fwd", "vm-nat1")
+    ]
+    assert {c.status for c in checks} == {"warn"}  # before any reboot: nothing is down yet
+    fwd = by_name["guest vm-fwd comes back after a reboot"]
+    assert fwd.fix == "virsh autostart vm-fwd"
+    assert "autostart off" in fwd.seen and "52:54:00:0b:01:00 on forward-bridge" in fwd.seen
+    nat = by_name["guest vm-nat1 comes back after a reboot"]
+    assert nat.fix == "virsh autostart vm-nat1" and "AAAA vm-nat1.example.org" in nat.seen
+    autostarted = [d for d in domains if d.name == "vm-auto"]
+    (ok,) = guest_reboot.come_back(
+        autostarted, forward_network="forward-bridge", bridge="br0", published={}
+    )
+    assert (ok.name, ok.status, ok.seen) == (
+        "guests come back after a reboot", "ok", "set to autostart: vm-auto",
+    )  # fmt: skip
+
+
+def test_a_shut_off_guest_behind_a_published_aaaa_says_start_it(tmp_path: Path) -> None:
+    uri = f"test://{node_file(tmp_path)}"
+    store = records.Store(tmp_path / "records")
+    p = {"vm": "vm-nat1", "zone": "example.org", "token": "file:/nonexistent", "apply": True}
+    _file(store, "ok", {**p, "record_name": "vm-nat1.example.org"}, "2026-01-01T00:00:00Z")
+    result = host_health.run(
+        host="h1", libvirt_uri=uri, nat_network="", forward_network="forward-bridge",
+        bridge="", records_dir=str(tmp_path / "records"),
+    )  # fmt: skip
+    by_name = {c.name: c for c in result.checks}
+    dns = by_name["DNS vm-nat1.example.org"]
+    assert (dns.status, dns.fix) == ("fail", "virsh start vm-nat1"), dns
+    assert "vm-nat1 is shut off" in dns.seen
+    # the same run warns, before any reboot, of the guests that would not come back
+    warned = {c.name: c.fix for c in result.checks if c.name.endswith("after a reboot")}
+    assert warned == {
+        "guest vm-fwd comes back after a reboot": "virsh autostart vm-fwd",
+        "guest vm-auto comes back after a reboot": "virsh autostart vm-auto",
+        "guest vm-nat1 comes back after a reboot": "virsh autostart vm-nat1",
+    }
+    assert "DNS vm-nat1.example.org" in result.summary and "reboot" not in result.summary

@@ -13,17 +13,18 @@ import ipaddress
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from opslib import inputs, netlink, virt
+from opslib import guest_reboot, inputs, netlink, virt
 from opslib.changes import Check, Result
 from opslib.errors import InputError, OpsError
 from opslib.inputs import param
+from opslib.shellcmd import command, then, word
 
 RUNBOOK = "host-health"
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -39,8 +40,9 @@ def _guarded(group: str, fn: Callable[[], list[Check]]) -> list[Check]:
         return [Check(group, "warn", f"could not check: {type(exc).__name__}: {exc}")]
 
 
-def libvirt_checks(libvirt_uri: str, networks: list[str]) -> list[Check]:
-    """libvirtd answers; each named network exists, is active and autostarted."""
+def libvirt_checks(libvirt_uri: str, networks: Mapping[str, str]) -> list[Check]:
+    """libvirtd answers; each network (name: the runbook that defines it) exists, is
+    active and autostarted."""
     try:
         with virt.connect(libvirt_uri) as conn:
             found = {n.name: n for n in virt.list_networks(conn)}
@@ -50,27 +52,31 @@ def libvirt_checks(libvirt_uri: str, networks: list[str]) -> list[Check]:
                 "libvirtd reachable",
                 "fail",
                 str(exc),
-                f"start libvirtd (systemctl start libvirtd) and check {libvirt_uri}",
+                f"start libvirtd ({command('systemctl', 'start', 'libvirtd')}) and check "
+                f"{word(libvirt_uri)}",
             )
         ]
     out = [Check("libvirtd reachable", "ok", libvirt_uri)]
-    for name in networks:
+    for name, runbook in networks.items():
         net = found.get(name)
         if net is None:
-            fix = f"run the {name} runbook" if name else ""
-            out.append(Check(f"network {name}", "fail", "not defined", fix))
+            out.append(
+                Check(f"network {name}", "fail", "not defined", f"run the {runbook} runbook")
+            )
             continue
-        problems = []
+        problems, fixes = [], []
         if not net.active:
             problems.append("inactive")
+            fixes.append(command("virsh", "net-start", name))
         if not net.autostart:
             problems.append("no autostart")
+            fixes.append(command("virsh", "net-autostart", name))
         out.append(
             Check(
                 f"network {name}",
                 "fail" if problems else "ok",
                 ", ".join(problems) or f"active, autostart, bridge {net.bridge}",
-                f"virsh net-start {name}; virsh net-autostart {name}" if problems else "",
+                then(*fixes),
             )
         )
     return out
@@ -87,7 +93,7 @@ def bridge_checks(netns: str, bridge: str, uplink: str) -> list[Check]:
             f"{bridge} up",
             "ok" if br.up else "fail",
             br.operstate.lower() if br.up else "down",
-            "" if br.up else f"ip link set {bridge} up, or restart networking",
+            "" if br.up else f"{command('ip', 'link', 'set', bridge, 'up')}, or restart networking",
         )
     ]
     port = links.get(uplink)
@@ -124,7 +130,8 @@ def records_checks(records_dir: str) -> list[Check]:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".health-"):
             pass
     except OSError as exc:
-        return [Check("records writable", "fail", f"{root}: {exc.strerror}", f"fix {root}")]
+        fix = f"make {word(root)} a directory this account can write"
+        return [Check("records writable", "fail", f"{root}: {exc.strerror}", fix)]
     free = shutil.disk_usage(root).free
     return [
         Check("records writable", "ok", str(root)),
@@ -132,7 +139,7 @@ def records_checks(records_dir: str) -> list[Check]:
             "records space",
             "ok" if free >= MIN_FREE_BYTES else "fail",
             f"{free // (1024 * 1024)} MiB free",
-            "" if free >= MIN_FREE_BYTES else f"free space on {root} or prune old records",
+            "" if free >= MIN_FREE_BYTES else f"free space on {word(root)} or prune old records",
         ),
     ]
 
@@ -141,7 +148,8 @@ def summarize(checks: list[Check]) -> tuple[str, str]:
     failing = [c.name for c in checks if c.status == "fail"]
     warns = [c.name for c in checks if c.status == "warn"]
     if failing:
-        return "failed", f"{len(failing)} failed: {', '.join(failing)}"
+        checks_word = "check" if len(failing) == 1 else "checks"
+        return "failed", f"{len(failing)} {checks_word} failed: {', '.join(failing)}"
     tail = f" ({len(warns)} warn: {', '.join(warns)})" if warns else ""
     return "ok", f"all {len(checks)} checks passed{tail}"
 
@@ -228,6 +236,14 @@ def _dns_check(
     )
 
 
+def _guests(libvirt_uri: str) -> dict[str, virt.Domain]:
+    try:
+        with virt.connect(libvirt_uri, readonly=True) as conn:
+            return {d.name: d for d in virt.list_domains(conn)}
+    except OpsError:  # the libvirt group says so; each record is then checked as it can be
+        return {}
+
+
 def dns_checks(
     *, host: str, libvirt_uri: str, netns: str, records_dir: str, token: str, api_base_url: str
 ) -> list[Check]:
@@ -235,8 +251,13 @@ def dns_checks(
     managed = managed_dns_records(records_dir, host)
     if not managed:
         return [Check("DNS records", "ok", "no AAAA records managed on this host")]
+    guests = _guests(libvirt_uri)
     out: list[Check] = []
     for p in managed:
+        down = guest_reboot.down(guests.get(p.get("vm") or ""), p["record_name"])
+        if down is not None:
+            out.append(down)
+            continue
         source = token or p.get("token", "")
         if not source:
             out.append(Check(f"DNS {p['record_name']}", "warn", "no token source to read it"))
@@ -244,6 +265,21 @@ def dns_checks(
         check = partial(_dns_check, host, libvirt_uri, netns, p, source, api_base_url)
         out += _guarded(f"DNS {p['record_name']}", check)
     return out
+
+
+def reboot_checks(
+    *, host: str, libvirt_uri: str, forward_network: str, bridge: str, records_dir: str
+) -> list[Check]:
+    """:func:`come_back` for the guests of ``libvirt_uri`` and the AAAA records managed here."""
+    published: dict[str, list[str]] = {}
+    for p in managed_dns_records(records_dir, host):
+        if p.get("vm"):
+            published.setdefault(p["vm"], []).append(p["record_name"])
+    with virt.connect(libvirt_uri, readonly=True) as conn:
+        domains = virt.list_domains(conn)
+    return guest_reboot.come_back(
+        domains, forward_network=forward_network, bridge=bridge, published=published
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,10 +324,12 @@ def _run(i: Inputs, host: str) -> Result:
     """All checks; read-only."""
     records_dir = i.records_dir or records_dir_default()
     libvirt_uri, netns, nat_network = i.libvirt_uri, i.netns, i.nat_network
+    defines = {
+        nat_network: "nat-bridge-ipv6",
+        i.forward_network: "forward-bridge",
+    }  # network: runbook
     groups: dict[str, Callable[[], list[Check]]] = {
-        "libvirt": lambda: libvirt_checks(
-            libvirt_uri, [n for n in (nat_network, i.forward_network) if n]
-        ),
+        "libvirt": lambda: libvirt_checks(libvirt_uri, {n: rb for n, rb in defines.items() if n}),
     }
     if i.bridge:
         groups["bridge"] = lambda: bridge_checks(netns, i.bridge, i.uplink)
@@ -312,6 +350,10 @@ def _run(i: Inputs, host: str) -> Result:
     groups["DNS"] = lambda: dns_checks(
         host=host, libvirt_uri=libvirt_uri, netns=netns, records_dir=records_dir,
         token=i.token, api_base_url=i.api_base_url,
+    )  # fmt: skip
+    groups[guest_reboot.COME_BACK] = lambda: reboot_checks(
+        host=host, libvirt_uri=libvirt_uri, forward_network=i.forward_network,
+        bridge=i.bridge, records_dir=records_dir,
     )  # fmt: skip
     groups["records"] = lambda: records_checks(records_dir)
     return result_of(host, run_groups(groups))

@@ -14,6 +14,7 @@ from typing import Any
 
 from opslib import netlink, virt
 from opslib.changes import Check, Result
+from opslib.shellcmd import command, then
 
 RUNBOOK = "network-inventory"
 
@@ -85,7 +86,7 @@ def problems(obs: Observed) -> list[Check]:
         br = obs.bridges.get(net.bridge) if net.bridge else None
         if not net.active:
             checks.append(
-                Check(f"{name} active", "fail", "inactive", f"virsh net-start {net.name}")
+                Check(f"{name} active", "fail", "inactive", command("virsh", "net-start", net.name))
             )
         if not net.autostart:
             checks.append(
@@ -93,7 +94,7 @@ def problems(obs: Observed) -> list[Check]:
                     f"{name} autostart",
                     "warn",
                     "autostart off: it stays down after a reboot",
-                    f"virsh net-autostart {net.name}",
+                    command("virsh", "net-autostart", net.name),
                 )
             )
         if net.bridge and br is None and net.forward_mode == "bridge":
@@ -114,7 +115,10 @@ def problems(obs: Observed) -> list[Check]:
                     f"{name} bridge",
                     "fail",
                     f"bridge {net.bridge} does not exist although the network is active",
-                    f"virsh net-destroy {net.name} && virsh net-start {net.name}",
+                    then(
+                        command("virsh", "net-destroy", net.name),
+                        command("virsh", "net-start", net.name),
+                    ),
                 )
             )
         elif br is not None and not br.up:
@@ -123,7 +127,7 @@ def problems(obs: Observed) -> list[Check]:
                     f"{name} bridge",
                     "fail",
                     f"bridge {br.name} is down",
-                    f"ip link set {br.name} up",
+                    command("ip", "link", "set", br.name, "up"),
                 )
             )
         if net.forward_mode == "bridge" and br is not None:
