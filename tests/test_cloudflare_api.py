@@ -312,3 +312,97 @@ def test_lab_service_starts_once_serves_with_its_token_and_stops(tmp_path: Path)
         service.SERVICE.down(lab)
     assert service.lab_running(lab) is None
     assert procs.gone(pid)  # exited (or a zombie awaiting its parent), not just unlisted
+
+
+# -- against Cloudflare's published OpenAPI schema (cloudflare/api-schemas, openapi.json) --
+# components/schemas/zones_zone: "required" (what every zone object carries).
+ZONE_REQUIRED = (
+    "id", "name", "development_mode", "owner", "account", "meta", "name_servers",
+    "original_name_servers", "original_registrar", "original_dnshost", "created_on",
+    "modified_on", "activated_on",
+)  # fmt: skip
+
+
+def test_zone_objects_carry_every_field_the_schema_requires(cf: CloudflareStandIn) -> None:
+    listed = http("GET", f"{cf.url}/zones")[2]["result"]
+    single = http("GET", f"{cf.url}/zones/{zone_id(cf)}")[2]["result"]
+    for zone in (*listed, single):
+        assert set(ZONE_REQUIRED) <= set(zone), set(ZONE_REQUIRED) - set(zone)
+    got = sdk(cf.url).zones.get(zone_id=zone_id(cf))
+    assert got is not None and (got.original_registrar, got.original_dnshost) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("path", "good", "bad", "default"),
+    [
+        # GET /zones: per_page minimum 5, maximum 50, default 20
+        ("zones", (5, 50), (4, 51), 20),
+        # GET /zones/{zone_id}/dns_records: minimum 1, maximum 5,000,000, default 100
+        ("dns_records", (1, 5_000_000), (0, 5_000_001), 100),
+    ],
+)
+def test_per_page_has_each_endpoints_own_range(
+    cf: CloudflareStandIn, path: str, good: tuple[int, int], bad: tuple[int, int], default: int
+) -> None:
+    client = sdk(cf.url)
+    zid = zone_id(cf)
+    cf.store.put_record("example.org", name="p.example.org", type="TXT", content="one")
+
+    def listing(per_page: int | None) -> Any:
+        extra = {} if per_page is None else {"per_page": per_page}
+        if path == "zones":
+            return client.zones.with_raw_response.list(**extra).parse()
+        return client.dns.records.with_raw_response.list(zone_id=zid, **extra).parse()
+
+    assert listing(None).result_info.per_page == default
+    for per_page in good:
+        page = listing(per_page)
+        assert page.result_info.per_page == per_page and len(page.result) == 1
+    for per_page in bad:
+        with pytest.raises(cloudflare.BadRequestError) as err:
+            listing(per_page)
+        assert f"between {good[0]} and {good[1]}" in err.value.body["errors"][0]["message"]  # type: ignore[index]
+
+
+def test_an_mx_record_requires_a_priority_and_keeps_it(cf: CloudflareStandIn) -> None:
+    zid = zone_id(cf)
+    mx = {"name": "example.org", "type": "MX", "content": "mail.example.org", "ttl": 1}
+    status, _, body = http("POST", f"{cf.url}/zones/{zid}/dns_records", body=mx)
+    assert (status, body["errors"]) == (
+        400,
+        [{"code": 9100, "message": "priority is a required field."}],
+    )
+    for bad in (-1, 65536, 1.5, "10", True):
+        status, _, body = http(
+            "POST", f"{cf.url}/zones/{zid}/dns_records", body={**mx, "priority": bad}
+        )
+        assert (status, body["errors"][0]["code"]) == (400, 9100), bad
+    assert cf.store.records("example.org") == []
+    client = sdk(cf.url)
+    made = client.dns.records.create(
+        zone_id=zid, name="example.org", type="MX", content="mail.example.org", priority=0, ttl=1
+    )
+    assert made is not None and made.priority == 0  # 0 is a priority, not a missing one
+    edited = client.dns.records.edit(made.id, zone_id=zid, type="MX", name="example.org", ttl=300)
+    assert edited is not None and (edited.priority, edited.ttl) == (0, 300)  # PATCH keeps it
+    put = client.dns.records.update(
+        made.id, zone_id=zid, name="example.org", type="MX", content="mx2.example.org",
+        priority=20, ttl=1,
+    )  # fmt: skip
+    assert put is not None and put.priority == 20
+    (listed,) = client.dns.records.list(zone_id=zid, type="MX")
+    assert (listed.content, listed.priority) == ("mx2.example.org", 20)
+    got = client.dns.records.get(made.id, zone_id=zid)
+    assert got is not None and got.priority == 20
+    status, _, body = http(
+        "PUT", f"{cf.url}/zones/{zid}/dns_records/{made.id}", body=mx
+    )  # PUT replaces: a priority is due again
+    assert (status, body["errors"][0]["code"]) == (400, 9100)
+    aaaa = client.dns.records.create(
+        zone_id=zid, name="v.example.org", type="AAAA", content="2001:db8::1", ttl=1
+    )
+    assert "priority" not in http("GET", f"{cf.url}/zones/{zid}/dns_records/{aaaa.id}")[2]["result"]
+    drift = cf.store.put_record(
+        "example.org", name="example.org", type="MX", content="mx3.example.org", priority=30
+    )
+    assert drift["priority"] == 30

@@ -35,9 +35,10 @@ API_PREFIX = "/client/v4"
 # Credentials of an Authorization header (RFC 7235 token68); anything else, a space
 # or a quote in the token say, is a malformed header to the API (6003/6111).
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-# The real API's limits for dns_records pagination.
-DEFAULT_PER_PAGE = 100
-MIN_PER_PAGE, MAX_PER_PAGE = 5, 5_000_000
+# Each list endpoint's per_page (default, minimum, maximum), as Cloudflare's OpenAPI schema
+# (cloudflare/api-schemas) gives them: GET /zones and GET /zones/{zone_id}/dns_records.
+ZONES_PER_PAGE = (20, 5, 50)
+RECORDS_PER_PAGE = (100, 1, 5_000_000)
 
 
 def _name_matches(name: str, query: Mapping[str, str]) -> bool:
@@ -66,9 +67,11 @@ def _int_param(query: Mapping[str, str], key: str, default: int, low: int, high:
     return value
 
 
-def _page(items: list[Json], query: Mapping[str, str]) -> tuple[list[Json], Json]:
+def _page(
+    items: list[Json], query: Mapping[str, str], limits: tuple[int, int, int]
+) -> tuple[list[Json], Json]:
     page = _int_param(query, "page", 1, 1, 10**9)
-    per_page = _int_param(query, "per_page", DEFAULT_PER_PAGE, MIN_PER_PAGE, MAX_PER_PAGE)
+    per_page = _int_param(query, "per_page", *limits)
     chunk = items[(page - 1) * per_page : page * per_page]
     info = {
         "page": page,
@@ -202,7 +205,7 @@ class CloudflareApi:
             zones = [_zone_json(z) for _, z in sorted(data["zones"].items())]
         if "name" in query:
             zones = [z for z in zones if z["name"] == query["name"].lower().rstrip(".")]
-        chunk, info = _page(zones, {**query, "per_page": query.get("per_page", "20")})
+        chunk, info = _page(zones, query, ZONES_PER_PAGE)
         return _ok(chunk, info)
 
     def _list_records(self, zid: str, path: str, query: Mapping[str, str]) -> Answer:
@@ -221,7 +224,7 @@ class CloudflareApi:
         ]
         # A stable order, or pages would overlap and skip records.
         found.sort(key=lambda r: (r["type"], r["name"], r["content"], r["id"]))
-        chunk, info = _page(found, query)
+        chunk, info = _page(found, query, RECORDS_PER_PAGE)
         return _ok(chunk, info)
 
     def _create(self, zid: str, path: str, body: Json) -> Answer:
@@ -280,6 +283,9 @@ def _zone_json(zone: Json) -> Json:
         "development_mode": 0,
         "name_servers": [],
         "original_name_servers": [],
+        # required by the schema's zones_zone, null for a zone that moved from no other host
+        "original_registrar": None,
+        "original_dnshost": None,
         "created_on": zone["created_on"],
         "modified_on": zone["created_on"],
         "activated_on": zone["created_on"],
