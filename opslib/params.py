@@ -20,6 +20,7 @@ import ast
 import io
 import ipaddress
 import json
+import os
 import re
 import socket
 import tokenize
@@ -224,6 +225,19 @@ def _path(value: object) -> str:
     return str(Path(text).expanduser()) if text else text
 
 
+def _dir(value: object) -> str:
+    # A directory the run reads from or keeps files in: a missing one would be made as
+    # root, or read as an empty store that "passes" (records-review), so it must exist.
+    path = _path(value)
+    if not path:
+        return path
+    if not os.path.exists(path):
+        raise _Bad(f"{path!r} does not exist; give an existing directory (mkdir -p it first)")
+    if not os.path.isdir(path):
+        raise _Bad(f"{path!r} is a file, not a directory; give a directory")
+    return path
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -264,6 +278,7 @@ TYPES: dict[str, Callable[[object], Any]] = {
     "ipv6": _ipv6,
     "ipv6-prefix64": _ipv6_prefix64,
     "path": _path,
+    "dir": _dir,
     "secret": _secret,
 }
 # Types whose empty value means something ("" = this network namespace, this machine).

@@ -338,3 +338,24 @@ def test_a_prefix_that_is_not_routable_is_refused_before_the_kernel(tmp_path: Pa
     assert "2001:db8:2::/64" in line  # what to write instead
     line = run_refused(tmp_path, "nat-bridge-ipv6", "prefix=2001:db8:2::%eth0/64")
     assert "zone index %eth0" in line and "host bits" not in line
+
+
+def test_dir_is_a_directory_that_exists(tmp_path: Path) -> None:
+    assert conv("dir", str(tmp_path)) == str(tmp_path)
+    with pytest.raises(InputError, match=r"^parameter x \(dir\): '/nonexistent' does not exist"):
+        conv("dir", "/nonexistent")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        conv("dir", str(tmp_path / "file"))
+    assert params.Param("x", "dir", "", optional=True).convert("") == ""
+
+
+def test_a_missing_backup_or_records_dir_is_refused_before_the_kernel(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    line = run_refused(store, "forward-bridge", "backup_dir=/nonexistent")
+    assert line.startswith("opsbook: forward-bridge: parameter backup_dir (dir?): "), line
+    assert "'/nonexistent' does not exist" in line
+    # records-review reported an empty store as a success
+    line = run_refused(store, "records-review", f"records_dir={tmp_path}/no-store")
+    assert f"parameter records_dir (dir?): '{tmp_path}/no-store' does not exist" in line

@@ -85,7 +85,7 @@ class Params:
         "seconds from the restart until the bridge must work, else revert", 60.0,
     )  # fmt: skip
     backup_dir: str = param(
-        "path?", "where backups are kept (empty = next to the interfaces file)", ""
+        "dir?", "an existing directory for the backups (empty = next to the interfaces file)", ""
     )
 
     def restart(self) -> Restart:
