@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        # inside: an option's type function raises InputError, one line (engine_cli.seconds)
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except OpsError as exc:
         print(f"opsbook: {exc}", file=sys.stderr)
