@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,19 +66,18 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from opslib import runner, terminal
 
-    info = runner.find_runbook(args.runbook)
-    prepared = runner.prepare(
-        info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
-    )
+    # The flags first (cheap, no file read), then the runbook and its parameters.
     metrics_dir = None
     if args.period is not None and not args.metrics_dir:
         raise InputError("--period: only with --metrics-dir (it is exported as a metric)")
-    if args.period is not None and not args.period > 0:
-        raise InputError(f"--period {args.period:g}: must be a positive number of seconds")
     if args.metrics_dir:
         from opslib import metrics
 
         metrics_dir = metrics.check_dir(args.metrics_dir)
+    info = runner.find_runbook(args.runbook)
+    prepared = runner.prepare(
+        info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
+    )
     store = store_of(args)
     quiet = args.quiet or args.summary
     if not quiet:
@@ -320,6 +321,24 @@ def cmd_records_search(args: argparse.Namespace) -> int:
 # -- parsers -------------------------------------------------------------------------------
 
 
+def seconds(option: str, *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, more than 0 (``zero``: 0 or more).
+    It raises InputError, which opsbook's main prints as one line (exit 2), where
+    argparse's own error would print the usage block."""
+    wanted = ", 0 or more" if zero else " greater than 0"
+
+    def convert(text: str) -> float:
+        try:
+            value, shown = float(text), text
+        except ValueError:
+            value, shown = math.nan, repr(text)
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise InputError(f"{option} {shown}: give a number of seconds{wanted}")
+        return value
+
+    return convert
+
+
 def records_option(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's unset option must not hide the one given before it.
     p.add_argument(
@@ -365,10 +384,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="parameter set (NAME: VALUE lines); -p wins over it",
     )
     p.add_argument("--host", help="host the run is for (sets a `host` parameter, files the record)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per-cell time limit")
+    p.add_argument(
+        "--timeout", type=seconds("--timeout"), metavar="SECONDS", help="per-cell time limit"
+    )
     p.add_argument(
         "--lock-wait",
-        type=float,
+        type=seconds("--lock-wait", zero=True),
         metavar="SECONDS",
         help="how long an apply waits for the host's lock (default 30)",
     )
@@ -387,7 +408,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--period",
-        type=float,
+        type=seconds("--period"),
         metavar="SECONDS",
         help="the schedule's period, exported as opsbook_run_period_seconds (schedules set it)",
     )
