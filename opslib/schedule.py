@@ -39,10 +39,17 @@ from pathlib import Path
 
 import yaml
 
-from opslib import files, metrics
+from opslib import files, metrics, params
 from opslib.changes import Change, Result
 from opslib.errors import InputError
-from opslib.systemd_calendar import calendar_period, calendar_to_cron, check_calendar
+from opslib.systemd_calendar import (
+    calendar_period,
+    calendar_to_cron,
+    check_calendar,
+    check_timespan,
+    specifiers_escaped,
+    unit_line,
+)
 
 MARKER = "# Managed by opsbook schedule; edit parameters/HOST/schedule.yaml instead."
 FAILURE_TEMPLATE = "opsbook-onfailure@.service"
@@ -77,14 +84,37 @@ class Schedule:
     source: Path | None = None
 
 
+_HOST = params.Param("host", "host", "")
+
+
+def check_host(host: object) -> str:
+    """A schedule's host: a host name, for it becomes a path (parameters/HOST/) and the
+    units' file names (opsbook-HOST-…); InputError otherwise."""
+    text = host if isinstance(host, str) else ""
+    try:
+        if text and text == text.strip() and _HOST.convert(text) == text:
+            return text
+    except InputError:
+        pass
+    raise InputError(
+        f"schedule: {host!r} is not a host name (letters, digits, '-' and '.'); "
+        "it names parameters/HOST/schedule.yaml and the units"
+    )
+
+
+def unit_path(path: Path | str, what: str) -> Path:
+    """A path that a unit file or crontab line names (ExecStart=, WorkingDirectory=)."""
+    return Path(unit_line(str(path), what, backslash=False))
+
+
 def schedule_file(params_dir: Path, host: str) -> Path:
-    return params_dir / host / "schedule.yaml"
+    return params_dir / check_host(host) / "schedule.yaml"
 
 
 def _metrics_dir(value: object, where: str) -> Path | None:
     if value in (None, ""):
         return None
-    path = Path(str(value))
+    path = unit_path(str(value), f"{where}: metrics_dir")
     if not path.is_absolute():
         raise InputError(
             f"{where}: metrics_dir {str(value)!r} must be an absolute path "
@@ -146,7 +176,8 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
         runs.append(run)
     if not runs:
         raise InputError(f"schedule: {path} has no runs")
-    return Schedule(host, tuple(runs), str(raw.get("on_failure", "")), path.resolve())
+    on_failure = unit_line(raw.get("on_failure", ""), f"schedule: {path}: on_failure")
+    return Schedule(host, tuple(runs), on_failure, path.resolve())
 
 
 def _run(
@@ -157,12 +188,12 @@ def _run(
     notebooks: Path | None,
 ) -> ScheduledRun:
     runbook = str(item.get("runbook", ""))
-    if not _NAME.match(runbook):
+    if not _NAME.fullmatch(runbook):
         raise InputError(f"{where}: 'runbook' must name a notebook, got {runbook!r}")
     if notebooks is not None and not (notebooks / f"{runbook}.ipynb").is_file():
         raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
     fleet = _fleet(item["fleet"], base, where) if "fleet" in item else None
-    params: Path | None = None
+    set_path: Path | None = None
     if fleet is not None:
         if "parameters" in item:
             raise InputError(
@@ -170,19 +201,20 @@ def _run(
                 "from the inventory's opsbook_parameter_sets); drop it"
             )
     else:
-        params = base / str(item.get("parameters", f"{runbook}.yaml"))
-        if not params.is_file():
-            raise InputError(f"{where}: parameter set {params} does not exist")
-    when = str(item.get("when", ""))
+        given = unit_line(item.get("parameters", f"{runbook}.yaml"), f"{where}: parameters")
+        set_path = unit_path((base / given).resolve(), f"{where}: parameters")
+        if not set_path.is_file():
+            raise InputError(f"{where}: parameter set {set_path} does not exist")
+    when = unit_line(item.get("when", ""), f"{where}: when").strip()
     if not when:
         raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
     check_calendar(when)
     metrics_dir = _metrics_dir(item.get("metrics_dir"), where) or default_metrics
     return ScheduledRun(
         runbook,
-        params.resolve() if params is not None else None,
+        set_path,
         when,
-        str(item.get("timeout", "30min")),
+        check_timespan(item.get("timeout", "30min"), f"{where}: timeout"),
         metrics_dir,
         calendar_period(when) if metrics_dir else None,
         fleet,
@@ -204,21 +236,23 @@ def _fleet(value: object, base: Path, where: str) -> FleetTarget:
         )
     if not value.get("inventory"):
         raise InputError(f"{where}: fleet needs 'inventory' (an Ansible inventory), e.g. {shape}")
-    inventory = base / str(value["inventory"])
+    given = unit_line(value["inventory"], f"{where}: fleet inventory")
+    inventory = unit_path((base / given).resolve(), f"{where}: fleet inventory")
     if not inventory.is_file():
         raise InputError(
             f"{where}: fleet inventory {inventory} does not exist "
             "(relative to the schedule file; `opsbook lab up --hosts N` writes one)"
         )
     limit = value.get("limit", "")
-    if not isinstance(limit, str) or (limit and not limit.strip()) or "\n" in limit:
+    if not isinstance(limit, str) or (limit and not limit.strip()):
         raise InputError(f"{where}: fleet limit must be an Ansible host pattern, got {limit!r}")
+    unit_line(limit, f"{where}: fleet limit", backslash=False)
     forks = value.get("forks")
     if forks is not None and (isinstance(forks, bool) or not isinstance(forks, int) or forks < 1):
         raise InputError(
             f"{where}: fleet forks must be a whole number of hosts >= 1, got {forks!r}"
         )
-    return FleetTarget(inventory.resolve(), limit.strip(), forks)
+    return FleetTarget(inventory, limit.strip(), forks)
 
 
 def _unit_command(argv: list[str]) -> str:
@@ -260,29 +294,39 @@ def _what(run: ScheduledRun, host: str) -> str:
     return f"fleet run {run.runbook} on {hosts} of {run.fleet.inventory.name}"
 
 
+def check_paths(opsbook: str, workdir: Path) -> None:
+    """The command-line paths a unit or crontab line names: checked like the schedule's."""
+    unit_path(opsbook, "schedule: the opsbook executable")
+    unit_path(workdir, "schedule: --workdir")
+
+
 def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str, str]:
-    """Every unit file's name and text; pure."""
+    """Every unit file's name and text; pure. Every value was typed when the schedule was
+    loaded (one line, no backslash); here each is escaped for the setting it stands in."""
+    check_paths(opsbook, workdir)
     units: dict[str, str] = {}
     hook = schedule.on_failure.strip()
+    directory = specifiers_escaped(str(workdir))
     for run in schedule.runs:
         stem = run_stem(schedule.host, run)
         argv = _run_argv(opsbook, run, schedule.host)
         on_failure = f"OnFailure={FAILURE_TEMPLATE.replace('@', '@%n')}\n" if hook else ""
+        what = specifiers_escaped(_what(run, schedule.host))
         units[f"{stem}.service"] = (
             f"{MARKER}\n[Unit]\n"
-            f"Description=opsbook {_what(run, schedule.host)}\n"
+            f"Description=opsbook {what}\n"
             f"{on_failure}"
             "\n[Service]\nType=oneshot\n"
-            f"WorkingDirectory={workdir}\n"
+            f"WorkingDirectory={directory}\n"
             f"ExecStart={_unit_command(argv)}\n"
             f"TimeoutStartSec={run.timeout}\n"
             "SyslogIdentifier=opsbook\n"
         )
         units[f"{stem}.timer"] = (
             f"{MARKER}\n[Unit]\n"
-            f"Description=Schedule of opsbook {_what(run, schedule.host)}\n"
+            f"Description=Schedule of opsbook {what}\n"
             "\n[Timer]\n"
-            f"OnCalendar={run.when}\n"
+            f"OnCalendar={specifiers_escaped(run.when)}\n"
             "Persistent=true\n"
             "RandomizedDelaySec=30\n"
             "\n[Install]\nWantedBy=timers.target\n"
@@ -290,12 +334,13 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
     if hook:
         argv = [opsbook, "schedule", "notify"]
         if schedule.source is not None:
-            argv += ["--params-dir", str(schedule.source.parent.parent)]
+            params_dir = unit_path(schedule.source.parent.parent, "schedule: --params-dir")
+            argv += ["--params-dir", str(params_dir)]
         units[FAILURE_TEMPLATE] = (
             f"{MARKER}\n[Unit]\n"
             "Description=opsbook: report the failed scheduled run %i\n"
             "\n[Service]\nType=oneshot\n"
-            f"WorkingDirectory={workdir}\n"
+            f"WorkingDirectory={directory}\n"
             f"ExecStart={_unit_command(argv)} %i\n"
             "SyslogIdentifier=opsbook\n"
         )
@@ -304,6 +349,7 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
 
 def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[str]:
     """Equivalent crontab lines, for hosts without systemd timers."""
+    check_paths(opsbook, workdir)
     lines = []
     for run in schedule.runs:
         cron = calendar_to_cron(run.when)
@@ -366,6 +412,7 @@ def install(schedule: Schedule, unit_dir: Path, *, opsbook: str, workdir: Path) 
 
 def managed(unit_dir: Path, host: str) -> list[Path]:
     """The host's unit files opsbook wrote (their first line is the marker)."""
+    check_host(host)  # a pattern ('*') would take other hosts' units
     if not unit_dir.is_dir():
         return []
     return sorted(

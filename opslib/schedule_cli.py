@@ -72,6 +72,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     sch = _load(args)
     unit_dir, workdir = Path(args.dir), Path(args.workdir).resolve()
+    opsbook = schedule.opsbook_executable()
+    schedule.check_paths(opsbook, workdir)  # before a timer is stopped or the workdir made
     timers = [f"{schedule.run_stem(sch.host, r)}.timer" for r in sch.runs]
     systemd = _systemd_manages(unit_dir)
     stale = [t for t in _timers(schedule.managed(unit_dir, sch.host)) if t not in timers]
@@ -79,7 +81,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         _systemctl("disable", "--now", *stale)
         print(f"disabled {' '.join(stale)}")
     workdir.mkdir(parents=True, exist_ok=True)
-    result = schedule.install(sch, unit_dir, opsbook=schedule.opsbook_executable(), workdir=workdir)
+    result = schedule.install(sch, unit_dir, opsbook=opsbook, workdir=workdir)
     for change in result.changes:
         print(f"{change.action:7} {change.target.removeprefix('file:')}")
         if args.diff:

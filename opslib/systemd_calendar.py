@@ -1,5 +1,7 @@
-"""Systemd calendar expressions: checked and measured by ``systemd-analyze calendar``, and
-said as crontab fields where cron can say them."""
+"""Systemd's value syntaxes: calendar expressions (checked and measured by ``systemd-analyze
+calendar``, said as crontab fields where cron can say them), time spans (systemd's own rules,
+no systemd needed) and text that can stand in a unit file line.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import unicodedata
 from datetime import UTC, datetime
 
 from opslib.errors import InputError
@@ -15,6 +18,7 @@ from opslib.errors import InputError
 
 def check_calendar(expr: str) -> str:
     """Validate a systemd calendar expression; returns its next elapse ("" if unknown)."""
+    unit_line(expr, "schedule: when")
     if shutil.which("systemd-analyze") is None:
         return ""
     proc = subprocess.run(
@@ -86,3 +90,131 @@ def _cron_field(field: str) -> str:
         start, step = field.split("/", 1)
         return f"*/{int(step)}" if start in ("*", "0", "00") else f"{int(start)}-59/{int(step)}"
     return ",".join(str(int(p)) if p != "*" else "*" for p in field.split(","))
+
+
+# -- text in a unit file -------------------------------------------------------------------
+
+# Unicode's line and paragraph separators are no newline to systemd, but are to Python's
+# splitlines (which reads the units back): refused with the control characters.
+_NOT_IN_A_LINE = ("Cc", "Zl", "Zp")
+
+
+def _a(value: object) -> str:
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def unit_line(value: object, what: str, *, backslash: bool = True) -> str:
+    """``value`` as text that stays on its line of a unit file or crontab: InputError (naming
+    ``what``) for a newline or other control character, and with ``backslash=False`` for a
+    backslash (systemd reads C escapes in ExecStart= and a line continuation at a line's end)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InputError(f"{what}: expected text, got {_a(value)}")
+    text = str(value)
+    bad = next((c for c in text if unicodedata.category(c) in _NOT_IN_A_LINE), None)
+    if bad is not None:
+        raise InputError(
+            f"{what}: {text!r} has a control character ({bad!r}); give one line of plain text"
+        )
+    if not backslash and "\\" in text:
+        raise InputError(
+            f"{what}: {text!r} has a backslash, which systemd would read as an escape; "
+            "rename it without one"
+        )
+    return text
+
+
+def specifiers_escaped(text: str) -> str:
+    """``text`` as a unit file setting that systemd expands specifiers in (systemd.unit(5):
+    "%%" is a single percent sign)."""
+    return text.replace("%", "%%")
+
+
+# -- time spans ----------------------------------------------------------------------------
+
+_USEC_INFINITY = 2**64 - 1
+_LLONG_MAX = 2**63 - 1
+_SEC, _MIN, _HOUR, _DAY = 10**6, 60 * 10**6, 3600 * 10**6, 86400 * 10**6
+# systemd's table, in its order: the first suffix that starts the text wins ("ms" before "m").
+_MULTIPLIERS = (
+    ("seconds", _SEC), ("second", _SEC), ("sec", _SEC), ("s", _SEC),
+    ("minutes", _MIN), ("minute", _MIN), ("min", _MIN),
+    ("months", 2629800 * _SEC), ("month", 2629800 * _SEC), ("M", 2629800 * _SEC),
+    ("msec", 1000), ("ms", 1000), ("m", _MIN),
+    ("hours", _HOUR), ("hour", _HOUR), ("hr", _HOUR), ("h", _HOUR),
+    ("days", _DAY), ("day", _DAY), ("d", _DAY),
+    ("weeks", 7 * _DAY), ("week", 7 * _DAY), ("w", 7 * _DAY),
+    ("years", 31557600 * _SEC), ("year", 31557600 * _SEC), ("y", 31557600 * _SEC),
+    ("usec", 1), ("us", 1), ("\u00b5s", 1), ("\u03bcs", 1),
+)  # fmt: skip
+_WS = " \t\n\r"
+_STRTOLL = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+
+
+def _multiplier(text: str) -> tuple[int, str] | None:
+    for suffix, usec in _MULTIPLIERS:
+        if text.startswith(suffix):
+            return usec, text[len(suffix) :]
+    return None
+
+
+def timespan_usec(text: str) -> int | None:
+    """A systemd time span (``TimeoutStartSec=30min``, ``1h 30min``, ``infinity``) in
+    microseconds, or None where systemd refuses it. systemd's parse_time (time-util.c,
+    systemd 252) with seconds as the default unit, rule for rule, so that a timeout is
+    refused here, with its schedule named, rather than ignored by systemd at load time."""
+    p = text.lstrip(_WS)
+    if p.startswith("infinity"):
+        return _USEC_INFINITY if not p[len("infinity") :].lstrip(_WS) else None
+    usec, something = 0, False
+    while True:
+        p = p.lstrip(_WS)
+        if not p:
+            return usec if something else None
+        if p[0] == "-":  # not even "-0"
+            return None
+        number = _STRTOLL.match(p)  # strtoll(p, &e, 10)
+        whole = int(number[1]) if number else 0
+        if not -_LLONG_MAX - 1 <= whole <= _LLONG_MAX or whole < 0:
+            return None
+        e = number.end() if number else 0
+        fraction = None
+        if p[e : e + 1] == ".":
+            rest = p[e + 1 :].lstrip("0123456789")
+            fraction = p[e + 1 : len(p) - len(rest)]
+        elif number is None:
+            return None
+        else:
+            rest = p[e:]
+        skipped = rest.lstrip(_WS)
+        unit = _multiplier(skipped)
+        multiplier, after = unit if unit else (_SEC, skipped)
+        if unit is None and skipped == rest and rest:  # "12.34.56", "5x", "5+5"
+            return None
+        if whole >= _USEC_INFINITY // multiplier:
+            return None
+        usec += whole * multiplier
+        if usec >= _USEC_INFINITY:
+            return None
+        something = True
+        if fraction is not None:
+            if not fraction:  # "3.", "3.s"
+                return None
+            m = multiplier // 10
+            for digit in fraction:
+                if int(digit) * m >= _USEC_INFINITY - usec:
+                    return None
+                usec += int(digit) * m
+                m //= 10
+        p = after
+
+
+def check_timespan(value: object, what: str) -> str:
+    """A time span for a unit file (e.g. ``TimeoutStartSec=``); InputError otherwise."""
+    text = unit_line(value, what).strip(" ")
+    if timespan_usec(text) is None:
+        raise InputError(
+            f"{what}: {text!r} is not a systemd time span (e.g. 30min, 1h 30min, 90s, "
+            "infinity; see `systemd-analyze timespan`)"
+        )
+    return text
