@@ -20,6 +20,9 @@ from lxml import etree
 from opslib.errors import InputError
 from opslib.ipv6prefix import gateway
 
+# The namespace of what opsbook keeps in a definition's <metadata>.
+OPSBOOK_NS = "urn:opsbook:libvirt:1"
+
 
 def _parse(xml: str) -> etree._Element:
     return etree.fromstring(xml.encode(), etree.XMLParser(remove_blank_text=False))
@@ -150,10 +153,40 @@ class NetworkXml(Model):
         return False
 
     def renamed(self, name: str) -> NetworkXml:
-        """The same config under another name, without its UUID (libvirt makes one)."""
-        if self.get("name") is None:
+        """The same config under another name, without its UUID (libvirt makes one), and
+        marked in its ``<metadata>`` with the name it had (:meth:`renamed_from`)."""
+        old = self.get("name")
+        if old is None:
             raise InputError("the network XML has no <name>")
-        return self.set(name=name, uuid=None)
+        new = self.set(name=name, uuid=None)
+        metadata = new.root.find("metadata")
+        if metadata is None:
+            metadata = etree.Element("metadata")
+            after = new.root.find("uuid")
+            after = after if after is not None else new.root.find("name")
+            assert after is not None
+            after.addnext(metadata)
+            metadata.tail, metadata.text = after.tail, after.tail
+        for mark in metadata.findall(f"{{{OPSBOOK_NS}}}renamed"):
+            _remove(mark)
+        inner = (metadata.text or "\n") + "  "
+        mark = etree.SubElement(metadata, f"{{{OPSBOOK_NS}}}renamed", nsmap={"opsbook": OPSBOOK_NS})
+        mark.set("from", old)
+        previous = mark.getprevious()
+        mark.tail = (previous.tail if previous is not None else metadata.text) or "\n"
+        if previous is not None:
+            previous.tail = inner
+        else:
+            metadata.text = inner
+        return new
+
+    def renamed_from(self) -> str | None:
+        """The name the network had before opsbook renamed it (None: not renamed by it).
+
+        libvirt keeps a network's ``<metadata>`` as given (9.0 and later), so a second
+        run can tell "already renamed" from a ``rename_from`` naming no network at all."""
+        mark = self.root.find(f"metadata/{{{OPSBOOK_NS}}}renamed")
+        return None if mark is None else mark.get("from")
 
     def with_ipv6(self, net: ipaddress.IPv6Network) -> IPv6Edit:
         """Set the network's IPv6 ``<ip>`` to PREFIX::1/64: add one, or rewrite one in place

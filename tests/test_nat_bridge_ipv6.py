@@ -248,6 +248,43 @@ def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.vi
     assert "default is already renamed to nat-bridge" in again.notes
 
 
+def test_a_rename_from_a_network_that_never_existed_is_refused(node: libvirt.virConnect) -> None:
+    # nat-bridge exists but was not renamed from nosuchnet: nothing says it is "already
+    # renamed", the parameter names a network that is not there.
+    node.networkDefineXML(NetworkXml(STOCK).renamed("nat-bridge").text.replace("virbr0", "virbr9"))
+    with pytest.raises(InputError) as caught:
+        plan_rename(node, "nosuchnet")
+    message = str(caught.value)
+    assert message.startswith("rename_from: there is no network nosuchnet to rename"), message
+    assert "leave rename_from empty" in message and "\n" not in message
+
+
+def test_after_a_rename_only_its_own_source_reads_as_already_renamed(
+    node: libvirt.virConnect,
+) -> None:
+    nb.apply_on(
+        node, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
+    )
+    # The renamed network says what it was renamed from (libvirt keeps <metadata>) ...
+    renamed = virt.network_state(node, "nat-bridge")
+    assert renamed is not None and NetworkXml(renamed.xml).renamed_from() == "default"
+    assert "default is already renamed to nat-bridge" in plan_rename(node, "default").notes
+    # ... so a typo, or another network's name, is not taken for that rename.
+    with pytest.raises(InputError, match="there is no network defualt to rename; nat-bridge "
+                       "was renamed from default"):  # fmt: skip
+        plan_rename(node, "defualt")
+
+
+def plan_rename(conn: libvirt.virConnect, rename_from: str) -> Any:
+    return nb.compute_plan(
+        observe(conn, "nat-bridge", rename_from),
+        host="h",
+        network="nat-bridge",
+        prefix=NET,
+        rename_from=rename_from,
+    )
+
+
 def test_rename_refuses_when_both_networks_exist(node: libvirt.virConnect) -> None:
     node.networkDefineXML(NetworkXml(STOCK).renamed("nat-bridge").text.replace("virbr0", "virbr9"))
     with pytest.raises(InputError, match="both default and nat-bridge exist"):

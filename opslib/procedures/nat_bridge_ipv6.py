@@ -10,7 +10,9 @@ Renaming the stock ``default`` network to ``nat-bridge`` (``rename_from``) is pa
 of the plan only when asked; libvirt cannot rename a network, so it is a sequence of
 steps (:mod:`opslib.network_change`). When one fails before the new network runs, the
 old definition is put back (defined, running, autostart as before); in every case the
-running guests' taps go back on the bridge.
+running guests' taps go back on the bridge. The new network's ``<metadata>`` says what it
+was renamed from: a second run is no change, while a ``rename_from`` that names no
+network and was not renamed to ``network`` is refused (a typo is not "already renamed").
 
 The plan refuses, in one line and before anything else, a network whose forward mode
 takes no ``<ip>`` (bridge, hostdev, passthrough, private, vepa), and a network that has
@@ -157,7 +159,8 @@ def compute_plan(
             raise UnknownName("network", rename_from, known_networks)
         renaming = source is not None
         if not renaming:
-            notes.append(f"{rename_from} is already renamed to {network}")
+            assert target is not None
+            notes.append(_already_renamed(target, rename_from))
     elif target is None:
         raise UnknownName("network", network, known_networks)
 
@@ -227,6 +230,20 @@ def compute_plan(
             "prefix": str(prefix), "bridge": bridge, "xml": new_xml,
             "guests": [asdict(t) for t in running_taps]}  # fmt: skip
     return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
+
+
+def _already_renamed(target: NetState, rename_from: str) -> str:
+    """The note for a rename done before, or InputError when ``target`` was not renamed
+    from ``rename_from`` (a typo, or a network that never existed): a second run after
+    the rename is no change, any other missing ``rename_from`` is bad input."""
+    was = NetworkXml(target.xml).renamed_from()
+    if was == rename_from:
+        return f"{rename_from} is already renamed to {target.name}"
+    how = f"was renamed from {was}" if was else "was not renamed from it"
+    raise InputError(
+        f"rename_from: there is no network {rename_from} to rename; {target.name} {how}: "
+        f"leave rename_from empty to give {target.name} the prefix"
+    )
 
 
 # -- the steps ---------------------------------------------------------------------------------
