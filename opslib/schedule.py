@@ -42,27 +42,22 @@ import yaml
 from opslib import files, metrics, params
 from opslib.changes import Change, Result
 from opslib.errors import InputError
+from opslib.schedule_fleet import FleetTarget
+from opslib.schedule_fleet import parse as parse_fleet
 from opslib.systemd_calendar import (
     calendar_period,
     calendar_to_cron,
     check_calendar,
     check_timespan,
+    kind_of,
     specifiers_escaped,
     unit_line,
+    unit_path,
 )
 
 MARKER = "# Managed by opsbook schedule; edit parameters/HOST/schedule.yaml instead."
 FAILURE_TEMPLATE = "opsbook-onfailure@.service"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class FleetTarget:
-    """The hosts of a scheduled fleet run: ``opsbook fleet run -i INVENTORY --limit …``."""
-
-    inventory: Path
-    limit: str = ""
-    forks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,11 +97,6 @@ def check_host(host: object) -> str:
     )
 
 
-def unit_path(path: Path | str, what: str) -> Path:
-    """A path that a unit file or crontab line names (ExecStart=, WorkingDirectory=)."""
-    return Path(unit_line(str(path), what, backslash=False))
-
-
 def schedule_file(params_dir: Path, host: str) -> Path:
     return params_dir / check_host(host) / "schedule.yaml"
 
@@ -123,12 +113,6 @@ def _metrics_dir(value: object, where: str) -> Path | None:
     return path
 
 
-def _a(value: object) -> str:
-    """'a list', 'an int': what a YAML value was, for a message."""
-    name = type(value).__name__
-    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
-
-
 def _read(path: Path) -> dict[str, object]:
     """The schedule file's mapping; InputError (one line, naming the file) otherwise."""
     try:
@@ -142,7 +126,7 @@ def _read(path: Path) -> dict[str, object]:
     if not isinstance(raw, dict):
         raise InputError(
             f"schedule: {path} must be a mapping (host, on_failure, metrics_dir, runs), "
-            f"got {_a(raw)}"
+            f"got {kind_of(raw)}"
         )
     return raw
 
@@ -161,7 +145,7 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
     if not isinstance(items, list):
         raise InputError(
             f"schedule: {path}: 'runs' must be a list of runs (runbook, parameters, when), "
-            f"got {_a(items)}"
+            f"got {kind_of(items)}"
         )
     for i, item in enumerate(items):
         where = f"schedule: {path} run {i + 1}"
@@ -192,7 +176,7 @@ def _run(
         raise InputError(f"{where}: 'runbook' must name a notebook, got {runbook!r}")
     if notebooks is not None and not (notebooks / f"{runbook}.ipynb").is_file():
         raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
-    fleet = _fleet(item["fleet"], base, where) if "fleet" in item else None
+    fleet = parse_fleet(item["fleet"], base, where) if "fleet" in item else None
     set_path: Path | None = None
     if fleet is not None:
         if "parameters" in item:
@@ -219,40 +203,6 @@ def _run(
         calendar_period(when) if metrics_dir else None,
         fleet,
     )
-
-
-_FLEET_KEYS = ("inventory", "limit", "forks")
-
-
-def _fleet(value: object, base: Path, where: str) -> FleetTarget:
-    """A run's ``fleet: {inventory: PATH, limit: PATTERN, forks: N}``."""
-    shape = "fleet: {inventory: PATH, limit: PATTERN, forks: N}"
-    if not isinstance(value, dict):
-        raise InputError(f"{where}: 'fleet' must be a mapping, e.g. {shape}")
-    unknown = sorted(str(k) for k in value if k not in _FLEET_KEYS)
-    if unknown:
-        raise InputError(
-            f"{where}: fleet has no {unknown[0]!r}; its keys: {', '.join(_FLEET_KEYS)}"
-        )
-    if not value.get("inventory"):
-        raise InputError(f"{where}: fleet needs 'inventory' (an Ansible inventory), e.g. {shape}")
-    given = unit_line(value["inventory"], f"{where}: fleet inventory")
-    inventory = unit_path((base / given).resolve(), f"{where}: fleet inventory")
-    if not inventory.is_file():
-        raise InputError(
-            f"{where}: fleet inventory {inventory} does not exist "
-            "(relative to the schedule file; `opsbook lab up --hosts N` writes one)"
-        )
-    limit = value.get("limit", "")
-    if not isinstance(limit, str) or (limit and not limit.strip()):
-        raise InputError(f"{where}: fleet limit must be an Ansible host pattern, got {limit!r}")
-    unit_line(limit, f"{where}: fleet limit", backslash=False)
-    forks = value.get("forks")
-    if forks is not None and (isinstance(forks, bool) or not isinstance(forks, int) or forks < 1):
-        raise InputError(
-            f"{where}: fleet forks must be a whole number of hosts >= 1, got {forks!r}"
-        )
-    return FleetTarget(inventory, limit.strip(), forks)
 
 
 def _unit_command(argv: list[str]) -> str:

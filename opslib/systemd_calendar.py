@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import unicodedata
 from datetime import UTC, datetime
+from pathlib import Path
 
 from opslib.errors import InputError
 
@@ -99,7 +100,8 @@ def _cron_field(field: str) -> str:
 _NOT_IN_A_LINE = ("Cc", "Zl", "Zp")
 
 
-def _a(value: object) -> str:
+def kind_of(value: object) -> str:
+    """'a list', 'an int': what a YAML value was, for a message."""
     name = type(value).__name__
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
@@ -109,7 +111,7 @@ def unit_line(value: object, what: str, *, backslash: bool = True) -> str:
     ``what``) for a newline or other control character, and with ``backslash=False`` for a
     backslash (systemd reads C escapes in ExecStart= and a line continuation at a line's end)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InputError(f"{what}: expected text, got {_a(value)}")
+        raise InputError(f"{what}: expected text, got {kind_of(value)}")
     text = str(value)
     bad = next((c for c in text if unicodedata.category(c) in _NOT_IN_A_LINE), None)
     if bad is not None:
@@ -122,6 +124,11 @@ def unit_line(value: object, what: str, *, backslash: bool = True) -> str:
             "rename it without one"
         )
     return text
+
+
+def unit_path(path: Path | str, what: str) -> Path:
+    """A path that a unit file or crontab line names (ExecStart=, WorkingDirectory=)."""
+    return Path(unit_line(str(path), what, backslash=False))
 
 
 def specifiers_escaped(text: str) -> str:
