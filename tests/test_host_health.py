@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from opslib import records
@@ -225,3 +226,26 @@ def test_a_shut_off_guest_behind_a_published_aaaa_says_start_it(tmp_path: Path) 
         "guest vm-nat1 comes back after a reboot": "virsh autostart vm-nat1",
     }
     assert "DNS vm-nat1.example.org" in result.summary and "reboot" not in result.summary
+
+
+def test_a_failing_audit_through_opsbook_run_names_its_checks_not_an_exception(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    store = tmp_path / "records"
+    env = {**os.environ, "OPSBOOK_RECORDS": str(store)}
+    env.pop("OPSBOOK_NOTEBOOKS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "opslib.cli", "run", "host-health", "--host", "h1",
+         "-p", "libvirt_uri", "test:///default", "-p", "nat_network", "default",
+         "-p", "forward_network", "", "-p", "bridge", ""],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    # test:///default: its network is not autostarted, its guest has no address
+    want = "failed (no change): 2 checks failed: network default, guest test"
+    assert done.stderr.splitlines()[-1] == want, done.stderr
+    (row,) = records.Store(store).list(runbook="host-health")
+    assert (row.status, row.summary) == ("failed", "2 checks failed: network default, guest test")

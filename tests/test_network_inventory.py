@@ -67,3 +67,17 @@ def test_a_missing_bridge_is_fixed_by_net_start_only_when_the_network_is_inactiv
     inactive = {c.name: c for c in ni.problems(ni.Observed((net(NAT, active=False),), {}, {}))}
     assert inactive["network default active"].fix == "virsh net-start default"
     assert "network default bridge" not in inactive  # net-start makes it: one fix, said once
+
+
+def test_a_failing_inventory_names_its_failing_checks_in_the_summary(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the test driver's own network, with a bridge this host does not have
+    node = tmp_path / "node.xml"
+    node.write_text(
+        "<node><network><name>default</name><forward mode='nat'/><bridge name='obtestbr8'/>"
+        "<ip address='198.51.100.1' prefix='24'/></network></node>"
+    )
+    result = ni.run(host="t", libvirt_uri=f"test://{node}", netns="")
+    assert result.failed
+    assert result.summary == (
+        "1 network(s); 1 check(s) failed: network default bridge; 2 warning(s)"
+    )

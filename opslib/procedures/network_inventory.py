@@ -207,10 +207,13 @@ def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
         detail.append(f"{len(obs.networks)} networks, {len(obs.bridges)} bridges")
     result.add_table("networks", table(obs), key=("network",))
     result.checks = problems(obs)
-    bad = sum(1 for c in result.checks if c.status == "fail")
+    failing = [c.name for c in result.checks if c.status == "fail"]
+    warns = len(result.checks) - len(failing)
+    # a failing run ends on this line (`failed (no change): ...`): name what failed
+    failed = f"{len(failing)} check(s) failed: {', '.join(failing)}" if failing else ""
     result.summary = (
         f"{len(obs.networks)} network(s); "
-        + (f"{bad} problem(s)" if bad else "no failing check")
-        + (f", {len(result.checks) - bad} warning(s)" if len(result.checks) > bad else "")
+        + (failed or "no failing check")
+        + (f"; {warns} warning(s)" if warns else "")
     )
     return result
