@@ -3,9 +3,10 @@
 Order of a run (:func:`run`):
 
 1. find the runbook, read its declarations, merge defaults < parameter files
-   < ``-p`` values, convert each to its declared type, check VM/network names
-   against libvirt and read every secret source: any problem is an InputError
-   (exit 2) and no record is written, because nothing ran;
+   < ``-p`` values, read every secret source and refuse any other parameter (or
+   ``--host``) holding a secret's value in any case or quoting, convert each value
+   to its declared type, check VM/network names against libvirt: any problem is an
+   InputError (exit 2) and no record is written, because nothing ran;
 2. insert a ``running`` index row and a placeholder record (see records.py);
 3. execute with papermill into a hidden partial notebook beside the record,
    typed values injected as the ``injected-parameters`` cell, one progress line
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from opslib import errors, metrics, params, record_header, records, secrets
+from opslib import errors, metrics, params, record_header, records, run_cells, secrets
 from opslib.errors import InputError, UnknownName
 from opslib.params import RunbookInfo
 from opslib.paramsets import load_param_file
@@ -111,6 +112,10 @@ def prepare(
                 raise InputError(f"{f}: {unknown}")
         given.update(loaded)
     given.update(dict(cli_params))
+    # The secrets first: no later message (a value echoed as not a host name, a VM
+    # libvirt does not know) may print a value that holds one.
+    found = _load_secrets(info, given)
+    _refuse_secret_values(info, given, host, found)
     if host is not None:
         host = params.Param("host", "host", host).convert(host)
         if info.param("host") is not None:
@@ -123,14 +128,52 @@ def prepare(
         values["host"] = record_host
     if check_libvirt:
         params.check_names(info.params, values)
+    return Prepared(info, values, record_host, tuple(value for _, _, value in found))
+
+
+def _load_secrets(info: RunbookInfo, given: Mapping[str, object]) -> list[tuple[str, str, str]]:
+    """(parameter, source, value) of every secret the run's parameters name."""
     found = []
     for p in info.params:
-        if p.type == "secret" and values.get(p.name):
-            try:
-                found.append(secrets.load(values[p.name]))
-            except Exception as exc:
-                raise InputError(f"parameter {p.name}: {exc}") from None
-    return Prepared(info, values, record_host, tuple(found))
+        if p.type != "secret":
+            continue
+        try:
+            source = p.convert(given.get(p.name, p.default))
+        except InputError as exc:
+            raise InputError(f"{info.name}: {exc}") from None
+        if not source:
+            continue
+        try:
+            found.append((p.name, source, secrets.load(source)))
+        except Exception as exc:
+            raise InputError(f"parameter {p.name}: {exc}") from None
+    return found
+
+
+def _refuse_secret_values(
+    info: RunbookInfo,
+    given: Mapping[str, object],
+    host: str | None,
+    found: Sequence[tuple[str, str, str]],
+) -> None:
+    """InputError when a parameter that is not a secret holds a secret's value (in any
+    case, or quoted): it would reach the record, the index and the terminal as given
+    (a token lowercased into a DNS name is still the token). Names it, never the value."""
+    where = [(f"parameter {name}", name, raw) for name, raw in given.items()]
+    where.append(("--host", "", host or ""))
+    for label, name, raw in where:
+        p = info.param(name) if name else None
+        if p is not None and p.type == "secret":
+            continue
+        for secret_name, source, value in found:
+            if secrets.contains(name, [value]):  # a name is echoed by later messages too
+                label = "a parameter's name"
+            elif not secrets.contains(str(raw), [value]):
+                continue
+            raise InputError(
+                f"{label} holds the value of secret parameter {secret_name} ({source}); "
+                f"a secret is given only as its source (file:/path or env:NAME)"
+            )
 
 
 @dataclass(frozen=True)
@@ -164,89 +207,6 @@ def choose_kernel() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
 
     return "opsbook" if "opsbook" in KernelSpecManager().find_kernel_specs() else "python3"
-
-
-def _first_line(source: str) -> str:
-    for line in source.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    return source.strip().splitlines()[0] if source.strip() else ""
-
-
-def _failed_cell(nb: Mapping[str, Any]) -> str:
-    for cell in nb.get("cells", []):
-        if any(o.get("output_type") == "error" for o in cell.get("outputs", []) or []):
-            return _first_line("".join(cell.get("source", "")))
-    return "?"
-
-
-class _Progress:
-    """One line per code cell: number, first line of code, outcome and seconds."""
-
-    def __init__(self, stream: TextIO, total: int, terminal: Terminal) -> None:
-        self.stream, self.total, self.n, self.t0 = stream, total, 0, 0.0
-        self.terminal = terminal
-        try:
-            self.tty = stream.isatty()
-        except (OSError, ValueError):
-            self.tty = False
-
-    def start(self, cell: Mapping[str, Any]) -> None:
-        self.n += 1
-        self.t0 = time.monotonic()
-        tags = cell.get("metadata", {}).get("tags", [])
-        src = "".join(cell.get("source", ""))
-        text = "(injected parameters)" if "injected-parameters" in tags else _first_line(src)
-        self.line = f"  [{self.n:>{len(str(self.total))}}/{self.total}] {text[:60]:<60}"
-        if self.tty:
-            self.terminal.write(self.stream, self.line + "  …\r")
-
-    def done(self, cell: Mapping[str, Any]) -> None:
-        failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
-        mark = "FAILED" if failed else "ok"
-        line = f"{self.line}  {mark:<6} {time.monotonic() - self.t0:5.1f} s\n"
-        self.terminal.write(self.stream, line)
-
-
-def _engine(progress: _Progress | None) -> str:
-    """Register (once per call) a papermill engine that reports progress per cell."""
-    from papermill.engines import NBClientEngine, papermill_engines
-
-    class OpsbookEngine(NBClientEngine):
-        @classmethod
-        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
-            if progress is not None:
-                start, complete = nb_man.cell_start, nb_man.cell_complete
-
-                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
-                    if cell.cell_type == "code":
-                        progress.start(cell)
-                    return start(cell, cell_index, **kw)
-
-                def cell_complete(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
-                    if cell.cell_type == "code":
-                        progress.done(cell)
-                    return complete(cell, cell_index, **kw)
-
-                nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
-            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-
-    papermill_engines.register("opsbook", OpsbookEngine)
-    return "opsbook"
-
-
-def _quiet_kernel_manager(log: TextIO) -> type:
-    """A kernel manager whose kernel writes its stderr (debugger and TCP warnings,
-    tracebacks of crashes) to ``log`` instead of our terminal."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class QuietKernelManager(AsyncKernelManager):
-        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
-            kw.setdefault("stderr", log)
-            kw.setdefault("stdout", log)
-            await super()._async_start_kernel(**kw)
-
-    return QuietKernelManager
 
 
 @contextlib.contextmanager
@@ -336,7 +296,7 @@ def run(
         env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
     code_cells = sum(1 for c in nb_source.get("cells", []) if c.get("cell_type") == "code")
     terminal = Terminal(f"opsbook run {info.name} on {prepared.host} (record #{run_id})")
-    prog = _Progress(progress, code_cells + 1, terminal) if progress is not None else None
+    prog = run_cells.Progress(progress, code_cells + 1, terminal) if progress is not None else None
     status, error = "ok", ""
     t0 = time.monotonic()
     with (
@@ -357,12 +317,12 @@ def run(
                 str(info.path),
                 str(partial),
                 parameters=prepared.values,
-                engine_name=_engine(prog),
+                engine_name=run_cells.engine(prog),
                 kernel_name=choose_kernel(),
                 progress_bar=False,
                 execution_timeout=timeout,
                 start_timeout=KERNEL_START_TIMEOUT,
-                kernel_manager_class=_quiet_kernel_manager(kernel_log),
+                kernel_manager_class=run_cells.quiet_kernel_manager(kernel_log),
             )
         except PapermillExecutionError as exc:
             status = "locked" if exc.ename == "LockHeld" else "failed"
@@ -395,7 +355,7 @@ def run(
     if status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
         summary = error
     if status == "timeout":
-        summary = f"a cell ran longer than {timeout:g} s: {_failed_cell(nb)}"
+        summary = f"a cell ran longer than {timeout:g} s: {run_cells.failed_cell(nb)}"
     end = records.utcnow()
     header = record_header.finished(
         header, status=status, changed=changed, summary=summary, end=records.iso(end)

@@ -16,11 +16,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
-SECRET = "s3cr3t-T0KEN-for-the-engine-tests"
+SECRET = "s3cr3t-T0KEN/for+the=engine-tests"  # mixed case, and characters a URL quotes
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The secret as a test looks for it, lowercased: as read, URL-quoted, JSON-escaped."""
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    forms |= {json.dumps(f)[1:-1] for f in forms}
+    return {f.lower() for f in forms}
+
+
+def holds_secret(text: str, secret: str = SECRET) -> bool:
+    """Whether ``text`` holds the secret in any case form (or quoted, or escaped)."""
+    return any(form in text.lower() for form in secret_forms(secret))
 
 
 def opsbook(*args: str, store: Path, **kw: object) -> subprocess.Popen[str]:
@@ -199,6 +212,10 @@ def test_ok_run_files_record_and_index_row_with_typed_parameters(runs: dict) -> 
     ok = runs["ok"]
     assert ok.rc == 0, ok.err
     assert "[5/5] rb.apply(apply_fn, plan)" in ok.err  # one progress line per code cell
+    # the parameter cells by name, not their first line cut inside its comment
+    assert "[1/5] parameters          " in ok.err
+    assert "[2/5] injected-parameters " in ok.err
+    assert 'host = "testhost"' not in ok.err
     assert ok.record.is_file() and ok.record.parent.parent.parent.parent.name == "h-ok"
     assert ok.record.name.endswith("Z-engine-demo.ipynb")
     nb = json.loads(ok.record.read_text())
@@ -263,6 +280,27 @@ def test_leaked_secret_is_redacted_and_fails_the_run(runs: dict) -> None:
     assert SECRET.encode() not in data and b"[secret redacted]" in data
     row = index_rows(runs["store"])[leak.run_id]
     assert row["status"] == "leaked-secret" and row["exit_code"] == 1
+
+
+def test_a_leaked_secret_is_redacted_in_every_case_and_quoted_form_everywhere(
+    runs: dict, tmp_path: Path
+) -> None:
+    # The leak run printed the token as read, lowercased, uppercased and URL-quoted, and
+    # planned a DNS name made from it lowercased (as cloudflare-aaaa's record_name is).
+    leak, store = runs["leak"], runs["store"]
+    assert leak.rc == 1
+    assert "create dns:[secret redacted].example.org" in leak.out  # the plan, shown
+    assert not holds_secret(leak.out + leak.err)
+    # the record pages, host pages, index.html, site.js; the FTS index searched
+    site = finish(opsbook("records", "html", "-o", str(store / "index.html"), store=store))
+    assert site.rc == 0, site.err
+    search = finish(opsbook("records", "search", "example.org", store=store))
+    assert search.rc == 0 and "[secret redacted]" in search.out
+    assert not holds_secret(site.out + site.err + search.out + search.err)
+    files = [p for p in store.rglob("*") if p.is_file()]
+    assert any(p.name == "site.js" for p in files)
+    holding = [p for p in files if holds_secret(p.read_bytes().decode("utf-8", "replace"))]
+    assert holding == []
 
 
 def test_failing_cell_exits_1_and_keeps_record_with_papermill_banner(runs: dict) -> None:
@@ -357,6 +395,11 @@ def test_records_listing_show_and_diff(runs: dict) -> None:
         (["-p", "token", SECRET], "a secret parameter names a source, never a value"),
         (["-p", "token", "file:/nonexistent/token"], "file:/nonexistent/token: no such file"),
         (["--host", "bad host"], "'bad host' is not a host name"),
+        (["--timeout", "-1"], "--timeout -1: give a number of seconds greater than 0"),
+        (["--timeout", "nan"], "--timeout nan: give a number of seconds greater than 0"),
+        (["--timeout", "soon"], "--timeout 'soon': give a number of seconds greater than 0"),
+        (["--lock-wait", "-5"], "--lock-wait -5: give a number of seconds, 0 or more"),
+        (["--period", "0", "--metrics-dir", "/tmp"], "--period 0: give a number of seconds"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_record(
@@ -367,6 +410,57 @@ def test_bad_input_exits_2_with_one_line_and_no_record(
     assert done.err.count("\n") == 1 and message in done.err
     assert SECRET not in done.err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("runbook", "args", "named"),
+    [
+        ("engine-demo", ["-p", "label", f"x-{SECRET.lower()}"], "parameter label"),
+        ("engine-demo", ["-p", "label", quote(SECRET, safe="")], "parameter label"),
+        ("engine-demo", ["--host", SECRET.upper()], "--host"),
+        # the issue's case: the Cloudflare token inside the record name (a DNS name)
+        (
+            str(Path(__file__).parent.parent / "notebooks" / "cloudflare-aaaa.ipynb"),
+            ["-p", "record_name", f"{SECRET.lower()}.example.org", "-p", "address", "2001:db8::1"],
+            "parameter record_name",
+        ),
+    ],
+)
+def test_a_parameter_holding_a_secrets_value_is_refused_before_the_kernel_starts(
+    tmp_path: Path, runbook: str, args: list[str], named: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+    token.chmod(0o600)
+    store = tmp_path / "records"
+    done = finish(opsbook("run", runbook, *args, "-p", "token", f"file:{token}", store=store))
+    assert (done.rc, done.out) == (2, ""), done.err
+    assert done.err.count("\n") == 1 and named in done.err
+    assert f"holds the value of secret parameter token (file:{token})" in done.err
+    assert not holds_secret(done.err)
+    assert not store.exists()  # nothing ran, nothing filed
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"host: h1\nlabel: caf\xe9\n", ": not UTF-8 text (byte 0xe9 at line 2); save it as UTF-8"),
+        (
+            b"host: h1\nlabel: a\nlabel: b\n",
+            " line 3: label is given twice (first on line 2); keep one",
+        ),
+    ],
+)
+def test_a_bad_parameter_file_is_one_line_before_the_kernel_starts(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    params = tmp_path / "set.yaml"
+    params.write_bytes(content)
+    store = tmp_path / "records"
+    done = finish(opsbook("run", "engine-demo", "-f", str(params), store=store))
+    assert (done.rc, done.out) == (2, "")
+    assert done.err.splitlines() == [f"opsbook: {params}{message}"]
+    assert not store.exists()
 
 
 def test_procedure_raising_input_error_exits_2_with_its_message_and_keeps_the_record(
