@@ -92,6 +92,7 @@ class IPv6Edit:
     xml: str
     old: str = ""  # the IPv6 address/prefix rewritten in place ("" when added or already there)
     dropped: tuple[str, ...] = ()  # DHCPv6 children of ``old`` outside the new prefix
+    others: tuple[str, ...] = ()  # the network's other IPv6 address/prefix, left as they were
 
     def replaces(self, net: ipaddress.IPv6Network) -> ipaddress.IPv6Network | None:
         """The other prefix this edit replaces (None for an add or a fix within ``net``)."""
@@ -103,12 +104,33 @@ class IPv6Edit:
             return ipaddress.IPv6Network("::/128")  # unreadable: a replacement all the same
         return None if old == net else old
 
+    def other_prefixes(self) -> tuple[str, ...]:
+        """The prefixes of ``others`` (their address/prefix when unreadable)."""
+        found = []
+        for text in self.others:
+            try:
+                found.append(str(ipaddress.IPv6Interface(text).network))
+            except ValueError:
+                found.append(text)
+        return tuple(found)
+
 
 def _in(net: ipaddress.IPv6Network, address: str | None) -> bool:
     try:
         return ipaddress.IPv6Address(address or "") in net
     except ValueError:
         return False
+
+
+def _is_gateway(net: ipaddress.IPv6Network, address: str | None) -> bool:
+    try:
+        return ipaddress.IPv6Address(address or "") == ipaddress.IPv6Address(gateway(net))
+    except ValueError:
+        return False
+
+
+def _prefix_text(ip: etree._Element) -> str:
+    return f"{ip.get('address', '')}/{ip.get('prefix', '64')}"
 
 
 class NetworkXml(Model):
@@ -144,12 +166,8 @@ class NetworkXml(Model):
     def has_ipv6(self, net: ipaddress.IPv6Network) -> bool:
         """True when the network carries PREFIX::1/64 for ``net``."""
         for ip in self._ipv6():
-            address, prefix = ip.get("address", ""), ip.get("prefix", "64")
-            try:
-                if ipaddress.IPv6Address(address) == ipaddress.IPv6Address(gateway(net)):
-                    return prefix == "64"
-            except ValueError:
-                continue
+            if _is_gateway(net, ip.get("address")):
+                return ip.get("prefix", "64") == "64"
         return False
 
     def renamed(self, name: str) -> NetworkXml:
@@ -191,18 +209,26 @@ class NetworkXml(Model):
     def with_ipv6(self, net: ipaddress.IPv6Network) -> IPv6Edit:
         """Set the network's IPv6 ``<ip>`` to PREFIX::1/64: add one, or rewrite one in place
         (the one within ``net`` if any, else the first), dropping its DHCPv6 ``<range>`` and
-        ``<host>`` children that the new prefix does not hold (libvirt refuses those)."""
-        if self.has_ipv6(net):
-            return IPv6Edit(self.text)
+        ``<host>`` children that the new prefix does not hold (libvirt refuses those). The
+        network's other IPv6 ``<ip>`` are left alone and named in ``others``."""
         new = self.set()
         existing = new._ipv6()
         if not existing:
             return IPv6Edit(new._added_ipv6(net))
+        done = self.has_ipv6(net)
         ip = next(
-            (e for e in existing if _in(net, e.get("address")) and e.get("prefix", "64") == "64"),
+            (
+                e
+                for e in existing
+                if (_is_gateway(net, e.get("address")) if done else _in(net, e.get("address")))
+                and e.get("prefix", "64") == "64"
+            ),
             existing[0],
         )
-        old = f"{ip.get('address', '')}/{ip.get('prefix', '64')}"
+        others = tuple(_prefix_text(e) for e in existing if e is not ip)
+        if done:
+            return IPv6Edit(self.text, others=others)
+        old = _prefix_text(ip)
         ip.set("address", gateway(net))
         ip.set("prefix", "64")
         ip.attrib.pop("netmask", None)
@@ -221,7 +247,15 @@ class NetworkXml(Model):
                 _remove(dhcp)
         if not len(ip):
             ip.text = None
-        return IPv6Edit(new.text, old, tuple(dropped))
+        return IPv6Edit(new.text, old, tuple(dropped), others)
+
+    def without_other_ipv6(self, net: ipaddress.IPv6Network) -> NetworkXml:
+        """A copy whose only IPv6 ``<ip>`` is PREFIX::1 of ``net`` (the others removed)."""
+        new = self.set()
+        for ip in new._ipv6():
+            if not _is_gateway(net, ip.get("address")):
+                _remove(ip)
+        return new
 
     def _added_ipv6(self, net: ipaddress.IPv6Network) -> str:
         """The text with an IPv6 ``<ip>`` PREFIX::1/64 added after the last ``<ip>``."""

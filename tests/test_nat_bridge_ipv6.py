@@ -531,6 +531,60 @@ def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one
     assert "2001:db8:9::" not in after.xml
 
 
+SECOND_V6 = "  <ip family='ipv6' address='fd00:9::1' prefix='64'/>\n"
+
+
+def ipv6_prefixes(xml: str) -> list[str]:
+    ips = virt.parse_network(xml).ips
+    return [f"{ip.address}/{ip.prefix}" for ip in ips if ip.family == "ipv6"]
+
+
+def test_two_other_ipv6_prefixes_are_both_named_and_both_replaced(tmp_path: Path) -> None:
+    # replace_ipv6 replaced the first and silently kept the second: guests kept addresses
+    # in a prefix the host no longer meant to route. Both go, and the plan says so.
+    conn = node_with(tmp_path, STOCK.replace("</network>", SECOND_V6 + OLD_V6))
+    with pytest.raises(InputError) as exc:
+        nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    assert "IPv6 prefixes fd00:9::/64, 2001:db8:9::/64; set replace_ipv6" in str(exc.value)
+    plan = nb.compute_plan(
+        observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
+    )
+    assert "replace default's IPv6 prefixes fd00:9::/64, 2001:db8:9::/64 with 2001:db8:2::/64" in (
+        plan.changes[0].summary
+    )
+    assert (
+        "guests lose their addresses in fd00:9::/64, 2001:db8:9::/64; they take new ones from "
+        "2001:db8:2::/64" in plan.notes
+    )
+    assert ipv6_prefixes(plan.data["xml"]) == ["2001:db8:2::1/64"]
+    result = nb.apply_on(
+        conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
+    )
+    assert [c.action for c in result.changes] == ["update", "restart"], result.summary
+    assert ipv6_prefixes(virt.get_network(conn, "default").xml) == ["2001:db8:2::1/64"]
+
+
+def test_another_prefix_beside_the_routed_one_is_named_and_dropped_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    ours = "  <ip family='ipv6' address='2001:db8:2::1' prefix='64'/>\n"
+    conn = node_with(tmp_path, STOCK.replace("</network>", ours + SECOND_V6 + "</network>"))
+    kept = nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    # No update: only the test driver's fake taps, which are never on a bridge.
+    assert {c.action for c in kept.changes} == {"attach"}
+    assert (
+        "default also has the IPv6 prefix fd00:9::/64: guests keep their addresses there; "
+        "set replace_ipv6 to drop it" in kept.notes
+    )
+    dropped = nb.compute_plan(
+        observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
+    )
+    assert dropped.changes[0].summary.startswith(
+        "replace default's IPv6 prefix fd00:9::/64 with 2001:db8:2::/64"
+    )
+    assert ipv6_prefixes(dropped.data["xml"]) == ["2001:db8:2::1/64"]
+
+
 def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_that_fit(
     tmp_path: Path,
 ) -> None:

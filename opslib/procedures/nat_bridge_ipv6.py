@@ -16,8 +16,11 @@ network and was not renamed to ``network`` is refused (a typo is not "already re
 
 The plan refuses, in one line and before anything else, a network whose forward mode
 takes no ``<ip>`` (bridge, hostdev, passthrough, private, vepa), and a network that has
-another IPv6 prefix unless ``replace_ipv6`` asks to replace it (the plan then says so and
-drops that prefix's DHCPv6 ranges and hosts, which libvirt would refuse in the new one).
+other IPv6 prefixes unless ``replace_ipv6`` asks to replace them: then every one goes (a
+prefix left beside the routed /64 keeps the guests' addresses in it), and the plan names
+each and the DHCPv6 ranges and hosts dropped with them (libvirt would refuse them in the
+new one). A network with the routed /64 and another prefix beside it is kept as it is,
+with a note naming that prefix, unless ``replace_ipv6`` drops it.
 apply has libvirt check the new definition by defining it before anything is stopped (a
 running network keeps its running config until restarted): a refusal changes nothing and
 its reason is in the result.
@@ -81,7 +84,7 @@ class Inputs:
     allow_ula: bool = param("bool", "accept a unique-local (fc00::/7) prefix", False)
     replace_ipv6: bool = param(
         "bool",
-        "replace another IPv6 prefix the network has (drops its DHCPv6 ranges)", False,
+        "replace every other IPv6 prefix the network has (drops their DHCPv6 ranges)", False,
     )  # fmt: skip
     timeout: float = 90.0  # seconds to wait for the guests' SLAAC addresses
     net: ipaddress.IPv6Network = field(init=False, repr=False, compare=False)
@@ -172,22 +175,7 @@ def compute_plan(
             f"network {base.name} forwards in mode {mode}, where libvirt allows no <ip> "
             "(no prefix, no router advertisements); choose a NAT or routed network"
         )
-    edit = ipv6_edit(base.xml, prefix)
-    replaced = edit.replaces(prefix)
-    if replaced is not None and not replace_ipv6:
-        raise InputError(
-            f"network {base.name} already has the IPv6 prefix {replaced} ({edit.old}); "
-            f"set replace_ipv6 to replace it with {prefix}"
-        )
-    new_xml = edit.xml
-    if replaced is not None:
-        what = f"replace {base.name}'s IPv6 prefix {replaced} with {prefix} ({gateway(prefix)}/64)"
-        notes.append(f"guests lose their addresses in {replaced}; they take new ones from {prefix}")
-    else:
-        was = f" (was {edit.old})" if edit.old else ""
-        what = f"set {network}'s IPv6 to {gateway(prefix)}/64{was}"
-    if edit.dropped:
-        what += f"; drop its DHCPv6 {', '.join(edit.dropped)} (outside {prefix})"
+    new_xml, what = _ipv6_change(base, network, prefix, replace_ipv6, notes)
     bridge = base.bridge
     running_taps = [t for t in observed.taps if t.tap]
     cut = ", ".join(sorted({t.domain for t in running_taps})) or "none"
@@ -230,6 +218,43 @@ def compute_plan(
             "prefix": str(prefix), "bridge": bridge, "xml": new_xml,
             "guests": [asdict(t) for t in running_taps]}  # fmt: skip
     return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
+
+
+def _ipv6_change(
+    base: NetState, network: str, prefix: ipaddress.IPv6Network, replace: bool, notes: list[str]
+) -> tuple[str, str]:
+    """The new config and what it changes. Every other IPv6 prefix of the network is
+    replaced when ``replace`` (guests would keep addresses in one left behind), refused
+    when the network lacks ``prefix``, and named in a note when it has it."""
+    edit = ipv6_edit(base.xml, prefix)
+    replaced = edit.replaces(prefix)
+    gone = ([str(replaced)] if replaced is not None else []) + list(edit.other_prefixes())
+    listed = f"prefix{'es' * (len(gone) > 1)} {', '.join(gone)}"
+    them = "them" if len(gone) > 1 else "it"
+    if gone and replace:
+        new_xml = NetworkXml(edit.xml).without_other_ipv6(prefix).text
+        what = f"replace {base.name}'s IPv6 {listed} with {prefix} ({gateway(prefix)}/64)"
+        notes.append(
+            f"guests lose their addresses in {', '.join(gone)}; they take new ones from {prefix}"
+        )
+    elif replaced is not None:
+        old = f" ({edit.old})" if len(gone) == 1 else ""
+        raise InputError(
+            f"network {base.name} already has the IPv6 {listed}{old}; set replace_ipv6 to "
+            f"replace {them} with {prefix}"
+        )
+    else:
+        if gone:
+            notes.append(
+                f"{base.name} also has the IPv6 {listed}: guests keep their addresses there; "
+                f"set replace_ipv6 to drop {them}"
+            )
+        new_xml = edit.xml
+        was = f" (was {edit.old})" if edit.old else ""
+        what = f"set {network}'s IPv6 to {gateway(prefix)}/64{was}"
+    if edit.dropped:
+        what += f"; drop its DHCPv6 {', '.join(edit.dropped)} (outside {prefix})"
+    return new_xml, what
 
 
 def _already_renamed(target: NetState, rename_from: str) -> str:
