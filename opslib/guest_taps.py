@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from opslib import netlink, rtnl
 from opslib.changes import Check
 from opslib.ipv6prefix import gateway
+from opslib.shellcmd import command
 from opslib.virtxml import NetworkXml
 
 WAIT_ROUND = 0.5  # seconds between rounds of pings to the guests
@@ -123,7 +124,7 @@ def checks(
                 f"{cut.domain}: tap {cut.tap} on {bridge}",
                 on,
                 "attached" if on else "detached",
-                f"ip link set {cut.tap} master {bridge}",
+                command("ip", "link", "set", cut.tap, "master", bridge),
             )
         )
         answered = cut.answered_at is not None

@@ -19,6 +19,7 @@ import libvirt
 from opslib import virt
 from opslib.changes import Change, Result
 from opslib.errors import ApplyError, LibvirtError, OpsError
+from opslib.shellcmd import command
 from opslib.transaction import Action, Applied, Detail
 from opslib.virtxml import DomainXml, NetworkXml, canonical
 
@@ -257,8 +258,8 @@ def rename_failed(
     if outcome.kept:
         result.summary = (
             f"renaming {old} to {network} stopped: {error}; {network} runs on {bridge} with "
-            f"the guests' taps put back{taps_text}; fix the rest by hand (virsh net-autostart "
-            f"{network}, virsh edit GUEST)"
+            f"the guests' taps put back{taps_text}; fix the rest by hand "
+            f"({command('virsh', 'net-autostart', network)}, virsh edit GUEST)"
         )
     elif outcome.problems:
         problems = "; ".join(str(exc) for _action, exc in outcome.problems)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from opslib import files, netlink, procs
 from opslib.errors import ApplyError, HostError
+from opslib.shellcmd import command
 
 UNIT_DIR = Path("/etc/systemd/system")
 MARKER = "# opsbook ipv6-tunnel: the userspace 6in4 end"
@@ -130,7 +131,7 @@ def wait_ready(tunnel: str, netns: str = "", timeout: float = START_TIMEOUT) -> 
         if time.monotonic() > deadline:
             raise ApplyError(
                 f"{name(tunnel)} did not bring {tunnel} up within {timeout:.0f}s; "
-                f"see journalctl -u {name(tunnel)}"
+                f"see {command('journalctl', '-u', name(tunnel))}"
             )
         time.sleep(0.2)
 

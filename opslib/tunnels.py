@@ -21,6 +21,7 @@ from opslib import interfaces, netlink, rtnl, sixinfour, virt
 from opslib.changes import Check
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.ipv6prefix import gateway, validate_prefix
+from opslib.shellcmd import command
 
 IMPLEMENTATIONS = ("kernel", "userspace")
 EOPNOTSUPP = 95
@@ -366,7 +367,7 @@ def health(
             f"{client} on {tunnel}",
             str(client) in addrs,
             ", ".join(addrs) or "no IPv6 address",
-            f"ip -6 addr add {client} dev {tunnel}",
+            command("ip", "-6", "addr", "add", client, "dev", tunnel),
         )
     )
     default = netlink.default_route(netns, family=socket.AF_INET6)
@@ -376,7 +377,7 @@ def health(
             f"default IPv6 route via {tunnel}",
             via,
             f"via {default.gateway or '-'} dev index {default.ifindex}" if default else "none",
-            f"ip -6 route replace default via {server_ipv6} dev {tunnel}",
+            command("ip", "-6", "route", "replace", "default", "via", server_ipv6, "dev", tunnel),
         )
     )
     # Three tries, like ping -c3: one echo lost on a busy path is no broken tunnel.

@@ -132,3 +132,16 @@ def test_no_fix_holds_an_unquoted_metacharacter(tmp_path: Path, name: str) -> No
         # a hostile name adds no metacharacter the shell would act on to any fix
         want = unquoted_metacharacters(benign[check])
         assert unquoted_metacharacters(fix) == want, (check, fix)
+
+
+def test_netreg_attachs_virt_install_argument_is_one_quoted_argument() -> None:
+    from opslib.procedures import netreg_attach
+
+    name = "lab;touch pwned"
+    arg = netreg_attach.virt_install_argument("52:54:00:0b:00:01", name)
+    assert shlex.split(f"virt-install {arg}") == [
+        "virt-install", "--network", f"network={name},mac=52:54:00:0b:00:01",
+    ]  # fmt: skip
+    assert netreg_attach.virt_install_argument("52:54:00:0b:00:01", "forward-bridge") == (
+        "--network network=forward-bridge,mac=52:54:00:0b:00:01"
+    )

@@ -35,6 +35,7 @@ from opslib.changes import Check, Plan, Status
 from opslib.dns import DnsClient, DnsRecord
 from opslib.errors import InputError, OpsError, VerificationFailed
 from opslib.inputs import param
+from opslib.shellcmd import command
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "cloudflare-aaaa"
@@ -155,7 +156,9 @@ def load_token(source: str) -> tuple[str, list[str]]:
     if kind == "file":
         with contextlib.suppress(OSError):
             if os.stat(path).st_mode & stat.S_IROTH:
-                warnings.append(f"token file {path} is world-readable; run chmod o-r {path}")
+                warnings.append(
+                    f"token file {path} is world-readable; run {command('chmod', 'o-r', path)}"
+                )
     return value, warnings
 
 

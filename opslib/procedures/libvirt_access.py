@@ -45,6 +45,7 @@ from opslib.libvirt_login import (  # the tests find them here too
     uri_line,
     with_uri,
 )
+from opslib.shellcmd import command
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "libvirt-access"
@@ -126,7 +127,7 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
             Change(
                 f"group:{group}",
                 "update",
-                f"add {name} to group {group} (gpasswd -a {name} {group})",
+                f"add {name} to group {group} ({command('gpasswd', '-a', name, group)})",
                 before=obs.group.line + "\n",
                 after=accounts.with_member(obs.group.line, name) + "\n",
             )
@@ -141,7 +142,7 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
             Change(
                 f"file:{login.path}",
                 "create" if login.text is None else "update",
-                f"export {VARIABLE}={inputs.libvirt_uri} in ~{name}/{file_name}, "
+                f"{uri_line(inputs.libvirt_uri)} in ~{name}/{file_name}, "
                 f"the login file {shell} reads",
                 before=login.text,
                 after=with_uri(login.text, inputs.libvirt_uri),
@@ -221,7 +222,7 @@ def access_checks(
             f"{account}'s login environment",
             "ok" if env_ok else "fail",
             f"{VARIABLE}={found.uri}" if found.uri is not None else f"{VARIABLE} is not set",
-            "" if env_ok else fix or f"export {VARIABLE}={uri} in {account}'s login file",
+            "" if env_ok else fix or f"{uri_line(uri)} in {account}'s login file",
         ),
         Check(
             f"virsh net-list --all as {account}",
@@ -282,11 +283,11 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
 
             def add(detail: Detail) -> None:
                 accounts.add_member(i.group, i.account)
-                detail.append(f"gpasswd -a {i.account} {i.group}")
+                detail.append(command("gpasswd", "-a", i.account, i.group))
 
             def remove(detail: Detail) -> None:
                 accounts.remove_member(i.group, i.account)
-                detail.append(f"gpasswd -d {i.account} {i.group}")
+                detail.append(command("gpasswd", "-d", i.account, i.group))
 
             def member() -> list[Check]:
                 now = accounts.groups(i.root).get(i.group)

@@ -18,6 +18,7 @@ from opslib import accounts
 from opslib.changes import Check, Result, Status
 from opslib.errors import HostError, UnknownName
 from opslib.procedures import libvirt_access as la
+from opslib.shellcmd import command
 
 RUNBOOK = "libvirt-access-audit"
 
@@ -74,7 +75,9 @@ def run(
     rows, cannot = [], []
     for name in names:
         member = accounts.in_group(known[name], groups[group])
-        fix = f"sudo opsbook run libvirt-access -p account {name} -p apply true"
+        fix = command(
+            "sudo", "opsbook", "run", "libvirt-access", "-p", "account", name, "-p", "apply", "true"
+        )
         found = la.probe(name)
         checks = la.access_checks(name, libvirt_uri, found, expected, fix=fix)
         rows.append(row(name, member, found, checks, fix))

@@ -25,6 +25,7 @@ from opslib.changes import Change, Check, Plan
 from opslib.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
 from opslib.inputs import param
 from opslib.params import Param
+from opslib.shellcmd import command
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "netreg-attach"
@@ -76,7 +77,7 @@ def interface_xml(mac: str, network: str) -> str:
 
 
 def virt_install_argument(mac: str, network: str) -> str:
-    return f"--network network={network},mac={mac}"
+    return command("--network", f"network={network},mac={mac}")
 
 
 def _has_nic(xml: str, mac: str, network: str) -> bool:
@@ -91,7 +92,7 @@ def make_plan(obs: Observed, *, host: str, vm: str, mac: str, network: str, mode
         )
     if not obs.network.active:
         raise InputError(
-            f"network {network} is not active; start it (virsh net-start {network}) "
+            f"network {network} is not active; start it ({command('virsh', 'net-start', network)}) "
             "or run the forward-bridge runbook"
         )
     others = sorted(set(obs.macs_in_use.get(mac, ())) - ({vm} if mode == "attach" else set()))
@@ -110,7 +111,8 @@ def make_plan(obs: Observed, *, host: str, vm: str, mac: str, network: str, mode
         if iface.mac == mac and iface.source != network:
             raise InputError(
                 f"{vm} already has MAC {mac} on {iface.source or iface.type}; "
-                f"detach it there first (virsh detach-interface {vm} {iface.type} --mac {mac})"
+                "detach it there first "
+                f"({command('virsh', 'detach-interface', vm, iface.type, '--mac', mac)})"
             )
     changes = []
     if not _has_nic(dom.config_xml, mac, network):
