@@ -14,6 +14,9 @@ when (systemd calendar syntax), plus an optional failure hook command::
         fleet: {inventory: inventory.yml, limit: daemon_hosts, forks: 10}
         when: hourly                      # `opsbook fleet run host-health -i … --summary`
 
+A run is filed under its parameter set's ``host`` (the units say ``--host`` with it), and
+under the schedule's HOST only where the set names none; HOST names the units either way.
+
 A ``fleet`` run (:mod:`opslib.fleet_cli`) takes each host's parameter set from its
 inventory (``inventory`` is relative to the schedule file; ``limit`` and ``forks`` are
 optional); its failure hook gets the fleet run's summary, naming the failing hosts.
@@ -28,6 +31,7 @@ that differ, so a second install changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -42,6 +46,7 @@ import yaml
 from opslib import files, metrics, params
 from opslib.changes import Change, Result
 from opslib.errors import InputError
+from opslib.paramsets import load_param_file
 from opslib.schedule_fleet import FleetTarget
 from opslib.schedule_fleet import parse as parse_fleet
 from opslib.systemd_calendar import (
@@ -69,6 +74,9 @@ class ScheduledRun:
     metrics_dir: Path | None = None
     period: int | None = None  # seconds, exported with the metrics
     fleet: FleetTarget | None = None
+    # The host its records are filed under: its set's `host`, else the schedule's ("" for a
+    # fleet run: each host's own set names it).
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,8 @@ def load(params_dir: Path, host: str, *, notebooks: Path | None = None) -> Sched
         if not isinstance(item, dict):
             raise InputError(f"{where}: must be a mapping (runbook, parameters, when)")
         run = _run(item, path.parent, where, default_metrics, notebooks)
+        if run.fleet is None and not run.host:
+            run = dataclasses.replace(run, host=host)
         if any(run_stem(host, r) == run_stem(host, run) for r in runs):
             raise InputError(
                 f"{where}: {run.runbook} is scheduled twice (unit {run_stem(host, run)}); "
@@ -178,6 +188,7 @@ def _run(
         raise InputError(f"{where}: no runbook {runbook!r} in {notebooks}")
     fleet = parse_fleet(item["fleet"], base, where) if "fleet" in item else None
     set_path: Path | None = None
+    set_host = ""
     if fleet is not None:
         if "parameters" in item:
             raise InputError(
@@ -189,6 +200,7 @@ def _run(
         set_path = unit_path((base / given).resolve(), f"{where}: parameters")
         if not set_path.is_file():
             raise InputError(f"{where}: parameter set {set_path} does not exist")
+        set_host = _set_host(set_path, where)
     when = unit_line(item.get("when", ""), f"{where}: when").strip()
     if not when:
         raise InputError(f"{where}: 'when' is missing (systemd calendar, e.g. hourly)")
@@ -202,7 +214,18 @@ def _run(
         metrics_dir,
         calendar_period(when) if metrics_dir else None,
         fleet,
+        set_host,
     )
+
+
+def _set_host(path: Path, where: str) -> str:
+    """The ``host`` a parameter set names ("" if none): its runs are filed under it, as
+    `opsbook run -f SET` files them, not under the schedule's directory name."""
+    value = load_param_file(path).get("host", "")
+    try:
+        return str(_HOST.convert(value))
+    except InputError as exc:
+        raise InputError(f"{where}: {path}: {exc}") from None
 
 
 def _unit_command(argv: list[str]) -> str:
@@ -210,7 +233,7 @@ def _unit_command(argv: list[str]) -> str:
     return shlex.join(argv).replace("%", "%%").replace("$", "$$")
 
 
-def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
+def _run_argv(opsbook: str, run: ScheduledRun) -> list[str]:
     # --summary: one line per run in the journal (or cron's log), not the result tables.
     if run.fleet is not None:
         fleet = run.fleet
@@ -219,7 +242,8 @@ def _run_argv(opsbook: str, run: ScheduledRun, host: str) -> list[str]:
         argv += ["--forks", str(fleet.forks)] if fleet.forks else []
         argv += ["--summary"]
     else:
-        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", host]
+        # --host: the set's own host (so it wins), else the schedule's name, as before
+        argv = [opsbook, "run", run.runbook, "-f", str(run.parameters), "--host", run.host]
         argv += ["--summary"]
     if run.metrics_dir is not None:
         argv += ["--metrics-dir", str(run.metrics_dir)]
@@ -237,9 +261,9 @@ def run_stem(host: str, run: ScheduledRun) -> str:
     return unit_stem(host, f"fleet-{run.runbook}" if run.fleet else run.runbook)
 
 
-def _what(run: ScheduledRun, host: str) -> str:
+def _what(run: ScheduledRun) -> str:
     if run.fleet is None:
-        return f"runbook {run.runbook} on {host}"
+        return f"runbook {run.runbook} on {run.host}"
     hosts = run.fleet.limit or "every host"
     return f"fleet run {run.runbook} on {hosts} of {run.fleet.inventory.name}"
 
@@ -259,9 +283,9 @@ def render_units(schedule: Schedule, *, opsbook: str, workdir: Path) -> dict[str
     directory = specifiers_escaped(str(workdir))
     for run in schedule.runs:
         stem = run_stem(schedule.host, run)
-        argv = _run_argv(opsbook, run, schedule.host)
+        argv = _run_argv(opsbook, run)
         on_failure = f"OnFailure={FAILURE_TEMPLATE.replace('@', '@%n')}\n" if hook else ""
-        what = specifiers_escaped(_what(run, schedule.host))
+        what = specifiers_escaped(_what(run))
         units[f"{stem}.service"] = (
             f"{MARKER}\n[Unit]\n"
             f"Description=opsbook {what}\n"
@@ -303,7 +327,7 @@ def crontab_lines(schedule: Schedule, *, opsbook: str, workdir: Path) -> list[st
     lines = []
     for run in schedule.runs:
         cron = calendar_to_cron(run.when)
-        argv = _run_argv(opsbook, run, schedule.host)
+        argv = _run_argv(opsbook, run)
         cmd = f"cd {shlex.quote(str(workdir))} && {shlex.join(argv)}"
         if schedule.on_failure:
             notify = [opsbook, "schedule", "notify", run_stem(schedule.host, run)]

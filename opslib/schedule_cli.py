@@ -157,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             last_fleet = _last_fleet_run(store, run)
             start, status, where = last_fleet or ("-", "-", "-")
         else:
-            last = store.list(runbook=run.runbook, host=sch.host, limit=1)
+            last = store.list(runbook=run.runbook, host=run.host, limit=1)
             start, status, where = (
                 (last[0].start, last[0].status, last[0].path) if last else ("-", "-", "-")
             )
@@ -251,19 +251,20 @@ def _notify_fleet(
 
 def _notify(args: argparse.Namespace, sch: schedule.Schedule, run: schedule.ScheduledRun) -> int:
     store = _store(args, notify=True)
-    env = {**os.environ, "OPSBOOK_HOST": sch.host, "OPSBOOK_RUNBOOK": run.runbook}
+    # the host the run was for: its set's (a fleet run's: the schedule's, the workstation)
+    env = {**os.environ, "OPSBOOK_HOST": run.host or sch.host, "OPSBOOK_RUNBOOK": run.runbook}
     if run.fleet is not None:
         summary, env["OPSBOOK_FAILED_HOSTS"] = _notify_fleet(store, sch, run)
         return _hand_over(sch, summary, env)
-    last = store.list(runbook=run.runbook, host=sch.host, limit=1)
+    last = store.list(runbook=run.runbook, host=run.host, limit=1)
     if last:
         row = last[0]
         summary = (
-            f"opsbook: {run.runbook} on {sch.host} {row.status} (exit {row.exit_code}) "
+            f"opsbook: {run.runbook} on {run.host} {row.status} (exit {row.exit_code}) "
             f"at {row.start}: {row.summary}\nrecord: {row.path}\n"
         )
     else:
-        summary = f"opsbook: {run.runbook} on {sch.host} failed before leaving a record\n"
+        summary = f"opsbook: {run.runbook} on {run.host} failed before leaving a record\n"
     return _hand_over(sch, summary, env)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,3 +237,86 @@ def test_an_installed_opsbook_runs_its_schedule_in_var_lib_with_its_packaged_run
     assert schedule_cli.default_params_dir() == Path("parameters")
     args = schedule_cli.argparse.Namespace(params_dir=str(_params(tmp_path, GOOD)), host="h1")
     assert schedule_cli._load(args).runs[0].runbook == "host-health"
+
+
+# -- a scheduled run is filed under its parameter set's host --------------------------------
+
+NOTEBOOKS = ROOT / "tests" / "notebooks"
+DAEMON = """on_failure: "cat > {hook}"
+runs:
+  - runbook: engine-demo
+    parameters: engine-demo.yaml
+    when: hourly
+    metrics_dir: {prom}
+"""
+
+
+def test_the_lab_schedule_runs_file_under_daemon1_the_host_its_set_names() -> None:
+    sch = schedule.load(ROOT / "parameters", "lab")
+    units = schedule.render_units(sch, opsbook="/usr/local/bin/opsbook", workdir=ROOT)
+    service = units["opsbook-lab-host-health.service"]  # the schedule's name names the units
+    (exec_start,) = [ln for ln in service.splitlines() if ln.startswith("ExecStart=")]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[argv.index("--host") + 1] == "daemon1", argv
+    assert argv.count("--host") == 1
+    assert "Description=opsbook runbook host-health on daemon1\n" in service
+    (cron,) = schedule.crontab_lines(sch, opsbook="/usr/local/bin/opsbook", workdir=ROOT)
+    assert "--host daemon1 --summary" in cron and "--host lab" not in cron
+
+
+def test_a_set_with_a_host_that_is_no_host_name_is_refused(tmp_path: Path) -> None:
+    params = _params(tmp_path, GOOD)
+    (params / "h1" / "host-health.yaml").write_text("host: ../daemon1\n")
+    with pytest.raises(InputError, match=r"host-health\.yaml: parameter host \(host\): '\.\./"):
+        schedule.load(params, "h1")
+
+
+def test_a_scheduled_run_files_its_record_and_alert_under_its_sets_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parameters/lab/ on daemon1 says host: daemon1: the timer's run, its record, its
+    metrics, `schedule list` and the failure alert all say daemon1, not lab."""
+    from opslib import cli
+    from opslib.records import Store
+
+    prom, records = tmp_path / "prom", tmp_path / "records"
+    prom.mkdir()
+    params = tmp_path / "parameters"
+    (params / "lab").mkdir(parents=True)
+    (params / "lab" / "engine-demo.yaml").write_text("host: daemon1\ncount: 1\n")
+    hook = tmp_path / "hook.txt"
+    (params / "lab" / "schedule.yaml").write_text(DAEMON.format(hook=hook, prom=prom))
+    sch = schedule.load(params, "lab", notebooks=NOTEBOOKS)
+    units = schedule.render_units(sch, opsbook="opsbook", workdir=ROOT)
+    (exec_start,) = [
+        ln
+        for ln in units["opsbook-lab-engine-demo.service"].splitlines()
+        if ln.startswith("ExecStart=")
+    ]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))[1:]
+    monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(NOTEBOOKS))  # engine-demo: a test runbook
+    proc = subprocess.run(
+        [sys.executable, "-m", "opslib.cli", *argv, "--records", str(records)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = Store(records)
+    assert [r.host for r in store.list(runbook="engine-demo")] == ["daemon1"]
+    assert [p.name for p in prom.iterdir()] == ["opsbook-daemon1@engine-demo.prom"]
+    common = ["--params-dir", str(params), "--records", str(records)]
+    assert cli.main(["schedule", "list", "--host", "lab", *common]) == 0
+    listed = capsys.readouterr().out
+    assert "opsbook-lab-engine-demo.timer" in listed and "daemon1" in listed, listed
+    assert cli.main(["schedule", "notify", "opsbook-lab-engine-demo.service", *common]) == 0
+    assert hook.read_text().startswith("opsbook: engine-demo on daemon1 ")
+    # the run leaves the schedule: its units go, and the metrics file of daemon1's runs too
+    units_dir = tmp_path / "units"
+    for name, text in units.items():
+        units_dir.mkdir(exist_ok=True)
+        (units_dir / name).write_text(text)
+    schedule.remove("lab", units_dir)
+    assert list(prom.iterdir()) == []
