@@ -31,7 +31,18 @@ def store_of(args: argparse.Namespace) -> Any:
     from opslib.records import Store, default_root
 
     root = getattr(args, "records", None)
-    return Store(Path(root) if root else default_root())
+    store = Store(Path(root) if root else default_root())
+    store.check_root()
+    return store
+
+
+def warn_not_records(store: Any) -> None:
+    """One line on stderr naming the files of the store that are not records."""
+    from opslib import record_files
+
+    line = record_files.warning(record_files.not_records(store))
+    if line:
+        print(f"opsbook: warning: {line}", file=sys.stderr)
 
 
 # -- runbooks ------------------------------------------------------------------------------
@@ -129,14 +140,14 @@ def yes_no(v: bool | None) -> str:
 def cmd_records(args: argparse.Namespace) -> int:
     from opslib.records import parse_since
 
-    store = store_of(args)
-    store.mark_stale()  # a run whose runner died shows as killed, not running
     since = parse_since(args.since) if args.since else None
     if args.status:
         from opslib.records import STATUSES
 
         if args.status not in STATUSES:
             raise InputError(f"--status {args.status!r}: one of {', '.join(STATUSES)}")
+    store = store_of(args)
+    store.mark_stale()  # a run whose runner died shows as killed, not running
     fleet_run = getattr(args, "fleet_run", None)
     rows = store.list(
         runbook=args.runbook,
@@ -195,9 +206,12 @@ def cmd_records_show(args: argparse.Namespace) -> int:
     row = store.get(args.id)
     path = store.abspath(row)
     if args.html:
+        from opslib import record_site
+
         # RECORD.html is the record's page in the site (records html)
         out = Path(args.output) if args.output else path.with_suffix(".nbconvert.html")
-        write_html(path, out)
+        record_site.check_target(out, "-o")
+        records.atomic_write(out, record_site.notebook_html(path).encode())
         print(shown(out))
         return 0
     nb = store.notebook(row)
@@ -237,17 +251,6 @@ def cmd_records_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_html(notebook: Path, out: Path) -> None:
-    import nbconvert
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
-    from opslib.records import atomic_write
-
-    atomic_write(out, body.encode())
-
-
 def cmd_records_diff(args: argparse.Namespace) -> int:
     from opslib import records
     from opslib.record_diff import diff_runs
@@ -280,6 +283,7 @@ def cmd_records_reindex(args: argparse.Namespace) -> int:
         f"indexed {n} record{'s' * (n != 1)} in {time.monotonic() - t0:.1f} s: "
         f"{shown(store.index_path)}"
     )
+    warn_not_records(store)
     return 0
 
 
@@ -287,16 +291,17 @@ def cmd_records_html(args: argparse.Namespace) -> int:
     from opslib import record_site
 
     store = store_of(args)
+    out = Path(args.output) if args.output else None
+    record_site.check_index_target(store, out)  # before any page is written
     store.mark_stale()
     t0 = time.monotonic()
-    built = record_site.build(
-        store, Path(args.output) if args.output else None, progress=lambda s: print(s)
-    )
+    built = record_site.build(store, out, progress=lambda s: print(s))
     print(
         f"{built.runs} runs: {built.rendered} record page{'s' * (built.rendered != 1)} "
         f"rendered, {built.hosts} host page{'s' * (built.hosts != 1)} "
         f"({time.monotonic() - t0:.1f} s): {shown(built.index)}"
     )
+    warn_not_records(store)
     return 0
 
 
@@ -308,6 +313,7 @@ def cmd_records_search(args: argparse.Namespace) -> int:
         raise InputError("records search: give the text to look for (a VM, MAC, address...)")
     store = store_of(args)
     hits = record_search.search(store, text, limit=args.limit)
+    warn_not_records(store)
     if not hits:
         print(f"no record matches {text!r}")
         return 0
@@ -354,8 +360,21 @@ def param_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=help)
 
 
+def runs_count(text: str) -> int:
+    """``-n``: a number of runs (argparse calls it; its InputError is one line, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise InputError(f"-n {text}: give a number of runs, 0 or more (0: all)")
+    return n
+
+
 def limit_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--limit", type=int, default=50, help="newest N (default 50, 0 = all)")
+    p.add_argument(
+        "-n", "--limit", type=runs_count, default=50, help="newest N (default 50, 0 = all)"
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -131,8 +131,14 @@ for (const id of ["search", "f-runbook", "f-host", "f-status", "f-since"]) {
   f(id).oninput = () => { showAll = false; apply(); };
 }
 f("more").onclick = () => { showAll = true; apply(); };
+function hashQuery(hash) {
+  // A link cut short or typed by hand may hold an escape that decodes to nothing: the
+  // search is then its text as written, never an error that stops this script.
+  const raw = hash.slice(3);
+  try { return decodeURIComponent(raw); } catch (e) { return raw; }
+}
 if (location.hash.startsWith("#q=")) {
-  f("search").value = decodeURIComponent(location.hash.slice(3));
+  f("search").value = hashQuery(location.hash);
   apply();
 } else {
   const n = site.runs.length;

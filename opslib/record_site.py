@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +26,15 @@ from opslib.errors import InputError
 from opslib.record_index import Run
 from opslib.record_pages import esc, status_cell
 
-__all__ = ["RENDERER_FILES", "Built", "build", "renderer_stamp"]
+__all__ = [
+    "RENDERER_FILES",
+    "Built",
+    "build",
+    "check_index_target",
+    "check_target",
+    "notebook_html",
+    "renderer_stamp",
+]
 
 _HERE = Path(__file__).resolve().parent
 # The code a page is rendered by: a page older than any of these is rendered again.
@@ -143,10 +153,35 @@ def render_record(store: records.Store, run: Run, previous: Run | None, index: P
     records.atomic_write(page, html.encode())
 
 
+def check_target(path: Path, option: str) -> None:
+    """Refuse an HTML file ``path`` that cannot be written, before anything is."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory; give the file to write in it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest existing one
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is a file, not a directory")
+    if parent != path.parent:
+        fix = shlex.join(["mkdir", "-p", str(path.parent)])
+        raise InputError(f"{option} {path}: no directory {path.parent}; make it first: {fix}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {parent}")
+
+
+def check_index_target(store: records.Store, out: Path | None) -> None:
+    """``records html -o OUT``: the index and its ``site.js`` can be written beside it."""
+    if out is not None:
+        check_target(out, "-o")
+        if (out.parent / record_index.SITE_JS).is_dir():
+            raise InputError(f"-o {out}: {out.parent / record_index.SITE_JS} is a directory")
+
+
 def build(
     store: records.Store, out: Path | None = None, *, progress: Callable[[str], None] | None = None
 ) -> Built:
     """Render what is new or stale, then the host pages, the index and its search data."""
+    check_index_target(store, out)
     index = out or store.root / "index.html"
     record_search.catch_up(store)
     rows = record_index.runs_of(store)
@@ -238,3 +273,59 @@ def write_host_page(
     nav = [("all records", _rel(index, page.parent))]
     html = record_pages.page(f"host {host}", "\n".join(body), nav=nav)
     record_index.write_if_changed(page, html.encode())
+
+
+# -- the executed notebook as nbconvert renders it (records show --html) ------------------
+
+# nbconvert's lab template, less what it loads from the network (require.js, MathJax,
+# mermaid, the widget manager): a record is opened on hosts without network, and opening
+# one makes no request. Math and diagrams show as their source, widgets as their text.
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+# The lab template's order of output formats, less the two that need scripts from the
+# network (widgets) or may fetch anything (JavaScript): such an output shows as its text.
+_PRIORITY = [
+    "text/html",
+    "text/markdown",
+    "image/svg+xml",
+    "text/vnd.mermaid",
+    "text/latex",
+    "image/png",
+    "image/jpeg",
+    "text/plain",
+]
+# Whatever an output's own HTML names (an <img src="https://...">), the browser fetches
+# nothing: images, fonts and styles from the page itself (inline, data:) only.
+_CSP = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "img-src data:; font-src data:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'\">"
+)
+
+
+def notebook_html(path: Path) -> str:
+    """The record notebook at ``path`` as one self-contained HTML page."""
+    import nbconvert
+    import nbformat
+    from jinja2 import DictLoader
+    from nbformat.validator import MissingIDFieldWarning
+    from traitlets.config import Config
+
+    try:
+        with warnings.catch_warnings():  # records filed without cell ids: not the reader's
+            warnings.simplefilter("ignore", MissingIDFieldWarning)
+            nb = nbformat.read(str(path), as_version=4)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the record {path}: {exc}") from None
+    exporter = nbconvert.HTMLExporter(
+        config=Config({"NbConvertBase": {"display_data_priority": _PRIORITY}}),
+        extra_loaders=[DictLoader({"opsbook-record.html.j2": _TEMPLATE})],
+        template_file="opsbook-record.html.j2",
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    head = body.find("<head>")
+    return body if head < 0 else body[: head + 6] + "\n" + _CSP + body[head + 6 :]

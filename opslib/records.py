@@ -258,8 +258,21 @@ class Store:
     def index_path(self) -> Path:
         return self.root / INDEX
 
+    def check_root(self) -> None:
+        """Refuse a root that is, or lies under, a file: before anything reads or writes."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = "it is a file" if path == self.root else f"{path} is a file"
+                    raise InputError(
+                        f"record store {self.root}: not a directory ({what}); "
+                        "give --records (or $OPSBOOK_RECORDS) a directory"
+                    )
+                return
+
     @contextlib.contextmanager
     def db(self, path: Path | None = None) -> Iterator[sqlite3.Connection]:
+        self.check_root()
         self.root.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path or self.index_path, timeout=30)
         con.row_factory = sqlite3.Row
@@ -267,6 +280,15 @@ class Store:
             con.executescript(_SCHEMA + record_search.SCHEMA)
             with con:
                 yield con
+        except sqlite3.DatabaseError as exc:
+            # DatabaseError itself (not its subclasses: locked, constraint...): the file is
+            # not an sqlite database, or a damaged one. The records hold all it held.
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise InputError(
+                f"the record index {path or self.index_path} is damaged ({exc}); "
+                "`opsbook records reindex` rebuilds it from the records"
+            ) from exc
         finally:
             con.close()
 
@@ -431,7 +453,7 @@ class Store:
         try:
             with self.db(Path(tmp)) as con:
                 rows, texts = [], []
-                for path in self._record_files():
+                for path in self.record_files():
                     found = self._header_for_reindex(path)
                     if found is None:
                         continue
@@ -462,7 +484,8 @@ class Store:
                 os.unlink(tmp)
         return count
 
-    def _record_files(self) -> Iterator[Path]:
+    def record_files(self) -> Iterator[Path]:
+        """Every record notebook's path under the root (not partial ones, not locks)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "locks")
             for name in sorted(filenames):
@@ -474,8 +497,8 @@ class Store:
             nb = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-        header = nb.get("metadata", {}).get(META_KEY)
-        if not isinstance(header, dict) or "runbook" not in header:
+        header = header_of(nb)
+        if header is None:
             return None
         if header.get("status") == "running" and not _pid_alive(header.get("pid")):
             header = self._promote_killed(path) or header
@@ -488,6 +511,13 @@ class Store:
             ):
                 header["changed"] = bool(final.get("changed"))
         return dict(header), nb
+
+
+def header_of(nb: Any) -> dict[str, Any] | None:
+    """The header of a record notebook; None when ``nb`` is not one."""
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    header = meta.get(META_KEY) if isinstance(meta, dict) else None
+    return header if isinstance(header, dict) and "runbook" in header else None
 
 
 def _killed_at(nb: Mapping[str, Any]) -> str:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +284,7 @@ def test_a_plan_shows_each_change_with_its_diff() -> None:
 def test_an_index_written_elsewhere_links_back_into_the_store(tmp_path: Path) -> None:
     store, _ = filled(tmp_path / "records")
     out = tmp_path / "site" / "all.html"
+    out.parent.mkdir()
     record_site.build(store, out)
     assert (tmp_path / "site" / "site.js").is_file()
     links = hrefs(out)
@@ -290,3 +293,203 @@ def test_an_index_written_elsewhere_links_back_into_the_store(tmp_path: Path) ->
         assert (out.parent / href).is_file(), href
     page = tmp_path / "records/lab/2024/05/01/110000Z-find-vm-ip.html"
     assert "../../../../../site/all.html" in hrefs(page)
+
+
+class _Fetches(HTMLParser):
+    """What a browser would fetch from elsewhere when it opens a page."""
+
+    TAGS = ("script", "link", "iframe", "img", "source", "embed", "object", "audio", "video")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_script = tag == "script"
+        if tag in self.TAGS:
+            for name, value in attrs:
+                if name in ("src", "href", "data", "srcset") and re.match(
+                    r"\s*(https?:)?//", value or "", re.I
+                ):
+                    self.found.append(f"<{tag} {name}={value}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and re.search(r"https?://", data):  # import("https://...")
+            self.found.append(f"<script>{data.strip()[:80]}")
+
+
+def fetches(html: str) -> list[str]:
+    parser = _Fetches()
+    parser.feed(html)
+    return parser.found
+
+
+def rich_notebook() -> dict[str, Any]:
+    """A record with what papermill files: markdown with math, a widget, JavaScript."""
+    nb = notebook(result({"guest up": "ok"}, ADDR))
+    widget = {"model_id": "m1", "version_major": 2, "version_minor": 0}
+    nb["metadata"]["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {"m1": {"model_name": "ButtonModel", "state": {}}},
+            "version_major": 2,
+            "version_minor": 0,
+        }
+    }
+    nb["cells"] += [
+        {"cell_type": "markdown", "metadata": {}, "source": "Prefix math: $2^{64}$ addresses"},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": "rb.confirm()",
+            "execution_count": 3,
+            "outputs": [
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {
+                        "application/vnd.jupyter.widget-view+json": widget,
+                        "text/plain": "Button(description='apply these changes')",
+                    },
+                },
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {
+                        "application/javascript": "console.log('js output')",
+                        "text/plain": "<IPython.core.display.Javascript object>",
+                    },
+                },
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {
+                        "text/html": "<table><tr><td>vm-nat2 html row</td></tr></table>",
+                        "text/plain": "vm-nat2 text row",
+                    },
+                },
+            ],
+        },
+    ]
+    return nb
+
+
+def test_every_page_opsbook_writes_fetches_nothing_from_the_network(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.add(header("2024-05-01T10:00:00Z"), rich_notebook())
+    store.add(header("2024-05-01T11:00:00Z"), rich_notebook())
+    record_site.build(store)
+    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(tmp_path)]
+    show = subprocess.run(
+        [*argv, "show", "2", "--html"], capture_output=True, text=True, timeout=120
+    )
+    assert show.returncode == 0 and show.stderr == "", show.stderr
+    shown = Path(show.stdout.strip()).resolve()
+    pages = sorted(tmp_path.rglob("*.html"))
+    assert shown in pages and len(pages) == 5  # 2 record pages, a host page, index, show
+    for page in pages:
+        assert fetches(page.read_text()) == [], page
+    html = shown.read_text()
+    # the notebook's outputs are all there, each in the form that needs no script
+    assert "vm-nat2 html row" in html and "the result" in html and "hi \n" in html
+    assert "Prefix math: $2^{64}$ addresses" in html
+    assert "<pre>Button(description='apply these changes')</pre>" in html
+    assert "&lt;IPython.core.display.Javascript object&gt;" in html
+    assert "default-src 'none'" in html  # nor does what an output's own HTML names
+
+
+def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(root), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "message"),
+    [
+        (["html"], "missing/index.html", "no directory {d}/missing; make it first: mkdir -p"),
+        (["html"], "afile/index.html", "{d}/afile is a file, not a directory"),
+        (["html"], "adir", "is a directory; give the file to write in it"),
+        (["show", "1", "--html"], "missing/1.html", "no directory {d}/missing; make it first"),
+    ],
+)
+def test_an_html_target_that_cannot_be_written_is_refused_before_any_page(
+    tmp_path: Path, command: list[str], target: str, message: str
+) -> None:
+    filled(tmp_path / "records")
+    (tmp_path / "afile").write_text("kept\n")
+    (tmp_path / "adir").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    done = records_cli(tmp_path / "records", *command, "-o", str(tmp_path / target))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.splitlines()
+    assert f"-o {tmp_path / target}: " in line and message.format(d=tmp_path) in line, line
+    assert sorted(tmp_path.rglob("*")) == before  # no record page, no index, no directory
+    assert (tmp_path / "afile").read_text() == "kept\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "out"), [(["html"], "3 runs: 3 record pages"), (["search", "vm-nat1"], "2  ")]
+)
+def test_a_file_in_the_store_that_is_not_a_record_is_named_in_one_warning(
+    tmp_path: Path, command: list[str], out: str
+) -> None:
+    filled(tmp_path)
+    (tmp_path / "lab/2024/05/01/130000Z-find-vm-ip.ipynb").write_bytes(b"{garbage")
+    (tmp_path / "d1/stray.ipynb").write_text('{"cells": [], "metadata": {}}')  # no header
+    done = records_cli(tmp_path, *command)
+    assert done.returncode == 0, done.stderr
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith("opsbook: warning: 2 files in the store are not a record notebook")
+    assert "lab/2024/05/01/130000Z-find-vm-ip.ipynb" in warning and "d1/stray.ipynb" in warning
+    assert out in done.stdout  # the records themselves are there as before
+
+
+# The index page's scripts (site.js and the inline one) run in node against the least
+# DOM they touch: what they draw for the search a URL carries.
+_DOM = """
+const vm = require("vm"), fs = require("fs");
+const [siteJs, inline, hash] = JSON.parse(fs.readFileSync(0, "utf8"));
+const els = {};
+const el = id => els[id] ??= {value: "", textContent: "", hidden: false,
+  tBodies: [{innerHTML: "", rows: {length: 0}}]};
+const box = {window: {}, document: {getElementById: el},
+  location: {hash, pathname: "/index.html"}, history: {replaceState() {}}};
+vm.runInNewContext(siteJs + "\\n" + inline, box);
+const body = el("runs").tBodies[0].innerHTML;
+console.log(JSON.stringify({search: el("search").value, count: el("count").textContent,
+  ids: [...body.matchAll(/data-id="(\\d+)"/g)].map(m => Number(m[1]))}));
+"""
+
+
+def index_scripts(root: Path) -> tuple[str, str]:
+    index = (root / "index.html").read_text()
+    inline = re.findall(r"<script>(.*?)</script>", index, re.S)
+    assert len(inline) == 1
+    return (root / "site.js").read_text(), inline[0]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+@pytest.mark.parametrize(
+    ("hash_", "search", "ids"),
+    [
+        ("#q=vm-nat2", "vm-nat2", [2]),
+        ("#q=52%3A54%3A00%3A0b%3A00%3A01", "52:54:00:0b:00:01", [2, 1]),
+        ("#q=%E0%A4%A", "%E0%A4%A", []),  # cut inside a character: taken as it is
+        ("#q=100%", "100%", []),
+    ],
+)
+def test_the_index_applies_the_search_its_url_carries_even_when_malformed(
+    tmp_path: Path, hash_: str, search: str, ids: list[int]
+) -> None:
+    store, _ = filled(tmp_path)
+    record_site.build(store)
+    stdin = json.dumps([*index_scripts(tmp_path), hash_])
+    done = subprocess.run(
+        ["node", "-e", _DOM], input=stdin, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr  # an uncaught error stops the page's script
+    drawn = json.loads(done.stdout)
+    assert drawn == {"search": search, "count": f"{len(ids)} of 3 runs match", "ids": ids}

@@ -201,3 +201,63 @@ def test_the_record_header_names_secrets_by_source_and_exit_codes_by_status() ->
             "2024-05-01T10:00:07Z",
         )
     assert started["status"] == "running"  # finished() leaves the started header alone
+
+
+def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(root), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command printed (exit 2, no traceback)."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize("command", [[], ["reindex"], ["show", "1"], ["html"], ["search", "vm"]])
+def test_a_records_path_that_is_a_file_is_refused_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    afile = tmp_path / "records"
+    afile.write_text("not a directory\n")
+    line = one_line(records_cli(afile, *command))
+    assert f"record store {afile}: not a directory (it is a file)" in line
+    assert afile.read_text() == "not a directory\n"
+    inside = one_line(records_cli(afile / "sub", *command))  # a file on the way to it
+    assert f"record store {afile / 'sub'}: not a directory ({afile} is a file)" in inside
+
+
+def test_a_damaged_index_says_so_and_reindex_rebuilds_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for day in (1, 2):
+        store.add(header(start=f"2024-05-0{day}T10:00:00Z"), notebook())
+    store.index_path.write_bytes(b"\x00garbage, not sqlite\xff" * 200)
+    for command in ([], ["show", "1"], ["html"], ["search", "lab"]):
+        line = one_line(records_cli(tmp_path, *command))
+        assert "is damaged" in line and "`opsbook records reindex` rebuilds it" in line, line
+    done = records_cli(tmp_path, "reindex")
+    assert done.returncode == 0 and "indexed 2 records" in done.stdout, done.stderr
+    listing = records_cli(tmp_path)
+    assert listing.returncode == 0 and listing.stdout.count("host-health") == 2
+
+
+def test_reindex_names_a_file_that_is_not_a_record_in_one_warning(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.add(header(), notebook())
+    garbage = tmp_path / "lab/2024/05/01/110000Z-host-health.ipynb"
+    garbage.write_bytes(b"{garbage")
+    done = records_cli(tmp_path, "reindex")
+    assert done.returncode == 0 and "indexed 1 record " in done.stdout
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith("opsbook: warning: ")
+    assert "lab/2024/05/01/110000Z-host-health.ipynb" in warning
+
+
+@pytest.mark.parametrize("command", [[], ["search", "lab"]])
+def test_a_negative_count_is_refused(tmp_path: Path, command: list[str]) -> None:
+    Store(tmp_path).add(header(), notebook())
+    for value in ("-5", "five"):
+        line = one_line(records_cli(tmp_path, *command, "-n", value))
+        assert line == f"opsbook: -n {value}: give a number of runs, 0 or more (0: all)"
