@@ -1,11 +1,18 @@
 """Benchmark: find-vm-ip for all VMs against the wiki's own shell pipeline.
 
-Run on demand, as root, against a lab that is up (``opsbook lab up``)::
+Runs on a configured simulated host (``STATE``), as root::
 
-    OPSBOOK_LAB_PREFIX=ob .venv/bin/python benchmarks/find_vm_ip_bench.py
+    .venv/bin/opsbook lab --prefix ob up --simulated --configured
+    .venv/bin/python benchmarks/find_vm_ip_bench.py --prefix ob   # or $OPSBOOK_LAB_PREFIX
 
-Both sides talk to the same real daemons: the lab's libvirtd (10, 100, 1000 extra
-domains defined, not started, one NIC each on the NAT network) and the kernel's
+It checks that state first (:func:`check_state`: the simulated host's libvirtd, its NAT
+network on virbr0 carrying IPv6, the guests running) and names what is missing in one
+line, exit 1. A plain ``lab up`` boots daemon1 only; a bare ``--simulated`` leaves virbr0
+without IPv6, so the IPv6 neighbours below cannot be added.
+
+Both sides talk to the same real daemons: the simulated host's libvirtd (10, 100, 1000
+extra domains defined, not started, one NIC each on the NAT network under its real name:
+``nat-bridge`` once nat-bridge-ipv6 renamed libvirt's ``default``) and the kernel's
 neighbour table of the lab's NAT bridge in the host netns (filled to 1,000 and
 10,000 entries with pyroute2: permanent ones, plus a few stale; one entry per
 benchmark VM carries its MAC, so both sides have something to find). The
@@ -20,8 +27,11 @@ benchmark adds is removed at the end (domains named ``bench-*``, neighbours it a
 
 Last, the one-VM lookup with the probe on a running lab guest that answers (target
 < 300 ms: the probe ends once the guest answered, not after its 1 s deadline);
-``--probe-only`` times just that. A timed run that fails (an error, a guest that
-stays silent, nothing found) prints no figure: the message goes to stderr, exit 1.
+``--probe-only`` times just that. Each row's two sides must find, for every VM timed
+by the pipeline, exactly the neighbour entry the benchmark gave it; a row whose sides
+disagree fails the run. A timed run that fails (an error, a disagreement, a guest that
+stays silent, nothing found) prints no figure: the message goes to stderr, exit 1; the
+figures are printed only once every run succeeded.
 """
 
 from __future__ import annotations
@@ -37,17 +47,32 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import libvirt
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import labstate
 
 from opslib import rtnl, virt
 from opslib.errors import OpsError
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
 
+STATE = "a configured simulated host: opsbook lab up --simulated --configured"
 NUD_PERMANENT, NUD_STALE = 0x80, 0x04
 STALE_ENTRIES = 100  # stale entries count against the kernel's gc thresholds; keep few
 NEIGH_BASE = int(ipaddress.IPv6Address("2001:db8:be::"))
+ONE = 2  # the one-VM lookup's VM, bench-00002: its entry is permanent in every round
+
+
+def check_state(lab: Lab) -> labstate.SimulatedHost:
+    """The simulated host configured (StateMissing otherwise): its NAT network's name."""
+    return labstate.configured_simulated_host(lab)
 
 
 def bench_mac(i: int) -> str:
@@ -58,9 +83,17 @@ def filler_mac(i: int) -> str:
     return f"02:be:ee:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
 
 
+def neigh_ip(i: int) -> str:
+    return str(ipaddress.IPv6Address(NEIGH_BASE + i))
+
+
+def bench_name(i: int) -> str:
+    return f"bench-{i:05d}"
+
+
 def domain_xml(i: int, network: str) -> str:
     return f"""<domain type='qemu'>
-  <name>bench-{i:05d}</name>
+  <name>{bench_name(i)}</name>
   <memory unit='MiB'>32</memory>
   <os><type arch='x86_64'>hvm</type></os>
   <devices>
@@ -73,49 +106,63 @@ def domain_xml(i: int, network: str) -> str:
 </domain>"""
 
 
+class BenchFailed(Exception):
+    """A timed run did not do what it measures: its figure would mean nothing."""
+
+
 class Bench:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, host: labstate.SimulatedHost) -> None:
         self.lab = lab
-        self.bridge = lab.nat_bridge
+        self.network = host.network  # the real name (nat-bridge), never lab.nat_network
+        self.bridge = host.bridge
         self.ifindex = rtnl.ifindex(lab.host_ns, self.bridge)
         self.domains = 0
         self.neighbours = 0  # entries we added: index i -> 2001:db8:be::i
+        self.stale: set[int] = set()  # added as stale: the kernel may collect them
 
     # -- setup -----------------------------------------------------------------
     def set_domains(self, n: int) -> None:
-        with virt.connect(self.lab.uri) as conn:
-            for i in range(self.domains, n):
-                conn.defineXML(domain_xml(i, self.lab.nat_network))
+        try:
+            with virt.connect(self.lab.uri) as conn:
+                for i in range(self.domains, n):
+                    conn.defineXML(domain_xml(i, self.network))
+        except libvirt.libvirtError as exc:
+            raise BenchFailed(f"defining {bench_name(self.domains)}..: {exc}") from exc
         self.domains = max(self.domains, n)
 
     def set_neighbours(self, n: int) -> None:
-        with IPRoute(netns=self.lab.host_ns, flags=0) as ip:
-            for i in range(self.neighbours, n):
-                mac = bench_mac(i) if i < 1000 else filler_mac(i)
-                state = NUD_STALE if i % (n // STALE_ENTRIES or 1) == 1 else NUD_PERMANENT
-                ip.neigh(
-                    "replace",
-                    dst=str(ipaddress.IPv6Address(NEIGH_BASE + i)),
-                    lladdr=mac,
-                    ifindex=self.ifindex,
-                    state=state,
-                    family=socket.AF_INET6,
-                )
-            for i in range(n, self.neighbours):
-                self._del(ip, i)
+        try:
+            with IPRoute(netns=self.lab.host_ns, flags=0) as ip:
+                for i in range(self.neighbours, n):
+                    stale = i % (n // STALE_ENTRIES or 1) == 1
+                    ip.neigh(
+                        "replace",
+                        dst=neigh_ip(i),
+                        lladdr=bench_mac(i) if i < 1000 else filler_mac(i),
+                        ifindex=self.ifindex,
+                        state=NUD_STALE if stale else NUD_PERMANENT,
+                        family=socket.AF_INET6,
+                    )
+                    if stale:
+                        self.stale.add(i)
+                    else:
+                        self.stale.discard(i)
+                for i in range(n, self.neighbours):
+                    self._del(ip, i)
+                    self.stale.discard(i)
+        except NetlinkError as exc:
+            raise BenchFailed(
+                f"adding IPv6 neighbours on {self.bridge} in {self.lab.host_ns}: {exc}"
+            ) from exc
         self.neighbours = n
 
     def _del(self, ip: IPRoute, i: int) -> None:
         # Already gone is fine (a stale entry the kernel collected).
         with contextlib.suppress(Exception):
-            ip.neigh(
-                "del",
-                dst=str(ipaddress.IPv6Address(NEIGH_BASE + i)),
-                ifindex=self.ifindex,
-                family=socket.AF_INET6,
-            )
+            ip.neigh("del", dst=neigh_ip(i), ifindex=self.ifindex, family=socket.AF_INET6)
 
     def cleanup(self) -> None:
+        """Remove what the benchmark added (also what an interrupted run left)."""
         with IPRoute(netns=self.lab.host_ns, flags=0) as ip:
             for i in range(self.neighbours):
                 self._del(ip, i)
@@ -126,6 +173,15 @@ class Bench:
 
     def table_size(self) -> int:
         return len(rtnl.neighbours_on(self.lab.host_ns, self.ifindex))
+
+    def steady(self) -> list[str]:
+        """The benchmark's VMs whose neighbour entry stays put (permanent, or none)."""
+        return [bench_name(i) for i in range(self.domains) if i not in self.stale]
+
+    def expected(self, name: str) -> set[str]:
+        """What both sides must find for benchmark VM ``name``: the entry it was given."""
+        i = int(name.removeprefix("bench-"))
+        return {neigh_ip(i)} if i < min(self.neighbours, 1000) else set()
 
     # -- the two sides ---------------------------------------------------------
     def ours(self, vm: str = "") -> list[find_vm_ip.VmAddresses]:
@@ -139,25 +195,20 @@ class Bench:
             "ip neighbour | grep -Ff <(virsh -c " + uri + " dumpxml $VM "
             "| xpath -q -e '//mac/@address' | cut -d '\"' -f 2) | cut -d ' ' -f 1; done"
         )
-        out = subprocess.run(
-            ["ip", "netns", "exec", self.lab.host_ns, "bash", "-c", script],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        argv = ["ip", "netns", "exec", self.lab.host_ns, "bash", "-c", script]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip() or "no output").splitlines()[-1]
+            raise BenchFailed(f"the wiki's pipeline exited {proc.returncode}: {why}")
         found: dict[str, set[str]] = {}
         current = ""
-        for line in out.splitlines():
+        for line in proc.stdout.splitlines():
             if line.startswith("@@ "):
                 current = line[3:]
                 found[current] = set()
             elif line.strip():
                 found[current].add(line.strip())
         return found
-
-
-class BenchFailed(Exception):
-    """A timed run did not do what it measures: its figure would mean nothing."""
 
 
 def probe_lookup(lab: Lab, vm: str) -> tuple[float, float, list[str]]:
@@ -172,7 +223,7 @@ def probe_lookup(lab: Lab, vm: str) -> tuple[float, float, list[str]]:
     [found] = find_vm_ip.assemble(obs)
     seconds = time.perf_counter() - t0
     if found.state != "running":
-        raise BenchFailed(f"{vm} is {found.state}; bring the lab up: opsbook lab up")
+        raise BenchFailed(f"{vm} is {found.state}; {STATE}")
     silent = [s for p in obs.probes for s in p.silent]
     if not obs.probes or silent:
         raise BenchFailed(f"the probe of {vm} waited for silent {silent or 'nothing'}")
@@ -204,6 +255,78 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+@dataclass(frozen=True)
+class Row:
+    vms: int
+    neighbours: int
+    ours_s: float
+    per_vm: float  # the pipeline's seconds per VM
+    sampled: int  # VMs the pipeline was timed on
+
+    def line(self) -> str:
+        pipe_total = self.per_vm * self.vms
+        approx = "~" if self.sampled < self.vms else " "
+        return (
+            f"{self.vms:>6} {self.neighbours:>7} {self.ours_s * 1000:>9.1f} "
+            f"{approx}{pipe_total * 1000:>12.0f} {self.per_vm * 1000:>10.1f} "
+            f"{pipe_total / self.ours_s:>7.0f}x"
+            + (f"  (pipeline timed on {self.sampled} VMs)" if approx == "~" else "")
+        )
+
+
+def measure(bench: Bench, sample_max: int) -> Row:
+    """One row: opsbook on every VM, the pipeline on an even sample of the benchmark's
+    steady VMs; BenchFailed unless both sides find, for each VM sampled, exactly the
+    entry it was given (agreeing on nothing, with no bridge found say, is no agreement)."""
+    ours_s, vms = timed(bench.ours, 3)
+    assert isinstance(vms, list)
+    steady = bench.steady()
+    step = max(1, len(steady) // sample_max)
+    sample = steady[::step][:sample_max]
+    if not sample:
+        raise BenchFailed("no benchmark VM to time the pipeline on")
+    pipe_s, piped = timed(functools.partial(bench.pipeline, sample), 1)
+    assert isinstance(piped, dict)
+    by_name = {v.name: v for v in vms}
+    wrong = []
+    for name in sample:
+        want = bench.expected(name)
+        vm = by_name.get(name)
+        mine = {ip for nic in vm.nics for ip in nic.ips(sources=["neighbour"])} if vm else None
+        theirs = piped.get(name, set())
+        if mine != want or theirs != want:
+            wrong.append(
+                f"{name}: opsbook {sorted(mine) if mine is not None else 'has no such VM'}, "
+                f"pipeline {sorted(theirs)}, given {sorted(want)}"
+            )
+    size = bench.table_size()
+    if wrong:
+        raise BenchFailed(
+            f"the two sides disagree on {len(wrong)} of {len(sample)} VMs ({len(vms)} VMs, "
+            f"{size} neighbours on {bench.bridge}, network {bench.network}); first {wrong[0]}"
+        )
+    return Row(len(vms), size, ours_s, pipe_s / len(sample), len(sample))
+
+
+def one_vm_line(bench: Bench, n_neigh: int) -> str:
+    one = bench_name(ONE)
+    bench.set_neighbours(n_neigh)
+    one_s, found = timed(lambda: bench.ours(one), 7)
+    assert isinstance(found, list)
+    got = {ip for nic in found[0].nics for ip in nic.ips(sources=["neighbour"])}
+    if got != bench.expected(one):
+        raise BenchFailed(f"{one}: found {sorted(got)}, given {sorted(bench.expected(one))}")
+    pipe_one, piped = timed(lambda: bench.pipeline([one]), 3)
+    assert isinstance(piped, dict)
+    if piped.get(one, set()) != got:
+        raise BenchFailed(f"{one}: the pipeline found {sorted(piped.get(one, set()))}")
+    return (
+        f"one VM ({one}) with {bench.table_size()} neighbours on {bench.bridge}: "
+        f"ours {one_s * 1000:.1f} ms (median of 7; target < 50 ms), "
+        f"pipeline {pipe_one * 1000:.0f} ms, ratio {pipe_one / one_s:.0f}x; found {sorted(got)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", default=None, help="lab prefix (default $OPSBOOK_LAB_PREFIX)")
@@ -212,75 +335,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=25, help="pipeline VMs timed at most")
     parser.add_argument("--probe-only", action="store_true", help="only the probe lookup")
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (BenchFailed, OpsError) as exc:
-        print(f"benchmark failed, no figure: {exc}", file=sys.stderr)
-        return 1
-
-
-def run(args: argparse.Namespace) -> int:
     vm_counts = [int(x) for x in args.vms.split(",")]
-    neigh_counts = [int(x) for x in args.neighbours.split(",")]
+    if min(vm_counts) <= ONE or args.sample < 1:
+        parser.error(f"--vms must each be more than {ONE}, --sample 1 or more")
+    try:
+        lab = Lab.from_env(args.prefix)
+        host = check_state(lab)
+    except (labstate.StateMissing, OpsError) as exc:
+        print(f"find_vm_ip_bench: {exc}", file=sys.stderr)
+        return 1
+    try:
+        lines = run(Bench(lab, host), args)
+    except (BenchFailed, OpsError) as exc:
+        print(f"find_vm_ip_bench: benchmark failed, no figure: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
 
-    bench = Bench(Lab.from_env(args.prefix))
-    print(f"lab {bench.lab.prefix}: libvirt {bench.lab.uri}, bridge {bench.bridge} "
-          f"in netns {bench.lab.host_ns}")  # fmt: skip
+
+def run(bench: Bench, args: argparse.Namespace) -> list[str]:
+    """Every figure's line; printed by the caller only once all of them succeeded."""
+    lab = bench.lab
+    lines = [
+        f"lab {lab.prefix}: libvirt {lab.uri}, network {bench.network}, bridge {bench.bridge} "
+        f"in netns {lab.host_ns}"
+    ]
     if args.probe_only:
-        print(probe_line(bench.lab))
-        return 0
+        return [*lines, probe_line(lab)]
     header = (
         f"{'VMs':>6} {'neigh':>7} {'ours ms':>9} {'pipeline ms':>13} {'pipe/VM ms':>10} "
-        f"{'ratio':>8}  agree"
+        f"{'ratio':>8}"
     )
-    print(header)
-    print("-" * len(header))
+    lines += [header, "-" * len(header)]
+    neigh_counts = [int(x) for x in args.neighbours.split(",")]
+    bench.cleanup()  # what an interrupted run left (bench-* domains)
     try:
-        for n_vms in vm_counts:
+        for n_vms in (int(x) for x in args.vms.split(",")):
             bench.set_domains(n_vms)
             for n_neigh in neigh_counts:
                 bench.set_neighbours(n_neigh)
-                ours_s, vms = timed(bench.ours, 3)
-                assert isinstance(vms, list)
-                names = [v.name for v in vms]
-                step = max(1, len(names) // args.sample)
-                sample = names[::step][: args.sample]
-                pipe_s, piped = timed(functools.partial(bench.pipeline, sample), 1)
-                assert isinstance(piped, dict)
-                per_vm = pipe_s / len(sample)
-                pipe_total = per_vm * len(names)
-                approx = "~" if len(sample) < len(names) else " "
-                # Same answers? The pipeline prints every neighbour IP of the VM's MACs.
-                by_name = {v.name: v for v in vms}
-                agree = all(
-                    piped.get(n, set())
-                    == {ip for nic in by_name[n].nics for ip in nic.ips(sources=["neighbour"])}
-                    for n in sample
-                )
-                print(
-                    f"{len(names):>6} {bench.table_size():>7} {ours_s * 1000:>9.1f} "
-                    f"{approx}{pipe_total * 1000:>12.0f} {per_vm * 1000:>10.1f} "
-                    f"{pipe_total / ours_s:>7.0f}x  {'yes' if agree else 'NO'}"
-                    + (f" (pipeline timed on {len(sample)} VMs)" if approx == "~" else "")
-                )
-        one = "bench-00002"  # its neighbour entry is permanent (stale ones may be collected)
-        bench.set_neighbours(max(neigh_counts))
-        one_s, found = timed(lambda: bench.ours(one), 7)
-        assert isinstance(found, list)
-        if not found[0].ips():
-            raise BenchFailed(f"{one}: its neighbour entry was not found")
-        pipe_one, _ = timed(lambda: bench.pipeline([one]), 3)
-        print()
-        print(
-            f"one VM ({one}) with {bench.table_size()} neighbours on {bench.bridge}: "
-            f"ours {one_s * 1000:.1f} ms (median of 7; target < 50 ms), "
-            f"pipeline {pipe_one * 1000:.0f} ms, ratio {pipe_one / one_s:.0f}x; "
-            f"found {found[0].ips()}"
-        )
-        print(probe_line(bench.lab))
+                print(f"timing {n_vms} VMs, {n_neigh} neighbours ...", file=sys.stderr)
+                lines.append(measure(bench, args.sample).line())
+        lines += ["", one_vm_line(bench, max(neigh_counts)), probe_line(lab)]
     finally:
         bench.cleanup()
-    return 0
+    return lines
 
 
 if __name__ == "__main__":

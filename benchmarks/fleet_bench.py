@@ -1,9 +1,12 @@
 """What Ansible costs a fleet run: host-health on 1 and 3 hosts, beside plain ssh.
 
-Run on demand against a lab with booted hosts (`opsbook lab up --hosts 3`, prefix from
-$OPSBOOK_LAB_PREFIX), as root::
+Runs on three booted hosts and their inventory (``STATE``), as root::
 
-    .venv/bin/python benchmarks/fleet_bench.py [--runs 3]
+    .venv/bin/opsbook lab --prefix ob up --hosts 3
+    .venv/bin/python benchmarks/fleet_bench.py --prefix ob [--runs 3]
+
+(prefix: ``--prefix``, else $OPSBOOK_LAB_PREFIX, else ``ob``). It checks that state first
+(:func:`check_state`) and names what is missing in one line, exit 1.
 
 Times, median of N runs each:
 
@@ -34,12 +37,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import labstate  # noqa: E402
 
 from opslib import procs  # noqa: E402
-from opslib.lab import daemonhost, hostssh  # noqa: E402
+from opslib.errors import OpsError  # noqa: E402
 from opslib.lab import fleet as labfleet  # noqa: E402
+from opslib.lab import hostssh  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 
+STATE = "three booted hosts and their inventory: opsbook lab up --hosts 3"
 RUNBOOK = "host-health"
 OPSBOOK = str(ROOT / ".venv" / "bin" / "opsbook")
 
@@ -70,22 +78,25 @@ def by_ssh(lab: Lab, host: str) -> list[str]:
     return hostssh.ssh_argv(lab, host, shlex.join(argv))
 
 
-def main() -> int:
+def check_state(lab: Lab) -> list[str]:
+    """Three running booted hosts and the inventory (StateMissing otherwise): their names."""
+    return labstate.booted_hosts(lab, 3)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prefix", default=None, help="lab prefix (default $OPSBOOK_LAB_PREFIX)")
     ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be 1 or more")
-    lab = Lab.from_env()
-    inventory = labfleet.inventory_file(lab)
-    hosts = [h.name for h in daemonhost.hosts(lab)][:3]
-    if not inventory.exists() or len(hosts) < 3:
-        print(
-            f"lab {lab.prefix} has {len(hosts)} booted host(s) and "
-            f"{'an' if inventory.exists() else 'no'} inventory: run `opsbook lab up --hosts 3`",
-            file=sys.stderr,
-        )
+    try:
+        lab = Lab.from_env(args.prefix)
+        hosts = check_state(lab)
+    except (labstate.StateMissing, OpsError) as exc:
+        print(f"fleet_bench: {exc}", file=sys.stderr)
         return 1
+    inventory = labfleet.inventory_file(lab)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="opsbook-fleet-bench-") as records:
         env = {"OPSBOOK_RECORDS": records}

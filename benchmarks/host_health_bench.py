@@ -1,9 +1,13 @@
 """How long the hourly host-health run takes, beside papermill's own floor.
 
-Run on demand against a configured simulated host (`opsbook lab up --simulated
---configured`, prefix from $OPSBOOK_LAB_PREFIX)::
+Runs on a configured simulated host (``STATE``)::
 
-    .venv/bin/python benchmarks/host_health_bench.py [--runs 3]
+    .venv/bin/opsbook lab --prefix ob up --simulated --configured
+    .venv/bin/python benchmarks/host_health_bench.py --prefix ob [--runs 3]
+
+(prefix: ``--prefix``, else $OPSBOOK_LAB_PREFIX, else ``ob``). It checks that state
+first (:func:`check_state`: the simulated host's libvirtd, its NAT network carrying IPv6,
+the guests running) and names what is missing in one line, exit 1.
 
 Uses the simulated host's parameter set (opslib.lab.simulated_sets, written for the
 prefix). Prints, per way of running, the median wall time of N runs: an empty notebook
@@ -28,11 +32,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import labstate  # noqa: E402
 
 from opslib import procs, runner  # noqa: E402
+from opslib.errors import OpsError  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 from opslib.lab.notebook import lab_defaults  # noqa: E402
 from opslib.procedures import host_health  # noqa: E402
+
+STATE = "a configured simulated host: opsbook lab up --simulated --configured"
+
+
+def check_state(lab: Lab) -> labstate.SimulatedHost:
+    """The simulated host configured (StateMissing otherwise)."""
+    return labstate.configured_simulated_host(lab)
 
 
 class BenchFailed(Exception):
@@ -49,18 +64,18 @@ def timed_run(name: str, argv: list[str]) -> float:
     return seconds
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prefix", default=None, help="lab prefix (default $OPSBOOK_LAB_PREFIX)")
     ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be 1 or more")
-    lab = Lab.from_env()
-    if not lab.root.is_dir():
-        print(
-            f"lab {lab.prefix} is not up: run `opsbook lab up --simulated --configured`",
-            file=sys.stderr,
-        )
+    try:
+        lab = Lab.from_env(args.prefix)
+        check_state(lab)
+    except (labstate.StateMissing, OpsError) as exc:
+        print(f"host_health_bench: {exc}", file=sys.stderr)
         return 1
     # the simulated host's set, written for this lab (opslib.lab.simulated_sets)
     params = lab_defaults(lab) / "host-health.yaml"
