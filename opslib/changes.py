@@ -159,6 +159,9 @@ class Result:
     # that ``records diff`` reads them without the runbook (opslib.row_diff).
     keys: dict[str, list[str]] = field(default_factory=dict)
     volatile: dict[str, list[str]] = field(default_factory=dict)
+    # Per table: columns that still say which row is which when the key changed (a network
+    # renamed: its UUID, its bridge), tried in order.
+    identity: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -191,9 +194,11 @@ class Result:
         *,
         key: Sequence[str],
         volatile: Sequence[str] = (),
+        identity: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """Add a result table whose rows ``key`` identifies; ``volatile`` columns change
-        on their own between runs (``records diff`` shows them only on request)."""
+        on their own between runs (``records diff`` shows them only on request);
+        ``identity`` columns match a row whose key changed (a rename) to its old self."""
         if not key:
             raise AssertionError(f"table {name!r}: declare at least one key column")
         if set(key) & set(volatile):
@@ -205,6 +210,8 @@ class Result:
         self.tables[name] = [dict(r) for r in rows]
         self.keys[name] = list(key)
         self.volatile[name] = list(volatile)
+        if identity:
+            self.identity[name] = list(identity)
         return self.tables[name]
 
     def to_json(self) -> dict[str, Any]:
@@ -227,6 +234,7 @@ class Result:
             },
             "keys": {n: list(k) for n, k in self.keys.items() if n in self.tables},
             "volatile": {n: list(v) for n, v in self.volatile.items() if n in self.tables},
+            "identity": {n: list(i) for n, i in self.identity.items() if n in self.tables},
             "data": self.data,
         }
 

@@ -60,7 +60,7 @@ def _table_lines(
         lines += [f"- table {name}: column {c}" for c in cols_a if c not in cols_b]
         lines += [f"+ table {name}: column {c}" for c in cols_b if c not in cols_a]
     key, vol = row_diff.shape(ra, rb, name)
-    changes = row_diff.compare(rows_a, rows_b, key, vol)
+    changes = row_diff.compare(rows_a, rows_b, key, vol, row_diff.identity(ra, rb, name))
     return lines + row_diff.render(name, changes, key, volatile=volatile)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["RowChange", "compare", "render", "shape", "text"]
+__all__ = ["RowChange", "compare", "identity", "render", "shape", "text"]
 
 Row = Mapping[str, Any]
 Kind = Literal["added", "removed", "changed", "renamed"]
@@ -95,6 +95,16 @@ def shape(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> tuple[list[s
     return columns, []
 
 
+def identity(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> list[str]:
+    """The identity columns of table ``name`` (what matches a row whose key changed), as
+    the second run declares them, else the first; none in records made before them."""
+    for result in (b, a):
+        columns = (result.get("identity") or {}).get(name)
+        if columns:
+            return list(columns)
+    return []
+
+
 def _unmatched(rows: Sequence[Row], others: Sequence[Row]) -> list[Row]:
     """The rows with no equal row (whole, one for one) among ``others``."""
     left = [_canon(r) for r in others]
@@ -134,13 +144,40 @@ def _renames(
     return pairs
 
 
+def _same_identity(
+    removed: Sequence[Row], added: Sequence[Row], identity: Sequence[str]
+) -> list[tuple[Row, Row]]:
+    """Removed and added rows that are one row whose key changed, told by an identity
+    column (tried in order) holding the same value in exactly one row on each side."""
+    pairs: list[tuple[Row, Row]] = []
+    left_a, left_b = list(removed), list(added)
+    for col in identity:
+        by_a: dict[str, list[Row]] = {}
+        by_b: dict[str, list[Row]] = {}
+        for rows, by in ((left_a, by_a), (left_b, by_b)):
+            for row in rows:
+                if row.get(col) not in ("", None):
+                    by.setdefault(_canon(row.get(col)), []).append(row)
+        for value, xs in by_a.items():
+            ys = by_b.get(value, [])
+            if len(xs) == 1 and len(ys) == 1:
+                pairs.append((xs[0], ys[0]))
+                left_a.remove(xs[0])
+                left_b.remove(ys[0])
+    return pairs
+
+
 def compare(
     rows_a: Sequence[Row],
     rows_b: Sequence[Row],
     key: Sequence[str],
     volatile: Iterable[str] = (),
+    identity: Sequence[str] = (),
 ) -> list[RowChange]:
-    """Every difference between two runs' rows of one table, volatile ones included."""
+    """Every difference between two runs' rows of one table, volatile ones included.
+
+    A removed and an added row are one row renamed when only a key column differs, or
+    when an ``identity`` column says so; then every other column that changed is listed."""
     volatile = set(volatile)
     common = set(_columns(rows_a)) & set(_columns(rows_b))
     compared = [c for c in _columns([*rows_b, *rows_a]) if c in common and c not in key]
@@ -178,6 +215,19 @@ def compare(
         )
     paired_a = {id(p[0]) for p in renamed}
     paired_b = {id(p[1]) for p in renamed}
+    for before, after in _same_identity(
+        [r for r in removed if id(r) not in paired_a],
+        [r for r in added if id(r) not in paired_b],
+        identity,
+    ):
+        fields = tuple(
+            Field(c, before.get(c), after.get(c), c in volatile)
+            for c in (*key, *compared)
+            if _canon(before.get(c)) != _canon(after.get(c))
+        )
+        out.append(RowChange("renamed", after, fields, before))
+        paired_a.add(id(before))
+        paired_b.add(id(after))
     out += [RowChange("removed", r, whole=id(r) in whole) for r in removed if id(r) not in paired_a]
     out += [RowChange("added", r, whole=id(r) in whole) for r in added if id(r) not in paired_b]
     return out
@@ -226,7 +276,11 @@ def render(
                 who += f" ({', '.join(rest)})" if rest else ""
             lines.append((True, _ident(c.row, key), f"{sign} {name}: {who}"))
             continue
-        fields = c.fields if volatile or c.kind == "renamed" else c.firm
+        if c.kind == "renamed":  # the key's change, then what else changed with it
+            fields = c.fields if volatile else c.firm
+            alike.setdefault((c.kind, tuple(fields)), []).append(c)
+            continue
+        fields = c.fields if volatile else c.firm
         if any(f.volatile for f in fields):  # each on its own line: which address, which run
             line = f"~ {name}: {_who(c.row, key)}: {_fields(fields)}"
             lines.append((True, _ident(c.row, key), line))
@@ -237,6 +291,7 @@ def render(
         n = f" ({len(rows)} rows)" if len(rows) > 1 else ""
         if kind == "renamed" and fields[0].column == key[0]:
             line = f"~ {name}: {text(fields[0].old)} renamed to {text(fields[0].new)}{n}"
+            line += f": {_fields(fields[1:])}" if len(fields) > 1 else ""
         elif len(rows) == 1:
             skip = fields[0].column if kind == "renamed" else ""
             line = f"~ {name}: {_who(rows[0].row, key, skip=skip)}: {_fields(fields)}"

@@ -154,6 +154,7 @@ class Network:
     active: bool = False
     autostart: bool = False
     persistent: bool = False
+    uuid: str = ""
 
     def ip(self, family: str) -> NetworkIP | None:
         return next((i for i in self.ips if i.family == family), None)
@@ -240,6 +241,7 @@ def parse_network(xml: str, **state: bool) -> Network:
         forward_mode=mode,
         ips=tuple(ips),
         xml=xml,
+        uuid=root.findtext("uuid", "").strip(),
         **state,
     )
 

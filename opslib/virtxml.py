@@ -171,12 +171,13 @@ class NetworkXml(Model):
         return False
 
     def renamed(self, name: str) -> NetworkXml:
-        """The same config under another name, without its UUID (libvirt makes one), and
-        marked in its ``<metadata>`` with the name it had (:meth:`renamed_from`)."""
+        """The same network under another name: its UUID kept (defined once the old name
+        is undefined, libvirt takes it), and marked in its ``<metadata>`` with the name it
+        had (:meth:`renamed_from`)."""
         old = self.get("name")
         if old is None:
             raise InputError("the network XML has no <name>")
-        new = self.set(name=name, uuid=None)
+        new = self.set(name=name)
         metadata = new.root.find("metadata")
         if metadata is None:
             metadata = etree.Element("metadata")

@@ -112,10 +112,11 @@ def test_a_network_without_any_ip_gets_the_ipv6_element() -> None:
     assert after.endswith('<ip family="ipv6" address="2001:db8:2::1" prefix="64"/>\n</network>\n')
 
 
-def test_renamed_config_keeps_everything_but_name_and_uuid() -> None:
+def test_renamed_config_keeps_everything_but_the_name() -> None:
     new = etree.fromstring(NetworkXml(STOCK).renamed("nat-bridge").text.encode())
     assert new.findtext("name") == "nat-bridge"
-    assert new.find("uuid") is None
+    # The same network under another name: records diff and libvirt tools know it by it.
+    assert new.findtext("uuid") == "dd8fe884-6c02-601e-7551-cca97df1c5df"
     assert new.find("bridge").get("name") == "virbr0"  # type: ignore[union-attr]
     assert new.find("mac").get("address") == "52:54:00:0b:ff:01"  # type: ignore[union-attr]
 
@@ -251,7 +252,7 @@ def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.vi
 def test_a_rename_from_a_network_that_never_existed_is_refused(node: libvirt.virConnect) -> None:
     # nat-bridge exists but was not renamed from nosuchnet: nothing says it is "already
     # renamed", the parameter names a network that is not there.
-    node.networkDefineXML(NetworkXml(STOCK).renamed("nat-bridge").text.replace("virbr0", "virbr9"))
+    node.networkDefineXML(other_nat_bridge())
     with pytest.raises(InputError) as caught:
         plan_rename(node, "nosuchnet")
     message = str(caught.value)
@@ -265,7 +266,11 @@ def test_after_a_rename_only_its_own_source_reads_as_already_renamed(
     nb.apply_on(
         node, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
     )
-    # The renamed network says what it was renamed from (libvirt keeps <metadata>) ...
+    # The same network (its UUID) under the new name ...
+    assert node.networkLookupByName("nat-bridge").UUIDString() == (
+        "dd8fe884-6c02-601e-7551-cca97df1c5df"
+    )
+    # ... says what it was renamed from (libvirt keeps <metadata>) ...
     renamed = virt.network_state(node, "nat-bridge")
     assert renamed is not None and NetworkXml(renamed.xml).renamed_from() == "default"
     assert "default is already renamed to nat-bridge" in plan_rename(node, "default").notes
@@ -273,6 +278,11 @@ def test_after_a_rename_only_its_own_source_reads_as_already_renamed(
     with pytest.raises(InputError, match="there is no network defualt to rename; nat-bridge "
                        "was renamed from default"):  # fmt: skip
         plan_rename(node, "defualt")
+
+
+def other_nat_bridge() -> str:
+    """A network nat-bridge beside default (its own UUID and bridge), not renamed from it."""
+    return NetworkXml(STOCK).set(name="nat-bridge", uuid=None).text.replace("virbr0", "virbr9")
 
 
 def plan_rename(conn: libvirt.virConnect, rename_from: str) -> Any:
@@ -286,7 +296,7 @@ def plan_rename(conn: libvirt.virConnect, rename_from: str) -> Any:
 
 
 def test_rename_refuses_when_both_networks_exist(node: libvirt.virConnect) -> None:
-    node.networkDefineXML(NetworkXml(STOCK).renamed("nat-bridge").text.replace("virbr0", "virbr9"))
+    node.networkDefineXML(other_nat_bridge())
     with pytest.raises(InputError, match="both default and nat-bridge exist"):
         nb.compute_plan(
             observe(node, "nat-bridge", "default"),

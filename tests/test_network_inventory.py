@@ -81,3 +81,12 @@ def test_a_failing_inventory_names_its_failing_checks_in_the_summary(tmp_path) -
     assert result.summary == (
         "1 network(s); 1 check(s) failed: network default bridge; 2 warning(s)"
     )
+
+
+def test_each_row_has_the_network_uuid_and_declares_what_identifies_it_besides_its_name() -> None:
+    # records diff matches a renamed network by its UUID, else its bridge (test_record_diff)
+    result = ni.run(host="t", libvirt_uri="test:///default", netns="")
+    [row] = result.tables["networks"]
+    with virt.connect("test:///default") as conn:
+        assert row["uuid"] == conn.networkLookupByName("default").UUIDString()
+    assert result.to_json()["identity"] == {"networks": ["uuid", "bridge"]}

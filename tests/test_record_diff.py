@@ -171,9 +171,9 @@ def test_a_network_renamed_with_all_else_equal_is_one_rename(
     a, b = inventory(monkeypatch, nat("nat-bridge")), inventory(monkeypatch, nat("nat0"))
     assert a["result"]["keys"] == {"networks": ["network"]}
     assert record_diff.diff_runs(a, b) == ["~ networks: nat-bridge renamed to nat0"]
-    # Renamed and changed is not a rename: the one went and another came.
+    # Another network on another bridge is not a rename: the one went and another came.
     other = virt.parse_network(
-        "<network><name>nat0</name><forward mode='nat'/><bridge name='virbr1'/></network>",
+        "<network><name>nat0</name><forward mode='nat'/><bridge name='virbr7'/></network>",
         active=True,
         autostart=True,
     )
@@ -181,6 +181,66 @@ def test_a_network_renamed_with_all_else_equal_is_one_rename(
     assert [line for line in lines if " networks: " in line] == [
         "- networks: nat-bridge removed",
         "+ networks: nat0 added",
+    ]
+
+
+ROOM = """<network>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <forward mode='nat'/>
+  <bridge name='{bridge}'/>
+  <ip address='198.51.100.1' prefix='24'>
+    <dhcp><range start='198.51.100.100' end='198.51.100.199'/></dhcp>
+  </ip>
+</network>"""
+UUID_A = "dd8fe884-6c02-601e-7551-cca97df1c5df"
+UUID_B = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def inventory_of(tmp_path: Any, name: str, uuid: str, bridge: str = "virbr0") -> dict[str, Any]:
+    """network-inventory of a test:/// host (a real node file) holding one network."""
+    path = tmp_path / f"{name}-{uuid[:8]}-{bridge}.xml"
+    network = ROOM.format(name=name, uuid=uuid, bridge=bridge)
+    path.write_text(f"<node>\n{network}\n</node>\n")
+    return record(network_inventory.run(host="lab", libvirt_uri=f"test://{path}", netns=""))
+
+
+def test_a_network_renamed_by_hand_is_matched_by_its_bridge(tmp_path: Any) -> None:
+    # `virsh net-define` under the new name, `net-undefine` the old: libvirt gives the new
+    # definition another UUID, so the name and the UUID changed; the bridge says which it is.
+    a = inventory_of(tmp_path, "default", UUID_A)
+    b = inventory_of(tmp_path, "roomnet", UUID_B)
+    [row] = a["result"]["tables"]["networks"]
+    assert row["uuid"] == UUID_A
+    assert networks_lines(a, b) == [
+        f"~ networks: default renamed to roomnet: uuid {UUID_A} → {UUID_B}"
+    ]
+    # The UUID comes first: kept across a rename, it matches whatever else changed.
+    c = inventory_of(tmp_path, "roomnet", UUID_A, bridge="virbr5")
+    renamed = "~ networks: default renamed to roomnet: bridge virbr0 → virbr5"
+    assert networks_lines(a, c) == [renamed]
+
+
+def networks_lines(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The diff's lines about the networks table (the summary and checks name it too)."""
+    return [line for line in record_diff.diff_runs(a, b) if " networks: " in line]
+
+
+def test_a_renamed_network_that_lost_its_guests_is_one_rename_with_what_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Renaming a NAT network by hand detaches its guests: the ports and the bridge state
+    # change with the name. That read as "- networks: default removed / + roomnet added".
+    up = network_inventory.BridgeView("virbr1", True, "UP", ("vnet0", "vnet1"), (), "on")
+    down = network_inventory.BridgeView("virbr1", True, "DOWN", (), (), "on")
+
+    def run(name: str, bridge: network_inventory.BridgeView) -> dict[str, Any]:
+        obs = network_inventory.Observed((nat(name),), {"virbr1": bridge}, {})
+        monkeypatch.setattr(network_inventory, "observe", lambda **_: obs)
+        return record(network_inventory.run(host="lab", libvirt_uri="test:///default", netns=""))
+
+    assert networks_lines(run("default", up), run("roomnet", down)) == [
+        '~ networks: default renamed to roomnet: bridge_state UP → DOWN; ports "vnet0, vnet1" → ""'
     ]
 
 

@@ -73,6 +73,7 @@ def table(obs: Observed) -> list[dict[str, Any]]:
                 "stp": br.stp if br else "",
                 "ports": ", ".join(br.ports) if br else "",
                 "bridge_addresses": ", ".join(br.addresses) if br else "",
+                "uuid": net.uuid,
             }
         )
     return out
@@ -205,7 +206,9 @@ def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
     with result.step("observe networks and bridges") as detail:
         obs = observe(libvirt_uri=libvirt_uri, netns=netns)
         detail.append(f"{len(obs.networks)} networks, {len(obs.bridges)} bridges")
-    result.add_table("networks", table(obs), key=("network",))
+    # A network renamed by hand (defined anew, the old one undefined) has another UUID but
+    # the same bridge: records diff matches it by either and shows what changed with it.
+    result.add_table("networks", table(obs), key=("network",), identity=("uuid", "bridge"))
     result.checks = problems(obs)
     failing = [c.name for c in result.checks if c.status == "fail"]
     warns = len(result.checks) - len(failing)
