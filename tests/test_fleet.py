@@ -183,3 +183,26 @@ def test_a_fleet_wide_question_answers_where_and_hosts_without_it_are_ok() -> No
     assert [r.status for r in nowhere] == ["bad-input", "bad-input", "unreachable"]
     assert questions.answer("find-vm-ip", {}, rows(), store=None) is None  # every VM: no question
     assert questions.answer("host-health", {"vm": "web1"}, rows(), store=None) is None
+
+
+def test_version_names_the_wheelhouse_it_was_installed_from(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What fleet install compares a host's opsbook with: the version, and the wheelhouse id
+    that install-daemon-host.sh keeps in PREFIX/share/opsbook (none in a checkout's venv)."""
+    import sys
+
+    from opslib import __version__
+
+    def version() -> str:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["--version"])
+        assert exited.value.code == 0
+        return capsys.readouterr().out.strip()
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert version() == f"opsbook {__version__}"
+    kept = tmp_path / "share" / "opsbook" / "wheelhouse.id"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("3f2a" * 16 + "\n")
+    assert version() == f"opsbook {__version__} (wheelhouse {'3f2a' * 16})"
