@@ -82,9 +82,25 @@ def _is_source(value: object) -> bool:
     return isinstance(value, str) and (value.startswith("file:/") or value.startswith("env:"))
 
 
-def repo_revision(where: Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of opslib's checkout (+ '-dirty'); None outside git."""
+# Written into the wheel by scripts/build-wheelhouse.sh: an installed opslib has no checkout.
+BUILT_FROM = Path(__file__).resolve().parent / "_revision.txt"
+UNKNOWN = "unknown"
+
+
+def repo_revision(where: Path | None = None) -> str:
+    """The revision opslib's code is: in a git checkout, ``git rev-parse --short=12 HEAD``
+    (+ '-dirty' when tracked files differ); installed from a wheel, the one the wheel was
+    built from (:data:`BUILT_FROM`); else ``unknown``, never an empty string."""
     root = where or Path(__file__).resolve().parent.parent
+    if where is None and not (root / ".git").exists():  # site-packages, not a checkout
+        try:
+            return BUILT_FROM.read_text().strip() or UNKNOWN
+        except OSError:
+            return UNKNOWN
+    return _git_revision(root) or UNKNOWN
+
+
+def _git_revision(root: Path) -> str | None:
     try:
         rev = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
