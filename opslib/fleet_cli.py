@@ -107,8 +107,8 @@ def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from opslib import __version__, runner
-    from opslib.engine_cli import store_of
     from opslib.fleet import outcome, playbooks, questions
+    from opslib.records_cli import store_of
 
     _check_numbers(args)
     info = runner.find_runbook(args.runbook)
@@ -281,7 +281,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from opslib.engine_cli import param_option, records_option
+    from opslib.engine_cli import param_option
+    from opslib.records_cli import records_option
 
     p = sub.add_parser(
         "fleet",

@@ -114,7 +114,7 @@ def _netreg(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from opslib.engine_cli import records_option
+    from opslib.records_cli import records_option
 
     p = sub.add_parser(
         "demo",

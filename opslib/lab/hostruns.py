@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opslib import runner
-from opslib.engine_cli import yes_no
 from opslib.errors import ApplyError, HostError
 from opslib.lab import control, daemonhost, fleet, hostguests, hostpeers, hostssh, netreg
 from opslib.lab.config import Lab
 from opslib.lab.runs import WIKI_ORDER, demo_lab
+from opslib.records_cli import yes_no
 from opslib.tables import table
 
 ORDER = (*WIKI_ORDER, "libvirt-access")

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 from opslib import record_site, runner
-from opslib.engine_cli import shown, store_of, yes_no
 from opslib.errors import ApplyError, InputError
 from opslib.lab import control, netreg
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 from opslib.records import Store, default_root
+from opslib.records_cli import shown, store_of, yes_no
 from opslib.tables import table
 
 # The wiki page's order: `opsbook demo` runs the runbooks that exist in it.
