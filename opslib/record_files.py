@@ -29,12 +29,11 @@ def not_records(store: records.Store) -> list[str]:
         with store.db() as con:
             indexed = {path for (path,) in con.execute("SELECT path FROM runs")}
     found = []
-    for path in store.record_files():
-        rel = store.rel(path)
+    for rel in store.record_paths():
         if rel in indexed:
             continue
         try:
-            nb = json.loads(path.read_bytes())
+            nb = json.loads((store.root / rel).read_bytes())
         except (OSError, ValueError):
             nb = None
         if records.header_of(nb) is None:

@@ -486,11 +486,17 @@ class Store:
 
     def record_files(self) -> Iterator[Path]:
         """Every record notebook's path under the root (not partial ones, not locks)."""
+        return (self.root / rel for rel in self.record_paths())
+
+    def record_paths(self) -> Iterator[str]:
+        """The same, relative to the root as the index has them (``records search`` walks
+        the store each time: strings, no Path per file)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "locks")
+            here = os.path.relpath(dirpath, self.root)
             for name in sorted(filenames):
                 if name.endswith(".ipynb") and not name.startswith("."):
-                    yield Path(dirpath) / name
+                    yield name if here == "." else f"{here}/{name}"
 
     def _header_for_reindex(self, path: Path) -> tuple[dict[str, Any], Any] | None:
         try:
