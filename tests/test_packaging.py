@@ -9,7 +9,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 
 from opslib import record_header
@@ -65,10 +64,11 @@ def _builds_wheels(python: str) -> bool:
 TARGET = "/usr/bin/python3"
 
 
-@pytest.mark.skipif(not _builds_wheels(TARGET), reason=f"{TARGET} has no setuptools and wheel")
 def test_an_installed_opsbook_names_the_revision_its_wheel_was_built_from(
     tmp_path: Path,
 ) -> None:
+    # scripts/debian-packages.txt installs python3-setuptools and python3-wheel
+    assert _builds_wheels(TARGET), f"{TARGET} has no setuptools and wheel: run ./scripts/setup.sh"
     before = record_header.repo_revision()  # this checkout's, from git
     build = ROOT / "scripts" / "build-wheelhouse.sh"
     sources = subprocess.run(

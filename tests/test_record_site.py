@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -471,7 +470,6 @@ def index_scripts(root: Path) -> tuple[str, str]:
     return (root / "site.js").read_text(), inline[0]
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
 @pytest.mark.parametrize(
     ("hash_", "search", "ids"),
     [
