@@ -19,6 +19,9 @@ command -v python3 >/dev/null && python3 -c 'import ensurepip' 2>/dev/null || {
   exit 2
 }
 
+# Until this install is done, no wheelhouse is claimed: an install cut short is not taken
+# for a finished one (ansible/install.yml compares `opsbook --version` with the wheelhouse).
+rm -f "$prefix/share/opsbook/wheelhouse.id"
 [ -x "$prefix/bin/python" ] || python3 -m venv "$prefix"
 pip() { "$prefix/bin/python" -m pip -q --disable-pip-version-check "$@"; }
 # what opslib needs, then opslib itself again (same version, newer code)

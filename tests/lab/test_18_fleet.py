@@ -194,6 +194,8 @@ def test_install_playbook_installs_and_a_second_run_changes_nothing(
     wanted = (hostinstall.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
     for name in HOSTS:
         assert on_host(lab, name, f"cat {hostinstall.INSTALLED_ID}").strip() == wanted
+        said = on_host(lab, name, "opsbook --version").strip()
+        assert said == f"opsbook {__version__} (wheelhouse {wanted})", (name, said)
     rc, out, err = fleet(records, "install", "-i", str(inventory))
     assert rc == 0 and re.search(r"^changed=0 on 3 host", out, re.M), out + err
 
@@ -275,11 +277,14 @@ def test_check_shows_each_hosts_plan_and_changes_nothing(
     assert {r[0] for r in rows(out).values()} == {"ok"}
 
 
-def test_an_older_opsbook_on_a_host_is_one_line_naming_the_install_playbook(
+def test_a_broken_or_older_opsbook_is_one_line_and_install_repairs_it(
     lab: Lab, inventory: Path, records: Path
 ) -> None:
-    """fl3 as a host installed by an older release would be: an older version and another
-    wheelhouse's id. Its row names the install playbook; that playbook brings it up to date."""
+    """fl2 with its /usr/local/bin/opsbook removed (a broken install: the venv and the
+    wheelhouse id are still there), fl3 as a host installed by an older release would be
+    (an older version and another wheelhouse's id). Each row names the install playbook;
+    that playbook repairs both (it decides from `opsbook --version`, as a run calls it),
+    and the next fleet run (find-vm-ip, below, on every host) runs on both."""
     init = on_host(lab, "fl3", "/opt/opsbook/bin/python -c 'import opslib; print(opslib.__file__)'")
     on_host(
         lab,
@@ -287,20 +292,32 @@ def test_an_older_opsbook_on_a_host_is_one_line_naming_the_install_playbook(
         f"sudo sed -i 's/^__version__ = .*/__version__ = \"0.0.1\"/' {init.strip()}"
         f" && echo an-older-wheelhouse | sudo tee {hostinstall.INSTALLED_ID}",
     )
-    assert on_host(lab, "fl3", "opsbook --version").strip() == "opsbook 0.0.1"
+    assert on_host(lab, "fl3", "opsbook --version").strip() == (
+        "opsbook 0.0.1 (wheelhouse an-older-wheelhouse)"
+    )
+    on_host(lab, "fl2", "sudo rm /usr/local/bin/opsbook")
     rc, out, err = fleet(
         records, "run", "network-inventory", "-i", str(inventory), "--limit", "fl2:fl3"
     )
     assert rc == 1, out + err
     table = rows(out)
-    assert table["fl2"][0] == "ok" and table["fl3"][0] == "failed", table
-    assert summaries(records, out)["fl3"] == (
+    assert table["fl2"][0] == table["fl3"][0] == "failed", table
+    said = summaries(records, out)
+    assert said["fl2"] == (
+        "opsbook is not installed on fl2; install it with ansible/install.yml: "
+        "opsbook fleet install -i INVENTORY --limit fl2"
+    )
+    assert said["fl3"] == (
         f"opsbook 0.0.1 is older than {__version__} on fl3; install it with "
         "ansible/install.yml: opsbook fleet install -i INVENTORY --limit fl3"
     )
-    rc, out, err = fleet(records, "install", "-i", str(inventory), "--limit", "fl3")
-    assert rc == 0 and rows(out)["fl3"][0] == "changed", out + err
-    assert on_host(lab, "fl3", "opsbook --version").strip() == f"opsbook {__version__}"
+    rc, out, err = fleet(records, "install", "-i", str(inventory), "--limit", "fl2:fl3")
+    assert rc == 0, out + err
+    assert rows(out)["fl2"][0] == rows(out)["fl3"][0] == "changed", out + err
+    wanted = (hostinstall.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
+    for name in EXTRA:  # what run.yml's first task asks
+        said_now = on_host(lab, name, "/usr/local/bin/opsbook --version").strip()
+        assert said_now == f"opsbook {__version__} (wheelhouse {wanted})", (name, said_now)
 
 
 def test_find_vm_ip_across_the_fleet_names_the_host_that_runs_the_vm(
@@ -308,7 +325,8 @@ def test_find_vm_ip_across_the_fleet_names_the_host_that_runs_the_vm(
 ) -> None:
     """Asked of every host, a VM that is not there is an answer (ok, not on this host),
     not bad input; the line after the table names the host that runs it and its
-    addresses, and that host's record, home, has the address table."""
+    addresses, and that host's record, home, has the address table. The first fleet run
+    after the install above repaired fl2 and fl3: every row ok is that repair working."""
     runs = {
         n: guest in on_host(lab, n, "sudo virsh -q -c qemu:///system list --name").split()
         for n in HOSTS
