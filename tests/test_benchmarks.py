@@ -1,10 +1,10 @@
 """The benchmarks fail loudly: when what they time fails, exit 1 with the reason and no figure;
-each names the lab state it runs on and checks it first, in one line."""
+each names the lab state it runs on and checks it first, in one line. (That the check passes
+on the state it names is tests/lab/test_92_configured.py's, on the configured lab.)"""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -89,19 +89,6 @@ def test_a_benchmark_started_without_its_lab_state_says_which_in_one_line(
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert "lab obbench " in err and f"`opsbook lab --prefix obbench {STATES[name]}`" in err
     assert not lab.root.exists()
-
-
-@pytest.mark.skipif(
-    not os.environ.get("OPSBOOK_BENCH_LAB_PREFIX"),
-    reason="set OPSBOOK_BENCH_LAB_PREFIX to a lab up as `lab up --simulated --configured`",
-)
-@pytest.mark.parametrize("name", ["find_vm_ip_bench", "host_health_bench"])
-def test_the_setup_check_passes_on_a_configured_simulated_lab(name: str) -> None:
-    mod = bench(name)
-    lab = Lab.from_env(os.environ["OPSBOOK_BENCH_LAB_PREFIX"])
-    found = mod.check_state(lab)
-    assert found.network == "nat-bridge"  # the name nat-bridge-ipv6 gave libvirt's default
-    assert found.bridge == lab.nat_bridge
 
 
 def test_records_bench_command_that_fails_says_why(tmp_path: Path) -> None:

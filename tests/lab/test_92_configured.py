@@ -13,6 +13,7 @@ test_95 rebuilds the lab bare again for itself.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -188,3 +189,19 @@ def test_every_runbook_exits_0_with_its_lab_parameter_set(
     assert failed == []
     assert set(ran) == set(CHANGING)
     assert snapshot(lab) == configured  # and the read-only ones changed nothing
+
+
+@pytest.mark.parametrize("name", ["find_vm_ip_bench", "host_health_bench"])
+def test_the_benchmarks_find_the_state_they_name_on_the_configured_lab(
+    lab: Lab, configured: dict[str, Any], name: str
+) -> None:
+    # benchmarks/ is not a package: load the script as `python benchmarks/NAME.py` would
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    found = bench.check_state(lab)
+    assert found.network == "nat-bridge"  # the name nat-bridge-ipv6 gave libvirt's default
+    assert found.bridge == lab.nat_bridge
