@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from opslib.errors import ApplyError
+from opslib.errors import ApplyError, StalePlan
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -122,6 +122,11 @@ class Plan:
     # The runbook's inputs (its frozen dataclass) the plan was made from: what apply
     # applies with (opslib.transaction). Not in records: the parameters are.
     inputs: Any = field(default=None, repr=False, compare=False)
+    # What observe saw, part by part: {part: sha256} (opslib.fingerprint). A saved plan
+    # is applied only while the host still matches it (:func:`ensure_fresh`).
+    fingerprint: dict[str, str] = field(default_factory=dict, compare=False)
+    # A saved plan (read back from its plan record): "plan #12"; "" for a plan made here.
+    saved: str = field(default="", compare=False)
 
     @property
     def empty(self) -> bool:
@@ -138,6 +143,7 @@ class Plan:
             "host": self.host,
             "changes": [c.to_json() for c in self.changes],
             "notes": list(self.notes),
+            **({"fingerprint": dict(self.fingerprint)} if self.fingerprint else {}),
         }
 
 
@@ -255,4 +261,32 @@ def ensure_unchanged(reviewed: Plan, fresh: Plan) -> None:
             f"{fresh.runbook} on {fresh.host}: the host changed since the plan was made "
             f"({len(reviewed.changes)} change(s) reviewed, {len(fresh.changes)} needed now); "
             "plan again and review the new diff"
+        )
+
+
+def ensure_fresh(saved: Plan, fresh: Plan) -> None:
+    """A saved plan is applied exactly as filed, or not at all.
+
+    ``fresh`` is the plan computed from what the host has now. Refuses (StalePlan, before
+    any change) when a part of what observe saw moved since the plan was filed, naming
+    it, or when the fresh plan's changes differ from the saved ones in any way (diffs
+    included): the apply runs the saved plan's steps, nothing re-planned."""
+    moved = [
+        part
+        for part in dict.fromkeys([*saved.fingerprint, *fresh.fingerprint])
+        if saved.fingerprint.get(part) != fresh.fingerprint.get(part)
+    ]
+    which = saved.saved or "the saved plan"
+    if moved:
+        part = moved[0]
+        was, now = saved.fingerprint.get(part, "none"), fresh.fingerprint.get(part, "none")
+        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+        raise StalePlan(
+            f"stale: {fresh.runbook}'s {part} changed since {which} "
+            f"(sha256 {was[:12]} then, {now[:12]} now){more}; plan again"
+        )
+    if [c.to_json() for c in saved.changes] != [c.to_json() for c in fresh.changes]:
+        raise StalePlan(
+            f"stale: {fresh.runbook} on {fresh.host} would now make other changes than "
+            f"{which} ({len(saved.changes)} filed, {len(fresh.changes)} needed now); plan again"
         )

@@ -13,7 +13,8 @@ where opslib calls them (``raise ... from``), so callers branch on these::
     │   ├── NetlinkError          rtnetlink via pyroute2 (keeps the errno)
     │   └── ApiError              an HTTP API (Cloudflare): keeps status, never the token
     ├── ApplyError                a change could not be made or verified
-    │   └── VerificationFailed    applied, but the check afterwards failed
+    │   ├── VerificationFailed    applied, but the check afterwards failed
+    │   └── StalePlan             a saved plan no longer matches the host: plan again
     ├── LockHeld                  another run holds the host's apply lock
     └── SecretError               a secret source is missing, unreadable or leaked
 
@@ -99,6 +100,10 @@ class ApplyError(OpsError):
 
 class VerificationFailed(ApplyError):
     """A change was made but the check after it failed."""
+
+
+class StalePlan(ApplyError):
+    """A saved plan (``opsbook plan``) no longer matches what the host has; nothing done."""
 
 
 class LockHeld(OpsError):

@@ -27,7 +27,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from opslib.changes import Check, Outcome, Plan, Result, ensure_unchanged
+from opslib import fingerprint
+from opslib.changes import Check, Outcome, Plan, Result, ensure_fresh, ensure_unchanged
 from opslib.errors import InputError, OpsError, VerificationFailed
 
 I = TypeVar("I")  # noqa: E741 - the inputs dataclass
@@ -155,6 +156,12 @@ class Procedure(Generic[I, O, S]):
         anew on an undo left out)."""
         return observed
 
+    def observed_parts(self, inputs: I, observed: O) -> dict[str, Any]:
+        """What observe saw, by part, for a saved plan's fingerprint: a part's name says
+        what moved when an apply finds the host changed ("interfaces file PATH").
+        Default: the fields of :meth:`comparable`'s dataclass."""
+        return fingerprint.parts_of(self.comparable(observed))
+
 
 def failure_summary(outcome: Applied) -> str:
     """'ERROR; rolled back (UNDONE)' or 'ERROR; rolling back left: PROBLEMS'."""
@@ -184,10 +191,16 @@ def _session(proc: Procedure[I, O, S], inputs: I, given: S | None) -> Iterator[S
 
 
 def plan(proc: Procedure[I, O, S], inputs: I, host: str, *, session: S | None = None) -> Plan:
-    """Observe, then plan (pure); the plan carries its inputs for apply."""
+    """Observe, then plan (pure); the plan carries its inputs for apply and the
+    fingerprint of what observe saw (a saved plan is applied only while it holds)."""
     with _session(proc, inputs, session) as s:
         observed = proc.observe(inputs, s)
-    return dataclasses.replace(proc.plan(inputs, observed, host), inputs=inputs)
+    return _planned(proc, inputs, observed, host)
+
+
+def _planned(proc: Procedure[I, O, S], inputs: I, observed: O, host: str) -> Plan:
+    seen = fingerprint.fingerprint(proc.observed_parts(inputs, observed))
+    return dataclasses.replace(proc.plan(inputs, observed, host), inputs=inputs, fingerprint=seen)
 
 
 def apply(
@@ -206,9 +219,11 @@ def apply(
         )
         with observing as detail:
             observed = proc.observe(inputs, s)
-            fresh = dataclasses.replace(proc.plan(inputs, observed, host), inputs=inputs)
+            fresh = _planned(proc, inputs, observed, host)
             detail.append(proc.describe(observed) or f"{len(fresh.changes)} change(s) needed now")
-        if reviewed is not None:
+        if reviewed is not None and reviewed.saved:  # exactly the filed plan, or nothing
+            ensure_fresh(reviewed, fresh)
+        elif reviewed is not None:
             ensure_unchanged(reviewed, fresh)
         run: Run[I, O, S] = Run(inputs, observed, fresh, s, result)
         execute(proc.steps(run), run)

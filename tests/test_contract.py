@@ -3,6 +3,8 @@
 - planning is pure: with the adapters replaced by fakes that fail when called, the plan
   comes out of the observed state alone, the same every time;
 - a second apply is unchanged;
+- a saved plan (``opsbook plan``) applies while the host is as observed, and the same
+  saved plan is refused as stale once the host moved (here: by that apply);
 - a failure injected at step k undoes steps k-1 ... 1, last first, and leaves the observed
   state as it was at the start (unless a step up to k is a point of no return: then
   nothing is undone and the result is failed).
@@ -42,7 +44,7 @@ from opslib import (
     transaction,
     virt,
 )
-from opslib.errors import OpsError
+from opslib.errors import OpsError, StalePlan
 from opslib.inputs import declarations, parameters_cell
 from opslib.transaction import Action, Procedure, Run
 
@@ -553,6 +555,19 @@ def test_a_second_apply_is_unchanged(the_world: World) -> None:
     second = the_world.apply(again)
     assert second.status == "unchanged" and not second.failed, second.summary
     assert second.changes == []
+
+
+def test_a_saved_plan_applies_once_then_is_stale(the_world: World) -> None:
+    """The fingerprint of what observe saw is the same for the same host (else every
+    saved plan would be refused) and moves when the host changes (else a stale one
+    would be applied)."""
+    first, second = the_world.plan(), the_world.plan()
+    assert first.fingerprint and first.fingerprint == second.fingerprint
+    saved = dataclasses.replace(first, saved="plan #7")
+    result = the_world.apply(saved)
+    assert result.status == "changed" and not result.failed, result.summary
+    with pytest.raises(StalePlan, match=r"^stale: .* changed since plan #7 .*; plan again$"):
+        the_world.apply(saved)
 
 
 def _actions(w: World) -> list[Action]:

@@ -318,6 +318,21 @@ class ForwardBridge(Procedure[Params, Observed, Restart]):
         files = {path: model.render() for path, model in observed.tree.files.items()}
         return files, observed.links, observed.network
 
+    def observed_parts(self, inputs: Params, observed: Observed) -> dict[str, Any]:
+        """Each interfaces file, the uplink, the bridge and its ports (guests' taps come
+        and go with the VMs: left out), the libvirt network."""
+        p, links = inputs, observed.links
+        parts: dict[str, Any] = {
+            f"interfaces file {path}": model.render() for path, model in observed.tree.files.items()
+        }
+        ports = sorted(
+            n for n, link in links.items() if link.master == p.bridge and link.kind != "tun"
+        )
+        parts[f"link {p.uplink}"] = links.get(p.uplink)
+        parts[f"link {p.bridge}"] = (links.get(p.bridge), ports)
+        parts[f"libvirt network {p.network_name}"] = observed.network
+        return parts
+
 
 PROCEDURE = ForwardBridge()
 Inputs = Params

@@ -348,6 +348,14 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
     def comparable(self, observed: Observed) -> Any:
         return observed.target, observed.source, observed.users
 
+    def observed_parts(self, inputs: Inputs, observed: Observed) -> dict[str, Any]:
+        """The network, the one it is renamed from and the guests that use that one."""
+        parts: dict[str, Any] = {f"libvirt network {inputs.network}": observed.target}
+        if inputs.rename_from:
+            parts[f"libvirt network {inputs.rename_from}"] = observed.source
+            parts[f"guests on {inputs.rename_from}"] = observed.users
+        return parts
+
 
 PROCEDURE = NatBridgeIpv6()
 
