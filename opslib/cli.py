@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opslib import engine_cli
 
     engine_cli.add_parsers(sub)
+    from opslib import plan_cli
+
+    plan_cli.add_parsers(sub)
     from opslib import schedule_cli
 
     schedule_cli.add_parser(sub)

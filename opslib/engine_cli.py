@@ -8,15 +8,12 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from opslib import records_cli
 from opslib.errors import InputError
 from opslib.records_cli import records_option, shown, store_of
 from opslib.tables import table
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["add_parsers", "table"]
 
@@ -51,7 +48,7 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from opslib import runner, terminal
+    from opslib import runner
 
     # The flags first (cheap, no file read), then the runbook and its parameters.
     metrics_dir = None
@@ -65,6 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = runner.prepare(
         info, [tuple(p) for p in args.param or []], [Path(f) for f in args.file or []], args.host
     )
+    if prepared.values.get("apply"):  # the host's policy may ask for an approved plan
+        from opslib import policy
+
+        found = policy.find(
+            prepared.host, Path(args.params_dir), [Path(f) for f in args.file or []]
+        )
+        policy.refuse_unapproved_run(found, info.name, prepared.host)
     store = store_of(args)
     quiet = args.quiet or args.summary
     if not quiet:
@@ -78,6 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_dir=metrics_dir,
         period=args.period,
     )
+    return print_outcome(outcome, summary_only=args.summary)
+
+
+def print_outcome(outcome: Any, *, summary_only: bool = False) -> int:
+    """A run's ending as ``opsbook run`` prints it: its results, its line, its record."""
+    from opslib import terminal
+
     changed = (
         "" if outcome.changed is None else (" (changed)" if outcome.changed else " (no change)")
     )
@@ -90,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.terminal_lost:  # nobody reads the terminal: its last line goes to the journal
         terminal.journal(f"{line}  ({record}, {outcome.seconds:.1f} s)")
         return outcome.exit_code
-    if args.summary:  # scheduled runs: one line in the journal
+    if summary_only:  # scheduled runs: one line in the journal
         print(
             f"{line}  ({record}, {outcome.seconds:.1f} s)",
             file=sys.stderr if outcome.exit_code else sys.stdout,
@@ -130,6 +141,17 @@ def seconds(option: str, *, zero: bool = False) -> Callable[[str], float]:
 def param_option(p: argparse.ArgumentParser, help: str) -> None:
     """``-p NAME VALUE``, repeatable: a runbook parameter given on the command line."""
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=help)
+
+
+def params_dir_option(p: argparse.ArgumentParser) -> None:
+    """``--params-dir``: where ``HOST/policy.yaml`` is looked for (opslib.policy)."""
+    p.add_argument(
+        "--params-dir",
+        metavar="DIR",
+        default="parameters",
+        help="parameter sets by host; the host's apply policy is DIR/HOST/policy.yaml "
+        "(default ./parameters)",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -186,6 +208,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="the schedule's period, exported as opsbook_run_period_seconds (schedules set it)",
     )
+    params_dir_option(p)
     records_option(p)
     p.set_defaults(func=cmd_run)
 

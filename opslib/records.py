@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from opslib import files, record_search, secrets
+from opslib import files, plan_index, record_search, secrets
 from opslib.errors import InputError
 
 __all__ = [
@@ -277,7 +277,7 @@ class Store:
         con = sqlite3.connect(path or self.index_path, timeout=30)
         con.row_factory = sqlite3.Row
         try:
-            con.executescript(_SCHEMA + record_search.SCHEMA)
+            con.executescript(_SCHEMA + record_search.SCHEMA + plan_index.SCHEMA)
             with con:
                 yield con
         except sqlite3.DatabaseError as exc:
@@ -331,6 +331,7 @@ class Store:
             )
             with contextlib.suppress(ValueError):  # the run is indexed; its text when readable
                 record_search.put(con, run_id, record_search.text_of(json.loads(data)))
+            plan_index.put(con, run_id, header)  # a saved plan (opsbook plan): its state
 
     def add(self, header: Mapping[str, Any], notebook: Mapping[str, Any]) -> tuple[int, Path]:
         """File a finished record in one go (interactive applies)."""
@@ -452,7 +453,7 @@ class Store:
         count = 0
         try:
             with self.db(Path(tmp)) as con:
-                rows, texts = [], []
+                rows, texts, plans = [], [], []
                 for path in self.record_files():
                     found = self._header_for_reindex(path)
                     if found is None:
@@ -462,6 +463,7 @@ class Store:
                     values = [_sql_value(k, header.get(k)) for k in _FIELDS]
                     rows.append([header.get("id"), *values])
                     texts.append((header["path"], record_search.text_of(nb)))
+                    plans.append((header["path"], header))
                 rows.sort(key=lambda r: (r[0] is None, r[0] or 0))
                 seen: set[int] = set()
                 for r in rows:
@@ -477,6 +479,8 @@ class Store:
                 ids = dict(con.execute("SELECT path, id FROM runs").fetchall())
                 for rel, text in texts:
                     record_search.put(con, ids[rel], text)
+                for rel, header in plans:
+                    plan_index.put(con, ids[rel], header)
                 count = len(rows)
             os.replace(tmp, self.index_path)
         finally:

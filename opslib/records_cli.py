@@ -78,6 +78,8 @@ def cmd_records(args: argparse.Namespace) -> int:
         states = ", ".join(f"{h['host']} {h['status']}" for h in hosts)
         print(f"fleet run {run['id']}: {run['runbook']} on {states}")
         rows = [r for r in rows if r.id in {h["record_id"] for h in hosts}]
+    if args.plans:
+        return _list_plans(store, args, rows)
     if not rows:
         print(
             "no records"
@@ -88,16 +90,17 @@ def cmd_records(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    plan_states, applies = _plan_links(store, rows)
     out = [
         (
             r.id,
             r.start.replace("T", " "),
             r.runbook,
             r.host,
-            r.status,
+            plan_states.get(r.id, r.status),
             yes_no(r.changed),
             "-" if r.seconds is None else f"{r.seconds:.0f}s",
-            r.summary,
+            applies.get(r.id, "") + r.summary,
         )
         for r in rows
     ]
@@ -110,6 +113,52 @@ def cmd_records(args: argparse.Namespace) -> int:
     )
     if args.limit and len(rows) == args.limit:
         print(f"\n{len(rows)} newest shown; -n 0 for all.")
+    return 0
+
+
+def _plan_links(store: Any, rows: list[Any]) -> tuple[dict[int, str], dict[int, str]]:
+    """Of the rows listed: a plan's status ("plan pending"...), an apply's summary prefix
+    naming its plan ("plan #12: ")."""
+    from opslib import plan_records
+
+    ids = [r.id for r in rows if r.mode == "plan"]
+    applies = [r.id for r in rows if r.mode == "apply"]
+    if not ids and not applies:
+        return {}, {}
+    plans = plan_records.listed(store, ids=None if applies else ids)
+    states = {p.id: f"plan {p.state}" for p in plans}
+    linked: dict[int, str] = {}
+    for p in plans:
+        for run in [p.applied, *p.refused]:
+            if run:
+                linked[int(run["id"])] = f"plan #{p.id}: "
+    return states, linked
+
+
+def _list_plans(store: Any, args: argparse.Namespace, rows: list[Any]) -> int:
+    """``records --plans [STATE]``: the saved plans, their state, approval and apply."""
+    from opslib import plan_records
+    from opslib.plan_index import STATES
+
+    state = "" if args.plans == "any" else args.plans
+    if state and state not in STATES:
+        raise InputError(f"--plans {state!r}: one of {', '.join(STATES)} (or no value: all)")
+    by_id = {r.id: r for r in rows}
+    plans = [p for p in plan_records.listed(store, state=state) if p.id in by_id]
+    if not plans:
+        print(f"no {state or 'saved'} plans" + (" match" if len(by_id) else f" in {store.root}"))
+        return 0
+    out = []
+    for p in plans:
+        approval = p.approval
+        approved = f"{approval['by']} {approval['at']}" if approval else "-"
+        applied = f"#{p.applied['id']}" if p.applied else "-"
+        out.append(
+            (p.id, p.start.replace("T", " "), p.runbook, p.host, p.planned_by, p.state,
+             approved, applied, p.expires.replace("T", " "), by_id[p.id].summary)
+        )  # fmt: skip
+    cols = ["id", "planned (utc)", "runbook", "host", "by", "state", "approved", "apply"]
+    print(table(out, [*cols, "expires", "summary"], max_width={9: 40}))
     return 0
 
 
@@ -182,11 +231,34 @@ def cmd_records_diff(args: argparse.Namespace) -> int:
         )
     lines = diff_runs(runs[0], runs[1], volatile=args.volatile)
     print(f"--- #{args.a}\n+++ #{args.b}")
+    link = _plan_and_apply(runs[0], runs[1], lines)
+    if link:
+        print(link)
     print("\n".join(lines) if lines else "(no difference in parameters or results)")
     hidden = 0 if args.volatile else len(diff_runs(runs[0], runs[1], volatile=True)) - len(lines)
     if hidden:
         print(f"({hidden} line(s) of volatile fields alone not shown: --volatile shows them)")
     return 0
+
+
+def _plan_and_apply(a: dict[str, Any], b: dict[str, Any], lines: list[str]) -> str:
+    """A saved plan and the apply of it, in either order: whether the apply made exactly
+    the changes planned (the diff's ``change`` lines say which differ)."""
+    for plan, apply in ((a, b), (b, a)):
+        link = apply["header"].get("applies_plan") or {}
+        if "plan" in plan["header"] and link.get("id") == plan["header"].get("id"):
+            other = any(line[2:].startswith("change ") for line in lines)
+            planned = len((plan["result"] or {}).get("changes") or [])
+            made = len((apply["result"] or {}).get("changes") or [])
+            what = (
+                f"changes other than planned ({made} made, {planned} planned)"
+                if other or made not in (0, planned)
+                else f"exactly the {planned} planned change(s)"
+                if made
+                else "no change (refused or undone: see its status)"
+            )
+            return f"= #{apply['header'].get('id')} applied plan #{link['id']}: {what}"
+    return ""
 
 
 def cmd_records_reindex(args: argparse.Namespace) -> int:
@@ -275,6 +347,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", metavar="H")
     p.add_argument("--status", metavar="S", help="ok, failed, killed, timeout, locked, ...")
     p.add_argument("--fleet-run", metavar="ID", help="the records of one fleet run")
+    p.add_argument(
+        "--plans",
+        nargs="?",
+        const="any",
+        metavar="STATE",
+        help="saved plans only (opsbook plan), or those in STATE: pending, approved, "
+        "applied, superseded, expired, stale",
+    )
     p.add_argument("--since", metavar="D", help="2024-05-01, 2024-05-01T10:00, 3d, 12h, 90m")
     limit_option(p)
     records_option(p)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from opslib import params, record_header, records, secrets
+from opslib import params, plan_records, record_header, records, secrets
 from opslib.changes import Plan, Result
 from opslib.errors import ApplyError, InputError, OpsError
 from opslib.locks import host_lock
@@ -270,6 +270,9 @@ class Runbook:
 
         if self.headless:
             plan = fn(**self.kwargs_for(fn))
+            saved = plan_records.saved_from_env()  # `opsbook apply PLAN`: that plan or none
+            if saved is not None:
+                plan = plan_records.against(saved, plan)
             ui.show_plan(plan)
             return plan
 

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -96,7 +96,7 @@ class Prepared:
 
 def prepare(
     info: RunbookInfo,
-    cli_params: Sequence[tuple[str, str]] = (),
+    cli_params: Sequence[tuple[str, object]] = (),
     files: Sequence[Path] = (),
     host: str | None = None,
     *,
@@ -264,9 +264,15 @@ def run(
     progress: TextIO | None = sys.stderr,
     metrics_dir: Path | None = None,
     period: float | None = None,
+    mode: str = "headless",
+    extra_env: Mapping[str, str] | None = None,
+    seal: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
 ) -> RunOutcome:
     """Execute a prepared run into ``store``; never raises for a failing notebook.
-    With ``metrics_dir``, its metrics (opslib.metrics) go there after the record."""
+    With ``metrics_dir``, its metrics (opslib.metrics) go there after the record.
+    ``mode`` is the record's (``plan``, ``apply`` for saved plans: opslib.plan_cli),
+    ``extra_env`` goes to the kernel, and ``seal(header, notebook)`` gives the final
+    header (a plan record's digest) just before the record is written."""
     info = prepared.info
     store.mark_stale()
     nb_source = json.loads(info.path.read_text(encoding="utf-8"))
@@ -276,7 +282,7 @@ def run(
         host=prepared.host,
         decls=info.params,
         values=prepared.values,
-        mode="headless",
+        mode=mode,
         start=records.iso(start),
     )
     run_id, path = store.begin(header, nb_source)
@@ -291,6 +297,7 @@ def run(
         "OPSBOOK_RUN_ID": str(run_id),
         "OPSBOOK_RUNNER_PID": str(os.getpid()),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules warning
+        **(extra_env or {}),
     }
     if lock_wait is not None:
         env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
@@ -327,6 +334,8 @@ def run(
         except PapermillExecutionError as exc:
             status = "locked" if exc.ename == "LockHeld" else "failed"
             error = f"{exc.ename}: {exc.evalue}"
+            if exc.ename == "StalePlan":  # its message is the one line (opsbook apply)
+                error = (str(exc.evalue).strip().splitlines() or [exc.ename])[0][:300]
             if error_exit_code(exc.ename) == 2:
                 # The procedure's own InputError (HostError, SecretError...): bad input,
                 # exit 2 with its message as the one line; the kernel ran, so keep the record.
@@ -352,7 +361,8 @@ def run(
         status = "failed"
     changed = bool(final.get("changed")) if final is not None and not cut_short else None
     summary = records.summarize(nb, status) or error
-    if status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
+    stale = status == "failed" and error.startswith("stale: ")
+    if stale or status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
         summary = error
     if status == "timeout":
         summary = f"a cell ran longer than {timeout:g} s: {run_cells.failed_cell(nb)}"
@@ -364,6 +374,8 @@ def run(
         header["notes"] = [f"the terminal was lost at {terminal.lost}; the run went on without it"]
     # Fail closed: the record must not hold a secret, and the run must say so.
     nb, header, _ = records.redact_leaks(nb, header, prepared.secret_values)
+    if seal is not None:
+        header = seal(header, nb)
     status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
     data = records.dump_notebook(records.with_header(nb, header))
     records.atomic_write(path, data)
