@@ -185,8 +185,11 @@ def _row(r: Run, prefix: str, has_page: bool) -> str:
     )
 
 
-def write(store: records.Store, rows: Sequence[Run], pages: set[int], out: Path) -> None:
-    """``out`` (the index page) and ``site.js`` beside it; ``pages``: the runs with a page."""
+def write(
+    store: records.Store, rows: Sequence[Run], pages: set[int], out: Path, *, plans: bool = False
+) -> None:
+    """``out`` (the index page) and ``site.js`` beside it; ``pages``: the runs with a page;
+    ``plans``: link the saved plans' page (opslib.plan_pages) beside it."""
     up = os.path.relpath(store.root, out.parent)
     prefix = "" if up == "." else up + "/"
     write_if_changed(out.parent / SITE_JS, _site_data(store, rows, pages, prefix).encode())
@@ -197,9 +200,10 @@ def write(store: records.Store, rows: Sequence[Run], pages: set[int], out: Path)
     hosts = sorted({r.host for r in rows})
     host_links = " · ".join(f'<a href="{esc(prefix + h)}/{HOST_PAGE}">{esc(h)}</a>' for h in hosts)
     generated = records.utcnow().strftime("%Y-%m-%d %H:%M:%SZ")
+    plans_link = ' <a id="plans" href="plans.html">Saved plans</a>.' if plans else ""
     shown = "\n".join(_row(r, esc(prefix), r.id in pages) for r in rows[:SHOWN])
     body = f"""<h1>opsbook records</h1>
-<p>{len(rows)} runs, generated {generated}. Hosts: {host_links or "none"}.</p>
+<p>{len(rows)} runs, generated {generated}. Hosts: {host_links or "none"}.{plans_link}</p>
 <p><input id="search" type="search" placeholder="search: host, VM, MAC, address, check, text"
  aria-label="search the records"> <span id="count">the newest {min(len(rows), SHOWN)}
  of {len(rows)} runs</span> <button id="more" type="button">show all</button></p>

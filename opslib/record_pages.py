@@ -238,13 +238,17 @@ def record_page(
     error: str,
     links: Mapping[str, str],
     since: str,
+    saved: str = "",
 ) -> str:
-    """``links``: ``index``, ``host``, ``ipynb`` (relative hrefs), ``took`` (text)."""
+    """``links``: ``index``, ``host``, ``ipynb`` (relative hrefs), ``took`` (text);
+    ``saved``: a saved plan's section (opslib.plan_pages), shown before the result."""
     title = f"#{run_id} {header.get('runbook')} on {header.get('host')}"
     body = [f"<h1>{esc(title)}: {status_cell(str(header.get('status')))}</h1>"]
     body.append(_header_html(header, links))
     if error:
         body.append(f'<pre class="error">{esc(error)}</pre>')
+    if saved:
+        body.append(saved)
     body.append('<h2 id="result">Result</h2>')
     body += [result_html(r) for r in results] or ["<p><i>(no structured result)</i></p>"]
     body.append(since)

@@ -21,7 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opslib import record_diff, record_index, record_pages, record_search, records
+from opslib import (
+    plan_index,
+    plan_pages,
+    plan_records,
+    record_diff,
+    record_index,
+    record_pages,
+    record_search,
+    records,
+)
 from opslib.errors import InputError
 from opslib.record_index import Run
 from opslib.record_pages import esc, status_cell
@@ -43,6 +52,7 @@ RENDERER_FILES: tuple[Path, ...] = (
     _HERE / "record_pages.py",
     _HERE / "record_diff.py",
     _HERE / "row_diff.py",
+    _HERE / "plan_pages.py",
 )
 HOST_PAGE = record_index.HOST_PAGE
 
@@ -112,7 +122,40 @@ def _seconds(run: Run) -> str:
     return f" ({took.total_seconds():.0f} s)"
 
 
-def render_record(store: records.Store, run: Run, previous: Run | None, index: Path) -> None:
+@dataclass(frozen=True)
+class Plans:
+    """The saved plans (opsbook plan) as the site links them."""
+
+    rows: dict[int, plan_index.PlanRow]  # plan record id -> its plan
+    applies: dict[int, plan_index.PlanRow]  # apply record id -> the plan it applied
+    pages: dict[int, str]  # run id -> its page, relative to the store's root
+
+    @classmethod
+    def of(cls, store: records.Store, rows: Sequence[Run]) -> Plans:
+        plans = {p.id: p for p in plan_records.listed(store)}
+        applies = {int(r["id"]): p for p in plans.values() for r in [p.applied, *p.refused] if r}
+        return cls(plans, applies, {r.id: r.page for r in rows})
+
+    def href(self, here: Path, root: Path) -> Callable[[int], str | None]:
+        def link(run_id: int) -> str | None:
+            page = self.pages.get(run_id)
+            return _rel(root / page, here) if page else None
+
+        return link
+
+    def section(self, run_id: int, here: Path, root: Path) -> str:
+        href = self.href(here, root)
+        if run_id in self.rows:
+            return plan_pages.plan_section(self.rows[run_id], href)
+        plan = self.applies.get(run_id)
+        if plan is None:
+            return ""
+        return plan_pages.apply_section({"id": plan.id, "digest": plan.digest}, href(plan.id))
+
+
+def render_record(
+    store: records.Store, run: Run, previous: Run | None, index: Path, plans: Plans | None = None
+) -> None:
     page = store.root / run.page
     here = page.parent
     try:
@@ -149,6 +192,7 @@ def render_record(store: records.Store, run: Run, previous: Run | None, index: P
             "took": _seconds(run),
         },
         since=record_pages.since_html(since_prev, lines),
+        saved=plans.section(run.id, here, store.root) if plans is not None else "",
     )
     records.atomic_write(page, html.encode())
 
@@ -187,6 +231,7 @@ def build(
     rows = record_index.runs_of(store)
     stamp = renderer_stamp()
     previous = _previous(rows)
+    plans = Plans.of(store, rows)
     root = str(store.root)
     rendered = 0
     pages: set[int] = set()
@@ -194,8 +239,8 @@ def build(
         stale = _stale(f"{root}/{run.path}", f"{root}/{run.page}", stamp)
         if stale is None:
             continue
-        if stale:
-            render_record(store, run, previous.get(run.id), index)
+        if stale or run.id in plans.rows:  # a plan's state moves with time and other runs
+            render_record(store, run, previous.get(run.id), index, plans)
             rendered += 1
             if progress and rendered % 1000 == 0:
                 progress(f"{rendered} pages rendered")
@@ -205,7 +250,11 @@ def build(
         by_host.setdefault(run.host, []).append(run)
     for host, runs in sorted(by_host.items()):
         write_host_page(store, host, runs, index, pages)
-    record_index.write(store, rows, pages, index)
+    if plans.rows:
+        href = plans.href(index.parent, store.root)
+        html = plan_pages.plans_page(list(plans.rows.values()), href, index.name)
+        record_index.write_if_changed(index.parent / plan_pages.PLANS_PAGE, html.encode())
+    record_index.write(store, rows, pages, index, plans=bool(plans.rows))
     return Built(runs=len(rows), rendered=rendered, hosts=len(by_host), index=index)
 
 

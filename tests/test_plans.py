@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,6 +81,12 @@ class Site:
         store = Store(self.store)
         return store.notebook(store.get(run_id))["metadata"]["opsbook"]
 
+    def page(self, run_id: int) -> Path:
+        from opslib.records import Store
+
+        store = Store(self.store)
+        return store.abspath(store.get(run_id)).with_suffix(".html")
+
     def runs(self) -> int:
         from opslib.records import Store
 
@@ -121,6 +128,15 @@ def test_a_plan_is_filed_then_applied_exactly_and_the_two_records_link_both_ways
     assert again.err.strip() == (
         "opsbook: plan #1 was applied already (record #2); plan again for another apply"
     )
+    assert site.opsbook("records", "html").rc == 0
+    plans_page = (site.store / "plans.html").read_text()
+    plan_page, apply_page = (site.page(n) for n in (1, 2))
+    assert re.search(r'<td><a href="[^"]*">#1</a></td>.*applied by <a href="testhost/'
+                     r'[^"]*' + re.escape(apply_page.name), plans_page), plans_page  # fmt: skip
+    plan_html = plan_page.read_text()
+    assert '<h2 id="saved-plan">Saved plan</h2>' in plan_html and "alice" in plan_html
+    assert "This run applied plan <a" in apply_page.read_text()
+    assert 'href="plans.html">Saved plans</a>' in (site.store / "index.html").read_text()
     diff = site.opsbook("records", "diff", "1", "2")
     assert "~ parameter apply: false -> true" in diff.out, diff.out
     assert "= #2 applied plan #1: exactly the 1 planned change(s)" in diff.out, diff.out
