@@ -8,8 +8,6 @@ knows the proxied record pointing at the VM's old address is its own.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +16,6 @@ from opslib.dns import DnsClient, DnsRecord, RecordSpec, same_content
 from opslib.errors import InputError
 
 MARKER = "opsbook cloudflare-aaaa"
-_LABEL = re.compile(r"^(\*|[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)$")
 
 
 @dataclass(frozen=True)
@@ -42,45 +39,6 @@ class Desired:
     @property
     def spec(self) -> RecordSpec:
         return RecordSpec(self.name, "AAAA", self.content, self.proxied, self.ttl, self.comment)
-
-
-def dns_name(value: str, what: str) -> str:
-    name = value.strip().lower().rstrip(".")
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise InputError(f"{what} {value!r} is not a DNS name; write e.g. vm1.example.org")
-    return name
-
-
-def check_address(address: str) -> str:
-    """``address`` in canonical form if Cloudflare can reach it as an origin."""
-    try:
-        ip = ipaddress.IPv6Address(address)
-    except ValueError:
-        raise InputError(
-            f"address {address!r} is not an IPv6 address; give the VM's global IPv6 address, "
-            "or leave address empty to find it from vm"
-        ) from None
-    bad = (
-        "link-local" if ip.is_link_local else
-        "loopback" if ip.is_loopback else
-        "multicast" if ip.is_multicast else
-        "unspecified" if ip.is_unspecified else
-        "IPv4-mapped" if ip.ipv4_mapped else
-        "unique-local (not routed on the internet)" if ip in ipaddress.ip_network("fc00::/7") else
-        ""
-    )  # fmt: skip
-    if bad:
-        raise InputError(f"address {ip} is {bad}; the proxy needs the VM's global IPv6 address")
-    if ip.scope_id is not None:
-        # ipaddress keeps "%eth0" (str() included); the API's AAAA content is a plain
-        # address and would be refused at apply (400, code 9006).
-        plain = str(ip).partition("%")[0]
-        raise InputError(
-            f"address {ip} has a zone index (%{ip.scope_id}), which no DNS record can hold; "
-            f"write address={plain}"
-        )
-    return str(ip)
 
 
 @dataclass(frozen=True)

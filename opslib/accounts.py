@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,6 @@ from opslib.errors import ApplyError, HostError, InputError
 UID_MIN, UID_MAX = 1000, 60000
 NOLOGIN = ("nologin", "false", "sync", "halt", "shutdown")
 MAX_LOGIN_FILE = 1 << 20  # a login file larger than this is not one
-_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
 @dataclass(frozen=True)
@@ -47,16 +45,6 @@ class Group:
     gid: int
     members: tuple[str, ...]
     line: str  # as it stands in /etc/group
-
-
-def check_name(name: str, what: str = "account") -> str:
-    """A user or group name as Debian's tools accept it; InputError otherwise."""
-    if not _NAME.match(name):
-        raise InputError(
-            f"{what} {name!r} is not an account name (lowercase letters, digits, '_' and '-', "
-            "starting with a letter or '_')"
-        )
-    return name
 
 
 # --- parsing (pure) -------------------------------------------------------------------
@@ -269,7 +257,6 @@ __all__ = [
     "Ran",
     "accounts",
     "add_member",
-    "check_name",
     "group_members",
     "groups",
     "home_path",

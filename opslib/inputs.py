@@ -34,6 +34,7 @@ __all__ = [
     "APPLY_LINE",
     "HOST_LINE",
     "PLANNED",
+    "Declared",
     "declarations",
     "libvirt_uri",
     "netns",
@@ -58,14 +59,24 @@ class _Planned:
 PLANNED: Any = _Planned()  # apply's default for every field: the value the plan was made with
 
 
-def param(type: str, help: str, default: Any = dataclasses.MISSING, *, example: Any = "") -> Any:
+def param(
+    type: str,
+    help: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    example: Any = "",
+    rules: tuple[str, ...] = (),
+) -> Any:
     """A field of a runbook's inputs that is a notebook parameter.
 
     ``type`` is the parameters cell's type (``libvirt-uri``, ``ifname?``,
-    ``float[1..3600]``...). Without ``default`` the field is required from Python and
-    the cell shows ``example`` (a placeholder the operator replaces)."""
+    ``float[1..3600]``...; :mod:`opslib.param_types`), ``rules`` its rules with other
+    fields (``needs address``, ``in zone``...; :mod:`opslib.param_rules`). Without
+    ``default`` the field is required from Python and the cell shows ``example`` (a
+    placeholder the operator replaces)."""
     shown = example if default is dataclasses.MISSING else default
-    meta = {_KEY: (type, help, shown)}
+    spec = f"{type} ({', '.join(rules)})" if rules else type
+    meta = {_KEY: (spec, help, shown)}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -99,6 +110,50 @@ def parameters_cell(cls: type, *, changing: bool = True) -> str:
 def declarations(cls: type, *, changing: bool = True) -> list[params.Param]:
     """The parameters the notebook declares for ``cls``, as the CLI and the form read them."""
     return params.parse_declarations(parameters_cell(cls, changing=changing))
+
+
+_FIELDS: dict[type, tuple[params.Param, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[params.Param, ...]:
+    """The declared fields of ``cls`` as the parameters cell declares them (read once)."""
+    if cls not in _FIELDS:
+        named = {f.name for f in dataclasses.fields(cls) if _KEY in f.metadata}
+        _FIELDS[cls] = tuple(p for p in declarations(cls, changing=False) if p.name in named)
+    return _FIELDS[cls]
+
+
+class Declared:
+    """The base of a runbook's inputs dataclass: each declared field is converted to its
+    type by the same function the CLI, the fleet's check and the form use (so a value is
+    refused, or normalised, the same everywhere), then the rules between fields are
+    checked, then the class's own ``__post_init__`` runs: it keeps only what needs
+    several fields and is not declared (forward-bridge: uplink and bridge differ)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None:
+            return
+
+        def __post_init__(self: Any) -> None:
+            _typed(self)
+            own(self)
+
+        setattr(cls, "__post_init__", __post_init__)  # noqa: B010 - mypy: no method-assign
+
+    def __post_init__(self) -> None:
+        _typed(self)
+
+
+def _typed(inputs: Any) -> None:
+    decls = _fields(type(inputs))
+    values = {}
+    for p in decls:
+        value = p.convert(getattr(inputs, p.name))
+        object.__setattr__(inputs, p.name, value)
+        values[p.name] = value
+    params.check_rules(decls, values)
 
 
 def _signature(cls: type, *, applying: bool) -> inspect.Signature:

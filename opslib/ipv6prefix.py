@@ -1,14 +1,13 @@
 """IPv6 prefix rules shared by nat-bridge-ipv6 and ipv6-tunnel: the routed /64 a tunnel
 broker delegates, and the address the host's bridge takes in it (the wiki's PREFIX::1).
 
-One rule, two callers: the ``ipv6-prefix64`` parameter type (checked before the kernel
-starts) and the runbooks' inputs (:func:`validate_prefix`, which also knows allow_ula)."""
+One rule for the ``ipv6-prefix64`` parameter type (opslib.param_types), which the CLI, the
+form and the runbooks' inputs all check through; whether a unique-local prefix may be
+used is the type's (refused) or a rule's (``ula if allow_ula``: nat-bridge-ipv6)."""
 
 from __future__ import annotations
 
 import ipaddress
-
-from opslib.errors import InputError
 
 ULA = ipaddress.IPv6Network("fc00::/7")
 _USE = "use the routed /64 the tunnel broker assigned, e.g. 2001:db8:2::/64"
@@ -47,21 +46,6 @@ def parse_prefix64(text: str) -> ipaddress.IPv6Network:
     for unusable, what in _UNUSABLE:
         if net.subnet_of(unusable):
             raise BadPrefix(f"is {what}, not a routed prefix; {_USE}")
-    return net
-
-
-def validate_prefix(prefix: str, *, allow_ula: bool = False) -> ipaddress.IPv6Network:
-    """The routed /64 as a network; InputError (one line) for anything else."""
-    text = str(prefix).strip()
-    try:
-        net = parse_prefix64(text)
-    except BadPrefix as bad:
-        raise InputError(f"prefix {text!r} {bad}") from None
-    if net.subnet_of(ULA) and not allow_ula:
-        raise InputError(
-            f"prefix {text} is unique-local (fc00::/7), not reachable from the internet; "
-            "set allow_ula to use it anyway"
-        )
     return net
 
 

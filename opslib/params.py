@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import ast
 import io
-import ipaddress
 import json
-import os
 import re
 import socket
 import tokenize
@@ -28,15 +26,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from opslib.errors import InputError, UnknownName
-from opslib.ipv6prefix import BadPrefix, parse_prefix64
+from opslib.param_rules import RULE_KINDS, Rule, check_rules
+from opslib.param_types import ELSEWHERE, TYPES, Bad, choice, ipv6_prefix64_or_ula
+from opslib.param_types import host as host_name
 
 __all__ = [
     "TYPES",
     "Param",
+    "Rule",
     "RunbookInfo",
+    "check_rules",
     "convert",
     "parse_declarations",
     "read_runbook",
@@ -44,255 +45,32 @@ __all__ = [
     "validate",
 ]
 
-WIKI_PLACEHOLDER_MAC = "yo:ug:ot:fr:om:nr"
-
-
-class _Bad(ValueError):
-    """A value does not fit its type; the text completes 'parameter NAME: ...'."""
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _Bad(f"expected text, got {type(value).__name__}")
-    return str(value).strip()
-
-
-def _str(value: object) -> str:
-    # str keeps the text exactly (no strip): "010" stays "010".
-    if isinstance(value, str):
-        return value
-    return _text(value)
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool):
-        raise _Bad("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    text = _text(value)
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise _Bad(f"{text!r} is not an integer")
-    return int(text, 10)
-
-
-def _float(value: object) -> float:
-    if isinstance(value, bool):
-        raise _Bad("expected a number, got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    text = _text(value)
-    try:
-        return float(text)
-    except ValueError:
-        raise _Bad(f"{text!r} is not a number") from None
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = _text(value).lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _Bad(f"{text!r} is not a boolean; use true or false")
-
-
-_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _host(value: object) -> str:
-    text = _text(value)
-    # Records are filed under the host name, so it must be a plain DNS name.
-    if len(text) > 253 or not all(_HOST_LABEL.fullmatch(p) for p in text.split(".")):
-        raise _Bad(f"{text!r} is not a host name (letters, digits, '-' and '.')")
-    return text
-
-
-def this_host() -> str:
-    """This machine's host name: what an empty ``host`` stands for where runs are filed.
-
-    The notebooks' defaults describe the machine they run on; a name like "lab" only comes
-    from a parameter set (``parameters/lab/``) or ``--host``."""
-    name = socket.gethostname()
-    try:
-        return _host(name)
-    except _Bad:
-        raise InputError(
-            f"this machine's host name {name!r} cannot name its records; give --host HOST"
-        ) from None
-
-
-_URI_SCHEME = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?")
-
-
-def _libvirt_uri(value: object) -> str:
-    text = _text(value)
-    parts = urlsplit(text)
-    if not _URI_SCHEME.fullmatch(parts.scheme) or "://" not in text or " " in text:
-        raise _Bad(f"{text!r} is not a libvirt URI; use e.g. qemu:///system")
-    driver = parts.scheme.split("+")[0]
-    if driver == "qemu" and parts.path not in ("/system", "/session", "/embed"):
-        raise _Bad(f"{text!r}: a qemu URI ends in /system or /session, e.g. qemu:///system")
-    return text
-
-
-_NETNS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-
-
-def _netns(value: object) -> str:
-    text = _text(value)
-    if text and not _NETNS.fullmatch(text):
-        raise _Bad(f"{text!r} is not a network namespace name (as in `ip netns list`)")
-    return text
-
-
-def _libvirt_name(kind: str) -> Callable[[object], str]:
-    def check(value: object) -> str:
-        text = _text(value)
-        if "/" in text or any(ord(c) < 32 for c in text) or text != text.strip():
-            raise _Bad(f"{text!r} is not a {kind} name")
-        return text
-
-    return check
-
-
-# What ip-link(8) and ifupdown accept without quoting: 1-15 characters (IFNAMSIZ - 1),
-# no leading "-" (it would read as an option where restart commands substitute names).
-_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
-
-
-def _ifname(value: object) -> str:
-    text = _text(value)
-    if not _IFNAME.fullmatch(text) or text in (".", ".."):
-        raise _Bad(
-            f"{text!r} is not an interface name; use 1-15 letters, digits, '.', '_' or '-', "
-            "e.g. eth0 or br0"
-        )
-    return text
-
-
-_MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
-
-
-def _mac(value: object) -> str:
-    text = _text(value).lower()
-    if text == WIKI_PLACEHOLDER_MAC:
-        raise _Bad(f"{text!r} is the wiki's placeholder; give the MAC NetReg registered")
-    if not _MAC.fullmatch(text):
-        raise _Bad(f"{text!r} is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56")
-    mac = text.replace("-", ":")
-    if mac == "00:00:00:00:00:00":
-        raise _Bad("00:00:00:00:00:00 is not a usable MAC address")
-    if int(mac[:2], 16) & 1:
-        raise _Bad(f"{mac} is a multicast MAC (first octet odd); a NIC needs a unicast one")
-    return mac
-
-
-def _address(value: object, family: int) -> str:
-    text = _text(value)
-    kind = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    try:
-        return str(kind(text))
-    except ValueError:
-        raise _Bad(f"{text!r} is not an IPv{family} address") from None
-
-
-def _ipv4(value: object) -> str:
-    return _address(value, 4)
-
-
-def _ipv6(value: object) -> str:
-    return _address(value, 6)
-
-
-def _ipv6_prefix64(value: object) -> str:
-    text = _text(value)
-    try:
-        return str(parse_prefix64(text))
-    except BadPrefix as bad:
-        raise _Bad(f"{text!r} {bad}") from None
-
-
-def _path(value: object) -> str:
-    text = _text(value)
-    if "\0" in text:
-        raise _Bad("a path cannot contain NUL")
-    return str(Path(text).expanduser()) if text else text
-
-
-def _dir(value: object) -> str:
-    # A directory the run reads from or keeps files in: a missing one would be made as
-    # root, or read as an empty store that "passes" (records-review), so it must exist.
-    path = _path(value)
-    if not path:
-        return path
-    if not os.path.exists(path):
-        raise _Bad(f"{path!r} does not exist; give an existing directory (mkdir -p it first)")
-    if not os.path.isdir(path):
-        raise _Bad(f"{path!r} is a file, not a directory; give a directory")
-    return path
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _secret(value: object) -> str:
-    # Never echo the value: a mistaken value may be the secret itself.
-    text = _text(value)
-    kind, sep, rest = text.partition(":")
-    if sep and kind == "file" and rest.startswith("/"):
-        return text
-    if sep and kind == "env" and _ENV_NAME.fullmatch(rest):
-        return text
-    raise _Bad("a secret parameter names a source, never a value: use file:/path or env:NAME")
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
-    def check(value: object) -> str:
-        text = _text(value)
-        if text not in choices:
-            raise _Bad(f"{text!r} is not one of {', '.join(choices)}")
-        return text
-
-    return check
-
-
-TYPES: dict[str, Callable[[object], Any]] = {
-    "str": _str,
-    "int": _int,
-    "float": _float,
-    "bool": _bool,
-    "host": _host,
-    "libvirt-uri": _libvirt_uri,
-    "netns": _netns,
-    "vm": _libvirt_name("VM"),
-    "network": _libvirt_name("network"),
-    "ifname": _ifname,
-    "mac": _mac,
-    "ipv4": _ipv4,
-    "ipv6": _ipv6,
-    "ipv6-prefix64": _ipv6_prefix64,
-    "path": _path,
-    "dir": _dir,
-    "secret": _secret,
-}
 # Types whose empty value means something ("" = this network namespace, this machine).
 _EMPTY_IS_VALUE = {"netns", "host"}
-_TYPE_RE = re.compile(r"(?P<base>[a-z][a-z0-9-]*)(\[(?P<arg>[^\]]*)\])?(?P<opt>\?)?")
-# A numeric type's range, both ends included, either one may be left open:
-# int[1..3600], float[0.5..], int[..9000].
+# TYPE, TYPE?, TYPE[ARG], TYPE[ARG]?, each optionally followed by its rules: "(RULE, RULE)".
+_TYPE_RE = re.compile(
+    r"(?P<base>[a-z][a-z0-9-]*)(\[(?P<arg>[^\]]*)\])?(?P<opt>\?)?(\s*\((?P<rules>[^)]*)\))?"
+)
+# A numeric type's ranges, both ends included, either one may be left open, several
+# separated by "|" (a number alone is a range of one): int[1..3600], float[0.5..],
+# int[..9000], int[1|60..86400] (Cloudflare's TTL: 1 = automatic, or 60 to 86400).
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _RANGE_RE = re.compile(rf"\s*(?P<low>{_NUMBER})?\s*\.\.\s*(?P<high>{_NUMBER})?\s*")
+_ONE_RE = re.compile(rf"\s*(?P<low>{_NUMBER})\s*")
 _NUMERIC = ("int", "float")
+Range = tuple[float | None, float | None]
 
 
 def _number_text(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and low == high:
+        return _number_text(low)
+    return (
+        f"{'' if low is None else _number_text(low)}..{'' if high is None else _number_text(high)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -305,21 +83,43 @@ class Param:
     help: str = ""
     optional: bool = False  # declared with "?": may be empty
     choices: tuple[str, ...] = ()
-    # int/float: the range the value must lie in, both ends included (None: open).
+    # int/float: the range the value must lie in, both ends included (None: open); with
+    # holes, ``ranges`` lists the parts and low/high span them all.
     low: float | None = None
     high: float | None = None
+    ranges: tuple[Range, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
     @property
     def type_label(self) -> str:
         base = f"choice[{'|'.join(self.choices)}]" if self.type == "choice" else self.type
-        if self.low is not None or self.high is not None:
+        if self.ranges:
+            base += f"[{'|'.join(_range_text(lo, hi) for lo, hi in self.ranges)}]"
+        elif self.low is not None or self.high is not None:
             low = "" if self.low is None else _number_text(self.low)
             high = "" if self.high is None else _number_text(self.high)
             base += f"[{low}..{high}]"
         return base + ("?" if self.optional else "")
 
-    def convert(self, value: object) -> Any:
-        """The value in its declared type, or InputError naming this parameter."""
+    @property
+    def declared(self) -> str:
+        """The type as the parameters cell writes it, rules included."""
+        rules = f" ({', '.join(map(str, self.rules))})" if self.rules else ""
+        return self.type_label + rules
+
+    def _check_of(self, here: bool) -> Callable[[object], Any]:
+        if self.type == "choice":
+            return choice(self.choices)
+        if any(r.kind == "ula if" for r in self.rules):
+            return ipv6_prefix64_or_ula  # the rule decides, once the flag has its value
+        if not here and self.type in ELSEWHERE:
+            return ELSEWHERE[self.type]
+        return TYPES[self.type]
+
+    def convert(self, value: object, *, here: bool = True) -> Any:
+        """The value in its declared type, or InputError naming this parameter. ``here``
+        false: the value is for another machine (the fleet's check), so a path is checked
+        as a path, not for existence on this one."""
         if value is None or (isinstance(value, str) and value == ""):
             if self.optional or self.type in _EMPTY_IS_VALUE:
                 return "" if self.type not in ("int", "float", "bool") else None
@@ -327,37 +127,40 @@ class Param:
                 f"parameter {self.name} ({self.type_label}) needs a value; "
                 f"give -p {self.name} VALUE"
             )
-        check = _choice(self.choices) if self.type == "choice" else TYPES[self.type]
         try:
-            converted = check(value)
+            converted = self._check_of(here)(value)
             self._check_range(converted)
-        except _Bad as bad:
+        except Bad as bad:
             raise InputError(f"parameter {self.name} ({self.type_label}): {bad}") from None
         return converted
 
     def _check_range(self, value: Any) -> None:
-        if self.low is None and self.high is None:
+        ranges = self.ranges or ((self.low, self.high),)
+        if ranges == ((None, None),):
             return
-        # Written as "not inside" so that a NaN is refused too.
-        if (self.low is None or value >= self.low) and (self.high is None or value <= self.high):
-            return
-        low, high = (None if b is None else _number_text(b) for b in (self.low, self.high))
-        wanted = (
-            f"from {low} to {high}"
-            if low is not None and high is not None
-            else f"of at least {low}"
-            if low is not None
-            else f"of at most {high}"
-        )
-        raise _Bad(f"{_number_text(value)} is out of range; give a value {wanted}")
+        # Written as "inside one" so that a NaN is refused too.
+        for low, high in ranges:
+            if (low is None or value >= low) and (high is None or value <= high):
+                return
+        if self.ranges:
+            parts = [_range_text(lo, hi).replace("..", " to ") for lo, hi in self.ranges]
+            wanted = f"give {' or '.join(parts)}"
+        else:
+            lo, hi = (None if b is None else _number_text(b) for b in (self.low, self.high))
+            wanted = "give a value " + (
+                f"from {lo} to {hi}"
+                if lo is not None and hi is not None
+                else f"of at least {lo}"
+                if lo is not None
+                else f"of at most {hi}"
+            )
+        raise Bad(f"{_number_text(value)} is out of range; {wanted}")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type_label,
-            "default": self.default,
-            "help": self.help,
-        }
+        found = {"name": self.name, "type": self.type_label, "default": self.default}
+        if self.rules:
+            found["rules"] = [str(r) for r in self.rules]
+        return {**found, "help": self.help}
 
 
 def convert(param: Param, value: object) -> Any:
@@ -371,26 +174,45 @@ class _Type:
     choices: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
+    ranges: tuple[Range, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
 
-def _parse_range(name: str, base: str, arg: str, lineno: int) -> tuple[float | None, ...]:
+def _parse_ranges(name: str, base: str, arg: str, lineno: int) -> tuple[Range, ...]:
     example = "int[1..3600]" if base == "int" else "float[0.5..60]"
-    match = _RANGE_RE.fullmatch(arg)
-    if not match or not (match["low"] or match["high"]):
-        raise InputError(
-            f"line {lineno}: {name}: cannot read the range [{arg}]; write {base}[MIN..MAX], "
-            f"e.g. {example} (leave an end out for no limit)"
-        )
-    convert = TYPES[base]
-    try:
-        low, high = (None if match[k] is None else convert(match[k]) for k in ("low", "high"))
-    except _Bad:
-        raise InputError(
-            f"line {lineno}: {name}: the range [{arg}] of an int needs whole numbers"
-        ) from None
-    if low is not None and high is not None and low > high:
-        raise InputError(f"line {lineno}: {name}: the range [{arg}] is empty; write [MIN..MAX]")
-    return low, high
+    found = []
+    for part in arg.split("|"):
+        match = _RANGE_RE.fullmatch(part) or _ONE_RE.fullmatch(part)
+        if not match or not (match["low"] or match.groupdict().get("high")):
+            raise InputError(
+                f"line {lineno}: {name}: cannot read the range [{arg}]; write {base}[MIN..MAX], "
+                f"e.g. {example} (leave an end out for no limit; | between parts)"
+            )
+        ends = (match["low"], match.groupdict().get("high", match["low"]))
+        try:
+            low, high = (None if e is None else TYPES[base](e) for e in ends)
+        except Bad:
+            raise InputError(
+                f"line {lineno}: {name}: the range [{arg}] of an int needs whole numbers"
+            ) from None
+        if low is not None and high is not None and low > high:
+            raise InputError(f"line {lineno}: {name}: the range [{arg}] is empty; write [MIN..MAX]")
+        found.append((low, high))
+    return tuple(found)
+
+
+def _parse_rules(name: str, text: str | None, lineno: int) -> tuple[Rule, ...]:
+    rules = []
+    for part in (text or "").split(","):
+        words = part.split()
+        kind, other = " ".join(words[:-1]), words[-1] if words else ""
+        if kind not in RULE_KINDS or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", other):
+            raise InputError(
+                f"line {lineno}: {name}: cannot read the rule {part.strip()!r}; write "
+                f"({', '.join(k + ' FIELD' for k in RULE_KINDS)})"
+            )
+        rules.append(Rule(kind, other))
+    return tuple(rules)
 
 
 def _parse_type(name: str, spec: str, lineno: int) -> _Type:
@@ -398,18 +220,25 @@ def _parse_type(name: str, spec: str, lineno: int) -> _Type:
     if not match:
         raise InputError(f"line {lineno}: {name}: cannot read type {spec!r}; write `# TYPE: help`")
     base, opt, arg = match["base"], bool(match["opt"]), match["arg"]
+    rules = _parse_rules(name, match["rules"], lineno) if match["rules"] is not None else ()
     if base == "choice":
         choices = tuple(c.strip() for c in (arg or "").split("|") if c.strip())
         if not choices:
             raise InputError(f"line {lineno}: {name}: choice needs options, e.g. choice[a|b]")
-        return _Type(base, opt, choices)
+        return _Type(base, opt, choices, rules=rules)
     if base in _NUMERIC and arg is not None:
-        low, high = _parse_range(name, base, arg, lineno)
-        return _Type(base, opt, low=low, high=high)
+        ranges = _parse_ranges(name, base, arg, lineno)
+        lows, highs = [lo for lo, _ in ranges], [hi for _, hi in ranges]
+        low = None if None in lows else min(x for x in lows if x is not None)
+        high = None if None in highs else max(x for x in highs if x is not None)
+        many = ranges if len(ranges) > 1 else ()
+        return _Type(base, opt, low=low, high=high, ranges=many, rules=rules)
     if arg is not None or base not in TYPES:
         known = ", ".join([*TYPES, "choice[a|b]", "int[MIN..MAX]", "float[MIN..MAX]"])
         raise InputError(f"line {lineno}: {name}: unknown parameter type {spec!r}; known: {known}")
-    return _Type(base, opt)
+    if any(r.kind == "ula if" for r in rules) and base != "ipv6-prefix64":
+        raise InputError(f"line {lineno}: {name}: 'ula if' is a rule of ipv6-prefix64 only")
+    return _Type(base, opt, rules=rules)
 
 
 def parse_declarations(source: str) -> list[Param]:
@@ -453,17 +282,28 @@ def parse_declarations(source: str) -> list[Param]:
             )
         t = _parse_type(name, spec.strip(), node.lineno)
         params.append(
-            Param(name, t.base, default, help_text.strip(), t.optional, t.choices, t.low, t.high)
-        )
+            Param(
+                name, t.base, default, help_text.strip(), t.optional, t.choices, t.low, t.high,
+                t.ranges, t.rules,
+            )
+        )  # fmt: skip
+    names = {p.name for p in params}
+    for p in params:
+        for rule in p.rules:
+            if rule.other not in names or rule.other == p.name:
+                raise InputError(
+                    f"parameters cell: {p.name}: its rule '{rule}' names no other parameter"
+                )
     return params
 
 
 def validate(
-    params: Iterable[Param], given: Mapping[str, object], *, where: str = ""
+    params: Iterable[Param], given: Mapping[str, object], *, where: str = "", here: bool = True
 ) -> dict[str, Any]:
-    """Every declared parameter in its type: defaults overridden by ``given``.
+    """Every declared parameter in its type: defaults overridden by ``given``, then the
+    rules between them. ``here`` false: for another machine (:meth:`Param.convert`).
 
-    Unknown names, wrong types and bad values raise InputError (one line).
+    Unknown names, wrong types, bad values and broken rules raise InputError (one line).
     """
     declared = {p.name: p for p in params}
     for name in given:
@@ -471,13 +311,27 @@ def validate(
             err = UnknownName("parameter", name, declared)
             raise InputError(f"{where}{err}") from None
     values: dict[str, Any] = {}
-    for name, param in declared.items():
-        raw = given.get(name, param.default)
-        try:
-            values[name] = param.convert(raw)
-        except InputError as exc:
-            raise InputError(f"{where}{exc}") from None
+    try:
+        for name, param in declared.items():
+            values[name] = param.convert(given.get(name, param.default), here=here)
+        check_rules(declared.values(), values)
+    except InputError as exc:
+        raise InputError(f"{where}{exc}") from None
     return values
+
+
+def this_host() -> str:
+    """This machine's host name: what an empty ``host`` stands for where runs are filed.
+
+    The notebooks' defaults describe the machine they run on; a name like "lab" only comes
+    from a parameter set (``parameters/lab/``) or ``--host``."""
+    name = socket.gethostname()
+    try:
+        return host_name(name)
+    except Bad:
+        raise InputError(
+            f"this machine's host name {name!r} cannot name its records; give --host HOST"
+        ) from None
 
 
 @dataclass(frozen=True)

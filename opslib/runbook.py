@@ -182,6 +182,14 @@ class Runbook:
                 values[p.name] = p.convert(self.raw.get(p.name, p.default))
             except InputError as exc:
                 self.errors[p.name] = str(exc).split(": ", 1)[-1]
+        if not self.errors:
+            # the rules between fields (gateway needs address...): beside the field that
+            # declares the rule, as opsbook run would refuse it
+            try:
+                params.check_rules(self.decls, values)
+            except InputError as exc:
+                name, _, why = str(exc).removeprefix("parameter ").partition(": ")
+                self.errors[name] = why
         self.values = values
 
     def set(self, name: str, raw: Any) -> Mapping[str, str]:

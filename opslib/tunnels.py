@@ -20,7 +20,7 @@ from typing import Any
 from opslib import interfaces, netlink, rtnl, sixinfour, virt
 from opslib.changes import Check
 from opslib.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
-from opslib.ipv6prefix import gateway, validate_prefix
+from opslib.ipv6prefix import gateway
 from opslib.shellcmd import command
 
 IMPLEMENTATIONS = ("kernel", "userspace")
@@ -41,14 +41,7 @@ class TunnelSpec:
     implementation: str = "kernel"
 
 
-def _ipv4(what: str, value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(value).strip()))
-    except ValueError:
-        raise InputError(f"{what} {value!r} is not an IPv4 address") from None
-
-
-def validate(
+def spec_of(
     *,
     tunnel: str,
     local_ipv4: str,
@@ -59,35 +52,15 @@ def validate(
     mtu: int = 1480,
     implementation: str = "kernel",
 ) -> TunnelSpec:
-    """Every tunnel parameter checked; InputError (one line) before any side effect."""
-    if not tunnel or len(tunnel) > 15 or "/" in tunnel or " " in tunnel:
-        raise InputError(f"tunnel name {tunnel!r} is not a link name (1-15 characters)")
-    if implementation not in IMPLEMENTATIONS:
-        raise InputError(f"implementation {implementation!r}: use kernel or userspace")
-    local, server = _ipv4("local_ipv4", local_ipv4), _ipv4("server_ipv4", server_ipv4)
-    try:
-        client = ipaddress.IPv6Interface(str(client_ipv6).strip())
-    except ValueError:
-        raise InputError(
-            f"client_ipv6 {client_ipv6!r} is not IPv6 address/64, e.g. 2001:db8:1::2/64"
-        ) from None
-    if "/" not in str(client_ipv6) or client.network.prefixlen != 64:
-        raise InputError(f"client_ipv6 {client_ipv6!r} needs its /64, e.g. 2001:db8:1::2/64")
-    try:
-        server6 = ipaddress.IPv6Address(str(server_ipv6).strip())
-    except ValueError:
-        raise InputError(f"server_ipv6 {server_ipv6!r} is not an IPv6 address") from None
-    if server6 not in client.network or server6 == client.ip:
-        raise InputError(
-            f"server_ipv6 {server6} must be the broker's other end in {client.network}"
-        )
-    routed = validate_prefix(routed_prefix)
+    """The tunnel of values already in their declared types (the ipv6-tunnel runbook's
+    inputs: ifname, ipv4, ipv6-cidr64, ipv6 in client_ipv6, ipv6-prefix64...); InputError
+    for what those do not say: the routed /64 must be another than the tunnel's."""
+    client = ipaddress.IPv6Interface(client_ipv6)
+    routed = ipaddress.IPv6Network(routed_prefix)
     if routed.overlaps(client.network):
         raise InputError(f"routed_prefix {routed} overlaps the tunnel's {client.network}")
-    if not 1280 <= int(mtu) <= 1480:
-        raise InputError(f"mtu {mtu}: 6in4 over a 1500-byte path carries 1280..1480")
     return TunnelSpec(
-        tunnel, local, server, client, str(server6), routed, int(mtu), 255, implementation
+        tunnel, local_ipv4, server_ipv4, client, server_ipv6, routed, mtu, 255, implementation
     )
 
 

@@ -62,10 +62,12 @@ def test_inputs_are_normalised() -> None:
         ({"proxied": False, "ttl": 5}, "out of range"),
         ({"address": "fe80::1"}, "link-local"),
         ({"address": "fd00::1"}, "unique-local"),
-        ({"address": "198.51.100.7"}, "not an IPv6 address; give the VM's global IPv6"),
+        ({"address": "198.51.100.7"}, "'198.51.100.7' is not an IPv6 address"),
         ({"address": "2001:db8::5%eth0"}, "zone index"),
         ({"address": "::ffff:198.51.100.7"}, "IPv4-mapped"),
-        ({"vm": "", "address": ""}, "give the VM"),
+        ({"vm": "", "address": ""}, "give vm or address"),
+        ({"token": "file:relative/token"}, "absolute path: file:/path"),
+        ({"api_base_url": "javascript:alert(1)"}, "is not an https URL"),
         ({"api_base_url": "http://192.0.2.1/client/v4"}, "unencrypted"),
     ],
 )
@@ -317,8 +319,8 @@ def test_an_address_with_a_zone_index_is_refused_before_any_request(
     with pytest.raises(InputError) as err:
         cfa.plan(**params(cf, token_file, address="2001:db8::5%eth0"))
     assert str(err.value) == (
-        "address 2001:db8::5%eth0 has a zone index (%eth0), which no DNS record can hold; "
-        "write address=2001:db8::5"
+        "parameter address (ipv6-global?): '2001:db8::5%eth0' has a zone index (%eth0), "
+        "which no record, route or tunnel end can hold; write 2001:db8::5"
     )
     assert cf.requests == []
 

@@ -451,16 +451,17 @@ def test_network_xml_defines_on_the_libvirt_test_driver() -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"uplink": "eth 0"}, "uplink 'eth 0' is not an interface name"),
+        ({"uplink": "eth 0"}, r"uplink \(ifname\): 'eth 0' is not an interface name"),
+        ({"uplink": "-eth0"}, r"uplink \(ifname\): '-eth0' is not an interface name"),
         ({"bridge": "a-very-long-bridge-name"}, "bridge .* is not an interface name"),
         ({"bridge": "eth0"}, "uplink and bridge are both"),
         ({"address": "192.0.2.10"}, "needs a prefix length"),
         ({"address": "192.0.2.300/24"}, "not an IPv4 address with prefix"),
-        ({"address": "192.0.2.10/24"}, "gateway is empty"),
+        ({"address": "192.0.2.10/24"}, "address: needs gateway too"),
         ({"address": "192.0.2.10/24", "gateway": "198.51.100.1"}, "not another address in"),
-        ({"gateway": "192.0.2.1"}, "DHCP supplies the gateway"),
+        ({"gateway": "192.0.2.1"}, "gateway: needs address too"),
         ({"interfaces_file": "interfaces"}, "is relative"),
-        ({"network_name": "a b"}, "not a libvirt network name"),
+        ({"network_name": "a/b"}, "not a network name"),
     ],
 )
 def test_bad_parameters_fail_before_anything_with_one_line(kw, message) -> None:

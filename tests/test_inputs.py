@@ -126,3 +126,39 @@ def test_a_read_only_verb_takes_what_plan_takes() -> None:
     assert run.__name__ == "report" and run.__doc__ == "The link's MTU."
     assert list(inspect.signature(run).parameters)[:3] == ["host", "libvirt_uri", "name"]
     assert run(host="h", name="eth1") == "h: eth1 1500"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bridge(inputs.Declared):
+    address: str = param("ipv4-cidr?", "static address", "", rules=("needs gateway",))
+    gateway: str = param("ipv4?", "router", "", rules=("needs address", "in address"))
+    uplink: str = param("ifname", "port", "eth0")
+    bridge: str = param("ifname", "the bridge", "br0")
+
+    def __post_init__(self) -> None:  # what needs several fields and is not declared
+        if self.uplink == self.bridge:
+            raise InputError("uplink and bridge are both one link; give two")
+
+
+def test_a_declared_dataclass_converts_by_the_types_then_checks_rules_then_its_own() -> None:
+    made = Bridge(address=" 192.0.2.10/24", gateway="192.0.2.1")
+    assert made.address == "192.0.2.10/24"  # the type's normal form, as opsbook run gives it
+    with pytest.raises(InputError, match=r"^parameter uplink \(ifname\): '-eth0' is not"):
+        Bridge(uplink="-eth0")
+    with pytest.raises(InputError, match=r"^parameter gateway: needs address too"):
+        Bridge(gateway="192.0.2.1")
+    with pytest.raises(InputError, match=r"^uplink and bridge are both"):
+        Bridge(bridge="eth0")
+    assert "(needs address, in address)" in inputs.parameters_cell(Bridge)
+    assert replace(made, gateway="192.0.2.254").gateway == "192.0.2.254"
+
+
+def test_the_form_shows_a_broken_rule_beside_the_field_that_declares_it() -> None:
+    from opslib.runbook import Runbook
+
+    decls = inputs.declarations(Bridge)
+    raw = {p.name: p.default for p in decls}
+    rb = Runbook("bridge", decls, raw, {})
+    assert rb.set("gateway", "192.0.2.1") == {"gateway": "needs address too; give address, "
+                                              "or leave gateway empty"}  # fmt: skip
+    assert rb.set("address", "192.0.2.10/24") == {}

@@ -33,7 +33,7 @@ GOOD: dict[str, Any] = {
     "server_ipv6": "2001:db8:1::1",
     "routed_prefix": "2001:db8:2::/64",
 }
-SPEC = t.validate(**GOOD)
+SPEC = t.Inputs(**GOOD).spec
 
 
 @pytest.mark.parametrize(
@@ -43,19 +43,19 @@ SPEC = t.validate(**GOOD)
         ({"server_ipv4": "2001:db8::1"}, "server_ipv4"),
         ({"client_ipv6": "2001:db8:1::2"}, "needs its /64"),
         ({"client_ipv6": "garbage/64"}, "client_ipv6"),
-        ({"server_ipv6": "2001:db8:9::1"}, "other end"),
+        ({"server_ipv6": "2001:db8:9::1"}, "not another address in 2001:db8:1::/64"),
         ({"routed_prefix": "2001:db8::/48"}, "not a /64"),
         ({"routed_prefix": "fe80::/64"}, "link-local"),
         ({"routed_prefix": "2001:db8::1/64"}, "host bits"),
         ({"routed_prefix": "2001:db8:1::/64"}, "overlaps"),
-        ({"mtu": 1500}, "mtu 1500"),
-        ({"tunnel": "a-very-long-tunnel-name"}, "link name"),
-        ({"implementation": "magic"}, "kernel or userspace"),
+        ({"mtu": 1500}, r"mtu \(int\[1280..1480\]\): 1500 is out of range"),
+        ({"tunnel": "a-very-long-tunnel-name"}, "not an interface name"),
+        ({"implementation": "magic"}, "not one of kernel, userspace"),
     ],
 )
 def test_bad_input_is_one_clear_line(change: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message) as exc:
-        t.validate(**{**GOOD, **change})
+        t.Inputs(**{**GOOD, **change})
     assert "\n" not in str(exc.value)
 
 

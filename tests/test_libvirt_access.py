@@ -170,9 +170,9 @@ def test_a_primary_group_counts_as_membership(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("account", "kw", "message"),
     [
-        ("root", {}, "root manages the system libvirt already; name an unprivileged account"),
-        ("Alice!", {}, "account 'Alice!' is not an account name"),
-        ("", {}, "account is empty"),
+        ("root", {}, "parameter account (account): root is the superuser; name an unprivileged"),
+        ("Alice!", {}, "account (account): 'Alice!' is not an account name"),
+        ("", {}, "parameter account (account) needs a value"),
         ("alicia", {}, "no account named 'alicia'; did you mean alice?"),
         ("daemon", {}, "daemon is a system account (uid 1, shell /usr/sbin/nologin)"),
         ("nobody", {}, "nobody is a system account (uid 65534"),

@@ -51,24 +51,29 @@ STOCK = """<network>
         ("2001:db8:2::%eth0/64", "zone index %eth0"),
         ("not-a-prefix", "not an IPv6 prefix"),
         ("198.51.100.0/24", "not an IPv6 prefix"),
-        ("", "not an IPv6 prefix"),
+        ("", "needs a value"),
     ],
 )
 def test_bad_prefix_is_one_clear_line(prefix: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as exc:
-        nb.validate_prefix(prefix)
+        nb.Inputs(prefix=prefix)
     assert "\n" not in str(exc.value)
 
 
 def test_ula_prefix_is_accepted_only_when_allowed() -> None:
-    assert str(nb.validate_prefix("fd00:1::/64", allow_ula=True)) == "fd00:1::/64"
-    assert nb.validate_prefix(PREFIX) == NET
+    assert nb.Inputs(prefix="fd00:1::/64", allow_ula=True).net == ipaddress.IPv6Network(
+        "fd00:1::/64"
+    )
+    assert nb.Inputs(prefix=PREFIX).net == NET
+    with pytest.raises(InputError, match="set allow_ula to use it anyway"):
+        nb.Inputs(prefix="fd00:1::/64")
 
 
 def test_bad_prefix_fails_before_libvirt_is_touched() -> None:
     # The URI would fail to connect; the prefix error must come first.
     with pytest.raises(InputError, match="host bits"):
-        nb.plan(host="h", libvirt_uri="qemu:///nowhere", netns="", prefix="2001:db8::1/64")
+        nb.plan(host="h", libvirt_uri="qemu:///system?socket=/nowhere", netns="",
+                prefix="2001:db8::1/64")  # fmt: skip
 
 
 def diff_lines(before: str, after: str) -> list[str]:

@@ -359,3 +359,125 @@ def test_a_missing_backup_or_records_dir_is_refused_before_the_kernel(tmp_path: 
     # records-review reported an empty store as a success
     line = run_refused(store, "records-review", f"records_dir={tmp_path}/no-store")
     assert f"parameter records_dir (dir?): '{tmp_path}/no-store' does not exist" in line
+
+
+# -- the declared types that carry the rule (issue 22) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "words"),
+    [
+        ("ipv4-cidr", "garbage", "not an IPv4 address with prefix; write it like 192.0.2.10/24"),
+        ("ipv4-cidr", "192.0.2.10", "needs a prefix length below 31"),
+        ("ipv4-cidr", "192.0.2.0/24", "the network's own or broadcast address"),
+        ("ipv6", "fe80::1%eth0", "has a zone index (%eth0)"),
+        ("ipv6-global", "fe80::1", "link-local; give a global IPv6 address"),
+        ("ipv6-global", "fd00::1", "unique-local"),
+        ("ipv6-cidr64", "garbage", "not an IPv6 address"),
+        ("ipv6-cidr64", "2001:db8:1::2/48", "needs its /64"),
+        ("ipv6-prefix64", "fd00:1::/64", "unique-local (fc00::/7)"),
+        ("ifname", "-eth0", "not an interface name"),
+        ("network-name", "a/b", "not a network name"),
+        ("network", "-x", "starts with '-'"),
+        ("account", "root; rm -rf /", "not an account name"),
+        ("account", "root", "root is the superuser"),
+        ("group", "Wheel", "not a group name"),
+        ("dns-name", "a..example.org", "not a DNS name"),
+        ("dns-zone", "org", "not a registered domain"),
+        ("https-url", "javascript:alert(1)", "not an https URL"),
+        ("https-url", "http://192.0.2.1/v4", "would travel unencrypted"),
+        ("path", "etc/network/interfaces", "is relative; give an absolute path"),
+        ("file", "/nonexistent", "does not exist; give an existing file"),
+        ("file", "/", "is a directory, not a file"),
+        ("timespan", "5 fortnights", "not a systemd time span"),
+        ("secret", "file:relative/token", "absolute path: file:/path"),
+        ("int[1|60..86400]", "30", "30 is out of range; give 1 or 60 to 86400"),
+    ],
+)
+def test_each_type_refuses_in_one_line_with_the_fix(kind: str, value: str, words: str) -> None:
+    (p,) = params.parse_declarations(f'x = ""  # {kind}: x\n')
+    with pytest.raises(InputError) as err:
+        p.convert(value)
+    assert str(err.value).startswith(f"parameter x ({kind}): ") and words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "typed"),
+    [
+        ("ipv4-cidr", " 192.0.2.10/24 ", "192.0.2.10/24"),
+        ("ipv6-cidr64", "2001:DB8:1::2/64", "2001:db8:1::2/64"),
+        ("ipv6-global", "2001:DB8::5", "2001:db8::5"),
+        ("dns-name", "VM1.Example.org.", "vm1.example.org"),
+        ("dns-name", "*.example.org", "*.example.org"),
+        ("https-url", "http://127.0.0.1:8080/v4", "http://127.0.0.1:8080/v4"),
+        ("timespan", "1h 30min", "1h 30min"),
+        ("int[1|60..86400]", "1", 1),
+        ("int[1|60..86400]", "86400", 86400),
+    ],
+)
+def test_each_type_gives_its_value_normalised(kind: str, value: str, typed: object) -> None:
+    (p,) = params.parse_declarations(f'x = ""  # {kind}: x\n')
+    assert p.convert(value) == typed and p.convert(typed) == typed  # converting twice: same
+
+
+def test_a_range_with_holes_reads_back_as_declared() -> None:
+    (p,) = params.parse_declarations("ttl = 1  # int[1|60..86400]: TTL\n")
+    assert p.type_label == "int[1|60..86400]" and (p.low, p.high) == (1, 86400)
+
+
+RULES = """\
+address = ""  # ipv4-cidr? (needs gateway): static address
+gateway = ""  # ipv4? (needs address, in address): router
+zone = "example.org"  # dns-zone: zone
+name = "vm.example.org"  # dns-name (in zone): record
+vm = ""  # vm? (or address6): one VM
+address6 = "2001:db8::5"  # ipv6?: or its address
+prefix = "2001:db8:2::/64"  # ipv6-prefix64 (ula if allow_ula): routed
+allow_ula = False  # bool: allow a unique-local prefix
+"""
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ({"address": "192.0.2.10/24"}, "parameter address: needs gateway too"),
+        ({"gateway": "192.0.2.1"}, "parameter gateway: needs address too"),
+        ({"address": "192.0.2.10/24", "gateway": "198.51.100.1"}, "not another address in"),
+        ({"address": "192.0.2.10/24", "gateway": "192.0.2.10"}, "not another address in"),
+        ({"name": "vm.example.net"}, "parameter name: vm.example.net is not in zone example.org"),
+        ({"address6": ""}, "parameter vm: give vm or address6"),
+        ({"prefix": "fd00:1::/64"}, "set allow_ula to use it anyway"),
+    ],
+)
+def test_rules_between_two_parameters_are_checked_with_the_types(
+    given: dict[str, str], words: str
+) -> None:
+    decls = params.parse_declarations(RULES)
+    with pytest.raises(InputError) as err:
+        params.validate(decls, given)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rules_that_hold_pass_and_are_part_of_the_declaration() -> None:
+    decls = params.parse_declarations(RULES)
+    values = params.validate(
+        decls,
+        {"address": "192.0.2.10/24", "gateway": "192.0.2.1", "prefix": "fd00:1::/64",
+         "allow_ula": "true", "name": "Example.org", "address6": "2001:db8::5"},
+    )  # fmt: skip
+    assert values["gateway"] == "192.0.2.1" and values["prefix"] == "fd00:1::/64"
+    assert decls[1].declared == "ipv4? (needs address, in address)"
+    with pytest.raises(InputError, match="'needs nothing' names no other parameter"):
+        params.parse_declarations('x = ""  # str? (needs nothing): x\n')
+    with pytest.raises(InputError, match="cannot read the rule 'implies x'"):
+        params.parse_declarations('x = ""  # str? (implies x): x\n')
+
+
+def test_elsewhere_a_directory_or_file_is_checked_as_a_path_only(tmp_path: Path) -> None:
+    # the fleet's check runs on the workstation; the directory is on the target host
+    decls = params.parse_declarations('d = ""  # dir?: d\nf = ""  # file?: f\n')
+    given = {"d": "/srv/on-the-host", "f": "/etc/on-the-host"}
+    assert params.validate(decls, given, here=False) == given
+    with pytest.raises(InputError, match="does not exist"):
+        params.validate(decls, given)

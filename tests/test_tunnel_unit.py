@@ -13,11 +13,11 @@ import pytest
 from opslib import tunnel_unit
 from opslib.procedures import ipv6_tunnel as t
 
-SPEC = t.validate(
+SPEC = t.Inputs(
     tunnel="he-ipv6", local_ipv4="192.0.2.20", server_ipv4="203.0.113.1",
     client_ipv6="2001:db8:1:1::2/64", server_ipv6="2001:db8:1:1::1",
     routed_prefix="2001:db8:2:1::/64", implementation="userspace",
-)  # fmt: skip
+).spec  # fmt: skip
 
 
 def unit(python: str = "/opt/opsbook/bin/python") -> str:

@@ -21,16 +21,14 @@ The record rules (which record to keep, the calls, the read-back) are in
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from opslib import aaaa, inputs, rtnl, secrets, slaac, virt
-from opslib.aaaa import Desired, Op, check_address, plan_records, verify
+from opslib.aaaa import Desired, Op, plan_records, verify
 from opslib.changes import Check, Plan, Status
 from opslib.dns import DnsClient, DnsRecord
 from opslib.errors import InputError, OpsError, VerificationFailed
@@ -41,88 +39,50 @@ from opslib.transaction import Action, Detail, Procedure, Run
 RUNBOOK = "cloudflare-aaaa"
 
 
-# -- inputs (pure) -------------------------------------------------------------------
-
-
-def check_inputs(i: Inputs) -> tuple[str, str]:
-    """Normalised (record name, zone); InputError (one line) for anything unusable."""
-    record_name, zone, token, api_base_url = i.record_name, i.zone, i.token, i.api_base_url
-    proxied, ttl, address, vm = i.proxied, i.ttl, i.address, i.vm
-    zone_name = aaaa.dns_name(zone, "zone")
-    if len(zone_name.split(".")) < 2:
-        raise InputError(f"zone {zone!r} is not a registered domain; write e.g. example.org")
-    name = aaaa.dns_name(record_name, "record_name")
-    if name != zone_name and not name.endswith("." + zone_name):
-        raise InputError(f"record_name {name} is not in zone {zone_name}; use NAME.{zone_name}")
-    kind, sep, rest = token.partition(":")
-    # Never echo the value: a mistaken value may be the token itself.
-    if not sep or kind not in ("file", "env") or not rest:
-        raise InputError("token names a source, never the token: use file:/path or env:NAME")
-    if api_base_url:
-        url = urlsplit(api_base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InputError(f"api_base_url {api_base_url!r} is not an http(s) URL; leave it empty")
-        if url.scheme == "http" and not _loopback(url.hostname):
-            raise InputError(
-                f"api_base_url {api_base_url} would send the token unencrypted; use https "
-                "(plain http only for the stand-in on 127.0.0.1)"
-            )
-    if ttl != 1 and not 60 <= ttl <= 86400:
-        raise InputError(f"ttl {ttl} is out of range; use 1 (automatic) or 60..86400 seconds")
-    if proxied and ttl != 1:
-        raise InputError(
-            f"ttl {ttl} has no effect on a proxied record (Cloudflare serves it with automatic "
-            "TTL); use ttl=1 or proxied=False"
-        )
-    if address:
-        check_address(address)
-    elif not vm:
-        raise InputError("give the VM (vm=NAME) or its IPv6 address (address=...)")
-    return name, zone_name
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# -- inputs ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
-    """The runbook's parameters, checked and normalised (InputError before any request)."""
+class Inputs(inputs.Declared):
+    """The runbook's parameters, each converted to its declared type and the rules
+    between them checked (the same check as ``opsbook run``'s), before any request."""
 
     libvirt_uri: str = inputs.libvirt_uri()
     netns: str = inputs.netns()
-    vm: str = param("vm?", "the VM to publish (empty when address is given)", "")
-    record_name: str = param(
-        "str", "the record's name, a full name inside the zone", example="vm.example.org"
+    vm: str = param(
+        "vm?", "the VM to publish (empty when address is given)", "", rules=("or address",)
     )
-    zone: str = param("str", "the Cloudflare zone", example="example.org")
+    record_name: str = param(
+        "dns-name", "the record's name, a full name inside the zone", example="vm.example.org",
+        rules=("in zone",),
+    )  # fmt: skip
+    zone: str = param("dns-zone", "the Cloudflare zone", example="example.org")
     # a source, file:/path or env:NAME: never the token
     token: str = param(
         "secret", "file:/path or env:NAME of the API token",
         example="file:/etc/opsbook/cloudflare-token",
     )  # fmt: skip
     api_base_url: str = param(
-        "str?", "API base URL; empty for Cloudflare's own (the lab's stand-in otherwise)", ""
+        "https-url?", "API base URL; empty for Cloudflare's own (the lab's stand-in otherwise)", ""
     )
     proxied: bool = param("bool", "Cloudflare proxies the name (IPv4 clients reach the VM)", True)
     ttl: int = param(
-        "int[1..86400]",
+        "int[1|60..86400]",
         "TTL in seconds, 1 = automatic (proxied records are always automatic)", 1,
     )  # fmt: skip
-    address: str = param("ipv6?", "publish this address instead of the VM's SLAAC address", "")
+    address: str = param(
+        "ipv6-global?", "publish this address instead of the VM's SLAAC address", ""
+    )
     replace: bool = param(
         "bool", "replace a CNAME or another proxied record that holds the name", False
     )
 
     def __post_init__(self) -> None:
-        name, zone = check_inputs(self)
-        object.__setattr__(self, "record_name", name)
-        object.__setattr__(self, "zone", zone)
-        if self.address:
-            object.__setattr__(self, "address", check_address(self.address))
+        if self.proxied and self.ttl != 1:
+            raise InputError(
+                f"ttl {self.ttl} has no effect on a proxied record (Cloudflare serves it with "
+                "automatic TTL); use ttl=1 or proxied=False"
+            )
 
 
 # -- planning (pure) ------------------------------------------------------------------

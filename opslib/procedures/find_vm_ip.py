@@ -16,14 +16,16 @@ plain frozen data; :func:`run` is the notebook's report. The join is
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 from lxml import etree
 
-from opslib import neighbour_probe, netlink, rtnl, virt
+from opslib import inputs, neighbour_probe, netlink, rtnl, virt
 from opslib.changes import Check, Result, Step
 from opslib.errors import LibvirtError, NetlinkError
+from opslib.inputs import param
 from opslib.neighbour_probe import PROBE_WAIT, ProbeJob, probe_settled  # the tests find them here
 from opslib.vm_addresses import (  # the tests and host-health find them here too
     BridgeProbe,
@@ -45,6 +47,7 @@ __all__ = [
     "RUNBOOK",
     "BridgeProbe",
     "DomainView",
+    "Inputs",
     "NicAddresses",
     "Observed",
     "SeenAddress",
@@ -204,8 +207,22 @@ def find(**observing: Any) -> list[VmAddresses]:
     return assemble(observe(**observing))
 
 
-def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = False) -> Result:
+@dataclass(frozen=True, kw_only=True)
+class Inputs(inputs.Declared):
+    """The report's parameters, each converted to its declared type (as by ``opsbook run``)."""
+
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+    vm: str = param("vm?", "one VM, or empty for all", "")
+    probe: bool = param(
+        "bool", "first ping predicted SLAAC addresses, ff02::1 and the bridge's IPv4 subnet "
+        "(/24 or smaller), to refresh neighbours", False,
+    )  # fmt: skip
+
+
+def _run(i: Inputs, host: str) -> Result:
     """The notebook's report: one table of addresses, one of predicted-but-silent ones."""
+    libvirt_uri, netns, vm, probe = i.libvirt_uri, i.netns, i.vm, i.probe
     result = Result(RUNBOOK, host, "ok")
     with result.step("find addresses") as detail:
         obs = observe(libvirt_uri=libvirt_uri, netns=netns, vm=vm, probe=probe)
@@ -253,3 +270,6 @@ def run(*, host: str, libvirt_uri: str, netns: str, vm: str = "", probe: bool = 
         f", {len(silent)} predicted address(es) silent" if probe else ""
     )
     return result
+
+
+run = inputs.reading(Inputs, _run)

@@ -16,9 +16,7 @@ stanzas are planned in :mod:`opslib.bridge_stanzas`, the kernel's view is
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,17 +47,16 @@ from opslib.virtxml import NetworkXml, bridge_network
 network_xml = bridge_network  # the network forward-bridge defines
 
 RUNBOOK = "forward-bridge"
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 
 
 # -- parameters ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params:
-    """The runbook's inputs, checked; the plan carries them to apply (``Plan.inputs``).
-    The last three are how apply restarts networking (:meth:`restart`)."""
+class Params(inputs.Declared):
+    """The runbook's inputs, each converted to its declared type (the same check as
+    ``opsbook run``'s); the plan carries them to apply (``Plan.inputs``). The last three
+    are how apply restarts networking (:meth:`restart`)."""
 
     libvirt_uri: str = inputs.libvirt_uri()
     netns: str = inputs.netns()
@@ -68,14 +65,18 @@ class Params:
     )
     uplink: str = param("ifname", "the NIC that becomes the bridge's port", "eth0")
     bridge: str = param("ifname", "the bridge that forward-bridge VMs attach to", "br0")
-    # static CIDR on the bridge; "" = the uplink's addressing (or DHCP)
+    # static CIDR on the bridge; "" = the uplink's addressing (or DHCP, which brings the
+    # gateway: so a static address needs one, and a gateway needs a static address)
     address: str = param(
-        "str?", "static IPv4 with prefix for the bridge, e.g. 192.0.2.10/24 (empty = keep the "
-        "uplink's addressing)", "",
+        "ipv4-cidr?", "static IPv4 with prefix for the bridge, e.g. 192.0.2.10/24 (empty = "
+        "keep the uplink's addressing)", "", rules=("needs gateway",),
     )  # fmt: skip
-    gateway: str = param("ipv4?", "default router, only with a static address", "")
+    gateway: str = param(
+        "ipv4?", "default router, only with a static address", "",
+        rules=("needs address", "in address"),
+    )  # fmt: skip
     network_name: str = param(
-        "str", "the libvirt network on the bridge (created when missing)", RUNBOOK
+        "network-name", "the libvirt network on the bridge (created when missing)", RUNBOOK
     )
     restart_command: str = param(
         "str", "restarts networking; may use {old} {new} {ifaces}", DEFAULT_RESTART
@@ -92,58 +93,11 @@ class Params:
         return Restart(self.restart_command, self.deadline, self.backup_dir)
 
     def __post_init__(self) -> None:
-        if self.deadline <= 0 or self.deadline > 3600:
-            raise InputError(
-                f"deadline {self.deadline} is out of range; give seconds between 1 and 3600"
-            )
+        # What the declared types and rules do not say: the template with this netns, and
+        # two different links.
         restart_argv(self.restart_command, self.netns, old="x", new="x", ifaces="x")
-        for what, name in (("uplink", self.uplink), ("bridge", self.bridge)):
-            if not _IFNAME.match(name) or name in (".", ".."):
-                raise InputError(
-                    f"{what} {name!r} is not an interface name; use 1-15 letters, digits, . _ -"
-                )
         if self.uplink == self.bridge:
             raise InputError(f"uplink and bridge are both {self.uplink!r}; give them two names")
-        if not _NETWORK_NAME.match(self.network_name):
-            raise InputError(
-                f"network_name {self.network_name!r} is not a libvirt network name; "
-                "use letters, digits, . _ + -"
-            )
-        if not self.interfaces_file.startswith("/"):
-            raise InputError(
-                f"interfaces_file {self.interfaces_file!r} is relative; give an absolute path"
-            )
-        if self.address:
-            try:
-                iface = ipaddress.IPv4Interface(self.address)
-            except ValueError as exc:
-                raise InputError(
-                    f"address {self.address!r} is not an IPv4 address with prefix; "
-                    "write it like 192.0.2.10/24 (or leave it empty for DHCP)"
-                ) from exc
-            if "/" not in self.address or iface.network.prefixlen >= 31:
-                raise InputError(
-                    f"address {self.address!r} needs a prefix length below 31, e.g. 192.0.2.10/24"
-                )
-            if not self.gateway:
-                raise InputError(
-                    "address is static but gateway is empty; give the default router on "
-                    "the bridge's network as gateway"
-                )
-            try:
-                gw = ipaddress.IPv4Address(self.gateway)
-            except ValueError as exc:
-                raise InputError(f"gateway {self.gateway!r} is not an IPv4 address") from exc
-            if gw not in iface.network or gw == iface.ip:
-                raise InputError(
-                    f"gateway {self.gateway} is not another address in {iface.network}; "
-                    "give the router of the bridge's network"
-                )
-        elif self.gateway:
-            raise InputError(
-                "gateway is set but address is empty (DHCP); DHCP supplies the gateway, "
-                "so leave gateway empty or give a static address"
-            )
 
 
 # -- observation ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 from opslib import guest_reboot, inputs, netlink, virt
 from opslib.changes import Check, Result
-from opslib.errors import InputError, OpsError
+from opslib.errors import OpsError
 from opslib.inputs import param
 from opslib.shellcmd import command, then, word
 
@@ -283,41 +283,34 @@ def reboot_checks(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
-    """What to check; an empty optional part is not checked."""
+class Inputs(inputs.Declared):
+    """What to check; an empty optional part is not checked. Each field is converted to
+    its declared type and the rules between them checked (a tunnel check needs the
+    tunnel's addresses: without them it would only warn, and the run would pass with the
+    tunnel never looked at), the same check as ``opsbook run``'s."""
 
     libvirt_uri: str = inputs.libvirt_uri()
     netns: str = inputs.netns()
-    nat_network: str = param("str", "the NAT network (libvirt) with the routed IPv6 /64",
-                             "nat-bridge")  # fmt: skip
-    forward_network: str = param("str?", "the bridged network on br0 (empty = not checked)",
-                                 "forward-bridge")  # fmt: skip
+    nat_network: str = param("network-name?", "the NAT network (libvirt) with the routed "
+                             "IPv6 /64 (empty = not checked)", "nat-bridge")  # fmt: skip
+    forward_network: str = param("network-name?", "the bridged network on br0 (empty = not "
+                                 "checked)", "forward-bridge")  # fmt: skip
     bridge: str = param("ifname?", "the host bridge of forward-bridge (empty = not checked)",
                         "br0")  # fmt: skip
     uplink: str = param("ifname", "the bridge's uplink port", "eth0")
     routed_prefix: str = param("ipv6-prefix64?", "the /64 routed to this host (empty = not "
                                "checked)", "")  # fmt: skip
-    tunnel: str = param("ifname?", "the 6in4 tunnel's link name (empty = not checked)", "")
-    client_ipv6: str = param("str?", "this host's tunnel address with /64", "")
-    server_ipv6: str = param("ipv6?", "the broker's tunnel address", "")
+    tunnel: str = param("ifname?", "the 6in4 tunnel's link name (empty = not checked)", "",
+                        rules=("needs client_ipv6", "needs server_ipv6"))  # fmt: skip
+    client_ipv6: str = param("ipv6-cidr64?", "this host's tunnel address with /64", "")
+    server_ipv6: str = param("ipv6?", "the broker's tunnel address", "",
+                             rules=("in client_ipv6",))  # fmt: skip
     token: str = param("secret?", "Cloudflare token source for DNS drift (file:/path or "
                        "env:NAME; empty = as recorded)", "")  # fmt: skip
-    api_base_url: str = param("str?", "Cloudflare API base URL (empty = the SDK's default)", "")
+    api_base_url: str = param(
+        "https-url?", "Cloudflare API base URL (empty = the SDK's default)", ""
+    )
     records_dir: str = ""  # "" = $OPSBOOK_RECORDS, else records/
-
-    def __post_init__(self) -> None:
-        if not self.tunnel:
-            return
-        # Checked here, before anything runs: a tunnel check without its addresses
-        # would only warn, and the run would pass with the tunnel never looked at.
-        try:
-            ipaddress.IPv6Interface(self.client_ipv6)
-            ipaddress.IPv6Address(self.server_ipv6)
-        except ValueError:
-            raise InputError(
-                f"tunnel {self.tunnel!r} needs client_ipv6 (address/64) and server_ipv6; "
-                f"got {self.client_ipv6!r} and {self.server_ipv6!r}"
-            ) from None
 
 
 def _run(i: Inputs, host: str) -> Result:

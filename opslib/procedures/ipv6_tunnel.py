@@ -40,7 +40,7 @@ from opslib.tunnels import (  # the tests and host-health find them here too
     config_requests,
     observe,
     sit_supported,
-    validate,
+    spec_of,
 )
 
 RUNBOOK = "ipv6-tunnel"
@@ -131,11 +131,15 @@ def compute_plan(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
-    """The runbook's parameters; the tunnel's are checked into ``spec`` before anything."""
+class Inputs(inputs.Declared):
+    """The runbook's parameters, each converted to its declared type (the same check as
+    ``opsbook run``'s); the tunnel's are made into ``spec`` before anything."""
 
     # libvirt_uri and nat_network: only for the health checks after apply
-    libvirt_uri: str = inputs.libvirt_uri()
+    libvirt_uri: str = param(
+        "libvirt-uri?", "libvirt of the NAT network checked after apply (empty = not checked)",
+        "qemu:///system",
+    )  # fmt: skip
     netns: str = inputs.netns("links")
     tunnel: str = param("ifname", "the tunnel's link name", example="he-ipv6")
     local_ipv4: str = param(
@@ -143,14 +147,19 @@ class Inputs:
     )
     server_ipv4: str = param("ipv4", "the broker's Server IPv4 Address", example="203.0.113.1")
     client_ipv6: str = param(
-        "str", "the broker's Client IPv6 Address, with /64", example="2001:db8:1::2/64"
+        "ipv6-cidr64", "the broker's Client IPv6 Address, with /64", example="2001:db8:1::2/64"
     )
-    server_ipv6: str = param("ipv6", "the broker's Server IPv6 Address", example="2001:db8:1::1")
+    server_ipv6: str = param(
+        "ipv6", "the broker's Server IPv6 Address", example="2001:db8:1::1",
+        rules=("in client_ipv6",),
+    )  # fmt: skip
     routed_prefix: str = param(
         "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64"
     )
     nat_network: str = param(
-        "str", "the NAT network that should carry the routed /64", "nat-bridge"
+        "network-name?",
+        "the NAT network that should carry the routed /64 (empty = not checked)",
+        "nat-bridge",
     )
     mtu: int = param("int[1280..1480]", "tunnel MTU (1480 = 1500 minus the IPv4 header)", 1480)
     implementation: str = param(
@@ -163,7 +172,7 @@ class Inputs:
     spec: TunnelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        spec = validate(
+        spec = spec_of(
             tunnel=self.tunnel, local_ipv4=self.local_ipv4, server_ipv4=self.server_ipv4,
             client_ipv6=self.client_ipv6, server_ipv6=self.server_ipv6,
             routed_prefix=self.routed_prefix, mtu=self.mtu, implementation=self.implementation,

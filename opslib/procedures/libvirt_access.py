@@ -52,26 +52,17 @@ RUNBOOK = "libvirt-access"
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
+class Inputs(inputs.Declared):
+    """Each field converted to its declared type (an account name that is not root, a
+    group name): the same check as ``opsbook run``'s, before anything is read."""
+
     libvirt_uri: str = inputs.libvirt_uri("the system libvirt the account is to manage")
-    account: str = param("str", "the unprivileged account to set up")
+    account: str = param("account", "the unprivileged account to set up")
     group: str = param(
-        "str", "the group libvirtd lets manage it (Debian's libvirt-daemon-system: libvirt)",
+        "group", "the group libvirtd lets manage it (Debian's libvirt-daemon-system: libvirt)",
         "libvirt",
     )  # fmt: skip
     root: str = "/"  # the tree /etc and the homes are read from (tests: a temporary one)
-
-    def __post_init__(self) -> None:
-        if not self.account:
-            raise InputError("account is empty; name the unprivileged account (-p account NAME)")
-        if self.account == "root":
-            raise InputError(
-                "root manages the system libvirt already; name an unprivileged account"
-            )
-        accounts.check_name(self.account)
-        accounts.check_name(self.group, "group")
-        if not self.libvirt_uri:
-            raise InputError("libvirt_uri is empty; a daemon host's libvirt is qemu:///system")
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ when every person's account is audited (most of those are not meant to).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from opslib import accounts
+from opslib import accounts, inputs
 from opslib.changes import Check, Result, Status
 from opslib.errors import HostError, UnknownName
+from opslib.inputs import param
 from opslib.procedures import libvirt_access as la
 from opslib.shellcmd import command
 
@@ -44,12 +46,24 @@ def reasons(member: bool, group: str, checks: list[Check]) -> str:
     return "; ".join(why + failing[:1])
 
 
-def run(
-    *, host: str, libvirt_uri: str, group: str = "libvirt", members_of: str = "", root: str = "/"
-) -> Result:
-    accounts.check_name(group, "group")
-    if members_of:
-        accounts.check_name(members_of, "members_of")
+@dataclass(frozen=True, kw_only=True)
+class Inputs(inputs.Declared):
+    """The audit's parameters, each converted to its declared type (as by ``opsbook run``)."""
+
+    libvirt_uri: str = inputs.libvirt_uri("the system libvirt the accounts should manage")
+    group: str = param(
+        "group", "the group libvirtd lets manage it (Debian's libvirt-daemon-system: libvirt)",
+        "libvirt",
+    )  # fmt: skip
+    members_of: str = param(
+        "group?", "audit the members of this group (empty: every person's account)", ""
+    )
+    root: str = "/"  # the tree /etc and the homes are read from (tests: a temporary one)
+
+
+def _run(i: Inputs, host: str) -> Result:
+    """Who can manage the system libvirt, and the fix for who cannot; read-only."""
+    libvirt_uri, group, members_of, root = i.libvirt_uri, i.group, i.members_of, i.root
     known, groups = accounts.accounts(root), accounts.groups(root)
     if group not in groups:
         raise UnknownName("group", group, groups)
@@ -107,4 +121,6 @@ def run(
     return result
 
 
-__all__ = ["RUNBOOK", "run"]
+run = inputs.reading(Inputs, _run)
+
+__all__ = ["RUNBOOK", "Inputs", "run"]

@@ -47,7 +47,7 @@ from opslib.guest_taps import Cut as _Cut
 from opslib.guest_taps import reattach as _reattach
 from opslib.guest_taps import wait_for_guests as _wait_for_guests
 from opslib.inputs import param
-from opslib.ipv6prefix import ULA, gateway, validate_prefix
+from opslib.ipv6prefix import ULA, gateway
 from opslib.slaac import eui64_address
 from opslib.transaction import Action, Detail, Procedure, Run
 from opslib.virtxml import IPv6Edit, NetworkXml, canonical
@@ -71,16 +71,20 @@ def with_ipv6(xml: str, net: ipaddress.IPv6Network) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
+class Inputs(inputs.Declared):
     libvirt_uri: str = inputs.libvirt_uri()
     netns: str = inputs.netns()
-    network: str = param("str", "the NAT network that gets the routed /64", "nat-bridge")
+    # network-name, not network: with rename_from it does not exist yet (observe says
+    # what is missing, from the host)
+    network: str = param("network-name", "the NAT network that gets the routed /64", "nat-bridge")
     prefix: str = param(
-        "ipv6-prefix64", "the routed /64 from the tunnel broker", example="2001:db8:2::/64"
-    )
+        "ipv6-prefix64", "the routed /64 from the tunnel broker", example="2001:db8:2::/64",
+        rules=("ula if allow_ula",),
+    )  # fmt: skip
     rename_from: str = param(
-        "str?", "rename this network (e.g. default) to `network` first; empty for none", ""
-    )
+        "network-name?", "rename this network (e.g. default) to `network` first; empty for none",
+        "",
+    )  # fmt: skip
     allow_ula: bool = param("bool", "accept a unique-local (fc00::/7) prefix", False)
     replace_ipv6: bool = param(
         "bool",
@@ -90,7 +94,7 @@ class Inputs:
     net: ipaddress.IPv6Network = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "net", validate_prefix(self.prefix, allow_ula=self.allow_ula))
+        object.__setattr__(self, "net", ipaddress.IPv6Network(self.prefix))
 
 
 @dataclass(frozen=True)

@@ -24,22 +24,17 @@ from opslib import inputs, virt
 from opslib.changes import Change, Check, Plan
 from opslib.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
 from opslib.inputs import param
-from opslib.params import Param
 from opslib.shellcmd import command
 from opslib.transaction import Action, Detail, Procedure, Run
 
 RUNBOOK = "netreg-attach"
-MODES = ("attach", "virt-install")
-_MAC_PARAM = Param("mac", "mac", "")  # the MAC rules live in opslib.params, used as-is
-
-
-def check_mac(mac: str) -> str:
-    """The MAC normalised, or InputError (format, unicast, all-zero, wiki placeholder)."""
-    return str(_MAC_PARAM.convert(mac))
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs:
+class Inputs(inputs.Declared):
+    """Each field converted to its declared type (the MAC: format, unicast, not all-zero,
+    not the wiki's placeholder), the same check as ``opsbook run``'s."""
+
     libvirt_uri: str = inputs.libvirt_uri()
     vm: str = param("vm?", "the VM to attach the NIC to (empty with mode virt-install)", "")
     mac: str = param("mac", "the MAC NetReg registered for the VM")
@@ -50,15 +45,10 @@ class Inputs:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.mode == "attach" and not self.vm:
             raise InputError(
                 "vm is empty; name the VM to attach the NIC to (or use mode virt-install)"
             )
-        if not self.network:
-            raise InputError("network is empty; the wiki's network is forward-bridge")
-        object.__setattr__(self, "mac", check_mac(self.mac))
 
     @property
     def nic(self) -> virt.Interface:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opslib import netlink, virt
+from opslib import inputs, netlink, virt
 from opslib.changes import Check, Result
 from opslib.shellcmd import command, then
 
@@ -201,10 +201,19 @@ def checks(*, libvirt_uri: str, netns: str) -> list[Check]:
     return problems(observe(libvirt_uri=libvirt_uri, netns=netns))
 
 
-def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
+@dataclass(frozen=True, kw_only=True)
+class Inputs(inputs.Declared):
+    """The report's parameters, each converted to its declared type (as by ``opsbook run``)."""
+
+    libvirt_uri: str = inputs.libvirt_uri()
+    netns: str = inputs.netns()
+
+
+def _run(i: Inputs, host: str) -> Result:
+    """The inventory and its problems; read-only."""
     result = Result(RUNBOOK, host, "ok")
     with result.step("observe networks and bridges") as detail:
-        obs = observe(libvirt_uri=libvirt_uri, netns=netns)
+        obs = observe(libvirt_uri=i.libvirt_uri, netns=i.netns)
         detail.append(f"{len(obs.networks)} networks, {len(obs.bridges)} bridges")
     # A network renamed by hand (defined anew, the old one undefined) has another UUID but
     # the same bridge: records diff matches it by either and shows what changed with it.
@@ -220,3 +229,6 @@ def run(*, host: str, libvirt_uri: str, netns: str) -> Result:
         + (f"; {warns} warning(s)" if warns else "")
     )
     return result
+
+
+run = inputs.reading(Inputs, _run)
