@@ -68,7 +68,8 @@ def _metrics_dir(args: argparse.Namespace) -> Path | None:
 
 def _given(info: Any, args: argparse.Namespace) -> dict[str, str]:
     """Every -p, each checked on its own (known name, value of its type), before the
-    inventory is loaded: loading it runs its Jinja templates (lookups run commands)."""
+    inventory is loaded: loading it runs its Jinja templates (lookups run commands). The
+    rules between parameters wait for each host's set (:func:`_host_params`)."""
     from opslib.errors import UnknownName
 
     given = {name: value for name, value in args.param or []}
@@ -77,7 +78,7 @@ def _given(info: Any, args: argparse.Namespace) -> dict[str, str]:
         try:
             if param is None:
                 raise UnknownName("parameter", name, [p.name for p in info.params])
-            param.convert(value)
+            param.convert(value, here=False)
         except InputError as exc:
             raise InputError(f"{info.name} -p {name}: {exc}") from None
     return given
@@ -102,7 +103,9 @@ def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
                     raise InputError(f"{path}: {UnknownName('parameter', name, known)}")
             merged.update(loaded)
         merged.update(given)
-        params.validate(info.params, merged, where=f"{info.name} on {host}: ")
+        # here=False: a directory or file parameter names one on that host, not on this
+        # workstation; its syntax is checked here, its existence by the host's opsbook run
+        params.validate(info.params, merged, where=f"{info.name} on {host}: ", here=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -206,3 +206,25 @@ def test_version_names_the_wheelhouse_it_was_installed_from(
     kept.parent.mkdir(parents=True)
     kept.write_text("3f2a" * 16 + "\n")
     assert version() == f"opsbook {__version__} (wheelhouse {'3f2a' * 16})"
+
+
+class Reached(Exception):
+    """The fleet run got past its checks to Ansible."""
+
+
+def test_a_directory_on_the_target_is_not_looked_for_on_the_workstation(
+    capsys: pytest.CaptureFixture[str], inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslib.fleet import playbooks
+
+    def reached(*_args: object, **_kw: object) -> None:
+        raise Reached
+
+    monkeypatch.setattr(playbooks, "run", reached)
+    # /srv/backups-on-the-host exists on the hosts (their opsbook run checks), not here
+    with pytest.raises(Reached):
+        fleet(capsys, "run", "forward-bridge", "-i", str(inventory),
+              "-p", "backup_dir", "/srv/backups-on-the-host")  # fmt: skip
+    rc, text = fleet(capsys, "run", "forward-bridge", "-i", str(inventory),
+                     "-p", "backup_dir", "relative\0dir")  # fmt: skip
+    assert rc == 2 and "backup_dir" in text and "NUL" in text, text
