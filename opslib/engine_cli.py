@@ -39,7 +39,7 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
         if not info.params:
             print("  (no parameters)")
             continue
-        rows = [(p.name, p.type_label, _default(p.default), p.help) for p in info.params]
+        rows = [(p.name, p.declared, _default(p.default), p.help) for p in info.params]
         print(table(rows, ["name", "type", "default", "help"], indent="  ", max_width={2: 40}))
     return 0
 

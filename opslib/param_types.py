@@ -224,7 +224,12 @@ def _ipv6_cidr64(value: object) -> str:
     """An address with its /64, as a tunnel broker gives the tunnel's ends."""
     text = _text(value)
     address, slash, length = text.partition("/")
-    ip = _ipv6_parsed(address)
+    try:
+        ip = _ipv6_parsed(address)
+    except Bad:
+        raise Bad(
+            f"{text!r} is not an IPv6 address with /64; write it like 2001:db8:1::2/64"
+        ) from None
     if not slash or length != "64":
         raise Bad(f"{text!r} needs its /64, e.g. 2001:db8:1::2/64")
     return f"{ip}/64"
