@@ -81,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=None if quiet else sys.stderr,
         metrics_dir=metrics_dir,
         period=args.period,
+        extra_env=kernel_env(args),
     )
     return print_outcome(outcome, summary_only=args.summary)
 
@@ -141,6 +142,13 @@ def seconds(option: str, *, zero: bool = False) -> Callable[[str], float]:
 def param_option(p: argparse.ArgumentParser, help: str) -> None:
     """``-p NAME VALUE``, repeatable: a runbook parameter given on the command line."""
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=help)
+
+
+def kernel_env(args: argparse.Namespace) -> dict[str, str]:
+    """Where the kernel finds the host's policy (opslib.plan_gate): ``--params-dir``."""
+    from opslib.plan_gate import PARAMS_DIR_ENV
+
+    return {PARAMS_DIR_ENV: str(Path(args.params_dir).resolve())}
 
 
 def params_dir_option(p: argparse.ArgumentParser) -> None:

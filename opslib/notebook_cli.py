@@ -62,6 +62,10 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     _check(args, notebooks)
     records = _records(args)
     env = {"OPSBOOK_RECORDS": str(records)}
+    # the host's apply policy, PARAMS/HOST/policy.yaml, as `opsbook run` finds it from here
+    env["OPSBOOK_PARAMS_DIR"] = str(
+        Path(os.environ.get("OPSBOOK_PARAMS_DIR") or "parameters").resolve()
+    )
     defaults = args.defaults or os.environ.get("OPSBOOK_DEFAULTS")
     if defaults:
         env["OPSBOOK_DEFAULTS"] = str(Path(defaults).resolve())

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from opslib import shellcmd
-from opslib.engine_cli import param_option, params_dir_option, print_outcome, seconds
+from opslib.engine_cli import (
+    kernel_env,
+    param_option,
+    params_dir_option,
+    print_outcome,
+    seconds,
+)
 from opslib.errors import InputError
 from opslib.records_cli import records_option, store_of
 
@@ -114,7 +120,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         lock_wait=args.lock_wait,
         progress=None if args.quiet else sys.stderr,
         mode="apply",
-        extra_env=plan_records.apply_env(saved),
+        extra_env={**plan_records.apply_env(saved), **kernel_env(args)},
         seal=lambda header, nb: {**header, "applies_plan": link},
     )
     plan_records.after_apply(store, saved, outcome.run_id, outcome.status, outcome.summary)

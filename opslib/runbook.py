@@ -25,13 +25,12 @@ results are readable without a kernel.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from opslib import params, plan_records, record_header, records, secrets
+from opslib import form_records, params, plan_gate, plan_records, records
 from opslib.changes import Plan, Result
 from opslib.errors import ApplyError, InputError, OpsError
 from opslib.locks import host_lock
@@ -168,6 +167,8 @@ class Runbook:
         self.apply_button: Any = None
         self.run_button: Any = None  # interactive read-only runbooks: Run / Save record
         self.save_button: Any = None
+        self.save_plan_button: Any = None  # interactive changing runbooks: Save plan
+        self.last_record_id = 0  # the interactive record filed last
         self.plan_panel_shown = False  # interactive: rb.plan showed a Plan button
         # Called after the form or the notebook's plan changed: the panels' refreshers.
         self.listeners: list[Callable[[], None]] = []
@@ -308,8 +309,11 @@ class Runbook:
                     "rb.apply applies the notebook's `plan` variable: write "
                     "`plan = rb.plan(X.plan)`, then `rb.apply(X.apply, plan)`"
                 )
-            self.apply_button, refresh = ui.apply_panel(
-                self._plan_to_apply, lambda plan: self._apply_and_file(fn, plan)
+            self.apply_button, self.save_plan_button, refresh = ui.apply_panel(
+                self._plan_to_apply,
+                lambda plan: self._apply_and_file(fn, plan),
+                blocked=self._apply_blocked,
+                save=self.save_plan,
             )
             self.listeners.append(refresh)
             return None
@@ -339,6 +343,8 @@ class Runbook:
         record's path and the error the procedure raised, if any."""
         started = records.iso(records.utcnow())
         error: Exception | None = None
+        saved = self._saved_of(plan)
+        link = {"id": saved.id, "digest": saved.digest, "record": saved.row.path} if saved else {}
         try:
             try:
                 result = self.run_apply(fn, plan)
@@ -346,18 +352,37 @@ class Runbook:
                 error = exc
                 result = Result(self.name, self.host, "failed", summary=_error_line(exc))
             path = self.save_interactive_record(
-                plan, result, started=started, ended=records.iso(records.utcnow())
+                plan,
+                result,
+                started=started,
+                ended=records.iso(records.utcnow()),
+                extra={"applies_plan": link} if saved else None,
             )
+            if saved is not None:  # the plan names its apply (or the stale refusal)
+                status = "failed" if result.failed else "ok"
+                store = records.Store(self.records)
+                plan_records.after_apply(store, saved, self.last_record_id, status, result.summary)
         finally:
             self.ns[PLAN_VARIABLE] = None  # the host changed: plan again before the next apply
             self._changed()
         return path, error
 
+    def _saved_of(self, plan: Plan) -> plan_records.Saved | None:
+        """The record of a saved plan (Save plan), to link its apply to; None otherwise."""
+        if not plan.saved:
+            return None
+        try:
+            return plan_gate.saved_record(plan, records.Store(self.records))
+        except InputError:
+            return None  # the apply refuses it and says why
+
     def run_apply(self, fn: Callable[..., Result], plan: Plan) -> Result:
         from opslib import ui
 
-        with host_lock(self.records, self.host, self.name):
-            result = fn(plan, **self.kwargs_for(fn, skip_first=True))
+        with plan_gate.records_at(self.records):
+            plan_gate.check(self.name, self.host, plan)  # the host's policy, every runbook
+            with host_lock(self.records, self.host, self.name):
+                result = fn(plan, **self.kwargs_for(fn, skip_first=True))
         ui.show_result(result)
         return result
 
@@ -400,72 +425,49 @@ class Runbook:
 
     # -- interactive records -----------------------------------------------------------
 
-    def save_interactive_record(
-        self, plan: Plan | None, result: Result, *, started: str, ended: str
-    ) -> Path:
-        """File an interactive apply (or a report, ``plan`` None) in the record store.
-
-        An apply is filed with ``apply = True`` among its parameters: the Apply button
-        is what applied, and readers of the index (host-health's DNS drift) take
-        ``apply`` as "this run made its changes". Every secret loaded in this kernel is
-        looked for before anything is written (fail closed, as headless)."""
-        from opslib import ui
-
-        if self.path is not None:
-            nb = json.loads(self.path.read_text(encoding="utf-8"))
-        else:
-            nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
-        values = dict(self.values)
-        if plan is not None:
-            values[APPLY_PARAMETER] = True
-        if "host" in values:
-            values["host"] = self.host  # "" stands for this machine: file its name
-        assignments = "".join(f"{k} = {v!r}\n" for k, v in values.items())
-        nb["cells"] = [
-            *nb.get("cells", []),
-            _code_cell(
-                f"# interactive {'apply' if plan is not None else 'run'} from JupyterLab\n"
-                f"{assignments}",
-                [],
-            ),
-            *(
-                [
-                    _code_cell("rb.plan(...)", [ui.bundle_output(plan.to_json())]),
-                    _code_cell("rb.apply(...)", [ui.bundle_output(result.to_json())]),
-                ]
-                if plan is not None
-                else [_code_cell("rb.report(...)", [ui.bundle_output(result.to_json())])]
-            ),
-        ]
-        text = result.summary or result.status
-        header = record_header.finished(
-            record_header.header(
-                runbook=self.name,
-                host=self.host,
-                decls=self.decls,
-                values=values,
-                mode="interactive",
-                start=started,
-            ),
-            status="failed" if result.failed else "ok",
-            changed=result.changed,
-            summary=text.splitlines()[0][:300] if text else "",
-            end=ended,
+    def _form(self) -> form_records.Form:
+        return form_records.Form(
+            self.name, self.host, self.decls, self.values, self.path, self.records
         )
-        nb, header, _ = records.redact_leaks(nb, header, secrets.loaded())
-        _, path = records.Store(self.records).add(header, nb)
+
+    def save_interactive_record(
+        self,
+        plan: Plan | None,
+        result: Result,
+        *,
+        started: str,
+        ended: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """File an interactive apply (or a report, ``plan`` None) in the record store
+        (:func:`opslib.form_records.file_run`)."""
+        self.last_record_id, path = form_records.file_run(
+            self._form(), plan, result, started=started, ended=ended, extra=extra
+        )
         return path
 
+    def save_plan(self, plan: Plan) -> str:
+        """Save plan: file ``plan`` as a plan record, bind the notebook's ``plan`` to it,
+        and say what comes next (one line)."""
+        saved, bound = form_records.file_plan(self._form(), plan)
+        self.ns[PLAN_VARIABLE] = bound
+        self._changed()
+        n = len(plan.changes)
+        line = (
+            f"Saved as {saved.name} by {saved.planned_by}: {n} change{'s' * (n != 1)}, "
+            f"digest {saved.digest[:12]}, expires {saved.index.expires}. "
+        )
+        if saved.index.needs_approval:
+            line += f"Another person approves it: opsbook approve {saved.id}; then "
+        return line + f"Apply here, or: opsbook apply {saved.id}"
 
-def _code_cell(source: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "cell_type": "code",
-        "execution_count": None,
-        "id": os.urandom(4).hex(),
-        "metadata": {},
-        "outputs": outputs,
-        "source": source,
-    }
+    def _apply_blocked(self) -> str:
+        """Why Apply is disabled for the notebook's plan ('' when it is not)."""
+        plan = self._plan_to_apply()
+        if plan is None:
+            return ""
+        with plan_gate.records_at(self.records):
+            return plan_gate.blocked(self.name, self.host, plan)
 
 
 def _error_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from opslib import fingerprint
+from opslib import fingerprint, plan_gate
 from opslib.changes import Check, Outcome, Plan, Result, ensure_fresh, ensure_unchanged
 from opslib.errors import InputError, OpsError, VerificationFailed
 
@@ -211,7 +211,16 @@ def apply(
     reviewed: Plan | None = None,
     session: S | None = None,
 ) -> Result:
-    """Re-observe, refuse a plan the host no longer matches, run the steps, undo on failure."""
+    """Re-observe, refuse a plan the host no longer matches, run the steps, undo on failure.
+
+    First of all, the host's policy (:mod:`opslib.plan_gate`): where it asks for an
+    approval, only a saved plan another person approved is applied, whoever calls."""
+    plan_gate.check(
+        proc.name,
+        host,
+        reviewed if reviewed is not None else Plan(proc.name, host),
+        policy_only=True,
+    )
     result = Result(proc.name, host, "unchanged")
     with _session(proc, inputs, session) as s:
         observing: AbstractContextManager[Detail] = (

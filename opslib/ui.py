@@ -394,11 +394,18 @@ def plan_panel(
 def apply_panel(
     current: Callable[[], Plan | None],
     apply: Callable[[Plan], tuple[Path, Exception | None]],
-) -> tuple[Any, Callable[[], None]]:
-    """The Apply button, enabled while ``current()`` holds a plan to apply and no apply
+    *,
+    blocked: Callable[[], str] = lambda: "",
+    save: Callable[[Plan], str] | None = None,
+) -> tuple[Any, Any, Callable[[], None]]:
+    """The Apply button, enabled while ``current()`` holds a plan to apply, ``blocked()``
+    names no reason against it (the host's policy: shown beside the button) and no apply
     runs. A click hands that plan to ``apply``, which returns the record's path and the
-    error the procedure raised (None when it returned). Returns the button and the
-    function that updates it (call it when the plan or the form changed)."""
+    error the procedure raised (None when it returned). With ``save``, a Save plan button
+    files the plan (``save`` says how it went, one line); once the plan is saved it reads
+    Check approval (an approval is given elsewhere: ``opsbook approve``). Returns the two
+    buttons (None without ``save``) and the function that updates them (call it when the
+    plan or the form changed)."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -410,15 +417,39 @@ def apply_panel(
         icon="play",
         tooltip="make the changes of the plan shown above",
     )
+    saver = None
+    if save is not None:
+        saver = w.Button(icon="save", tooltip="file this plan to review, approve, apply as it is")
+    reason = w.HTML()
     out = w.Output()
     busy = {"applying": False}
 
     def refresh() -> None:
-        button.disabled = busy["applying"] or current() is None
+        plan = current()
+        why = blocked() if plan is not None else ""
+        button.disabled = busy["applying"] or plan is None or bool(why)
+        button.tooltip = why or "make the changes of the plan shown above"
+        reason.value = f"<span style='color:#a15c00'>⚠ {html.escape(why)}</span>" if why else ""
+        if saver is not None:
+            saver.disabled = busy["applying"] or plan is None
+            saver.description = "Check approval" if plan is not None and plan.saved else "Save plan"
+
+    def do_save(_: Any) -> None:
+        plan = current()
+        if plan is None or save is None:
+            return
+        if not plan.saved:
+            out.clear_output()
+            with out:
+                try:
+                    show_note(save(plan))
+                except OpsError as exc:
+                    show_note(f"{type(exc).__name__}: {exc}")
+        refresh()
 
     def do_apply(_: Any) -> None:
         plan = current()
-        if plan is None:
+        if plan is None or blocked():
             return
         busy["applying"] = True
         refresh()
@@ -437,9 +468,12 @@ def apply_panel(
                 refresh()
 
     button.on_click(do_apply)
+    if saver is not None:
+        saver.on_click(do_save)
     refresh()
-    display(w.VBox([button, out]))
-    return button, refresh
+    buttons = [b for b in (saver, button) if b is not None]
+    display(w.VBox([w.HBox(buttons), reason, out]))
+    return button, saver, refresh
 
 
 class _Progress:

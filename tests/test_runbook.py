@@ -194,7 +194,7 @@ def test_the_apply_panel_applies_what_it_is_given_and_nothing_else() -> None:
         shown["plan"] = None  # the host changed
         return Path("records/x.ipynb"), None
 
-    button, _ = ui.apply_panel(lambda: shown["plan"], apply)
+    button, _, _ = ui.apply_panel(lambda: shown["plan"], apply)
     assert not button.disabled
     planned = shown["plan"]
     button.click()
