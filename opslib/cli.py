@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     from opslib import notebook_cli
 
     notebook_cli.add_parser(sub)
-    from opslib import fleet_cli
+    from opslib import fleet_cli, fleet_plan_cli
 
-    fleet_cli.add_parser(sub)
+    fleet_plan_cli.add_parsers(fleet_cli.add_parser(sub))
     return parser
 
 

@@ -109,7 +109,7 @@ def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from opslib import __version__, runner
+    from opslib import runner
     from opslib.fleet import outcome, playbooks, questions
     from opslib.records_cli import store_of
 
@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"fleet run {last['id']}: every host was ok; nothing to retry")
             return 0
         limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
-    book = playbooks.playbook("run.yml")
+    playbooks.playbook("run.yml")  # there, before the inventory runs its templates
     inventory = playbooks.load_inventory(Path(args.inventory), limit)  # runs its templates
     _host_params(info, given, inventory)
 
@@ -144,32 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"fleet run {run_id}: {info.name} on {len(inventory.hosts)} host(s) "
         f"({', '.join(inventory.hosts)}), {mode}"
     )
-    fold = outcome.Fold(inventory.hosts, say)
-    with tempfile.TemporaryDirectory(prefix="opsbook-fleet-records-") as fetched:
-        extravars: dict[str, Any] = {
-            "opsbook_runbook": info.name,
-            "opsbook_params": given,
-            "opsbook_fetch_dir": fetched,
-            "opsbook_version": __version__,
-        }
-        if args.serial:
-            extravars["opsbook_serial"] = args.serial
-        if args.max_fail_percentage is not None:
-            extravars["opsbook_max_fail_percentage"] = args.max_fail_percentage
-        if args.lock_wait is not None:
-            extravars["opsbook_lock_wait"] = args.lock_wait
-        keep = Path(args.keep_artifacts) if args.keep_artifacts else None
-        result = playbooks.run(
-            book,
-            inventory.path,
-            extravars=extravars,
-            limit=inventory.hosts,
-            forks=args.forks,
-            on_event=fold,
-            keep_artifacts=keep,
-        )
-        rows = fold.finish(stopped_early=bool(args.serial or args.max_fail_percentage is not None))
-        outcome.import_records(rows, Path(fetched), store, run_id)
+    extravars: dict[str, Any] = {"opsbook_runbook": info.name, "opsbook_params": given}
+    rows, result = play(args, inventory, store, run_id, say, extravars)
     where = questions.answer(info.name, given, rows, store)
     if metrics_dir is not None:
         outcome.write_metrics(
@@ -210,6 +186,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bad:
         print(f"not ok: {', '.join(bad)}; again for those only: --retry-failed", file=sys.stderr)
     return 1 if bad else 0
+
+
+def play(
+    args: argparse.Namespace,
+    inventory: Any,
+    store: Any,
+    run_id: str,
+    say: Any,
+    extravars: dict[str, Any],
+) -> tuple[list[Any], Any]:
+    """ansible/run.yml on the inventory's selected hosts with ``extravars`` (and the
+    rollout options of ``args``): one row per host, each record home in ``store``."""
+    from opslib import __version__
+    from opslib.fleet import outcome, playbooks
+
+    fold = outcome.Fold(inventory.hosts, say)
+    with tempfile.TemporaryDirectory(prefix="opsbook-fleet-records-") as fetched:
+        extravars = {**extravars, "opsbook_fetch_dir": fetched, "opsbook_version": __version__}
+        if getattr(args, "serial", None):
+            extravars["opsbook_serial"] = args.serial
+        if getattr(args, "max_fail_percentage", None) is not None:
+            extravars["opsbook_max_fail_percentage"] = args.max_fail_percentage
+        if getattr(args, "lock_wait", None) is not None:
+            extravars["opsbook_lock_wait"] = args.lock_wait
+        keep = getattr(args, "keep_artifacts", None)
+        result = playbooks.run(
+            playbooks.playbook("run.yml"),
+            inventory.path,
+            extravars=extravars,
+            limit=inventory.hosts,
+            forks=args.forks,
+            on_event=fold,
+            keep_artifacts=Path(keep) if keep else None,
+        )
+        stopped = bool(getattr(args, "serial", None)) or (
+            getattr(args, "max_fail_percentage", None) is not None
+        )
+        rows = fold.finish(stopped_early=stopped)
+        outcome.import_records(rows, Path(fetched), store, run_id)
+    return rows, result
 
 
 def _show_plans(rows: list[Any], store: Any) -> None:
@@ -283,7 +299,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 1 if bad or result.rc else 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     from opslib.engine_cli import param_option
     from opslib.records_cli import records_option
 
@@ -358,6 +374,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--wheelhouse", metavar="DIR", help="default: the inventory's opsbook_wheelhouse"
     )
     q.set_defaults(func=cmd_install, max_fail_percentage=None)
+    return fsub  # fleet plan | apply join them (opslib.fleet_plan_cli)
 
 
 def _common(q: argparse.ArgumentParser) -> None:

@@ -228,3 +228,49 @@ def test_a_directory_on_the_target_is_not_looked_for_on_the_workstation(
     rc, text = fleet(capsys, "run", "forward-bridge", "-i", str(inventory),
                      "-p", "backup_dir", "relative\0dir")  # fmt: skip
     assert rc == 2 and "backup_dir" in text and "NUL" in text, text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["plan", "network-inventory"], "network-inventory changes nothing, so it has no plan"),
+        (["plan", "libvirt-access", "-p", "apply", "true"], "fleet plan makes no change"),
+        (["plan", "libvirt-access", "--limit", "gamma"], "no host matches --limit 'gamma'"),
+        (["apply", "RUN9"], "no fleet run 'RUN9'"),
+        (["apply", "RUN1"], "fleet run RUN1 is no fleet plan; make one: opsbook fleet plan"),
+    ],
+)
+def test_fleet_plan_and_apply_refuse_bad_input_before_any_host(
+    capsys: pytest.CaptureFixture[str],
+    inventory: Path,
+    tmp_path: Path,
+    args: list[str],
+    says: str,
+) -> None:
+    store = tmp_path / "r"
+    outcome.write_manifest(store, {"id": "RUN1", "runbook": "host-health"}, [])
+    rc, text = fleet(capsys, *args, "-i", str(inventory), "--records", str(store))
+    assert rc == 2 and says in text and text.count("\n") == 1, text
+    assert sorted(p.name for p in (store / outcome.MANIFESTS).iterdir()) == ["RUN1.json"]
+
+
+def test_a_fleet_plan_lists_the_plan_each_host_filed_by_its_id_there(tmp_path: Path) -> None:
+    from opslib import fleet_plan_cli
+
+    fetched = tmp_path / "fetched" / "alpha"
+    fetched.mkdir(parents=True)
+    header = {
+        "id": 12, "runbook": "libvirt-access", "host": "alpha", "status": "ok",
+        "start": "2026-11-29T02:00:00Z", "end": "2026-11-29T02:00:05Z", "changed": False,
+        "summary": "plan", "parameters": {}, "mode": "plan",
+        "plan": {"digest": "d" * 64, "expires": "2026-11-30T02:00:00Z", "planned_by": "alice"},
+    }  # fmt: skip
+    nb = {"cells": [], "metadata": {"opsbook": header}, "nbformat": 4, "nbformat_minor": 5}
+    (fetched / "020000Z-libvirt-access.ipynb").write_text(json.dumps(nb))
+    store = Store(tmp_path / "records")
+    rows = [outcome.HostRow("alpha"), outcome.HostRow("beta", status="failed")]
+    outcome.import_records(rows, tmp_path / "fetched", store, "RUN1")
+    assert rows[0].record_id == 1  # its id at home; the host applies its own id, 12
+    found = fleet_plan_cli._host_plan(store, rows[0])
+    assert found == {"plan": 12, "digest": "d" * 64, "record": 1}
+    assert fleet_plan_cli._host_plan(store, rows[1]) is None

@@ -277,6 +277,50 @@ def test_check_shows_each_hosts_plan_and_changes_nothing(
     assert {r[0] for r in rows(out).values()} == {"ok"}
 
 
+def test_a_fleet_plan_applies_each_hosts_own_plan_and_refuses_the_stale_host(
+    lab: Lab, inventory: Path, records: Path
+) -> None:
+    """Each host files its own plan (libvirt-access: an account into the libvirt group);
+    fl3's group is changed by hand after the review; the fleet apply applies dh1's and
+    fl2's plans, refuses fl3's as stale (its row says what moved), and exits 1."""
+    user = "fleetplan"
+    for name in HOSTS:
+        on_host(lab, name, f"id {user} >/dev/null 2>&1 || sudo useradd -m -s /bin/bash {user}")
+    try:
+        rc, out, err = fleet(
+            records, "plan", "libvirt-access", "-i", str(inventory), "-p", "account", user
+        )
+        assert rc == 0, out + err
+        ident = re.search(r"^fleet plan (\S+): 3 of 3 host\(s\) planned", out, re.M)
+        assert ident, out
+        plans = json.loads((records / ".fleet" / f"{ident.group(1)}.json").read_text())["plans"]
+        assert sorted(plans) == sorted(HOSTS), plans
+        for name in HOSTS:  # nothing applied yet; each host keeps its plan record
+            assert "libvirt" not in on_host(lab, name, f"id -nG {user}").split()
+            listed = on_host(
+                lab, name, "sudo opsbook records --records /var/lib/opsbook/records --plans"
+            )
+            assert re.search(rf"^\s*{plans[name]['plan']}\s.*pending", listed, re.M), listed
+        on_host(lab, "fl3", f"sudo usermod -aG libvirt {user}")  # the host moved
+        rc, out, err = fleet(records, "apply", ident.group(1), "-i", str(inventory))
+        assert rc == 1, out + err
+        table = rows(out)  # host -> [plan, status, summary, record]
+        assert table["dh1"][1] == table["fl2"][1] == "changed", table
+        assert table["fl3"][:2] == [f"plan #{plans['fl3']['plan']}", "failed"], table
+        applied = re.search(r"^fleet apply (\S+): 2 of 3 host\(s\) applied", out, re.M)
+        assert applied, out
+        body = json.loads((records / ".fleet" / f"{applied.group(1)}.json").read_text())
+        said = body["hosts"]["fl3"]["summary"]
+        assert said.startswith("stale: libvirt-access's "), said
+        assert f"changed since plan #{plans['fl3']['plan']}" in said, said
+        assert "libvirt" in on_host(lab, "fl3", f"id -nG {user}").split()  # by hand only
+        for name in ("dh1", "fl2"):
+            assert "libvirt" in on_host(lab, name, f"id -nG {user}").split()
+    finally:
+        for name in HOSTS:
+            on_host(lab, name, f"sudo userdel -r {user} 2>/dev/null || true")
+
+
 def test_a_broken_or_older_opsbook_is_one_line_and_install_repairs_it(
     lab: Lab, inventory: Path, records: Path
 ) -> None:
