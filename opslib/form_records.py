@@ -22,7 +22,7 @@ from opslib import plan_gate, plan_records, record_header, records, secrets
 from opslib.changes import Plan, Result
 from opslib.params import Param
 
-__all__ = ["Form", "file_plan", "file_run"]
+__all__ = ["Form", "file_plan", "file_run", "saved_line"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,11 @@ def file_run(
     *,
     started: str,
     ended: str,
-    extra: Mapping[str, Any] | None = None,
+    applies: plan_records.Saved | None = None,
 ) -> tuple[int, Path]:
-    """File an interactive apply (or a report, ``plan`` None): its id and path.
+    """File an interactive apply (or a report, ``plan`` None): its id and path. The apply
+    of a saved plan (``applies``) names it, and the plan names its apply (or, stale, the
+    refusal) as ``opsbook apply`` links them.
 
     An apply is filed with ``apply = True`` among its parameters: the Apply button is
     what applied, and readers of the index (host-health's DNS drift) take ``apply`` as
@@ -124,7 +126,13 @@ def file_run(
         summary=text.splitlines()[0][:300] if text else "",
         end=ended,
     )
-    return _file(form, nb, {**header, **(extra or {})})
+    if applies is None:
+        return _file(form, nb, header)
+    link = {"id": applies.id, "digest": applies.digest, "record": applies.row.path}
+    run_id, path = _file(form, nb, {**header, "applies_plan": link})
+    store = records.Store(form.store)
+    plan_records.after_apply(store, applies, run_id, header["status"], header["summary"])
+    return run_id, path
 
 
 def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
@@ -167,3 +175,15 @@ def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
     )
     saved = plan_records.load(records.Store(form.store), str(run_id))
     return saved, dataclasses.replace(plan, saved=saved.name)
+
+
+def saved_line(saved: plan_records.Saved) -> str:
+    """What Save plan says: the plan's id and what comes next, one line."""
+    n = len((plan_records.plan_json(saved.nb) or {}).get("changes") or [])
+    line = (
+        f"Saved as {saved.name} by {saved.planned_by}: {n} change{'s' * (n != 1)}, "
+        f"digest {saved.digest[:12]}, expires {saved.index.expires}. "
+    )
+    if saved.index.needs_approval:
+        line += f"Another person approves it: opsbook approve {saved.id}; then "
+    return line + f"Apply here, or: opsbook apply {saved.id}"

@@ -27,7 +27,15 @@ from opslib import plan_records, policy, records, shellcmd
 from opslib.changes import Plan
 from opslib.errors import InputError
 
-__all__ = ["PARAMS_DIR_ENV", "blocked", "check", "host_policy", "records_at", "saved_record"]
+__all__ = [
+    "PARAMS_DIR_ENV",
+    "blocked",
+    "check",
+    "host_policy",
+    "records_at",
+    "saved_or_none",
+    "saved_record",
+]
 
 PARAMS_DIR_ENV = "OPSBOOK_PARAMS_DIR"
 _DEFAULTS_ENV = "OPSBOOK_DEFAULTS"  # opslib.runbook.DEFAULTS_ENV (no import: runbook uses us)
@@ -65,6 +73,17 @@ def saved_record(plan: Plan, store: records.Store | None = None) -> plan_records
     if not ident.isdigit():
         raise InputError(f"{plan.saved!r} names no saved plan; save the plan again")
     return plan_records.load(store or _store(), ident)
+
+
+def saved_or_none(plan: Plan, store: records.Store) -> plan_records.Saved | None:
+    """The record of a saved plan, to link its apply to; None for a plan never saved
+    or one whose record is not there (the apply refuses it and says why)."""
+    if not plan.saved:
+        return None
+    try:
+        return saved_record(plan, store)
+    except InputError:
+        return None
 
 
 def _matches(saved: plan_records.Saved, plan: Plan) -> None:

@@ -8,14 +8,14 @@ Headless (``opsbook run`` sets ``OPSBOOK_HEADLESS=1``) nothing waits on a
 widget: ``rb.apply`` applies when the ``apply`` parameter is true, under the
 host's apply lock. Interactive (JupyterLab), ``start`` shows a form right after
 the parameters cell; ``rb.plan`` shows a Plan button, ``rb.apply`` an Apply
-button, and each interactive apply is filed as a record in the same store.
-Apply applies the notebook's ``plan`` variable: the cell ``plan = rb.plan(...)``
-binds it, each click of Plan binds it again, and it is None (Apply disabled)
-once the form changed or the plan was applied. The form has no ``apply``
-field: there the Apply button is what makes the changes.
-
-:mod:`opslib.ui` draws the form and the panels; it gets callables from here
-(plan, apply, run, save), never the Runbook itself.
+button (and Save plan: a plan record, :mod:`opslib.form_records`); each interactive
+apply is filed as a record in the same store. Apply applies the notebook's ``plan``
+variable: the cell ``plan = rb.plan(...)`` binds it, each click of Plan binds it again,
+and it is None (Apply disabled) once the form changed or the plan was applied; where
+the host's policy asks for an approved saved plan, Apply stays disabled and says why
+(:mod:`opslib.plan_gate`, which every apply checks). The form has no ``apply`` field:
+there the Apply button is what makes the changes. :mod:`opslib.ui` draws the form and
+the panels; it gets callables from here (plan, apply, run, save), never the Runbook.
 
 Every plan and result is displayed with the MIME type
 ``application/vnd.opsbook.result+json`` beside its HTML and text, so a record's
@@ -343,8 +343,7 @@ class Runbook:
         record's path and the error the procedure raised, if any."""
         started = records.iso(records.utcnow())
         error: Exception | None = None
-        saved = self._saved_of(plan)
-        link = {"id": saved.id, "digest": saved.digest, "record": saved.row.path} if saved else {}
+        saved = plan_gate.saved_or_none(plan, records.Store(self.records))
         try:
             try:
                 result = self.run_apply(fn, plan)
@@ -356,25 +355,12 @@ class Runbook:
                 result,
                 started=started,
                 ended=records.iso(records.utcnow()),
-                extra={"applies_plan": link} if saved else None,
+                applies=saved,
             )
-            if saved is not None:  # the plan names its apply (or the stale refusal)
-                status = "failed" if result.failed else "ok"
-                store = records.Store(self.records)
-                plan_records.after_apply(store, saved, self.last_record_id, status, result.summary)
         finally:
             self.ns[PLAN_VARIABLE] = None  # the host changed: plan again before the next apply
             self._changed()
         return path, error
-
-    def _saved_of(self, plan: Plan) -> plan_records.Saved | None:
-        """The record of a saved plan (Save plan), to link its apply to; None otherwise."""
-        if not plan.saved:
-            return None
-        try:
-            return plan_gate.saved_record(plan, records.Store(self.records))
-        except InputError:
-            return None  # the apply refuses it and says why
 
     def run_apply(self, fn: Callable[..., Result], plan: Plan) -> Result:
         from opslib import ui
@@ -437,12 +423,12 @@ class Runbook:
         *,
         started: str,
         ended: str,
-        extra: Mapping[str, Any] | None = None,
+        applies: plan_records.Saved | None = None,
     ) -> Path:
         """File an interactive apply (or a report, ``plan`` None) in the record store
-        (:func:`opslib.form_records.file_run`)."""
+        (:func:`opslib.form_records.file_run`); ``applies``: the saved plan it applied."""
         self.last_record_id, path = form_records.file_run(
-            self._form(), plan, result, started=started, ended=ended, extra=extra
+            self._form(), plan, result, started=started, ended=ended, applies=applies
         )
         return path
 
@@ -452,14 +438,7 @@ class Runbook:
         saved, bound = form_records.file_plan(self._form(), plan)
         self.ns[PLAN_VARIABLE] = bound
         self._changed()
-        n = len(plan.changes)
-        line = (
-            f"Saved as {saved.name} by {saved.planned_by}: {n} change{'s' * (n != 1)}, "
-            f"digest {saved.digest[:12]}, expires {saved.index.expires}. "
-        )
-        if saved.index.needs_approval:
-            line += f"Another person approves it: opsbook approve {saved.id}; then "
-        return line + f"Apply here, or: opsbook apply {saved.id}"
+        return form_records.saved_line(saved)
 
     def _apply_blocked(self) -> str:
         """Why Apply is disabled for the notebook's plan ('' when it is not)."""
