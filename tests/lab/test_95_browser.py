@@ -150,6 +150,39 @@ def test_find_vm_ip_pick_a_guest_and_see_its_addresses(
     shot(pg, "03-find-vm-ip-record-saved")
 
 
+def test_under_a_policy_apply_waits_for_an_approval_of_the_saved_plan(
+    bare_lab: Lab, server: lab_notebook.NotebookServer, page: tuple[Page, Console]
+) -> None:
+    """A policy beside the lab's parameter sets asks for approval of forward-bridge:
+    Apply is disabled and says why; Save plan files the plan and names it; Apply then
+    names the approve command. Nothing is applied (the next test applies)."""
+    pg, _ = page
+    policy = Path(server.env["OPSBOOK_DEFAULTS"]) / "policy.yaml"
+    policy.write_text("approval: [forward-bridge]\n")
+    try:
+        open_and_run_all(pg, server, "forward-bridge")
+        plan = pg.locator(".jp-OutputArea-output h4", has_text="Plan for forward-bridge on lab")
+        expect(plan).to_be_visible(timeout=KERNEL_WAIT)
+        apply, save = widget_button(pg, "Apply"), widget_button(pg, "Save plan")
+        why = pg.get_by_text(re.compile(r"applies only a saved plan another person approved"))
+        expect(why).to_be_visible(timeout=30_000)
+        expect(apply).to_be_disabled()
+        shot(pg, "04a-forward-bridge-policy")
+        save.click()
+        saved = pg.get_by_text(re.compile(r"^Saved as plan #\d+ by "))
+        expect(saved).to_be_visible(timeout=30_000)
+        ident = re.search(r"plan #(\d+)", saved.inner_text())
+        assert ident, saved.inner_text()
+        waits = pg.get_by_text(re.compile(rf"plan #{ident.group(1)} is not approved"))
+        expect(waits).to_contain_text(f"opsbook approve {ident.group(1)}")
+        expect(apply).to_be_disabled()
+        expect(widget_button(pg, "Check approval")).to_be_enabled()
+        shot(pg, "04b-forward-bridge-plan-saved")
+    finally:
+        policy.unlink()
+    assert "br0" not in bare_lab.interfaces_file.read_text()
+
+
 def test_forward_bridge_diff_apply_changed_and_verified(
     bare_lab: Lab, server: lab_notebook.NotebookServer, page: tuple[Page, Console]
 ) -> None:
