@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import importlib
+import io
 import os
 import pkgutil
 import socket
@@ -532,7 +533,12 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                 m.setattr(module, name, _refuse(f"{module.__name__}.{name}"))
         m.setattr(dns.DnsClient, "_call", _refuse("the DNS API"))
         m.setattr(socket, "socket", _refuse("socket.socket"))
+        # Reading a file is observing: a plan made from a file it reads itself is not
+        # the plan of what observe saw (and a saved plan's fingerprint would miss it).
         m.setattr(builtins, "open", _refuse("open"))
+        m.setattr(io, "open", _refuse("io.open"))
+        for name in ("open", "read_text", "read_bytes"):
+            m.setattr(Path, name, _refuse(f"Path.{name}"))
         yield
 
 
