@@ -4,13 +4,16 @@ goes to a log instead of the operator's terminal."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from opslib.terminal import Terminal
 
-__all__ = ["Progress", "cell_label", "engine", "failed_cell", "quiet_kernel_manager"]
+ENGINE = "opsbook"
+
+__all__ = ["ENGINE", "Progress", "cell_label", "engine", "failed_cell", "quiet_kernel_manager"]
 
 
 def _first_line(source: str) -> str:
@@ -63,13 +66,17 @@ class Progress:
         self.terminal.write(self.stream, line)
 
 
-def engine(progress: Progress | None) -> str:
-    """Register (once per call) a papermill engine that reports progress per cell."""
+@functools.cache
+def engine() -> str:
+    """The name of the papermill engine that reports each code cell's start and end to the
+    ``progress`` (a :class:`Progress`, or None) given to ``papermill.execute_notebook``,
+    which passes its extra keyword arguments on to the engine. Registered once."""
     from papermill.engines import NBClientEngine, papermill_engines
 
     class OpsbookEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            progress: Progress | None = kwargs.pop("progress", None)
             if progress is not None:
                 start, complete = nb_man.cell_start, nb_man.cell_complete
 
@@ -86,8 +93,8 @@ def engine(progress: Progress | None) -> str:
                 nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
-    papermill_engines.register("opsbook", OpsbookEngine)
-    return "opsbook"
+    papermill_engines.register(ENGINE, OpsbookEngine)
+    return ENGINE
 
 
 def quiet_kernel_manager(log: TextIO) -> type:

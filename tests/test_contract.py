@@ -385,10 +385,10 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
             rtnl, "ping", lambda *_a, **_kw: rtnl.Echo({"x": frozenset({"x"})}, frozenset(), 0)
         )
         m.setattr(confirm, "arm", lambda **_kw: FakeWatchdog())
-        inputs = fb.Params(
+        inputs = fb.Inputs(
             libvirt_uri="test:///default", interfaces_file=str(main), network_name=name
         )
-        restart = fb.Restart("true", 1.0, str(tmp_path / "backups"))
+        restart = network_restart.Restart("true", 1.0, str(tmp_path / "backups"))
         try:
             yield World(fb.PROCEDURE, inputs, session=restart)
         finally:

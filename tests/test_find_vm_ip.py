@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opslib import rtnl, virt
+from opslib import neighbour_probe, rtnl, virt
 from opslib.errors import UnknownName
 from opslib.netlink import Neighbour
 from opslib.procedures import find_vm_ip as f
@@ -186,20 +186,22 @@ def test_the_probe_ends_once_every_predicted_address_and_every_nic_answered() ->
     macs = ["52:54:00:00:00:01"]
     replies = {V6: {V6}, LL: {LL}, "198.51.100.7": {"198.51.100.7"}, "198.51.100.8": set()}
     mac_of = {"198.51.100.7": macs[0]}
-    assert f.probe_settled(replies, [V6, LL], macs, mac_of)
+    assert neighbour_probe.probe_settled(replies, [V6, LL], macs, mac_of)
     # Still waiting: a predicted address is silent, or the NIC has no IPv4 reply yet.
-    assert not f.probe_settled({**replies, LL: set()}, [V6, LL], macs, mac_of)
-    assert not f.probe_settled(replies, [V6, LL], macs, {"198.51.100.7": ""})
-    assert not f.probe_settled(replies, [V6, LL], [*macs, "52:54:00:00:00:02"], mac_of)
+    assert not neighbour_probe.probe_settled({**replies, LL: set()}, [V6, LL], macs, mac_of)
+    assert not neighbour_probe.probe_settled(replies, [V6, LL], macs, {"198.51.100.7": ""})
+    assert not neighbour_probe.probe_settled(
+        replies, [V6, LL], [*macs, "52:54:00:00:00:02"], mac_of
+    )
 
 
 def test_addresses_that_could_not_be_sent_do_not_hold_the_probe_up() -> None:
     # virbr0 without IPv6: no ICMPv6 request goes out, so none is awaited.
     replies = {"198.51.100.7": {"198.51.100.7"}}
-    assert f.probe_settled(replies, [V6, LL], ["52:54:00:00:00:01"],
+    assert neighbour_probe.probe_settled(replies, [V6, LL], ["52:54:00:00:00:01"],
                            {"198.51.100.7": "52:54:00:00:00:01"})  # fmt: skip
     # A bridge without an IPv4 sweep: the NICs' IPv4 is not awaited.
-    assert f.probe_settled({V6: {V6}}, [V6], ["52:54:00:00:00:01"], {})
+    assert neighbour_probe.probe_settled({V6: {V6}}, [V6], ["52:54:00:00:00:01"], {})
 
 
 def test_the_probe_step_says_what_answered_and_what_stayed_silent() -> None:

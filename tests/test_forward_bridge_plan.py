@@ -12,20 +12,23 @@ import pytest
 
 from opslib import interfaces as ifs
 from opslib import virt
+from opslib.bridge_kernel import LinkFacts, check_links
 from opslib.errors import HostError, InputError
+from opslib.network_restart import DEFAULT_RESTART, restart_argv
 from opslib.procedures import forward_bridge as fb
+from opslib.virtxml import bridge_network
 
 CORPUS = Path(__file__).parent / "interfaces_corpus"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
 MAIN = "/etc/network/interfaces"
 PHYSICAL = {
-    "lo": fb.LinkFacts("lo", "loopback", ""),
-    "eth0": fb.LinkFacts("eth0", "", ""),
+    "lo": LinkFacts("lo", "loopback", ""),
+    "eth0": LinkFacts("eth0", "", ""),
 }
 CONVERTED_LINKS = {
     **PHYSICAL,
-    "eth0": fb.LinkFacts("eth0", "", "br0"),
-    "br0": fb.LinkFacts("br0", "bridge", ""),
+    "eth0": LinkFacts("eth0", "", "br0"),
+    "br0": LinkFacts("br0", "bridge", ""),
 }
 GOOD_NET_XML = (
     "<network><name>forward-bridge</name><uuid>6a8f3c52-0d4e-4b55-9a55-3c1f0e8b9d11</uuid>"
@@ -33,8 +36,8 @@ GOOD_NET_XML = (
 )
 
 
-def params(**kw: str) -> fb.Params:
-    return fb.Params(
+def params(**kw: str) -> fb.Inputs:
+    return fb.Inputs(
         **{"libvirt_uri": "test:///default", "netns": "", "interfaces_file": MAIN, **kw}
     )
 
@@ -342,7 +345,7 @@ def test_an_uplink_that_inherits_its_address_is_converted_in_its_own_stanza() ->
 
 def test_other_names_are_parameters() -> None:
     texts = {MAIN: "auto enp1s0\niface enp1s0 inet dhcp\n"}
-    links = {"enp1s0": fb.LinkFacts("enp1s0", "", "")}
+    links = {"enp1s0": LinkFacts("enp1s0", "", "")}
     plan = fb.make_plan(
         observed(texts, links=links), params(uplink="enp1s0", bridge="vmbr1",
                                              network_name="vms"),
@@ -366,14 +369,14 @@ def test_file_converted_but_kernel_not_yet_plans_only_the_restart() -> None:
     ("links", "message"),
     [
         ({}, "there is no link eth0"),
-        ({"eth0": fb.LinkFacts("eth0", "bridge", "")}, "eth0 is a bridge device, not an uplink"),
-        ({"eth0": fb.LinkFacts("eth0", "tun", "")}, "eth0 is a tun device"),
-        ({"eth0": fb.LinkFacts("eth0", "loopback", "")}, "eth0 is a loopback device"),
-        ({"eth0": fb.LinkFacts("eth0", "", "virbr0")}, "already a port of virbr0"),
-        ({**PHYSICAL, "br0": fb.LinkFacts("br0", "veth", "")}, "br0 exists and is a veth"),
+        ({"eth0": LinkFacts("eth0", "bridge", "")}, "eth0 is a bridge device, not an uplink"),
+        ({"eth0": LinkFacts("eth0", "tun", "")}, "eth0 is a tun device"),
+        ({"eth0": LinkFacts("eth0", "loopback", "")}, "eth0 is a loopback device"),
+        ({"eth0": LinkFacts("eth0", "", "virbr0")}, "already a port of virbr0"),
+        ({**PHYSICAL, "br0": LinkFacts("br0", "veth", "")}, "br0 exists and is a veth"),
         (
-            {**PHYSICAL, "br0": fb.LinkFacts("br0", "bridge", ""),
-             "eth1": fb.LinkFacts("eth1", "", "br0")},
+            {**PHYSICAL, "br0": LinkFacts("br0", "bridge", ""),
+             "eth1": LinkFacts("eth1", "", "br0")},
             "br0 already bridges eth1",
         ),
     ],
@@ -386,8 +389,8 @@ def test_unsuitable_links_are_refused_with_one_line(links, message) -> None:
 
 
 def test_guest_taps_on_the_bridge_are_not_a_reason_to_refuse() -> None:
-    links = {**CONVERTED_LINKS, "vnet0": fb.LinkFacts("vnet0", "tun", "br0")}
-    assert fb.check_links(links, params(), "") is True
+    links = {**CONVERTED_LINKS, "vnet0": LinkFacts("vnet0", "tun", "br0")}
+    assert check_links(links, params(), "") is True
 
 
 # -- libvirt network -------------------------------------------------------------------------
@@ -432,7 +435,7 @@ def test_different_network_is_updated_keeping_its_uuid() -> None:
 
 def test_network_xml_defines_on_the_libvirt_test_driver() -> None:
     with virt.connect("test:///default") as conn:
-        virt.define_network(conn, fb.network_xml("fb-test", "br0"))
+        virt.define_network(conn, bridge_network("fb-test", "br0"))
         virt.start_network(conn, "fb-test")
         virt.set_network_autostart(conn, "fb-test", True)
         got = virt.get_network(conn, "fb-test")
@@ -471,16 +474,16 @@ def test_bad_parameters_fail_before_anything_with_one_line(kw, message) -> None:
 
 
 def test_restart_command_runs_in_the_netns_with_quoted_files() -> None:
-    argv = fb.restart_argv("ifdown -i {old} x; ifup -i {new} {ifaces}", "ob-host",
+    argv = restart_argv("ifdown -i {old} x; ifup -i {new} {ifaces}", "ob-host",
                            old="/t/a b", new="/n", ifaces="eth0 br0")  # fmt: skip
     assert argv == ["ip", "netns", "exec", "ob-host", "sh", "-c",
                     "ifdown -i '/t/a b' x; ifup -i /n eth0 br0"]  # fmt: skip
-    default = fb.restart_argv(fb.DEFAULT_RESTART, "", old="/o", new="/n", ifaces="eth0 br0")
+    default = restart_argv(DEFAULT_RESTART, "", old="/o", new="/n", ifaces="eth0 br0")
     assert default[:2] == ["sh", "-c"]
     assert default[2].startswith("ifdown --force -i /o eth0 br0; ")
     assert default[2].endswith("; systemctl restart networking")
     with pytest.raises(InputError, match="placeholders"):
-        fb.restart_argv("ifup -i {file}", "", old="o", new="n", ifaces="i")
+        restart_argv("ifup -i {file}", "", old="o", new="n", ifaces="i")
 
 
 def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -502,7 +505,7 @@ def test_lab_parameter_set_matches_the_notebook() -> None:
     info = params.read_runbook(root / "notebooks" / "forward-bridge.ipynb")
     declared = {p.name: p.default for p in info.params}
     assert set(values) <= set(declared)
-    assert declared["restart_command"] == fb.DEFAULT_RESTART
+    assert declared["restart_command"] == DEFAULT_RESTART
     # every name plan() and apply() take is a notebook parameter
     import inspect
 

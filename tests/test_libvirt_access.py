@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opslib import accounts, transaction
+from opslib import accounts, libvirt_login, transaction
 from opslib.changes import Plan, Result
 from opslib.errors import HostError, InputError, UnknownName
 from opslib.procedures import libvirt_access as la
@@ -97,7 +97,9 @@ def test_exported_uri_reads_what_the_login_shell_leaves_exported(
 
 def test_the_line_is_appended_once_then_replaced_in_place() -> None:
     first = la.with_uri("PATH=/bin", URI)  # no newline at the end
-    assert first == (f"PATH=/bin\n\n{la.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n")
+    assert first == (
+        f"PATH=/bin\n\n{libvirt_login.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n"
+    )
     socket_uri = "qemu:///system?socket=/run/x sock"
     second = la.with_uri(first, socket_uri)
     assert second == first.replace(
@@ -105,7 +107,10 @@ def test_the_line_is_appended_once_then_replaced_in_place() -> None:
         "export LIBVIRT_DEFAULT_URI='qemu:///system?socket=/run/x sock'",
     )
     assert la.exported_uri(second) == socket_uri
-    assert la.with_uri(None, URI) == f"{la.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n"
+    assert (
+        la.with_uri(None, URI)
+        == f"{libvirt_login.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n"
+    )
 
 
 def test_parse_net_list_takes_the_names_below_the_dashes() -> None:
@@ -130,7 +135,10 @@ def test_the_plan_adds_the_group_and_the_line_each_as_a_diff(tmp_path: Path) -> 
     assert "-libvirt:x:105:operator\n+libvirt:x:105:operator,alice\n" in group.diff
     assert (profile.target, profile.action) == (f"file:{root}/home/alice/.profile", "update")
     assert profile.before == SKEL
-    assert profile.after == f"{SKEL}\n{la.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n"
+    assert (
+        profile.after
+        == f"{SKEL}\n{libvirt_login.MARK}\nexport LIBVIRT_DEFAULT_URI=qemu:///system\n"
+    )
     assert "+export LIBVIRT_DEFAULT_URI=qemu:///system" in profile.diff
     assert plan == plan_for(root)  # the same each time, and nothing was written
     assert (root / "etc" / "group").read_text().count("alice") == 1

@@ -15,13 +15,36 @@ import libvirt
 import pytest
 from lxml import etree
 
-from opslib import guest_taps, rtnl, virt
+from opslib import guest_taps, rtnl, transaction, virt
+from opslib.changes import Plan, Result
 from opslib.errors import InputError, UnknownName
+from opslib.ipv6prefix import ULA
 from opslib.procedures import nat_bridge_ipv6 as nb
 from opslib.virtxml import DomainXml, NetworkXml
 
 PREFIX = "2001:db8:2::/64"
 NET = ipaddress.IPv6Network(PREFIX)
+
+
+def apply_on(
+    conn: libvirt.virConnect,
+    *,
+    host: str,
+    netns: str,
+    net: ipaddress.IPv6Network,
+    network: str,
+    rename_from: str = "",
+    replace_ipv6: bool = False,
+    timeout: float = 90.0,
+    reviewed: Plan | None = None,
+) -> Result:
+    """The runbook's apply on this test's open connection to the test driver."""
+    given = nb.Inputs(
+        prefix=str(net), network=network, rename_from=rename_from,
+        allow_ula=net.subnet_of(ULA), replace_ipv6=replace_ipv6, netns=netns, timeout=timeout,
+    )  # fmt: skip
+    return transaction.apply(nb.PROCEDURE, given, host, reviewed=reviewed, session=conn)
+
 
 STOCK = """<network>
   <name>default</name>
@@ -224,7 +247,7 @@ def test_rename_is_planned_only_when_asked(node: libvirt.virConnect) -> None:
 
 def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.virConnect) -> None:
     # timeout=0: the test driver's guests have no real taps to ping.
-    result = nb.apply_on(
+    result = apply_on(
         node, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
     )
     names = [n.name for n in virt.list_networks(node)]
@@ -268,7 +291,7 @@ def test_a_rename_from_a_network_that_never_existed_is_refused(node: libvirt.vir
 def test_after_a_rename_only_its_own_source_reads_as_already_renamed(
     node: libvirt.virConnect,
 ) -> None:
-    nb.apply_on(
+    apply_on(
         node, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
     )
     # The same network (its UUID) under the new name ...
@@ -313,7 +336,7 @@ def test_rename_refuses_when_both_networks_exist(node: libvirt.virConnect) -> No
 
 
 def test_redefine_apply_then_second_plan_is_empty(node: libvirt.virConnect) -> None:
-    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    result = apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
     assert [c.action for c in result.changes] == ["update", "restart"]
     assert virt.get_network(node, "default").ip("ipv6") is not None
     assert node.networkLookupByName("default").isActive()
@@ -357,7 +380,7 @@ def network_method_refused(
 
 
 def rename(conn: libvirt.virConnect) -> Any:
-    return nb.apply_on(
+    return apply_on(
         conn, host="h", netns="", net=NET, network="nat-bridge", rename_from="default", timeout=0
     )
 
@@ -487,7 +510,7 @@ def test_apply_refuses_a_plan_the_host_no_longer_matches(node: libvirt.virConnec
     before = node.networkLookupByName("default").XMLDesc(0)
     other = ipaddress.IPv6Network("2001:db8:9::/64")
     with pytest.raises(ApplyError, match="changed since the plan was made"):
-        nb.apply_on(
+        apply_on(
             node, host="h", netns="", net=other, network="default", timeout=0, reviewed=reviewed
         )
     assert node.networkLookupByName("default").XMLDesc(0) == before
@@ -537,7 +560,7 @@ def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one
         "ipv6", "2001:db8:2::1", 64
     )
     # libvirt takes it (its parser refuses a range outside the prefix), and apply does it.
-    result = nb.apply_on(
+    result = apply_on(
         conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
     )
     assert [c.action for c in result.changes] == ["update", "restart"], result.summary
@@ -572,7 +595,7 @@ def test_two_other_ipv6_prefixes_are_both_named_and_both_replaced(tmp_path: Path
         "2001:db8:2::/64" in plan.notes
     )
     assert ipv6_prefixes(plan.data["xml"]) == ["2001:db8:2::1/64"]
-    result = nb.apply_on(
+    result = apply_on(
         conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
     )
     assert [c.action for c in result.changes] == ["update", "restart"], result.summary
@@ -626,7 +649,7 @@ def test_a_network_that_cannot_carry_an_ip_is_refused_in_one_line(
     mode: str, rename_from: str
 ) -> None:
     xml = f"<network>\n  <name>fwd</name>\n  <forward mode='{mode}'/>\n</network>\n"
-    state = nb.NetState("fwd", xml, xml, True, True, "")
+    state = virt.NetworkState("fwd", xml, xml, True, True, "")
     observed = nb.Observed(None if rename_from else state, state if rename_from else None, (), ())
     network = "nat-bridge" if rename_from else "fwd"
     with pytest.raises(InputError) as exc:
@@ -668,7 +691,7 @@ def test_a_refused_definition_changes_nothing_and_says_why(
 ) -> None:
     before = node.networkLookupByName("default").XMLDesc(0)
     events = refused_definitions(monkeypatch, node)
-    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    result = apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
     assert result.status == "failed"
     assert events == []  # never stopped: no guest was cut off
     assert node.networkLookupByName("default").XMLDesc(0) == before
@@ -706,7 +729,7 @@ def test_a_network_that_does_not_start_again_is_rolled_back_with_libvirts_messag
         return real(self)
 
     monkeypatch.setattr(libvirt.virNetwork, "create", create)
-    result = nb.apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
+    result = apply_on(node, host="h", netns="", net=NET, network="default", timeout=0)
     assert result.status == "rolled back"
     assert "refused-by-the-test" in result.summary and "the old one is back" in result.summary
     assert "refused-by-the-test" in step(result, "restart default").detail

@@ -26,13 +26,11 @@ from opslib import inputs, neighbour_probe, netlink, rtnl, virt
 from opslib.changes import Check, Result, Step
 from opslib.errors import LibvirtError, NetlinkError
 from opslib.inputs import param
-from opslib.neighbour_probe import PROBE_WAIT, ProbeJob, probe_settled  # the tests find them here
-from opslib.vm_addresses import (  # the tests and host-health find them here too
+from opslib.neighbour_probe import PROBE_WAIT, ProbeJob
+from opslib.vm_addresses import (
     BridgeProbe,
     DomainView,
-    NicAddresses,
     Observed,
-    SeenAddress,
     VmAddresses,
     assemble,
     nic_bridge,
@@ -48,15 +46,12 @@ __all__ = [
     "BridgeProbe",
     "DomainView",
     "Inputs",
-    "NicAddresses",
     "Observed",
-    "SeenAddress",
     "VmAddresses",
     "assemble",
     "find",
     "nic_bridge",
     "observe",
-    "probe_settled",
     "rows",
     "run",
 ]

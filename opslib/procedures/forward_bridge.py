@@ -8,7 +8,7 @@ networking``. Over SSH that restart is how an operator locks themselves out, so
 and verifies br0 within a deadline; if that fails it restores the backup, restarts
 again and checks the old state is back.
 
-The shape of every changing runbook (opslib.transaction): :class:`Params` (the inputs),
+The shape of every changing runbook (opslib.transaction): :class:`Inputs` (the inputs),
 :func:`observe` (files, netlink, libvirt), the pure :func:`make_plan`, and steps. The
 stanzas are planned in :mod:`opslib.bridge_stanzas`, the kernel's view is
 :mod:`opslib.bridge_kernel`, the confirm-or-revert restart :mod:`opslib.network_restart`.
@@ -24,7 +24,7 @@ from typing import Any
 
 from opslib import inputs, netlink, network_restart, transaction, virt
 from opslib import interfaces as ifs
-from opslib.bridge_kernel import (  # the tests find them here too
+from opslib.bridge_kernel import (
     KernelState,
     LinkFacts,
     check_links,
@@ -36,15 +36,13 @@ from opslib.bridge_stanzas import bridge_summary, plan_files
 from opslib.changes import Change, Plan
 from opslib.errors import ApplyError, HostError, InputError, UnknownName
 from opslib.inputs import param
-from opslib.network_restart import (  # the tests find them here too
+from opslib.network_restart import (
     DEFAULT_RESTART,
     Restart,
     restart_argv,
 )
 from opslib.transaction import Action, Procedure, Run
 from opslib.virtxml import NetworkXml, bridge_network
-
-network_xml = bridge_network  # the network forward-bridge defines
 
 RUNBOOK = "forward-bridge"
 
@@ -53,7 +51,7 @@ RUNBOOK = "forward-bridge"
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params(inputs.Declared):
+class Inputs(inputs.Declared):
     """The runbook's inputs, each converted to its declared type (the same check as
     ``opsbook run``'s); the plan carries them to apply (``Plan.inputs``). The last three
     are how apply restarts networking (:meth:`restart`)."""
@@ -118,7 +116,7 @@ def observe_network(libvirt_uri: str, name: str) -> virt.Network | None:
             return None
 
 
-def observe(p: Params) -> Observed:
+def observe(p: Inputs) -> Observed:
     """Read the interfaces files, the links of the netns and the libvirt network."""
     if p.netns and not netlink.netns_exists(p.netns):
         raise InputError(f"network namespace {p.netns!r} does not exist; check `ip netns list`")
@@ -137,12 +135,12 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
     if net is None:
         return [
             Change(target, "define", f"define {name} (forward mode bridge on {bridge})", None,
-                   network_xml(name, bridge)),
+                   bridge_network(name, bridge)),
             Change(target, "start", f"start {name}"),
             Change(target, "autostart", f"autostart {name}"),
         ]  # fmt: skip
     changes: list[Change] = []
-    wanted = network_xml(name, bridge, NetworkXml(net.xml).get("uuid") or "")
+    wanted = bridge_network(name, bridge, NetworkXml(net.xml).get("uuid") or "")
     if not NetworkXml(net.xml).same_config(wanted):
         summary = f"update {name}: forward mode bridge on {bridge}"
         if net.active:
@@ -157,7 +155,7 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
     return changes
 
 
-def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
+def make_plan(observed: Observed, p: Inputs, *, host: str, netns: str) -> Plan:
     """The whole plan from observed state (pure)."""
     kernel_converted = check_links(observed.links, p, netns)
     files, notes = plan_files(observed.tree, p)
@@ -200,33 +198,33 @@ def make_plan(observed: Observed, p: Params, *, host: str, netns: str) -> Plan:
 # -- apply -------------------------------------------------------------------------------
 
 
-class ForwardBridge(Procedure[Params, Observed, Restart]):
+class ForwardBridge(Procedure[Inputs, Observed, Restart]):
     """The conversion: files written with confirm-or-revert, then the libvirt network.
 
-    The session is the restart's settings (:meth:`Params.restart`)."""
+    The session is the restart's settings (:meth:`Inputs.restart`)."""
 
     name = RUNBOOK
-    inputs = Params
+    inputs = Inputs
     observe_step = "observe"
 
     @contextmanager
-    def session(self, inputs: Params) -> Iterator[Restart]:
+    def session(self, inputs: Inputs) -> Iterator[Restart]:
         yield inputs.restart()
 
-    def check_host(self, inputs: Params) -> None:
+    def check_host(self, inputs: Inputs) -> None:
         if os.geteuid() != 0:
             raise HostError(
                 f"apply must run as root: it writes {inputs.interfaces_file} and restarts "
                 "networking; run it with sudo (plan works without)"
             )
 
-    def observe(self, inputs: Params, session: Restart) -> Observed:
+    def observe(self, inputs: Inputs, session: Restart) -> Observed:
         return observe(inputs)
 
-    def plan(self, inputs: Params, observed: Observed, host: str) -> Plan:
+    def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(observed, inputs, host=host, netns=inputs.netns)
 
-    def steps(self, run: Run[Params, Observed, Restart]) -> list[Action]:
+    def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
         p, plan = run.inputs, run.plan
         work = run.memo["work"] = network_restart.Restarting(
             run.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
@@ -249,7 +247,7 @@ class ForwardBridge(Procedure[Params, Observed, Restart]):
             ))  # fmt: skip
         return steps
 
-    def finish(self, run: Run[Params, Observed, Restart]) -> None:
+    def finish(self, run: Run[Inputs, Observed, Restart]) -> None:
         outcome, result, work, p = run.outcome, run.result, run.memo["work"], run.inputs
 
         def state() -> KernelState:
@@ -272,7 +270,7 @@ class ForwardBridge(Procedure[Params, Observed, Restart]):
         files = {path: model.render() for path, model in observed.tree.files.items()}
         return files, observed.links, observed.network
 
-    def observed_parts(self, inputs: Params, observed: Observed) -> dict[str, Any]:
+    def observed_parts(self, inputs: Inputs, observed: Observed) -> dict[str, Any]:
         """Each interfaces file, the uplink, the bridge and its ports (guests' taps come
         and go with the VMs: left out), the libvirt network."""
         p, links = inputs, observed.links
@@ -289,7 +287,6 @@ class ForwardBridge(Procedure[Params, Observed, Restart]):
 
 
 PROCEDURE = ForwardBridge()
-Inputs = Params
 # apply (the restart_command, deadline and backup_dir given to apply count) runs
 # restart_command with ``sh -c`` (inside ``netns`` when set); it may use ``{old}`` (a single
 # file holding the configuration being left: ifdown must read that one, or it leaves the
@@ -302,11 +299,11 @@ Inputs = Params
 plan, apply = inputs.verbs(PROCEDURE)
 
 
-def default_backup_dir(p: Params) -> str:
+def default_backup_dir(p: Inputs) -> str:
     return network_restart.default_backup_dir(p.interfaces_file)
 
 
-def _apply_network(p: Params, changes: list[Change], detail: list[str]) -> None:
+def _apply_network(p: Inputs, changes: list[Change], detail: list[str]) -> None:
     with virt.connect(p.libvirt_uri) as conn:
         for change in changes:
             if change.action in ("define", "update"):

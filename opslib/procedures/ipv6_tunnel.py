@@ -33,8 +33,8 @@ from opslib.changes import Change, Plan, Result
 from opslib.errors import ApplyError, OpsError, Unsupported
 from opslib.inputs import param
 from opslib.transaction import Action, Detail, Procedure, Run
-from opslib.tunnel_stanza import with_stanza  # the tests find it here
-from opslib.tunnels import (  # the tests and host-health find them here too
+from opslib.tunnel_stanza import with_stanza
+from opslib.tunnels import (
     TunnelSpec,
     TunnelState,
     config_requests,

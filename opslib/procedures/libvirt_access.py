@@ -36,9 +36,8 @@ from opslib.accounts import Account, FileState, Group
 from opslib.changes import Change, Check, Plan
 from opslib.errors import HostError, InputError, UnknownName
 from opslib.inputs import param
-from opslib.libvirt_login import (  # the tests find them here too
+from opslib.libvirt_login import (
     LOGIN_FILES,
-    MARK,
     VARIABLE,
     exported_uri,
     login_file,
@@ -357,7 +356,6 @@ plan, apply = inputs.verbs(PROCEDURE)
 
 
 __all__ = [
-    "MARK",
     "PROCEDURE",
     "RUNBOOK",
     "Inputs",

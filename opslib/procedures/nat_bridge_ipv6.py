@@ -41,13 +41,13 @@ from typing import Any
 import libvirt
 
 from opslib import guest_taps, inputs, netlink, network_change, transaction, virt
-from opslib.changes import Change, Plan, Result
+from opslib.changes import Change, Plan
 from opslib.errors import InputError, UnknownName
 from opslib.guest_taps import Cut as _Cut
 from opslib.guest_taps import reattach as _reattach
 from opslib.guest_taps import wait_for_guests as _wait_for_guests
 from opslib.inputs import param
-from opslib.ipv6prefix import ULA, gateway
+from opslib.ipv6prefix import gateway
 from opslib.slaac import eui64_address
 from opslib.transaction import Action, Detail, Procedure, Run
 from opslib.virtxml import IPv6Edit, NetworkXml, canonical
@@ -55,7 +55,6 @@ from opslib.virtxml import IPv6Edit, NetworkXml, canonical
 RUNBOOK = "nat-bridge-ipv6"
 # libvirt's network driver refuses an <ip> on networks it does not route for.
 NO_IP_MODES = ("bridge", "hostdev", "passthrough", "private", "vepa")
-NetState = virt.NetworkState
 
 
 def ipv6_edit(xml: str, net: ipaddress.IPv6Network) -> IPv6Edit:
@@ -109,8 +108,8 @@ class GuestTap:
 
 @dataclass(frozen=True)
 class Observed:
-    target: NetState | None  # the network called ``network``
-    source: NetState | None  # the network called ``rename_from`` (None when not asked)
+    target: virt.NetworkState | None  # the network called ``network``
+    source: virt.NetworkState | None  # the network called ``rename_from`` (None when not asked)
     taps: tuple[GuestTap, ...]  # running guests' NICs on either
     users: tuple[tuple[str, str], ...]  # (domain, persistent XML) of every domain using source
     known: tuple[str, ...] = ()  # every network's name (to suggest one)
@@ -225,7 +224,11 @@ def compute_plan(
 
 
 def _ipv6_change(
-    base: NetState, network: str, prefix: ipaddress.IPv6Network, replace: bool, notes: list[str]
+    base: virt.NetworkState,
+    network: str,
+    prefix: ipaddress.IPv6Network,
+    replace: bool,
+    notes: list[str],
 ) -> tuple[str, str]:
     """The new config and what it changes. Every other IPv6 prefix of the network is
     replaced when ``replace`` (guests would keep addresses in one left behind), refused
@@ -261,7 +264,7 @@ def _ipv6_change(
     return new_xml, what
 
 
-def _already_renamed(target: NetState, rename_from: str) -> str:
+def _already_renamed(target: virt.NetworkState, rename_from: str) -> str:
     """The note for a rename done before, or InputError when ``target`` was not renamed
     from ``rename_from`` (a typo, or a network that never existed): a second run after
     the rename is no change, any other missing ``rename_from`` is bad input."""
@@ -399,23 +402,3 @@ def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
 # -- the runbook's verbs ----------------------------------------------------------------
 
 plan, apply = inputs.verbs(PROCEDURE)
-
-
-def apply_on(
-    conn: libvirt.virConnect,
-    *,
-    host: str,
-    netns: str,
-    net: ipaddress.IPv6Network,
-    network: str,
-    rename_from: str = "",
-    replace_ipv6: bool = False,
-    timeout: float = 90.0,
-    reviewed: Plan | None = None,
-) -> Result:
-    """apply on an open connection (the tests keep one to the test driver)."""
-    given = Inputs(
-        prefix=str(net), network=network, rename_from=rename_from,
-        allow_ula=net.subnet_of(ULA), replace_ipv6=replace_ipv6, netns=netns, timeout=timeout,
-    )  # fmt: skip
-    return transaction.apply(PROCEDURE, given, host, reviewed=reviewed, session=conn)

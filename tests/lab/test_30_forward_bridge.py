@@ -22,6 +22,7 @@ from opslib import netlink, virt
 from opslib.lab import netreg
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
+from opslib.network_restart import restart_argv
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
@@ -69,7 +70,7 @@ def switch_to(lab, text: str) -> None:
         old.write(current.replace(f"source {sourced(lab)}/*\n", ""))
     try:
         Path(lab.interfaces_file).write_text(text)
-        argv = fb.restart_argv(
+        argv = restart_argv(
             lab_restart(lab), lab.host_ns,
             old=old.name, new=str(lab.interfaces_file), ifaces="eth0 br0",
         )  # fmt: skip

@@ -21,6 +21,7 @@ from opslib import netlink
 from opslib.lab import netreg
 from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
+from opslib.network_restart import restart_argv
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
@@ -55,7 +56,7 @@ def switch_to(lab, text: str) -> None:
         old.write(current.replace(sourced, ""))
     try:
         Path(lab.interfaces_file).write_text(text)
-        argv = fb.restart_argv(
+        argv = restart_argv(
             lab_restart(lab), lab.host_ns,
             old=old.name, new=str(lab.interfaces_file), ifaces="eth0 br0",
         )  # fmt: skip
