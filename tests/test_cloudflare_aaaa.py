@@ -144,7 +144,7 @@ def test_our_duplicates_are_removed() -> None:
 
 
 def test_a_plan_carries_before_and_after_text_and_a_diff() -> None:
-    plan = cfa.make_plan(
+    plan = cfa.records_plan(
         host="lab", want=WANT, existing=[rec(NEW_ADDR, proxied=True, comment=OURS)], replace=False
     )
     [change] = plan.changes

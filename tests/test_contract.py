@@ -552,6 +552,21 @@ def test_planning_is_pure(the_world: World, monkeypatch: pytest.MonkeyPatch) -> 
     assert the_world.proc.comparable(the_world.observe()) == the_world.proc.comparable(observed)
 
 
+def test_every_runbook_plans_with_make_plan(the_world: World) -> None:
+    """One planner name and signature: the module's make_plan(inputs, observed, host),
+    which the procedure's plan is."""
+    import inspect
+    import sys
+
+    module = sys.modules[type(the_world.proc).__module__]
+    params = inspect.signature(module.make_plan).parameters.values()
+    assert [p.kind for p in params] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 3
+    assert list(inspect.signature(module.make_plan).parameters)[2] == "host"
+    observed = the_world.observe()
+    planned = module.make_plan(the_world.inputs, observed, "contract")
+    assert planned == the_world.proc.plan(the_world.inputs, observed, "contract")
+
+
 def test_a_second_apply_is_unchanged(the_world: World) -> None:
     plan = the_world.plan()
     result = the_world.apply(plan)

@@ -73,10 +73,10 @@ def test_plan_on_every_corpus_file_matches_its_golden_result(case: str, tmp_path
     texts = case_texts(case)
     if (root / "refuse").exists():  # refused when reading the files or when planning
         with pytest.raises(InputError, match=(root / "refuse").read_text().strip()) as info:
-            fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
+            fb.make_plan(params(interfaces_file=main), observed(texts, main), "h")
         assert "\n" not in str(info.value)
         return
-    plan = fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
+    plan = fb.make_plan(params(interfaces_file=main), observed(texts, main), "h")
     expected = {
         str(root / p.relative_to(root / "expected")): p.read_bytes().decode()
         for p in (root / "expected").rglob("*")
@@ -110,7 +110,7 @@ def _copy_case(case: str, dest: Path, planned: bool) -> Path:
     texts = case_texts(case)
     if planned:
         main = str(root / "interfaces")
-        plan = fb.make_plan(observed(texts, main), params(interfaces_file=main), host="h", netns="")
+        plan = fb.make_plan(params(interfaces_file=main), observed(texts, main), "h")
         texts |= plan.data["new_files"]
     for path, text in texts.items():
         target = dest / os.path.relpath(path, root)
@@ -175,7 +175,7 @@ def test_ifup_still_runs_what_it_ran_for_the_uplink(case: str, tmp_path: Path) -
 def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> None:
     hooks = "\tpre-up ip link set dev eth0 mtu 9000\n\tpost-up ethtool -K eth0 tso off\n"
     texts = {MAIN: f"auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n{hooks}"}
-    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    plan = fb.make_plan(params(), observed(texts), "h")
     assert plan.data["new_files"][MAIN] == (
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet manual\n"
         f"{hooks}\nauto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n"
@@ -189,7 +189,7 @@ def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> Non
     # an eth0 whose auto line comes after the bridge's moves into the bridge's line
     texts = {MAIN: "auto br0\niface br0 inet manual\n\tbridge_ports none\n\n"
                    f"iface eth0 inet dhcp\n{hooks}auto eth0\n"}  # fmt: skip
-    after = fb.make_plan(observed(texts), params(), host="h", netns="").data["new_files"][MAIN]
+    after = fb.make_plan(params(), observed(texts), "h").data["new_files"][MAIN]
     assert after.startswith("auto eth0 br0\niface br0 inet dhcp\n")
     assert after.endswith(f"iface eth0 inet manual\n{hooks}")
 
@@ -234,15 +234,14 @@ def test_planning_again_on_the_result_changes_nothing(case: str) -> None:
         if p.is_file():
             texts[str(root / p.relative_to(root / "expected"))] = p.read_bytes().decode()
     plan = fb.make_plan(
-        observed(texts, main, CONVERTED_LINKS, net()), params(interfaces_file=main),
-        host="h", netns="",
-    )  # fmt: skip
+        params(interfaces_file=main), observed(texts, main, CONVERTED_LINKS, net()), "h"
+    )
     assert plan.empty, [c.summary for c in plan.changes]
 
 
 def test_bare_dhcp_host_plan_shows_the_wiki_stanza_as_a_diff() -> None:
     texts = {MAIN: "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"}
-    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    plan = fb.make_plan(params(), observed(texts), "h")
     assert [c.action for c in plan.changes] == ["update", "restart", "define", "start", "autostart"]
     diff = plan.changes[0].diff
     for line in ("-auto eth0", "-iface eth0 inet dhcp", "+iface eth0 inet manual", "+auto br0",
@@ -253,9 +252,7 @@ def test_bare_dhcp_host_plan_shows_the_wiki_stanza_as_a_diff() -> None:
 
 def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
     texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
-    plan = fb.make_plan(
-        observed(texts), params(address="192.0.2.10/24", gateway="192.0.2.1"), host="h", netns=""
-    )
+    plan = fb.make_plan(params(address="192.0.2.10/24", gateway="192.0.2.1"), observed(texts), "h")
     after = plan.data["new_files"][MAIN]
     assert after.endswith(
         "iface br0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n"
@@ -268,7 +265,7 @@ def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
 def test_a_static_uplink_keeps_its_address_on_the_bridge_by_default() -> None:
     """Converting changes how the host gets its address by nothing: br0 takes over eth0's."""
     texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
-    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    plan = fb.make_plan(params(), observed(texts), "h")
     after = plan.data["new_files"][MAIN]
     assert after.endswith(
         "iface eth0 inet manual\n\nauto br0\niface br0 inet static\n\taddress 192.0.2.10\n"
@@ -295,7 +292,7 @@ def test_a_static_uplink_keeps_its_address_on_the_bridge_by_default() -> None:
 )  # fmt: skip
 def test_the_bridge_takes_over_the_uplinks_method_and_its_options(uplink, bridge_head) -> None:
     texts = {MAIN: "auto eth0\n" + uplink}
-    after = fb.make_plan(observed(texts), params(), host="h", netns="").data["new_files"][MAIN]
+    after = fb.make_plan(params(), observed(texts), "h").data["new_files"][MAIN]
     assert bridge_head in after
     assert after.startswith("iface eth0 inet manual\n\n")
 
@@ -305,18 +302,16 @@ def test_a_bridge_configured_otherwise_than_the_uplink_is_refused() -> None:
                    "iface br0 inet dhcp\n\tbridge_ports none\n"}  # fmt: skip
     with pytest.raises(InputError, match=r"both eth0 \(.*:2\) and br0 \(.*:5\) configure an "
                        r"IPv4 address; remove br0's or give address and gateway"):  # fmt: skip
-        fb.make_plan(observed(texts), params(), host="h", netns="")
+        fb.make_plan(params(), observed(texts), "h")
     # the parameters settle it
-    plan = fb.make_plan(
-        observed(texts), params(address="192.0.2.10/24", gateway="192.0.2.1"), host="h", netns=""
-    )
+    plan = fb.make_plan(params(address="192.0.2.10/24", gateway="192.0.2.1"), observed(texts), "h")
     assert "iface br0 inet static\n" in plan.data["new_files"][MAIN]
 
 
 def test_an_uplink_of_another_method_is_refused() -> None:
     texts = {MAIN: "auto eth0\niface eth0 inet ppp\n\tprovider campus\n"}
     with pytest.raises(InputError, match=r"eth0 is configured 'inet ppp' \(.*:2\)"):
-        fb.make_plan(observed(texts), params(), host="h", netns="")
+        fb.make_plan(params(), observed(texts), "h")
 
 
 def test_existing_bridge_switches_from_dhcp_to_static_touching_only_its_lines() -> None:
@@ -336,7 +331,7 @@ def test_an_uplink_that_inherits_its_address_is_converted_in_its_own_stanza() ->
     base = "iface campus inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n\n"
     for head in ("iface eth0 inherits campus", "iface eth0 inet static inherits campus"):
         texts = {MAIN: base + f"auto eth0\n{head}\n\tmtu 9000\n"}
-        plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+        plan = fb.make_plan(params(), observed(texts), "h")
         after = plan.data["new_files"][MAIN]
         assert after.count("iface eth0 ") == 1, after
         assert "iface eth0 inet manual\n\tmtu 9000\n" in after
@@ -347,17 +342,17 @@ def test_other_names_are_parameters() -> None:
     texts = {MAIN: "auto enp1s0\niface enp1s0 inet dhcp\n"}
     links = {"enp1s0": LinkFacts("enp1s0", "", "")}
     plan = fb.make_plan(
-        observed(texts, links=links), params(uplink="enp1s0", bridge="vmbr1",
-                                             network_name="vms"),
-        host="h", netns="",
-    )  # fmt: skip
+        params(uplink="enp1s0", bridge="vmbr1", network_name="vms"),
+        observed(texts, links=links),
+        "h",
+    )
     assert "iface vmbr1 inet dhcp\n\tbridge_ports enp1s0\n" in plan.data["new_files"][MAIN]
     assert "<name>vms</name>" in (plan.changes[2].after or "")
 
 
 def test_file_converted_but_kernel_not_yet_plans_only_the_restart() -> None:
     texts = {MAIN: (CORPUS / "04-already-converted" / "interfaces").read_text()}
-    plan = fb.make_plan(observed(texts, network=net()), params(), host="h", netns="")
+    plan = fb.make_plan(params(), observed(texts, network=net()), "h")
     assert [c.action for c in plan.changes] == ["restart"]
     assert "not a port of an up br0" in plan.changes[0].summary
 
@@ -384,7 +379,7 @@ def test_file_converted_but_kernel_not_yet_plans_only_the_restart() -> None:
 def test_unsuitable_links_are_refused_with_one_line(links, message) -> None:
     texts = {MAIN: "iface eth0 inet dhcp\n"}
     with pytest.raises(InputError, match=message) as info:
-        fb.make_plan(observed(texts, links=links), params(), host="h", netns="")
+        fb.make_plan(params(), observed(texts, links=links), "h")
     assert "\n" not in str(info.value)
 
 
@@ -488,7 +483,7 @@ def test_restart_command_runs_in_the_netns_with_quoted_files() -> None:
 
 def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = {MAIN: "iface eth0 inet dhcp\n"}
-    plan = fb.make_plan(observed(texts), params(), host="h", netns="")
+    plan = fb.make_plan(params(), observed(texts), "h")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(HostError, match="apply must run as root") as info:
         fb.apply(plan)

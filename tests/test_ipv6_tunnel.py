@@ -124,7 +124,7 @@ def test_ifupdown_accepts_the_stanza(tmp_path: Path) -> None:
 
 
 def test_plan_on_a_bare_host_creates_everything_and_persists() -> None:
-    plan = t.compute_plan(
+    plan = t.tunnel_plan(
         t.TunnelState(False, interfaces_text=EXISTING), SPEC, host="h", interfaces_file="/i"
     )
     assert [(c.target, c.action) for c in plan.changes] == [
@@ -149,20 +149,20 @@ def test_plan_on_a_configured_host_is_empty() -> None:
         default_gateway="2001:db8:1::1",
         interfaces_text=EXISTING + STANZA,
     )
-    assert t.compute_plan(state, SPEC, host="h", interfaces_file="/i").empty
+    assert t.tunnel_plan(state, SPEC, host="h", interfaces_file="/i").empty
 
 
 def test_plan_replaces_a_tunnel_to_another_endpoint() -> None:
     state = t.TunnelState(
         True, kind="sit", up=True, mtu=1480, local="192.0.2.10", remote="203.0.113.9"
     )
-    plan = t.compute_plan(state, SPEC, host="h", interfaces_file="/i")
+    plan = t.tunnel_plan(state, SPEC, host="h", interfaces_file="/i")
     assert plan.changes[0].action == "replace" and "203.0.113.9" in plan.changes[0].summary
 
 
 def test_kernel_without_sit_is_one_line_and_no_plan() -> None:
     with pytest.raises(Unsupported, match="no sit") as exc:
-        t.compute_plan(
+        t.tunnel_plan(
             t.TunnelState(False), SPEC, host="h", interfaces_file="/i", sit_available=False
         )
     assert "\n" not in str(exc.value)

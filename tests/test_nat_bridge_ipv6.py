@@ -199,7 +199,7 @@ def observe(conn: libvirt.virConnect, network: str, rename_from: str = "") -> nb
 def test_plan_adds_the_prefix_and_restarts_naming_the_guests_cut_off(
     node: libvirt.virConnect,
 ) -> None:
-    plan = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    plan = nb.ipv6_plan(observe(node, "default"), host="h", network="default", prefix=NET)
     assert [(c.target, c.action) for c in plan.changes] == [
         ("network:default", "update"),
         ("network:default", "restart"),
@@ -213,7 +213,7 @@ def test_plan_adds_the_prefix_and_restarts_naming_the_guests_cut_off(
 
 def test_plan_for_a_missing_network_names_the_ones_there(node: libvirt.virConnect) -> None:
     with pytest.raises(UnknownName, match=r"nat-bridge.*default"):
-        nb.compute_plan(
+        nb.ipv6_plan(
             observe(node, "nat-bridge"),
             host="h",
             network="nat-bridge",
@@ -223,7 +223,7 @@ def test_plan_for_a_missing_network_names_the_ones_there(node: libvirt.virConnec
 
 
 def test_rename_is_planned_only_when_asked(node: libvirt.virConnect) -> None:
-    plan = nb.compute_plan(
+    plan = nb.ipv6_plan(
         observe(node, "nat-bridge", "default"),
         host="h",
         network="nat-bridge",
@@ -266,7 +266,7 @@ def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.vi
     # The running guest's tap does not exist here: it is named as not come back.
     assert result.status == "failed" and "vm-run" in result.summary
     # Second plan: the rename is done, nothing left but the (absent) tap.
-    again = nb.compute_plan(
+    again = nb.ipv6_plan(
         observe(node, "nat-bridge", "default"),
         host="h",
         network="nat-bridge",
@@ -314,7 +314,7 @@ def other_nat_bridge() -> str:
 
 
 def plan_rename(conn: libvirt.virConnect, rename_from: str) -> Any:
-    return nb.compute_plan(
+    return nb.ipv6_plan(
         observe(conn, "nat-bridge", rename_from),
         host="h",
         network="nat-bridge",
@@ -326,7 +326,7 @@ def plan_rename(conn: libvirt.virConnect, rename_from: str) -> Any:
 def test_rename_refuses_when_both_networks_exist(node: libvirt.virConnect) -> None:
     node.networkDefineXML(other_nat_bridge())
     with pytest.raises(InputError, match="both default and nat-bridge exist"):
-        nb.compute_plan(
+        nb.ipv6_plan(
             observe(node, "nat-bridge", "default"),
             host="h",
             network="nat-bridge",
@@ -340,7 +340,7 @@ def test_redefine_apply_then_second_plan_is_empty(node: libvirt.virConnect) -> N
     assert [c.action for c in result.changes] == ["update", "restart"]
     assert virt.get_network(node, "default").ip("ipv6") is not None
     assert node.networkLookupByName("default").isActive()
-    plan = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    plan = nb.ipv6_plan(observe(node, "default"), host="h", network="default", prefix=NET)
     assert [c.action for c in plan.changes] == ["attach"]  # only the test driver's fake tap
 
 
@@ -506,7 +506,7 @@ def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatc
 def test_apply_refuses_a_plan_the_host_no_longer_matches(node: libvirt.virConnect) -> None:
     from opslib.errors import ApplyError
 
-    reviewed = nb.compute_plan(observe(node, "default"), host="h", network="default", prefix=NET)
+    reviewed = nb.ipv6_plan(observe(node, "default"), host="h", network="default", prefix=NET)
     before = node.networkLookupByName("default").XMLDesc(0)
     other = ipaddress.IPv6Network("2001:db8:9::/64")
     with pytest.raises(ApplyError, match="changed since the plan was made"):
@@ -536,7 +536,7 @@ def node_with(tmp_path: Path, network_xml: str) -> libvirt.virConnect:
 def test_an_other_ipv6_prefix_is_refused_unless_its_replacement_is_asked(tmp_path: Path) -> None:
     conn = node_with(tmp_path, STOCK.replace("</network>", OLD_V6))
     with pytest.raises(InputError) as exc:
-        nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+        nb.ipv6_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
     message = str(exc.value)
     assert "default already has the IPv6 prefix 2001:db8:9::/64" in message
     assert "replace_ipv6" in message and "\n" not in message
@@ -547,7 +547,7 @@ def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one
     tmp_path: Path,
 ) -> None:
     conn = node_with(tmp_path, STOCK.replace("</network>", OLD_V6))
-    plan = nb.compute_plan(
+    plan = nb.ipv6_plan(
         observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
     )
     update = plan.changes[0]
@@ -582,9 +582,9 @@ def test_two_other_ipv6_prefixes_are_both_named_and_both_replaced(tmp_path: Path
     # in a prefix the host no longer meant to route. Both go, and the plan says so.
     conn = node_with(tmp_path, STOCK.replace("</network>", SECOND_V6 + OLD_V6))
     with pytest.raises(InputError) as exc:
-        nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+        nb.ipv6_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
     assert "IPv6 prefixes fd00:9::/64, 2001:db8:9::/64; set replace_ipv6" in str(exc.value)
-    plan = nb.compute_plan(
+    plan = nb.ipv6_plan(
         observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
     )
     assert "replace default's IPv6 prefixes fd00:9::/64, 2001:db8:9::/64 with 2001:db8:2::/64" in (
@@ -607,14 +607,14 @@ def test_another_prefix_beside_the_routed_one_is_named_and_dropped_only_when_ask
 ) -> None:
     ours = "  <ip family='ipv6' address='2001:db8:2::1' prefix='64'/>\n"
     conn = node_with(tmp_path, STOCK.replace("</network>", ours + SECOND_V6 + "</network>"))
-    kept = nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    kept = nb.ipv6_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
     # No update: only the test driver's fake taps, which are never on a bridge.
     assert {c.action for c in kept.changes} == {"attach"}
     assert (
         "default also has the IPv6 prefix fd00:9::/64: guests keep their addresses there; "
         "set replace_ipv6 to drop it" in kept.notes
     )
-    dropped = nb.compute_plan(
+    dropped = nb.ipv6_plan(
         observe(conn, "default"), host="h", network="default", prefix=NET, replace_ipv6=True
     )
     assert dropped.changes[0].summary.startswith(
@@ -630,7 +630,7 @@ def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_th
         "2001:db8:2::1'", "2001:db8:2::7'"
     )
     conn = node_with(tmp_path, STOCK.replace("</network>", same))
-    plan = nb.compute_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
+    plan = nb.ipv6_plan(observe(conn, "default"), host="h", network="default", prefix=NET)
     assert (
         "set default's IPv6 to 2001:db8:2::1/64 (was 2001:db8:2::7/64)" in plan.changes[0].summary
     )
@@ -653,7 +653,7 @@ def test_a_network_that_cannot_carry_an_ip_is_refused_in_one_line(
     observed = nb.Observed(None if rename_from else state, state if rename_from else None, (), ())
     network = "nat-bridge" if rename_from else "fwd"
     with pytest.raises(InputError) as exc:
-        nb.compute_plan(observed, host="h", network=network, prefix=NET, rename_from=rename_from)
+        nb.ipv6_plan(observed, host="h", network=network, prefix=NET, rename_from=rename_from)
     assert f"network fwd forwards in mode {mode}" in str(exc.value)
     assert "\n" not in str(exc.value)
 

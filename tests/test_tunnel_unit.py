@@ -51,7 +51,7 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
 
 
 def test_the_plan_shows_the_unit_it_installs() -> None:
-    plan = t.compute_plan(
+    plan = t.tunnel_plan(
         t.TunnelState(False, unit_host=True), SPEC, host="h", interfaces_file="/i", unit=unit()
     )
     target = "file:/etc/systemd/system/opsbook-6in4-he-ipv6.service"
@@ -67,7 +67,7 @@ def test_a_tunnel_running_as_its_unit_plans_nothing() -> None:
         addresses=("2001:db8:1:1::2/64",), default_gateway="2001:db8:1:1::1",
         unit_host=True, unit_text=unit(),
     )  # fmt: skip
-    assert t.compute_plan(state, SPEC, host="h", interfaces_file="/i", unit=unit()).empty
+    assert t.tunnel_plan(state, SPEC, host="h", interfaces_file="/i", unit=unit()).empty
 
 
 def test_a_running_end_without_its_unit_is_handed_over() -> None:
@@ -75,6 +75,6 @@ def test_a_running_end_without_its_unit_is_handed_over() -> None:
         True, kind="tun", up=True, mtu=1480, local="192.0.2.20", remote="203.0.113.1",
         addresses=("2001:db8:1:1::2/64",), default_gateway="2001:db8:1:1::1", unit_host=True,
     )  # fmt: skip
-    plan = t.compute_plan(state, SPEC, host="h", interfaces_file="/i", unit=unit())
+    plan = t.tunnel_plan(state, SPEC, host="h", interfaces_file="/i", unit=unit())
     assert [c.action for c in plan.changes] == ["create"]
     assert plan.changes[0].target.endswith("opsbook-6in4-he-ipv6.service")

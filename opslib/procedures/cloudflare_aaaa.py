@@ -88,7 +88,7 @@ class Inputs(inputs.Declared):
 # -- planning (pure) ------------------------------------------------------------------
 
 
-def make_plan(
+def records_plan(
     *, host: str, want: Desired, existing: Sequence[DnsRecord], replace: bool,
     notes: Sequence[str] = (), data: dict[str, Any] | None = None,
 ) -> Plan:  # fmt: skip
@@ -214,12 +214,7 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
         return f"{len(observed.records)} record(s) at {observed.want.name}"
 
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
-        want = observed.want
-        return make_plan(
-            host=host, want=want, existing=observed.records, replace=inputs.replace,
-            notes=[f"address {want.content}: {observed.found}", *observed.warnings],
-            data={"zone_id": observed.zone_id, "warnings": list(observed.warnings)},
-        )  # fmt: skip
+        return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, Observed, Api]) -> list[Action]:
         client, zone_id, want = run.session.client, run.observed.zone_id, run.observed.want
@@ -276,6 +271,18 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
 
 
 PROCEDURE = CloudflareAaaa()
+
+
+def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
+    """The runbook's planner (pure): observed state in, plan out."""
+    want = observed.want
+    return records_plan(
+        host=host, want=want, existing=observed.records, replace=inputs.replace,
+        notes=[f"address {want.content}: {observed.found}", *observed.warnings],
+        data={"zone_id": observed.zone_id, "warnings": list(observed.warnings)},
+    )  # fmt: skip
+
+
 plan, apply = inputs.verbs(PROCEDURE)
 
 

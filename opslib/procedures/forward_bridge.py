@@ -155,8 +155,9 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
     return changes
 
 
-def make_plan(observed: Observed, p: Inputs, *, host: str, netns: str) -> Plan:
+def make_plan(p: Inputs, observed: Observed, host: str) -> Plan:
     """The whole plan from observed state (pure)."""
+    netns = p.netns
     kernel_converted = check_links(observed.links, p, netns)
     files, notes = plan_files(observed.tree, p)
     how = bridge_summary(observed.tree, files, p) if files else ""
@@ -222,7 +223,7 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         return observe(inputs)
 
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
-        return make_plan(observed, inputs, host=host, netns=inputs.netns)
+        return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
         p, plan = run.inputs, run.plan

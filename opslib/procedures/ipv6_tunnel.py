@@ -49,7 +49,7 @@ RUNBOOK = "ipv6-tunnel"
 # -- the plan (pure) --------------------------------------------------------------------------
 
 
-def compute_plan(
+def tunnel_plan(
     state: TunnelState,
     spec: TunnelSpec,
     *,
@@ -229,17 +229,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         return dataclasses.replace(state, sit_available=sit, unit_host=units, unit_text=unit_text)
 
     def plan(self, inputs: Inputs, observed: TunnelState, host: str) -> Plan:
-        spec = inputs.spec
-        unit = None
-        if observed.unit_host:
-            unit = tunnel_unit.render(
-                tunnel=spec.name, local=spec.local_ipv4, remote=spec.server_ipv4,
-                mtu=spec.mtu, ttl=spec.ttl, address=str(spec.client), via=spec.server_ipv6,
-                pidfile=tunnels.pidfile(inputs.run_dir, spec.name),
-            )  # fmt: skip
-        return compute_plan(
-            observed, spec, host=host, interfaces_file=inputs.interfaces_file, unit=unit
-        )
+        return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, TunnelState, None]) -> list[Action]:
         """Link, configuration, file; each undone back to what was found.
@@ -365,6 +355,21 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
 
 
 PROCEDURE = Ipv6Tunnel()
+
+
+def make_plan(inputs: Inputs, observed: TunnelState, host: str) -> Plan:
+    """The runbook's planner (pure): observed state in, plan out."""
+    spec = inputs.spec
+    unit = None
+    if observed.unit_host:
+        unit = tunnel_unit.render(
+            tunnel=spec.name, local=spec.local_ipv4, remote=spec.server_ipv4,
+            mtu=spec.mtu, ttl=spec.ttl, address=str(spec.client), via=spec.server_ipv6,
+            pidfile=tunnels.pidfile(inputs.run_dir, spec.name),
+        )  # fmt: skip
+    return tunnel_plan(observed, spec, host=host, interfaces_file=inputs.interfaces_file, unit=unit)
+
+
 plan, apply = inputs.verbs(PROCEDURE)
 
 

@@ -26,7 +26,7 @@ running network keeps its running config until restarted): a refusal changes not
 its reason is in the result.
 
 The shape of every changing runbook (opslib.transaction): :class:`Inputs`, ``observe``,
-the pure ``compute_plan``, and steps, each with its undo; the XML edits are
+the pure ``make_plan``, and steps, each with its undo; the XML edits are
 :mod:`opslib.virtxml` models, the prefix rules :mod:`opslib.ipv6prefix`.
 """
 
@@ -139,7 +139,7 @@ def observe(conn: libvirt.virConnect, netns: str, network: str, rename_from: str
 # -- pure: the plan -----------------------------------------------------------------------
 
 
-def compute_plan(
+def ipv6_plan(
     observed: Observed,
     *,
     host: str,
@@ -289,10 +289,7 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
         return observe(session, inputs.netns, inputs.network, inputs.rename_from)
 
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
-        return compute_plan(
-            observed, host=host, network=inputs.network, prefix=inputs.net,
-            rename_from=inputs.rename_from, replace_ipv6=inputs.replace_ipv6,
-        )  # fmt: skip
+        return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
         """The new config (checked, restarted) or the rename, then the taps back."""
@@ -365,6 +362,14 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
 
 
 PROCEDURE = NatBridgeIpv6()
+
+
+def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
+    """The runbook's planner (pure): observed state in, plan out."""
+    return ipv6_plan(
+        observed, host=host, network=inputs.network, prefix=inputs.net,
+        rename_from=inputs.rename_from, replace_ipv6=inputs.replace_ipv6,
+    )  # fmt: skip
 
 
 def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:

@@ -74,8 +74,9 @@ def _has_nic(xml: str, mac: str, network: str) -> bool:
     return any(i.mac == mac and i.source == network for i in virt.parse_interfaces(xml))
 
 
-def make_plan(obs: Observed, *, host: str, vm: str, mac: str, network: str, mode: str) -> Plan:
+def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
     """Pure: observed state in, plan out; InputError for anything that must stop here."""
+    vm, mac, network, mode = inputs.vm, inputs.mac, inputs.network, inputs.mode
     if obs.network is None:
         raise InputError(
             f"network {network!r} does not exist on {host}; run the forward-bridge runbook first"
@@ -162,10 +163,7 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
         return Observed(net, virt.macs_in_use(session), domain)
 
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
-        return make_plan(
-            observed, host=host, vm=inputs.vm, mac=inputs.mac, network=inputs.network,
-            mode=inputs.mode,
-        )  # fmt: skip
+        return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
         i, conn, targets = run.inputs, run.session, {c.target for c in run.plan.changes}
