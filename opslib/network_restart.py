@@ -100,6 +100,10 @@ class Restarting:
     rollback_started: float = 0.0
     checks: list[Check] = field(default_factory=list)
     before: Any = None  # the kernel state found before (``state()``)
+    # The steps whose failure this module explains (:func:`failed`), known by identity:
+    # a step's label is for people and may change, or be shared.
+    validating: Action | None = None
+    verifying: Action | None = None
 
     def file(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -202,15 +206,17 @@ def steps(
         seconds=2 * deadline + WATCHDOG_MARGIN,
         armed=work.armed,
     )
+    work.validating = Action("validate (ifup --no-act)", validate)
+    work.verifying = Action("verify", check_within_deadline, check=verified)
     return [
         Action("back up", back_up),
         Action("write", write, restore, undo_name="restore backup", partial=True),
-        Action("validate (ifup --no-act)", validate),
+        work.validating,
         watchdog,
         # Undone last: networking restarts with the files the other undos put back.
         Action("restart networking", restart, restart_back,
                undo_name="restart networking (rollback)", undo_order=1),
-        Action("verify", check_within_deadline, check=verified),
+        work.verifying,
     ]  # fmt: skip
 
 
@@ -218,12 +224,12 @@ def failed(work: Restarting, outcome: Applied, result: Result, state: Callable[[
     """The result of a restart that failed (False: the failure was not the restart's)."""
     if outcome.failed is None:
         return False
-    if outcome.failed.name.startswith("validate"):
+    if outcome.failed is work.validating:
         result.status = "failed"  # nothing was applied: the rejected file is gone
         why = outcome.error
         result.summary = f"ifup --no-act rejected the new file; the old one is back: {why}"
         return True
-    if outcome.failed.name != "verify" or not outcome.undone:
+    if outcome.failed is not work.verifying or not outcome.undone:
         return False
     # After the undo: wait for the kernel to be as it was; say whether it is.
     failing = [c for c in work.checks if not c.ok]

@@ -533,3 +533,34 @@ def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) 
         assert Path(result.data["backups"][str(main)]).read_text() == before
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_a_failed_restart_step_is_known_by_the_action_not_by_its_label() -> None:
+    """network_restart explains a failure of its own validate step (the old file is back);
+    another step that fails, whatever its label, gets the engine's summary."""
+    from opslib import network_restart
+    from opslib.changes import Result
+    from opslib.errors import ApplyError
+    from opslib.network_restart import Restart, Restarting
+    from opslib.transaction import Action, Applied
+
+    work = Restarting(Restart(), "", "/nonexistent/interfaces", "eth0 br0")
+    actions = network_restart.steps(
+        work, Result("forward-bridge", "h", "changed"), old_config="", new_files={},
+        iface="br0", state=lambda: None, verify=lambda: [],
+    )  # fmt: skip
+    validate = actions[2]  # back up, write, validate, ...
+
+    def never(_detail: list[str]) -> None:
+        raise AssertionError("not run")
+
+    other = Action("validate the libvirt network", never)  # a label like the restart's
+    result = Result("forward-bridge", "h", "changed")
+    failed = Applied(error=ApplyError("the network is invalid"), failed=other)
+    assert not network_restart.failed(work, failed, result, lambda: None)
+    assert result.summary == ""
+
+    own = Applied(error=ApplyError("br0: no address"), failed=validate)
+    assert network_restart.failed(work, own, result, lambda: None)
+    assert result.status == "failed"
+    assert result.summary.startswith("ifup --no-act rejected the new file; the old one is back")
