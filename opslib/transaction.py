@@ -34,6 +34,7 @@ from opslib.errors import InputError, OpsError, VerificationFailed
 I = TypeVar("I")  # noqa: E741 - the inputs dataclass
 O = TypeVar("O")  # noqa: E741 - the observed state
 S = TypeVar("S")  # an open session (a libvirt connection, an API client) or None
+W = TypeVar("W")  # what the actions of one apply share (Run.share)
 
 Detail = list[str]  # what a step appends for the record
 
@@ -109,7 +110,23 @@ class Run(Generic[I, O, S]):
     session: S
     result: Result
     outcome: Applied = field(default_factory=Applied)
-    memo: dict[str, Any] = field(default_factory=dict)  # state the actions share with finish
+    # What the actions share with finish, one typed object per kind (:meth:`share`).
+    _shared: dict[type, Any] = field(default_factory=dict, repr=False)
+
+    def share(self, value: W) -> W:
+        """Keep ``value`` for the other actions and ``finish`` (:meth:`shared`), by its type:
+        a dataclass of the runbook's, so that what they share has typed fields, not keys."""
+        self._shared[type(value)] = value
+        return value
+
+    def shared(self, kind: type[W], default: W | None = None) -> W:
+        """What :meth:`share` kept of ``kind``; ``default`` (kept) when nothing was."""
+        if kind not in self._shared:
+            if default is None:
+                raise LookupError(f"no {kind.__name__} was shared in this run")
+            self._shared[kind] = default
+        found: W = self._shared[kind]
+        return found
 
 
 class Procedure(Generic[I, O, S]):

@@ -216,3 +216,20 @@ def test_a_reviewed_plan_the_host_no_longer_matches_is_refused_before_any_step()
 def test_a_plan_of_another_runbook_is_refused() -> None:
     with pytest.raises(OpsError, match="this is a plan of other, not of toy"):
         transaction.inputs_of(Plan("other", "h"), Want, "toy")
+
+
+def test_what_the_actions_share_with_finish_is_one_typed_object_per_kind() -> None:
+    from opslib.changes import Result
+
+    @dataclass
+    class Made:
+        names: list[str] = dataclasses.field(default_factory=list)
+
+    run: Run[None, None, None] = Run(None, None, Plan("x", "h"), None, Result("x", "h", "ok"))
+    with pytest.raises(LookupError, match="no Made was shared"):
+        run.shared(Made)
+    made = run.share(Made())
+    made.names.append("br0")
+    assert run.shared(Made) is made and run.shared(Made).names == ["br0"]
+    fresh = Made(["x"])
+    assert run.shared(Made, fresh) is made  # a default only where nothing was shared

@@ -24,7 +24,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opslib import aaaa, inputs, rtnl, secrets, slaac, virt
@@ -187,6 +187,14 @@ class Observed:
 # -- the runbook's verbs ---------------------------------------------------------------
 
 
+@dataclass
+class Applying:
+    """What the actions of one apply share with finish."""
+
+    done: list[Op] = field(default_factory=list)  # the record operations done, in order
+    after: list[DnsRecord] = field(default_factory=list)  # the records read back
+
+
 class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
     name = RUNBOOK
     inputs = Inputs
@@ -219,7 +227,8 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
     def steps(self, run: Run[Inputs, Observed, Api]) -> list[Action]:
         client, zone_id, want = run.session.client, run.observed.zone_id, run.observed.want
         ops, _notes = plan_records(run.observed.records, want, replace=run.inputs.replace)
-        done: list[Op] = run.memo.setdefault("done", [])
+        shared = run.share(Applying())
+        done = shared.done
 
         def action(op: Op) -> Action:
             made: list[DnsRecord] = []
@@ -235,20 +244,21 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
             return Action(op.summary, do, undo, undo_name=f"undo {op.summary}")
 
         def read_back(_detail: Detail) -> None:
-            run.memo["after"] = client.list_records(zone_id, name=want.name)
+            shared.after = client.list_records(zone_id, name=want.name)
 
-        checked = Action("read back", read_back, check=lambda: verify(run.memo["after"], want))
+        checked = Action("read back", read_back, check=lambda: verify(shared.after, want))
         return [*(action(op) for op in ops), checked]
 
     def finish(self, run: Run[Inputs, Observed, Api]) -> None:
         outcome, result, want = run.outcome, run.result, run.observed.want
+        shared = run.shared(Applying)
         result.checks[:0] = [
             Check("token file", "warn", w, "chmod o-r the token file") for w in run.session.warnings
         ]
         undo_failed = "; ".join(f"cannot undo {a.name}: {exc}" for a, exc in outcome.problems)
         if not outcome.ok:
             # Undone changes are not changes made: keep them apart for the record.
-            result.data["undone"] = [op.change(want.zone).to_json() for op in run.memo["done"]]
+            result.data["undone"] = [op.change(want.zone).to_json() for op in shared.done]
             if isinstance(outcome.error, VerificationFailed):  # the read-back's check
                 summary = f"{want.name} did not read back as planned"
             else:
@@ -256,11 +266,11 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
                 result.checks.append(Check(f"AAAA {want.name}", "fail", summary, "apply again"))
             result.summary = summary + (f"; {undo_failed}" if undo_failed else "")
             return
-        after = run.memo["after"]
+        after = shared.after
         kept = next((r for r in after if r.type == "AAAA" and want.points_at(r)), None)
         result.data = {"record": kept.to_json() if kept else None, "zone": want.zone}
         how = "proxied" if want.proxied else "DNS only"
-        done = len(run.memo["done"])
+        done = len(shared.done)
         result.summary = f"{want.name} AAAA {want.content} ({how})" + (
             f": {done} change(s)" if done else ": already so"
         )

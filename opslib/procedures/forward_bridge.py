@@ -227,9 +227,9 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
 
     def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
         p, plan = run.inputs, run.plan
-        work = run.memo["work"] = network_restart.Restarting(
+        work = run.share(network_restart.Restarting(
             run.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
-        )
+        ))  # fmt: skip
         run.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
         steps = []
         if any(c.action == "restart" for c in plan.changes):
@@ -249,7 +249,8 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         return steps
 
     def finish(self, run: Run[Inputs, Observed, Restart]) -> None:
-        outcome, result, work, p = run.outcome, run.result, run.memo["work"], run.inputs
+        outcome, result, p = run.outcome, run.result, run.inputs
+        work = run.shared(network_restart.Restarting)
 
         def state() -> KernelState:
             return kernel_state(p.netns, p.uplink, p.bridge)

@@ -214,6 +214,13 @@ def undo_file(interfaces_file: str, state: TunnelState, detail: Detail) -> None:
     )
 
 
+@dataclass
+class PutBack:
+    """What the undos of one apply put back (their details), for finish's summary."""
+
+    details: list[str] = field(default_factory=list)
+
+
 class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
     name = RUNBOOK
     inputs = Inputs
@@ -244,7 +251,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         actions = set(run.plan.data["actions"])
         link_actions = actions & {"mtu", "up", "address", "route"}
         replacing = "replace" in actions and state.exists
-        put_back: list[str] = run.memo.setdefault("put_back", [])
+        put_back = run.share(PutBack()).details
 
         def undoing(*parts: tuple[str, Callable[[], str | None]]) -> Callable[[Detail], None]:
             def undo(detail: Detail) -> None:
@@ -342,7 +349,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
             left = "; ".join(str(exc) for _action, exc in outcome.problems)
             result.summary = f"{outcome.error}; rolling back left: {left}"
         elif not outcome.ok:
-            put_back = ", ".join(run.memo["put_back"]) or "nothing had changed"
+            put_back = ", ".join(run.shared(PutBack).details) or "nothing had changed"
             result.summary = f"{outcome.error}; rolled back ({put_back})"
         if not outcome.ok:
             return

@@ -29,7 +29,7 @@ On opslib.transaction: add to the group (undo ``gpasswd -d``), write the login f
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opslib import accounts, inputs, transaction, virt
 from opslib.accounts import Account, FileState, Group
@@ -248,6 +248,14 @@ def _observe(inputs: Inputs) -> Observed:
     return Observed(acct, people, uids, group, home_is_dir, existing, login)
 
 
+@dataclass
+class Probed:
+    """What the account's virsh saw, shared by the verify step and finish."""
+
+    probe: Probe | None = None
+    expected: list[str] = field(default_factory=list)  # the networks root sees
+
+
 class LibvirtAccess(Procedure[Inputs, Observed, None]):
     name = RUNBOOK
     inputs = Inputs
@@ -268,6 +276,7 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
 
     def steps(self, run: Run[Inputs, Observed, None]) -> list[Action]:
         i, obs, targets = run.inputs, run.observed, {c.target for c in run.plan.changes}
+        probed = run.share(Probed())
         actions = []
         if f"group:{i.group}" in targets:
 
@@ -314,24 +323,25 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
             actions.append(Action(f"write {login.path}", write, put_back, written))
 
         def verify(detail: Detail) -> None:
-            run.memo["expected"] = host_networks(i.libvirt_uri)
-            run.memo["probe"] = found = probe(i.account)
+            probed.expected = host_networks(i.libvirt_uri)
+            probed.probe = found = probe(i.account)
             detail.append(f"{VARIABLE}={found.uri}; rc {found.returncode}")
 
         def checks() -> list[Check]:
-            return access_checks(i.account, i.libvirt_uri, run.memo["probe"],
-                                 run.memo["expected"])  # fmt: skip
+            assert probed.probe is not None  # verify ran
+            return access_checks(i.account, i.libvirt_uri, probed.probe, probed.expected)
 
         actions.append(Action(f"virsh net-list --all as {i.account}", verify, check=checks))
         return actions
 
     def finish(self, run: Run[Inputs, Observed, None]) -> None:
         i, result, outcome = run.inputs, run.result, run.outcome
-        found: Probe | None = run.memo.get("probe")
+        probed = run.shared(Probed)
+        found = probed.probe
         if found is not None:
             result.add_table(
                 f"virsh net-list --all as {i.account}",
-                [{"network": n, "root sees it": n in run.memo["expected"]} for n in found.networks],
+                [{"network": n, "root sees it": n in probed.expected} for n in found.networks],
                 key=("network",),
             )
             result.data["probe"] = {"uri": found.uri, "returncode": found.returncode,

@@ -281,6 +281,13 @@ def _already_renamed(target: virt.NetworkState, rename_from: str) -> str:
 # -- the steps ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Cutting:
+    """The guests' taps an apply cuts off and reattaches, shared with finish."""
+
+    cuts: list[_Cut] = field(default_factory=list)
+
+
 class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virConnect]):
     name = RUNBOOK
     inputs = Inputs
@@ -295,7 +302,8 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
         """The new config (checked, restarted) or the rename, then the taps back."""
         conn, i, observed, data = run.session, run.inputs, run.observed, run.plan.data
         bridge, netns = str(data["bridge"]), i.netns
-        cuts = run.memo["cuts"] = [
+        cuts = run.share(Cutting()).cuts
+        cuts[:] = [
             _Cut(t.domain, t.tap, t.mac, eui64_address(i.net, t.mac), 0.0)
             for t in observed.taps
             if t.tap
@@ -332,7 +340,7 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
 
     def finish(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
         outcome, result, network = run.outcome, run.result, run.inputs.network
-        source, cuts = run.observed.source, run.memo["cuts"]
+        source, cuts = run.observed.source, run.shared(Cutting).cuts
         if outcome.ok:
             _summarise(run)
         elif run.plan.data["rename_from"] and source is not None:
@@ -375,7 +383,12 @@ def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
 def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
     """After the steps: wait for each guest's SLAAC address, check, and say how long each
     guest was cut off."""
-    result, network, net, cuts = run.result, run.inputs.network, run.inputs.net, run.memo["cuts"]
+    result, network, net, cuts = (
+        run.result,
+        run.inputs.network,
+        run.inputs.net,
+        run.shared(Cutting).cuts,
+    )
     bridge, changed = str(run.plan.data["bridge"]), bool(run.plan.changes)
     with result.step("wait for each guest's SLAAC address") as detail:
         _wait_for_guests(run.inputs.netns, cuts, run.inputs.timeout)
