@@ -82,7 +82,7 @@ def test_plan_on_every_corpus_file_matches_its_golden_result(case: str, tmp_path
         for p in (root / "expected").rglob("*")
         if p.is_file()
     } if (root / "expected").exists() else {}  # fmt: skip
-    assert plan.data["new_files"] == expected
+    assert plan.new_files == expected
     file_changes = [c for c in plan.changes if c.target.startswith("file:")]
     assert {c.target[5:] for c in file_changes} == set(expected)
     assert all(c.diff.startswith("--- a/") for c in file_changes)
@@ -111,7 +111,7 @@ def _copy_case(case: str, dest: Path, planned: bool) -> Path:
     if planned:
         main = str(root / "interfaces")
         plan = fb.make_plan(params(interfaces_file=main), observed(texts, main), "h")
-        texts |= plan.data["new_files"]
+        texts |= plan.new_files
     for path, text in texts.items():
         target = dest / os.path.relpath(path, root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> Non
     hooks = "\tpre-up ip link set dev eth0 mtu 9000\n\tpost-up ethtool -K eth0 tso off\n"
     texts = {MAIN: f"auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n{hooks}"}
     plan = fb.make_plan(params(), observed(texts), "h")
-    assert plan.data["new_files"][MAIN] == (
+    assert plan.new_files[MAIN] == (
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet manual\n"
         f"{hooks}\nauto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n"
     )
@@ -189,7 +189,7 @@ def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> Non
     # an eth0 whose auto line comes after the bridge's moves into the bridge's line
     texts = {MAIN: "auto br0\niface br0 inet manual\n\tbridge_ports none\n\n"
                    f"iface eth0 inet dhcp\n{hooks}auto eth0\n"}  # fmt: skip
-    after = fb.make_plan(params(), observed(texts), "h").data["new_files"][MAIN]
+    after = fb.make_plan(params(), observed(texts), "h").new_files[MAIN]
     assert after.startswith("auto eth0 br0\niface br0 inet dhcp\n")
     assert after.endswith(f"iface eth0 inet manual\n{hooks}")
 
@@ -253,7 +253,7 @@ def test_bare_dhcp_host_plan_shows_the_wiki_stanza_as_a_diff() -> None:
 def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
     texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
     plan = fb.make_plan(params(address="192.0.2.10/24", gateway="192.0.2.1"), observed(texts), "h")
-    after = plan.data["new_files"][MAIN]
+    after = plan.new_files[MAIN]
     assert after.endswith(
         "iface br0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n"
         "\tdns-nameservers 192.0.2.53 198.51.100.53\n\tdns-search example.org\n"
@@ -266,7 +266,7 @@ def test_a_static_uplink_keeps_its_address_on_the_bridge_by_default() -> None:
     """Converting changes how the host gets its address by nothing: br0 takes over eth0's."""
     texts = {MAIN: (CORPUS / "02-static-tabs" / "interfaces").read_text()}
     plan = fb.make_plan(params(), observed(texts), "h")
-    after = plan.data["new_files"][MAIN]
+    after = plan.new_files[MAIN]
     assert after.endswith(
         "iface eth0 inet manual\n\nauto br0\niface br0 inet static\n\taddress 192.0.2.10\n"
         "\tnetmask 255.255.255.0\n\tgateway 192.0.2.1\n"
@@ -292,7 +292,7 @@ def test_a_static_uplink_keeps_its_address_on_the_bridge_by_default() -> None:
 )  # fmt: skip
 def test_the_bridge_takes_over_the_uplinks_method_and_its_options(uplink, bridge_head) -> None:
     texts = {MAIN: "auto eth0\n" + uplink}
-    after = fb.make_plan(params(), observed(texts), "h").data["new_files"][MAIN]
+    after = fb.make_plan(params(), observed(texts), "h").new_files[MAIN]
     assert bridge_head in after
     assert after.startswith("iface eth0 inet manual\n\n")
 
@@ -305,7 +305,7 @@ def test_a_bridge_configured_otherwise_than_the_uplink_is_refused() -> None:
         fb.make_plan(params(), observed(texts), "h")
     # the parameters settle it
     plan = fb.make_plan(params(address="192.0.2.10/24", gateway="192.0.2.1"), observed(texts), "h")
-    assert "iface br0 inet static\n" in plan.data["new_files"][MAIN]
+    assert "iface br0 inet static\n" in plan.new_files[MAIN]
 
 
 def test_an_uplink_of_another_method_is_refused() -> None:
@@ -332,7 +332,7 @@ def test_an_uplink_that_inherits_its_address_is_converted_in_its_own_stanza() ->
     for head in ("iface eth0 inherits campus", "iface eth0 inet static inherits campus"):
         texts = {MAIN: base + f"auto eth0\n{head}\n\tmtu 9000\n"}
         plan = fb.make_plan(params(), observed(texts), "h")
-        after = plan.data["new_files"][MAIN]
+        after = plan.new_files[MAIN]
         assert after.count("iface eth0 ") == 1, after
         assert "iface eth0 inet manual\n\tmtu 9000\n" in after
         assert not any("None" in note for note in plan.notes), plan.notes
@@ -346,7 +346,7 @@ def test_other_names_are_parameters() -> None:
         observed(texts, links=links),
         "h",
     )
-    assert "iface vmbr1 inet dhcp\n\tbridge_ports enp1s0\n" in plan.data["new_files"][MAIN]
+    assert "iface vmbr1 inet dhcp\n\tbridge_ports enp1s0\n" in plan.new_files[MAIN]
     assert "<name>vms</name>" in (plan.changes[2].after or "")
 
 

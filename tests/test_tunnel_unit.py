@@ -58,7 +58,7 @@ def test_the_plan_shows_the_unit_it_installs() -> None:
     assert (target, "create") in [(c.target, c.action) for c in plan.changes]
     assert "+ExecStart=/opt/opsbook/bin/python -m opslib.sixinfour" in plan.diff
     assert not [n for n in plan.notes if "lives as long as its process" in n]
-    assert plan.data["unit"] == unit()
+    assert plan.unit == unit()
 
 
 def test_a_tunnel_running_as_its_unit_plans_nothing() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opslib import inputs, netlink, network_restart, transaction, virt
@@ -155,7 +155,14 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
     return changes
 
 
-def make_plan(p: Inputs, observed: Observed, host: str) -> Plan:
+@dataclass(frozen=True)
+class BridgePlan(Plan):
+    """forward-bridge's plan: with the interfaces files its steps write."""
+
+    new_files: dict[str, str] = field(default_factory=dict)  # path -> the new text
+
+
+def make_plan(p: Inputs, observed: Observed, host: str) -> BridgePlan:
     """The whole plan from observed state (pure)."""
     netns = p.netns
     kernel_converted = check_links(observed.links, p, netns)
@@ -182,18 +189,7 @@ def make_plan(p: Inputs, observed: Observed, host: str) -> Plan:
             )
         )
     changes += plan_network(observed.network, p.network_name, p.bridge)
-    return Plan(
-        RUNBOOK,
-        host,
-        tuple(changes),
-        tuple(notes),
-        data={
-            "params": p.__dict__,
-            "files": {path: observed.tree.files[path].render() for path in files},
-            "new_files": files,
-        },
-        inputs=p,
-    )
+    return BridgePlan(RUNBOOK, host, tuple(changes), tuple(notes), inputs=p, new_files=files)
 
 
 # -- apply -------------------------------------------------------------------------------
@@ -227,6 +223,8 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
 
     def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
         p, plan = run.inputs, run.plan
+        if not isinstance(plan, BridgePlan):  # the engine passes what make_plan made
+            raise TypeError(f"forward-bridge's steps need a BridgePlan, not {type(plan)}")
         work = run.share(network_restart.Restarting(
             run.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
         ))  # fmt: skip
@@ -235,7 +233,7 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         if any(c.action == "restart" for c in plan.changes):
             steps += network_restart.steps(
                 work, run.result, old_config=ifs.flatten(run.observed.tree),
-                new_files=plan.data["new_files"], iface=p.bridge,
+                new_files=plan.new_files, iface=p.bridge,
                 state=lambda: kernel_state(p.netns, p.uplink, p.bridge),
                 verify=lambda: verify_bridge(p, p.netns),
             )  # fmt: skip

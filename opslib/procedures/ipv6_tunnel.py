@@ -49,6 +49,14 @@ RUNBOOK = "ipv6-tunnel"
 # -- the plan (pure) --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TunnelPlan(Plan):
+    """ipv6-tunnel's plan: with the texts its steps write."""
+
+    interfaces: str | None = None  # the interfaces file's new text (kernel tunnels)
+    unit: str | None = None  # the systemd unit the userspace end runs as, None for none
+
+
 def tunnel_plan(
     state: TunnelState,
     spec: TunnelSpec,
@@ -57,7 +65,7 @@ def tunnel_plan(
     interfaces_file: str,
     sit_available: bool | None = None,
     unit: str | None = None,
-) -> Plan:
+) -> TunnelPlan:
     """What apply would change, from the observed state alone. ``unit``: the systemd
     unit the userspace end should run as (:mod:`opslib.tunnel_unit`), None for none."""
     if sit_available is None:
@@ -119,12 +127,7 @@ def tunnel_plan(
             f"userspace 6in4 (lab): {spec.name} lives as long as its process; "
             "it is not written to the interfaces file"
         )
-    data = {
-        "interfaces": new_text,
-        "unit": unit,
-        "actions": sorted({c.action for c in changes}),
-    }
-    return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
+    return TunnelPlan(RUNBOOK, host, tuple(changes), tuple(notes), interfaces=new_text, unit=unit)
 
 
 # -- the steps -----------------------------------------------------------------------------
@@ -246,9 +249,11 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         link loses the address apply added; the default IPv6 route goes back to the one
         found, after the link is back (a route dies with its link).
         """
-        i, spec, state = run.inputs, run.inputs.spec, run.observed
+        i, spec, state, plan = run.inputs, run.inputs.spec, run.observed, run.plan
+        if not isinstance(plan, TunnelPlan):  # the engine passes what make_plan made
+            raise TypeError(f"ipv6-tunnel's steps need a TunnelPlan, not {type(plan)}")
         netns, name, run_dir = i.netns, spec.name, i.run_dir
-        actions = set(run.plan.data["actions"])
+        actions = {c.action for c in plan.changes}
         link_actions = actions & {"mtu", "up", "address", "route"}
         replacing = "replace" in actions and state.exists
         put_back = run.share(PutBack()).details
@@ -265,7 +270,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         def route_back() -> str:
             return tunnels.restore_default_route(netns, spec, state)
 
-        unit = run.plan.data.get("unit")
+        unit = plan.unit
         unit_changes = unit is not None and unit != state.unit_text
 
         def create(detail: Detail) -> None:
@@ -302,7 +307,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         def persist(detail: Detail) -> None:
             if state.interfaces_text is not None:
                 detail.append(f"backup {interfaces.backup(i.interfaces_file)}")
-            interfaces.write_atomic(i.interfaces_file, run.plan.data["interfaces"])
+            interfaces.write_atomic(i.interfaces_file, new_text or "")
 
         def unpersist(detail: Detail) -> None:
             undo_file(i.interfaces_file, state, detail)
@@ -336,7 +341,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
                 f"configure {name}", configure,
                 undoing(*([] if fresh_link else [config_back])), partial=True, undo_order=1,
             ))  # fmt: skip
-        new_text = run.plan.data["interfaces"]
+        new_text = plan.interfaces
         if new_text is not None and new_text != state.interfaces_text:
             steps.append(
                 Action(f"persist in {i.interfaces_file}", persist, unpersist, partial=True)

@@ -185,9 +185,7 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     result = fb.apply(plan, restart_command=lab_restart(host), deadline=60)
 
     assert result.status == "changed", result.summary
-    assert (
-        Path(host.interfaces_file).read_text() == plan.data["new_files"][str(host.interfaces_file)]
-    )
+    assert Path(host.interfaces_file).read_text() == plan.new_files[str(host.interfaces_file)]
     # the kernel: br0 is a bridge with eth0 as its port and the campus address
     br0 = netlink.link_by_name(host.host_ns, "br0")
     assert br0 is not None and br0.kind == "bridge" and br0.up

@@ -101,7 +101,7 @@ def static_host(lab) -> Iterator:
 def test_static_eth0_with_a_hook_becomes_static_br0_and_the_hook_still_runs(static_host):
     lab = static_host
     plan = fb.plan(**lab_plan(lab))
-    new = plan.data["new_files"][str(lab.interfaces_file)]
+    new = plan.new_files[str(lab.interfaces_file)]
     assert "auto eth0\niface eth0 inet manual\n\tpost-up ip link set dev eth0 mtu" in new
     assert f"iface br0 inet static\n\taddress {lab.host_eth0_ip}/24\n" in new
     assert any(n.startswith("br0 takes over eth0's addressing") for n in plan.notes)
