@@ -180,17 +180,14 @@ def write_file(path: str, text: str, *, mode: int, uid: int, gid: int) -> None:
         raise ApplyError(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def put_back(state: FileState) -> None:
-    """The file as :func:`read_file` found it: its text, mode and owner, or no file."""
-    if state.text is not None:
-        write_file(state.path, state.text, mode=state.mode, uid=state.uid, gid=state.gid)
-        return
-    try:
-        os.unlink(state.path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ApplyError(f"cannot remove {state.path}: {exc.strerror}") from exc
+def put_back(state: FileState) -> str:
+    """The file as :func:`read_file` found it: its text, mode and owner, or no file; what
+    it did (:func:`opslib.files.restore_as_observed`)."""
+
+    def write(text: str) -> None:
+        write_file(state.path, text, mode=state.mode, uid=state.uid, gid=state.gid)
+
+    return files.restore_as_observed(state.path, state.text, write=write)
 
 
 # --- commands -----------------------------------------------------------------------------

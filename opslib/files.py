@@ -12,7 +12,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from opslib.errors import ApplyError
 
 
 def atomic_write(
@@ -68,3 +71,37 @@ def free_mib(path: str | Path) -> tuple[Path, int]:
     while not probe.exists():
         probe = probe.parent
     return probe, shutil.disk_usage(probe).free // 2**20
+
+
+def restore_as_observed(
+    path: str | Path,
+    text: str | None,
+    *,
+    write: Callable[[str], None],
+    remove: Callable[[], bool] | None = None,
+    what: str = "",
+) -> str:
+    """Put a file, or a unit that is one, back as observe found it (``text``; None: there
+    was none): the one undo of every runbook that changed one, like a rollback to a pyroute2
+    NDB snapshot. ``write(text)`` puts the old content back (with its mode and owner, or
+    restarting the unit); ``remove()`` takes away what apply made, True if there was
+    something (default: unlink ``path``). Returns what it did for the step's detail:
+    'WHAT restored', 'WHAT removed', or '' when there was nothing then and is nothing now.
+    ``what`` names it (default: the path)."""
+    what = what or str(path)
+    if text is not None:
+        write(text)
+        return f"{what} restored"
+    if remove is None:
+        remove = lambda: _unlink(path)  # noqa: E731
+    return f"{what} removed" if remove() else ""
+
+
+def _unlink(path: str | Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ApplyError(f"cannot remove {path}: {exc.strerror}") from exc
+    return True

@@ -725,17 +725,10 @@ def read_exact(path: str) -> str | None:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def put_back(path: str, text: str | None) -> None:
-    """The file as :func:`read_exact` found it, byte for byte (removed when there was none)."""
-    if text is not None:
-        write_atomic(path, text)
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ApplyError(f"cannot remove {path}: {exc.strerror}") from exc
+def put_back(path: str, text: str | None) -> str:
+    """The file as :func:`read_exact` found it, byte for byte (removed when there was none);
+    what it did (:func:`opslib.files.restore_as_observed`)."""
+    return files.restore_as_observed(path, text, write=lambda old: write_atomic(path, old))
 
 
 def restore(path: str, copy: str) -> None:

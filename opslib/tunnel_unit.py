@@ -158,8 +158,10 @@ def _failed(tunnel: str) -> bool:
 
 
 def put_back(tunnel: str, text: str | None, *, unit_dir: Path = UNIT_DIR) -> str:
-    """The unit as found: removed when there was none, else its old text started again."""
-    if text is None:
-        return f"{name(tunnel)} removed" if remove(tunnel, unit_dir=unit_dir) else ""
-    install(tunnel, text, unit_dir=unit_dir)
-    return f"{name(tunnel)} back as found"
+    """The unit as found: removed when there was none, else its old text started again
+    (:func:`opslib.files.restore_as_observed`)."""
+    return files.restore_as_observed(
+        path(tunnel, unit_dir), text, what=name(tunnel),
+        write=lambda old: install(tunnel, old, unit_dir=unit_dir),
+        remove=lambda: remove(tunnel, unit_dir=unit_dir),
+    )  # fmt: skip

@@ -64,3 +64,46 @@ def test_parents_false_makes_no_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         files.atomic_write(tmp_path / "gone" / ".profile", "x\n", parents=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_as_observed_writes_the_old_text_or_removes_what_was_made(
+    tmp_path: Path,
+) -> None:
+    """One undo for a file (or a unit) as observe found it, like a pyroute2 NDB rollback."""
+    from opslib.files import restore_as_observed
+
+    kept = tmp_path / "interfaces"
+    kept.write_text("changed\n")
+    written: list[str] = []
+    said = restore_as_observed(kept, "old\r\n", write=written.append)
+    assert written == ["old\r\n"] and said == f"{kept} restored"
+
+    made = tmp_path / "new.service"
+    made.write_text("apply made this\n")
+    assert restore_as_observed(made, None, write=written.append, what="new.service") == (
+        "new.service removed"
+    )
+    assert not made.exists()
+    assert restore_as_observed(made, None, write=written.append) == ""  # none then, none now
+    assert written == ["old\r\n"]
+
+    gone: list[str] = []
+
+    def stop_and_remove() -> bool:  # a unit: disable --now, then its file
+        gone.append("unit")
+        return True
+
+    assert restore_as_observed(made, None, write=written.append, remove=stop_and_remove) == (
+        f"{made} removed"
+    )
+    assert gone == ["unit"]
+
+
+def test_restore_as_observed_says_why_it_could_not_remove(tmp_path: Path) -> None:
+    from opslib.errors import ApplyError
+    from opslib.files import restore_as_observed
+
+    directory = tmp_path / "interfaces.d"
+    directory.mkdir()
+    with pytest.raises(ApplyError, match=r"^cannot remove .*interfaces\.d: Is a directory$"):
+        restore_as_observed(directory, None, write=lambda _t: None)

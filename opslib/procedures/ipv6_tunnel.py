@@ -207,11 +207,10 @@ def _attempts(detail: Detail, *parts: tuple[str, Callable[[], str | None]]) -> N
 
 def undo_file(interfaces_file: str, state: TunnelState, detail: Detail) -> None:
     """The interfaces file back byte for byte as observed (removed when there was none)."""
-    existed = state.interfaces_text is not None
     _attempts(
         detail,
         (
-            f"{interfaces_file} {'restored' if existed else 'removed'}",
+            f"{interfaces_file} back",
             lambda: interfaces.put_back(interfaces_file, state.interfaces_text),
         ),
     )

@@ -311,8 +311,7 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
                 detail.append(f"{login.path}: {uri_line(i.libvirt_uri)}")
 
             def put_back(detail: Detail) -> None:
-                accounts.put_back(login)
-                detail.append("put back as it was" if login.text is not None else "removed")
+                detail.append(accounts.put_back(login) or f"{login.path}: still none")
 
             def written() -> list[Check]:
                 now = accounts.read_file(login.path)
