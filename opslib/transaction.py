@@ -73,6 +73,9 @@ class Action:
     # These errors, when nothing was done before this action, are raised (after its
     # undo, if partial) instead of becoming a result: the host refused before any change.
     refusals: tuple[type[OpsError], ...] = ()
+    # The ``check``'s failing checks are reported (the result fails by them) but do not
+    # fail the step: nothing is undone for them (what is checked is beyond this host).
+    advisory: bool = False
 
     @property
     def undo_step(self) -> str:
@@ -89,6 +92,7 @@ class Applied:
     undone: list[Action] = field(default_factory=list)  # undone without error, in that order
     problems: list[tuple[Action, OpsError]] = field(default_factory=list)  # undos that failed
     kept: bool = False  # a point of no return was passed: nothing was undone
+    checked: bool = False  # the failed action did its work; its check failed
 
     @property
     def ok(self) -> bool:
@@ -252,12 +256,18 @@ def apply(
         elif reviewed is not None:
             ensure_unchanged(reviewed, fresh)
         run: Run[I, O, S] = Run(inputs, observed, fresh, s, result)
-        execute(proc.steps(run), run)
-        if run.outcome.ok:  # the plan is what was applied
+        actions = proc.steps(run)
+        execute(actions, run)
+        outcome = run.outcome
+        # The plan is what was applied: every step passed, or the last one, past a point
+        # of no return, did its work and only its check failed (nothing is undone then).
+        made = outcome.kept and outcome.checked and outcome.failed is actions[-1]
+        if outcome.ok or made:
             result.changes = list(fresh.changes)
+        if outcome.ok:
             result.status = "changed" if fresh.changes else "unchanged"
         else:
-            result.status = run.outcome.status
+            result.status = outcome.status
         proc.finish(run)
     return result
 
@@ -280,11 +290,11 @@ def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
                 if action.check is not None:
                     checks = action.check()
                     result.checks += checks
-                    failing = [c.name for c in checks if not c.ok]
+                    failing = [] if action.advisory else [c.name for c in checks if not c.ok]
                     if failing:
                         raise VerificationFailed(f"failing: {', '.join(failing)}")
         except Exception as exc:
-            outcome.error, outcome.failed = exc, action
+            outcome.error, outcome.failed, outcome.checked = exc, action, did
             if action.commits or any(a.commits for a in outcome.done):
                 outcome.kept = True
             else:

@@ -315,6 +315,18 @@ def health(
     nat_network: str = "",
 ) -> list[Check]:
     """Tunnel up, address, default route, broker answers, 1400-byte ping, /64 on nat-bridge."""
+    return [
+        *link_health(netns=netns, tunnel=tunnel, client_ipv6=client_ipv6,
+                     server_ipv6=server_ipv6),
+        *path_health(netns=netns, tunnel=tunnel, server_ipv6=server_ipv6,
+                     routed_prefix=routed_prefix, libvirt_uri=libvirt_uri,
+                     nat_network=nat_network),
+    ]  # fmt: skip
+
+
+def link_health(*, netns: str, tunnel: str, client_ipv6: str, server_ipv6: str) -> list[Check]:
+    """What ipv6-tunnel's apply makes on this host: the link up, its address, the default
+    IPv6 route through it."""
     client = ipaddress.IPv6Interface(client_ipv6)
     found: list[Check] = []
     link = netlink.link_by_name(netns, tunnel)
@@ -353,6 +365,22 @@ def health(
             command("ip", "-6", "route", "replace", "default", "via", server_ipv6, "dev", tunnel),
         )
     )
+    return found
+
+
+def path_health(
+    *,
+    netns: str,
+    tunnel: str,
+    server_ipv6: str,
+    routed_prefix: str,
+    libvirt_uri: str = "",
+    nat_network: str = "",
+) -> list[Check]:
+    """What lies beyond this host or other runbooks: the broker answers, a 1400-byte ping
+    passes, IPv6 forwarding is on, the routed /64 is on the NAT network."""
+    found: list[Check] = []
+    link = netlink.link_by_name(netns, tunnel)
     # Three tries, like ping -c3: one echo lost on a busy path is no broken tunnel.
     answers = bool(link) and rtnl.ping(netns, server_ipv6, wait=2, tries=3).ok
     found.append(

@@ -43,8 +43,10 @@ from opslib import (
     rtnl,
     secrets,
     transaction,
+    tunnels,
     virt,
 )
+from opslib.changes import Check
 from opslib.errors import OpsError, StalePlan
 from opslib.inputs import declarations, parameters_cell
 from opslib.transaction import Action, Procedure, Run
@@ -280,8 +282,9 @@ def ipv6_tunnel(tmp_path: Path) -> Iterator[World]:
             routed_prefix="2001:db8:2::/64", netns="", interfaces_file=str(iface_file),
             run_dir=str(tmp_path),
         )  # fmt: skip
-        # The health checks after apply ping and read sysctls: not part of the contract.
-        m.setattr(t, "checks", lambda **_kw: [])
+        # The health beyond this host pings the broker and reads sysctls: not here. The
+        # link's own checks (verify he-ipv6) run on the fake kernel, a step like the others.
+        m.setattr(tunnels, "path_health", lambda **_kw: [])
         yield World(t.PROCEDURE, inputs)
 
 
@@ -650,3 +653,46 @@ def _fail_at(w: World, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     assert names[at : at + len(undone)] == [a.undo_step for a in undone], (k, names)
     assert all(s.ok for s in result.steps[at : at + len(undone)]), result.summary
     assert w.proc.comparable(w.observe()) == start, f"after a failure at step {k + 1}"
+
+
+# -- verification is a step of the transaction: what a failing check leaves -------------
+
+
+def test_a_failing_check_of_the_tunnel_itself_rolls_the_apply_back(tmp_path: Path) -> None:
+    """ipv6-tunnel's 'verify TUNNEL' (link up, address, default route): undoes it all."""
+    with made("ipv6-tunnel", tmp_path) as w, pytest.MonkeyPatch.context() as m:
+        start = w.proc.comparable(w.observe())
+        down = Check("he-ipv6 up", "fail", "down")
+        m.setattr(tunnels, "link_health", lambda **_kw: [down])
+        result = w.apply()
+        assert result.status == "rolled back", result.summary
+        assert "failing: he-ipv6 up" in result.summary
+        assert w.proc.comparable(w.observe()) == start
+
+
+def test_a_failing_check_beyond_the_host_keeps_the_tunnel(tmp_path: Path) -> None:
+    """ipv6-tunnel's 'health beyond this host' (broker, MTU, forwarding, routed /64):
+    undoes nothing; the result fails by its checks."""
+    with made("ipv6-tunnel", tmp_path) as w, pytest.MonkeyPatch.context() as m:
+        silent = Check("broker 2001:db8:1::1 answers ping6", "fail", "no answer")
+        m.setattr(tunnels, "path_health", lambda **_kw: [silent])
+        result = w.apply()
+        assert result.status == "changed" and result.failed, result.summary
+        assert result.summary.endswith("failing: broker 2001:db8:1::1 answers ping6")
+        assert w.plan().empty  # the tunnel is kept
+
+
+def test_a_guest_that_does_not_come_back_keeps_the_network(tmp_path: Path) -> None:
+    """nat-bridge-ipv6's wait for the guests is a point of no return: a failing check
+    undoes nothing (the network keeps the prefix), the result is failed and names it."""
+    from opslib import guest_taps
+
+    with made("nat-bridge-ipv6", tmp_path) as w, pytest.MonkeyPatch.context() as m:
+        lost = Check("vm-off answers on 2001:db8:2::5", "fail", "no answer")
+        m.setattr(guest_taps, "checks", lambda *_a, **_kw: [lost])
+        result = w.apply()
+        assert result.status == "failed", result.summary
+        assert [c.action for c in result.changes] == ["update", "restart"]
+        assert "failing: vm-off answers on 2001:db8:2::5" in result.summary
+        assert not [s for s in result.steps if s.name.startswith("undo")], result.steps
+        assert w.plan().empty  # the network keeps its prefix

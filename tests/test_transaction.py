@@ -233,3 +233,21 @@ def test_what_the_actions_share_with_finish_is_one_typed_object_per_kind() -> No
     assert run.shared(Made) is made and run.shared(Made).names == ["br0"]
     fresh = Made(["x"])
     assert run.shared(Made, fresh) is made  # a default only where nothing was shared
+
+
+def test_an_advisory_check_that_fails_is_reported_and_undoes_nothing() -> None:
+    toy, host = Toy(b={"advisory": True}), {}
+    toy.failing_check = {"b"}
+    result = apply(toy, host)
+    assert result.status == "changed" and result.failed  # by its check
+    assert host == {"a": "1", "b": "2", "c": "3"}
+    assert [c.status for c in result.checks] == ["ok", "fail", "ok"]
+
+
+def test_a_failing_check_of_the_last_step_past_a_point_of_no_return_keeps_the_changes() -> None:
+    toy, host = Toy(c={"commits": True}), {}
+    toy.failing_check = {"c"}
+    result = apply(toy, host)
+    assert result.status == "failed" and host == {"a": "1", "b": "2", "c": "3"}
+    assert [c.target for c in result.changes] == ["key:a", "key:b", "key:c"]
+    assert not [s for s in result.steps if s.name.startswith("undo")]

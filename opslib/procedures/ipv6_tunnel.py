@@ -189,6 +189,33 @@ class Inputs(inputs.Declared):
         return {name: getattr(self, name) for name in names}
 
 
+def verification(i: Inputs) -> list[Action]:
+    """The health checks as steps of the apply (as pyroute2 NDB puts a PingAddress in the
+    transaction). What they undo, by choice:
+
+    - ``verify TUNNEL`` checks what this apply makes on the host (the link up, its
+      address, the default IPv6 route through it): a failing one undoes the whole apply,
+      last first, so the host routes IPv6 as it did before;
+    - ``health beyond this host`` checks what this host cannot make so (the broker
+      answers, a 1400-byte ping passes, IPv6 forwarding, the routed /64 on the NAT
+      network): a failing one undoes nothing. The tunnel is kept (the broker's side may
+      not be set up yet; nat-bridge-ipv6 turns forwarding on) and the result fails by its
+      checks, with status changed, naming them.
+    """
+    given = i.health()
+    link = {k: given[k] for k in ("netns", "tunnel", "client_ipv6", "server_ipv6")}
+    path = {k: v for k, v in given.items() if k != "client_ipv6"}
+    return [
+        Action(f"verify {i.tunnel}", _nothing, check=lambda: tunnels.link_health(**link)),
+        Action("health beyond this host", _nothing, check=lambda: tunnels.path_health(**path),
+               advisory=True),
+    ]  # fmt: skip
+
+
+def _nothing(_detail: Detail) -> None:
+    return None
+
+
 def _attempts(detail: Detail, *parts: tuple[str, Callable[[], str | None]]) -> None:
     """Run each undo part (a failed one does not stop the others): its outcome (or its
     name) into ``detail``; ApplyError naming what could not be undone."""
@@ -345,7 +372,7 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
             steps.append(
                 Action(f"persist in {i.interfaces_file}", persist, unpersist, partial=True)
             )
-        return steps
+        return [*steps, *verification(i)]
 
     def finish(self, run: Run[Inputs, TunnelState, None]) -> None:
         i, result, outcome = run.inputs, run.result, run.outcome
@@ -357,7 +384,6 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
             result.summary = f"{outcome.error}; rolled back ({put_back})"
         if not outcome.ok:
             return
-        result.checks = checks(**i.health())
         failing = [c.name for c in result.checks if not c.ok]
         done = "made" if run.plan.changes else "already there"
         result.summary = f"{i.spec.name} {done}" + (

@@ -41,7 +41,7 @@ from typing import Any
 import libvirt
 
 from opslib import guest_taps, inputs, netlink, network_change, transaction, virt
-from opslib.changes import Change, Plan
+from opslib.changes import Change, Check, Plan
 from opslib.errors import InputError, UnknownName
 from opslib.guest_taps import Cut as _Cut
 from opslib.guest_taps import reattach as _reattach
@@ -286,6 +286,7 @@ class Cutting:
     """The guests' taps an apply cuts off and reattaches, shared with finish."""
 
     cuts: list[_Cut] = field(default_factory=list)
+    waiting: Action | None = None  # the wait for the guests, known by identity in finish
 
 
 class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virConnect]):
@@ -302,7 +303,8 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
         """The new config (checked, restarted) or the rename, then the taps back."""
         conn, i, observed, data = run.session, run.inputs, run.observed, run.plan.data
         bridge, netns = str(data["bridge"]), i.netns
-        cuts = run.share(Cutting()).cuts
+        shared = run.share(Cutting())
+        cuts = shared.cuts
         cuts[:] = [
             _Cut(t.domain, t.tap, t.mac, eui64_address(i.net, t.mac), 0.0)
             for t in observed.taps
@@ -336,12 +338,14 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
             )  # fmt: skip
         if actions & {"restart", "start", "attach"}:
             steps.append(Action(f"reattach guest taps to {bridge}", reattach))
-        return steps
+        shared.waiting = _waiting(run, bridge, cuts)
+        return [*steps, shared.waiting]
 
     def finish(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
         outcome, result, network = run.outcome, run.result, run.inputs.network
-        source, cuts = run.observed.source, run.shared(Cutting).cuts
-        if outcome.ok:
+        source, shared = run.observed.source, run.shared(Cutting)
+        cuts = shared.cuts
+        if outcome.ok or outcome.failed is shared.waiting:
             _summarise(run)
         elif run.plan.data["rename_from"] and source is not None:
             cut_off = any(c.detached_at for c in cuts) or bool(outcome.undone)
@@ -380,35 +384,47 @@ def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
     )  # fmt: skip
 
 
-def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
-    """After the steps: wait for each guest's SLAAC address, check, and say how long each
-    guest was cut off."""
-    result, network, net, cuts = (
-        run.result,
-        run.inputs.network,
-        run.inputs.net,
-        run.shared(Cutting).cuts,
-    )
-    bridge, changed = str(run.plan.data["bridge"]), bool(run.plan.changes)
-    with result.step("wait for each guest's SLAAC address") as detail:
-        _wait_for_guests(run.inputs.netns, cuts, run.inputs.timeout)
+def _waiting(
+    run: Run[Inputs, Observed, libvirt.virConnect], bridge: str, cuts: list[_Cut]
+) -> Action:
+    """The wait for each guest's SLAAC address, and its checks, as the last step.
+
+    A failing check undoes nothing, by choice: the step is a point of no return
+    (``commits``). The network already runs with the prefix and carries the guests that
+    came back; undoing would cut every guest off a second time, for a guest that may only
+    be slow or configured without SLAAC. The result is failed and names them (finish)."""
+    i, conn = run.inputs, run.session
+
+    def wait(detail: Detail) -> None:
+        _wait_for_guests(i.netns, cuts, i.timeout)
         detail.append(f"{sum(c.answered_at is not None for c in cuts)} of {len(cuts)} answer")
-    state = virt.network_state(run.session, network)
-    live = state.live_xml if state else ""
-    result.checks = guest_taps.checks(
-        run.inputs.netns, bridge, net, cuts, network=network, live=live
-    )
+
+    def checked() -> list[Check]:
+        state = virt.network_state(conn, i.network)
+        live = state.live_xml if state else ""
+        return guest_taps.checks(i.netns, bridge, i.net, cuts, network=i.network, live=live)
+
+    return Action("wait for each guest's SLAAC address", wait, check=checked, commits=True)
+
+
+def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
+    """Once the guests were waited for (the step passed or failed): how long each guest
+    was cut off, which did not come back. The summary only: the status is the engine's."""
+    result, network, net = run.result, run.inputs.network, run.inputs.net
+    cuts, changed = run.shared(Cutting).cuts, bool(run.plan.changes)
     result.add_table(
         "guests", guest_taps.table(cuts, changed=changed), key=("guest",), volatile=("cut off s",)
     )
     result.data["cut_off"] = [row for row in result.tables["guests"] if row["cut off s"]]
     lost = [c.domain for c in cuts if c.answered_at is None]
+    failing = [c.name for c in result.checks if not c.ok]
     if lost:
-        result.status = "failed"
         result.summary = (
             f"{network} has {gateway(net)}/64, but these guests did not come back: "
             f"{', '.join(lost)}"
         )
+    elif failing:
+        result.summary = f"{network} was changed, but failing: {', '.join(failing)}"
     elif result.status == "changed":
         rows = guest_taps.cut_rows(cuts)
         briefly = ", ".join(f"{c.domain} {s}s" for c, s in rows) or "no guest"
