@@ -6,6 +6,7 @@ NAT network ``default`` with a running and a shut-off guest on it).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,7 +207,7 @@ def test_plan_adds_the_prefix_and_restarts_naming_the_guests_cut_off(
     ]
     assert '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>' in plan.diff
     assert "vm-run" in plan.changes[1].summary and "vm-off" not in plan.changes[1].summary
-    assert plan.data["guests"] == [
+    assert [dataclasses.asdict(g) for g in plan.guests] == [
         {"domain": "vm-run", "mac": "52:54:00:0b:00:01", "tap": "obtestvnet0", "master": ""}
     ]
 
@@ -242,7 +243,7 @@ def test_rename_is_planned_only_when_asked(node: libvirt.virConnect) -> None:
     assert '-      <source network="default"/>' in moved.diff.replace("'", '"') or (
         "source network" in moved.diff
     )
-    assert virt.parse_network(plan.data["xml"]).name == "nat-bridge"
+    assert virt.parse_network(plan.xml).name == "nat-bridge"
 
 
 def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.virConnect) -> None:
@@ -555,10 +556,8 @@ def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one
     assert "replace default's IPv6 prefix 2001:db8:9::/64 with 2001:db8:2::/64" in update.summary
     assert "range 2001:db8:9::100-2001:db8:9::1ff" in update.summary
     assert "host 2001:db8:9::5" in update.summary
-    assert "2001:db8:9::" not in plan.data["xml"]
-    assert virt.parse_network(plan.data["xml"]).ip("ipv6") == virt.NetworkIP(
-        "ipv6", "2001:db8:2::1", 64
-    )
+    assert "2001:db8:9::" not in plan.xml
+    assert virt.parse_network(plan.xml).ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
     # libvirt takes it (its parser refuses a range outside the prefix), and apply does it.
     result = apply_on(
         conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
@@ -594,7 +593,7 @@ def test_two_other_ipv6_prefixes_are_both_named_and_both_replaced(tmp_path: Path
         "guests lose their addresses in fd00:9::/64, 2001:db8:9::/64; they take new ones from "
         "2001:db8:2::/64" in plan.notes
     )
-    assert ipv6_prefixes(plan.data["xml"]) == ["2001:db8:2::1/64"]
+    assert ipv6_prefixes(plan.xml) == ["2001:db8:2::1/64"]
     result = apply_on(
         conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
     )
@@ -620,7 +619,7 @@ def test_another_prefix_beside_the_routed_one_is_named_and_dropped_only_when_ask
     assert dropped.changes[0].summary.startswith(
         "replace default's IPv6 prefix fd00:9::/64 with 2001:db8:2::/64"
     )
-    assert ipv6_prefixes(dropped.data["xml"]) == ["2001:db8:2::1/64"]
+    assert ipv6_prefixes(dropped.xml) == ["2001:db8:2::1/64"]
 
 
 def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_that_fit(
@@ -634,10 +633,10 @@ def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_th
     assert (
         "set default's IPv6 to 2001:db8:2::1/64 (was 2001:db8:2::7/64)" in plan.changes[0].summary
     )
-    assert virt.parse_network(plan.data["xml"]).ip("ipv6") == virt.NetworkIP(
+    assert virt.parse_network(plan.xml).ip("ipv6") == virt.NetworkIP(
         "ipv6", "2001:db8:2::1", 64, (("2001:db8:2::100", "2001:db8:2::1ff"),)
     )
-    assert "2001:db8:2::5" in plan.data["xml"]
+    assert "2001:db8:2::5" in plan.xml
 
 
 # -- forward modes on which libvirt allows no <ip>

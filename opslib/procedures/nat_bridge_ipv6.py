@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
@@ -139,6 +139,16 @@ def observe(conn: libvirt.virConnect, netns: str, network: str, rename_from: str
 # -- pure: the plan -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NatPlan(Plan):
+    """nat-bridge-ipv6's plan: with what its steps need."""
+
+    rename_from: str = ""  # the network renamed to ``network``, "" when none is
+    bridge: str = ""  # the bridge the guests' taps go back on
+    xml: str = ""  # the network's new definition
+    guests: tuple[GuestTap, ...] = ()  # the running guests' NICs on it
+
+
 def ipv6_plan(
     observed: Observed,
     *,
@@ -148,7 +158,7 @@ def ipv6_plan(
     rename_from: str = "",
     replace_ipv6: bool = False,
     known_networks: Iterable[str] | None = None,
-) -> Plan:
+) -> NatPlan:
     """What apply would change, from observed state only."""
     target, source = observed.target, observed.source
     known_networks = observed.known if known_networks is None else known_networks
@@ -217,10 +227,10 @@ def ipv6_plan(
             ]  # fmt: skip
         else:
             notes.append(f"{network} is not running: the prefix takes effect when it starts")
-    data = {"network": network, "rename_from": rename_from if renaming else "",
-            "prefix": str(prefix), "bridge": bridge, "xml": new_xml,
-            "guests": [asdict(t) for t in running_taps]}  # fmt: skip
-    return Plan(RUNBOOK, host, tuple(changes), tuple(notes), data)
+    return NatPlan(
+        RUNBOOK, host, tuple(changes), tuple(notes), rename_from=rename_from if renaming else "",
+        bridge=bridge, xml=new_xml, guests=tuple(running_taps),
+    )  # fmt: skip
 
 
 def _ipv6_change(
@@ -301,11 +311,12 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
 
     def steps(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
         """The new config (checked, restarted) or the rename, then the taps back."""
-        conn, i, observed, data = run.session, run.inputs, run.observed, run.plan.data
-        bridge, netns = str(data["bridge"]), i.netns
+        conn, i, observed, plan = run.session, run.inputs, run.observed, run.plan
+        if not isinstance(plan, NatPlan):  # the engine passes what make_plan made
+            raise TypeError(f"nat-bridge-ipv6's steps need a NatPlan, not {type(plan)}")
+        bridge, netns = plan.bridge, i.netns
         shared = run.share(Cutting())
-        cuts = shared.cuts
-        cuts[:] = [
+        cuts = shared.cuts = [
             _Cut(t.domain, t.tap, t.mac, eui64_address(i.net, t.mac), 0.0)
             for t in observed.taps
             if t.tap
@@ -323,16 +334,16 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
             lost = _reattach(netns, bridge, cuts)
             detail.append(f"{len(cuts) - len(lost)} of {len(cuts)} taps on {bridge}")
 
-        if data["rename_from"]:
+        if plan.rename_from:
             assert observed.source is not None
             checked = with_ipv6(observed.source.xml, i.net)
             steps = network_change.rename_steps(
-                conn, observed.source, observed.users, i.network, data["xml"], checked,
+                conn, observed.source, observed.users, i.network, plan.xml, checked,
                 stopping=stopping,
             )  # fmt: skip
         elif observed.target is not None:
             steps = network_change.update_steps(
-                conn, observed.target, data["xml"] if "update" in actions else None,
+                conn, observed.target, plan.xml if "update" in actions else None,
                 restart="restart" in actions, stopping=stopping,
                 reattach=lambda: _reattach(netns, bridge, cuts),
             )  # fmt: skip
@@ -347,7 +358,7 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
         cuts = shared.cuts
         if outcome.ok or outcome.failed is shared.waiting:
             _summarise(run)
-        elif run.plan.data["rename_from"] and source is not None:
+        elif isinstance(run.plan, NatPlan) and run.plan.rename_from and source is not None:
             cut_off = any(c.detached_at for c in cuts) or bool(outcome.undone)
             reattach = (
                 (lambda: _reattach(run.inputs.netns, source.bridge, cuts)) if cut_off else None
