@@ -24,7 +24,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from opslib import aaaa, inputs, rtnl, secrets, slaac, virt
@@ -88,21 +88,31 @@ class Inputs(inputs.Declared):
 # -- planning (pure) ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DnsPlan(Plan):
+    """cloudflare-aaaa's plan: the record it wants, and what host-health's check says."""
+
+    desired: Desired | None = None
+    replace: bool = False
+    zone_id: str = ""
+    warnings: tuple[str, ...] = ()  # about the token file
+
+
 def records_plan(
     *, host: str, want: Desired, existing: Sequence[DnsRecord], replace: bool,
-    notes: Sequence[str] = (), data: dict[str, Any] | None = None,
-) -> Plan:  # fmt: skip
+    notes: Sequence[str] = (), zone_id: str = "", warnings: Sequence[str] = (),
+) -> DnsPlan:  # fmt: skip
     """The Plan for ``want`` given the records observed (pure)."""
     ops, plan_notes = plan_records(existing, want, replace=replace)
     if not ops:
         plan_notes.append(f"{want.name} already points at {want.content}: nothing to do")
-    return Plan(
+    return DnsPlan(
         runbook=RUNBOOK,
         host=host,
         changes=tuple(op.change(want.zone) for op in ops),
         notes=(*notes, *plan_notes),
-        data={"desired": asdict(want), "replace": replace, **(data or {})},
-    )
+        desired=want, replace=replace, zone_id=zone_id, warnings=tuple(warnings),
+    )  # fmt: skip
 
 
 # -- observation (side effects) -------------------------------------------------------
@@ -289,7 +299,7 @@ def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
     return records_plan(
         host=host, want=want, existing=observed.records, replace=inputs.replace,
         notes=[f"address {want.content}: {observed.found}", *observed.warnings],
-        data={"zone_id": observed.zone_id, "warnings": list(observed.warnings)},
+        zone_id=observed.zone_id, warnings=observed.warnings,
     )  # fmt: skip
 
 
@@ -304,10 +314,12 @@ def checks(*, host: str, **given: Any) -> list[Check]:
         planned = plan(host=host, **given)
     except OpsError as exc:  # a refused plan, an unreachable API, a bad token: all fail here
         return [Check(name, "fail", str(exc), "run cloudflare-aaaa")]
-    warnings = planned.data.get("warnings") or []
+    if not isinstance(planned, DnsPlan):  # what make_plan makes
+        raise TypeError(f"cloudflare-aaaa planned a {type(planned)}, not a DnsPlan")
+    warnings = planned.warnings
     if planned.changes:
         seen = "; ".join(c.summary for c in planned.changes)
         return [Check(name, "fail", f"drift: would {seen}", "run cloudflare-aaaa with apply")]
     status: Status = "warn" if warnings else "ok"
-    want = planned.data["desired"]
-    return [Check(name, status, f"AAAA {want['content']}" + "".join(f"; {w}" for w in warnings))]
+    content = planned.desired.content if planned.desired else "?"
+    return [Check(name, status, f"AAAA {content}" + "".join(f"; {w}" for w in warnings))]
