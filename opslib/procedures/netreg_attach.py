@@ -91,10 +91,9 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
         raise InputError(
             f"MAC {mac} is already used by {', '.join(others)}; NetReg gives each VM its own MAC"
         )
-    data = {"vm": vm, "mac": mac, "network": network, "mode": mode}
     if mode == "virt-install":
         arg = virt_install_argument(mac, network)
-        return Plan(RUNBOOK, host, (), (f"virt-install ... {arg}",), {**data, "argument": arg})
+        return Plan(RUNBOOK, host, (), (f"virt-install ... {arg}",))
 
     dom = obs.domain
     assert dom is not None
@@ -125,7 +124,7 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
             )
         )
     notes = () if changes else (f"{vm} already has {mac} on {network}",)
-    return Plan(RUNBOOK, host, tuple(changes), notes, data)
+    return Plan(RUNBOOK, host, tuple(changes), notes)
 
 
 def verify(*, conn: libvirt.virConnect, vm: str, mac: str, network: str) -> list[Check]:
@@ -202,7 +201,7 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
         i, result, outcome = run.inputs, run.result, run.outcome
         if i.mode == "virt-install":
             result.status = "ok"
-            result.data["argument"] = run.plan.data["argument"]
+            result.data["argument"] = virt_install_argument(i.mac, i.network)
             result.summary = f"virt-install ... {result.data['argument']}"
         elif not isinstance(outcome.error, VerificationFailed | None):
             result.summary = str(outcome.error)
