@@ -256,11 +256,13 @@ def test_records_index_lists_the_interactive_runs(
     assert done.returncode == 0, done.stderr
     pg.goto(out.as_uri())
     rows = pg.locator("#runs tbody tr")
-    expect(rows).to_have_count(2)
+    # find-vm-ip's saved record, forward-bridge's plan saved under the policy, its apply
+    expect(rows).to_have_count(3)
     fvi = rows.filter(has_text="find-vm-ip")
     expect(fvi).to_contain_text("lab")
     expect(fvi.locator("td.ok")).to_have_text("ok")
-    fb = rows.filter(has_text="forward-bridge")
+    expect(rows.filter(has_text="forward-bridge").filter(has_text="plan: ")).to_have_count(1)
+    fb = rows.filter(has_text="forward-bridge").filter(has_not_text="plan: ")
     expect(fb.locator("td.ok")).to_have_text("ok")
     expect(fb.locator("td").nth(5)).to_have_text("yes")
     shot(pg, "07-records-index")
