@@ -2,16 +2,14 @@
 # The README's test command: set up (idempotent), then lint, type-check and run
 # the whole suite, lab and browser tests included (they need root).
 #
-# With no arguments the suite runs as four pytest processes side by side: the lab tests
-# (tests/lab) as three sessions, each with a lab of its own (prefix BASE + a letter, BASE
-# being $OPSBOOK_TEST_LAB_PREFIX, else obt), and every other test. The lab sessions:
-#   b  the booted daemon host's modules (they share one boot: LAB_BOOTED below),
-#   f  the fleet's (three booted hosts of its own: LAB_FLEET),
-#   s  every other module of tests/lab (the simulated host's), so that none is left out.
-# Each session keeps conftest's order within it. The lab tests spend most of their time
-# waiting on boots, leases and deadlines, so the sessions (and the other tests) fit into
-# one another's waits instead of after them. Each session's output goes to
-# artifacts/pytest-*.log and is printed when it ends; the run fails if any failed.
+# With no arguments the suite runs as several pytest processes side by side: every test
+# outside tests/lab, and the lab tests as one session per share of them (LAB_SESSIONS;
+# tests/lab/conftest.py's session_of says which test is in which: every test is in one),
+# each with a lab of its own (prefix BASE + the share's letter, BASE being
+# $OPSBOOK_TEST_LAB_PREFIX, else obt). The lab tests spend most of their time waiting on
+# boots, leases and deadlines, so the sessions fit into one another's waits instead of
+# after them. Each session's output goes to artifacts/pytest-NAME.log and is printed when
+# it ends; the run fails if any session failed or ran no test.
 # With arguments: one pytest with them (`./scripts/test.sh tests/test_dns.py -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,22 +36,18 @@ if [ "$#" -gt 0 ]; then
     exit $?
 fi
 
-LAB_BOOTED=(tests/lab/test_15_booted_host.py tests/lab/test_16_booted_host_ops.py
-    tests/lab/test_17_forward_bridge_ssh.py tests/lab/test_19_runbooks_on_booted_host.py
-    tests/lab/test_97_browser_booted_host.py)
-LAB_FLEET=(tests/lab/test_18_fleet.py)
-LAB_SIMULATED=()
-for module in tests/lab/test_*.py; do
-    case " ${LAB_BOOTED[*]} ${LAB_FLEET[*]} " in
-        *" $module "*) ;;
-        *) LAB_SIMULATED+=("$module") ;;
-    esac
-done
+LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s)  # NAME:the letter of its lab prefix
 base=${OPSBOOK_TEST_LAB_PREFIX:-obt}
 base=${base:0:7}  # a lab prefix has at most 8 characters
 
+# opsbook is installed on the first booted host of the run; the other sessions' hosts
+# boot on that install, kept here (tests/lab/conftest.py), removed at the end
+installs=$(mktemp -d /var/tmp/opsbook-test-installs.XXXXXX)
+trap 'rm -rf "$installs"' EXIT
+export OPSBOOK_TEST_INSTALLS=$installs
+
 declare -A what log
-start() {  # start NAME LOG ENV… -- PYTEST-ARGS…
+start() {  # start NAME [VAR=VALUE…] -- PYTEST-ARGS…: in the background, to its log
     local name=$1 out=artifacts/pytest-$1.log
     shift
     local env=()
@@ -65,9 +59,11 @@ start() {  # start NAME LOG ENV… -- PYTEST-ARGS…
     echo "==> pytest $name in the background ($out)"
 }
 start unit -- --ignore=tests/lab
-start lab-booted "OPSBOOK_TEST_LAB_PREFIX=${base}b" -- "${LAB_BOOTED[@]}"
-start lab-fleet "OPSBOOK_TEST_LAB_PREFIX=${base}f" -- "${LAB_FLEET[@]}"
-start lab-simulated "OPSBOOK_TEST_LAB_PREFIX=${base}s" -- "${LAB_SIMULATED[@]}"
+for session in "${LAB_SESSIONS[@]}"; do
+    name=${session%:*}
+    start "lab-$name" "OPSBOOK_TEST_LAB_SESSION=$name" "OPSBOOK_TEST_LAB_PREFIX=$base${session#*:}" \
+        -- tests/lab
+done
 
 failed=0
 while [ "${#what[@]}" -gt 0 ]; do
