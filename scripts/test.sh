@@ -62,7 +62,7 @@ start unit -- --ignore=tests/lab
 for session in "${LAB_SESSIONS[@]}"; do
     name=${session%:*}
     start "lab-$name" "OPSBOOK_TEST_LAB_SESSION=$name" "OPSBOOK_TEST_LAB_PREFIX=$base${session#*:}" \
-        -- tests/lab
+        -- tests/lab --durations=25
 done
 
 failed=0

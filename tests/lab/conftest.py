@@ -114,15 +114,24 @@ def _needs_root() -> None:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    """The session's lab, brought up bare (after clearing what an earlier session left)."""
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The session's lab, brought up bare (after clearing what an earlier session left).
+
+    When every test of the session is one of the booted host's, the lab is campus, NetReg
+    and HE only (``lab up``'s way for booted hosts): the simulated host's libvirtd and its
+    three TCG guests would only take CPU from the other sessions."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
     the_lab = Lab.from_env(lab_prefix())
     keep = os.environ.get("OPSBOOK_TEST_KEEP_LAB") == "1"
     if not keep:
         control.down(the_lab, progress=_progress)
-    control.up(the_lab, progress=_progress)
+    simulated = any(
+        "booted_host" not in getattr(i, "fixturenames", ())
+        for i in request.session.items
+        if HERE in Path(i.path).parents
+    )
+    control.up(the_lab, progress=_progress, simulated_host=simulated)
     yield the_lab
     if not keep:
         control.down(the_lab, progress=_progress)
