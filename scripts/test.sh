@@ -36,7 +36,7 @@ if [ "$#" -gt 0 ]; then
     exit $?
 fi
 
-LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s)  # NAME:the letter of its lab prefix
+LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s configured:c)  # NAME:the letter of its lab prefix
 base=${OPSBOOK_TEST_LAB_PREFIX:-obt}
 base=${base:0:7}  # a lab prefix has at most 8 characters
 
