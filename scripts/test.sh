@@ -43,10 +43,16 @@ base=${base:0:7}  # a lab prefix has at most 8 characters
 # opsbook is installed on the first booted host of the run; the other sessions' hosts
 # boot on that install, kept here (tests/lab/conftest.py), removed at the end
 installs=$(mktemp -d /var/tmp/opsbook-test-installs.XXXXXX)
-trap 'rm -rf "$installs"' EXIT
 export OPSBOOK_TEST_INSTALLS=$installs
 
 declare -A what log
+# Interrupted: the sessions still running end too (SIGTERM), before their install goes.
+finish() {
+    for pid in "${!what[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait
+    rm -rf "$installs"
+}
+trap finish EXIT
 start() {  # start NAME [VAR=VALUE…] -- PYTEST-ARGS…: in the background, to its log
     local name=$1 out=artifacts/pytest-$1.log
     shift
