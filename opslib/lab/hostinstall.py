@@ -16,8 +16,9 @@ its wheelhouse id stays the same. ``opsbook lab up`` and the demo keep what that
 made (``/opt/opsbook`` and the ``/usr/local/bin/opsbook`` link, nothing else) as an
 overlay layer under :data:`LAYERS`, named for the host image and the wheelhouse id; a
 later host booted from the same image with the same wheelhouse gets it as a lower layer
-of its root (:func:`cached_layer`), so the install step finds that wheelhouse installed. The lab
-tests always install (``daemonhost.up`` without ``reuse_install``).
+of its root (:func:`cached_layer`), so the install step finds that wheelhouse installed. A run of
+``scripts/test.sh`` installs once: its first booted host installs, the others boot on
+that install as a layer kept for that run only (tests/lab/conftest.py).
 """
 
 from __future__ import annotations

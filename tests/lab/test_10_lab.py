@@ -213,13 +213,21 @@ WATCHED = (
 )  # fmt: skip
 
 
+# Other labs' namespaces and booted hosts (another session's, beside this one) come and
+# go while this test runs: ours are checked by name (netns here, the booted hosts' nspawn
+# leftovers in test_15), and the throwaway lab below boots no host.
+OTHERS = ("/run/netns", "/run/systemd/nspawn")
+
+
 def outside_files() -> set[str]:
     found: set[str] = set()
     for top in WATCHED:
         for dirpath, dirnames, filenames in os.walk(top):
-            if os.path.realpath(dirpath) == "/run/netns":
-                continue  # other people's namespaces come and go; ours are checked by name
-            found.update(os.path.join(dirpath, n) for n in dirnames + filenames)
+            if os.path.realpath(dirpath) in OTHERS:
+                dirnames.clear()  # not this lab's: other labs' come and go meanwhile
+                continue
+            paths = (os.path.join(dirpath, n) for n in dirnames + filenames)
+            found.update(p for p in paths if os.path.realpath(p) not in OTHERS)
     return found
 
 

@@ -32,6 +32,9 @@ from opslib.errors import HostError
 from opslib.lab import daemonhost, hostssh, netreg, nspawn
 from opslib.lab.config import Lab
 
+# its own booted host, beside the booted host of test_15/16/19/97 (scripts/test.sh)
+pytestmark = pytest.mark.lab_session("bridging")
+
 INTERFACES = "/etc/network/interfaces"
 DEADLINE = 15  # the apply's; its watchdog reverts 2 * DEADLINE + 30 s after it is armed
 # An operator's ssh has no keep-alives: a session stalled by the restart resumes.

@@ -22,6 +22,9 @@ from on_host import ssh, wait_for
 
 from opslib.lab import daemonhost, nspawn
 
+# its own booted host, beside the booted host of test_15/16/19/97 (scripts/test.sh)
+pytestmark = pytest.mark.lab_session("bridging")
+
 INTERFACES = "/etc/network/interfaces"
 DEADLINE = 15
 REVIEWER = "reviewer"

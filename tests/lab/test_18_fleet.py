@@ -27,6 +27,9 @@ from opslib.lab import daemonhost, hostguests, hostinstall, hostssh, netreg, nsp
 from opslib.lab import fleet as labfleet
 from opslib.lab.config import Lab
 
+# three booted hosts of its own: a lab session of its own beside the booted host's (test.sh)
+pytestmark = pytest.mark.lab_session("fleet")
+
 EXTRA = ("fl2", "fl3")
 HOSTS = ("dh1", *EXTRA)
 TOKEN = "cf-fleet-token-8f2c41d7e9a3b605"  # a Cloudflare token on the workstation

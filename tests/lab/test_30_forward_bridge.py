@@ -148,7 +148,8 @@ def test_apply_rolls_back_when_the_bridges_gateway_does_not_answer(host) -> None
     assert ipv4(host, "eth0") == [f"{host.host_eth0_ip}/24"]
     nobody = str(ipaddress.ip_network(host.campus_network)[-2])
     plan = fb.plan(**{**lab_plan(host), "address": f"{host.host_eth0_ip}/24", "gateway": nobody})
-    result = fb.apply(plan, restart_command=lab_restart(host), deadline=30)
+    # nobody answers: the apply waits out its whole deadline, so a short one
+    result = fb.apply(plan, restart_command=lab_restart(host), deadline=15)
 
     assert result.status == "rolled back", result.summary
     assert f"gateway answers: ping {nobody}: no reply" in result.summary

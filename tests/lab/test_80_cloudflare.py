@@ -21,7 +21,8 @@ from opslib.lab.cloudflare_store import Fault
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa as cfa
 
-pytestmark = pytest.mark.lab
+# a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
+pytestmark = [pytest.mark.lab, pytest.mark.lab_session("configured")]
 ZONE = cloudflare_service.LAB_ZONES[0]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,8 @@ from opslib.lab import parameters as lab_parameters
 from opslib.lab.config import Lab
 from opslib.procedures import cloudflare_aaaa
 
-pytestmark = pytest.mark.lab
+# a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
+pytestmark = [pytest.mark.lab, pytest.mark.lab_session("configured")]
 REPO = Path(__file__).resolve().parents[2]
 OPSBOOK = str(REPO / ".venv" / "bin" / "opsbook")
 

@@ -30,6 +30,9 @@ from opslib.lab import runs as lab_runs
 from opslib.lab.config import Lab
 from opslib.records import Row, Store
 
+# a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
+pytestmark = pytest.mark.lab_session("configured")
+
 # what --configured runs: the runbooks that change the host, in the wiki's order
 CHANGING = ("forward-bridge", "netreg-attach", "nat-bridge-ipv6", "ipv6-tunnel", "cloudflare-aaaa")
 

@@ -39,6 +39,9 @@ from opslib.lab import control, labvirt
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
 
+# a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
+pytestmark = pytest.mark.lab_session("configured")
+
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "browser"
 # Keeps the text of every .opsbook-progress element the page renders, in order

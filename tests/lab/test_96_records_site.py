@@ -25,7 +25,8 @@ from opslib.lab import labvirt
 from opslib.lab.config import Lab
 from opslib.lab.notebook import lab_defaults
 
-pytestmark = [pytest.mark.lab, pytest.mark.browser]
+# a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
+pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.lab_session("configured")]
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "records-site"
