@@ -201,9 +201,10 @@ def play(
     from opslib import __version__
     from opslib.fleet import outcome, playbooks
 
-    fold = outcome.Fold(inventory.hosts, say)
     with tempfile.TemporaryDirectory(prefix="opsbook-fleet-records-") as fetched:
-        extravars = {**extravars, "opsbook_fetch_dir": fetched, "opsbook_version": __version__}
+        # each record comes home inline, in the run task's own output (no fetch task)
+        fold = outcome.Fold(inventory.hosts, say, Path(fetched))
+        extravars = {**extravars, "opsbook_record_inline": True, "opsbook_version": __version__}
         if getattr(args, "serial", None):
             extravars["opsbook_serial"] = args.serial
         if getattr(args, "max_fail_percentage", None) is not None:

@@ -130,6 +130,28 @@ def test_events_fold_into_one_row_per_host() -> None:
     assert said[0] == "a: running"
 
 
+def test_a_record_sent_in_the_run_tasks_output_comes_home_and_is_not_the_summary(
+    tmp_path: Path,
+) -> None:
+    import base64
+    import gzip
+
+    body = json.dumps({"cells": [], "metadata": {}}).encode()
+    packed = base64.b64encode(gzip.compress(body)).decode()
+    said = "ok (no change): all 8 checks passed  (record #7: a/2026/12/07/1Z-host-health.ipynb)"
+    stdout = (
+        f"{outcome.RECORD}a/2026/12/07/1Z-host-health.ipynb\n{packed}\n{outcome.RECORD_END}\n{said}"
+    )
+    fold = outcome.Fold(["a", "d"], [].append, tmp_path)
+    fold(_event("runner_on_ok", "a", outcome.T_RUN, rc=0, changed=False, stdout=stdout))
+    fold(_event("runner_on_ok", "d", outcome.T_RUN, rc=0, stdout=f"{outcome.PREFLIGHT}missing"))
+    fold(_event("runner_on_failed", "d", outcome.T_PREFLIGHT, msg="opsbook is not installed on d"))
+    rows = {r.host: r for r in fold.finish(stopped_early=False)}
+    assert (rows["a"].status, rows["a"].summary) == ("ok", said)
+    assert (tmp_path / "a" / "1Z-host-health.ipynb").read_bytes() == body
+    assert (rows["d"].status, rows["d"].summary) == ("failed", "opsbook is not installed on d")
+
+
 def test_records_come_home_with_their_fleet_run(tmp_path: Path) -> None:
     fetched = tmp_path / "fetched" / "alpha"
     fetched.mkdir(parents=True)

@@ -12,6 +12,8 @@ the run's hosts, statuses and records: ``--retry-failed`` reads the newest one,
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import secrets as token_bytes
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +44,9 @@ T_PREFLIGHT = "Opsbook missing or older than the workstation's"
 T_RUN = "Run the runbook"
 T_OUTCOME = "Runbook outcome"
 MANIFESTS = ".fleet"
+# ansible/run.yml's markers: a preflight refusal, and a record sent ahead of opsbook's output
+PREFLIGHT = "OPSBOOK-PREFLIGHT "
+RECORD, RECORD_END = "OPSBOOK-RECORD ", "OPSBOOK-RECORD-END"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -64,12 +69,34 @@ def _last_line(*texts: str) -> str:
     return lines[-1] if lines else ""
 
 
-class Fold:
-    """Ansible's events for one playbook run, folded into rows; ``say`` gets progress."""
+def take_record(stdout: str, into: Path | None) -> str:
+    """``stdout`` of the run task without the record ahead of it; the record, when there is
+    one and ``into`` is given, written (unpacked) as ``into/NAME``."""
+    if not stdout.startswith(RECORD) or RECORD_END not in stdout:
+        return stdout
+    block, _, rest = stdout.partition(RECORD_END)
+    head, _, packed = block.partition("\n")
+    name = Path(head[len(RECORD) :].strip()).name
+    if into is not None and name.endswith(".ipynb"):
+        try:
+            body = gzip.decompress(base64.b64decode(packed.strip(), validate=True))
+        except ValueError:  # binascii.Error and a bad gzip stream are both ValueErrors
+            return rest.lstrip("\n")
+        into.mkdir(parents=True, exist_ok=True)
+        (into / name).write_bytes(body)
+    return rest.lstrip("\n")
 
-    def __init__(self, hosts: Sequence[str], say: Callable[[str], None]) -> None:
+
+class Fold:
+    """Ansible's events for one playbook run, folded into rows; ``say`` gets progress.
+    Records sent inline in the run task's output land in ``fetched/HOST/``."""
+
+    def __init__(
+        self, hosts: Sequence[str], say: Callable[[str], None], fetched: Path | None = None
+    ) -> None:
         self.rows = {h: HostRow(h) for h in hosts}
         self.say = say
+        self.fetched = fetched
         self.stats: dict[str, dict[str, int]] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> None:
@@ -95,11 +122,16 @@ class Fold:
             row.summary = f"bring it back (link, sshd), then --retry-failed: {why}"
             self.say(f"{host}: unreachable: {why}")
         elif kind == "runner_on_ok" and task == T_RUN:
+            stdout = str(res.get("stdout", ""))
+            if stdout.startswith(PREFLIGHT):
+                return  # refused before the run: T_PREFLIGHT's failure says why
+            into = self.fetched / str(host) if self.fetched is not None else None
+            stdout = take_record(stdout, into)
             row.rc = int(res.get("rc", 1))
             row.status = {0: "changed" if res.get("changed") else "ok", 2: "bad-input"}.get(
                 row.rc, "failed"
             )
-            row.summary = _last_line(res.get("stdout", ""), res.get("stderr", ""))
+            row.summary = _last_line(stdout, res.get("stderr", ""))
             self.say(f"{host}: {row.status}: {row.summary}")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             if task == T_OUTCOME:
