@@ -300,6 +300,17 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 1 if bad or result.rc else 0
 
 
+def rollout_options(q: argparse.ArgumentParser) -> None:
+    """--serial and --max-fail-percentage: Ansible's play keywords for a canary rollout."""
+    q.add_argument("--serial", metavar="N|PCT", help="hosts per batch, e.g. 1 (canary) or 25%%")
+    q.add_argument(
+        "--max-fail-percentage",
+        type=int,
+        metavar="PCT",
+        help="stop the rollout when more than PCT%% of a batch failed (0: at the first)",
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     from opslib.engine_cli import param_option
     from opslib.records_cli import records_option
@@ -325,13 +336,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
         action="store_true",
         help="plan only on every host (apply false); shows each host's plan",
     )
-    q.add_argument("--serial", metavar="N|PCT", help="hosts per batch, e.g. 1 (canary) or 25%%")
-    q.add_argument(
-        "--max-fail-percentage",
-        type=int,
-        metavar="PCT",
-        help="stop the rollout when more than PCT%% of a batch failed (0: at the first)",
-    )
+    rollout_options(q)
     q.add_argument(
         "--retry-failed",
         action="store_true",

@@ -182,13 +182,7 @@ def add_parsers(fsub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("fleetplan", metavar="FLEETPLAN", help="the fleet plan's id")
     fleet_cli._common(q)
-    q.add_argument("--serial", metavar="N|PCT", help="hosts per batch, e.g. 1 (canary) or 25%%")
-    q.add_argument(
-        "--max-fail-percentage",
-        type=int,
-        metavar="PCT",
-        help="stop the rollout when more than PCT%% of a batch failed (0: at the first)",
-    )
+    fleet_cli.rollout_options(q)
     q.add_argument(
         "--lock-wait", type=float, metavar="SECONDS", help="wait for each host's apply lock"
     )
