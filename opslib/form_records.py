@@ -64,6 +64,34 @@ def _code_cell(source: str, outputs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _header(
+    form: Form,
+    values: Mapping[str, Any],
+    *,
+    mode: str,
+    start: str,
+    status: str,
+    changed: bool | None,
+    summary: str,
+    end: str,
+) -> dict[str, Any]:
+    """The record header of what the form files (a run, an apply, a saved plan)."""
+    return record_header.finished(
+        record_header.header(
+            runbook=form.runbook,
+            host=form.host,
+            decls=form.decls,
+            values=values,
+            mode=mode,
+            start=start,
+        ),
+        status=status,
+        changed=changed,
+        summary=summary,
+        end=end,
+    )
+
+
 def _file(
     form: Form, nb: dict[str, Any], header: dict[str, Any], seal: Any = None
 ) -> tuple[int, Path]:
@@ -112,15 +140,11 @@ def file_run(
         ),
     ]
     text = result.summary or result.status
-    header = record_header.finished(
-        record_header.header(
-            runbook=form.runbook,
-            host=form.host,
-            decls=form.decls,
-            values=values,
-            mode="interactive",
-            start=started,
-        ),
+    header = _header(
+        form,
+        values,
+        mode="interactive",
+        start=started,
         status="failed" if result.failed else "ok",
         changed=result.changed,
         summary=text.splitlines()[0][:300] if text else "",
@@ -151,15 +175,11 @@ def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
         _code_cell("plan = rb.plan(...)", [ui.bundle_output(plan.to_json())]),
     ]
     n = len(plan.changes)
-    header = record_header.finished(
-        record_header.header(
-            runbook=form.runbook,
-            host=form.host,
-            decls=form.decls,
-            values=values,
-            mode="plan",
-            start=started,
-        ),
+    header = _header(
+        form,
+        values,
+        mode="plan",
+        start=started,
         status="ok",
         changed=False,
         summary=f"plan: {n} change{'s' * (n != 1)}",
