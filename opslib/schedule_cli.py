@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from opslib import procs
 from opslib.errors import HostError, InputError
+from opslib.shellcmd import command
 
 if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
     from opslib import schedule
@@ -229,7 +230,7 @@ def _notify_fleet(
 
     assert run.fleet is not None
     what = f"opsbook: fleet run of {run.runbook} from {sch.host}"
-    see = f"see journalctl -u {schedule.run_stem(sch.host, run)}.service"
+    see = "see " + command("journalctl", "-u", f"{schedule.run_stem(sch.host, run)}.service")
     manifest = outcome.latest_manifest(store.root, run.runbook, run.fleet.inventory)
     if manifest is None:
         return f"{what} failed before leaving a fleet run manifest in {store.root}; {see}\n", ""

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
 from opslib.errors import SecretError
+from opslib.shellcmd import command, word
 
 __all__ = ["MIN_LENGTH", "REDACTED", "contains", "find_leaks", "load", "loaded", "scrub"]
 
@@ -52,7 +53,9 @@ def load(source: str, *, warn: bool = True) -> str:
             ) from None
         if warn and st.st_mode & stat.S_IROTH:
             print(
-                f"warning: secret file {rest} is world-readable; chmod o-r {rest}", file=sys.stderr
+                f"warning: secret file {word(rest)} is world-readable; "
+                f"{command('chmod', 'o-r', rest)}",
+                file=sys.stderr,
             )
         value = value.removesuffix("\n").removesuffix("\r")
     if len(value) < MIN_LENGTH:

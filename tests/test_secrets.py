@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ def test_world_readable_file_warns_without_the_value(tmp_path: Path, capsys) -> 
     secrets.load(f"file:{f}")
     err = capsys.readouterr().err
     assert "world-readable; chmod o-r" in err and VALUE not in err
+
+
+def test_the_suggested_chmod_is_one_command_whatever_the_files_name(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys
+) -> None:
+    f = tmp_path / "cf token;touch pwned"
+    f.write_text(VALUE)
+    f.chmod(0o644)
+    secrets.load(f"file:{f}")
+    err = capsys.readouterr().err
+    suggested = err.strip().split("; ", 1)[1]  # "warning: … world-readable; CMD"
+    assert shlex.split(suggested) == ["chmod", "o-r", str(f)]
 
 
 def test_env_source(monkeypatch: pytest.MonkeyPatch) -> None:
