@@ -1,4 +1,4 @@
-"""Helpers of the tests that drive a booted host over SSH (test_19, test_97)."""
+"""Helpers of the tests that drive a booted host over SSH (test_17, test_19, test_97)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from collections.abc import Callable
 import pytest
 
 from opslib.lab import daemonhost, hostssh
+
+# Put a host back as booted after forward-bridge (run by the lab's console, "$1" the booted
+# interfaces file): the bridge down, the file back, no forward-bridge network, networking
+# restarted. Not the code under test.
+RESET = (
+    "ifdown --force br0 eth0 2>/dev/null; ip link del br0 2>/dev/null; "
+    'printf %s "$1" > /etc/network/interfaces; '
+    "virsh -q net-destroy forward-bridge 2>/dev/null; "
+    "virsh -q net-undefine forward-bridge 2>/dev/null; "
+    "systemctl restart networking"
+)
 
 
 def ssh(host: daemonhost.Host, command: str, timeout: float = 120) -> tuple[int, str]:

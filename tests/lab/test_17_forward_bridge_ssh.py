@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from on_host import RESET
 
 from opslib.errors import HostError
 from opslib.lab import daemonhost, hostssh, netreg, nspawn
@@ -45,16 +46,6 @@ CUT_DEADLINE = 10
 LOGIND_DIR = "/etc/systemd/logind.conf.d"
 LOGIND_DROPIN = f"{LOGIND_DIR}/opsbook-test17.conf"
 NFT_TABLE = "opsbook_test17"  # campus drops the host's pings to its gateway (case b)
-
-# Put the host back as booted (the lab's console, not the code under test): the bridge
-# down with the file that made it, the booted file back, networking restarted.
-RESET = (
-    "ifdown --force br0 eth0 2>/dev/null; ip link del br0 2>/dev/null; "
-    'printf %s "$1" > /etc/network/interfaces; '
-    "virsh -q net-destroy forward-bridge 2>/dev/null; "
-    "virsh -q net-undefine forward-bridge 2>/dev/null; "
-    "systemctl restart networking"
-)
 
 
 def ssh(host: daemonhost.Host, command: str, timeout: float = 60) -> tuple[int, str]:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from on_host import ssh, wait_for
+from on_host import RESET, ssh, wait_for
 
 from opslib.lab import daemonhost, nspawn
 
@@ -29,13 +29,6 @@ INTERFACES = "/etc/network/interfaces"
 DEADLINE = 15
 REVIEWER = "reviewer"
 SUDOERS = "/etc/sudoers.d/opsbook-test-reviewer"
-RESET = (
-    "ifdown --force br0 eth0 2>/dev/null; ip link del br0 2>/dev/null; "
-    'printf %s "$1" > /etc/network/interfaces; '
-    "virsh -q net-destroy forward-bridge 2>/dev/null; "
-    "virsh -q net-undefine forward-bridge 2>/dev/null; "
-    "systemctl restart networking"
-)
 
 
 def console(host: daemonhost.Host, script: str, *args: str) -> str:
