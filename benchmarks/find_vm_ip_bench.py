@@ -58,8 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import labstate
 
-from opslib import rtnl, virt
-from opslib.errors import OpsError
+from opslib.core.errors import OpsError
+from opslib.host.kernel import rtnl
+from opslib.host.libvirt import virt
 from opslib.lab.config import Lab
 from opslib.procedures import find_vm_ip
 

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import labstate  # noqa: E402
 
-from opslib import procs  # noqa: E402
-from opslib.errors import OpsError  # noqa: E402
-from opslib.lab import fleet as labfleet  # noqa: E402
-from opslib.lab import hostssh  # noqa: E402
+from opslib.core import procs  # noqa: E402
+from opslib.core.errors import OpsError  # noqa: E402
+from opslib.lab.booted import fleet as labfleet  # noqa: E402
+from opslib.lab.booted import ssh  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 
 STATE = "three booted hosts and their inventory: opsbook lab up --hosts 3"
@@ -75,7 +75,7 @@ def by_ssh(lab: Lab, host: str) -> list[str]:
     sets = labfleet.parameter_sets(lab) / host / f"{RUNBOOK}.yaml"
     for name, value in (yaml.safe_load(sets.read_text()) or {}).items() if sets.exists() else []:
         argv += ["-p", str(name), "" if value is None else str(value)]
-    return hostssh.ssh_argv(lab, host, shlex.join(argv))
+    return ssh.ssh_argv(lab, host, shlex.join(argv))
 
 
 def check_state(lab: Lab) -> list[str]:

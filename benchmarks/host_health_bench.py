@@ -9,7 +9,7 @@ Runs on a configured simulated host (``STATE``)::
 first (:func:`check_state`: the simulated host's libvirtd, its NAT network carrying IPv6,
 the guests running) and names what is missing in one line, exit 1.
 
-Uses the simulated host's parameter set (opslib.lab.simulated_sets, written for the
+Uses the simulated host's parameter set (opslib.lab.simulated.sets, written for the
 prefix). Prints, per way of running, the median wall time of N runs: an empty notebook
 through `opsbook run` (the floor: interpreter, papermill import, kernel start),
 host-health through `opsbook run` (what the timer runs), and host-health's
@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import labstate  # noqa: E402
 
-from opslib import procs, runner  # noqa: E402
-from opslib.errors import OpsError  # noqa: E402
+from opslib.core import procs  # noqa: E402
+from opslib.core.errors import OpsError  # noqa: E402
+from opslib.engine import runner  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 from opslib.lab.notebook import lab_defaults  # noqa: E402
 from opslib.procedures import host_health  # noqa: E402
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except (labstate.StateMissing, OpsError) as exc:
         print(f"host_health_bench: {exc}", file=sys.stderr)
         return 1
-    # the simulated host's set, written for this lab (opslib.lab.simulated_sets)
+    # the simulated host's set, written for this lab (opslib.lab.simulated.sets)
     params = lab_defaults(lab) / "host-health.yaml"
     opsbook = str(ROOT / ".venv" / "bin" / "opsbook")
     rows = []

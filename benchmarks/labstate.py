@@ -12,13 +12,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from opslib import virt
-from opslib.errors import OpsError
-from opslib.lab import daemonhost, nspawn
-from opslib.lab import fleet as labfleet
+from opslib.core.errors import OpsError
+from opslib.host.libvirt import virt
+from opslib.lab.booted import daemonhost, nspawn
+from opslib.lab.booted import fleet as labfleet
 from opslib.lab.config import Lab
-from opslib.lab.hostexec import alive, netns_exists
-from opslib.lab.labvirt import connect
+from opslib.lab.processes import alive, netns_exists
+from opslib.lab.simulated.labvirt import connect
 
 
 class StateMissing(Exception):

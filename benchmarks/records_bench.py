@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from opslib.records import RESULT_MIME, Store, dump_notebook
+from opslib.records.store import RESULT_MIME, Store, dump_notebook
 
 RUNBOOKS = ("network-inventory", "forward-bridge", "netreg-attach", "find-vm-ip", "host-health")
 HOSTS = ("lab", "daemon-1", "daemon-2", "daemon-3")
@@ -180,7 +180,7 @@ def command(root: Path, *args: str, engine_only: bool = False) -> Callable[[], o
         )
         full = [sys.executable, "-c", code, *argv]
     else:
-        full = [sys.executable, "-m", "opslib.cli", *argv]
+        full = [sys.executable, "-m", "opslib.cli.main", *argv]
 
     def run() -> object:
         proc = subprocess.run(full, capture_output=True, text=True, check=False)
@@ -249,7 +249,7 @@ def main() -> int:
         one = store.abspath(some)
         import nbformat
 
-        from opslib import record_search, record_site
+        from opslib.records import search, site
 
         def both(*args: str, repeat: int = 5) -> tuple[float, float]:
             return (
@@ -258,13 +258,13 @@ def main() -> int:
             )
 
         first_build = best(command(root, "records", "html"), repeat=1)
-        if record_site.build(store).rendered:
+        if site.build(store).rendered:
             raise BenchFailed("a second `records html` rendered record pages again")
         fvi = store.list(runbook="find-vm-ip", limit=1)
         if not fvi:
             raise BenchFailed("no find-vm-ip run among the generated records")
         mac = mac_of(2 * (fvi[0].id - 1))  # generated record i has id i + 1
-        if [h.id for h in record_search.search(store, mac)] != [fvi[0].id]:
+        if [h.id for h in search.search(store, mac)] != [fvi[0].id]:
             raise BenchFailed(f"records search {mac} does not find run #{fvi[0].id}")
         Limit = float | None
         rows: list[tuple[str, float, float, float, Limit]] = [
@@ -284,13 +284,13 @@ def main() -> int:
             (
                 "records search MAC",
                 *both("records", "search", mac),
-                best(lambda: record_search.search(store, mac)),
+                best(lambda: search.search(store, mac)),
                 LIMIT,
             ),
             (
                 "records html, none new",
                 *both("records", "html", repeat=3),
-                best(lambda: record_site.build(store), repeat=3),
+                best(lambda: site.build(store), repeat=3),
                 HTML_LIMIT,
             ),
             (

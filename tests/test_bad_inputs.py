@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from opslib import cli, params, runner
+from opslib.cli import main
+from opslib.core import params
+from opslib.engine import runner
 from opslib.fleet import playbooks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -149,7 +151,7 @@ def world(
 
 
 def refused(capsys: pytest.CaptureFixture[str], argv: list[str], name: str) -> str:
-    rc = cli.main(argv)
+    rc = main.main(argv)
     out, err = capsys.readouterr()
     assert rc == 2, (argv, out, err)
     assert out == "" and err.count("\n") == 1, (argv, err)
@@ -189,7 +191,7 @@ def three_ways(
         refused(capsys, [*fleet, *pairs(values)], name)
     else:  # a path that does not exist here may exist on the host: its opsbook run checks
         with pytest.raises(Reached):
-            cli.main([*fleet, *pairs(values)])
+            main.main([*fleet, *pairs(values)])
         capsys.readouterr()
 
 
@@ -225,7 +227,7 @@ def test_the_good_values_pass_every_check(
     _, inventory, _ = world
     for runbook in RUNBOOKS:
         with pytest.raises(Reached):
-            cli.main(["fleet", "run", runbook, "-i", str(inventory), *pairs(GOOD[runbook])])
+            main.main(["fleet", "run", runbook, "-i", str(inventory), *pairs(GOOD[runbook])])
         with pytest.raises(KernelStarted):
-            cli.main(["run", runbook, *pairs(GOOD[runbook])])
+            main.main(["run", runbook, *pairs(GOOD[runbook])])
     capsys.readouterr()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from opslib import ui
-from opslib.changes import Change, Check, Plan, Result
+from opslib.core.changes import Change, Check, Plan, Result
+from opslib.engine import ui
 
 
 def test_change_diff_is_a_unified_diff_of_the_file() -> None:
@@ -59,7 +59,7 @@ def test_table_columns_keep_their_order_through_a_record() -> None:
 
 
 def test_step_listeners_hear_each_step_start_while_watching() -> None:
-    from opslib.changes import watching_steps
+    from opslib.core.changes import watching_steps
 
     heard: list[str] = []
     result = Result("r", "h", "ok")
@@ -74,8 +74,8 @@ def test_step_listeners_hear_each_step_start_while_watching() -> None:
 
 
 def test_apply_refuses_a_fresh_plan_that_differs_from_the_reviewed_one() -> None:
-    from opslib.changes import ensure_unchanged
-    from opslib.errors import ApplyError
+    from opslib.core.changes import ensure_unchanged
+    from opslib.core.errors import ApplyError
 
     shown = Plan("r", "h", (Change("file:/x", "update", "x", "a\n", "b\n"),))
     same = Plan("r", "h", (Change("file:/x", "update", "x", "a\n", "b\n"),))
@@ -87,7 +87,7 @@ def test_apply_refuses_a_fresh_plan_that_differs_from_the_reviewed_one() -> None
 
 
 def test_a_given_check_shows_its_fix_only_when_it_fails() -> None:
-    from opslib.changes import Check
+    from opslib.core.changes import Check
 
     assert Check.given("br0 up", True, "up", "ip link set br0 up") == Check("br0 up", "ok", "up")
     failed = Check.given("br0 up", False, "down", "ip link set br0 up")

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from opslib import virt
-from opslib.changes import Plan
-from opslib.dns import DnsRecord
-from opslib.errors import ApiError, InputError, OpsError, SecretError
-from opslib.lab.cloudflare_api import CloudflareStandIn
-from opslib.lab.cloudflare_store import Fault
+from opslib.core.changes import Plan
+from opslib.core.errors import ApiError, InputError, OpsError, SecretError
+from opslib.host.cloudflare.dns import DnsRecord
+from opslib.host.libvirt import virt
+from opslib.lab.cloudflare.api import CloudflareStandIn
+from opslib.lab.cloudflare.store import Fault
 from opslib.procedures import cloudflare_aaaa as cfa
 
 TOKEN = "aaaa-test-token-b71d2e9f40"
@@ -355,7 +355,7 @@ def test_unreadable_token_file_is_one_line(cf: CloudflareStandIn, token_file: Pa
 
 def _load_as_nobody(source: str) -> str:
     """secrets.load in a forked child running as nobody: its outcome, never the value."""
-    from opslib import secrets
+    from opslib.core import secrets
 
     rfd, wfd = os.pipe()
     pid = os.fork()

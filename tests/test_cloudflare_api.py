@@ -16,9 +16,9 @@ from typing import Any
 import cloudflare
 import pytest
 
-from opslib import procs
-from opslib.lab.cloudflare_api import CloudflareStandIn
-from opslib.lab.cloudflare_store import Fault, Store
+from opslib.core import procs
+from opslib.lab.cloudflare.api import CloudflareStandIn
+from opslib.lab.cloudflare.store import Fault, Store
 
 TOKEN = "edit-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
@@ -229,7 +229,7 @@ def test_committed_500_creates_the_record_although_the_client_sees_an_error(
 def test_the_sdks_own_retry_turns_a_create_that_happened_into_an_error(
     cf: CloudflareStandIn,
 ) -> None:
-    # Why opslib.dns turns the SDK's retries off: the create wrote the record but
+    # Why opslib.host.cloudflare.dns turns the SDK's retries off: the create wrote the record but
     # answered 500; the SDK sends it again and the API refuses the twin (81058),
     # so the caller sees a failure for a record that exists. max_retries=1: fast.
     cf.store.inject(Fault(status=500, method="POST", commit=True))
@@ -264,7 +264,7 @@ def test_process_entry_serves_and_keeps_state_across_restarts(tmp_path: Path) ->
 
     def run() -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opslib.lab.cloudflare_api", "--port", "0",
+            [sys.executable, "-m", "opslib.lab.cloudflare.api", "--port", "0",
              "--state", str(state), "--zones", "example.org", "example.net",
              "--token-file", str(token_file)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -294,7 +294,7 @@ def test_process_entry_serves_and_keeps_state_across_restarts(tmp_path: Path) ->
 
 
 def test_lab_service_starts_once_serves_with_its_token_and_stops(tmp_path: Path) -> None:
-    from opslib.lab import cloudflare_service as service
+    from opslib.lab.cloudflare import service as service
     from opslib.lab.config import Lab
 
     lab = Lab(prefix="obu", base=tmp_path)

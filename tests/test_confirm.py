@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib import confirm
-from opslib.errors import ApplyError
+from opslib.core.errors import ApplyError
+from opslib.host.ifupdown import confirm
 
 
 def _changed_file(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -65,7 +65,7 @@ def test_the_watchdog_reverts_after_its_caller_is_killed(tmp_path: Path) -> None
     conf, backup, mark = _changed_file(tmp_path)
     arming = (
         "import sys, time\n"
-        "from opslib import confirm\n"
+        "from opslib.host.ifupdown import confirm\n"
         f"dog = confirm.arm(backups={{{str(conf)!r}: {str(backup)!r}}},"
         f" rollback=['touch', {str(mark)!r}], seconds=1.0)\n"
         "print(dog.directory, flush=True)\n"
@@ -135,7 +135,7 @@ def test_under_systemd_the_watchdog_is_a_transient_unit_of_its_own(
     assert f"--unit={dog.unit}" in argv and "--collect" in argv
     assert "--property=KillMode=process" in argv  # a DHCP client the rollback starts lives on
     assert argv[argv.index("--") + 1 :] == [
-        sys.executable, "-m", "opslib.confirm", str(dog.directory)
+        sys.executable, "-m", "opslib.host.ifupdown.confirm", str(dog.directory)
     ]  # fmt: skip
     assert dog.pid == int((dog.directory / "armed").read_text())
 

@@ -1,4 +1,4 @@
-"""The contract of every changing runbook, checked on each (opslib.transaction):
+"""The contract of every changing runbook, checked on each (opslib.contract.transaction):
 
 - planning is pure: with the adapters replaced by fakes that fail when called, the plan
   comes out of the observed state alone, the same every time;
@@ -34,22 +34,18 @@ import libvirt
 import pytest
 
 import opslib.procedures
-from opslib import (
-    confirm,
-    dns,
-    interfaces,
-    netlink,
-    network_restart,
-    rtnl,
-    secrets,
-    transaction,
-    tunnels,
-    virt,
-)
-from opslib.changes import Check
-from opslib.errors import OpsError, StalePlan
-from opslib.inputs import declarations, parameters_cell
-from opslib.transaction import Action, Procedure, Run
+from opslib.contract import transaction
+from opslib.contract.inputs import declarations, parameters_cell
+from opslib.contract.transaction import Procedure, Run
+from opslib.core import secrets
+from opslib.core.actions import Action
+from opslib.core.changes import Check
+from opslib.core.errors import OpsError, StalePlan
+from opslib.host.cloudflare import dns
+from opslib.host.ifupdown import confirm, interfaces, network_restart
+from opslib.host.kernel import netlink, rtnl
+from opslib.host.libvirt import virt
+from opslib.host.sixinfour import tunnels
 
 
 @dataclass
@@ -111,7 +107,7 @@ TOKEN = "contract-test-token-5e1f"
 @world("cloudflare-aaaa")
 def cloudflare(tmp_path: Path) -> Iterator[World]:
     """The API stand-in with a CNAME at the name: replace deletes it, then creates."""
-    from opslib.lab.cloudflare_api import CloudflareStandIn
+    from opslib.lab.cloudflare.api import CloudflareStandIn
     from opslib.procedures import cloudflare_aaaa as cfa
 
     token = tmp_path / "token"
@@ -404,7 +400,7 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
 def libvirt_access(tmp_path: Path) -> Iterator[World]:
     """/etc and alice's home in tmp; gpasswd edits that /etc/group; alice's virsh lists
     libvirt's test:///default networks once her group and ~/.profile say so."""
-    from opslib import accounts
+    from opslib.host.accounts import accounts
     from opslib.procedures import libvirt_access as la
 
     uid, gid = (1001, 1001) if os.geteuid() == 0 else (os.getuid(), os.getgid())
@@ -450,7 +446,7 @@ def test_every_changing_runbook_has_a_procedure_and_a_world() -> None:
 
 
 def declared_inputs() -> dict[str, Any]:
-    """The runbook modules whose inputs are declared (opslib.inputs), by runbook name."""
+    """The runbook modules whose inputs are declared (opslib.contract.inputs), by runbook name."""
     found = {}
     for info in pkgutil.iter_modules(opslib.procedures.__path__):
         module = importlib.import_module(f"opslib.procedures.{info.name}")
@@ -471,7 +467,8 @@ def test_the_notebook_declares_the_inputs_of_its_runbook(name: str) -> None:
     import inspect
     import json
 
-    from opslib import params, runner
+    from opslib.core import params
+    from opslib.engine import runner
 
     module = declared_inputs()[name]
     changing = hasattr(module, "apply")
@@ -599,7 +596,7 @@ def _actions(w: World) -> list[Action]:
     with w.opened() as session:
         observed = w.proc.observe(w.inputs, session)
         plan = w.proc.plan(w.inputs, observed, w.host)
-        from opslib.changes import Result
+        from opslib.core.changes import Result
 
         return w.proc.steps(Run(w.inputs, observed, plan, session, Result("x", "h", "ok")))
 
@@ -685,7 +682,7 @@ def test_a_failing_check_beyond_the_host_keeps_the_tunnel(tmp_path: Path) -> Non
 def test_a_guest_that_does_not_come_back_keeps_the_network(tmp_path: Path) -> None:
     """nat-bridge-ipv6's wait for the guests is a point of no return: a failing check
     undoes nothing (the network keeps the prefix), the result is failed and names it."""
-    from opslib import guest_taps
+    from opslib.host.libvirt import guest_taps
 
     with made("nat-bridge-ipv6", tmp_path) as w, pytest.MonkeyPatch.context() as m:
         lost = Check("vm-off answers on 2001:db8:2::5", "fail", "no answer")

@@ -1,4 +1,5 @@
-"""opslib.dns against the stand-in: retries we control, safe creates, errors without the token."""
+"""opslib.host.cloudflare.dns against the stand-in: retries we control, safe creates, errors
+without the token."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from opslib.dns import DnsClient, RecordSpec, RetryPolicy
-from opslib.errors import ApiError, InputError
-from opslib.lab.cloudflare_api import CloudflareStandIn
-from opslib.lab.cloudflare_store import Fault
+from opslib.core.errors import ApiError, InputError
+from opslib.host.cloudflare.dns import DnsClient, RecordSpec, RetryPolicy
+from opslib.lab.cloudflare.api import CloudflareStandIn
+from opslib.lab.cloudflare.store import Fault
 
 TOKEN = "dns-test-token-5f3a9c1e7b"
 READ_TOKEN = "dns-read-token-0c4e2a8d6f"

@@ -1,4 +1,4 @@
-"""The one atomic write every module uses (opslib.files)."""
+"""The one atomic write every module uses (opslib.core.files)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from opslib import files
+from opslib.core import files
 
 
 def test_a_new_file_gets_the_mode_asked_for(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_restore_as_observed_writes_the_old_text_or_removes_what_was_made(
     tmp_path: Path,
 ) -> None:
     """One undo for a file (or a unit) as observe found it, like a pyroute2 NDB rollback."""
-    from opslib.files import restore_as_observed
+    from opslib.core.files import restore_as_observed
 
     kept = tmp_path / "interfaces"
     kept.write_text("changed\n")
@@ -100,8 +100,8 @@ def test_restore_as_observed_writes_the_old_text_or_removes_what_was_made(
 
 
 def test_restore_as_observed_says_why_it_could_not_remove(tmp_path: Path) -> None:
-    from opslib.errors import ApplyError
-    from opslib.files import restore_as_observed
+    from opslib.core.errors import ApplyError
+    from opslib.core.files import restore_as_observed
 
     directory = tmp_path / "interfaces.d"
     directory.mkdir()

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from opslib import neighbour_probe, rtnl, virt
-from opslib.errors import UnknownName
-from opslib.netlink import Neighbour
+from opslib.core.errors import UnknownName
+from opslib.core.slaac import eui64_address, link_local
+from opslib.host.kernel import rtnl
+from opslib.host.kernel.netlink import Neighbour
+from opslib.host.libvirt import virt
 from opslib.procedures import find_vm_ip as f
-from opslib.slaac import eui64_address, link_local
+from opslib.procedures.find_vm_ip import neighbour_probe
 
 NAT = virt.parse_network(
     "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import cli
+from opslib.cli import main
 from opslib.fleet import outcome
-from opslib.records import Store
+from opslib.records.store import Store
 
 INVENTORY = """\
 daemon_hosts:
@@ -33,7 +33,7 @@ def inventory(tmp_path: Path) -> Path:
 
 
 def fleet(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    rc = cli.main(["fleet", *argv])
+    rc = main.main(["fleet", *argv])
     out, err = capsys.readouterr()
     return rc, out + err
 
@@ -218,7 +218,7 @@ def test_version_names_the_wheelhouse_it_was_installed_from(
 
     def version() -> str:
         with pytest.raises(SystemExit) as exited:
-            cli.main(["--version"])
+            main.main(["--version"])
         assert exited.value.code == 0
         return capsys.readouterr().out.strip()
 
@@ -277,7 +277,7 @@ def test_fleet_plan_and_apply_refuse_bad_input_before_any_host(
 
 
 def test_a_fleet_plan_lists_the_plan_each_host_filed_by_its_id_there(tmp_path: Path) -> None:
-    from opslib import fleet_plan_cli
+    from opslib.cli import fleet_plan
 
     fetched = tmp_path / "fetched" / "alpha"
     fetched.mkdir(parents=True)
@@ -293,6 +293,6 @@ def test_a_fleet_plan_lists_the_plan_each_host_filed_by_its_id_there(tmp_path: P
     rows = [outcome.HostRow("alpha"), outcome.HostRow("beta", status="failed")]
     outcome.import_records(rows, tmp_path / "fetched", store, "RUN1")
     assert rows[0].record_id == 1  # its id at home; the host applies its own id, 12
-    found = fleet_plan_cli._host_plan(store, rows[0])
+    found = fleet_plan._host_plan(store, rows[0])
     assert found == {"plan": 12, "digest": "d" * 64, "record": 1}
-    assert fleet_plan_cli._host_plan(store, rows[1]) is None
+    assert fleet_plan._host_plan(store, rows[1]) is None

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from opslib import interfaces as ifs
-from opslib import virt
-from opslib.bridge_kernel import LinkFacts, check_links
-from opslib.errors import HostError, InputError
-from opslib.network_restart import DEFAULT_RESTART, restart_argv
+from opslib.core.errors import HostError, InputError
+from opslib.host.ifupdown import interfaces as ifs
+from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, restart_argv
+from opslib.host.libvirt import virt
+from opslib.host.libvirt.virtxml import bridge_network
 from opslib.procedures import forward_bridge as fb
-from opslib.virtxml import bridge_network
+from opslib.procedures.forward_bridge.kernel import LinkFacts, check_links
 
 CORPUS = Path(__file__).parent / "interfaces_corpus"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
@@ -492,8 +492,8 @@ def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch)
 
 def test_lab_parameter_set_matches_the_notebook() -> None:
     # what the set gives the lab: tests/test_lab_parameters.py
-    from opslib import params
-    from opslib.runner import load_param_file
+    from opslib.core import params
+    from opslib.engine.runner import load_param_file
 
     root = Path(__file__).parent.parent
     values = load_param_file(root / "parameters" / "lab" / "forward-bridge.yaml")
@@ -538,11 +538,11 @@ def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) 
 def test_a_failed_restart_step_is_known_by_the_action_not_by_its_label() -> None:
     """network_restart explains a failure of its own validate step (the old file is back);
     another step that fails, whatever its label, gets the engine's summary."""
-    from opslib import network_restart
-    from opslib.changes import Result
-    from opslib.errors import ApplyError
-    from opslib.network_restart import Restart, Restarting
-    from opslib.transaction import Action, Applied
+    from opslib.core.actions import Action, Applied
+    from opslib.core.changes import Result
+    from opslib.core.errors import ApplyError
+    from opslib.host.ifupdown import network_restart
+    from opslib.host.ifupdown.network_restart import Restart, Restarting
 
     work = Restarting(Restart(), "", "/nonexistent/interfaces", "eth0 br0")
     actions = network_restart.steps(

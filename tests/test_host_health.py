@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from opslib import records
-from opslib.changes import Check
+from opslib.core.changes import Check
 from opslib.procedures import host_health
+from opslib.records import store as records
 
 
 def test_a_failing_check_fails_the_result_and_is_named_in_the_summary() -> None:
@@ -102,7 +102,7 @@ def test_managed_dns_records_come_from_successful_applies_newest_first(tmp_path:
 def test_a_tunnel_without_its_addresses_is_bad_input_before_any_check() -> None:
     import pytest
 
-    from opslib.errors import InputError
+    from opslib.core.errors import InputError
 
     with pytest.raises(InputError, match="needs client_ipv6"):
         host_health.run(host="h1", libvirt_uri="test:///default", tunnel="he-ipv6")
@@ -110,7 +110,7 @@ def test_a_tunnel_without_its_addresses_is_bad_input_before_any_check() -> None:
 
 def _guest_with_ipv4_only(monkeypatch, network: str = "default") -> None:  # type: ignore[no-untyped-def]
     from opslib.procedures import find_vm_ip
-    from opslib.vm_addresses import NicAddresses, SeenAddress, VmAddresses
+    from opslib.procedures.find_vm_ip.vm_addresses import NicAddresses, SeenAddress, VmAddresses
 
     seen = (SeenAddress("ipv4", "198.51.100.7", "lease"),)
     nic = NicAddresses("vm-nat1", "52:54:00:0b:00:01", network, "virbr0", seen)
@@ -176,7 +176,8 @@ def node_file(tmp_path: Path) -> Path:
 
 
 def test_reachable_guests_not_set_to_autostart_warn_before_any_reboot(tmp_path: Path) -> None:
-    from opslib import guest_reboot, virt
+    from opslib.host.libvirt import virt
+    from opslib.procedures.host_health import guest_reboot
 
     # one connection: a test:///FILE node keeps a setAutostart only as long as it lives
     with virt.connect(f"test://{node_file(tmp_path)}") as conn:
@@ -238,7 +239,7 @@ def test_a_failing_audit_through_opsbook_run_names_its_checks_not_an_exception(
     env = {**os.environ, "OPSBOOK_RECORDS": str(store)}
     env.pop("OPSBOOK_NOTEBOOKS", None)
     done = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", "run", "host-health", "--host", "h1",
+        [sys.executable, "-m", "opslib.cli.main", "run", "host-health", "--host", "h1",
          "-p", "libvirt_uri", "test:///default", "-p", "nat_network", "default",
          "-p", "forward_network", "", "-p", "bridge", ""],
         env=env, capture_output=True, text=True, timeout=600,

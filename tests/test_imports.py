@@ -1,4 +1,5 @@
-"""How opslib's modules depend on each other: no import loops, libvirt only through virt.
+"""How opslib's modules depend on each other: layers imported one way, no import loops,
+libvirt only through virt.
 
 Every import counts, wherever it stands: at module level, inside a function (a lazy
 import still ties the two modules together), under ``TYPE_CHECKING``, and
@@ -39,7 +40,7 @@ def imported_names(module: str, path: Path) -> list[tuple[str, int]]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from opslib import records` imports the module opslib.records
+            # `from opslib.records import store` imports the package and the module
             found += [(base, node.lineno)]
             found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
         elif (
@@ -100,7 +101,9 @@ def describe(loop: list[str], graph: dict[str, dict[str, int]]) -> str:
 
 def test_opslib_has_no_import_loops() -> None:
     graph = import_graph()
-    assert "opslib.runbook" in graph and graph["opslib.cli"], "the walk found opslib's imports"
+    assert "opslib.engine.runbook" in graph and graph["opslib.cli.main"], (
+        "the walk found opslib's imports"
+    )
     found = loops(graph)
     assert not found, "\n".join(describe(loop, graph) for loop in found)
 
@@ -117,7 +120,15 @@ def test_the_walk_names_a_loop_through_a_function_level_import(tmp_path: Path) -
 
 def test_the_engine_reaches_libvirt_only_through_opslib_virt() -> None:
     files = module_files()
-    engine = ("params", "runbook", "runner", "ui", "records", "record_header", "paramsets")
+    engine = (
+        "core.params",
+        "engine.runbook",
+        "engine.runner",
+        "engine.ui",
+        "records.store",
+        "records.header",
+        "core.paramsets",
+    )
     for name in engine:
         module = f"opslib.{name}"
         imports = {n for n, _ in imported_names(module, files[module])}
@@ -128,7 +139,7 @@ def test_only_the_lab_and_the_command_line_import_the_lab() -> None:
     # The lab calls the runbooks and the adapters, never the other way round: shipped
     # code must not depend on the test lab. cli.py registers the lab's subcommands.
     files = module_files()
-    allowed = {"opslib.cli"}
+    allowed = {"opslib.cli.main"}
     found = [
         f"{module} imports {name} (line {line})"
         for module, path in files.items()
@@ -138,3 +149,65 @@ def test_only_the_lab_and_the_command_line_import_the_lab() -> None:
     ]
     assert "opslib.procedures.ipv6_tunnel" in files, "the walk found the procedures"
     assert not found, "\n".join(found)
+
+
+# opslib's packages, lowest first: a module imports its own layer and the layers before it,
+# never one after it (docs/architecture.md draws the same order).
+LAYERS = (
+    "core",
+    "host",
+    "records",
+    "contract",
+    "procedures",
+    "engine",
+    "schedule",
+    "fleet",
+    "cli",
+    "lab",
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The index of a module's layer in LAYERS; None for the package root (``opslib``)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    assert parts[1] in LAYERS, f"{module} is in no layer: add its package to LAYERS"
+    return LAYERS.index(parts[1])
+
+
+def upward_imports(files: dict[str, Path]) -> list[str]:
+    found = []
+    for module, path in files.items():
+        mine = layer_of(module)
+        for name, line in imported_names(module, path):
+            if name not in files or mine is None:
+                continue
+            theirs = layer_of(name)
+            # the command line registers the lab's subcommands: its one way into the lab
+            wiring = module == "opslib.cli.main" and name.startswith("opslib.lab")
+            if theirs is not None and theirs > mine and not wiring:
+                found.append(
+                    f"{module} (layer {LAYERS[mine]}) imports {name} "
+                    f"(layer {LAYERS[theirs]}) on line {line}"
+                )
+    return found
+
+
+def test_every_import_runs_down_the_layers() -> None:
+    files = module_files()
+    assert "opslib.cli.main" in files and "opslib.core.errors" in files, "the walk found opslib"
+    found = upward_imports(files)
+    assert not found, "imports that run upward:\n" + "\n".join(found)
+
+
+def test_an_upward_import_is_named_with_its_line(tmp_path: Path) -> None:
+    # the check itself, on a made-up tree: core reaching up into engine is named
+    core = tmp_path / "errors.py"
+    core.write_text("import os\n\n\ndef f():\n    from opslib.engine import runner\n")
+    engine = tmp_path / "runner.py"
+    engine.write_text("from opslib.core import errors\n")
+    files = {"opslib.core.errors": core, "opslib.engine.runner": engine}
+    assert upward_imports(files) == [
+        "opslib.core.errors (layer core) imports opslib.engine.runner (layer engine) on line 5"
+    ]

@@ -1,4 +1,4 @@
-"""opslib.inputs: a runbook's inputs declared once, and what derives from them."""
+"""opslib.contract.inputs: a runbook's inputs declared once, and what derives from them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from opslib import inputs, params
-from opslib.changes import Change, Plan
-from opslib.errors import ApplyError, HostError, InputError
-from opslib.inputs import param
-from opslib.transaction import Action, Procedure, Run
+from opslib.contract import inputs
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core import params
+from opslib.core.actions import Action
+from opslib.core.changes import Change, Plan
+from opslib.core.errors import ApplyError, HostError, InputError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +156,7 @@ def test_a_declared_dataclass_converts_by_the_types_then_checks_rules_then_its_o
 
 
 def test_the_form_shows_a_broken_rule_beside_the_field_that_declares_it() -> None:
-    from opslib.runbook import Runbook
+    from opslib.engine.runbook import Runbook
 
     decls = inputs.declarations(Bridge)
     raw = {p.name: p.default for p in decls}

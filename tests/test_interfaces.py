@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib import interfaces as ifs
-from opslib.errors import InputError
+from opslib.core.errors import InputError
+from opslib.host.ifupdown import interfaces as ifs
 
 CORPUS = Path(__file__).parent / "interfaces_corpus"
 MAIN = "/etc/network/interfaces"

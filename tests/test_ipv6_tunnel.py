@@ -19,8 +19,11 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from opslib import interfaces, netlink, rtnl, sixinfour, tunnels
-from opslib.errors import InputError, NetlinkError, Unsupported
+from opslib.core.errors import InputError, NetlinkError, Unsupported
+from opslib.host.ifupdown import interfaces
+from opslib.host.kernel import netlink, rtnl
+from opslib.host.sixinfour import tunnels
+from opslib.host.sixinfour import userspace as sixinfour
 from opslib.procedures import ipv6_tunnel as t
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, TUN, raw sockets)")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import runner
-from opslib.errors import HostError, InputError
-from opslib.lab import daemonhost, hostssh, rootfs
+from opslib.core.errors import HostError, InputError
+from opslib.engine import runner
+from opslib.lab.booted import daemonhost, rootfs, ssh
 from opslib.lab.config import Lab
 
 DEBIAN_SOURCES = """\
@@ -141,8 +141,8 @@ def test_unusable_host_names_are_bad_input(name: str) -> None:
 
 def test_ssh_files_check_host_keys_strictly_from_the_labs_own_file() -> None:
     lab = Lab(prefix="t1")
-    known = [hostssh.Known("daemon1", "192.0.2.20", "ssh-ed25519 AAAAC3Nz root@daemon1\n")]
-    config = hostssh.render_config(lab, known)
+    known = [ssh.Known("daemon1", "192.0.2.20", "ssh-ed25519 AAAAC3Nz root@daemon1\n")]
+    config = ssh.render_config(lab, known)
     block = config[config.index("Host daemon1") :]
     for line in (
         "HostName 192.0.2.20",
@@ -154,8 +154,8 @@ def test_ssh_files_check_host_keys_strictly_from_the_labs_own_file() -> None:
         "GlobalKnownHostsFile /dev/null",
     ):
         assert f"  {line}\n" in block
-    assert hostssh.render_known_hosts(known) == "daemon1 ssh-ed25519 AAAAC3Nz\n"
-    argv = hostssh.ssh_argv(lab, "daemon1", ["opsbook", "run", "network-inventory"])
+    assert ssh.render_known_hosts(known) == "daemon1 ssh-ed25519 AAAAC3Nz\n"
+    argv = ssh.ssh_argv(lab, "daemon1", ["opsbook", "run", "network-inventory"])
     assert argv[:4] == ["ip", "netns", "exec", "t1-campus"]
     assert argv[-2:] == ["daemon1", "opsbook run network-inventory"]
 
@@ -188,7 +188,7 @@ def test_a_lab_brought_up_again_gets_the_same_wheelhouse_without_a_build(
 ) -> None:
     # lab down removes LAB/wheelhouse; a rebuilt one would get a new id (wheels are not
     # byte-for-byte reproducible), and the install kept for the old id would never match
-    from opslib.lab import hostinstall
+    from opslib.lab.booted import install as hostinstall
 
     builds: list[str] = []
 
@@ -235,9 +235,9 @@ def test_lab_status_is_up_for_a_booted_host_or_the_simulated_one(
     host: str | None,
     code: int,
 ) -> None:
-    from opslib import cli
+    from opslib.cli import main
     from opslib.lab import labstatus
 
     monkeypatch.setattr(labstatus, "status", lambda lab: _rows(libvirtd, host))
-    assert cli.main(["lab", "--prefix", "t1", "status"]) == code
+    assert main.main(["lab", "--prefix", "t1", "status"]) == code
     assert "libvirtd" in capsys.readouterr().out

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from opslib import runbook
-from opslib.changes import Result
-from opslib.lab import cloudflare_service, hostexec, simulated_sets
+from opslib.core.changes import Result
+from opslib.engine import runbook
+from opslib.engine.runner import load_param_file
 from opslib.lab import notebook as lab_notebook
+from opslib.lab import processes
+from opslib.lab.cloudflare import service
 from opslib.lab.config import Lab
-from opslib.records import Store
-from opslib.runner import load_param_file
+from opslib.lab.simulated import sets
+from opslib.records.store import Store
 
 CELL = """host = "lab"  # host: records are filed under
 libvirt_uri = "qemu:///system"  # libvirt-uri: libvirt connection of the host
@@ -35,20 +37,20 @@ def test_every_lab_gets_the_simulated_hosts_sets_written_for_it(
     lab = Lab(prefix=prefix, base=tmp_path)
     written = lab_notebook.lab_defaults(lab)
     assert written == tmp_path / prefix / "parameters"
-    assert sorted(p.stem for p in written.glob("*.yaml")) == sorted(simulated_sets.sets(lab))
+    assert sorted(p.stem for p in written.glob("*.yaml")) == sorted(sets.sets(lab))
     # what it gives that lab, typed: tests/test_lab_parameters.py
     values = load_param_file(written / "forward-bridge.yaml")
-    host_process = shlex.join(hostexec.host_command(lab, ["sh", "-c", "x"])[:-1])
+    host_process = shlex.join(processes.host_command(lab, ["sh", "-c", "x"])[:-1])
     assert values["restart_command"].startswith(host_process + " ")
     assert f"--state-dir {lab.ifupdown_state_dir} " in values["restart_command"]
     assert (values["libvirt_uri"], values["netns"], values["interfaces_file"]) == (
         lab.uri, lab.host_ns, str(lab.interfaces_file),
     )  # fmt: skip
     values = load_param_file(written / "cloudflare-aaaa.yaml")
-    assert values["token"] == f"file:{cloudflare_service.lab_token_file(lab)}"
-    assert values["api_base_url"] == cloudflare_service.lab_url(lab)
+    assert values["token"] == f"file:{service.lab_token_file(lab)}"
+    assert values["api_base_url"] == service.lab_url(lab)
     assert (values["libvirt_uri"], values["netns"]) == (lab.uri, lab.host_ns)
-    assert f":{cloudflare_service.lab_port(lab)}/" in values["api_base_url"]
+    assert f":{service.lab_port(lab)}/" in values["api_base_url"]
 
 
 def test_another_labs_sets_name_none_of_the_default_labs_namespaces_or_files(

@@ -1,4 +1,4 @@
-"""The lab's parameter sets (opslib.lab.parameters): parameters/lab/ retargeted to a lab,
+"""The lab's parameter sets (opslib.lab.simulated.parameters): parameters/lab/ retargeted to a lab,
 typed by each runbook's parameter cell, with what only the lab knows added.
 
 No root needed: the lab is only named here (paths, namespaces, ports), never built.
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from opslib import runner
-from opslib.lab import cloudflare_service, hostexec
-from opslib.lab import parameters as lab_parameters
+from opslib.engine import runner
+from opslib.lab import processes
+from opslib.lab.cloudflare import service
 from opslib.lab.config import Lab
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import cloudflare_aaaa, ipv6_tunnel, nat_bridge_ipv6
 
 
@@ -33,7 +34,7 @@ def test_forward_bridge_set_is_the_lab_hosts_files_and_its_ifupdown(lab: Lab) ->
     assert values["deadline"] == 60.0 and values["apply"] is True
     # "restart networking" runs as a process of this lab's host (its netns and mounts) ...
     argv = shlex.split(values["restart_command"])
-    assert argv[:-1] == hostexec.host_command(lab, ["sh", "-c", "the script"])[:-1]
+    assert argv[:-1] == processes.host_command(lab, ["sh", "-c", "the script"])[:-1]
     # ... and ifupdown there keeps its state in the lab's directory
     state = f"--state-dir {shlex.quote(str(lab.ifupdown_state_dir))}"
     assert argv[-1].count(state) == 4 and argv[-1].startswith("ifdown --force -i {old}")
@@ -41,9 +42,9 @@ def test_forward_bridge_set_is_the_lab_hosts_files_and_its_ifupdown(lab: Lab) ->
 
 def test_cloudflare_set_publishes_through_this_labs_stand_in(lab: Lab) -> None:
     values = lab_parameters.parameter_set(lab, "cloudflare-aaaa")
-    assert values["token"] == f"file:{cloudflare_service.lab_token_file(lab)}"
-    assert values["api_base_url"] == cloudflare_service.lab_url(lab)
-    assert values["zone"] == cloudflare_service.LAB_ZONES[0]
+    assert values["token"] == f"file:{service.lab_token_file(lab)}"
+    assert values["api_base_url"] == service.lab_url(lab)
+    assert values["zone"] == service.LAB_ZONES[0]
     assert (values["vm"], values["record_name"]) == ("vm-nat1", f"vm-nat1.{values['zone']}")
     assert (values["libvirt_uri"], values["netns"]) == (lab.uri, lab.host_ns)
     other = lab_parameters.publish_set(lab, "vm-nat2")
@@ -90,7 +91,7 @@ def test_a_runbook_run_alone_keeps_the_stock_nat_network(lab: Lab) -> None:
 
 
 def test_a_change_the_runbook_refuses_is_one_line_naming_the_runbook(lab: Lab) -> None:
-    from opslib.errors import InputError
+    from opslib.core.errors import InputError
 
     with pytest.raises(InputError, match=r"^ipv6-tunnel: .*mtu") as err:
         lab_parameters.parameter_set(lab, "ipv6-tunnel", mtu=9000)
@@ -114,27 +115,27 @@ def test_booted_lab_host_sets_carry_no_simulated_host_value(path: Path) -> None:
 
 
 def test_booted_lab_host_sets_are_valid_and_daemon1s_values() -> None:
-    from opslib import params
-    from opslib.lab import daemonhost, hostguests, hostpeers, hostruns
+    from opslib.core import params
+    from opslib.lab.booted import daemonhost, guests, peers, runs
 
     daemon1 = daemonhost.Host(Lab(), daemonhost.DEFAULT_NAME, 1)  # the first host booted
-    for runbook in hostruns.ORDER:  # each validates against its notebook's parameter cell
+    for runbook in runs.ORDER:  # each validates against its notebook's parameter cell
         info = runner.find_runbook(runbook)
         params.validate(info.params, runner.load_param_file(BOOTED_SETS / f"{runbook}.yaml"))
     # daemon1's values as the lab computes them: nothing to add with -p on daemon1 but its
     # defaults; another host gets its own name and slot's values
-    assert hostruns.per_host(daemon1) == {runbook: {} for runbook in hostruns.ORDER}
+    assert runs.per_host(daemon1) == {runbook: {} for runbook in runs.ORDER}
     tunnel = runner.load_param_file(BOOTED_SETS / "ipv6-tunnel.yaml")
-    assert {k: tunnel[k] for k in hostpeers.tunnel_parameters(daemon1)} == (
-        hostpeers.tunnel_parameters(daemon1)
+    assert {k: tunnel[k] for k in peers.tunnel_parameters(daemon1)} == (
+        peers.tunnel_parameters(daemon1)
     )
     netreg = runner.load_param_file(BOOTED_SETS / "netreg-attach.yaml")
-    assert netreg["mac"] == hostguests.netreg_guest(daemon1).netreg_mac
-    other = hostruns.per_host(daemonhost.Host(Lab(), "dh2", 2))
+    assert netreg["mac"] == guests.netreg_guest(daemon1).netreg_mac
+    other = runs.per_host(daemonhost.Host(Lab(), "dh2", 2))
     assert other["network-inventory"] == {"host": "dh2"}
     assert other["netreg-attach"] == {"host": "dh2", "mac": "52:54:00:0b:12:03"}
     assert other["cloudflare-aaaa"] == {"host": "dh2", "record_name": "vm-nat1-dh2.example.org"}
-    assert hostruns.command("find-vm-ip", other["find-vm-ip"]) == (
+    assert runs.command("find-vm-ip", other["find-vm-ip"]) == (
         "sudo -i opsbook run find-vm-ip -f "
         "/opt/opsbook/share/opsbook/parameters/lab/find-vm-ip.yaml -p host dh2"
     )
@@ -151,10 +152,10 @@ def test_booted_lab_host_sets_are_valid_and_daemon1s_values() -> None:
 def test_lab_up_refuses_bad_flags_in_one_line_before_making_anything(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from opslib import cli
+    from opslib.cli import main
 
     lab = Lab(prefix="obQz")  # a prefix no lab uses: nothing of it may appear
-    assert cli.main(["lab", "--prefix", lab.prefix, "up", *args]) == 2
+    assert main.main(["lab", "--prefix", lab.prefix, "up", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"opsbook: {message}") and err.count("\n") == 1, err
     assert not lab.root.exists() and not Path("/run/netns", lab.host_ns).exists()

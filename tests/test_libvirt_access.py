@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from opslib import accounts, libvirt_login, transaction
-from opslib.changes import Plan, Result
-from opslib.errors import HostError, InputError, UnknownName
+from opslib.contract import transaction
+from opslib.core.changes import Plan, Result
+from opslib.core.errors import HostError, InputError, UnknownName
+from opslib.host.accounts import accounts, libvirt_login
 from opslib.procedures import libvirt_access as la
 from opslib.procedures import libvirt_access_audit as audit
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of runs (opslib.metrics) and the alerting rules that read them.
+"""Prometheus metrics of runs (opslib.engine.metrics) and the alerting rules that read them.
 
 promtool comes from Debian's `prometheus` package, unpacked (never installed) into
 /var/cache/opsbook/prometheus by scripts/setup.sh (scripts/prometheus-tools.sh).
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import metrics, schedule
-from opslib.errors import InputError
+from opslib.core.errors import InputError
+from opslib.engine import metrics
+from opslib.schedule import units as schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
@@ -168,7 +169,8 @@ def test_a_metrics_dir_that_does_not_exist_is_refused_not_made(tmp_path: Path) -
     missing = tmp_path / "absent" / "dir"
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS)}
     proc = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", "run", "engine-demo", "--metrics-dir", str(missing),
+        [sys.executable, "-m", "opslib.cli.main", "run", "engine-demo", "--metrics-dir",
+        str(missing),
          "--records", str(tmp_path / "records")],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -186,7 +188,7 @@ def test_opsbook_run_writes_metrics_of_a_passing_then_a_failing_run(
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS)}
     out = tmp_path / "textfile"
     out.mkdir()  # as node_exporter's package makes it
-    base = [sys.executable, "-m", "opslib.cli", "run", "engine-demo", "--host", "h1", "-q",
+    base = [sys.executable, "-m", "opslib.cli.main", "run", "engine-demo", "--host", "h1", "-q",
             "--records", str(tmp_path / "records"), "--metrics-dir", str(out), "--period", "900",
             "-p", "apply", "true"]  # fmt: skip
     ok = subprocess.run(base, env=env, capture_output=True, text=True, check=False)
@@ -214,7 +216,7 @@ def test_opsbook_run_writes_metrics_of_a_passing_then_a_failing_run(
 def test_opsbook_run_refuses_a_period_without_a_metrics_dir(tmp_path: Path) -> None:
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS)}
     proc = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", "run", "engine-demo", "--period", "60",
+        [sys.executable, "-m", "opslib.cli.main", "run", "engine-demo", "--period", "60",
          "--records", str(tmp_path / "records")],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip

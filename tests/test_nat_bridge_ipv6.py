@@ -16,12 +16,14 @@ import libvirt
 import pytest
 from lxml import etree
 
-from opslib import guest_taps, rtnl, transaction, virt
-from opslib.changes import Plan, Result
-from opslib.errors import InputError, UnknownName
-from opslib.ipv6prefix import ULA
+from opslib.contract import transaction
+from opslib.core.changes import Plan, Result
+from opslib.core.errors import InputError, UnknownName
+from opslib.core.ipv6prefix import ULA
+from opslib.host.kernel import rtnl
+from opslib.host.libvirt import guest_taps, virt
+from opslib.host.libvirt.virtxml import DomainXml, NetworkXml
 from opslib.procedures import nat_bridge_ipv6 as nb
-from opslib.virtxml import DomainXml, NetworkXml
 
 PREFIX = "2001:db8:2::/64"
 NET = ipaddress.IPv6Network(PREFIX)
@@ -101,7 +103,7 @@ def test_bad_prefix_fails_before_libvirt_is_touched() -> None:
 
 
 def diff_lines(before: str, after: str) -> list[str]:
-    from opslib.changes import unified_diff
+    from opslib.core.changes import unified_diff
 
     return [
         line
@@ -346,7 +348,7 @@ def test_redefine_apply_then_second_plan_is_empty(node: libvirt.virConnect) -> N
 
 
 def test_libvirt_errors_are_translated(tmp_path: Path) -> None:
-    from opslib.errors import LibvirtError
+    from opslib.core.errors import LibvirtError
 
     with pytest.raises(LibvirtError, match="cannot connect"):
         nb.plan(host="h", libvirt_uri=f"test://{tmp_path}/missing.xml", netns="", prefix=PREFIX)
@@ -505,7 +507,7 @@ def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatc
 
 
 def test_apply_refuses_a_plan_the_host_no_longer_matches(node: libvirt.virConnect) -> None:
-    from opslib.errors import ApplyError
+    from opslib.core.errors import ApplyError
 
     reviewed = nb.ipv6_plan(observe(node, "default"), host="h", network="default", prefix=NET)
     before = node.networkLookupByName("default").XMLDesc(0)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib.changes import Plan
-from opslib.errors import InputError, UnknownName
+from opslib.core.changes import Plan
+from opslib.core.errors import InputError, UnknownName
 from opslib.procedures import netreg_attach as na
 
 NODE = """<node>

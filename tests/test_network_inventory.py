@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opslib import virt
+from opslib.host.libvirt import virt
 from opslib.procedures import network_inventory as ni
 
 

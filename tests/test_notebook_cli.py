@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opslib import cli
+from opslib.cli import main
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def taken() -> Iterator[int]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    rc = cli.main(["notebook", *args])
+    rc = main.main(["notebook", *args])
     out = capsys.readouterr()
     return rc, out.out + out.err
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from opslib import record_header
+from opslib.records import header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_an_installed_opsbook_names_the_revision_its_wheel_was_built_from(
 ) -> None:
     # scripts/debian-packages.txt installs python3-setuptools and python3-wheel
     assert _builds_wheels(TARGET), f"{TARGET} has no setuptools and wheel: run ./scripts/setup.sh"
-    before = record_header.repo_revision()  # this checkout's, from git
+    before = header.repo_revision()  # this checkout's, from git
     build = ROOT / "scripts" / "build-wheelhouse.sh"
     sources = subprocess.run(
         ["sh", str(build), "--sources", str(tmp_path / "src")],
@@ -78,7 +78,7 @@ def test_an_installed_opsbook_names_the_revision_its_wheel_was_built_from(
         timeout=120,
     )
     assert sources.returncode == 0, sources.stderr
-    after = record_header.repo_revision()  # a helper may commit meanwhile
+    after = header.repo_revision()  # a helper may commit meanwhile
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", before), before
     pip_wheel = [TARGET, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     wheel = subprocess.run(
@@ -98,7 +98,7 @@ def test_an_installed_opsbook_names_the_revision_its_wheel_was_built_from(
         timeout=300,
     )
     assert install.returncode == 0, install.stderr
-    ask = "import opslib.record_header as h; print(h.__file__); print(h.repo_revision())"
+    ask = "import opslib.records.header as h; print(h.__file__); print(h.repo_revision())"
     done = subprocess.run(
         [sys.executable, "-c", ask],
         capture_output=True,

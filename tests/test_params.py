@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import params
-from opslib.errors import InputError
+from opslib.core import params
+from opslib.core.errors import InputError
+from opslib.host.libvirt import virt
 
 CELL = """\
 host = "lab"  # host: the host name records are filed under
@@ -172,19 +173,20 @@ def test_read_runbook_finds_purpose_and_parameters(tmp_path) -> None:  # type: i
 
 def test_vm_names_are_checked_against_libvirt() -> None:
     decls = [params.Param("libvirt_uri", "libvirt-uri", ""), params.Param("vm", "vm", "")]
-    params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "test"})
+    virt.check_names(decls, {"libvirt_uri": "test:///default", "vm": "test"})
     with pytest.raises(InputError, match="no VM named 'tset'; did you mean test"):
-        params.check_names(decls, {"libvirt_uri": "test:///default", "vm": "tset"})
+        virt.check_names(decls, {"libvirt_uri": "test:///default", "vm": "tset"})
 
 
 def test_an_unreachable_libvirt_is_one_line_from_opslib_virt(tmp_path: Path) -> None:
-    # params reads declarations and values; the libvirt connection is opslib.virt's, which
+    # params reads declarations and values; the libvirt connection is opslib.host.libvirt.virt's,
+    # which
     # translates libvirt's error once, with what libvirt said (here: the file is missing;
     # libvirtd has nothing to do with the test driver).
     uri = f"test://{tmp_path}/no-such-host.xml"
     decls = [params.Param("libvirt_uri", "libvirt-uri", ""), params.Param("net", "network", "")]
     with pytest.raises(InputError) as caught:
-        params.check_names(decls, {"libvirt_uri": uri, "net": "default"})
+        virt.check_names(decls, {"libvirt_uri": uri, "net": "default"})
     message = str(caught.value)
     assert message == (
         f"parameter net: cannot connect to libvirt at {uri}: the test driver's file "
@@ -197,7 +199,7 @@ def test_a_libvirtd_that_does_not_answer_its_socket_is_named(tmp_path: Path) -> 
     uri = f"qemu:///system?socket={tmp_path}/libvirt-sock"
     decls = [params.Param("libvirt_uri", "libvirt-uri", ""), params.Param("net", "network", "")]
     with pytest.raises(InputError) as caught:
-        params.check_names(decls, {"libvirt_uri": uri, "net": "default"})
+        virt.check_names(decls, {"libvirt_uri": uri, "net": "default"})
     message = str(caught.value)
     assert message.startswith(f"parameter net: cannot connect to libvirt at {uri}: "), message
     assert f"Failed to connect socket to '{tmp_path}/libvirt-sock'" in message
@@ -300,7 +302,7 @@ def test_runbooks_declare_ranges_interface_names_and_no_lab_host(path: Path) -> 
 
 
 def test_address_types_name_the_family_they_want() -> None:
-    from opslib.params import Param
+    from opslib.core.params import Param
 
     assert Param("a", "ipv4", "").convert(" 192.0.2.1 ") == "192.0.2.1"
     assert Param("a", "ipv6", "").convert("2001:DB8::1") == "2001:db8::1"
@@ -321,7 +323,7 @@ def run_refused(store: Path, runbook: str, *given: str) -> str:
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "opslib.cli", "run", runbook, "--records", str(store)]
+    argv = [sys.executable, "-m", "opslib.cli.main", "run", runbook, "--records", str(store)]
     for pair in given:
         argv += ["-p", *pair.split("=", 1)]
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(REPO_NOTEBOOKS), "OPSBOOK_RECORDS": str(store)}

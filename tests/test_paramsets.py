@@ -1,4 +1,4 @@
-"""Parameter sets (opslib.paramsets): what a bad file tells the operator, in one line."""
+"""Parameter sets (opslib.core.paramsets): what a bad file tells the operator, in one line."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from opslib.errors import InputError
+from opslib.core.errors import InputError
 
 
 def test_a_parameter_set_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
-    from opslib.paramsets import load_param_file
+    from opslib.core.paramsets import load_param_file
 
     path = tmp_path / "set.yaml"
     path.write_bytes(b"host: h1\nnote: caf\xe9\n")  # Latin-1, as an old editor saves it
@@ -29,7 +29,7 @@ def test_a_parameter_set_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
 def test_a_parameter_given_twice_in_a_set_is_refused_naming_the_line(
     tmp_path: Path, text: str, line: str
 ) -> None:
-    from opslib.paramsets import load_param_file
+    from opslib.core.paramsets import load_param_file
 
     path = tmp_path / "set.yaml"
     path.write_text(text)
@@ -41,7 +41,7 @@ def test_a_parameter_given_twice_in_a_set_is_refused_naming_the_line(
 def test_the_strict_safe_loader_refuses_duplicate_keys_and_keeps_yaml_types() -> None:
     import yaml
 
-    from opslib.paramsets import StrictSafeLoader
+    from opslib.core.paramsets import StrictSafeLoader
 
     assert yaml.load("a: 1\nb: [x]\n", Loader=StrictSafeLoader) == {"a": 1, "b": ["x"]}
     with pytest.raises(yaml.constructor.ConstructorError, match="a is given twice"):

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
-from opslib import inputs, plan_index, plan_records, records, runbook, transaction
-from opslib.changes import Change, Plan
-from opslib.errors import InputError
+from opslib.contract import inputs, plan_records, transaction
+from opslib.core.changes import Change, Plan
+from opslib.core.errors import InputError
+from opslib.engine import runbook
+from opslib.records import plan_index
+from opslib.records import store as records
 
 CELL = """host = "lab"  # host: host
 path = "/nonexistent"  # str: the file it writes
@@ -86,7 +89,7 @@ def form(site: Path) -> runbook.Runbook:
 
 
 def plans(site: Path) -> list[plan_index.PlanRow]:
-    return plan_records.listed(records.Store(site / "records"))
+    return records.saved_plans(records.Store(site / "records"))
 
 
 def test_under_a_policy_the_form_applies_only_a_saved_plan_another_person_approved(

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import policy
-from opslib.changes import Change, Plan, ensure_fresh
-from opslib.errors import InputError, StalePlan
+from opslib.contract import policy
+from opslib.core.changes import Change, Plan, ensure_fresh
+from opslib.core.errors import InputError, StalePlan
 
 NOTEBOOKS = Path(__file__).parent / "plan_notebooks"
 
@@ -60,7 +60,7 @@ class Site:
         }
         env.pop("SUDO_USER", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "opslib.cli", *args],
+            [sys.executable, "-m", "opslib.cli.main", *args],
             env=env,
             cwd=self.root,
             capture_output=True,
@@ -76,19 +76,19 @@ class Site:
         return done
 
     def header(self, run_id: int) -> dict:
-        from opslib.records import Store
+        from opslib.records.store import Store
 
         store = Store(self.store)
         return store.notebook(store.get(run_id))["metadata"]["opsbook"]
 
     def page(self, run_id: int) -> Path:
-        from opslib.records import Store
+        from opslib.records.store import Store
 
         store = Store(self.store)
         return store.abspath(store.get(run_id)).with_suffix(".html")
 
     def runs(self) -> int:
-        from opslib.records import Store
+        from opslib.records.store import Store
 
         return Store(self.store).count()
 

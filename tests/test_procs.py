@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from opslib import procs
-from opslib.errors import HostError
+from opslib.core import procs
+from opslib.core.errors import HostError
 
 
 def test_a_failing_command_is_one_line_quoting_its_last_error() -> None:

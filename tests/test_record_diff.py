@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from opslib import record_diff, virt
-from opslib.changes import Check, Result
-from opslib.netlink import Neighbour
+from opslib.core.changes import Check, Result
+from opslib.host.kernel.netlink import Neighbour
+from opslib.host.libvirt import virt
 from opslib.procedures import find_vm_ip, network_inventory
+from opslib.records import diff
 
 MACS = {
     "vm-nat1": "52:54:00:0b:00:01",
@@ -87,8 +88,8 @@ def test_unchanged_addresses_with_other_neighbour_states_are_no_change(
     a = find_vm_ip_run(monkeypatch)
     b = find_vm_ip_run(monkeypatch, state={V6["vm-nat1"]: "DELAY", V4["vm-nat3"]: "DELAY"})
     assert len(a["result"]["tables"]["addresses"]) == 8
-    assert record_diff.diff_runs(a, b) == []
-    shown = record_diff.diff_runs(a, b, volatile=True)
+    assert diff.diff_runs(a, b) == []
+    shown = diff.diff_runs(a, b, volatile=True)
     # One line per address, even where the same state change happened to several.
     assert shown == [
         f"~ addresses: vm-nat1 {V6['vm-nat1']} (mac {MACS['vm-nat1']}, family ipv6, "
@@ -107,7 +108,7 @@ def test_the_whole_row_comparison_of_old_showed_a_state_change_as_two_rows(
     b = find_vm_ip_run(monkeypatch, state={V6["vm-nat1"]: "DELAY"})
     for run in (a, b):
         del run["result"]["keys"], run["result"]["volatile"]
-    lines = record_diff.diff_runs(a, b)
+    lines = diff.diff_runs(a, b)
     assert not [line for line in lines if line.startswith(("- addresses", "+ addresses"))]
     # Keyed by the leading columns that tell the rows apart: vm … source.
     assert lines == [
@@ -122,7 +123,7 @@ def test_a_vm_that_gained_an_address_and_one_that_lost_one(
 ) -> None:
     a = find_vm_ip_run(monkeypatch, ipv6=("vm-nat1", "vm-nat3"))
     b = find_vm_ip_run(monkeypatch, ipv6=("vm-nat1", "vm-nat2"), state={V6["vm-nat1"]: "DELAY"})
-    assert record_diff.diff_runs(a, b) == [
+    assert diff.diff_runs(a, b) == [
         f"+ addresses: vm-nat2 gained {V6['vm-nat2']} (mac {MACS['vm-nat2']}, family ipv6, "
         "source neighbour)",
         f"- addresses: vm-nat3 lost {V6['vm-nat3']} (mac {MACS['vm-nat3']}, family ipv6, "
@@ -135,7 +136,7 @@ def test_only_the_fields_that_changed_and_one_line_for_the_same_change_in_many_r
 ) -> None:
     a = find_vm_ip_run(monkeypatch)
     b = find_vm_ip_run(monkeypatch, vm_state={"vm-nat2": "paused"})
-    assert record_diff.diff_runs(a, b) == [
+    assert diff.diff_runs(a, b) == [
         '~ addresses: note "" → "VM paused: only stale entries can show"; state running → paused'
         " in 2 rows (vm-nat2)"
     ]
@@ -144,12 +145,12 @@ def test_only_the_fields_that_changed_and_one_line_for_the_same_change_in_many_r
 def test_a_renamed_network_is_one_line_per_table(monkeypatch: pytest.MonkeyPatch) -> None:
     a = find_vm_ip_run(monkeypatch)
     b = find_vm_ip_run(monkeypatch, network="nat0")
-    assert record_diff.diff_runs(a, b) == [
+    assert diff.diff_runs(a, b) == [
         "~ addresses: network nat-bridge → nat0 in 8 rows (vm-nat1, vm-nat2, vm-nat3)"
     ]
     # What changed in many rows comes first, then row by row.
     c = find_vm_ip_run(monkeypatch, network="nat0", ipv6=("vm-nat1",))
-    assert record_diff.diff_runs(a, c) == [
+    assert diff.diff_runs(a, c) == [
         "~ table addresses: 8 rows -> 7 rows",
         "~ addresses: network nat-bridge → nat0 in 7 rows (vm-nat1, vm-nat2, vm-nat3)",
         f"- addresses: vm-nat3 lost {V6['vm-nat3']} (mac {MACS['vm-nat3']}, family ipv6, "
@@ -170,14 +171,14 @@ def test_a_network_renamed_with_all_else_equal_is_one_rename(
 ) -> None:
     a, b = inventory(monkeypatch, nat("nat-bridge")), inventory(monkeypatch, nat("nat0"))
     assert a["result"]["keys"] == {"networks": ["network"]}
-    assert record_diff.diff_runs(a, b) == ["~ networks: nat-bridge renamed to nat0"]
+    assert diff.diff_runs(a, b) == ["~ networks: nat-bridge renamed to nat0"]
     # Another network on another bridge is not a rename: the one went and another came.
     other = virt.parse_network(
         "<network><name>nat0</name><forward mode='nat'/><bridge name='virbr7'/></network>",
         active=True,
         autostart=True,
     )
-    lines = record_diff.diff_runs(a, inventory(monkeypatch, other))
+    lines = diff.diff_runs(a, inventory(monkeypatch, other))
     assert [line for line in lines if " networks: " in line] == [
         "- networks: nat-bridge removed",
         "+ networks: nat0 added",
@@ -223,7 +224,7 @@ def test_a_network_renamed_by_hand_is_matched_by_its_bridge(tmp_path: Any) -> No
 
 def networks_lines(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The diff's lines about the networks table (the summary and checks name it too)."""
-    return [line for line in record_diff.diff_runs(a, b) if " networks: " in line]
+    return [line for line in diff.diff_runs(a, b) if " networks: " in line]
 
 
 def test_a_renamed_network_that_lost_its_guests_is_one_rename_with_what_changed(
@@ -259,13 +260,13 @@ def test_a_check_that_started_failing_is_one_line_what_it_saw_alone_is_volatile(
         Check("records space", "ok", "790 MiB free"),
         Check("br0 up", "ok", "up"),
     )
-    assert record_diff.diff_runs(a, b) == [
+    assert diff.diff_runs(a, b) == [
         "~ check `nat-bridge IPv6`: ok → fail (not running with it)",
         "- check `libvirtd reachable`: ok (qemu:///system)",
         "+ check `br0 up`: ok (up)",
     ]
     assert '~ check `records space`: seen "812 MiB free" → "790 MiB free" (volatile)' in (
-        record_diff.diff_runs(a, b, volatile=True)
+        diff.diff_runs(a, b, volatile=True)
     )
 
 
@@ -273,7 +274,7 @@ def test_headers_and_parameters_are_compared_as_before() -> None:
     a = checks_run(Check("x", "ok", "fine"))
     b = checks_run(Check("x", "ok", "fine"))
     b["header"] = {**b["header"], "status": "failed", "parameters": {"vm": "vm-nat1"}}
-    assert record_diff.diff_runs(a, b) == [
+    assert diff.diff_runs(a, b) == [
         '~ status: "ok" -> "failed"',
         '+ parameter vm: "vm-nat1"',
     ]
@@ -284,7 +285,7 @@ def test_a_key_that_does_not_tell_rows_apart_compares_those_rows_whole() -> None
     result.add_table("t", [{"k": "a", "v": 1}, {"k": "a", "v": 2}], key=("k",))
     changed = Result("r", "lab", "ok")
     changed.add_table("t", [{"k": "a", "v": 1}, {"k": "a", "v": 3}], key=("k",))
-    lines = record_diff.diff_runs(record(result), record(changed))
+    lines = diff.diff_runs(record(result), record(changed))
     assert lines == ["- t: a removed (v 2)", "+ t: a added (v 3)"]
 
 

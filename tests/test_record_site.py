@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from opslib import record_search, record_site, records
-from opslib.records import RESULT_MIME, Store
+from opslib.records import search as record_search
+from opslib.records import site as record_site
+from opslib.records import store as records
+from opslib.records.store import RESULT_MIME, Store
 
 MAC = "52:54:00:0b:00:02"
 
@@ -157,7 +159,7 @@ def test_a_second_build_renders_nothing_and_a_newer_renderer_renders_all(
 
 def test_the_command_says_how_many_pages_it_rendered(tmp_path: Path) -> None:
     filled(tmp_path)
-    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(tmp_path), "html"]
+    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(tmp_path), "html"]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "3 runs: 3 record pages rendered, 2 host pages" in first.stdout
@@ -229,7 +231,7 @@ def test_no_secret_value_reaches_a_page_the_index_or_the_search(tmp_path: Path) 
 
 
 def search_cli(root: Path, *words: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(root), "search"]
+    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), "search"]
     return subprocess.run([*argv, *words], capture_output=True, text=True, timeout=60)
 
 
@@ -270,8 +272,8 @@ def test_search_survives_reindex_and_catches_up_an_index_without_it(tmp_path: Pa
 
 
 def test_a_plan_shows_each_change_with_its_diff() -> None:
-    from opslib import record_pages
-    from opslib.changes import Change, Plan
+    from opslib.core.changes import Change, Plan
+    from opslib.records import pages as record_pages
 
     change = Change("file:/etc/network/interfaces", "update", "br0 takes eth0", "a\n", "b\n")
     html = record_pages.result_html(Plan("forward-bridge", "lab", (change,)).to_json())
@@ -381,7 +383,7 @@ def test_every_page_opsbook_writes_fetches_nothing_from_the_network(tmp_path: Pa
     store.add(header("2024-05-01T10:00:00Z"), rich_notebook())
     store.add(header("2024-05-01T11:00:00Z"), rich_notebook())
     record_site.build(store)
-    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(tmp_path)]
+    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(tmp_path)]
     show = subprocess.run(
         [*argv, "show", "2", "--html"], capture_output=True, text=True, timeout=120
     )
@@ -401,7 +403,7 @@ def test_every_page_opsbook_writes_fetches_nothing_from_the_network(tmp_path: Pa
 
 
 def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(root), *args]
+    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from opslib import __version__, record_header, records, secrets
-from opslib.errors import InputError
-from opslib.params import Param
-from opslib.records import RESULT_MIME, Store
+from opslib import __version__
+from opslib.core import secrets
+from opslib.core.errors import InputError
+from opslib.core.params import Param
+from opslib.records import header as record_header
+from opslib.records import store as records
+from opslib.records.store import RESULT_MIME, Store
 
 
 def notebook(result: dict | None = None) -> dict:
@@ -204,7 +207,7 @@ def test_the_record_header_names_secrets_by_source_and_exit_codes_by_status() ->
 
 
 def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "opslib.cli", "records", "--records", str(root), *args]
+    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from opslib import runbook
-from opslib.changes import Change, Check, Plan, Result
-from opslib.errors import ApplyError, InputError, LockHeld
-from opslib.locks import host_lock
+from opslib.core.changes import Change, Check, Plan, Result
+from opslib.core.errors import ApplyError, InputError, LockHeld
+from opslib.core.locks import host_lock
+from opslib.engine import runbook
 
 CELL = """host = "lab"  # host: host
 count = 2  # int: how many
@@ -133,7 +133,7 @@ def test_interactive_form_validates_beside_fields_and_apply_files_a_record(
     rb.plan_button.click()  # Plan binds the notebook's `plan` to the plan it shows
     plan = ns["plan"]
     assert len(plan.changes) == 4
-    from opslib.records import Store
+    from opslib.records.store import Store
 
     # Apply is the apply cell's button; clicking it applies the shown plan and files it.
     assert not button.disabled
@@ -184,7 +184,7 @@ def test_the_form_has_no_apply_field_and_a_headless_run_still_takes_it(
 
 
 def test_the_apply_panel_applies_what_it_is_given_and_nothing_else() -> None:
-    from opslib import ui
+    from opslib.engine import ui
 
     shown = {"plan": plan_fn(host="lab", count=1)}
     calls: list[Plan] = []
@@ -236,7 +236,7 @@ def interactive_rb(
 def test_interactive_apply_that_raises_files_a_failed_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, summary: str | None
 ) -> None:
-    from opslib.records import Store
+    from opslib.records.store import Store
 
     rb = interactive_rb(monkeypatch, tmp_path)
     rb.ns["plan"] = rb.plan(plan_fn)
@@ -266,7 +266,7 @@ def test_interactive_apply_is_filed_with_apply_true_and_host_health_sees_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from opslib.procedures import host_health
-    from opslib.records import Store
+    from opslib.records.store import Store
 
     rb = interactive_rb(monkeypatch, tmp_path, DNS_CELL, "cloudflare-aaaa")
 
@@ -297,8 +297,9 @@ def test_interactive_apply_is_filed_with_apply_true_and_host_health_sees_it(
 def test_secret_in_an_interactive_result_reaches_neither_the_record_nor_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opslib import records, secrets
-    from opslib.records import Store
+    from opslib.core import secrets
+    from opslib.records import store as records
+    from opslib.records.store import Store
 
     secret = "s3cr3t-T0KEN-for-interactive-records"
     monkeypatch.setattr(secrets, "_loaded", set())  # this test's secrets only
@@ -337,7 +338,7 @@ def test_the_form_checks_ranges_and_interface_names_and_files_under_this_host(
 ) -> None:
     import socket
 
-    from opslib.records import Store
+    from opslib.records.store import Store
 
     rb = interactive_rb(monkeypatch, tmp_path, HERE_CELL)
     deadline, uplink = (rb.form.box.children[i].children[0] for i in (2, 3))
@@ -356,7 +357,7 @@ def test_the_form_checks_ranges_and_interface_names_and_files_under_this_host(
 
 
 def test_checks_show_a_fix_only_where_a_check_is_not_ok() -> None:
-    from opslib import ui
+    from opslib.engine import ui
 
     registered = "is the host's MAC registered for DHCP (NetReg)?"
     result = Result(

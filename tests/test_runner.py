@@ -39,7 +39,7 @@ def holds_secret(text: str, secret: str = SECRET) -> bool:
 def opsbook(*args: str, store: Path, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS), "OPSBOOK_RECORDS": str(store)}
     return subprocess.Popen(
-        [sys.executable, "-m", "opslib.cli", *args],
+        [sys.executable, "-m", "opslib.cli.main", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -481,7 +481,7 @@ def test_procedure_raising_input_error_exits_2_with_its_message_and_keeps_the_re
 
 
 def test_error_exit_codes_come_from_the_opslib_error_tree() -> None:
-    from opslib.runner import error_exit_code
+    from opslib.engine.runner import error_exit_code
 
     for name in ("InputError", "UnknownName", "HostError", "Unsupported", "SecretError"):
         assert error_exit_code(name) == 2, name
@@ -569,7 +569,7 @@ def test_ranges_and_interface_names_are_refused_before_the_kernel_starts(
 def test_a_runbook_without_a_host_is_filed_under_this_machines_name() -> None:
     import socket
 
-    from opslib import runner
+    from opslib.engine import runner
 
     info = runner.find_runbook(str(REPO_NOTEBOOKS / "network-inventory.ipynb"))
     prepared = runner.prepare(info)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib import schedule
-from opslib.errors import InputError
+from opslib.core.errors import InputError
+from opslib.schedule import units as schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_systemd = pytest.mark.skipif(
@@ -162,7 +162,7 @@ def _systemd_here(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> tuple[Path, list[tuple[str, ...]]]:
     """/etc/systemd/system is tmp_path/units and systemd is the init; systemctl is recorded."""
-    from opslib import schedule_cli
+    from opslib.cli import schedule as schedule_cli
 
     units = tmp_path / "units"
     calls: list[tuple[str, ...]] = []
@@ -176,14 +176,14 @@ def _systemd_here(
 def test_install_enables_the_timers_each_time_and_remove_disables_them_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from opslib import cli
+    from opslib.cli import main
 
     units, calls = _systemd_here(monkeypatch, tmp_path)
     params, work = _params(tmp_path, GOOD), tmp_path / "work"
     install = ["schedule", "install", "--host", "h1", "--params-dir", str(params),
                "--dir", str(units), "--workdir", str(work)]  # fmt: skip
     timer = "opsbook-h1-host-health.timer"
-    assert cli.main(install) == 0
+    assert main.main(install) == 0
     assert calls == [("daemon-reload",), ("enable", "--now", timer)]
     assert f"WorkingDirectory={work}\n" in (units / "opsbook-h1-host-health.service").read_text()
     assert work.is_dir()
@@ -191,14 +191,14 @@ def test_install_enables_the_timers_each_time_and_remove_disables_them_first(
         capsys.readouterr().out
     )
     calls.clear()
-    assert cli.main(install) == 0  # unchanged files: the timer is enabled and started again
+    assert main.main(install) == 0  # unchanged files: the timer is enabled and started again
     assert calls == [("enable", "--now", timer)]
     calls.clear()
     (params / "h1" / "schedule.yaml").write_text(GOOD.replace("hourly", "daily"))
-    assert cli.main(install) == 0  # a new calendar: the running timer is restarted
+    assert main.main(install) == 0  # a new calendar: the running timer is restarted
     assert calls == [("daemon-reload",), ("enable", "--now", timer), ("restart", timer)]
     calls.clear()
-    assert cli.main(["schedule", "remove", "--host", "h1", "--dir", str(units)]) == 0
+    assert main.main(["schedule", "remove", "--host", "h1", "--dir", str(units)]) == 0
     assert calls[:2] == [("disable", "--now", timer), ("daemon-reload",)]
     assert calls[2][0] == "reset-failed"
     assert sorted(p.name for p in units.iterdir()) == ["opsbook-onfailure@.service"]
@@ -208,17 +208,17 @@ def test_install_enables_the_timers_each_time_and_remove_disables_them_first(
 def test_a_timer_no_longer_scheduled_is_stopped_before_its_file_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opslib import cli
+    from opslib.cli import main
 
     units, calls = _systemd_here(monkeypatch, tmp_path)
     params = _params(tmp_path, GOOD)
     (params / "h1" / "network-inventory.yaml").write_text("libvirt_uri: test:///default\n")
     install = ["schedule", "install", "--host", "h1", "--params-dir", str(params),
                "--dir", str(units), "--workdir", str(tmp_path)]  # fmt: skip
-    assert cli.main(install) == 0
+    assert main.main(install) == 0
     (params / "h1" / "schedule.yaml").write_text(GOOD.replace("host-health", "network-inventory"))
     calls.clear()
-    assert cli.main(install) == 0
+    assert main.main(install) == 0
     assert calls[0] == ("disable", "--now", "opsbook-h1-host-health.timer")
     assert not (units / "opsbook-h1-host-health.timer").exists()
     assert ("enable", "--now", "opsbook-h1-network-inventory.timer") in calls
@@ -227,7 +227,7 @@ def test_a_timer_no_longer_scheduled_is_stopped_before_its_file_goes(
 def test_an_installed_opsbook_runs_its_schedule_in_var_lib_with_its_packaged_runbooks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opslib import schedule_cli
+    from opslib.cli import schedule as schedule_cli
 
     site = tmp_path / "site-packages"  # no checkout around the package
     site.mkdir()
@@ -276,8 +276,8 @@ def test_a_scheduled_run_files_its_record_and_alert_under_its_sets_host(
 ) -> None:
     """parameters/lab/ on daemon1 says host: daemon1: the timer's run, its record, its
     metrics, `schedule list` and the failure alert all say daemon1, not lab."""
-    from opslib import cli
-    from opslib.records import Store
+    from opslib.cli import main
+    from opslib.records.store import Store
 
     prom, records = tmp_path / "prom", tmp_path / "records"
     prom.mkdir()
@@ -296,7 +296,7 @@ def test_a_scheduled_run_files_its_record_and_alert_under_its_sets_host(
     argv = shlex.split(exec_start.removeprefix("ExecStart="))[1:]
     monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(NOTEBOOKS))  # engine-demo: a test runbook
     proc = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", *argv, "--records", str(records)],
+        [sys.executable, "-m", "opslib.cli.main", *argv, "--records", str(records)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -308,10 +308,10 @@ def test_a_scheduled_run_files_its_record_and_alert_under_its_sets_host(
     assert [r.host for r in store.list(runbook="engine-demo")] == ["daemon1"]
     assert [p.name for p in prom.iterdir()] == ["opsbook-daemon1@engine-demo.prom"]
     common = ["--params-dir", str(params), "--records", str(records)]
-    assert cli.main(["schedule", "list", "--host", "lab", *common]) == 0
+    assert main.main(["schedule", "list", "--host", "lab", *common]) == 0
     listed = capsys.readouterr().out
     assert "opsbook-lab-engine-demo.timer" in listed and "daemon1" in listed, listed
-    assert cli.main(["schedule", "notify", "opsbook-lab-engine-demo.service", *common]) == 0
+    assert main.main(["schedule", "notify", "opsbook-lab-engine-demo.service", *common]) == 0
     assert hook.read_text().startswith("opsbook: engine-demo on daemon1 ")
     # the run leaves the schedule: its units go, and the metrics file of daemon1's runs too
     units_dir = tmp_path / "units"

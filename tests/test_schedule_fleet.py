@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from opslib import cli, metrics, schedule
-from opslib.errors import InputError
+from opslib.cli import main
+from opslib.core.errors import InputError
+from opslib.engine import metrics
 from opslib.fleet import outcome, playbooks
+from opslib.schedule import units as schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = "opsbook-ws-fleet-host-health"
@@ -184,7 +186,7 @@ def test_a_failed_scheduled_fleet_run_hands_the_failing_hosts_to_on_failure(
     units = schedule.render_units(sch, opsbook="opsbook", workdir=ROOT)
     argv = _exec_start(units[f"{UNIT}.service"])[1:]  # what the timer runs
     records = ["--records", str(tmp_path / "records")]
-    assert cli.main([*argv, *records]) == 1  # not 0: systemd starts the OnFailure unit
+    assert main.main([*argv, *records]) == 1  # not 0: systemd starts the OnFailure unit
     out, err = capsys.readouterr()
     assert err == "" and out.count("\n") == 1, out + err  # one line in the journal
     assert out.startswith(
@@ -193,7 +195,7 @@ def test_a_failed_scheduled_fleet_run_hands_the_failing_hosts_to_on_failure(
     ), out
 
     notify = ["schedule", "notify", f"{UNIT}.service", "--params-dir", str(params), *records]
-    assert cli.main(notify) == 0
+    assert main.main(notify) == 0
     hook = (tmp_path / "hook.txt").read_text().splitlines()
     assert hook[0] == (
         "opsbook: fleet run of host-health from ws: host-health on 3 hosts: 1 ok, "
@@ -207,14 +209,14 @@ def test_a_failed_scheduled_fleet_run_hands_the_failing_hosts_to_on_failure(
     assert capsys.readouterr().out == hook[0] + "\n"
 
     listing = ["schedule", "list", "--host", "ws", "--params-dir", str(params), *records]
-    assert cli.main(listing) == 0
+    assert main.main(listing) == 0
     assert f"{UNIT}.timer" in (out := capsys.readouterr().out) and "failed: fl2 fl3" in out, out
 
 
 def test_on_failure_before_any_fleet_run_says_so(params: Path, tmp_path: Path) -> None:
     records = ["--records", str(tmp_path / "records")]
     notify = ["schedule", "notify", UNIT, "--params-dir", str(params), *records]
-    assert cli.main(notify) == 0
+    assert main.main(notify) == 0
     assert (tmp_path / "hook.txt").read_text() == (
         "opsbook: fleet run of host-health from ws failed before leaving a fleet run manifest "
         f"in {tmp_path / 'records'}; see journalctl -u {UNIT}.service\n"
@@ -235,7 +237,7 @@ def test_on_failure_after_a_run_that_left_no_manifest_does_not_report_an_old_one
     folder.mkdir(parents=True)
     (folder / f"{old['id']}.json").write_text(json.dumps(old))
     notify = ["schedule", "notify", UNIT, "--params-dir", str(params)]
-    assert cli.main([*notify, "--records", str(tmp_path / "records")]) == 0
+    assert main.main([*notify, "--records", str(tmp_path / "records")]) == 0
     assert (tmp_path / "hook.txt").read_text() == (
         "opsbook: fleet run of host-health from ws failed before any host ran (the newest "
         f"fleet run, {old['id']}, had every host ok); see journalctl -u {UNIT}.service\n"
@@ -256,7 +258,7 @@ def test_a_scheduled_fleet_run_writes_each_hosts_metrics(
     units = schedule.render_units(sch, opsbook="opsbook", workdir=ROOT)
     argv = _exec_start(units[f"{UNIT}.service"])[1:]
     assert argv[-4:] == ["--metrics-dir", str(prom), "--period", "3600"], argv
-    assert cli.main([*argv, "--records", str(tmp_path / "records")]) == 1
+    assert main.main([*argv, "--records", str(tmp_path / "records")]) == 1
     capsys.readouterr()
     assert sorted(p.name for p in prom.iterdir()) == [
         f"opsbook-{h}@host-health.prom" for h in ("fl1", "fl2", "fl3")

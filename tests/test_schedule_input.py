@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from opslib import cli, schedule, systemd_calendar
-from opslib.errors import InputError
+from opslib.cli import main
+from opslib.core import systemd_calendar
+from opslib.core.errors import InputError
+from opslib.schedule import units as schedule
 
 GOOD = """host: h1
 on_failure: "cat > {hook}"
@@ -35,7 +37,7 @@ def _params(tmp_path: Path, body: str = GOOD, host: str = "h1") -> Path:
 
 
 def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    assert cli.main(argv) == 2
+    assert main.main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("opsbook: "), out + err
     return err
@@ -102,7 +104,7 @@ def test_notify_for_one_host_is_not_stopped_by_another_hosts_broken_schedule(
     (params / "not a host").mkdir()
     records = ["--records", str(tmp_path / "records")]
     notify = ["schedule", "notify", "opsbook-h1-host-health.service", "--params-dir", str(params)]
-    assert cli.main([*notify, *records]) == 0, capsys.readouterr()
+    assert main.main([*notify, *records]) == 0, capsys.readouterr()
     assert (tmp_path / "hook.txt").read_text() == (
         "opsbook: host-health on h1 failed before leaving a record\n"
     )
@@ -216,7 +218,7 @@ def test_percent_in_the_workdir_and_description_reaches_systemd_as_a_percent(
     fleet = "  - runbook: host-health\n    fleet: {inventory: ../../inv%n.yml, limit: 'a%n'}\n"
     path = params / "h1" / "schedule.yaml"
     path.write_text(path.read_text() + fleet + "    when: daily\n")
-    assert cli.main(_install(params, units, base / "work%i")) == 0, capsys.readouterr()
+    assert main.main(_install(params, units, base / "work%i")) == 0, capsys.readouterr()
     service = (units / "opsbook-h1-host-health.service").read_text()
     assert f"WorkingDirectory={tmp_path}/50%%n/work%%i\n" in service
     fleet_service = (units / "opsbook-h1-fleet-host-health.service").read_text()
@@ -333,7 +335,7 @@ def test_a_host_that_is_not_a_host_name_is_refused_before_it_becomes_a_path(
     (evil / "host-health.yaml").write_text("libvirt_uri: test:///default\n")
     (evil / "schedule.yaml").write_text("runs:\n  - runbook: host-health\n    when: hourly\n")
     units = tmp_path / "units"
-    assert cli.main(_install(params, units, tmp_path / "work")) == 0
+    assert main.main(_install(params, units, tmp_path / "work")) == 0
     before = sorted(p.name for p in tmp_path.rglob("*"))
     capsys.readouterr()
     argv = ["schedule", action, "--host", host, "--params-dir", str(params), "--dir", str(units)]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from opslib import secrets
-from opslib.errors import SecretError
+from opslib.core import secrets
+from opslib.core.errors import SecretError
 
 VALUE = "tok-3f9a1c77e2"
 

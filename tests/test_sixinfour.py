@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib import netlink, sixinfour
-from opslib.errors import ApplyError, InputError
+from opslib.core.errors import ApplyError, InputError
+from opslib.host.kernel import netlink
+from opslib.host.sixinfour import userspace
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, TUN, raw sockets)")
 
@@ -45,7 +46,7 @@ IPV6_PACKET = bytes([0x60]) + bytes(39)
 
 def test_decapsulate_returns_the_ipv6_packet_from_the_remote_endpoint() -> None:
     datagram = ipv4_header("203.0.113.1", "192.0.2.10", 41, IPV6_PACKET)
-    assert sixinfour.decapsulate(datagram, "203.0.113.1", "192.0.2.10") == IPV6_PACKET
+    assert userspace.decapsulate(datagram, "203.0.113.1", "192.0.2.10") == IPV6_PACKET
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_decapsulate_drops_what_is_not_this_tunnel(
     src: str, dst: str, proto: int, payload: bytes
 ) -> None:
     datagram = ipv4_header(src, dst, proto, payload)
-    assert sixinfour.decapsulate(datagram, "203.0.113.1", "192.0.2.10") is None
+    assert userspace.decapsulate(datagram, "203.0.113.1", "192.0.2.10") is None
 
 
 @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ def test_bad_end_spec_is_one_clear_line(kwargs: dict[str, object], message: str)
         "remote": "203.0.113.1",
     }
     with pytest.raises(InputError, match=message) as exc:
-        sixinfour.EndSpec(**{**base, **kwargs})  # type: ignore[arg-type]
+        userspace.EndSpec(**{**base, **kwargs})  # type: ignore[arg-type]
     assert "\n" not in str(exc.value)
 
 
@@ -128,16 +129,16 @@ def pair(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield a, b, tmp_path
     finally:
         for pid in tmp_path.glob("*.pid"):
-            sixinfour.stop(pid)
+            userspace.stop(pid)
         subprocess.run(["ip", "netns", "del", a], capture_output=True)
         subprocess.run(["ip", "netns", "del", b], capture_output=True)
 
 
-def start_both(a: str, b: str, run: Path) -> tuple[sixinfour.EndSpec, sixinfour.EndSpec]:
-    he = sixinfour.EndSpec(netns=a, name="tun-host", local="203.0.113.1", remote="192.0.2.10")
-    host = sixinfour.EndSpec(netns=b, name="he-ipv6", local="192.0.2.10", remote="203.0.113.1")
-    sixinfour.start(he, run / "he.pid")
-    sixinfour.start(host, run / "host.pid")
+def start_both(a: str, b: str, run: Path) -> tuple[userspace.EndSpec, userspace.EndSpec]:
+    he = userspace.EndSpec(netns=a, name="tun-host", local="203.0.113.1", remote="192.0.2.10")
+    host = userspace.EndSpec(netns=b, name="he-ipv6", local="192.0.2.10", remote="203.0.113.1")
+    userspace.start(he, run / "he.pid")
+    userspace.start(host, run / "host.pid")
     netlink.ensure_address(a, "tun-host", "2001:db8:1::1/64")
     netlink.ensure_address(b, "he-ipv6", "2001:db8:1::2/64")
     return he, host
@@ -154,7 +155,7 @@ def test_pings_cross_the_tunnel_including_1400_bytes_and_need_both_ends(
     # A packet bigger than the tunnel MTU (1480) is refused, not silently fragmented.
     assert not ping6(b, "2001:db8:1::1", size=1440)
     # The IPv6 path really is the userspace tunnel: without the he end, nothing answers.
-    assert sixinfour.stop(run / "he.pid")
+    assert userspace.stop(run / "he.pid")
     assert not ping6(b, "2001:db8:1::1")
     assert netlink.link_by_name(a, "tun-host") is None
 
@@ -176,23 +177,23 @@ def test_routed_prefix_behind_the_far_end_is_reachable(pair: tuple[str, str, Pat
 @root
 def test_start_is_idempotent_and_stop_leaves_nothing(pair: tuple[str, str, Path]) -> None:
     a, _b, run = pair
-    spec = sixinfour.EndSpec(netns=a, name="tun-host", local="203.0.113.1", remote="192.0.2.10")
-    pid = sixinfour.start(spec, run / "he.pid")
-    assert sixinfour.start(spec, run / "he.pid") == pid
-    assert sixinfour.running_spec(run / "he.pid") == spec
+    spec = userspace.EndSpec(netns=a, name="tun-host", local="203.0.113.1", remote="192.0.2.10")
+    pid = userspace.start(spec, run / "he.pid")
+    assert userspace.start(spec, run / "he.pid") == pid
+    assert userspace.running_spec(run / "he.pid") == spec
     link = netlink.link_by_name(a, "tun-host")
     assert link is not None and link.kind == "tun" and link.mtu == 1480 and link.up
-    assert sixinfour.stop(run / "he.pid")
-    assert sixinfour.running(run / "he.pid") is None
+    assert userspace.stop(run / "he.pid")
+    assert userspace.running(run / "he.pid") is None
     assert not (run / "he.pid").exists()
-    assert not sixinfour.stop(run / "he.pid")
+    assert not userspace.stop(run / "he.pid")
 
 
 @root
 def test_start_in_a_missing_netns_fails_in_one_line(tmp_path: Path) -> None:
-    spec = sixinfour.EndSpec(
+    spec = userspace.EndSpec(
         netns="sx-no-such-ns", name="t6", local="203.0.113.1", remote="192.0.2.10"
     )
     with pytest.raises(ApplyError, match="does not exist") as exc:
-        sixinfour.start(spec, tmp_path / "x.pid")
+        userspace.start(spec, tmp_path / "x.pid")
     assert "\n" not in str(exc.value)

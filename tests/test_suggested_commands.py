@@ -13,9 +13,9 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from opslib import records
 from opslib.procedures import host_health
 from opslib.procedures import network_inventory as ni
+from opslib.records import store as records
 
 HOSTILE = [
     "lab;touch pwned",

@@ -1,4 +1,5 @@
-"""The one apply (opslib.transaction) on a toy runbook: a dict of settings it sets one by one."""
+"""The one apply (opslib.contract.transaction) on a toy runbook: a dict of settings it sets one by
+one."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from opslib import transaction
-from opslib.changes import Change, Check, Plan, watching_steps
-from opslib.errors import ApplyError, HostError, OpsError
-from opslib.transaction import Action, Detail, Procedure, Run
+from opslib.contract import transaction
+from opslib.contract.transaction import Procedure, Run
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Change, Check, Plan, watching_steps
+from opslib.core.errors import ApplyError, HostError, OpsError
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,7 @@ def test_a_plan_of_another_runbook_is_refused() -> None:
 
 
 def test_what_the_actions_share_with_finish_is_one_typed_object_per_kind() -> None:
-    from opslib.changes import Result
+    from opslib.core.changes import Result
 
     @dataclass
     class Made:

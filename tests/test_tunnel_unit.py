@@ -1,4 +1,5 @@
-"""The userspace 6in4 end as a systemd unit (opslib.tunnel_unit): what ipv6-tunnel plans
+"""The userspace 6in4 end as a systemd unit (opslib.host.sixinfour.tunnel_unit): what ipv6-tunnel
+plans
 for it, and the unit systemd is given. The live path runs on the lab's booted host
 (tests/lab/test_19_runbooks_on_booted_host.py)."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opslib import tunnel_unit
+from opslib.host.sixinfour import tunnel_unit
 from opslib.procedures import ipv6_tunnel as t
 
 SPEC = t.Inputs(
@@ -31,7 +32,7 @@ def unit(python: str = "/opt/opsbook/bin/python") -> str:
 def test_the_unit_runs_the_end_with_its_address_and_route_and_starts_at_boot() -> None:
     text = unit()
     assert (
-        "ExecStart=/opt/opsbook/bin/python -m opslib.sixinfour --name he-ipv6 "
+        "ExecStart=/opt/opsbook/bin/python -m opslib.host.sixinfour.userspace --name he-ipv6 "
         "--local 192.0.2.20 --remote 203.0.113.1 --mtu 1480 --ttl 255 "
         "--pidfile /run/opsbook/sixinfour-he-ipv6.pid "
         "--address 2001:db8:1:1::2/64 --via 2001:db8:1:1::1\n"
@@ -56,7 +57,7 @@ def test_the_plan_shows_the_unit_it_installs() -> None:
     )
     target = "file:/etc/systemd/system/opsbook-6in4-he-ipv6.service"
     assert (target, "create") in [(c.target, c.action) for c in plan.changes]
-    assert "+ExecStart=/opt/opsbook/bin/python -m opslib.sixinfour" in plan.diff
+    assert "+ExecStart=/opt/opsbook/bin/python -m opslib.host.sixinfour.userspace" in plan.diff
     assert not [n for n in plan.notes if "lives as long as its process" in n]
     assert plan.unit == unit()
 

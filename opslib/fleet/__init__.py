@@ -8,7 +8,7 @@
   ``opsbook records --fleet-run``);
 - :mod:`opslib.fleet.questions`: a fleet-wide question (find-vm-ip -p vm NAME): which host
   has it; the others are ok, "not on this host";
-- :mod:`opslib.fleet_cli`: ``opsbook fleet run | install``.
+- :mod:`opslib.cli.fleet`: ``opsbook fleet run | install``.
 
 Nothing here imports the lab: an inventory is all a fleet run knows of its hosts.
 """

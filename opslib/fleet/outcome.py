@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opslib.errors import InputError
-from opslib.files import atomic_write
+from opslib.core.errors import InputError
+from opslib.core.files import atomic_write
 
 __all__ = [
     "Fold",
@@ -154,7 +154,7 @@ class Fold:
 def import_records(rows: Sequence[HostRow], fetched: Path, store: Any, fleet_run: str) -> None:
     """File each host's fetched record in ``store`` (the fleet run's id in its header);
     the record's own verdict becomes the row's status."""
-    from opslib.records import META_KEY
+    from opslib.records.store import META_KEY
 
     for row in rows:
         for path in sorted((fetched / row.host).glob("*.ipynb")):
@@ -189,11 +189,12 @@ def write_metrics(
     seconds: float,
     period: float | None = None,
 ) -> list[Path]:
-    """Each host's Prometheus metrics (:mod:`opslib.metrics`), as its own run would write
+    """Each host's Prometheus metrics (:mod:`opslib.engine.metrics`), as its own run would write
     them on the host: ``opsbook-HOST@RUNBOOK.prom`` with labels host and runbook. An
     unreachable or skipped host's run did not succeed (its last success is kept); the
     checks come from the record it brought home."""
-    from opslib import metrics, records
+    from opslib.engine import metrics
+    from opslib.records import store as records
 
     ended = datetime.now(UTC).timestamp()
     written = []

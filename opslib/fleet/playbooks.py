@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opslib.errors import BackendError, HostError, InputError
+from opslib.core.errors import BackendError, HostError, InputError
 
 __all__ = ["Inventory", "RunResult", "ansible_dir", "load_inventory", "playbook", "run"]
 

@@ -24,7 +24,7 @@ def _addresses(store: Any, record_id: int | None, name: str) -> list[str]:
     """The object's addresses from the host's record (find-vm-ip's addresses table)."""
     if record_id is None:
         return []
-    from opslib import records
+    from opslib.records import store as records
 
     try:
         final = records.final_result(records.results_of(store.notebook(store.get(record_id))))

@@ -22,7 +22,7 @@ def _lab(args: argparse.Namespace) -> Lab:
 
 
 def _image(args: argparse.Namespace) -> int:
-    from opslib.lab import image as guest_image  # lazy: keeps `opsbook` start fast
+    from opslib.lab.simulated import image as guest_image  # lazy: keeps `opsbook` start fast
 
     lab = _lab(args)
     started = time.monotonic()
@@ -34,7 +34,7 @@ def _image(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from opslib.errors import InputError
+    from opslib.core.errors import InputError
 
     if args.hosts < 0:
         raise InputError(f"lab up --hosts {args.hosts}: give a number of hosts, 1 or more")
@@ -43,7 +43,7 @@ def _up(args: argparse.Namespace) -> int:
     if args.simulated:
         if args.hosts:
             raise InputError("lab up: --simulated boots no hosts; drop --hosts or --simulated")
-        from opslib.lab import runs
+        from opslib.lab.simulated import runs
 
         records = Path(args.records) if args.records else None
         runs.up(lab, configured=args.configured, progress=_progress, records=records)
@@ -53,7 +53,7 @@ def _up(args: argparse.Namespace) -> int:
                 "lab up: --records is for --simulated --configured (the booted host files "
                 "its runs on itself: opsbook records there)"
             )
-        from opslib.lab import hostruns
+        from opslib.lab.booted import runs as hostruns
 
         hostruns.up(lab, count=args.hosts or 1, configured=args.configured, say=_progress)
     print(f"lab up in {time.monotonic() - started:.0f} s")
@@ -61,13 +61,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from opslib.lab import hostruns, runs
+    from opslib.lab.booted import runs as hostruns
+    from opslib.lab.simulated import runs
 
     return runs.cmd_demo(args) if args.simulated else hostruns.cmd_demo(args)
 
 
 def _down(args: argparse.Namespace) -> int:
-    from opslib.lab import control
+    from opslib.lab.simulated import control
 
     control.down(_lab(args), progress=_progress)
     return 0
@@ -90,14 +91,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _notebook(args: argparse.Namespace) -> int:
     from opslib.lab import notebook
-    from opslib.records import default_root
+    from opslib.records.store import default_root
 
     records = Path(args.records) if args.records else default_root()
     return notebook.serve(_lab(args), records=records, say=_progress)
 
 
 def _netreg(args: argparse.Namespace) -> int:
-    from opslib.lab import netreg
+    from opslib.lab.campus import netreg
 
     lab = _lab(args)
     if args.action == "add":
@@ -114,7 +115,7 @@ def _netreg(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from opslib.records_cli import records_option
+    from opslib.cli.records import records_option
 
     p = sub.add_parser(
         "demo",
@@ -122,7 +123,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Bring the lab up bare, boot a Debian 12 daemon host on it and run every "
         "runbook in the wiki's order (and libvirt-access) there over SSH with the runbooks' "
         "real-host defaults and parameters/lab/, print a summary. --simulated: on the "
-        "simulated host instead, with its sets (opslib.lab.simulated_sets, for "
+        "simulated host instead, with its sets (opslib.lab.simulated.sets, for "
         "$OPSBOOK_LAB_PREFIX).",
     )
     p.add_argument(
@@ -205,9 +206,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(func=_notebook)
 
-    from opslib.lab import host_cli
+    from opslib.lab.booted import cli
 
-    host_cli.add_parser(lab_sub)
+    cli.add_parser(lab_sub)
 
     q = lab_sub.add_parser("netreg", help="the lab's NetReg: list, add or remove a MAC")
     q.add_argument("action", choices=["list", "add", "remove"])
@@ -217,7 +218,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _netreg_checked(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.mac:
-        from opslib.errors import InputError
+        from opslib.core.errors import InputError
 
         raise InputError(f"lab netreg {args.action} needs a MAC, e.g. 52:54:00:0b:01:03")
     return _netreg(args)

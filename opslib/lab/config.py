@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opslib.errors import InputError
+from opslib.core.errors import InputError
 
 DEFAULT_PREFIX = "ob"
 LAB_BASE = Path("/var/tmp/opsbook-lab")
@@ -119,7 +119,7 @@ class Lab:
 
     @property
     def probe_ns(self) -> str:
-        """Throwaway netns of :func:`opslib.lab.netreg.dhcp_probe`."""
+        """Throwaway netns of :func:`opslib.lab.campus.netreg.dhcp_probe`."""
         return f"{self.prefix}-probe"
 
     @property
@@ -134,7 +134,7 @@ class Lab:
         for guest in self.guests:
             if guest.name == name:
                 return guest
-        from opslib.errors import UnknownName
+        from opslib.core.errors import UnknownName
 
         raise UnknownName("lab guest", name, [g.name for g in self.guests])
 

@@ -7,11 +7,11 @@ import re
 import shutil
 from pathlib import Path
 
-from opslib import files
-from opslib.errors import HostError
-from opslib.lab import image as guest_image
+from opslib.core import files
+from opslib.core.errors import HostError
 from opslib.lab.config import Lab
-from opslib.lab.hostexec import netns_exists, write_if_changed
+from opslib.lab.processes import netns_exists, write_if_changed
+from opslib.lab.simulated import image as guest_image
 
 # binary -> Debian package that ships it (named in the one-line error)
 REQUIRED_BINARIES = {

@@ -7,13 +7,13 @@ import contextlib
 import json
 import re
 
-from opslib import procs
-from opslib.errors import LibvirtError, OpsError
-from opslib.lab import netreg
+from opslib.core import procs
+from opslib.core.errors import LibvirtError, OpsError
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
-from opslib.lab.hostexec import alive, netns_exists, netns_pids
-from opslib.lab.labvirt import connect
+from opslib.lab.processes import alive, netns_exists, netns_pids
 from opslib.lab.services import Row, services
+from opslib.lab.simulated.labvirt import connect
 
 
 def _row(component: str, name: str, state: str, detail: str = "") -> Row:
@@ -97,7 +97,7 @@ def _libvirt_rows(lab: Lab) -> list[Row]:
 
 
 def format_table(rows: list[Row]) -> str:
-    from opslib.tables import dict_table
+    from opslib.core.tables import dict_table
 
     return dict_table(rows, ("component", "name", "state", "detail"))
 

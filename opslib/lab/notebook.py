@@ -5,15 +5,15 @@ venv's), with the repository as its root, a random free port and a random token.
 Its kernels inherit an environment that points the runbooks at the lab:
 
 - ``OPSBOOK_DEFAULTS``: the simulated host's parameter sets. The notebooks keep their
-  real-host defaults (``qemu:///system``); :func:`opslib.runbook.start` pre-fills the form
+  real-host defaults (``qemu:///system``); :func:`opslib.engine.runbook.start` pre-fills the form
   from ``$OPSBOOK_DEFAULTS/RUNBOOK.yaml`` instead: ``LAB/parameters``, generated for the
-  lab's prefix and paths by :mod:`opslib.lab.simulated_sets`. A real host uses the same
+  lab's prefix and paths by :mod:`opslib.lab.simulated.sets`. A real host uses the same
   variable with its own ``parameters/HOST/``.
 - ``OPSBOOK_RECORDS``: the record store where interactive applies are filed.
 - ``OPSBOOK_LAB_PREFIX``: the lab.
 
 The server itself (127.0.0.1, token, private settings: no autosave, no news or
-update checks) is :mod:`opslib.notebook_server`'s, the one ``opsbook notebook`` starts
+update checks) is :mod:`opslib.engine.notebook_server`'s, the one ``opsbook notebook`` starts
 on a daemon host; its state lives under the lab's root, not in the user's home.
 """
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from opslib.lab import simulated_sets
+from opslib.engine.notebook_server import NotebookServer, run_until_stopped, start
 from opslib.lab.config import Lab
-from opslib.notebook_server import NotebookServer, run_until_stopped, start
+from opslib.lab.simulated import sets
 
 __all__ = [
     "NotebookServer",
@@ -44,10 +44,10 @@ def repo_root() -> Path:
 
 def lab_defaults(lab: Lab, *, repo: Path | None = None) -> Path:
     """The directory of the simulated host's parameter sets for ``lab``
-    (:mod:`opslib.lab.simulated_sets`, written under the lab's root). ``repo`` is
+    (:mod:`opslib.lab.simulated.sets`, written under the lab's root). ``repo`` is
     accepted for the callers that name a checkout; the sets come from the lab's code."""
     del repo
-    return simulated_sets.write(lab)
+    return sets.write(lab)
 
 
 def lab_environment(lab: Lab, *, records: Path, repo: Path | None = None) -> dict[str, str]:

@@ -27,7 +27,11 @@ class LabService:
     status: Callable[[Lab], list[Row]] | None = None
 
 
-SERVICE_MODULES = ("opslib.lab.sixinfour", "opslib.lab.cloudflare_service", "opslib.lab.hoststatus")
+SERVICE_MODULES = (
+    "opslib.lab.campus.broker",
+    "opslib.lab.cloudflare.service",
+    "opslib.lab.booted.status",
+)
 
 
 def services() -> list[LabService]:

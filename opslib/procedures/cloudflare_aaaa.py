@@ -9,13 +9,14 @@ connects to the VM's IPv6 address over HTTP/HTTPS.
   address is given, read the name's records, and plan create / update / nothing.
   A CNAME, a proxied A, or an AAAA of someone else pointing elsewhere refuses
   the plan unless ``replace``.
-- ``apply`` (opslib.transaction): re-read the records, refuse when they no longer
+- ``apply`` (opslib.contract.transaction): re-read the records, refuse when they no longer
   match the plan, make each call as a step, read back, verify; undo what it made,
   last first, when a call or the read-back fails.
 - ``checks``: for host-health, whether the record matches the VM (drift).
 
 The record rules (which record to keep, the calls, the read-back) are in
-:mod:`opslib.aaaa`. The token's value is never in a plan, result, log line or exception.
+:mod:`opslib.host.cloudflare.aaaa`. The token's value is never in a plan, result, log line or
+exception.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opslib import aaaa, inputs, rtnl, secrets, slaac, virt
-from opslib.aaaa import Desired, Op, plan_records, verify
-from opslib.changes import Check, Plan, Status
-from opslib.dns import DnsClient, DnsRecord
-from opslib.errors import InputError, OpsError, VerificationFailed
-from opslib.inputs import param
-from opslib.shellcmd import command
-from opslib.transaction import Action, Detail, Procedure, Run
+from opslib.contract import inputs
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core import secrets, slaac
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Check, Plan, Status
+from opslib.core.errors import InputError, OpsError, VerificationFailed
+from opslib.core.shellcmd import command
+from opslib.host.cloudflare import aaaa
+from opslib.host.cloudflare.aaaa import Desired, Op, plan_records, verify
+from opslib.host.cloudflare.dns import DnsClient, DnsRecord
+from opslib.host.kernel import rtnl
+from opslib.host.libvirt import virt
 
 RUNBOOK = "cloudflare-aaaa"
 

@@ -8,16 +8,16 @@ own ``iface NAME inet6 v4tunnel`` stanza in the interfaces file so that the tunn
 survives a reboot.
 
 ``implementation="userspace"`` is for the lab, whose kernel has no ``sit``: the link
-is a TUN device served by :mod:`opslib.sixinfour` (same wire format); it is not
+is a TUN device served by :mod:`opslib.host.sixinfour.userspace` (same wire format); it is not
 persisted (it runs as long as its process). On a kernel without sit, the kernel
 implementation stops with one line before it changes anything.
 
-Three steps (opslib.transaction): create the link, configure it, persist it. When one
+Three steps (opslib.contract.transaction): create the link, configure it, persist it. When one
 fails, apply puts back what it found: a replaced link is made again (the old userspace
 end restarted, or a sit link to the old endpoints) with its MTU, state and addresses,
 an address it added to an existing link is removed, the default IPv6 route it replaced
 is restored, and the interfaces file is written back byte for byte. The link itself
-(spec, observation, netlink requests) is :mod:`opslib.tunnels`.
+(spec, observation, netlink requests) is :mod:`opslib.host.sixinfour.tunnels`.
 
 :func:`checks` is the read-only health the host-health runbook also runs.
 """
@@ -28,13 +28,17 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opslib import inputs, interfaces, netlink, tunnel_unit, tunnels
-from opslib.changes import Change, Plan, Result
-from opslib.errors import ApplyError, OpsError, Unsupported
-from opslib.inputs import param
-from opslib.transaction import Action, Detail, Procedure, Run
-from opslib.tunnel_stanza import with_stanza
-from opslib.tunnels import (
+from opslib.contract import inputs
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Change, Plan, Result
+from opslib.core.errors import ApplyError, OpsError, Unsupported
+from opslib.host.ifupdown import interfaces
+from opslib.host.kernel import netlink
+from opslib.host.sixinfour import tunnel_unit, tunnels
+from opslib.host.sixinfour.tunnel_stanza import with_stanza
+from opslib.host.sixinfour.tunnels import (
     TunnelSpec,
     TunnelState,
     config_requests,
@@ -67,7 +71,8 @@ def tunnel_plan(
     unit: str | None = None,
 ) -> TunnelPlan:
     """What apply would change, from the observed state alone. ``unit``: the systemd
-    unit the userspace end should run as (:mod:`opslib.tunnel_unit`), None for none."""
+    unit the userspace end should run as (:mod:`opslib.host.sixinfour.tunnel_unit`), None for
+    none."""
     if sit_available is None:
         sit_available = state.sit_available
     changes: list[Change] = []

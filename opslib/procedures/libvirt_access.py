@@ -21,7 +21,7 @@ The verification is what the account's own tools report: ``runuser -l ACCOUNT`` 
 login environment) prints ``LIBVIRT_DEFAULT_URI`` and runs ``virsh net-list --all``,
 which must list every network root sees at ``libvirt_uri``.
 
-On opslib.transaction: add to the group (undo ``gpasswd -d``), write the login file
+On opslib.contract.transaction: add to the group (undo ``gpasswd -d``), write the login file
 (undo: the file as it was, or none), verify. The read-only audit of many accounts is
 :mod:`opslib.procedures.libvirt_access_audit`.
 """
@@ -31,12 +31,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from opslib import accounts, inputs, transaction, virt
-from opslib.accounts import Account, FileState, Group
-from opslib.changes import Change, Check, Plan
-from opslib.errors import HostError, InputError, UnknownName
-from opslib.inputs import param
-from opslib.libvirt_login import (
+from opslib.contract import inputs, transaction
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Change, Check, Plan
+from opslib.core.errors import HostError, InputError, UnknownName
+from opslib.core.shellcmd import command
+from opslib.host.accounts import accounts
+from opslib.host.accounts.accounts import Account, FileState, Group
+from opslib.host.accounts.libvirt_login import (
     LOGIN_FILES,
     VARIABLE,
     exported_uri,
@@ -44,8 +48,7 @@ from opslib.libvirt_login import (
     uri_line,
     with_uri,
 )
-from opslib.shellcmd import command
-from opslib.transaction import Action, Detail, Procedure, Run
+from opslib.host.libvirt import virt
 
 RUNBOOK = "libvirt-access"
 

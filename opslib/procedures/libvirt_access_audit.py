@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from opslib import accounts, inputs
-from opslib.changes import Check, Result, Status
-from opslib.errors import HostError, UnknownName
-from opslib.inputs import param
+from opslib.contract import inputs
+from opslib.contract.inputs import param
+from opslib.core.changes import Check, Result, Status
+from opslib.core.errors import HostError, UnknownName
+from opslib.core.shellcmd import command
+from opslib.host.accounts import accounts
 from opslib.procedures import libvirt_access as la
-from opslib.shellcmd import command
 
 RUNBOOK = "libvirt-access-audit"
 

@@ -8,7 +8,7 @@ one back (netlink), then waits until each guest's EUI-64 address answers ping6.
 
 Renaming the stock ``default`` network to ``nat-bridge`` (``rename_from``) is part
 of the plan only when asked; libvirt cannot rename a network, so it is a sequence of
-steps (:mod:`opslib.network_change`). When one fails before the new network runs, the
+steps (:mod:`opslib.host.libvirt.network_change`). When one fails before the new network runs, the
 old definition is put back (defined, running, autostart as before); in every case the
 running guests' taps go back on the bridge. The new network's ``<metadata>`` says what it
 was renamed from: a second run is no change, while a ``rename_from`` that names no
@@ -25,9 +25,9 @@ apply has libvirt check the new definition by defining it before anything is sto
 running network keeps its running config until restarted): a refusal changes nothing and
 its reason is in the result.
 
-The shape of every changing runbook (opslib.transaction): :class:`Inputs`, ``observe``,
+The shape of every changing runbook (opslib.contract.transaction): :class:`Inputs`, ``observe``,
 the pure ``make_plan``, and steps, each with its undo; the XML edits are
-:mod:`opslib.virtxml` models, the prefix rules :mod:`opslib.ipv6prefix`.
+:mod:`opslib.host.libvirt.virtxml` models, the prefix rules :mod:`opslib.core.ipv6prefix`.
 """
 
 from __future__ import annotations
@@ -40,17 +40,20 @@ from typing import Any
 
 import libvirt
 
-from opslib import guest_taps, inputs, netlink, network_change, transaction, virt
-from opslib.changes import Change, Check, Plan
-from opslib.errors import InputError, UnknownName
-from opslib.guest_taps import Cut as _Cut
-from opslib.guest_taps import reattach as _reattach
-from opslib.guest_taps import wait_for_guests as _wait_for_guests
-from opslib.inputs import param
-from opslib.ipv6prefix import gateway
-from opslib.slaac import eui64_address
-from opslib.transaction import Action, Detail, Procedure, Run
-from opslib.virtxml import IPv6Edit, NetworkXml, canonical
+from opslib.contract import inputs, transaction
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Change, Check, Plan
+from opslib.core.errors import InputError, UnknownName
+from opslib.core.ipv6prefix import gateway
+from opslib.core.slaac import eui64_address
+from opslib.host.kernel import netlink
+from opslib.host.libvirt import guest_taps, network_change, virt
+from opslib.host.libvirt.guest_taps import Cut as _Cut
+from opslib.host.libvirt.guest_taps import reattach as _reattach
+from opslib.host.libvirt.guest_taps import wait_for_guests as _wait_for_guests
+from opslib.host.libvirt.virtxml import IPv6Edit, NetworkXml, canonical
 
 RUNBOOK = "nat-bridge-ipv6"
 # libvirt's network driver refuses an <ip> on networks it does not route for.

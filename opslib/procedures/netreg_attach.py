@@ -8,7 +8,7 @@ either attaches a virtio NIC with that MAC to an existing domain (persistent, an
 live when it runs) or, with ``mode = "virt-install"``, gives the exact argument
 for a new VM.
 
-The shape of every changing runbook (opslib.transaction): :class:`Inputs`, ``observe``,
+The shape of every changing runbook (opslib.contract.transaction): :class:`Inputs`, ``observe``,
 a pure ``plan``, and one step, the attach, checked by reading both definitions back
 and undone (detached) when that fails.
 """
@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import libvirt
 
-from opslib import inputs, virt
-from opslib.changes import Change, Check, Plan
-from opslib.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
-from opslib.inputs import param
-from opslib.shellcmd import command
-from opslib.transaction import Action, Detail, Procedure, Run
+from opslib.contract import inputs
+from opslib.contract.inputs import param
+from opslib.contract.transaction import Procedure, Run
+from opslib.core.actions import Action, Detail
+from opslib.core.changes import Change, Check, Plan
+from opslib.core.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
+from opslib.core.shellcmd import command
+from opslib.host.libvirt import virt
 
 RUNBOOK = "netreg-attach"
 

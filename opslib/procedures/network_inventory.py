@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opslib import inputs, netlink, virt
-from opslib.changes import Check, Result
-from opslib.shellcmd import command, then
+from opslib.contract import inputs
+from opslib.core.changes import Check, Result
+from opslib.core.shellcmd import command, then
+from opslib.host.kernel import netlink
+from opslib.host.libvirt import virt
 
 RUNBOOK = "network-inventory"
 

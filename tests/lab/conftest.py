@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from opslib.lab import control, daemonhost, hostinstall, rootfs
+from opslib.lab.booted import daemonhost, install, rootfs
 from opslib.lab.config import Lab
+from opslib.lab.simulated import control
 
 HERE = Path(__file__).parent
 BOOTED_HOST = "dh1"  # the session's booted daemon host
@@ -145,21 +146,21 @@ def _host_progress(line: str) -> None:
 def _one_install_per_run(lab: Lab) -> Iterator[bool]:
     """$OPSBOOK_TEST_INSTALLS=DIR (scripts/test.sh: a directory of its own per run): the
     sessions of one run install opsbook once. The first booted host installs it the lab's
-    way and keeps the install as a layer in DIR (:mod:`opslib.lab.hostinstall`); the
+    way and keeps the install as a layer in DIR (:mod:`opslib.lab.booted.install`); the
     others wait for that (a file lock) and boot on it. Yields whether to reuse; without
     the variable every booted host installs (no lock)."""
     shared = os.environ.get(INSTALLS_ENV)
     if not shared:
         yield False
         return
-    hostinstall.LAYERS = Path(shared)
-    hostinstall.LAYERS.mkdir(parents=True, exist_ok=True)
-    with (hostinstall.LAYERS / ".lock").open("w") as lock:
+    install.LAYERS = Path(shared)
+    install.LAYERS.mkdir(parents=True, exist_ok=True)
+    with (install.LAYERS / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first host installs
         image = rootfs.build(progress=_host_progress)
-        if hostinstall.cached_layer(lab, image.path) is not None:
+        if install.cached_layer(lab, image.path) is not None:
             fcntl.flock(lock, fcntl.LOCK_UN)  # installed in this run already
-            _host_progress(f"opsbook as installed by another session ({hostinstall.LAYERS})")
+            _host_progress(f"opsbook as installed by another session ({install.LAYERS})")
         yield True
 
 

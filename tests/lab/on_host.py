@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from opslib.lab import daemonhost, hostssh
+from opslib.lab.booted import daemonhost
+from opslib.lab.booted import ssh as hostssh
 
 # Put a host back as booted after forward-bridge (run by the lab's console, "$1" the booted
 # interfaces file): the bridge down, the file back, no forward-bridge network, networking

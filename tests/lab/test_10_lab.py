@@ -22,10 +22,12 @@ from typing import TypeVar
 import pytest
 from pyroute2 import IPRoute
 
-from opslib import cli
-from opslib.errors import HostError
-from opslib.lab import control, guestconsole, hostexec, labstatus, labvirt, netreg
+from opslib.cli import main
+from opslib.core.errors import HostError
+from opslib.lab import labstatus, processes
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
+from opslib.lab.simulated import control, guestconsole, labvirt
 
 T = TypeVar("T")
 
@@ -106,7 +108,7 @@ def test_host_eth0_holds_its_campus_lease_and_reaches_he(lab: Lab) -> None:
     # NetReg (campus dnsmasq) handed it out: its lease file says so
     assert netreg.netreg_leases(lab).get(lab.host_eth0_mac) == lab.host_eth0_ip
     # the broker's IPv4 endpoint is reachable from the host through campus
-    ping = hostexec.ns_exec(lab.host_ns, ["ping", "-c", "1", "-W", "2", lab.he_ipv4], check=False)
+    ping = processes.ns_exec(lab.host_ns, ["ping", "-c", "1", "-W", "2", lab.he_ipv4], check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
@@ -130,7 +132,7 @@ def test_netreg_guest_gets_no_campus_address_until_registered(lab: Lab) -> None:
 
 def test_netreg_rejects_a_bad_mac_before_touching_the_registry(lab: Lab) -> None:
     before = lab.netreg_hosts_file.read_text()
-    from opslib.errors import InputError
+    from opslib.core.errors import InputError
 
     with pytest.raises(InputError, match="not a MAC"):
         netreg.netreg_add(lab, "52:54:00:zz:00:01")
@@ -170,7 +172,7 @@ def test_status_lists_what_is_up(lab: Lab, capsys: pytest.CaptureFixture[str]) -
         assert row["state"] == "running"
         assert f"{guest.nat_mac} {leases[guest.nat_mac]}" in row["detail"]
     # the command prints the same as a table and exits 0 while the lab is up
-    assert cli.main(["lab", "--prefix", lab.prefix, "status"]) == 0
+    assert main.main(["lab", "--prefix", lab.prefix, "status"]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split() == ["COMPONENT", "NAME", "STATE", "DETAIL"]
     for guest in lab.guests:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from opslib.errors import HostError
-from opslib.lab import daemonhost, hostssh, netreg, nspawn
+from opslib.core.errors import HostError
+from opslib.lab.booted import daemonhost, nspawn
+from opslib.lab.booted import ssh as hostssh
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
 
 

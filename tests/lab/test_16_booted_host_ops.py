@@ -15,7 +15,8 @@ import re
 
 import pytest
 
-from opslib.lab import daemonhost, hostssh, nspawn
+from opslib.lab.booted import daemonhost, nspawn
+from opslib.lab.booted import ssh as hostssh
 
 ACCOUNT = "alice"
 

@@ -29,8 +29,10 @@ from contextlib import contextmanager
 import pytest
 from on_host import RESET
 
-from opslib.errors import HostError
-from opslib.lab import daemonhost, hostssh, netreg, nspawn
+from opslib.core.errors import HostError
+from opslib.lab.booted import daemonhost, nspawn
+from opslib.lab.booted import ssh as hostssh
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
 
 # its own booted host, beside the booted host of test_15/16/19/97 (scripts/test.sh)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from on_host import RESET, ssh, wait_for
 
-from opslib.lab import daemonhost, nspawn
+from opslib.lab.booted import daemonhost, nspawn
 
 # its own booted host, beside the booted host of test_15/16/19/97 (scripts/test.sh)
 pytestmark = pytest.mark.lab_session("bridging")

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from opslib import __version__
-from opslib.lab import daemonhost, hostguests, hostinstall, hostssh, netreg, nspawn
-from opslib.lab import fleet as labfleet
+from opslib.lab.booted import daemonhost, guests, install, nspawn, ssh
+from opslib.lab.booted import fleet as labfleet
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
 
 # three booted hosts of its own: a lab session of its own beside the booted host's (test.sh)
@@ -50,7 +51,7 @@ def inventory(lab: Lab, booted_host: daemonhost.Host) -> Iterator[Path]:
     try:
         for name in EXTRA:  # two more hosts, without opsbook: install.yml puts it there
             daemonhost.up(lab, name, install=False, progress=_progress)
-        hostinstall.build_wheelhouse(lab)
+        install.build_wheelhouse(lab)
         yield labfleet.write_inventory(lab, list(HOSTS))
     finally:
         while BOOTING:
@@ -66,7 +67,7 @@ def _host(lab: Lab, name: str) -> daemonhost.Host:
 
 def _boot_guest(lab: Lab) -> None:
     try:
-        hostguests.up(_host(lab, "fl2"), names=[GUEST], progress=_progress)
+        guests.up(_host(lab, "fl2"), names=[GUEST], progress=_progress)
     except BaseException as exc:  # handed to the tests that need the guest
         BOOT_FAILED.append(exc)
 
@@ -165,7 +166,7 @@ def summaries(records: Path, stdout: str) -> dict[str, str]:
 
 
 def on_host(lab: Lab, name: str, command: str) -> str:
-    return hostssh.run(lab, name, command, timeout=120).stdout
+    return ssh.run(lab, name, command, timeout=120).stdout
 
 
 def test_bad_input_is_one_line_before_any_host(inventory: Path, records: Path) -> None:
@@ -194,9 +195,9 @@ def test_install_playbook_installs_and_a_second_run_changes_nothing(
     assert rc == 0, out + err
     table = rows(out)
     assert all(table[name][0] == "changed" for name in EXTRA), table
-    wanted = (hostinstall.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
+    wanted = (install.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
     for name in HOSTS:
-        assert on_host(lab, name, f"cat {hostinstall.INSTALLED_ID}").strip() == wanted
+        assert on_host(lab, name, f"cat {install.INSTALLED_ID}").strip() == wanted
         said = on_host(lab, name, "opsbook --version").strip()
         assert said == f"opsbook {__version__} (wheelhouse {wanted})", (name, said)
     rc, out, err = fleet(records, "install", "-i", str(inventory))
@@ -337,7 +338,7 @@ def test_a_broken_or_older_opsbook_is_one_line_and_install_repairs_it(
         lab,
         "fl3",
         f"sudo sed -i 's/^__version__ = .*/__version__ = \"0.0.1\"/' {init.strip()}"
-        f" && echo an-older-wheelhouse | sudo tee {hostinstall.INSTALLED_ID}",
+        f" && echo an-older-wheelhouse | sudo tee {install.INSTALLED_ID}",
     )
     assert on_host(lab, "fl3", "opsbook --version").strip() == (
         "opsbook 0.0.1 (wheelhouse an-older-wheelhouse)"
@@ -361,7 +362,7 @@ def test_a_broken_or_older_opsbook_is_one_line_and_install_repairs_it(
     rc, out, err = fleet(records, "install", "-i", str(inventory), "--limit", "fl2:fl3")
     assert rc == 0, out + err
     assert rows(out)["fl2"][0] == rows(out)["fl3"][0] == "changed", out + err
-    wanted = (hostinstall.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
+    wanted = (install.wheelhouse(lab) / "wheelhouse.id").read_text().strip()
     for name in EXTRA:  # what run.yml's first task asks
         said_now = on_host(lab, name, "/usr/local/bin/opsbook --version").strip()
         assert said_now == f"opsbook {__version__} (wheelhouse {wanted})", (name, said_now)
@@ -393,7 +394,7 @@ def test_find_vm_ip_across_the_fleet_names_the_host_that_runs_the_vm(
     assert found, out
     where = dict(part.split(": ", 1) for part in found.group(1).split("; "))
     assert sorted(where) == sorted(n for n in HOSTS if runs[n]), where
-    said = hostguests.report(_host(lab, "fl2"), guest)  # the guest's own console
+    said = guests.report(_host(lab, "fl2"), guest)  # the guest's own console
     assert said is not None
     ipv4 = {a.split("/")[0] for _i, a in said.addresses if "." in a}
     assert ipv4 and any(f"{a} (ipv4)" in where["fl2"] for a in ipv4), (where, ipv4)
@@ -413,7 +414,7 @@ HOLD_LOCK = """\
 import os, sys
 from pathlib import Path
 from opslib import params
-from opslib.locks import host_lock
+from opslib.core.locks import host_lock
 with host_lock(Path("/var/lib/opsbook/records"), params.this_host(), "libvirt-access", wait=60):
     print(f"holding, pid {os.getpid()}", flush=True)
     sys.stdin.read()
@@ -442,7 +443,7 @@ def test_two_fleet_runs_on_one_host_apply_once_and_the_second_names_the_holder(
         on_host(lab, name, "id fleetlock >/dev/null 2>&1 || sudo useradd -m -s /bin/bash fleetlock")
     python = "/opt/opsbook/bin/python"
     holder = subprocess.Popen(
-        hostssh.ssh_argv(lab, "fl3", f"sudo {python} -c {shlex.quote(HOLD_LOCK)}"),
+        ssh.ssh_argv(lab, "fl3", f"sudo {python} -c {shlex.quote(HOLD_LOCK)}"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -5,12 +5,12 @@ with opsbook), as an operator runs them there:
 ``/opt/opsbook/share/opsbook/parameters/lab/RUNBOOK.yaml``).
 
 The host (conftest's ``booted_host``) gets its guests from its own libvirtd at
-qemu:///system (:mod:`opslib.lab.hostguests`: vm-nat1 and vm-netreg on the NAT network,
+qemu:///system (:mod:`opslib.lab.booted.guests`: vm-nat1 and vm-netreg on the NAT network,
 vm-netreg also on forward-bridge once netreg-attach gives it its NIC), and reaches a
-tunnel broker end and the Cloudflare stand-in of its own (:mod:`opslib.lab.hostpeers`).
+tunnel broker end and the Cloudflare stand-in of its own (:mod:`opslib.lab.booted.peers`).
 The sets carry only what the operator would read from the broker's tunnel page,
 Cloudflare's URL and NetReg's MAC; everything else is the runbook's default. ``-p`` gives
-what is per-host (:func:`opslib.lab.hostruns.per_host`: the session's host is dh1, the sets
+what is per-host (:func:`opslib.lab.booted.runs.per_host`: the session's host is dh1, the sets
 are written for daemon1) and what a test changes on purpose.
 
 The cases run in the wiki page's order and build on each other (forward-bridge's br0
@@ -28,7 +28,9 @@ import re
 import pytest
 from on_host import ssh, wait_for
 
-from opslib.lab import cloudflare_service, daemonhost, hostguests, hostpeers, hostruns, netreg
+from opslib.lab.booted import daemonhost, guests, peers, runs
+from opslib.lab.campus import netreg
+from opslib.lab.cloudflare import service
 from opslib.lab.config import Lab
 
 VIRSH = "virsh -c qemu:///system"  # as the operator (group libvirt)
@@ -47,7 +49,7 @@ def run_book(host: daemonhost.Host, runbook: str, **params: str) -> str:
     parameters/lab set as installed on the host, the host's own values and ``params`` on
     top; exit 0 and a record filed on the host (found in its index), else the test fails
     with the output."""
-    command = hostruns.command(runbook, {**hostruns.per_host(host)[runbook], **params})
+    command = runs.command(runbook, {**runs.per_host(host)[runbook], **params})
     assert "/opt/opsbook/share/opsbook/parameters/lab/" in command
     rc, out = ssh(host, command, timeout=300)
     assert rc == 0, out
@@ -67,8 +69,8 @@ def changed(out: str) -> bool:
 
 @pytest.fixture(scope="module")
 def host(booted_host: daemonhost.Host) -> daemonhost.Host:
-    hostguests.up(booted_host, progress=lambda line: print(line, flush=True))
-    hostpeers.up(booted_host)
+    guests.up(booted_host, progress=lambda line: print(line, flush=True))
+    peers.up(booted_host)
     return booted_host
 
 
@@ -76,25 +78,25 @@ def test_guests_run_in_the_hosts_own_libvirt(host: daemonhost.Host) -> None:
     out = on_host(host, f"{VIRSH} list --name")
     assert set(out.split()) == {"vm-nat1", "vm-netreg"}, out
     leases = on_host(host, f"{VIRSH} net-dhcp-leases default")
-    for guest in hostguests.guests(host):
+    for guest in guests.guests(host):
         assert re.search(rf"{guest.nat_mac}\s+ipv4\s+198\.51\.100\.\d+/24", leases), leases
 
 
 def test_lab_status_shows_the_booted_host_its_services_and_guests(
     lab: Lab, host: daemonhost.Host, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from opslib import cli
+    from opslib.cli import main
 
-    cli.main(["lab", "--prefix", lab.prefix, "status", "--json"])
+    main.main(["lab", "--prefix", lab.prefix, "status", "--json"])
     rows = {(r["component"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
     assert rows[("booted host", host.name)]["state"] in ("running", "degraded"), rows
     assert host.address in rows[("booted host", host.name)]["detail"]
     for unit in ("ssh", "libvirtd"):  # as the host's own systemctl reports them
         assert rows[("host service", f"{host.name}/{unit}")]["state"] == "active", rows
-    for guest in hostguests.guests(host):  # as its own virsh does
+    for guest in guests.guests(host):  # as its own virsh does
         assert rows[("host guest", f"{host.name}/{guest.name}")]["state"] == "running", rows
     assert rows[("netns", lab.campus_ns)]["state"] == "present"  # besides the lab's pieces
-    cli.main(["lab", "--prefix", lab.prefix, "status"])
+    main.main(["lab", "--prefix", lab.prefix, "status"])
     table = capsys.readouterr().out
     assert re.search(rf"^host service\s+{host.name}/libvirtd\s+active", table, re.M), table
 
@@ -107,7 +109,7 @@ def test_forward_bridge_puts_eth0_in_br0(host: daemonhost.Host) -> None:
 
 
 def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host) -> None:
-    guest = hostguests.netreg_guest(host)
+    guest = guests.netreg_guest(host)
     assert guest.netreg_mac
     netreg.netreg_add(lab, guest.netreg_mac)  # the wiki's manual step: NetReg registers it
     assert changed(run_book(host, "netreg-attach"))  # vm-netreg and its MAC: the set
@@ -124,13 +126,13 @@ def test_netreg_attach_puts_vm_netreg_on_campus(lab: Lab, host: daemonhost.Host)
 
 def test_find_vm_ip_reports_both_guests(lab: Lab, host: daemonhost.Host) -> None:
     out = run_book(host, "find-vm-ip")  # the set probes
-    campus_ip = netreg.netreg_leases(lab)[hostguests.netreg_guest(host).netreg_mac or ""]
+    campus_ip = netreg.netreg_leases(lab)[guests.netreg_guest(host).netreg_mac or ""]
     assert re.search(rf"^\s*vm-netreg\s.*\b{re.escape(campus_ip)}\b", out, re.M), out
     assert re.search(r"^\s*vm-nat1\s.*\b198\.51\.100\.\d+\b", out, re.M), out
 
 
 def test_nat_bridge_ipv6_renames_default_and_adds_the_routed_64(host: daemonhost.Host) -> None:
-    routed = hostpeers.tunnel_parameters(host)["routed_prefix"]
+    routed = peers.tunnel_parameters(host)["routed_prefix"]
     assert changed(run_book(host, "nat-bridge-ipv6"))  # rename_from default, the routed /64
     nets = on_host(host, f"{VIRSH} net-list --all --name")
     assert set(nets.split()) == {"nat-bridge", "forward-bridge"}, nets
@@ -177,10 +179,10 @@ def test_the_tunnel_comes_back_when_its_unit_restarts(lab: Lab, host: daemonhost
 
 
 def test_cloudflare_aaaa_publishes_vm_nat1(lab: Lab, host: daemonhost.Host) -> None:
-    routed = hostpeers.tunnel_parameters(host)["routed_prefix"].split("::")[0]
+    routed = peers.tunnel_parameters(host)["routed_prefix"].split("::")[0]
     name = f"vm-nat1-{host.name}.example.org"
-    assert hostruns.per_host(host)["cloudflare-aaaa"]["record_name"] == name
-    store = cloudflare_service.lab_store(lab)
+    assert runs.per_host(host)["cloudflare-aaaa"]["record_name"] == name
+    store = service.lab_store(lab)
     store.delete_records("example.org", name=name, type="AAAA")  # a kept lab's earlier run
     assert changed(run_book(host, "cloudflare-aaaa"))
     records = store.records("example.org", name=name, type="AAAA")
@@ -205,7 +207,7 @@ def test_after_a_reboot_the_tunnel_bridge_and_networks_are_back(
     # Last: the guests are not autostarted, so they do not come back. The host is shut
     # down and booted again on its own root (a `reboot` inside would end the container).
     daemonhost.reboot(lab, host.name, progress=lambda line: print(line, flush=True))
-    hostpeers.up(host)  # the lab's side of its links, again on its new network namespace
+    peers.up(host)  # the lab's side of its links, again on its new network namespace
     tunnel_works(lab, host, "the tunnel back after the host booted again")
     assert on_host(host, "systemctl is-active networking libvirtd") == "active\nactive\n"
     assert f"inet {host.address}/24" in on_host(host, "ip -4 -o addr show br0")

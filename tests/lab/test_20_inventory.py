@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from opslib import virt
+from opslib.host.libvirt import virt
 from opslib.lab.config import Lab
 from opslib.procedures import network_inventory as ni
 

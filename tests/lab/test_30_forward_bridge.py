@@ -18,11 +18,12 @@ from typing import Any
 import libvirt
 import pytest
 
-from opslib import netlink, virt
-from opslib.lab import netreg
-from opslib.lab import parameters as lab_parameters
+from opslib.host.ifupdown.network_restart import restart_argv
+from opslib.host.kernel import netlink
+from opslib.host.libvirt import virt
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
-from opslib.network_restart import restart_argv
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab
@@ -222,7 +223,7 @@ def test_apply_converts_eth0_to_br0_which_takes_a_campus_lease(host) -> None:
     pid = int(record["steps"][4]["detail"].split()[1].rstrip(","))
     assert (
         not Path(f"/proc/{pid}").exists()
-        or "opslib.confirm" not in Path(f"/proc/{pid}/cmdline").read_text()
+        or "opslib.host.ifupdown.confirm" not in Path(f"/proc/{pid}/cmdline").read_text()
     )
     assert all(s["ok"] and s["seconds"] >= 0 for s in record["steps"])
 

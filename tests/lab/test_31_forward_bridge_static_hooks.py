@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from opslib import netlink
-from opslib.lab import netreg
-from opslib.lab import parameters as lab_parameters
+from opslib.host.ifupdown.network_restart import restart_argv
+from opslib.host.kernel import netlink
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
-from opslib.network_restart import restart_argv
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import forward_bridge as fb
 
 pytestmark = pytest.mark.lab

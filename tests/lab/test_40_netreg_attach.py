@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from opslib import virt
-from opslib.errors import InputError
-from opslib.lab import guestconsole, netreg
-from opslib.lab import parameters as lab_parameters
+from opslib.core.errors import InputError
+from opslib.host.libvirt import virt
+from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
+from opslib.lab.simulated import guestconsole
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import find_vm_ip
 from opslib.procedures import netreg_attach as na
 

@@ -10,14 +10,15 @@ import time
 
 import pytest
 
-from opslib import netlink, rtnl, virt
-from opslib.changes import Result
-from opslib.errors import InputError
-from opslib.lab import guestconsole, labvirt
-from opslib.lab import parameters as lab_parameters
+from opslib.core.changes import Result
+from opslib.core.errors import InputError
+from opslib.core.slaac import eui64_address
+from opslib.host.kernel import netlink, rtnl
+from opslib.host.libvirt import virt
 from opslib.lab.config import Lab
+from opslib.lab.simulated import guestconsole, labvirt
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import nat_bridge_ipv6 as nb
-from opslib.slaac import eui64_address
 
 
 def lab_values(lab: Lab) -> dict[str, object]:

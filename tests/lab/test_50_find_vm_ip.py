@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from opslib import records, virt
-from opslib.errors import UnknownName
-from opslib.lab import guestconsole
-from opslib.lab import parameters as lab_parameters
+from opslib.core.errors import UnknownName
+from opslib.host.libvirt import virt
 from opslib.lab.config import Lab
+from opslib.lab.simulated import guestconsole
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import find_vm_ip
+from opslib.records import store as records
 
 REPO = Path(__file__).resolve().parents[2]
 OPSBOOK = str(REPO / ".venv" / "bin" / "opsbook")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from opslib import netlink
-from opslib.changes import Result
-from opslib.errors import Unsupported
-from opslib.lab import guestconsole
-from opslib.lab import parameters as lab_parameters
+from opslib.core.changes import Result
+from opslib.core.errors import Unsupported
+from opslib.host.kernel import netlink
 from opslib.lab.config import Lab
+from opslib.lab.simulated import guestconsole
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import ipv6_tunnel as t
 
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from opslib import slaac
-from opslib.lab import cloudflare_service
-from opslib.lab import parameters as lab_parameters
-from opslib.lab.cloudflare_store import Fault
+from opslib.core import slaac
+from opslib.lab.cloudflare import service
+from opslib.lab.cloudflare.store import Fault
 from opslib.lab.config import Lab
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import cloudflare_aaaa as cfa
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = [pytest.mark.lab, pytest.mark.lab_session("configured")]
-ZONE = cloudflare_service.LAB_ZONES[0]
+ZONE = service.LAB_ZONES[0]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 def published(lab: Lab) -> Iterator[Lab]:
     result = lab_parameters.apply_runbook(lab, "nat-bridge-ipv6")
     assert not result.failed, result.summary
-    cloudflare_service.SERVICE.up(lab)  # a no-op when `lab up` started it
-    store = cloudflare_service.lab_store(lab)
+    service.SERVICE.up(lab)  # a no-op when `lab up` started it
+    store = service.lab_store(lab)
     for guest in lab.guests[:2]:
         store.delete_records(ZONE, name=f"{guest.name}.{ZONE}")
     yield lab
@@ -44,7 +44,7 @@ def publish(lab: Lab, vm: str) -> dict[str, Any]:
 
 
 def aaaa(lab: Lab, name: str) -> list[tuple[str, bool]]:
-    records = cloudflare_service.lab_store(lab).records(ZONE, name=name, type="AAAA")
+    records = service.lab_store(lab).records(ZONE, name=name, type="AAAA")
     return [(r["content"], r["proxied"]) for r in records]
 
 
@@ -71,8 +71,8 @@ def test_publish_a_guest_then_nothing_then_follow_its_address(published: Lab) ->
 
     # The record no longer matches the guest (as after a new MAC or prefix): the plan
     # shows the update and apply makes it.
-    [record] = cloudflare_service.lab_store(lab).records(ZONE, name=p["record_name"])
-    cloudflare_service.lab_store(lab).change_record(record["id"], content="2001:db8:2::dead")
+    [record] = service.lab_store(lab).records(ZONE, name=p["record_name"])
+    service.lab_store(lab).change_record(record["id"], content="2001:db8:2::dead")
     plan = cfa.plan(**p)
     assert [c.action for c in plan.changes] == ["update"]
     assert f"+{p['record_name']}. auto IN AAAA {slaac_address}" in plan.diff
@@ -86,7 +86,7 @@ def test_a_500_on_the_first_create_leaves_one_record_and_a_429_is_waited_out(
     lab = published
     guest = lab.guests[1]
     p = publish(lab, guest.name)
-    store = cloudflare_service.lab_store(lab)
+    store = service.lab_store(lab)
     store.inject(
         Fault(status=429, retry_after=1, method="GET"),
         Fault(status=500, method="POST", commit=True),
@@ -102,17 +102,17 @@ def test_a_headless_run_leaves_no_token_in_its_record(published: Lab, tmp_path: 
     lab = published
     p = publish(lab, lab.guests[0].name)
     notebook = REPO / "notebooks/cloudflare-aaaa.ipynb"
-    argv = [sys.executable, "-m", "opslib.cli", "run", str(notebook),
+    argv = [sys.executable, "-m", "opslib.cli.main", "run", str(notebook),
             "--records", str(tmp_path / "records"), "-q", "-p", "apply", "true"]  # fmt: skip
     for name in ("libvirt_uri", "netns", "vm", "record_name", "zone", "token", "api_base_url"):
         argv += ["-p", name, str(p[name])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    token = cloudflare_service.lab_token_file(lab).read_text().strip()
+    token = service.lab_token_file(lab).read_text().strip()
     written = [f for f in (tmp_path / "records").rglob("*") if f.is_file()]
     assert written
     for path in written:
         assert token.encode() not in path.read_bytes(), path
     assert token not in done.stdout + done.stderr
-    log = cloudflare_service.lab_dir(lab) / "api.log"
+    log = service.lab_dir(lab) / "api.log"
     assert token.encode() not in log.read_bytes()

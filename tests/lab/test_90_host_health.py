@@ -19,11 +19,16 @@ from typing import Any
 
 import pytest
 
-from opslib import metrics, netlink, records, schedule, virt
-from opslib.lab import cloudflare_service, control
-from opslib.lab import parameters as lab_parameters
+from opslib.engine import metrics
+from opslib.host.kernel import netlink
+from opslib.host.libvirt import virt
+from opslib.lab.cloudflare import service as cloudflare_service
 from opslib.lab.config import Lab
+from opslib.lab.simulated import control
+from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import cloudflare_aaaa
+from opslib.records import store as records
+from opslib.schedule import units as schedule
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = [pytest.mark.lab, pytest.mark.lab_session("configured")]

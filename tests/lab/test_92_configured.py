@@ -22,13 +22,17 @@ from typing import Any
 
 import pytest
 
-from opslib import cli, runner, slaac
-from opslib.lab import cloudflare_service, control, labvirt, netreg
+from opslib.cli import main
+from opslib.core import slaac
+from opslib.engine import runner
 from opslib.lab import notebook as lab_notebook
-from opslib.lab import parameters as lab_parameters
-from opslib.lab import runs as lab_runs
+from opslib.lab.campus import netreg
+from opslib.lab.cloudflare import service
 from opslib.lab.config import Lab
-from opslib.records import Row, Store
+from opslib.lab.simulated import control, labvirt
+from opslib.lab.simulated import parameters as lab_parameters
+from opslib.lab.simulated import runs as lab_runs
+from opslib.records.store import Row, Store
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = pytest.mark.lab_session("configured")
@@ -64,7 +68,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
     nat_addrs = _ip(lab, "-6", "addr", "show", "dev", lab.nat_bridge)
     eth0 = re.search(r"^\d+: eth0@\S+ .*", links, re.M)
     master = re.search(r" master (\S+)", eth0[0]) if eth0 else None
-    zone = cloudflare_service.LAB_ZONES[0]
+    zone = service.LAB_ZONES[0]
     return {
         "networks": networks,
         "nics": nics,
@@ -72,8 +76,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
         "tunnel": bool(re.search(r"^\d+: he-ipv6[:@]", links, re.M)),
         "routed": re.findall(r"inet6 (\S+) scope global", nat_addrs),
         "aaaa": {
-            (r["name"], r["content"])
-            for r in cloudflare_service.lab_store(lab).records(zone, type="AAAA")
+            (r["name"], r["content"]) for r in service.lab_store(lab).records(zone, type="AAAA")
         },
         "netreg": set(netreg.netreg_registered(lab)),
     }
@@ -156,7 +159,7 @@ def again(lab: Lab, configured: dict[str, Any], store: Store) -> list[Row]:
     before = {r.id for r in store.list()}
     argv = ["lab", "--prefix", lab.prefix, "up", "--simulated", "--configured"]
     argv += ["--records", str(store.root)]
-    assert cli.main(argv) == 0
+    assert main.main(argv) == 0
     return configure_runs(store, before)
 
 
@@ -184,7 +187,7 @@ def test_every_runbook_exits_0_with_its_lab_parameter_set(
             assert ran[info.name][0] == 0
             assert ran[info.name][1]["libvirt_uri"] == lab.uri
             continue
-        argv = [sys.executable, "-m", "opslib.cli", "run", info.name, "-q"]
+        argv = [sys.executable, "-m", "opslib.cli.main", "run", info.name, "-q"]
         argv += ["-f", str(params), "--records", str(store.root)]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:

@@ -35,9 +35,9 @@ from jupyter_browser import (
 )
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from opslib.lab import control, labvirt
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.config import Lab
+from opslib.lab.simulated import control, labvirt
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = pytest.mark.lab_session("configured")
@@ -251,7 +251,7 @@ def test_records_index_lists_the_interactive_runs(
     pg, _ = page
     out = records / "index.html"
     done = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", "records", "--records", str(records), "html"],
+        [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(records), "html"],
         capture_output=True,
         text=True,
         timeout=60,

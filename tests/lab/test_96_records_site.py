@@ -21,9 +21,9 @@ import pytest
 from jupyter_browser import CHROMIUM, CHROMIUM_FLAGS, watched_page
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from opslib.lab import labvirt
 from opslib.lab.config import Lab
 from opslib.lab.notebook import lab_defaults
+from opslib.lab.simulated import labvirt
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.lab_session("configured")]
@@ -35,7 +35,10 @@ RUNS = ("find-vm-ip", "network-inventory", "find-vm-ip")
 
 def opsbook(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "opslib.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "opslib.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, f"opsbook {' '.join(args)}: {done.stdout}{done.stderr}"
     return done.stdout

@@ -44,7 +44,8 @@ from jupyter_browser import (
 from on_host import ssh, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from opslib.lab import daemonhost, hostssh
+from opslib.lab.booted import daemonhost
+from opslib.lab.booted import ssh as hostssh
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser]
 

@@ -1,0 +1,1 @@
+"""``opsbook``: the command line, one module per command group."""

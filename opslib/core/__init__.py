@@ -1,0 +1,1 @@
+"""The core every layer stands on: errors, changes, parameters and their types, files, processes."""

@@ -1,0 +1,1 @@
+"""The adapters: what opslib drives on a daemon host, grouped by the component."""

@@ -1,0 +1,1 @@
+"""Local accounts and groups, and an account's libvirt login settings."""

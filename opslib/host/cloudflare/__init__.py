@@ -1,0 +1,1 @@
+"""Cloudflare DNS: the API client and a VM's AAAA record."""

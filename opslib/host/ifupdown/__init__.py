@@ -1,0 +1,1 @@
+"""ifupdown: ``/etc/network/interfaces`` and the networking service, confirm or revert."""

@@ -1,0 +1,1 @@
+"""libvirt: connections, networks, domains and their XML, changes as steps."""

@@ -1,0 +1,1 @@
+"""The simulated daemon host: namespaces, its libvirtd, NAT network and tiny guests."""

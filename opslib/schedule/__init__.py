@@ -1,0 +1,1 @@
+"""Scheduled runs as systemd timers."""
