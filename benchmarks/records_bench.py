@@ -174,8 +174,8 @@ def command(root: Path, *args: str, engine_only: bool = False) -> Callable[[], o
     argv = [*args, "--records", str(root)]
     if engine_only:
         code = (
-            "import argparse, sys; from opslib import engine_cli; "
-            "p = argparse.ArgumentParser(); engine_cli.add_parsers(p.add_subparsers()); "
+            "import argparse, sys; from opslib.cli import runbooks; "
+            "p = argparse.ArgumentParser(); runbooks.add_parsers(p.add_subparsers()); "
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
         )
         full = [sys.executable, "-c", code, *argv]

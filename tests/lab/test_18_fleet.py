@@ -413,7 +413,7 @@ def test_find_vm_ip_across_the_fleet_names_the_host_that_runs_the_vm(
 HOLD_LOCK = """\
 import os, sys
 from pathlib import Path
-from opslib import params
+from opslib.core import params
 from opslib.core.locks import host_lock
 with host_lock(Path("/var/lib/opsbook/records"), params.this_host(), "libvirt-access", wait=60):
     print(f"holding, pid {os.getpid()}", flush=True)
