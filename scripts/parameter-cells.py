@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Write each runbook's notebook ``parameters`` cell from its declared inputs dataclass
-(opslib.contract.inputs.parameters_cell); prints the notebooks it changed. tests/test_contract.py
+(opslib.contract.inputs.parameters_cell); prints the notebooks it changed. tests/unit/test_contract.py
 fails while a notebook's cell differs from its inputs."""
 
 from __future__ import annotations

@@ -10,18 +10,12 @@
 # boots, leases and deadlines, so the sessions fit into one another's waits instead of
 # after them. Each session's output goes to artifacts/pytest-NAME.log and is printed when
 # it ends; the run fails if any session failed or ran no test.
-# With arguments: one pytest with them (`./scripts/test.sh tests/test_dns.py -x`).
+# With arguments: one pytest with them and nothing else (`./scripts/test.sh
+# tests/unit/test_dns.py -x`), set up only when there is no .venv yet, so a test that
+# needs no root runs as any user once the venv exists (docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "==> ruff check"
-ruff check opslib tests benchmarks
-echo "==> ruff format --check"
-ruff format --check opslib tests benchmarks
-echo "==> mypy opslib"
-mypy opslib
-mkdir -p artifacts
 
 # pytest's 5 means "no tests ran": that is a failure here, never a pass.
 verdict() {
@@ -30,11 +24,21 @@ verdict() {
 }
 
 if [ "$#" -gt 0 ]; then
+    [ -x .venv/bin/pytest ] || ./scripts/setup.sh
     echo "==> pytest $*"
     set +e; pytest "$@"; rc=$?; set -e
     verdict "$rc" "$*"
     exit $?
 fi
+
+./scripts/setup.sh
+echo "==> ruff check"
+ruff check opslib tests benchmarks
+echo "==> ruff format --check"
+ruff format --check opslib tests benchmarks
+echo "==> mypy opslib"
+mypy opslib
+mkdir -p artifacts
 
 LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s configured:c)  # NAME:the letter of its lab prefix
 base=${OPSBOOK_TEST_LAB_PREFIX:-obt}
@@ -64,7 +68,7 @@ start() {  # start NAME [VAR=VALUE…] -- PYTEST-ARGS…: in the background, to 
     log[$!]=$out
     echo "==> pytest $name in the background ($out)"
 }
-start unit -- --ignore=tests/lab
+start unit -- --ignore=tests/lab  # tests/unit and tests/integration
 for session in "${LAB_SESSIONS[@]}"; do
     name=${session%:*}
     start "lab-$name" "OPSBOOK_TEST_LAB_SESSION=$name" "OPSBOOK_TEST_LAB_PREFIX=$base${session#*:}" \

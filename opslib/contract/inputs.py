@@ -7,7 +7,7 @@ Each runbook has one frozen dataclass of inputs (``kw_only``, checked in
 - :func:`parameters_cell`: the notebook's ``parameters`` cell (``host`` first, then
   each field, then ``apply`` for a changing runbook). The notebook's form and the CLI
   (``opsbook run``, ``opsbook runbooks``) read their declarations from that cell, and
-  ``tests/test_contract.py`` checks that every runbook's notebook holds this very text
+  ``tests/unit/test_contract.py`` checks that every runbook's notebook holds this very text
   (``scripts/parameter-cells.py`` writes them);
 - :func:`verbs`: a changing runbook's ``plan(*, host, FIELD...)`` and
   ``apply(plan, *, FIELD...)``, whose signatures name the fields (``Runbook.kwargs_for``

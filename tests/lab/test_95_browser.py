@@ -40,7 +40,7 @@ from opslib.lab.config import Lab
 from opslib.lab.simulated import control, labvirt
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
-pytestmark = pytest.mark.lab_session("configured")
+pytestmark = [pytest.mark.browser, pytest.mark.lab_session("configured")]
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "browser"

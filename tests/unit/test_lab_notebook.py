@@ -38,7 +38,7 @@ def test_every_lab_gets_the_simulated_hosts_sets_written_for_it(
     written = lab_notebook.lab_defaults(lab)
     assert written == tmp_path / prefix / "parameters"
     assert sorted(p.stem for p in written.glob("*.yaml")) == sorted(sets.sets(lab))
-    # what it gives that lab, typed: tests/test_lab_parameters.py
+    # what it gives that lab, typed: tests/unit/test_lab_parameters.py
     values = load_param_file(written / "forward-bridge.yaml")
     host_process = shlex.join(processes.host_command(lab, ["sh", "-c", "x"])[:-1])
     assert values["restart_command"].startswith(host_process + " ")

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import INTERFACES_CORPUS, REPO
 
 from opslib.core.errors import HostError, InputError
 from opslib.host.ifupdown import interfaces as ifs
@@ -18,7 +19,7 @@ from opslib.host.libvirt.virtxml import bridge_network
 from opslib.procedures import forward_bridge as fb
 from opslib.procedures.forward_bridge.kernel import LinkFacts, check_links
 
-CORPUS = Path(__file__).parent / "interfaces_corpus"
+CORPUS = INTERFACES_CORPUS
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
 MAIN = "/etc/network/interfaces"
 PHYSICAL = {
@@ -491,11 +492,11 @@ def test_apply_refuses_without_root_in_one_line(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_lab_parameter_set_matches_the_notebook() -> None:
-    # what the set gives the lab: tests/test_lab_parameters.py
+    # what the set gives the lab: tests/unit/test_lab_parameters.py
     from opslib.core import params
     from opslib.engine.runner import load_param_file
 
-    root = Path(__file__).parent.parent
+    root = REPO
     values = load_param_file(root / "parameters" / "lab" / "forward-bridge.yaml")
     info = params.read_runbook(root / "notebooks" / "forward-bridge.ipynb")
     declared = {p.name: p.default for p in info.params}

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from opslib.engine import runner
 from opslib.lab import processes
@@ -99,7 +100,7 @@ def test_a_change_the_runbook_refuses_is_one_line_naming_the_runbook(lab: Lab) -
 
 
 # -- parameters/lab/: the booted lab host's sets ---------------------------------------------
-BOOTED_SETS = Path(__file__).resolve().parent.parent / "parameters" / "lab"
+BOOTED_SETS = REPO / "parameters" / "lab"
 
 
 @pytest.mark.parametrize("path", sorted(BOOTED_SETS.glob("*.yaml")), ids=lambda p: p.stem)

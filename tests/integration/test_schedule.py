@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from opslib.core.errors import InputError
 from opslib.schedule import units as schedule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 needs_systemd = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
 )

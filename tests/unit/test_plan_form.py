@@ -2,7 +2,7 @@
 the policy enforced by the apply itself, whoever calls it (no browser, no root).
 
 The procedure writes a text into a file through the transaction engine, like the
-fixture runbook of tests/test_plans.py, so its plans carry a fingerprint of the file.
+fixture runbook of tests/integration/test_plans.py, so its plans carry a fingerprint of the file.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from support import REPO
 
 from opslib.records import header
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def _name(spec: str) -> str:

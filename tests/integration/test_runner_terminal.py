@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from test_runner import finish, opsbook, partial_cell_running, wait_for
+from support import eventually, finish, opsbook, partial_cell_running
 
 APPLY_CELL = "rb.apply(apply_fn, plan)"
 
@@ -40,7 +40,11 @@ def test_a_run_whose_terminal_hangs_up_and_goes_away_finishes_and_notes_it(
     procs = {host: _start(store, host, release) for host in ("hup", "pipe")}
     try:
         for host in procs:
-            wait_for(lambda h=host: partial_cell_running(store, h, APPLY_CELL))
+            eventually(
+                lambda h=host: partial_cell_running(store, h, APPLY_CELL),
+                timeout=300,
+                what=f"{host} running its apply cell",
+            )
         os.killpg(procs["hup"].pid, signal.SIGHUP)  # the runner and its process group
         pipe = procs["pipe"]
         assert pipe.stdout is not None and pipe.stderr is not None
@@ -78,7 +82,11 @@ def test_sigterm_still_ends_the_run_as_killed_and_its_plan_does_not_claim_no_cha
     store, release = tmp_path / "records", tmp_path / "go"
     proc = _start(store, "term", release)
     try:
-        wait_for(lambda: partial_cell_running(store, "term", APPLY_CELL))
+        eventually(
+            lambda: partial_cell_running(store, "term", APPLY_CELL),
+            timeout=300,
+            what="term running its apply cell",
+        )
         proc.send_signal(signal.SIGTERM)
         done = finish(proc)
     finally:

@@ -7,20 +7,15 @@ start); the tests then read what they left: exit codes, records, index rows.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from support import REPO_NOTEBOOKS, eventually, finish, opsbook, partial_cell_running
 
-NOTEBOOKS = Path(__file__).parent / "notebooks"
 SECRET = "s3cr3t-T0KEN/for+the=engine-tests"  # mixed case, and characters a URL quotes
 
 
@@ -34,60 +29,6 @@ def secret_forms(secret: str) -> set[str]:
 def holds_secret(text: str, secret: str = SECRET) -> bool:
     """Whether ``text`` holds the secret in any case form (or quoted, or escaped)."""
     return any(form in text.lower() for form in secret_forms(secret))
-
-
-def opsbook(*args: str, store: Path, **kw: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "OPSBOOK_NOTEBOOKS": str(NOTEBOOKS), "OPSBOOK_RECORDS": str(store)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "opslib.cli.main", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-@dataclass
-class Done:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def record(self) -> Path:
-        line = next(ln for ln in self.out.splitlines() if ln.startswith("record #"))
-        return Path(line.split(": ", 1)[1].rsplit("  (", 1)[0]).resolve()
-
-    @property
-    def run_id(self) -> int:
-        line = next(ln for ln in self.out.splitlines() if ln.startswith("record #"))
-        return int(line.split()[1].strip("#:"))
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 600) -> Done:
-    out, err = proc.communicate(timeout=timeout)
-    return Done(proc.returncode, out, err)
-
-
-def partial_cell_running(store: Path, host: str, source: str) -> bool:
-    for part in (store / host).rglob(".*.partial.ipynb"):
-        try:
-            nb = json.loads(part.read_text())
-        except (OSError, ValueError):
-            continue
-        for cell in nb["cells"]:
-            status = cell.get("metadata", {}).get("papermill", {}).get("status")
-            if "".join(cell["source"]) == source and status == "running":
-                return True
-    return False
-
-
-def wait_for(predicate, timeout: float = 300) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +111,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
     }
     try:
         # The killed run: SIGKILL the runner while its plan cell runs.
-        wait_for(lambda: partial_cell_running(store, "h-kill", "plan = rb.plan(plan_fn)"))
+        eventually(
+            lambda: partial_cell_running(store, "h-kill", "plan = rb.plan(plan_fn)"),
+            timeout=300,
+            what="h-kill running its plan cell",
+        )
         procs["killed"].send_signal(signal.SIGKILL)
         # The lock: a second apply on h-lock while the first one holds the lock.
         lock_file = store / "locks" / "h-lock.lock"
-        wait_for(lambda: lock_file.exists() and lock_file.stat().st_size > 0)
+        eventually(
+            lambda: lock_file.exists() and lock_file.stat().st_size > 0,
+            timeout=300,
+            what="the apply lock taken",
+        )
         waiter = finish(
             opsbook(
                 "run",
@@ -420,7 +369,7 @@ def test_bad_input_exits_2_with_one_line_and_no_record(
         ("engine-demo", ["--host", SECRET.upper()], "--host"),
         # the issue's case: the Cloudflare token inside the record name (a DNS name)
         (
-            str(Path(__file__).parent.parent / "notebooks" / "cloudflare-aaaa.ipynb"),
+            str(REPO_NOTEBOOKS / "cloudflare-aaaa.ipynb"),
             ["-p", "record_name", f"{SECRET.lower()}.example.org", "-p", "address", "2001:db8::1"],
             "parameter record_name",
         ),
@@ -505,7 +454,7 @@ def test_runbooks_lists_purpose_and_parameters_as_a_table(tmp_path: Path) -> Non
 
 
 def test_records_review_notebook_runs_headless_over_a_store(runs: dict, tmp_path: Path) -> None:
-    review = Path(__file__).parent.parent / "notebooks" / "records-review.ipynb"
+    review = REPO_NOTEBOOKS / "records-review.ipynb"
     done = finish(
         opsbook(
             "run",
@@ -541,9 +490,6 @@ def test_records_review_notebook_runs_headless_over_a_store(runs: dict, tmp_path
         if "application/vnd.opsbook.result+json" in o.get("data", {})
     )
     assert '<a href="' in "".join(html) and ".ipynb</a>" in "".join(html)
-
-
-REPO_NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,11 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
+from support import REPO
 
 from opslib.lab.config import Lab
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 # every benchmark and the `opsbook lab up` options of the state it runs on ("": no lab)
 STATES = {
     "find_vm_ip_bench": "up --simulated --configured",

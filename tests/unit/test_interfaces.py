@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import INTERFACES_CORPUS
 
 from opslib.core.errors import InputError
 from opslib.host.ifupdown import interfaces as ifs
 
-CORPUS = Path(__file__).parent / "interfaces_corpus"
+CORPUS = INTERFACES_CORPUS
 MAIN = "/etc/network/interfaces"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
 INPUTS = sorted(

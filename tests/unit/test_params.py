@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import REPO_NOTEBOOKS
 
 from opslib.core import params
 from opslib.core.errors import InputError
@@ -285,7 +286,7 @@ def test_an_empty_host_stands_for_this_machine() -> None:
 
 # -- the runbooks in notebooks/ ----------------------------------------------------------
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(REPO_NOTEBOOKS.glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -313,8 +314,6 @@ def test_address_types_name_the_family_they_want() -> None:
 
 
 # -- bad values through `opsbook run`: exit 2, one line, before any kernel ------------------
-
-REPO_NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
 def run_refused(store: Path, runbook: str, *given: str) -> str:

@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import NOTEBOOKS as FIXTURE_NOTEBOOKS
+from support import REPO
 
 from opslib.core.errors import InputError
 from opslib.engine import metrics
 from opslib.schedule import units as schedule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 MONITORING = ROOT / "monitoring"
-NOTEBOOKS = Path(__file__).parent / "notebooks"
+NOTEBOOKS = FIXTURE_NOTEBOOKS
 CACHE = Path(os.environ.get("OPSBOOK_PROMETHEUS_CACHE", "/var/cache/opsbook/prometheus"))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 
 from opslib.cli import main
 from opslib.core.errors import InputError
@@ -20,7 +21,7 @@ from opslib.engine import metrics
 from opslib.fleet import outcome, playbooks
 from opslib.schedule import units as schedule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 UNIT = "opsbook-ws-fleet-host-health"
 
 INVENTORY = """\

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import records_cli
 
 from opslib.records import search as record_search
 from opslib.records import site as record_site
@@ -400,11 +401,6 @@ def test_every_page_opsbook_writes_fetches_nothing_from_the_network(tmp_path: Pa
     assert "<pre>Button(description='apply these changes')</pre>" in html
     assert "&lt;IPython.core.display.Javascript object&gt;" in html
     assert "default-src 'none'" in html  # nor does what an output's own HTML names
-
-
-def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(

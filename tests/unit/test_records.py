@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import records_cli
 
 from opslib import __version__
 from opslib.core import secrets
@@ -204,11 +205,6 @@ def test_the_record_header_names_secrets_by_source_and_exit_codes_by_status() ->
             "2024-05-01T10:00:07Z",
         )
     assert started["status"] == "running"  # finished() leaves the started header alone
-
-
-def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
+from support import REPO_NOTEBOOKS
 
 from opslib.cli import main
 from opslib.core import params
 from opslib.engine import runner
 from opslib.fleet import playbooks
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = REPO_NOTEBOOKS
 # The ten runbooks of opslib/procedures (records-review is the record store's, no host's).
 RUNBOOKS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem != "records-review")
 TOKEN_ENV = "OPSBOOK_TEST_BAD_INPUTS_TOKEN"

@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from opslib.core.errors import ApplyError
 from opslib.host.ifupdown import confirm
@@ -23,17 +23,13 @@ def _changed_file(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def _wait_decided(directory: Path, seconds: float = 15) -> str:
-    until = time.monotonic() + seconds
-    while not (directory / confirm.DECIDED).exists() and time.monotonic() < until:
-        time.sleep(0.1)
-    return (directory / confirm.DECIDED).read_text().strip()
+    decided = directory / confirm.DECIDED
+    eventually(decided.exists, timeout=seconds, what=f"the watchdog's decision in {decided}")
+    return decided.read_text().strip()
 
 
 def _wait_gone(pid: int, seconds: float = 60) -> None:
-    until = time.monotonic() + seconds
-    while confirm._alive(pid):
-        assert time.monotonic() < until, f"watchdog {pid} still running after {seconds} s"
-        time.sleep(0.1)
+    eventually(lambda: not confirm._alive(pid), timeout=seconds, what=f"watchdog {pid} to end")
 
 
 def test_without_confirmation_it_restores_the_file_and_rolls_back(tmp_path: Path) -> None:
