@@ -1,6 +1,6 @@
 #!/bin/sh
 # On the workstation: opsbook and every dependency as wheels in DIR, for a daemon host
-# that has no network (README: "Installing on a daemon host").
+# that has no network (docs/operating.md: "Installing on a daemon host").
 #   scripts/build-wheelhouse.sh DIR
 #   scripts/build-wheelhouse.sh --sources DIR   (only the sources opsbook's wheel is built
 #                                                from, its revision baked in; for tests)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # On the daemon host, as root: install opsbook from a wheelhouse, no network needed
-# (README: "Installing on a daemon host"). Again with a newer wheelhouse upgrades it.
+# (docs/operating.md: "Installing on a daemon host"). Again with a newer wheelhouse upgrades it.
 #   sudo sh install-daemon-host.sh WHEELHOUSE [PREFIX]     (PREFIX default /opt/opsbook)
 set -eu
 wheelhouse=${1:?usage: install-daemon-host.sh WHEELHOUSE [PREFIX]}

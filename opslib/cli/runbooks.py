@@ -1,4 +1,4 @@
-"""``opsbook runbooks | run``: the runbook engine's commands (records: :mod:`records_cli`)."""
+"""``opsbook runbooks | run``: the engine's commands (records: :mod:`opslib.cli.records`)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ engine), so the apply runs the filed plan or nothing.
 
 Approvals, the apply that applied a plan and the applies refused as stale are added
 to the plan's header afterwards (:func:`amend`: outside the digest); the apply's own
-header names its plan (``applies_plan``). The index mirrors them (:mod:`plan_index`).
+header names its plan (``applies_plan``). The index mirrors them (:mod:`opslib.records.plan_index`).
 """
 
 from __future__ import annotations

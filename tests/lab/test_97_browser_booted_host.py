@@ -1,6 +1,6 @@
 """JupyterLab on the booted Debian 12 host, reached the usual way: an SSH tunnel.
 
-The operator's path on a real daemon host (README, "JupyterLab on a daemon host"), with
+The operator's path on a real daemon host (docs/operating.md, "JupyterLab on a daemon host"), with
 the session's booted host (conftest's ``booted_host``): an SSH session in a terminal runs
 ``opsbook notebook`` there as the operator (JupyterLab on the host's 127.0.0.1:8888, a
 fresh token, the runbooks installed in /opt/opsbook); the workstation opens

@@ -324,7 +324,7 @@ def up(
 
 
 def install_opsbook(host: Host, *, reuse_install: bool = False, progress: Progress = print) -> None:
-    """opsbook on the running host, the README's way (:mod:`opslib.lab.booted.install`);
+    """opsbook on the running host, as docs/operating.md says (:mod:`opslib.lab.booted.install`);
     ``reuse_install``: a fresh install is kept as a layer for the next host."""
     from opslib.lab.booted import install as hostinstall
 

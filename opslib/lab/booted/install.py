@@ -1,4 +1,4 @@
-"""opsbook on a booted lab host, installed the README's way ("Installing on a daemon host").
+"""opsbook on a booted lab host, installed as docs/operating.md says (Installing on a daemon host).
 
 The host has no route to any package index, so, as an operator would:
 
