@@ -255,6 +255,120 @@ class PutBack:
     details: list[str] = field(default_factory=list)
 
 
+class Steps:
+    """One apply's steps and their undos, over what was observed before it.
+
+    A replaced link is made again as it was (its userspace end started again, or a
+    sit link to its old endpoints), with its MTU, state and addresses; an existing
+    link loses the address apply added; the default IPv6 route goes back to the one
+    found, after the link is back (a route dies with its link).
+    """
+
+    def __init__(self, run: Run[Inputs, TunnelState, None], plan: TunnelPlan) -> None:
+        self.i, self.spec, self.state, self.plan = run.inputs, run.inputs.spec, run.observed, plan
+        self.netns, self.name, self.run_dir = run.inputs.netns, self.spec.name, run.inputs.run_dir
+        self.changes = {c.action for c in plan.changes}
+        self.replacing = "replace" in self.changes and self.state.exists
+        self.put_back = run.share(PutBack()).details
+        self.unit_changes = plan.unit is not None and plan.unit != self.state.unit_text
+
+    def undoing(self, *parts: tuple[str, Callable[[], str | None]]) -> Callable[[Detail], None]:
+        def undo(detail: Detail) -> None:
+            try:
+                _attempts(detail, *parts, ("default IPv6 route back", self.route_back))
+            finally:
+                self.put_back.extend(detail)
+
+        return undo
+
+    def route_back(self) -> str:
+        return tunnels.restore_default_route(self.netns, self.spec, self.state)
+
+    def create(self, detail: Detail) -> None:
+        name, unit = self.name, self.plan.unit
+        if unit is None:
+            tunnels.create_link(self.netns, self.spec, self.run_dir, replace=self.replacing)
+        else:  # the unit's daemon makes the link, with its address and route
+            if self.replacing:
+                tunnels.remove_link(self.netns, self.spec, self.run_dir)
+            tunnel_unit.install(name, unit)
+            detail.append(f"{tunnel_unit.name(name)} enabled and started")
+        detail.append(f"{name} exists")
+
+    def hand_over(self, detail: Detail) -> None:
+        # the same link, served from now on by the unit's daemon (a brief gap)
+        tunnels.remove_link(self.netns, self.spec, self.run_dir)
+        tunnel_unit.install(self.name, self.plan.unit or "")
+        detail.append(f"{tunnel_unit.name(self.name)} enabled and started")
+
+    def unit_back(self) -> str:
+        return tunnel_unit.put_back(self.name, self.state.unit_text)
+
+    def configure(self, detail: Detail) -> None:
+        netns, name, spec = self.netns, self.name, self.spec
+        link = netlink.link_by_name(netns, name)
+        if link is None:
+            raise ApplyError(f"{name} vanished while configuring it")
+        todo = self.changes & {"mtu", "up", "address", "route"}
+        have = {f"{a.address}/{a.prefix}" for a in netlink.addresses(netns, ifindex=link.index)}
+        if str(spec.client) in have:  # a unit's daemon put it there already
+            todo.discard("address")
+        with netlink.ipr(netns) as ip, netlink.translated(f"cannot configure {name}"):
+            config_requests(ip, spec, link.index, todo)
+        detail.append(", ".join(sorted(todo)))
+
+    def persist(self, detail: Detail) -> None:
+        if self.state.interfaces_text is not None:
+            detail.append(f"backup {interfaces.backup(self.i.interfaces_file)}")
+        interfaces.write_atomic(self.i.interfaces_file, self.plan.interfaces or "")
+
+    def unpersist(self, detail: Detail) -> None:
+        undo_file(self.i.interfaces_file, self.state, detail)
+        self.put_back.extend(detail)
+
+    def actions(self) -> list[Action]:
+        """The steps the plan's changes need, then the verification."""
+        netns, spec, state, name, run_dir = (
+            self.netns, self.spec, self.state, self.name, self.run_dir
+        )  # fmt: skip
+        old_back = [
+            (f"old {name} ({state.kind} {state.local} -> {state.remote}) made again",
+             lambda: tunnels.recreate_old_link(netns, spec, state, run_dir)),
+            ("its MTU, state and addresses back",
+             lambda: tunnels.restore_link_config(netns, spec, state)),
+        ]  # fmt: skip
+        config_back = (f"{name}'s MTU, state and addresses back",
+                       lambda: tunnels.restore_link_config(netns, spec, state))  # fmt: skip
+        remove_new = (f"new {name} removed", lambda: tunnels.remove_link(netns, spec, run_dir))
+        unit_parts = (
+            [(f"{tunnel_unit.name(name)} as found", self.unit_back)] if self.unit_changes else []
+        )
+        steps = []
+        if self.changes & {"create", "replace"}:
+            steps.append(Action(
+                f"create {name} ({spec.implementation})", self.create,
+                self.undoing(*unit_parts, remove_new, *(old_back if state.exists else [])),
+                partial=True, refusals=() if self.replacing else (Unsupported,),  # 1st change
+            ))  # fmt: skip
+        elif self.unit_changes:
+            steps.append(Action(
+                f"run {name} as {tunnel_unit.name(name)}", self.hand_over,
+                self.undoing(*unit_parts, *old_back), partial=True,
+            ))  # fmt: skip
+        if self.changes & {"mtu", "up", "address", "route"}:
+            fresh_link = "create" in self.changes or self.replacing  # its undo puts it back
+            steps.append(Action(
+                f"configure {name}", self.configure,
+                self.undoing(*([] if fresh_link else [config_back])), partial=True, undo_order=1,
+            ))  # fmt: skip
+        new_text = self.plan.interfaces
+        if new_text is not None and new_text != state.interfaces_text:
+            steps.append(Action(
+                f"persist in {self.i.interfaces_file}", self.persist, self.unpersist, partial=True
+            ))  # fmt: skip
+        return [*steps, *verification(self.i)]
+
+
 class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
     name = RUNBOOK
     inputs = Inputs
@@ -273,111 +387,10 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
         return make_plan(inputs, observed, host)
 
     def steps(self, run: Run[Inputs, TunnelState, None]) -> list[Action]:
-        """Link, configuration, file; each undone back to what was found.
-
-        A replaced link is made again as it was (its userspace end started again, or a
-        sit link to its old endpoints), with its MTU, state and addresses; an existing
-        link loses the address apply added; the default IPv6 route goes back to the one
-        found, after the link is back (a route dies with its link).
-        """
-        i, spec, state, plan = run.inputs, run.inputs.spec, run.observed, run.plan
-        if not isinstance(plan, TunnelPlan):  # the engine passes what make_plan made
-            raise TypeError(f"ipv6-tunnel's steps need a TunnelPlan, not {type(plan)}")
-        netns, name, run_dir = i.netns, spec.name, i.run_dir
-        actions = {c.action for c in plan.changes}
-        link_actions = actions & {"mtu", "up", "address", "route"}
-        replacing = "replace" in actions and state.exists
-        put_back = run.share(PutBack()).details
-
-        def undoing(*parts: tuple[str, Callable[[], str | None]]) -> Callable[[Detail], None]:
-            def undo(detail: Detail) -> None:
-                try:
-                    _attempts(detail, *parts, ("default IPv6 route back", route_back))
-                finally:
-                    put_back.extend(detail)
-
-            return undo
-
-        def route_back() -> str:
-            return tunnels.restore_default_route(netns, spec, state)
-
-        unit = plan.unit
-        unit_changes = unit is not None and unit != state.unit_text
-
-        def create(detail: Detail) -> None:
-            if unit is None:
-                tunnels.create_link(netns, spec, run_dir, replace=replacing)
-            else:  # the unit's daemon makes the link, with its address and route
-                if replacing:
-                    tunnels.remove_link(netns, spec, run_dir)
-                tunnel_unit.install(name, unit)
-                detail.append(f"{tunnel_unit.name(name)} enabled and started")
-            detail.append(f"{name} exists")
-
-        def hand_over(detail: Detail) -> None:
-            # the same link, served from now on by the unit's daemon (a brief gap)
-            tunnels.remove_link(netns, spec, run_dir)
-            tunnel_unit.install(name, unit or "")
-            detail.append(f"{tunnel_unit.name(name)} enabled and started")
-
-        def unit_back() -> str:
-            return tunnel_unit.put_back(name, state.unit_text)
-
-        def configure(detail: Detail) -> None:
-            link = netlink.link_by_name(netns, name)
-            if link is None:
-                raise ApplyError(f"{name} vanished while configuring it")
-            todo = set(link_actions)
-            have = {f"{a.address}/{a.prefix}" for a in netlink.addresses(netns, ifindex=link.index)}
-            if str(spec.client) in have:  # a unit's daemon put it there already
-                todo.discard("address")
-            with netlink.ipr(netns) as ip, netlink.translated(f"cannot configure {name}"):
-                config_requests(ip, spec, link.index, todo)
-            detail.append(", ".join(sorted(todo)))
-
-        def persist(detail: Detail) -> None:
-            if state.interfaces_text is not None:
-                detail.append(f"backup {interfaces.backup(i.interfaces_file)}")
-            interfaces.write_atomic(i.interfaces_file, new_text or "")
-
-        def unpersist(detail: Detail) -> None:
-            undo_file(i.interfaces_file, state, detail)
-            put_back.extend(detail)
-
-        old_back = [
-            (f"old {name} ({state.kind} {state.local} -> {state.remote}) made again",
-             lambda: tunnels.recreate_old_link(netns, spec, state, run_dir)),
-            ("its MTU, state and addresses back",
-             lambda: tunnels.restore_link_config(netns, spec, state)),
-        ]  # fmt: skip
-        config_back = (f"{name}'s MTU, state and addresses back",
-                       lambda: tunnels.restore_link_config(netns, spec, state))  # fmt: skip
-        remove_new = (f"new {name} removed", lambda: tunnels.remove_link(netns, spec, run_dir))
-        unit_parts = [(f"{tunnel_unit.name(name)} as found", unit_back)] if unit_changes else []
-        steps = []
-        if actions & {"create", "replace"}:
-            steps.append(Action(
-                f"create {name} ({spec.implementation})", create,
-                undoing(*unit_parts, remove_new, *(old_back if state.exists else [])),
-                partial=True, refusals=() if replacing else (Unsupported,),  # the first change
-            ))  # fmt: skip
-        elif unit_changes:
-            steps.append(Action(
-                f"run {name} as {tunnel_unit.name(name)}", hand_over,
-                undoing(*unit_parts, *old_back), partial=True,
-            ))  # fmt: skip
-        if link_actions:
-            fresh_link = "create" in actions or replacing  # its undo puts the link back
-            steps.append(Action(
-                f"configure {name}", configure,
-                undoing(*([] if fresh_link else [config_back])), partial=True, undo_order=1,
-            ))  # fmt: skip
-        new_text = plan.interfaces
-        if new_text is not None and new_text != state.interfaces_text:
-            steps.append(
-                Action(f"persist in {i.interfaces_file}", persist, unpersist, partial=True)
-            )
-        return [*steps, *verification(i)]
+        """Link, configuration, file; each undone back to what was found (:class:`Steps`)."""
+        if not isinstance(run.plan, TunnelPlan):  # the engine passes what make_plan made
+            raise TypeError(f"ipv6-tunnel's steps need a TunnelPlan, not {type(run.plan)}")
+        return Steps(run, run.plan).actions()
 
     def finish(self, run: Run[Inputs, TunnelState, None]) -> None:
         i, result, outcome = run.inputs, run.result, run.outcome
