@@ -15,10 +15,12 @@ from opslib.core.errors import InputError
 from opslib.core.slaac import eui64_address
 from opslib.host.kernel import netlink, rtnl
 from opslib.host.libvirt import virt
+from opslib.host.libvirt.virtxml import IPv6Edit
 from opslib.lab.config import Lab
 from opslib.lab.simulated import guestconsole, labvirt
 from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import nat_bridge_ipv6 as nb
+from opslib.procedures.nat_bridge_ipv6 import planning
 
 
 def lab_values(lab: Lab) -> dict[str, object]:
@@ -112,16 +114,16 @@ def test_a_definition_libvirtd_refuses_leaves_the_running_network_alone(
     outside it is slipped into the edit, as the in-place edit once carried over. apply
     stops before the network is stopped: same bridge, every tap still on it, both XMLs
     unchanged, and libvirtd's reason in the result."""
-    real_edit = nb.ipv6_edit
+    real_edit = planning.ipv6_edit
 
-    def edit(xml: str, net: ipaddress.IPv6Network) -> nb.IPv6Edit:
+    def edit(xml: str, net: ipaddress.IPv6Network) -> IPv6Edit:
         done = real_edit(xml, net)
         bad = "><dhcp><range start='2001:db8:9::10' end='2001:db8:9::20'/></dhcp></ip>"
         end = f'"{nb.gateway(net)}" prefix="64"'
         assert f"{end}/>" in done.xml
-        return nb.IPv6Edit(done.xml.replace(f"{end}/>", f"{end}{bad}"))
+        return IPv6Edit(done.xml.replace(f"{end}/>", f"{end}{bad}"))
 
-    monkeypatch.setattr(nb, "ipv6_edit", edit)
+    monkeypatch.setattr(planning, "ipv6_edit", edit)
 
     def state() -> tuple[str, str, int, dict[str, tuple[int, int]]]:
         import libvirt

@@ -22,7 +22,7 @@ from opslib.core.errors import InputError, UnknownName
 from opslib.core.ipv6prefix import ULA
 from opslib.host.kernel import rtnl
 from opslib.host.libvirt import guest_taps, virt
-from opslib.host.libvirt.virtxml import DomainXml, NetworkXml
+from opslib.host.libvirt.virtxml import DomainXml, NetworkXml, canonical
 from opslib.procedures import nat_bridge_ipv6 as nb
 
 PREFIX = "2001:db8:2::/64"
@@ -114,7 +114,7 @@ def diff_lines(before: str, after: str) -> list[str]:
 
 def test_adding_ipv6_adds_one_element_and_leaves_the_rest_alone() -> None:
     after = nb.with_ipv6(STOCK, NET)
-    assert diff_lines(nb.canonical(STOCK), after) == [
+    assert diff_lines(canonical(STOCK), after) == [
         '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>'
     ]
     parsed = virt.parse_network(after)
@@ -130,7 +130,7 @@ def test_a_wrong_ipv6_address_is_corrected_in_place() -> None:
         "</network>", "  <ip family='ipv6' address='2001:db8:9::1' prefix='48'/>\n</network>"
     )
     after = nb.with_ipv6(old, NET)
-    assert diff_lines(nb.canonical(old), after) == [
+    assert diff_lines(canonical(old), after) == [
         '-  <ip family="ipv6" address="2001:db8:9::1" prefix="48"/>',
         '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>',
     ]
