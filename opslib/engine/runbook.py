@@ -37,7 +37,7 @@ from opslib.core.errors import ApplyError, InputError, OpsError
 from opslib.core.locks import host_lock
 from opslib.core.paramsets import load_param_file
 from opslib.engine import form_records
-from opslib.records import store as records
+from opslib.records import store
 
 __all__ = [
     "DEFAULTS_ENV",
@@ -344,9 +344,9 @@ class Runbook:
         """An interactive apply: run it, file it (also when the procedure raised: the
         failed result carries the error), and clear the notebook's plan. Returns the
         record's path and the error the procedure raised, if any."""
-        started = records.iso(records.utcnow())
+        started = store.iso(store.utcnow())
         error: Exception | None = None
-        saved = plan_gate.saved_or_none(plan, records.Store(self.records))
+        saved = plan_gate.saved_or_none(plan, store.Store(self.records))
         try:
             try:
                 result = self.run_apply(fn, plan)
@@ -357,7 +357,7 @@ class Runbook:
                 plan,
                 result,
                 started=started,
-                ended=records.iso(records.utcnow()),
+                ended=store.iso(store.utcnow()),
                 applies=saved,
             )
         finally:

@@ -102,9 +102,9 @@ def test_records_bench_prints_no_figure_when_the_search_finds_nothing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rb = bench("records_bench")
-    from opslib.records import search as record_search
+    from opslib.records import search
 
-    monkeypatch.setattr(record_search, "search", lambda store, text, **kw: [])
+    monkeypatch.setattr(search, "search", lambda store, text, **kw: [])
     monkeypatch.setattr(sys, "argv", ["records_bench.py", "--records", "60", "--no-browser"])
     assert rb.main() == 1
     out, err = capsys.readouterr()

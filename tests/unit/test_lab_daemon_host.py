@@ -188,7 +188,7 @@ def test_a_lab_brought_up_again_gets_the_same_wheelhouse_without_a_build(
 ) -> None:
     # lab down removes LAB/wheelhouse; a rebuilt one would get a new id (wheels are not
     # byte-for-byte reproducible), and the install kept for the old id would never match
-    from opslib.lab.booted import install as hostinstall
+    from opslib.lab.booted import install
 
     builds: list[str] = []
 
@@ -199,13 +199,13 @@ def test_a_lab_brought_up_again_gets_the_same_wheelhouse_without_a_build(
         (out / "wheelhouse.id").write_text(f"id-{len(builds)}\n")
         builds.append(what)
 
-    monkeypatch.setattr(hostinstall, "_local", build)
-    monkeypatch.setattr(hostinstall, "WHEELHOUSES", tmp_path / "kept")
+    monkeypatch.setattr(install, "_local", build)
+    monkeypatch.setattr(install, "WHEELHOUSES", tmp_path / "kept")
     (tmp_path / "kept").mkdir()
     lab = Lab(prefix="obQ", base=tmp_path / "labs")
-    first = (hostinstall.build_wheelhouse(lab) / "wheelhouse.id").read_text()
-    hostinstall.shutil.rmtree(hostinstall.wheelhouse(lab))  # what lab down does
-    again = hostinstall.build_wheelhouse(lab)
+    first = (install.build_wheelhouse(lab) / "wheelhouse.id").read_text()
+    install.shutil.rmtree(install.wheelhouse(lab))  # what lab down does
+    again = install.build_wheelhouse(lab)
     assert (again / "wheelhouse.id").read_text() == first == "id-0\n"
     assert builds == ["building the wheelhouse"]
     assert (again / "opslib-0.1.0-py3-none-any.whl").is_file()
