@@ -34,7 +34,7 @@ from opslib.contract.transaction import Procedure, Run
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Plan, Result
 from opslib.core.errors import ApplyError, OpsError, Unsupported
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel import netlink
 from opslib.host.sixinfour import tunnel_unit, tunnels
 from opslib.host.sixinfour.tunnel_stanza import with_stanza
@@ -243,7 +243,7 @@ def undo_file(interfaces_file: str, state: TunnelState, detail: Detail) -> None:
         detail,
         (
             f"{interfaces_file} back",
-            lambda: interfaces.put_back(interfaces_file, state.interfaces_text),
+            lambda: file_io.put_back(interfaces_file, state.interfaces_text),
         ),
     )
 
@@ -319,8 +319,8 @@ class Steps:
 
     def persist(self, detail: Detail) -> None:
         if self.state.interfaces_text is not None:
-            detail.append(f"backup {interfaces.backup(self.i.interfaces_file)}")
-        interfaces.write_atomic(self.i.interfaces_file, self.plan.interfaces or "")
+            detail.append(f"backup {file_io.backup(self.i.interfaces_file)}")
+        file_io.write_atomic(self.i.interfaces_file, self.plan.interfaces or "")
 
     def unpersist(self, detail: Detail) -> None:
         undo_file(self.i.interfaces_file, self.state, detail)

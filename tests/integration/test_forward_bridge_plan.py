@@ -12,7 +12,7 @@ import pytest
 from support import INTERFACES_CORPUS, REPO
 
 from opslib.core.errors import HostError, InputError
-from opslib.host.ifupdown import interfaces as ifs
+from opslib.host.ifupdown import file_io, source_tree
 from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, restart_argv
 from opslib.host.libvirt import virt
 from opslib.host.libvirt.virtxml import bridge_network
@@ -54,7 +54,7 @@ def case_texts(case: str) -> dict[str, str]:
 
 def observed(texts: dict[str, str], main: str = MAIN, links=None, network=None) -> fb.Observed:
     return fb.Observed(
-        ifs.tree_from_texts(main, texts), PHYSICAL if links is None else links, network
+        source_tree.tree_from_texts(main, texts), PHYSICAL if links is None else links, network
     )
 
 
@@ -168,7 +168,7 @@ def test_ifup_still_runs_what_it_ran_for_the_uplink(case: str, tmp_path: Path) -
             continue
         renamed = line.replace("eth0", "br0")
         assert line in on_uplink or line in on_bridge or renamed in on_bridge, (line, after)
-    if "eth0" in ifs.load_tree(str(tmp_path / "after" / "interfaces")).classes()["auto"]:
+    if "eth0" in source_tree.load_tree(str(tmp_path / "after" / "interfaces")).classes()["auto"]:
         names = [name for name, _lines in after]
         assert names.index("eth0") < names.index("br0"), names
 
@@ -319,7 +319,8 @@ def test_existing_bridge_switches_from_dhcp_to_static_touching_only_its_lines() 
     before = "auto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n"
     texts = {MAIN: "iface eth0 inet manual\n\n" + before}
     new, _notes = fb.plan_files(
-        ifs.tree_from_texts(MAIN, texts), params(address="192.0.2.20/24", gateway="192.0.2.1")
+        source_tree.tree_from_texts(MAIN, texts),
+        params(address="192.0.2.20/24", gateway="192.0.2.1"),
     )
     assert new[MAIN] == "iface eth0 inet manual\n\nauto br0\niface br0 inet static\n" + (
         "\tbridge_ports eth0\n\tbridge_stp off\n\tbridge_fd 0\n\taddress 192.0.2.20/24\n"
@@ -410,8 +411,8 @@ def test_backups_go_where_no_source_line_reads_them(tmp_path: Path) -> None:
     main.write_text(f"source {tmp_path}/interfaces.d/*\nsource {tmp_path}/*\n")
     kept = fb.default_backup_dir(params(interfaces_file=str(main)))
     for path in (main, tmp_path / "interfaces.d" / "50-cloud-init"):
-        ifs.backup(str(path), kept)
-    loaded = ifs.load_tree(str(main))
+        file_io.backup(str(path), kept)
+    loaded = source_tree.load_tree(str(main))
     assert not [f for f in loaded.files if ".opsbook-backups" in f], loaded.files
     assert len(list(Path(kept).iterdir())) == 2
 

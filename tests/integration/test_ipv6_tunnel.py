@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from opslib.core.errors import InputError, NetlinkError, Unsupported
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel import netlink, rtnl
 from opslib.host.sixinfour import tunnels
 from opslib.host.sixinfour import userspace as sixinfour
@@ -373,8 +373,8 @@ CRLF = EXISTING.replace("\n", "\r\n")
 def test_observe_reads_the_interfaces_file_byte_exact(tmp_path: Path) -> None:
     path = tmp_path / "interfaces"
     path.write_bytes(CRLF.encode())
-    assert interfaces.read_exact(str(path)) == CRLF
-    assert interfaces.read_exact(str(tmp_path / "absent")) is None
+    assert file_io.read_exact(str(path)) == CRLF
+    assert file_io.read_exact(str(tmp_path / "absent")) is None
     state = t.observe("", "obx-no-such", interfaces_file=str(path), run_dir=str(tmp_path))
     assert state.interfaces_text == CRLF
 
@@ -382,7 +382,7 @@ def test_observe_reads_the_interfaces_file_byte_exact(tmp_path: Path) -> None:
 def test_rolling_back_the_file_restores_crlf_byte_for_byte(tmp_path: Path) -> None:
     path = tmp_path / "interfaces"
     path.write_bytes(CRLF.encode())
-    state = t.TunnelState(False, interfaces_text=interfaces.read_exact(str(path)))
+    state = t.TunnelState(False, interfaces_text=file_io.read_exact(str(path)))
     path.write_text(t.with_stanza(EXISTING, str(path), SPEC))  # what apply wrote
     done: list[str] = []
     t.undo_file(str(path), state, done)  # the persist step's undo; raises on a problem

@@ -42,7 +42,7 @@ from opslib.core.actions import Action
 from opslib.core.changes import Check
 from opslib.core.errors import OpsError, StalePlan
 from opslib.host.cloudflare import dns
-from opslib.host.ifupdown import confirm, interfaces, network_restart
+from opslib.host.ifupdown import confirm, file_io, network_restart, source_tree
 from opslib.host.kernel import netlink, rtnl
 from opslib.host.libvirt import virt
 from opslib.host.sixinfour import tunnels
@@ -524,7 +524,8 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             (netlink, ["ipr", "links", "link_by_name", "addresses", "default_route"]),
             (rtnl, ["ping"]),
             (secrets, ["load"]),
-            (interfaces, ["write_atomic", "backup", "restore", "load_tree"]),
+            (file_io, ["write_atomic", "backup", "restore"]),
+            (source_tree, ["load_tree"]),
             (confirm, ["arm"]),
             (libvirt, ["open", "openReadOnly"]),
             (subprocess, ["Popen", "run"]),

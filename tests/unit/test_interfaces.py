@@ -17,6 +17,7 @@ import pytest
 from support import INTERFACES_CORPUS
 
 from opslib.core.errors import InputError
+from opslib.host.ifupdown import edits, file_io, source_tree
 from opslib.host.ifupdown import interfaces as ifs
 
 CORPUS = INTERFACES_CORPUS
@@ -98,7 +99,7 @@ def _method_defaults(family: str, method: str) -> frozenset[str]:
     return frozenset(k for k, _v in _reported(done.stdout))
 
 
-def _expected(iface: ifs.Iface) -> tuple[list[tuple[str, str]], dict[str, str | None]]:
+def _expected(iface: source_tree.Iface) -> tuple[list[tuple[str, str]], dict[str, str | None]]:
     """What ifquery prints for one resolved stanza: options in order, then the keys it may
     add (with the value to expect, None where the method computes it)."""
     options: list[list[str]] = []
@@ -123,7 +124,7 @@ def _expected(iface: ifs.Iface) -> tuple[list[tuple[str, str]], dict[str, str | 
     return [(k, v) for k, v in options], added
 
 
-def _check_against(reported: list[tuple[str, str]], ifaces: list[ifs.Iface]) -> None:
+def _check_against(reported: list[tuple[str, str]], ifaces: list[source_tree.Iface]) -> None:
     at = 0
     blocks = [_expected(f) for f in ifaces]
     for n, (options, added) in enumerate(blocks):
@@ -154,7 +155,7 @@ def test_the_model_reads_every_corpus_file_as_ifquery_does(case: str, tmp_path: 
     main = src / "interfaces"
     main.write_bytes(main.read_bytes().replace(b"/etc/network/interfaces.d/*", b"interfaces.d/*"))
     try:
-        tree = ifs.load_tree(str(main))
+        tree = source_tree.load_tree(str(main))
     except InputError as exc:
         where = str(exc).split(": ", 1)[0]
         assert where.startswith(str(src)), str(exc)
@@ -235,7 +236,7 @@ def test_every_documented_method_is_read_exactly_when_ifquery_reads_it(tmp_path:
             main.write_text(text)
             done = _ifquery(main, state, "x")
             try:
-                tree = ifs.load_tree(str(main))
+                tree = source_tree.load_tree(str(main))
             except InputError as exc:
                 assert done.returncode != 0, (family, method, str(exc))
                 assert f"ifquery: {main}:3: " in done.stderr
@@ -278,7 +279,7 @@ def test_inherits_is_ifupdowns_keyword_not_an_address_family() -> None:
     _base, eth1, eth0 = ifs.parse(text, MAIN).stanzas
     assert (eth1.name, eth1.family, eth1.method, eth1.inherits) == ("eth1", "", "", "base")
     assert (eth0.name, eth0.family, eth0.method, eth0.inherits) == ("eth0", "inet", "dhcp", "base")
-    tree = ifs.tree_from_texts(MAIN, {MAIN: text})
+    tree = source_tree.tree_from_texts(MAIN, {MAIN: text})
     (one,) = tree.ifaces("eth1")
     assert (one.family, one.method, one.option("address")) == ("inet", "static", "192.0.2.10/24")
     (zero,) = tree.ifaces("eth0")
@@ -298,7 +299,7 @@ def test_inherits_is_ifupdowns_keyword_not_an_address_family() -> None:
 def test_a_malformed_iface_line_is_one_input_error_naming_file_and_line(line, message) -> None:
     texts = {MAIN: f"auto lo\niface lo inet loopback\n{line}\n\taddress 192.0.2.10/24\n"}
     with pytest.raises(InputError, match=f"^{MAIN}:3: {message}") as info:
-        ifs.tree_from_texts(MAIN, texts)
+        source_tree.tree_from_texts(MAIN, texts)
     assert "\n" not in str(info.value)
 
 
@@ -343,18 +344,18 @@ def test_line_numbers_count_physical_lines() -> None:
 def test_set_option_keeps_the_files_spelling_and_touches_one_line() -> None:
     text = "iface vmbr0 inet dhcp\n    bridge-ports eth0\n    bridge-stp on\n    bridge-fd 0\n"
     (s,) = ifs.parse(text).stanzas
-    edited = ifs.set_option(s, "bridge_stp", "off")
+    edited = edits.set_option(s, "bridge_stp", "off")
     assert edited.raw == text.replace("bridge-stp on", "bridge-stp off")
-    assert ifs.set_option(edited, "bridge_stp", "off") == edited
-    appended = ifs.set_option(s, "mtu", "9000")
+    assert edits.set_option(edited, "bridge_stp", "off") == edited
+    appended = edits.set_option(s, "mtu", "9000")
     assert appended.raw == text + "    mtu 9000\n"
 
 
 def test_remove_options_and_set_head_leave_other_lines_alone() -> None:
     text = "iface eth0 inet static\n\taddress 192.0.2.5/24\n\t# keep me\n\tmtu 1500\n"
     (s,) = ifs.parse(text).stanzas
-    s = ifs.remove_options(
-        ifs.set_head(s, ["iface", "eth0", "inet", "manual"]), {"address"}.__contains__
+    s = edits.remove_options(
+        edits.set_head(s, ["iface", "eth0", "inet", "manual"]), {"address"}.__contains__
     )
     assert s.raw == "iface eth0 inet manual\n\t# keep me\n\tmtu 1500\n"
 
@@ -368,13 +369,13 @@ def test_source_and_source_directory_are_followed_relative_to_the_file(tmp_path:
     (tmp_path / "extra" / "b.cfg").write_text("source ../nested\n")
     (tmp_path / "extra" / "a.cfg").write_text("iface br9 inet manual\n")
     (tmp_path / "nested").write_text("iface eth7 inet manual\n")
-    tree = ifs.load_tree(str(tmp_path / "interfaces"))
+    tree = source_tree.load_tree(str(tmp_path / "interfaces"))
     rel = [os.path.relpath(p, tmp_path) for p in tree.files]
     assert rel == ["interfaces", "interfaces.d/eth0", "extra/a.cfg", "extra/b.cfg", "nested"]
     assert [(os.path.basename(p), s.method) for p, _i, s in tree.find_ifaces("eth0")] == [
         ("eth0", "dhcp")
     ]
-    pure = ifs.tree_from_texts(
+    pure = source_tree.tree_from_texts(
         str(tmp_path / "interfaces"), {p: m.render() for p, m in tree.files.items()}
     )
     assert list(pure.files) == list(tree.files)
@@ -385,21 +386,21 @@ def test_flatten_inlines_sourced_files_in_place(tmp_path: Path) -> None:
         "/n/interfaces": "auto lo\nsource interfaces.d/*\niface lo inet loopback\n",
         "/n/interfaces.d/eth0": "iface eth0 inet dhcp",
     }
-    flat = ifs.flatten(ifs.tree_from_texts("/n/interfaces", texts))
+    flat = source_tree.flatten(source_tree.tree_from_texts("/n/interfaces", texts))
     assert flat.startswith("auto lo\niface eth0 inet dhcp\n# (source interfaces.d/* expanded")
     assert flat.endswith("iface lo inet loopback\n")
 
 
 def test_missing_file_is_an_input_error_naming_the_parameter(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="interfaces_file"):
-        ifs.load_tree(str(tmp_path / "nope"))
+        source_tree.load_tree(str(tmp_path / "nope"))
 
 
 def test_write_atomic_replaces_content_and_keeps_mode(tmp_path: Path) -> None:
     target = tmp_path / "interfaces"
     target.write_text("old\n")
     target.chmod(0o600)
-    ifs.write_atomic(str(target), "new\n")
+    file_io.write_atomic(str(target), "new\n")
     assert target.read_text() == "new\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["interfaces"]  # no temp file left
@@ -408,8 +409,8 @@ def test_write_atomic_replaces_content_and_keeps_mode(tmp_path: Path) -> None:
 def test_backup_is_timestamped_kept_and_identical(tmp_path: Path) -> None:
     target = tmp_path / "interfaces"
     target.write_text("auto lo\n")
-    first = ifs.backup(str(target))
-    second = ifs.backup(str(target), str(tmp_path / "backups"))
+    first = file_io.backup(str(target))
+    second = file_io.backup(str(target), str(tmp_path / "backups"))
     assert Path(first).read_text() == "auto lo\n" == Path(second).read_text()
     assert Path(first).name.startswith("interfaces.opsbook-") and first != second
     assert Path(second).parent == tmp_path / "backups"

@@ -33,7 +33,7 @@ from pathlib import Path
 from opslib.core import files
 from opslib.core.actions import Action, Detail
 from opslib.core.errors import ApplyError
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 
 DECIDED = "decided"  # written by confirm/disarm: the watchdog exits without acting
 POLL = 0.2
@@ -211,7 +211,7 @@ def watch(directory: Path) -> int:
     with log.open("a") as out:
         out.write(f"{time.strftime('%H:%M:%S')} no confirmation by the deadline: reverting\n")
         for path, copy in state["backups"].items():
-            interfaces.restore(path, copy)
+            file_io.restore(path, copy)
             out.write(f"restored {path} from {copy}\n")
         out.flush()
         done = subprocess.run(state["rollback"], capture_output=True, text=True, check=False)

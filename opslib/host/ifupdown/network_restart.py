@@ -23,8 +23,7 @@ from typing import Any
 from opslib.core.actions import Action, Applied, Detail
 from opslib.core.changes import Check, Result
 from opslib.core.errors import ApplyError, InputError
-from opslib.host.ifupdown import confirm
-from opslib.host.ifupdown import interfaces as ifs
+from opslib.host.ifupdown import confirm, file_io, source_tree
 
 # Seconds the revert watchdog waits beyond the restart and verification windows.
 WATCHDOG_MARGIN = 30.0
@@ -149,20 +148,20 @@ def steps(
             f.write(old_config)
         directory = work.restart.backup_dir or default_backup_dir(work.interfaces_file)
         for path in new_files:
-            work.backups[path] = ifs.backup(path, directory)
+            work.backups[path] = file_io.backup(path, directory)
             detail.append(f"{path} -> {work.backups[path]}")
         result.data["backups"] = work.backups
 
     def write(detail: Detail) -> None:
         for path, text in new_files.items():
-            ifs.write_atomic(path, text)
+            file_io.write_atomic(path, text)
             detail.append(path)
         with open(work.file("interfaces.new"), "w", encoding="utf-8") as f:
-            f.write(ifs.flatten(ifs.load_tree(work.interfaces_file)))
+            f.write(source_tree.flatten(source_tree.load_tree(work.interfaces_file)))
 
     def restore(detail: Detail) -> None:
         for path, copy in work.backups.items():
-            ifs.restore(path, copy)
+            file_io.restore(path, copy)
             detail.append(f"{copy} -> {path}")
 
     def validate(detail: Detail) -> None:

@@ -5,7 +5,7 @@ Pure; the userspace end on a systemd host is persisted as a unit instead
 
 from __future__ import annotations
 
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import edits
 from opslib.host.sixinfour.tunnels import TunnelSpec
 
 __all__ = ["stanza_options", "with_stanza"]
@@ -26,4 +26,4 @@ def stanza_options(spec: TunnelSpec) -> list[tuple[str, str]]:
 
 def with_stanza(text: str, path: str, spec: TunnelSpec) -> str:
     """The interfaces file with ``auto NAME`` and ``iface NAME inet6 v4tunnel`` set."""
-    return interfaces.with_iface(text, path, spec.name, "inet6", "v4tunnel", stanza_options(spec))
+    return edits.with_iface(text, path, spec.name, "inet6", "v4tunnel", stanza_options(spec))

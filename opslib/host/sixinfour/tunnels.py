@@ -21,7 +21,7 @@ from opslib.core.changes import Check
 from opslib.core.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel import netlink, rtnl
 from opslib.host.libvirt import virt
 from opslib.host.sixinfour import userspace
@@ -108,7 +108,7 @@ def _sit_endpoints(netns: str, index: int) -> tuple[str, str]:
 
 
 def observe(netns: str, name: str, *, interfaces_file: str, run_dir: str) -> TunnelState:
-    text = interfaces.read_exact(interfaces_file)
+    text = file_io.read_exact(interfaces_file)
     link = netlink.link_by_name(netns, name)
     default = netlink.default_route(netns, family=socket.AF_INET6)
     if link is None:

@@ -29,8 +29,7 @@ from opslib.contract.transaction import Procedure, Run
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import ApplyError, HostError, InputError, UnknownName
-from opslib.host.ifupdown import interfaces as ifs
-from opslib.host.ifupdown import network_restart
+from opslib.host.ifupdown import network_restart, source_tree
 from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, Restart, restart_argv
 from opslib.host.kernel import netlink
 from opslib.host.libvirt import virt
@@ -104,7 +103,7 @@ class Inputs(inputs.Declared):
 
 @dataclass(frozen=True)
 class Observed:
-    tree: ifs.Tree
+    tree: source_tree.Tree
     links: dict[str, LinkFacts]
     network: virt.Network | None
 
@@ -122,7 +121,7 @@ def observe(p: Inputs) -> Observed:
     if p.netns and not netlink.netns_exists(p.netns):
         raise InputError(f"network namespace {p.netns!r} does not exist; check `ip netns list`")
     return Observed(
-        ifs.load_tree(p.interfaces_file),
+        source_tree.load_tree(p.interfaces_file),
         observe_links(p.netns),
         observe_network(p.libvirt_uri, p.network_name),
     )
@@ -233,7 +232,7 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         steps = []
         if any(c.action == "restart" for c in plan.changes):
             steps += network_restart.steps(
-                work, run.result, old_config=ifs.flatten(run.observed.tree),
+                work, run.result, old_config=source_tree.flatten(run.observed.tree),
                 new_files=plan.new_files, iface=p.bridge,
                 state=lambda: kernel_state(p.netns, p.uplink, p.bridge),
                 verify=lambda: verify_bridge(p, p.netns),

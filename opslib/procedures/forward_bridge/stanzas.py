@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opslib.core.errors import InputError
+from opslib.host.ifupdown import edits, source_tree
 from opslib.host.ifupdown import interfaces as ifs
 
 
@@ -47,11 +48,11 @@ def _where(path: str, stanza: ifs.Stanza) -> str:
     return f"{path}:{stanza.lineno}"
 
 
-def _ports(iface: ifs.Iface | ifs.Stanza) -> list[str]:
+def _ports(iface: source_tree.Iface | ifs.Stanza) -> list[str]:
     return (iface.option("bridge_ports") or "").split()
 
 
-def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
+def _refusals(tree: source_tree.Tree, uplink: str, bridge: str) -> None:
     """Stanzas that make the conversion unsafe: InputError naming the file and line."""
     for path, i, s in tree.stanzas():
         where = _where(path, s)
@@ -93,7 +94,7 @@ def _refusals(tree: ifs.Tree, uplink: str, bridge: str) -> None:
             )
 
 
-def _one_inet(tree: ifs.Tree, name: str) -> ifs.Iface | None:
+def _one_inet(tree: source_tree.Tree, name: str) -> source_tree.Iface | None:
     """The inet stanza of ``name``, its family and method resolved through ``inherits``."""
     found = [f for f in tree.ifaces(name) if f.family == "inet"]
     if len(found) > 1:
@@ -102,14 +103,14 @@ def _one_inet(tree: ifs.Tree, name: str) -> ifs.Iface | None:
     return found[0] if found else None
 
 
-def _manual_uplink(up: ifs.Iface, indent: str) -> tuple[ifs.Stanza, list[str]]:
+def _manual_uplink(up: source_tree.Iface, indent: str) -> tuple[ifs.Stanza, list[str]]:
     """The uplink's stanza as ``inet manual`` without addressing, and notes.
 
     A template it inherits from stays named when it holds no addressing (link settings
     such as mtu keep applying); otherwise its other options are written into the stanza,
     since inheriting would bring its address back.
     """
-    s = ifs.remove_options(up.stanza, lambda k: k in ADDRESSING)
+    s = edits.remove_options(up.stanza, lambda k: k in ADDRESSING)
     head = ["iface", up.name, "inet", "manual"]
     notes: list[str] = []
     template = up.stanza.inherits
@@ -119,13 +120,13 @@ def _manual_uplink(up: ifs.Iface, indent: str) -> tuple[ifs.Stanza, list[str]]:
             head += ["inherits", template]
         else:
             keep = [(k, v) for k, v in up.inherited if ifs.option_key(k) not in ADDRESSING]
-            s = ifs.prepend_options(s, keep, indent)
+            s = edits.prepend_options(s, keep, indent)
             notes.append(
                 f"{up.name} no longer inherits {template}, which holds addressing "
                 f"({', '.join(inherited_addressing)})"
                 + (f"; its {', '.join(k for k, _v in keep)} lines are copied in" if keep else "")
             )
-    return _trim_blanks(ifs.set_head(s, head)), notes
+    return _trim_blanks(edits.set_head(s, head)), notes
 
 
 def _same_address(stanza: ifs.Stanza, cidr: str) -> bool:
@@ -151,7 +152,7 @@ class Addressing:
         return f"inet {self.method}" + (f" ({options})" if options else "")
 
 
-def _addressing_of(f: ifs.Iface) -> Addressing:
+def _addressing_of(f: source_tree.Iface) -> Addressing:
     return Addressing(
         f.method, tuple((k, v) for k, v in f.options if ifs.option_key(k) in ADDRESSING)
     )
@@ -165,7 +166,7 @@ def _same_addressing(a: Addressing, b: Addressing) -> bool:
 
 
 def _bridge_addressing(
-    up: ifs.Iface | None, br: ifs.Iface | None, p: BridgeParams
+    up: source_tree.Iface | None, br: source_tree.Iface | None, p: BridgeParams
 ) -> tuple[Addressing | None, str]:
     """What the bridge's inet stanza should say (None: keep the bridge's own), and a note.
 
@@ -211,32 +212,35 @@ def _bridge_addressing(
 
 
 def _edit_bridge(
-    bridge: ifs.Iface, p: BridgeParams, wanted: Addressing | None, indent: str
+    bridge: source_tree.Iface, p: BridgeParams, wanted: Addressing | None, indent: str
 ) -> ifs.Stanza:
     s = bridge.stanza
     if p.address:
         if bridge.method != "static":
-            s = ifs.set_head(s, ["iface", p.bridge, "inet", "static"])
+            s = edits.set_head(s, ["iface", p.bridge, "inet", "static"])
         if not _same_address(s, p.address):
-            s = ifs.remove_options(s, lambda k: k == "netmask")
-            s = ifs.set_option(s, "address", p.address, indent)
+            s = edits.remove_options(s, lambda k: k == "netmask")
+            s = edits.set_option(s, "address", p.address, indent)
         if s.option("gateway") != p.gateway:
-            s = ifs.set_option(s, "gateway", p.gateway, indent)
+            s = edits.set_option(s, "gateway", p.gateway, indent)
     elif wanted is not None and not (
         bridge.method == wanted.method and _same_addressing(_addressing_of(bridge), wanted)
     ):
-        s = ifs.remove_options(s, lambda k: k in ADDRESSING)
-        s = ifs.set_head(s, ["iface", p.bridge, "inet", wanted.method])
-        s = ifs.prepend_options(s, wanted.options, indent)
+        s = edits.remove_options(s, lambda k: k in ADDRESSING)
+        s = edits.set_head(s, ["iface", p.bridge, "inet", wanted.method])
+        s = edits.prepend_options(s, wanted.options, indent)
     if _ports(s) != [p.uplink]:
-        s = ifs.set_option(s, "bridge_ports", p.uplink, indent)
+        s = edits.set_option(s, "bridge_ports", p.uplink, indent)
     if (s.option("bridge_stp") or "").lower() not in ("off", "no", "0"):
-        s = ifs.set_option(s, "bridge_stp", "off", indent)
+        s = edits.set_option(s, "bridge_stp", "off", indent)
     return s
 
 
 def _kept_options(
-    tree: ifs.Tree, models: dict[str, list[ifs.Stanza]], up: ifs.Iface | None, uplink: str
+    tree: source_tree.Tree,
+    models: dict[str, list[ifs.Stanza]],
+    up: source_tree.Iface | None,
+    uplink: str,
 ) -> list[str]:
     """The option keys ifup still acts on for the uplink in the planned files."""
     keys: list[str] = []
@@ -260,7 +264,7 @@ def _terminated(stanza: ifs.Stanza) -> ifs.Stanza:
     return ifs.Stanza((*stanza.lines[:-1], ifs.Line(last.raw + "\n")), stanza.lineno)
 
 
-def plan_files(tree: ifs.Tree, p: BridgeParams) -> tuple[dict[str, str], list[str]]:
+def plan_files(tree: source_tree.Tree, p: BridgeParams) -> tuple[dict[str, str], list[str]]:
     """The new text of every file that changes, and notes for people (pure).
 
     All edits happen in the file that defines the stanza: an eth0 defined in a
@@ -308,7 +312,7 @@ def plan_files(tree: ifs.Tree, p: BridgeParams) -> tuple[dict[str, str], list[st
                 f"both {p.uplink} ({_where(path, s)}) and {p.bridge} have inet6 stanzas; "
                 f"remove {p.uplink}'s first"
             )
-        moved += [_BLANK, _terminated(ifs.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
+        moved += [_BLANK, _terminated(edits.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
         models[path][i] = _GONE
         notes.append(
             f"{p.uplink}'s inet6 {f.method} stanza ({_where(path, s)}) moves to {p.bridge}"
@@ -339,7 +343,7 @@ def plan_files(tree: ifs.Tree, p: BridgeParams) -> tuple[dict[str, str], list[st
                 uplink_autos.append((path, i))
             continue
         rest = [n for n in names if n != p.uplink]
-        models[path][i] = ifs.set_head(s, [s.head[0], *rest]) if rest else _GONE
+        models[path][i] = edits.set_head(s, [s.head[0], *rest]) if rest else _GONE
         notes.append(
             f"{p.uplink} leaves its {s.head[0]} line ({_where(path, s)}): "
             f"{p.bridge} brings its port up"
@@ -360,12 +364,16 @@ def plan_files(tree: ifs.Tree, p: BridgeParams) -> tuple[dict[str, str], list[st
             for path, i in uplink_autos:
                 head = models[path][i].head
                 rest = [n for n in head[1:] if n != p.uplink]
-                models[path][i] = ifs.set_head(models[path][i], [head[0], *rest]) if rest else _GONE
+                models[path][i] = (
+                    edits.set_head(models[path][i], [head[0], *rest]) if rest else _GONE
+                )
             if bridge_auto is not None:
                 path, i = bridge_auto
                 head = [n for n in models[path][i].head if n != p.uplink]
                 at = head.index(p.bridge)
-                models[path][i] = ifs.set_head(models[path][i], [*head[:at], p.uplink, *head[at:]])
+                models[path][i] = edits.set_head(
+                    models[path][i], [*head[:at], p.uplink, *head[at:]]
+                )
             else:
                 auto_line = ifs.Stanza((ifs.Line(f"auto {p.uplink} {p.bridge}\n"),))
             kept_in = [f"auto line, moved into {p.bridge}'s ahead of {p.bridge}"]
@@ -396,14 +404,14 @@ def plan_files(tree: ifs.Tree, p: BridgeParams) -> tuple[dict[str, str], list[st
     if br_inet is None:
         assert addressing is not None  # only an existing bridge keeps its own
         options = [*addressing.options, ("bridge_ports", p.uplink), ("bridge_stp", "off")]
-        new_bridge = ifs.iface_stanza(p.bridge, "inet", addressing.method, options, indent)
+        new_bridge = edits.iface_stanza(p.bridge, "inet", addressing.method, options, indent)
         block = [_BLANK, auto_line, new_bridge, *moved]
         if up_inet is not None:
             path, i = up_inet.path, up_inet.index
             models[path][i] = _terminated(models[path][i])
             models[path][i + 1 : i + 1] = block
         else:
-            manual = ifs.iface_stanza(p.uplink, "inet", "manual", (), indent)
+            manual = edits.iface_stanza(p.uplink, "inet", "manual", (), indent)
             main = models[tree.main]
             if main and not main[-1].raw.endswith("\n"):
                 main[-1] = _terminated(main[-1])
@@ -457,10 +465,10 @@ def _trim_blanks(stanza: ifs.Stanza) -> ifs.Stanza:
     return ifs.Stanza(tuple(lines), stanza.lineno)
 
 
-def bridge_summary(tree: ifs.Tree, files: dict[str, str], p: BridgeParams) -> str:
+def bridge_summary(tree: source_tree.Tree, files: dict[str, str], p: BridgeParams) -> str:
     """The bridge's method and address in the planned files, e.g. "static 192.0.2.10/24"."""
     texts = {path: m.render() for path, m in tree.files.items()} | files
-    bridge = _one_inet(ifs.tree_from_texts(tree.main, texts), p.bridge)
+    bridge = _one_inet(source_tree.tree_from_texts(tree.main, texts), p.bridge)
     if bridge is None:
         return "no inet stanza"
     address, netmask = bridge.option("address") or "", bridge.option("netmask")
