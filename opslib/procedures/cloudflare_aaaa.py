@@ -39,7 +39,7 @@ from opslib.core.shellcmd import command
 from opslib.host.cloudflare import aaaa
 from opslib.host.cloudflare.aaaa import Desired, Op, plan_records, verify
 from opslib.host.cloudflare.dns import DnsClient, DnsRecord
-from opslib.host.kernel import rtnl
+from opslib.host.kernel import icmp
 from opslib.host.libvirt import virt
 
 RUNBOOK = "cloudflare-aaaa"
@@ -174,7 +174,7 @@ def vm_address(*, libvirt_uri: str, netns: str, vm: str) -> VmAddress:
     if not domain.running:
         raise InputError(f"VM {vm} is {domain.state}; start it, or pass address=")
     for found in candidates:
-        if rtnl.ping(netns, found.address, tries=3).ok:
+        if icmp.ping(netns, found.address, tries=3).ok:
             return VmAddress(found.address, f"{found.source}, answers ping6")
     tried = ", ".join(c.address for c in candidates)
     raise InputError(

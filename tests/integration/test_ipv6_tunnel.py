@@ -21,7 +21,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from opslib.core.errors import InputError, NetlinkError, Unsupported
 from opslib.host.ifupdown import file_io
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.host.sixinfour import tunnels
 from opslib.host.sixinfour import userspace as sixinfour
 from opslib.procedures import ipv6_tunnel as t
@@ -450,7 +450,7 @@ def test_a_failed_replace_brings_the_old_userspace_tunnel_back(
     assert state.exists and (state.local, state.remote) == ("192.0.2.10", "203.0.113.1")
     assert state.addresses == ("2001:db8:1::2/64",)
     assert state.default_gateway == "2001:db8:1::1"
-    assert rtnl.ping(host, "2001:db8:1::1", wait=2).ok  # the old tunnel carries traffic again
+    assert icmp.ping(host, "2001:db8:1::1", wait=2).ok  # the old tunnel carries traffic again
     again = t.apply(t.plan(**common), **common)
     assert again.status == "unchanged", again.summary
 

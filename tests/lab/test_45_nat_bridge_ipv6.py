@@ -13,7 +13,7 @@ import pytest
 from opslib.core.changes import Result
 from opslib.core.errors import InputError
 from opslib.core.slaac import eui64_address
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.host.libvirt import virt
 from opslib.host.libvirt.virtxml import IPv6Edit
 from opslib.lab.config import Lab
@@ -71,7 +71,7 @@ def test_every_running_guest_is_back_with_a_slaac_address(lab: Lab, applied: Res
         (iface,) = [i for i in dom.interfaces if i.source == lab.nat_network]
         assert iface.target in ports
         slaac = eui64_address(lab.routed_prefix, iface.mac)
-        assert rtnl.ping(lab.host_ns, slaac, wait=2).ok
+        assert icmp.ping(lab.host_ns, slaac, wait=2).ok
         # Checked from inside the guest too: its shell lists the address.
         rc, out = guestconsole.guest_shell(lab, dom.name, "ip -6 addr show dev eth0")
         assert rc == 0 and slaac in out
@@ -194,7 +194,7 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
         assert names[new].ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
         assert set(_on(lab, new).values()) == {(new, new)}
         for guest in lab.nat_guests:
-            assert rtnl.ping(lab.host_ns, eui64_address(lab.routed_prefix, guest.nat_mac)).ok
+            assert icmp.ping(lab.host_ns, eui64_address(lab.routed_prefix, guest.nat_mac)).ok
     # libvirt drops the DHCP leases of an undefined network: have the guests renew now
     # (instead of at their next renewal) so that later modules see their leases again.
     for guest in lab.nat_guests:

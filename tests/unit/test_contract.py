@@ -43,7 +43,7 @@ from opslib.core.changes import Check
 from opslib.core.errors import OpsError, StalePlan
 from opslib.host.cloudflare import dns
 from opslib.host.ifupdown import confirm, file_io, network_restart, source_tree
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.host.libvirt import virt
 from opslib.host.sixinfour import tunnels
 
@@ -381,7 +381,7 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
         m.setattr(netlink, "ipr", kernel.ipr)
         m.setattr(network_restart, "_run", FakeIfupdown(kernel, main).run)
         m.setattr(
-            rtnl, "ping", lambda *_a, **_kw: rtnl.Echo({"x": frozenset({"x"})}, frozenset(), 0)
+            icmp, "ping", lambda *_a, **_kw: icmp.Echo({"x": frozenset({"x"})}, frozenset(), 0)
         )
         m.setattr(confirm, "arm", lambda **_kw: FakeWatchdog())
         inputs = fb.Inputs(
@@ -522,7 +522,7 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         for module, names in (
             (virt, ["connect"]),
             (netlink, ["ipr", "links", "link_by_name", "addresses", "default_route"]),
-            (rtnl, ["ping"]),
+            (icmp, ["ping"]),
             (secrets, ["load"]),
             (file_io, ["write_atomic", "backup", "restore"]),
             (source_tree, ["load_tree"]),

@@ -1,5 +1,5 @@
 """find-vm-ip without root: the join of MACs with each source, and unknown names.
-The ICMP probe it uses, in a throwaway network namespace: tests/integration/test_rtnl_ping.py."""
+The ICMP probe it uses, in a throwaway network namespace: tests/integration/test_icmp.py."""
 
 from __future__ import annotations
 

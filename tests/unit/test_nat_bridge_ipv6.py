@@ -20,7 +20,7 @@ from opslib.contract import transaction
 from opslib.core.changes import Plan, Result
 from opslib.core.errors import InputError, UnknownName
 from opslib.core.ipv6prefix import ULA
-from opslib.host.kernel import rtnl
+from opslib.host.kernel import icmp
 from opslib.host.libvirt import guest_taps, virt
 from opslib.host.libvirt.virtxml import DomainXml, NetworkXml, canonical
 from opslib.procedures import nat_bridge_ipv6 as nb
@@ -482,9 +482,9 @@ def test_rename_whose_rollback_fails_too_says_so_and_keeps_the_old_definition(
 def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     pings: list[str] = []
 
-    def ping(netns: str, address: str, **kwargs: Any) -> rtnl.Echo:
+    def ping(netns: str, address: str, **kwargs: Any) -> icmp.Echo:
         pings.append(address)
-        return rtnl.Echo({}, frozenset({address}), 0.0)  # no route: fails at once
+        return icmp.Echo({}, frozenset({address}), 0.0)  # no route: fails at once
 
     # A clock of the test's own: only the waits the procedure asks for move it, so the
     # machine's load cannot change what is counted.
@@ -495,7 +495,7 @@ def test_waiting_for_guests_pauses_between_rounds(monkeypatch: pytest.MonkeyPatc
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(guest_taps.rtnl, "ping", ping)
+    monkeypatch.setattr(guest_taps.icmp, "ping", ping)
     monkeypatch.setattr(guest_taps.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(guest_taps.time, "sleep", sleep)
     cut = guest_taps.Cut("vm", "vnet0", "52:54:00:0b:00:01", "2001:db8:2::1", 0.0)

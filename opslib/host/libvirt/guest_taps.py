@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from opslib.core.changes import Check
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.host.libvirt.virtxml import NetworkXml
 
 WAIT_ROUND = 0.5  # seconds between rounds of pings to the guests
@@ -57,7 +57,7 @@ def wait_for_guests(netns: str, cuts: list[Cut], timeout: float) -> None:
         if not pending:
             return
         for cut in pending:
-            if rtnl.ping(netns, cut.address).ok:
+            if icmp.ping(netns, cut.address).ok:
                 cut.answered_at = time.monotonic()
         if any(c.answered_at is None for c in cuts):
             # ping fails at once without a route: no back-to-back processes for 90 s.

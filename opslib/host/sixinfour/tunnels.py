@@ -22,7 +22,7 @@ from opslib.core.errors import ApplyError, InputError, NetlinkError, OpsError, U
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
 from opslib.host.ifupdown import file_io
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.host.libvirt import virt
 from opslib.host.sixinfour import userspace
 
@@ -386,7 +386,7 @@ def path_health(
     found: list[Check] = []
     link = netlink.link_by_name(netns, tunnel)
     # Three tries, like ping -c3: one echo lost on a busy path is no broken tunnel.
-    answers = bool(link) and rtnl.ping(netns, server_ipv6, wait=2, tries=3).ok
+    answers = bool(link) and icmp.ping(netns, server_ipv6, wait=2, tries=3).ok
     found.append(
         Check.given(
             f"broker {server_ipv6} answers ping6",
@@ -395,7 +395,7 @@ def path_health(
             "check the broker's IPv4 endpoint is reachable and allows protocol 41",
         )
     )
-    big = answers and rtnl.ping(netns, server_ipv6, size=PING_SIZE, wait=2, tries=3).ok
+    big = answers and icmp.ping(netns, server_ipv6, size=PING_SIZE, wait=2, tries=3).ok
     found.append(
         Check.given(
             f"{PING_SIZE}-byte ping6 to {server_ipv6} (MTU)",

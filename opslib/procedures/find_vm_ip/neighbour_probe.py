@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from opslib.core import slaac
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink, rtnl
 from opslib.host.libvirt import virt
 from opslib.procedures.find_vm_ip.vm_addresses import BridgeProbe
 
@@ -61,7 +61,7 @@ def probe_settled(
     answer and does not count); each MAC of ``ipv4_macs`` must have answered from
     some IPv4 address of the sweep, ``mac_of`` telling which MAC an address has.
     """
-    if not rtnl.all_answered(replies, awaited):
+    if not icmp.all_answered(replies, awaited):
         return False
     if not any(":" not in t for t in replies):
         return True  # no IPv4 request went out: none can answer
@@ -101,7 +101,7 @@ def probe(netns: str, job: ProbeJob, wait: float) -> BridgeProbe:
         return probe_settled(replies, awaited, ipv4_macs, mac_of)
 
     targets = [*awaited, "ff02::1", *job.sweep]
-    echo = rtnl.ping(netns, targets, ifname=job.bridge, wait=wait, until=settled)
+    echo = icmp.ping(netns, targets, ifname=job.bridge, wait=wait, until=settled)
     answered = echo.answered() - {"ff02::1"}
     ipv4_from = {mac_of.get(t) for t in answered if ":" not in t}
     silent = [t for t in awaited if t in echo.replies and t not in answered]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from opslib.core.changes import Check
 from opslib.core.errors import InputError
-from opslib.host.kernel import netlink, rtnl
+from opslib.host.kernel import icmp, netlink
 from opslib.procedures.forward_bridge.stanzas import BridgeParams
 
 # Link kinds that can be the host's way out; "" is a physical NIC.
@@ -153,7 +153,7 @@ def verify_bridge(p: BridgeParams, netns: str) -> list[Check]:
             f"via {gw} dev {dev}" if dev else "none",
         )
     )
-    answered = bool(gw) and route_ok and rtnl.ping(netns, gw).ok
+    answered = bool(gw) and route_ok and icmp.ping(netns, gw).ok
     checks.append(
         Check("gateway answers", "ok" if answered else "fail", f"ping {gw or '-'}: "
               + ("reply" if answered else "no reply"))
