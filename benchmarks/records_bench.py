@@ -31,7 +31,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from opslib.records.store import RESULT_MIME, Store, dump_notebook
+from opslib.records.notebook_json import RESULT_MIME, dump_notebook
+from opslib.records.store import Store
 
 RUNBOOKS = ("network-inventory", "forward-bridge", "netreg-attach", "find-vm-ip", "host-health")
 HOSTS = ("lab", "daemon-1", "daemon-2", "daemon-3")

@@ -232,14 +232,14 @@ def play(
 def _show_plans(rows: list[Any], store: Any) -> None:
     """Each host's plan and diff, as its record has them."""
     from opslib.engine import ui
-    from opslib.records import store as records
+    from opslib.records import notebook_json
 
     for row in rows:
         if row.record_id is None:
             continue
         nb = store.notebook(store.get(row.record_id))
         print(f"== {row.host} ==")
-        for result in records.results_of(nb):
+        for result in notebook_json.results_of(nb):
             print(ui.result_text(result).rstrip() + "\n")
 
 

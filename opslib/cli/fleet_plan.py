@@ -33,11 +33,11 @@ __all__ = ["add_parsers"]
 
 def _host_plan(store: Any, row: Any) -> dict[str, Any] | None:
     """The plan a host filed, as its record came home: its id there and its digest."""
-    from opslib.records import store as records
+    from opslib.records import notebook_json
 
     if row.record_id is None:
         return None
-    header = records.header_of(store.notebook(store.get(row.record_id))) or {}
+    header = notebook_json.header_of(store.notebook(store.get(row.record_id))) or {}
     plan = header.get("plan") or {}
     origin = header.get("fleet_origin") or {}
     if not plan.get("digest") or not isinstance(origin.get("record_id"), int):

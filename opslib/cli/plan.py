@@ -79,11 +79,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from opslib.contract import plan_records
-    from opslib.records import store as records
+    from opslib.records import clock
 
     store = store_of(args)
     saved = plan_records.load(store, args.plan)
-    now = records.iso(records.utcnow())
+    now = clock.iso(clock.utcnow())
     plan_records.check_intact(saved)
     plan_records.check_applicable(saved, now)
     by = plan_records.person()
@@ -98,12 +98,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from opslib.contract import plan_records, policy
     from opslib.engine import runner
-    from opslib.records import store as records
+    from opslib.records import clock
 
     store = store_of(args)
     saved = plan_records.load(store, args.plan)
     plan_records.check_intact(saved)
-    plan_records.check_applicable(saved, records.iso(records.utcnow()))
+    plan_records.check_applicable(saved, clock.iso(clock.utcnow()))
     found = policy.find(saved.index.host, Path(args.params_dir))
     plan_records.check_approved(saved, found)
     info = runner.find_runbook(saved.index.runbook)

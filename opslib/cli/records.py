@@ -52,7 +52,7 @@ def yes_no(v: bool | None) -> str:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from opslib.records.store import parse_since
+    from opslib.records.clock import parse_since
 
     since = parse_since(args.since) if args.since else None
     if args.status:
@@ -165,6 +165,7 @@ def _list_plans(store: Any, args: argparse.Namespace, rows: list[Any]) -> int:
 
 def cmd_records_show(args: argparse.Namespace) -> int:
     from opslib.engine import ui
+    from opslib.records import notebook_json
     from opslib.records import store as records
 
     store = store_of(args)
@@ -180,7 +181,7 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         print(shown(out))
         return 0
     nb = store.notebook(row)
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     changed = yes_no(row.changed)
     if final is not None and final.get("status") == "rolled back":
         changed += " (changed, then rolled back: see its steps)"
@@ -197,7 +198,7 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         ("opslib", f"{row.opslib_version} ({row.revision})"),
         ("sha256", row.sha256 or "-"),
     ]
-    header = nb.get("metadata", {}).get(records.META_KEY) or {}
+    header = nb.get("metadata", {}).get(notebook_json.META_KEY) or {}
     fields += [("note", note) for note in header.get("notes") or []]
     width = max(len(k) for k, _ in fields)
     for k, v in fields:
@@ -207,17 +208,17 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         pw = max(len(k) for k in row.parameters)
         for k, v in row.parameters.items():
             print(f"  {k:<{pw}}  {json.dumps(v)}")
-    err = records.cell_error(nb)
+    err = notebook_json.cell_error(nb)
     if err:
         print(f"error:   {err.splitlines()[0]}")
-    for result in records.results_of(nb):
+    for result in notebook_json.results_of(nb):
         print()
         print(ui.result_text(result).rstrip())
     return 0
 
 
 def cmd_records_diff(args: argparse.Namespace) -> int:
-    from opslib.records import store as records
+    from opslib.records import notebook_json
     from opslib.records.diff import diff_runs
 
     store = store_of(args)
@@ -227,8 +228,8 @@ def cmd_records_diff(args: argparse.Namespace) -> int:
         nb = store.notebook(row)
         runs.append(
             {
-                "header": nb.get("metadata", {}).get(records.META_KEY, {}),
-                "result": records.final_result(records.results_of(nb)),
+                "header": nb.get("metadata", {}).get(notebook_json.META_KEY, {}),
+                "result": notebook_json.final_result(notebook_json.results_of(nb)),
             }
         )
     lines = diff_runs(runs[0], runs[1], volatile=args.volatile)

@@ -27,6 +27,7 @@ from opslib.contract import plan_records, policy
 from opslib.core import shellcmd
 from opslib.core.changes import Plan
 from opslib.core.errors import InputError
+from opslib.records import clock
 from opslib.records import store as records
 
 __all__ = [
@@ -120,7 +121,7 @@ def blocked(runbook: str, host: str, plan: Plan, store: records.Store | None = N
     try:
         saved = saved_record(plan, store)
         plan_records.check_intact(saved)
-        plan_records.check_applicable(saved, records.iso(records.utcnow()))
+        plan_records.check_applicable(saved, clock.iso(clock.utcnow()))
         plan_records.check_approved(saved, found)
         _matches(saved, plan)
     except InputError as exc:

@@ -39,7 +39,7 @@ from typing import Any
 from opslib.contract.policy import Policy
 from opslib.core.changes import Change, Plan, ensure_fresh
 from opslib.core.errors import InputError
-from opslib.records import plan_index
+from opslib.records import clock, notebook_json, plan_index, run_index
 from opslib.records import store as records
 
 __all__ = [
@@ -71,7 +71,7 @@ def person() -> str:
 
 def plan_json(nb: Mapping[str, Any]) -> dict[str, Any] | None:
     """The plan a plan record's run showed (its last result, of kind plan)."""
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     return dict(final) if final is not None and final.get("kind") == "plan" else None
 
 
@@ -117,7 +117,7 @@ def seal(
 class Saved:
     """A plan record as read for an approval or an apply."""
 
-    row: records.Row
+    row: run_index.Row
     path: Path
     nb: dict[str, Any]
     header: dict[str, Any]
@@ -140,7 +140,7 @@ class Saved:
         return str(self.header["plan"].get("planned_by") or "")
 
 
-def _row_by_ref(store: records.Store, ref: str) -> records.Row:
+def _row_by_ref(store: records.Store, ref: str) -> run_index.Row:
     if ref.isdigit():
         return store.get(ref)
     path = Path(ref)
@@ -158,14 +158,14 @@ def load(store: records.Store, ref: str) -> Saved:
     """The plan record ``ref`` (an id or a path); InputError when it is not a saved plan."""
     row = _row_by_ref(store, ref)
     nb = store.notebook(row)
-    header = records.header_of(nb) or {}
+    header = notebook_json.header_of(nb) or {}
     if not isinstance(header.get("plan"), dict) or "digest" not in header["plan"]:
         raise InputError(
             f"record #{row.id} is not a saved plan (a {row.mode or 'headless'} run of "
             f"{row.runbook}); file one with: opsbook plan {row.runbook}"
         )
     with store.db() as con:
-        found = plan_index.rows(con, records.iso(records.utcnow()), ids=[row.id])
+        found = plan_index.rows(con, clock.iso(clock.utcnow()), ids=[row.id])
     if not found:
         raise InputError(
             f"plan #{row.id} is not in the index's plans; `opsbook records reindex` adds it"
@@ -237,8 +237,8 @@ def amend(store: records.Store, saved: Saved, update: Mapping[str, Any]) -> dict
         if row is None or row["sha256"] != filed or records.sha256_of(saved.path) != filed:
             raise InputError(f"{saved.name} changed meanwhile; look at it again")
         nb = json.loads(saved.path.read_bytes())
-        header = {**(records.header_of(nb) or {}), **update}
-        data = records.dump_notebook(records.with_header(nb, header))
+        header = {**(notebook_json.header_of(nb) or {}), **update}
+        data = notebook_json.dump_notebook(notebook_json.with_header(nb, header))
         records.atomic_write(saved.path, data)
         con.execute(
             "UPDATE runs SET sha256 = ? WHERE id = ?",
@@ -267,7 +267,7 @@ def after_apply(
 ) -> None:
     """Link the plan to its apply: ``applied`` when it went through, ``refused`` (stale)
     when the host had moved; another failure (rolled back) leaves it applicable."""
-    at = records.iso(records.utcnow())
+    at = clock.iso(clock.utcnow())
     if status == "ok":
         amend(store, saved, {"applied": {"id": apply_id, "at": at}})
     elif summary.startswith("stale: "):
@@ -287,7 +287,7 @@ def saved_from_env() -> Plan | None:
         return None
     ident, digest, path = told.split(" ", 2)
     nb = json.loads(Path(path).read_bytes())
-    header = records.header_of(nb) or {}
+    header = notebook_json.header_of(nb) or {}
     if digest_of(header, nb) != digest:
         raise InputError(f"plan #{ident} changed after opsbook apply checked it; plan again")
     plan = plan_json(nb) or {}

@@ -22,6 +22,7 @@ from opslib.contract import plan_gate, plan_records
 from opslib.core import secrets
 from opslib.core.changes import Plan, Result
 from opslib.core.params import Param
+from opslib.records import clock, notebook_json
 from opslib.records import header as record_header
 from opslib.records import store as records
 
@@ -99,7 +100,7 @@ def _file(
     form: Form, nb: dict[str, Any], header: dict[str, Any], seal: Any = None
 ) -> tuple[int, Path]:
     # Fail closed: every secret loaded in this kernel is looked for before anything is written.
-    nb, header, _ = records.redact_leaks(nb, header, secrets.loaded())
+    nb, header, _ = notebook_json.redact_leaks(nb, header, secrets.loaded())
     if seal is not None:
         header = seal(header, nb)
     return records.Store(form.store).add(header, nb)
@@ -166,7 +167,7 @@ def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
     """Save ``plan`` as a plan record; returns it and the plan bound to it ("plan #N")."""
     from opslib.engine import ui
 
-    started = records.iso(records.utcnow())
+    started = clock.iso(clock.utcnow())
     values = form.filed_values(False)
     nb = _notebook(form)
     nb["cells"] = [
@@ -186,7 +187,7 @@ def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
         status="ok",
         changed=False,
         summary=f"plan: {n} change{'s' * (n != 1)}",
-        end=records.iso(records.utcnow()),
+        end=clock.iso(clock.utcnow()),
     )
     found = plan_gate.host_policy(form.host)
     by = plan_records.person()

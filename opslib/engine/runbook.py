@@ -37,7 +37,7 @@ from opslib.core.errors import ApplyError, InputError, OpsError
 from opslib.core.locks import host_lock
 from opslib.core.paramsets import load_param_file
 from opslib.engine import form_records
-from opslib.records import store
+from opslib.records import clock, store
 
 __all__ = [
     "DEFAULTS_ENV",
@@ -344,7 +344,7 @@ class Runbook:
         """An interactive apply: run it, file it (also when the procedure raised: the
         failed result carries the error), and clear the notebook's plan. Returns the
         record's path and the error the procedure raised, if any."""
-        started = store.iso(store.utcnow())
+        started = clock.iso(clock.utcnow())
         error: Exception | None = None
         saved = plan_gate.saved_or_none(plan, store.Store(self.records))
         try:
@@ -357,7 +357,7 @@ class Runbook:
                 plan,
                 result,
                 started=started,
-                ended=store.iso(store.utcnow()),
+                ended=clock.iso(clock.utcnow()),
                 applies=saved,
             )
         finally:

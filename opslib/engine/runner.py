@@ -42,6 +42,7 @@ from opslib.core.paramsets import load_param_file
 from opslib.engine import metrics, run_cells
 from opslib.engine.runbook import HEADLESS_ENV
 from opslib.engine.terminal import Terminal
+from opslib.records import clock, notebook_json
 from opslib.records import header as record_header
 from opslib.records import store as records
 
@@ -281,14 +282,14 @@ def run(
     info = prepared.info
     store.mark_stale()
     nb_source = json.loads(info.path.read_text(encoding="utf-8"))
-    start = records.utcnow()
+    start = clock.utcnow()
     header = record_header.header(
         runbook=info.name,
         host=prepared.host,
         decls=info.params,
         values=prepared.values,
         mode=mode,
-        start=records.iso(start),
+        start=clock.iso(start),
     )
     run_id, path = store.begin(header, nb_source)
     header["id"] = run_id
@@ -359,37 +360,41 @@ def run(
         nb = json.loads(partial.read_bytes())
     except (OSError, ValueError):
         nb = json.loads(path.read_bytes())
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     # A run that stopped before its apply said what it did (killed, a dead kernel...):
     # its plan's "no change" does not speak for the host, so changed is unknown.
     cut_short = status != "ok" and (final is None or final.get("kind") != "result")
     if status == "ok" and final is not None and final.get("failed"):
         status = "failed"
     changed = bool(final.get("changed")) if final is not None and not cut_short else None
-    summary = records.summarize(nb, status) or error
+    summary = notebook_json.summarize(nb, status) or error
     stale = status == "failed" and error.startswith("stale: ")
-    if stale or status == "bad-input" or (status != "ok" and error and not records.cell_error(nb)):
+    if (
+        stale
+        or status == "bad-input"
+        or (status != "ok" and error and not notebook_json.cell_error(nb))
+    ):
         summary = error
     if status == "timeout":
         summary = f"a cell ran longer than {timeout:g} s: {run_cells.failed_cell(nb)}"
-    end = records.utcnow()
+    end = clock.utcnow()
     header = record_header.finished(
-        header, status=status, changed=changed, summary=summary, end=records.iso(end)
+        header, status=status, changed=changed, summary=summary, end=clock.iso(end)
     )
     if terminal.lost:
         header["notes"] = [f"the terminal was lost at {terminal.lost}; the run went on without it"]
     # Fail closed: the record must not hold a secret, and the run must say so.
-    nb, header, _ = records.redact_leaks(nb, header, prepared.secret_values)
+    nb, header, _ = notebook_json.redact_leaks(nb, header, prepared.secret_values)
     if seal is not None:
         header = seal(header, nb)
     status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
-    data = records.dump_notebook(records.with_header(nb, header))
+    data = notebook_json.dump_notebook(notebook_json.with_header(nb, header))
     records.atomic_write(path, data)
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     store.finish(run_id, path, header)
     if metrics_dir is not None:  # its Prometheus metrics, for node_exporter
-        checks = metrics.checks_of(records.final_result(records.results_of(nb)))
+        checks = metrics.checks_of(notebook_json.final_result(notebook_json.results_of(nb)))
         ok, ended = status == "ok", end.timestamp()
         run_metrics = metrics.RunMetrics(
             prepared.host, info.name, ok, ended, seconds, changed, checks, period
@@ -405,6 +410,6 @@ def run(
         path,
         run_id,
         seconds,
-        tuple(records.results_of(nb)),
+        tuple(notebook_json.results_of(nb)),
         terminal.lost,
     )

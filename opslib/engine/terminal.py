@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-from opslib.records import store
+from opslib.records import clock
 
 __all__ = ["GONE", "Terminal", "journal"]
 
@@ -34,7 +34,7 @@ class Terminal:
     def lose(self, how: str) -> None:
         if self.lost:
             return
-        self.lost = f"{store.iso(store.utcnow())} ({how})"
+        self.lost = f"{clock.iso(clock.utcnow())} ({how})"
         journal(f"{self.label}: the terminal was lost at {self.lost}; the run goes on")
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:

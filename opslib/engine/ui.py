@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opslib.core.tables import dict_table
+from opslib.records.notebook_json import RESULT_MIME
 from opslib.records.pages import diff_line_kind
-from opslib.records.store import RESULT_MIME
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -564,7 +564,7 @@ def report_panel(
     from IPython.display import display
 
     from opslib.core.errors import OpsError
-    from opslib.records.store import iso
+    from opslib.records.clock import iso
 
     run_button = w.Button(description="Run", button_style="info", icon="search")
     save_button = w.Button(

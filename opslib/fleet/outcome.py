@@ -154,7 +154,7 @@ class Fold:
 def import_records(rows: Sequence[HostRow], fetched: Path, store: Any, fleet_run: str) -> None:
     """File each host's fetched record in ``store`` (the fleet run's id in its header);
     the record's own verdict becomes the row's status."""
-    from opslib.records.store import META_KEY
+    from opslib.records.notebook_json import META_KEY
 
     for row in rows:
         for path in sorted((fetched / row.host).glob("*.ipynb")):
@@ -194,7 +194,7 @@ def write_metrics(
     unreachable or skipped host's run did not succeed (its last success is kept); the
     checks come from the record it brought home."""
     from opslib.engine import metrics
-    from opslib.records import store as records
+    from opslib.records import notebook_json
 
     ended = datetime.now(UTC).timestamp()
     written = []
@@ -203,7 +203,7 @@ def write_metrics(
         if row.record_id is not None:
             try:
                 nb = store.notebook(store.get(row.record_id))
-                checks = metrics.checks_of(records.final_result(records.results_of(nb)))
+                checks = metrics.checks_of(notebook_json.final_result(notebook_json.results_of(nb)))
             except Exception:  # an unreadable record: the run's status still counts
                 checks = ()
         m = metrics.RunMetrics(

@@ -24,10 +24,12 @@ def _addresses(store: Any, record_id: int | None, name: str) -> list[str]:
     """The object's addresses from the host's record (find-vm-ip's addresses table)."""
     if record_id is None:
         return []
-    from opslib.records import store as records
+    from opslib.records import notebook_json
 
     try:
-        final = records.final_result(records.results_of(store.notebook(store.get(record_id))))
+        final = notebook_json.final_result(
+            notebook_json.results_of(store.notebook(store.get(record_id)))
+        )
     except Exception:  # an unreadable record: the row still names the host
         return []
     table = ((final or {}).get("tables") or {}).get("addresses") or []

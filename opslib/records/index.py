@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opslib.records import store as records
+from opslib.records import clock
+from opslib.records import run_index
 from opslib.records.pages import esc, page
 
 __all__ = ["HOST_PAGE", "SHOWN", "SITE_JS", "Run", "runs_of", "write", "write_if_changed"]
@@ -51,7 +53,7 @@ def runs_of(store: records.Store) -> list[Run]:
     with store.db() as con:
         return [
             Run(
-                **records.index_values(r, r.keys()),
+                **run_index.index_values(r, r.keys()),
                 page=os.path.splitext(r["path"])[0] + ".html",
             )
             for r in con.execute(
@@ -199,7 +201,7 @@ def write(
 
     hosts = sorted({r.host for r in rows})
     host_links = " · ".join(f'<a href="{esc(prefix + h)}/{HOST_PAGE}">{esc(h)}</a>' for h in hosts)
-    generated = records.utcnow().strftime("%Y-%m-%d %H:%M:%SZ")
+    generated = clock.utcnow().strftime("%Y-%m-%d %H:%M:%SZ")
     plans_link = ' <a id="plans" href="plans.html">Saved plans</a>.' if plans else ""
     shown = "\n".join(_row(r, esc(prefix), r.id in pages) for r in rows[:SHOWN])
     body = f"""<h1>opsbook records</h1>

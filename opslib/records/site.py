@@ -28,6 +28,7 @@ from opslib.records import index as record_index
 from opslib.records import pages as record_pages
 from opslib.records import search
 from opslib.records import store as records
+from opslib.records import notebook_json
 from opslib.core.errors import InputError
 from opslib.records.index import Run
 from opslib.records.pages import esc, status_cell
@@ -99,8 +100,8 @@ def _previous(rows: Sequence[Run]) -> dict[int, Run]:
 def _run(nb: Mapping[str, Any]) -> dict[str, Any]:
     """A run as :func:`record_diff.diff_runs` takes it: header and final result."""
     return {
-        "header": (nb.get("metadata") or {}).get(records.META_KEY, {}),
-        "result": records.final_result(records.results_of(nb)),
+        "header": (nb.get("metadata") or {}).get(notebook_json.META_KEY, {}),
+        "result": notebook_json.final_result(notebook_json.results_of(nb)),
     }
 
 
@@ -161,8 +162,8 @@ def render_record(
         nb = {"cells": [], "metadata": {}}
         error = str(exc)
     else:
-        error = records.cell_error(nb)
-    header = {**run.__dict__, **(nb.get("metadata") or {}).get(records.META_KEY, {})}
+        error = notebook_json.cell_error(nb)
+    header = {**run.__dict__, **(nb.get("metadata") or {}).get(notebook_json.META_KEY, {})}
     since_prev = None
     lines: list[str] = []
     if previous is not None:
@@ -180,7 +181,7 @@ def render_record(
         nb,
         header,
         run_id=run.id,
-        results=records.results_of(nb),
+        results=notebook_json.results_of(nb),
         error=error,
         links={
             "index": _rel(index, here),
@@ -285,7 +286,7 @@ def write_host_page(
             f"<td>{esc(ok.start) if ok else 'never'}</td></tr>"
         )
         try:
-            final = records.final_result(records.results_of(_notebook(store, r))) or {}
+            final = notebook_json.final_result(notebook_json.results_of(_notebook(store, r))) or {}
         except InputError:
             final = {}
         for c in final.get("checks") or []:

@@ -11,41 +11,33 @@ executing notebook is saved beside it as a hidden ``.NAME.partial.ipynb`` after
 every cell, and finalised into place at the end. When the runner dies (SIGKILL,
 crash), :meth:`Store.mark_stale` later promotes the partial notebook into place
 and marks the run ``killed``.
+
+Beside it: :mod:`.run_index` (the index's runs table), :mod:`.notebook_json` (a record's
+header and results inside its JSON), :mod:`.clock` (UTC times as the index holds them) and
+:mod:`.review` (the records-review runbook).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from opslib.core import files
-from opslib.records import plan_index
-from opslib.records import search
-from opslib.core import secrets
 from opslib.core.errors import InputError
+from opslib.records import clock, notebook_json, plan_index, run_index, search
+from opslib.records.run_index import FIELDS, Row, sql_value
 
 
 def default_root() -> Path:
     return Path(os.environ.get("OPSBOOK_RECORDS") or "records")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -53,113 +45,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     files.atomic_write(path, data)
 
 
-def dump_notebook(nb: Mapping[str, Any]) -> bytes:
-    return (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
-
-
-def results_of(nb: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every structured result (plans, results, reports) the notebook displayed, in order."""
-    found = []
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) or []:
-            data = out.get("data") or {}
-            if RESULT_MIME in data:
-                value = data[RESULT_MIME]
-                if isinstance(value, str):  # some writers keep JSON MIME data as text
-                    with contextlib.suppress(ValueError):
-                        value = json.loads(value)
-                if isinstance(value, dict):
-                    found.append(value)
-    return found
-
-
-def final_result(results: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The result that speaks for the run: the last result, else the last plan."""
-    for kind in ("result", "plan"):
-        for r in reversed(results):
-            if r.get("kind") == kind:
-                return r
-    return None
-
-
-def cell_error(nb: Mapping[str, Any]) -> str:
-    """'Ename: evalue' of the first failing cell, or ''."""
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) or []:
-            if out.get("output_type") == "error":
-                return f"{out.get('ename')}: {out.get('evalue')}".strip()
-    return ""
-
-
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-_SINCE = re.compile(r"(\d+)\s*([mhdw])")
-
-
-def parse_since(text: str, *, now: datetime | None = None) -> str:
-    """An ISO UTC bound from '2024-05-01', '2024-05-01T10:00', '90m', '12h', '3d', '2w'."""
-    now = now or utcnow()
-    m = _SINCE.fullmatch(text.strip())
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
-        return iso(now - timedelta(**{unit: int(m[1])}))
-    try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(
-            f"--since {text!r}: use a date (2024-05-01), a time (2024-05-01T10:00) or 3d/12h/90m"
-        ) from None
-    return iso(t if t.tzinfo else t.replace(tzinfo=UTC))
-
-
-@dataclass(frozen=True)
-class Row:
-    """One run in the index."""
-
-    id: int
-    runbook: str
-    host: str
-    status: str
-    exit_code: int | None
-    changed: bool | None
-    start: str
-    end: str | None
-    user: str | None
-    summary: str
-    parameters: dict[str, Any]
-    opslib_version: str | None
-    revision: str | None
-    mode: str | None
-    pid: int | None
-    path: str  # relative to the store's root
-    sha256: str | None
-
-    @property
-    def seconds(self) -> float | None:
-        if not self.end:
-            return None
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        delta = datetime.strptime(self.end, fmt) - datetime.strptime(self.start, fmt)
-        return delta.total_seconds()
-
-    @classmethod
-    def from_sql(cls, r: sqlite3.Row) -> Row:
-        return cls(**index_values(r, [f.name for f in dataclasses.fields(cls)]))
-
-
-# How an index column that is not stored as the value it stands for is read back.
-_FROM_SQL: dict[str, Callable[[Any], Any]] = {
-    "changed": lambda v: None if v is None else bool(v),
-    "summary": lambda v: v or "",
-    "parameters": lambda v: json.loads(v or "{}"),
-}
-
-
-def index_values(r: sqlite3.Row, names: Iterable[str]) -> dict[str, Any]:
-    """The columns ``names`` of an index row, as :class:`Row` holds them."""
-    return {n: _FROM_SQL.get(n, lambda v: v)(r[n]) for n in names}
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -207,7 +94,7 @@ class Store:
         con = sqlite3.connect(path or self.index_path, timeout=30)
         con.row_factory = sqlite3.Row
         try:
-            con.executescript(_SCHEMA + search.SCHEMA + plan_index.SCHEMA)
+            con.executescript(run_index.SCHEMA + search.SCHEMA + plan_index.SCHEMA)
             with con:
                 yield con
         except sqlite3.DatabaseError as exc:
@@ -240,24 +127,24 @@ class Store:
             path = self.new_path(header["host"], header["runbook"], start)
             row = {**header, "status": "running", "path": self.rel(path)}
             cur = con.execute(
-                f"INSERT INTO runs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})",
-                [_sql_value(k, row.get(k)) for k in _FIELDS],
+                f"INSERT INTO runs ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
+                [sql_value(k, row.get(k)) for k in FIELDS],
             )
             run_id = int(cur.lastrowid or 0)
             # Reserve the name before releasing the database lock.
-            placeholder = with_header(notebook, {**row, "id": run_id})
-            atomic_write(path, dump_notebook(placeholder))
+            placeholder = notebook_json.with_header(notebook, {**row, "id": run_id})
+            atomic_write(path, notebook_json.dump_notebook(placeholder))
         return run_id, path
 
     def finish(self, run_id: int, path: Path, header: Mapping[str, Any]) -> None:
         """Update the row from the header of the finished record at ``path``."""
         data = path.read_bytes()
         row = {**header, "path": self.rel(path), "sha256": hashlib.sha256(data).hexdigest()}
-        sets = ", ".join(f"{k} = ?" for k in _FIELDS)
+        sets = ", ".join(f"{k} = ?" for k in FIELDS)
         with self.db() as con:
             con.execute(
                 f"UPDATE runs SET {sets} WHERE id = ?",
-                [*(_sql_value(k, row.get(k)) for k in _FIELDS), run_id],
+                [*(sql_value(k, row.get(k)) for k in FIELDS), run_id],
             )
             with contextlib.suppress(ValueError):  # the run is indexed; its text when readable
                 search.put(con, run_id, search.text_of(json.loads(data)))
@@ -266,8 +153,8 @@ class Store:
     def add(self, header: Mapping[str, Any], notebook: Mapping[str, Any]) -> tuple[int, Path]:
         """File a finished record in one go (interactive applies)."""
         run_id, path = self.begin(header, notebook)
-        final = with_header(notebook, {**header, "id": run_id})
-        atomic_write(path, dump_notebook(final))
+        final = notebook_json.with_header(notebook, {**header, "id": run_id})
+        atomic_write(path, notebook_json.dump_notebook(final))
         self.finish(run_id, path, header)
         return run_id, path
 
@@ -348,7 +235,7 @@ class Store:
             path = self.abspath(row)
             header = self._promote_killed(path)
             if header is None:
-                header = {**row.__dict__, "status": "killed", "end": iso(utcnow())}
+                header = {**row.__dict__, "status": "killed", "end": clock.iso(clock.utcnow())}
             if path.exists():
                 self.finish(row.id, path, header)
         return len(stale)
@@ -361,16 +248,16 @@ class Store:
             nb = json.loads(source.read_bytes())
         except (OSError, ValueError):
             return None
-        header = dict(nb.get("metadata", {}).get(META_KEY, {}))
+        header = dict(nb.get("metadata", {}).get(notebook_json.META_KEY, {}))
         if not header and source == part and path.exists():
             with contextlib.suppress(OSError, ValueError):
-                header = dict(json.loads(path.read_bytes())["metadata"][META_KEY])
+                header = dict(json.loads(path.read_bytes())["metadata"][notebook_json.META_KEY])
         if not header:
             return None
         end = datetime.fromtimestamp(source.stat().st_mtime, UTC).replace(microsecond=0)
-        header.update(status="killed", exit_code=None, end=iso(end))
-        header["summary"] = _killed_at(nb)
-        atomic_write(path, dump_notebook(with_header(nb, header)))
+        header.update(status="killed", exit_code=None, end=clock.iso(end))
+        header["summary"] = notebook_json.killed_at(nb)
+        atomic_write(path, notebook_json.dump_notebook(notebook_json.with_header(nb, header)))
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         return header
@@ -390,7 +277,7 @@ class Store:
                         continue
                     header, nb = found
                     header = {**header, "path": self.rel(path), "sha256": sha256_of(path)}
-                    values = [_sql_value(k, header.get(k)) for k in _FIELDS]
+                    values = [sql_value(k, header.get(k)) for k in FIELDS]
                     rows.append([header.get("id"), *values])
                     texts.append((header["path"], search.text_of(nb)))
                     plans.append((header["path"], header))
@@ -402,8 +289,8 @@ class Store:
                     if r[0] is not None:
                         seen.add(r[0])
                 con.executemany(
-                    f"INSERT INTO runs (id, {', '.join(_FIELDS)}) "
-                    f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})",
+                    f"INSERT INTO runs (id, {', '.join(FIELDS)}) "
+                    f"VALUES ({', '.join('?' * (len(FIELDS) + 1))})",
                     rows,
                 )
                 ids = dict(con.execute("SELECT path, id FROM runs").fetchall())
@@ -437,7 +324,7 @@ class Store:
             nb = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-        header = header_of(nb)
+        header = notebook_json.header_of(nb)
         if header is None:
             return None
         if header.get("status") == "running" and not _pid_alive(header.get("pid")):
@@ -445,133 +332,12 @@ class Store:
         if header.get("changed") is None:
             # Older or partial headers: fall back to the structured results; as the runner
             # does, a plan speaks for a run that ended ok, not for one cut short.
-            final = final_result(results_of(nb))
+            final = notebook_json.final_result(notebook_json.results_of(nb))
             if final is not None and (
                 header.get("status") == "ok" or final.get("kind") == "result"
             ):
                 header["changed"] = bool(final.get("changed"))
         return dict(header), nb
-
-
-def header_of(nb: Any) -> dict[str, Any] | None:
-    """The header of a record notebook; None when ``nb`` is not one."""
-    meta = nb.get("metadata") if isinstance(nb, dict) else None
-    header = meta.get(META_KEY) if isinstance(meta, dict) else None
-    return header if isinstance(header, dict) and "runbook" in header else None
-
-
-def _killed_at(nb: Mapping[str, Any]) -> str:
-    """Which cell was running when the runner died (papermill marks it in its metadata)."""
-    for cell in nb.get("cells", []):
-        if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
-            src = "".join(cell.get("source", ""))
-            lines = [ln for ln in src.splitlines() if ln.strip() and not ln.startswith("#")]
-            return f"the run died during: {lines[0][:200] if lines else '(empty cell)'}"
-    return "the run died before it finished"
-
-
-def _sql_value(key: str, value: Any) -> Any:
-    if key == "parameters":
-        return json.dumps(value or {}, sort_keys=True)
-    if key == "changed":
-        return None if value is None else int(bool(value))
-    return value
-
-
-def with_header(nb: Mapping[str, Any], header: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(nb)
-    meta = dict(out.get("metadata", {}))
-    keep = {k: v for k, v in header.items() if k not in ("path", "sha256")}
-    meta[META_KEY] = keep
-    out["metadata"] = meta
-    return out
-
-
-def redact_leaks(
-    nb: Mapping[str, Any], header: Mapping[str, Any], secret_values: Iterable[str]
-) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """``(notebook, header, leaked)`` safe to write: call it before anything is written.
-
-    Fails closed: when a secret loaded in this process occurs anywhere in the notebook
-    or its header, both come back scrubbed, the summary is replaced by a fixed line
-    (it may have held the secret) and the run is ``leaked-secret``, exit 1."""
-    values = [s for s in secret_values if s]
-    data = dump_notebook(with_header(nb, header))
-    if not values or not secrets.find_leaks(data, values):
-        return dict(nb), dict(header), False
-    clean = json.loads(secrets.scrub(data, values))
-    clean_header = dict(clean["metadata"][META_KEY])
-    clean_header.update(status="leaked-secret", exit_code=1, summary=LEAKED_SUMMARY)
-    return clean, clean_header, True
-
-
-def summarize(nb: Mapping[str, Any], status: str) -> str:
-    """One line for the index: the failing cell's error, else the final result's summary."""
-    err = cell_error(nb)
-    final = final_result(results_of(nb))
-    if err and status != "ok":
-        return err.splitlines()[0][:300]
-    if final is None:
-        return ""
-    if final.get("kind") == "plan":
-        n = len(final.get("changes", []))
-        return f"plan only: {n} change{'s' * (n != 1)} not applied" if n else "plan: nothing to do"
-    text = str(final.get("summary") or final.get("status") or "")
-    return text.splitlines()[0][:300] if text else ""
-
-
-def review(
-    *,
-    records_dir: str = "",
-    runbook_filter: str = "",
-    host_filter: str = "",
-    status_filter: str = "any",
-    since: str = "",
-) -> Any:
-    """The records-review runbook: the index filtered, with failures counted by runbook."""
-    from collections import Counter
-
-    from opslib.core.changes import Result
-
-    store = Store(Path(records_dir) if records_dir else None)
-    store.mark_stale()
-    rows = store.list(
-        runbook=runbook_filter or None,
-        host=host_filter or None,
-        status=None if status_filter in ("", "any") else status_filter,
-        since=parse_since(since) if since else None,
-    )
-    here = Path.cwd()
-    runs = [
-        {
-            "id": r.id,
-            "start": r.start.replace("T", " "),
-            "runbook": r.runbook,
-            "host": r.host,
-            "status": r.status,
-            "changed": "-" if r.changed is None else ("yes" if r.changed else "no"),
-            "seconds": r.seconds,
-            "summary": r.summary,
-            "record": os.path.relpath(store.abspath(r), here),
-        }
-        for r in rows
-    ]
-    bad = Counter(r.runbook for r in rows if r.status not in ("ok", "running"))
-    total = Counter(r.runbook for r in rows)
-    failures = [
-        {"runbook": name, "runs": total[name], "not ok": bad[name]}
-        for name in sorted(total, key=lambda n: (-bad[n], n))
-    ]
-    failed = sum(bad.values())
-    result = Result(
-        "records-review",
-        "local",
-        "ok",
-        summary=f"{len(rows)} run{'s' * (len(rows) != 1)}, {failed} not ok",
-    )
-    result.add_table("runs", runs, key=("id",))
-    result.add_table("failures by runbook", failures, key=("runbook",))
-    return result
 
 
 def saved_plans(
@@ -581,24 +347,11 @@ def saved_plans(
     if not store.index_path.exists():
         return []
     with store.db() as con:
-        return plan_index.rows(con, iso(utcnow()), ids=ids, state=state)
+        return plan_index.rows(con, clock.iso(clock.utcnow()), ids=ids, state=state)
 
-__all__ = [
-    "saved_plans",
-    "LEAKED_SUMMARY",
-    "RESULT_MIME",
-    "Row",
-    "Store",
-    "atomic_write",
-    "default_root",
-    "final_result",
-    "parse_since",
-    "redact_leaks",
-    "results_of",
-]
 
-RESULT_MIME = "application/vnd.opsbook.result+json"
-META_KEY = "opsbook"
+__all__ = ["INDEX", "STATUSES", "Store", "atomic_write", "default_root", "saved_plans"]
+
 INDEX = "index.sqlite"
 # Statuses of a run: ok and failed are final verdicts; the rest say why it ended.
 # bad-input: the procedure itself raised an error of exit code 2 (InputError, HostError...).
@@ -611,48 +364,4 @@ STATUSES = (
     "timeout",
     "locked",
     "leaked-secret",
-)
-LEAKED_SUMMARY = "a secret appeared in the record; it was redacted"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    runbook TEXT NOT NULL,
-    host TEXT NOT NULL,
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    changed INTEGER,
-    start TEXT NOT NULL,
-    end TEXT,
-    user TEXT,
-    summary TEXT,
-    parameters TEXT,
-    opslib_version TEXT,
-    revision TEXT,
-    mode TEXT,
-    pid INTEGER,
-    path TEXT NOT NULL UNIQUE,
-    sha256 TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_start ON runs(start);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, start);
-CREATE INDEX IF NOT EXISTS runs_runbook ON runs(runbook, start);
-"""
-_FIELDS = (
-    "runbook",
-    "host",
-    "status",
-    "exit_code",
-    "changed",
-    "start",
-    "end",
-    "user",
-    "summary",
-    "parameters",
-    "opslib_version",
-    "revision",
-    "mode",
-    "pid",
-    "path",
-    "sha256",
 )

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 from opslib.records import store as records
+from opslib.records import notebook_json
 
 __all__ = ["not_records", "warning"]
 
@@ -36,7 +37,7 @@ def not_records(store: records.Store) -> list[str]:
             nb = json.loads((store.root / rel).read_bytes())
         except (OSError, ValueError):
             nb = None
-        if records.header_of(nb) is None:
+        if notebook_json.header_of(nb) is None:
             found.append(rel)
     return found
 

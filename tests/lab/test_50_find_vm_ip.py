@@ -22,6 +22,7 @@ from opslib.lab.config import Lab
 from opslib.lab.simulated import guestconsole
 from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import find_vm_ip
+from opslib.records import notebook_json
 from opslib.records import store as records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,7 +171,7 @@ def test_records_diff_of_two_runs_of_an_unchanged_lab_is_no_change(
     newer, older = records.Store(tmp_path).list(runbook="find-vm-ip", limit=2)
     # The declaration travels in the record: the diff needs no runbook code.
     nb = json.loads(records.Store(tmp_path).abspath(newer).read_text())
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     assert final is not None and final["keys"]["addresses"] == [
         "vm",
         "ip",

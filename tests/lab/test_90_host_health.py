@@ -27,6 +27,7 @@ from opslib.lab.config import Lab
 from opslib.lab.simulated import control
 from opslib.lab.simulated import parameters as lab_parameters
 from opslib.procedures import cloudflare_aaaa
+from opslib.records import notebook_json, run_index
 from opslib.records import store as records
 from opslib.schedule import units as schedule
 
@@ -77,7 +78,7 @@ def configured(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     yield lab, store
 
 
-def run_health(lab: Lab, store: Path) -> tuple[int, records.Row, str]:
+def run_health(lab: Lab, store: Path) -> tuple[int, run_index.Row, str]:
     proc = subprocess.run(
         [OPSBOOK, "run", "host-health", "-q", "--records", str(store), *_flags(health_params(lab))],
         capture_output=True,
@@ -93,7 +94,7 @@ def run_health(lab: Lab, store: Path) -> tuple[int, records.Row, str]:
 def failing_checks(record_text: str) -> dict[str, dict[str, str]]:
     """The failing checks as the record holds them (its JSON result, no kernel needed)."""
     nb = json.loads(record_text)
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     assert final is not None
     return {c["name"]: c for c in final["checks"] if c["status"] == "fail"}
 
@@ -126,7 +127,7 @@ def test_configured_lab_is_healthy_and_the_dns_record_is_checked(
     rc, row, text = run_health(lab, store)
     assert rc == 0 and row.status == "ok", row.summary
     nb = json.loads(text)
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     assert final is not None
     names = {c["name"] for c in final["checks"]}
     record_name = f"{lab.nat_guests[0].name}.{cloudflare_service.LAB_ZONES[0]}"

@@ -32,7 +32,8 @@ from opslib.lab.config import Lab
 from opslib.lab.simulated import control, labvirt
 from opslib.lab.simulated import parameters as lab_parameters
 from opslib.lab.simulated import runs as lab_runs
-from opslib.records.store import Row, Store
+from opslib.records.run_index import Row
+from opslib.records.store import Store
 
 # a lab of its own, configured as the wiki says, beside the simulated session (test.sh)
 pytestmark = pytest.mark.lab_session("configured")

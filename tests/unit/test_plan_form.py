@@ -17,7 +17,7 @@ from opslib.contract import inputs, plan_records, transaction
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import InputError
 from opslib.engine import runbook
-from opslib.records import plan_index
+from opslib.records import clock, notebook_json, plan_index
 from opslib.records import store as records
 
 CELL = """host = "lab"  # host: host
@@ -113,7 +113,7 @@ def test_under_a_policy_the_form_applies_only_a_saved_plan_another_person_approv
 
     store = records.Store(site / "records")
     saved = plan_records.load(store, "1")
-    now = records.iso(records.utcnow())
+    now = clock.iso(clock.utcnow())
     plan_records.approve(store, saved, by="bob-the-reviewer", comment="", now=now)
     save.click()  # Check approval
     assert not apply.disabled, apply.tooltip
@@ -123,7 +123,7 @@ def test_under_a_policy_the_form_applies_only_a_saved_plan_another_person_approv
     assert row.state == "applied" and row.applied is not None
     apply_row = store.get(row.applied["id"])
     assert (apply_row.mode, apply_row.status) == ("interactive", "ok")
-    header = records.header_of(store.notebook(apply_row)) or {}
+    header = notebook_json.header_of(store.notebook(apply_row)) or {}
     assert header["applies_plan"]["id"] == 1 and rb.ns["plan"] is None
 
 
@@ -152,7 +152,7 @@ def test_the_apply_itself_refuses_what_the_policy_does_not_allow(site: Path) -> 
     rb = form(site)
     rb.save_plan_button.click()
     approved = plan_records.load(records.Store(site / "records"), "1")
-    now = records.iso(records.utcnow())
+    now = clock.iso(clock.utcnow())
     plan_records.approve(records.Store(site / "records"), approved, by="bob", comment="", now=now)
     other = replace(plan_fn(host="lab", path=f, text="other"), saved="plan #1")
     with pytest.raises(InputError, match="the plan in hand is not what plan #1 says"):

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from support import records_cli
 
+from opslib.records import notebook_json
 from opslib.records import search as record_search
 from opslib.records import site as record_site
-from opslib.records import store as records
-from opslib.records.store import RESULT_MIME, Store
+from opslib.records.notebook_json import RESULT_MIME
+from opslib.records.store import Store
 
 MAC = "52:54:00:0b:00:02"
 
@@ -218,7 +219,9 @@ def test_no_secret_value_reaches_a_page_the_index_or_the_search(tmp_path: Path) 
     store = Store(tmp_path)
     nb = notebook(result({}, ADDR), leak=token)  # a cell printed the token
     h = header("2024-05-01T10:00:00Z", parameters={"host": "lab", "api_token": "env:CF_TOKEN"})
-    nb, h, leaked = records.redact_leaks(nb, h, [token])  # what the runner does before writing
+    nb, h, leaked = notebook_json.redact_leaks(
+        nb, h, [token]
+    )  # what the runner does before writing
     assert leaked
     store.add(h, nb)
     record_site.build(store)

@@ -15,9 +15,11 @@ from opslib import __version__
 from opslib.core import secrets
 from opslib.core.errors import InputError
 from opslib.core.params import Param
+from opslib.records import clock, notebook_json, run_index
 from opslib.records import header as record_header
 from opslib.records import store as records
-from opslib.records.store import RESULT_MIME, Store
+from opslib.records.notebook_json import RESULT_MIME
+from opslib.records.store import Store
 
 
 def notebook(result: dict | None = None) -> dict:
@@ -107,7 +109,9 @@ def test_dead_running_row_becomes_killed_and_keeps_the_partial_notebook(tmp_path
     part = records.partial_path(path)
     executed = notebook({"kind": "plan", "changes": [], "runbook": "host-health", "host": "lab"})
     executed["cells"][0]["metadata"]["papermill"] = {"status": "running"}
-    part.write_text(json.dumps(records.with_header(executed, header(status="running", summary=""))))
+    part.write_text(
+        json.dumps(notebook_json.with_header(executed, header(status="running", summary="")))
+    )
     assert store.mark_stale() == 1
     row = store.get(run_id)
     assert row.status == "killed" and row.summary == "the run died during: rb.report(x)"
@@ -143,11 +147,11 @@ def test_get_unknown_id_is_bad_input(tmp_path: Path) -> None:
 
 def test_since_accepts_dates_times_and_relative_spans() -> None:
     now = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
-    assert records.parse_since("3d", now=now) == "2024-05-07T12:00:00Z"
-    assert records.parse_since("90m", now=now) == "2024-05-10T10:30:00Z"
-    assert records.parse_since("2024-05-01", now=now) == "2024-05-01T00:00:00Z"
+    assert clock.parse_since("3d", now=now) == "2024-05-07T12:00:00Z"
+    assert clock.parse_since("90m", now=now) == "2024-05-10T10:30:00Z"
+    assert clock.parse_since("2024-05-01", now=now) == "2024-05-01T00:00:00Z"
     with pytest.raises(InputError, match="--since 'yesterday'"):
-        records.parse_since("yesterday")
+        clock.parse_since("yesterday")
 
 
 def test_final_result_prefers_the_last_result_over_plans() -> None:
@@ -166,7 +170,7 @@ def test_final_result_prefers_the_last_result_over_plans() -> None:
             ],
         }
     )
-    final = records.final_result(records.results_of(nb))
+    final = notebook_json.final_result(notebook_json.results_of(nb))
     assert final is not None and final["status"] == "changed"
 
 
@@ -181,8 +185,8 @@ def test_the_record_header_names_secrets_by_source_and_exit_codes_by_status() ->
         mode="headless",
         start="2024-05-01T10:00:00Z",
     )
-    # every field of the index (records._FIELDS) but those the store adds: path, sha256
-    assert set(started) == {*records._FIELDS} - {"path", "sha256"}
+    # every field of the index (run_index.FIELDS) but those the store adds: path, sha256
+    assert set(started) == {*run_index.FIELDS} - {"path", "sha256"}
     assert started["parameters"] == values  # a secret's source is kept, it names no value
     assert (started["status"], started["exit_code"], started["end"]) == ("running", None, None)
     assert started["opslib_version"] == __version__

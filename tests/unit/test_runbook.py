@@ -298,6 +298,7 @@ def test_secret_in_an_interactive_result_reaches_neither_the_record_nor_the_inde
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from opslib.core import secrets
+    from opslib.records import notebook_json
     from opslib.records import store as records
     from opslib.records.store import Store
 
@@ -320,9 +321,9 @@ def test_secret_in_an_interactive_result_reaches_neither_the_record_nor_the_inde
     assert secrets.REDACTED.encode() in path.read_bytes()
     (row,) = Store(store).list()
     assert (row.status, row.exit_code) == ("leaked-secret", 1)
-    assert row.summary == records.LEAKED_SUMMARY
+    assert row.summary == notebook_json.LEAKED_SUMMARY
     header = Store(store).notebook(row)["metadata"]["opsbook"]
-    assert (header["status"], header["summary"]) == ("leaked-secret", records.LEAKED_SUMMARY)
+    assert (header["status"], header["summary"]) == ("leaked-secret", notebook_json.LEAKED_SUMMARY)
     assert row.sha256 == records.sha256_of(path)
 
 
