@@ -3,7 +3,7 @@
 Temp file in the same directory, fsync, rename, fsync of the directory (so that the
 rename survives a crash). An existing file keeps its mode and, as root, its owner;
 a new one gets ``mode``. Errors are the OSError of the step that failed; callers
-that change a host translate it (``interfaces.write_atomic``).
+that change a host translate it (``file_io.write_atomic``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The renderers (``*_text``, ``*_html``) are pure: JSON of a Plan/Result in, text
 out; ``opsbook records show`` uses the text ones without a kernel. The display
 functions emit one bundle per plan/result: text/plain, text/html and the
-structured JSON under :data:`opslib.records.store.RESULT_MIME`.
+structured JSON under :data:`opslib.records.notebook_json.RESULT_MIME`.
 
 The form and the panels (Plan, Apply, Run / Save record) only draw widgets and
 call what they are given: the parameters and callables to plan, apply, run and

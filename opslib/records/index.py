@@ -32,7 +32,7 @@ SHOWN = 200  # rows drawn at a time
 
 @dataclass(frozen=True)
 class Run:
-    """What the site shows of a run in lists (an index row, lighter than records.Row)."""
+    """What the site shows of a run in lists (an index row, lighter than run_index.Row)."""
 
     id: int
     runbook: str

@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["SCHEMA", "Hit", "catch_up", "put", "query_words", "search", "snippet", "text_of"]
 
 SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(text, tokenize='trigram');\n"
-RESULT_MIME = "application/vnd.opsbook.result+json"  # opslib.records.store.RESULT_MIME
+RESULT_MIME = "application/vnd.opsbook.result+json"  # opslib.records.notebook_json.RESULT_MIME
 MAX_TEXT = 20_000  # characters of a record's text kept for search
 
 
