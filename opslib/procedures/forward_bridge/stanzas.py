@@ -5,15 +5,22 @@ everything else in the files kept byte for byte; refusals name the file and line
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Protocol
 
 from opslib.core.errors import InputError
 from opslib.host.ifupdown import edits, source_tree
 from opslib.host.ifupdown import interfaces as ifs
+from opslib.procedures.forward_bridge.addressing import (
+    ADDRESSING,
+    Addressing,
+    addressing_of,
+    bridge_addressing,
+    same_address,
+    same_addressing,
+)
+from opslib.procedures.forward_bridge.refusals import one_inet, ports, refusals, where
 
 
 class BridgeParams(Protocol):
@@ -29,78 +36,9 @@ class BridgeParams(Protocol):
     def gateway(self) -> str: ...
 
 
-# Options that give an interface an address; they move from eth0 to the bridge.
-ADDRESSING = frozenset(
-    {"address", "netmask", "broadcast", "network", "gateway", "metric", "pointopoint",
-     "scope", "hostname", "leasehours", "leasetime", "vendor", "client", "media",
-     "bootfile", "server", "hwaddr",
-     "dns_nameservers", "dns_search", "dns_domain", "dns_sortlist", "dns_options",
-     "request_prefix", "accept_ra", "autoconf", "privext", "dhcp", "preferred_lifetime"}
-)  # fmt: skip
-# inet methods whose addressing the bridge takes over from the uplink.
-TAKE_OVER = frozenset({"static", "dhcp", "bootp", "ipv4ll"})
 HOOKS = frozenset({"pre_up", "up", "post_up", "pre_down", "down", "post_down"})
 # A hook that adds addresses or routes ("ip route add ...", "ip -6 addr ...", "route add").
 _NEEDS_ADDRESS = re.compile(r"(\bip\s+(-\S+\s+)*(r|ro|route|a|addr|address)\b|^route\b)")
-
-
-def _where(path: str, stanza: ifs.Stanza) -> str:
-    return f"{path}:{stanza.lineno}"
-
-
-def _ports(iface: source_tree.Iface | ifs.Stanza) -> list[str]:
-    return (iface.option("bridge_ports") or "").split()
-
-
-def _refusals(tree: source_tree.Tree, uplink: str, bridge: str) -> None:
-    """Stanzas that make the conversion unsafe: InputError naming the file and line."""
-    for path, i, s in tree.stanzas():
-        where = _where(path, s)
-        if s.kind == "mapping" and any(fnmatch.fnmatchcase(uplink, pat) for pat in s.head[1:]):
-            raise InputError(
-                f"{uplink} is renamed by a mapping stanza at {where}; convert it by hand "
-                "or remove the mapping first"
-            )
-        if s.kind == "rename" and any(w.split("=")[0] == uplink for w in s.head[1:]):
-            raise InputError(f"{uplink} is renamed at {where}; name the renamed link as uplink")
-        if s.kind != "iface":
-            continue
-        f = tree.iface(path, i)  # options inherited from a template count too
-        if s.name.startswith(uplink + ":"):
-            raise InputError(
-                f"{s.name} at {where} puts an alias address on {uplink}, which becomes a "
-                f"bridge port; move it to {bridge}:{s.name.split(':', 1)[1]} first"
-            )
-        ports = _ports(f)
-        if s.name == bridge:
-            others = [p for p in ports if p not in (uplink, "none")]
-            if others:
-                raise InputError(
-                    f"{bridge} already bridges {' '.join(others)} ({where}); choose another "
-                    "bridge name or take it out of the file first"
-                )
-        elif uplink in ports or "all" in ports:
-            raise InputError(
-                f"{uplink} is already a port of {s.name} ({where}); choose that bridge as "
-                "bridge or free the uplink first"
-            )
-        slaves = (f.option("bond_slaves") or "").split()
-        if uplink in slaves:
-            raise InputError(f"{uplink} is a slave of bond {s.name} ({where}); use uplink={s.name}")
-        if s.name == uplink and f.option("bond_master"):
-            raise InputError(
-                f"{uplink} is a slave of bond {f.option('bond_master')} ({where}); "
-                f"use uplink={f.option('bond_master')}"
-            )
-
-
-def _one_inet(tree: source_tree.Tree, name: str) -> source_tree.Iface | None:
-    """The inet stanza of ``name``, its family and method resolved through ``inherits``."""
-    found = [f for f in tree.ifaces(name) if f.family == "inet"]
-    if len(found) > 1:
-        places = ", ".join(_where(f.path, f.stanza) for f in found)
-        raise InputError(f"{name} has {len(found)} inet stanzas ({places}); keep one")
-    return found[0] if found else None
 
 
 def _manual_uplink(up: source_tree.Iface, indent: str) -> tuple[ifs.Stanza, list[str]]:
@@ -129,88 +67,6 @@ def _manual_uplink(up: source_tree.Iface, indent: str) -> tuple[ifs.Stanza, list
     return _trim_blanks(edits.set_head(s, head)), notes
 
 
-def _same_address(stanza: ifs.Stanza, cidr: str) -> bool:
-    current = stanza.option("address") or ""
-    netmask = stanza.option("netmask")
-    try:
-        if "/" not in current and netmask:
-            current = f"{current}/{netmask}"
-        return ipaddress.IPv4Interface(current) == ipaddress.IPv4Interface(cidr)
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Addressing:
-    """How the bridge gets its IPv4 address: an inet method and its option lines."""
-
-    method: str
-    options: tuple[tuple[str, str], ...] = ()
-
-    def describe(self) -> str:
-        options = ", ".join(f"{k} {v}" for k, v in self.options)
-        return f"inet {self.method}" + (f" ({options})" if options else "")
-
-
-def _addressing_of(f: source_tree.Iface) -> Addressing:
-    return Addressing(
-        f.method, tuple((k, v) for k, v in f.options if ifs.option_key(k) in ADDRESSING)
-    )
-
-
-def _same_addressing(a: Addressing, b: Addressing) -> bool:
-    def norm(x: Addressing) -> tuple[str, list[tuple[str, str]]]:
-        return x.method, [(ifs.option_key(k), v) for k, v in x.options]
-
-    return norm(a) == norm(b)
-
-
-def _bridge_addressing(
-    up: source_tree.Iface | None, br: source_tree.Iface | None, p: BridgeParams
-) -> tuple[Addressing | None, str]:
-    """What the bridge's inet stanza should say (None: keep the bridge's own), and a note.
-
-    By default the bridge takes over the uplink's method and addressing options, so
-    converting changes how the host is reached by nothing; ``address``/``gateway``
-    override that. An uplink without addressing leaves a configured bridge as it is,
-    else the bridge asks DHCP (the wiki's stanza).
-    """
-    if p.address:
-        dns = [
-            (k, v) for k, v in (up.options if up else []) if ifs.option_key(k).startswith("dns_")
-        ]
-        wanted = Addressing("static", (("address", p.address), ("gateway", p.gateway), *dns))
-        return wanted, f"{p.bridge} gets the given address: {wanted.describe()}"
-    if up is not None and up.method in TAKE_OVER:
-        wanted = _addressing_of(up)
-        if (
-            br is not None
-            and br.method != "manual"
-            and not _same_addressing(_addressing_of(br), wanted)
-        ):
-            raise InputError(
-                f"both {p.uplink} ({_where(up.path, up.stanza)}) and {p.bridge} "
-                f"({_where(br.path, br.stanza)}) configure an IPv4 address; remove "
-                f"{p.bridge}'s or give address and gateway"
-            )
-        where = _where(up.path, up.stanza)
-        return (
-            wanted,
-            f"{p.bridge} takes over {p.uplink}'s addressing ({where}): {wanted.describe()}",
-        )
-    if up is not None and up.method != "manual":
-        raise InputError(
-            f"{p.uplink} is configured 'inet {up.method}' ({_where(up.path, up.stanza)}); "
-            "forward-bridge converts an uplink that is static, dhcp, bootp, ipv4ll or manual"
-        )
-    if br is not None and br.method != "manual":
-        return None, ""
-    return Addressing("dhcp"), (
-        f"{p.uplink} has no IPv4 addressing of its own; {p.bridge} asks DHCP (the wiki's "
-        "stanza; give address and gateway for a static one)"
-    )
-
-
 def _edit_bridge(
     bridge: source_tree.Iface, p: BridgeParams, wanted: Addressing | None, indent: str
 ) -> ifs.Stanza:
@@ -218,18 +74,18 @@ def _edit_bridge(
     if p.address:
         if bridge.method != "static":
             s = edits.set_head(s, ["iface", p.bridge, "inet", "static"])
-        if not _same_address(s, p.address):
+        if not same_address(s, p.address):
             s = edits.remove_options(s, lambda k: k == "netmask")
             s = edits.set_option(s, "address", p.address, indent)
         if s.option("gateway") != p.gateway:
             s = edits.set_option(s, "gateway", p.gateway, indent)
     elif wanted is not None and not (
-        bridge.method == wanted.method and _same_addressing(_addressing_of(bridge), wanted)
+        bridge.method == wanted.method and same_addressing(addressing_of(bridge), wanted)
     ):
         s = edits.remove_options(s, lambda k: k in ADDRESSING)
         s = edits.set_head(s, ["iface", p.bridge, "inet", wanted.method])
         s = edits.prepend_options(s, wanted.options, indent)
-    if _ports(s) != [p.uplink]:
+    if ports(s) != [p.uplink]:
         s = edits.set_option(s, "bridge_ports", p.uplink, indent)
     if (s.option("bridge_stp") or "").lower() not in ("off", "no", "0"):
         s = edits.set_option(s, "bridge_stp", "off", indent)
@@ -270,86 +126,141 @@ def plan_files(tree: source_tree.Tree, p: BridgeParams) -> tuple[dict[str, str],
     All edits happen in the file that defines the stanza: an eth0 defined in a
     sourced file is edited there, and a new br0 stanza goes right after eth0's.
     """
-    _refusals(tree, p.uplink, p.bridge)
-    notes: list[str] = []
-    models: dict[str, list[ifs.Stanza]] = {path: list(m.stanzas) for path, m in tree.files.items()}
-    indent = tree.files[tree.main].indent
-    up_inet = _one_inet(tree, p.uplink)
-    br_inet = _one_inet(tree, p.bridge)
-    addressing, addressing_note = _bridge_addressing(up_inet, br_inet, p)
+    refusals(tree, p.uplink, p.bridge)
+    up_inet, br_inet = one_inet(tree, p.uplink), one_inet(tree, p.bridge)
+    addressing, addressing_note = bridge_addressing(
+        up_inet, br_inet, uplink=p.uplink, bridge=p.bridge, address=p.address, gateway=p.gateway
+    )
+    c = _Conversion(tree, p, up_inet, br_inet)
+    c.vlan_notes()
+    c.uplink_manual()
+    moved = c.inet6_moved()
+    auto_line, has_auto_bridge = c.auto_lines()
+    if addressing_note:
+        c.notes.append(addressing_note)
+    c.place_bridge(addressing, auto_line, has_auto_bridge, moved)
+    return c.changed_files(), c.notes
 
-    for path, _i, s in tree.stanzas():
-        if s.kind == "iface" and s.name != p.uplink:
-            raw_device = s.option("vlan_raw_device")
-            if raw_device == p.uplink or s.name.startswith(p.uplink + "."):
-                notes.append(
-                    f"{s.name} ({_where(path, s)}) is a VLAN on {p.uplink}; it keeps working on "
-                    f"a bridge port, but {p.bridge}.VID is the usual place for it"
+
+class _Conversion:
+    """The files' stanzas while :func:`plan_files` edits them (``models``), and its notes.
+    Each method is one step of the conversion, in the order plan_files runs them."""
+
+    def __init__(
+        self,
+        tree: source_tree.Tree,
+        p: BridgeParams,
+        up_inet: source_tree.Iface | None,
+        br_inet: source_tree.Iface | None,
+    ) -> None:
+        self.tree, self.p, self.up_inet, self.br_inet = tree, p, up_inet, br_inet
+        self.models = {path: list(m.stanzas) for path, m in tree.files.items()}
+        self.indent = tree.files[tree.main].indent
+        self.notes: list[str] = []
+
+    def vlan_notes(self) -> None:
+        """VLANs on the uplink keep working on a bridge port: a note says where they go."""
+        p, notes = self.p, self.notes
+        for path, _i, s in self.tree.stanzas():
+            if s.kind == "iface" and s.name != p.uplink:
+                raw_device = s.option("vlan_raw_device")
+                if raw_device == p.uplink or s.name.startswith(p.uplink + "."):
+                    notes.append(
+                        f"{s.name} ({where(path, s)}) is a VLAN on {p.uplink}; it keeps working "
+                        f"on a bridge port, but {p.bridge}.VID is the usual place for it"
+                    )
+
+    def uplink_manual(self) -> None:
+        """eth0 inet -> manual, its addressing options move to br0 (hooks and link options
+        stay)."""
+        p, up_inet, notes = self.p, self.up_inet, self.notes
+        if up_inet is None or up_inet.method == "manual":
+            return
+        path, i = up_inet.path, up_inet.index
+        self.models[path][i], template_notes = _manual_uplink(up_inet, self.indent)
+        dropped = ", ".join(
+            f"{k} {v}" for k, v in up_inet.options if ifs.option_key(k) in ADDRESSING
+        )
+        notes.append(
+            f"{p.uplink}: inet {up_inet.method} -> manual"
+            + (f" (dropped: {dropped})" if p.address and dropped else "")
+        )
+        notes += template_notes
+
+    def inet6_moved(self) -> list[ifs.Stanza]:
+        """eth0's inet6 stanzas configure the bridge now: renamed, to go after br0's inet."""
+        tree, p, models, notes = self.tree, self.p, self.models, self.notes
+        moved: list[ifs.Stanza] = []
+        for f in tree.ifaces(p.uplink):
+            path, i, s = f.path, f.index, f.stanza
+            if f.family != "inet6" or f.method == "manual":
+                continue
+            if any(b.family == "inet6" for b in tree.ifaces(p.bridge)):
+                raise InputError(
+                    f"both {p.uplink} ({where(path, s)}) and {p.bridge} have inet6 stanzas; "
+                    f"remove {p.uplink}'s first"
                 )
-
-    # eth0 inet -> manual, its addressing options move to br0 (hooks and link options stay).
-    if up_inet is not None:
-        path, i, s = up_inet.path, up_inet.index, up_inet.stanza
-        if up_inet.method != "manual":
-            models[path][i], template_notes = _manual_uplink(up_inet, indent)
-            dropped = ", ".join(
-                f"{k} {v}" for k, v in up_inet.options if ifs.option_key(k) in ADDRESSING
-            )
+            moved += [_BLANK, _terminated(edits.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
+            models[path][i] = _GONE
             notes.append(
-                f"{p.uplink}: inet {up_inet.method} -> manual"
-                + (f" (dropped: {dropped})" if p.address and dropped else "")
+                f"{p.uplink}'s inet6 {f.method} stanza ({where(path, s)}) moves to {p.bridge}"
             )
-            notes += template_notes
+        return moved
 
-    # eth0's inet6 stanzas configure the bridge now: renamed and moved after br0's inet.
-    moved: list[ifs.Stanza] = []
-    for f in tree.ifaces(p.uplink):
-        path, i, s = f.path, f.index, f.stanza
-        if f.family != "inet6" or f.method == "manual":
-            continue
-        if any(b.family == "inet6" for b in tree.ifaces(p.bridge)):
-            raise InputError(
-                f"both {p.uplink} ({_where(path, s)}) and {p.bridge} have inet6 stanzas; "
-                f"remove {p.uplink}'s first"
+    def auto_lines(self) -> tuple[ifs.Stanza, bool]:
+        """auto / allow-*: br0 is auto. eth0 leaves its lines when nothing is left for ifup
+        to do on it (the wiki's stanza: bridge-utils ups the port). When its stanza keeps
+        hooks or link options (mtu, hwaddress, if-*.d options), it keeps its lines:
+        bridge-utils only enslaves and ups a port, never runs ifup on it, so they would
+        silently stop. Returns br0's new auto line and whether an auto line names it."""
+        tree, p, models, notes = self.tree, self.p, self.models, self.notes
+        kept = _kept_options(tree, models, self.up_inet, p.uplink)
+        order = {(path, i): n for n, (path, i, _s) in enumerate(tree.in_order())}
+        has_auto_bridge = False
+        bridge_auto: tuple[str, int] | None = None  # the first auto line naming the bridge
+        uplink_autos: list[tuple[str, int]] = []  # auto lines that keep naming the uplink
+        kept_in: list[str] = []
+        for path, i, s in sorted(
+            (x for x in tree.stanzas() if x[2].kind in ("auto", "allow")),
+            key=lambda x: order[x[:2]],
+        ):
+            cls, names = s.classes
+            if cls == "auto" and p.bridge in names:
+                has_auto_bridge = True
+                bridge_auto = bridge_auto or (path, i)
+            if p.uplink not in names:
+                continue
+            if kept:
+                kept_in.append(f"{s.head[0]} line ({where(path, s)})")
+                if cls == "auto":
+                    uplink_autos.append((path, i))
+                continue
+            rest = [n for n in names if n != p.uplink]
+            models[path][i] = edits.set_head(s, [s.head[0], *rest]) if rest else _GONE
+            notes.append(
+                f"{p.uplink} leaves its {s.head[0]} line ({where(path, s)}): "
+                f"{p.bridge} brings its port up"
             )
-        moved += [_BLANK, _terminated(edits.set_head(s, ["iface", p.bridge, *s.head[2:]]))]
-        models[path][i] = _GONE
-        notes.append(
-            f"{p.uplink}'s inet6 {f.method} stanza ({_where(path, s)}) moves to {p.bridge}"
-        )
-
-    # auto / allow-*: br0 is auto. eth0 leaves its lines when nothing is left for ifup to
-    # do on it (the wiki's stanza: bridge-utils ups the port). When its stanza keeps hooks
-    # or link options (mtu, hwaddress, if-*.d options), it keeps its lines: bridge-utils
-    # only enslaves and ups a port, never runs ifup on it, so they would silently stop.
-    kept = _kept_options(tree, models, up_inet, p.uplink)
-    order = {(path, i): n for n, (path, i, _s) in enumerate(tree.in_order())}
-    has_auto_bridge = False
-    bridge_auto: tuple[str, int] | None = None  # the first auto line naming the bridge
-    uplink_autos: list[tuple[str, int]] = []  # auto lines that keep naming the uplink
-    kept_in: list[str] = []
-    for path, i, s in sorted(
-        (x for x in tree.stanzas() if x[2].kind in ("auto", "allow")), key=lambda x: order[x[:2]]
-    ):
-        cls, names = s.classes
-        if cls == "auto" and p.bridge in names:
-            has_auto_bridge = True
-            bridge_auto = bridge_auto or (path, i)
-        if p.uplink not in names:
-            continue
+        auto_line = ifs.Stanza((ifs.Line(f"auto {p.bridge}\n"),))
         if kept:
-            kept_in.append(f"{s.head[0]} line ({_where(path, s)})")
-            if cls == "auto":
-                uplink_autos.append((path, i))
-            continue
-        rest = [n for n in names if n != p.uplink]
-        models[path][i] = edits.set_head(s, [s.head[0], *rest]) if rest else _GONE
-        notes.append(
-            f"{p.uplink} leaves its {s.head[0]} line ({_where(path, s)}): "
-            f"{p.bridge} brings its port up"
-        )
-    auto_line = ifs.Stanza((ifs.Line(f"auto {p.bridge}\n"),))
-    if kept:
+            auto_line = self.uplink_keeps_lines(
+                kept, kept_in, order, bridge_auto, uplink_autos, auto_line
+            )
+        return auto_line, has_auto_bridge
+
+    def uplink_keeps_lines(
+        self,
+        kept: list[str],
+        kept_in: list[str],
+        order: dict[tuple[str, int], int],
+        bridge_auto: tuple[str, int] | None,
+        uplink_autos: list[tuple[str, int]],
+        auto_line: ifs.Stanza,
+    ) -> ifs.Stanza:
+        """The uplink keeps its auto lines (``kept`` options), ahead of the bridge's; the
+        notes say so, and name hooks that need the address the bridge has now."""
+        p, models, notes = self.p, self.models, self.notes
+        up_inet, br_inet = self.up_inet, self.br_inet
         # ifup -a goes by the auto lines' order: eth0 (and its hooks) before br0, so the
         # port is set up (mtu, offloads ...) before br0 takes it and asks for an address.
         if bridge_auto is not None:
@@ -394,47 +305,61 @@ def plan_files(tree: source_tree.Tree, p: BridgeParams) -> tuple[dict[str, str],
             for key, command in models[up_inet.path][up_inet.index].options:
                 if ifs.option_key(key) in HOOKS and _NEEDS_ADDRESS.search(command):
                     notes.append(
-                        f"{p.uplink}'s '{key} {command}' ({_where(up_inet.path, up_inet.stanza)})"
+                        f"{p.uplink}'s '{key} {command}' ({where(up_inet.path, up_inet.stanza)})"
                         f" looks like it needs an address or route, which {p.bridge} has now; "
                         f"move it to {p.bridge}'s stanza"
                     )
+        return auto_line
 
-    if addressing_note:
-        notes.append(addressing_note)
-    if br_inet is None:
-        assert addressing is not None  # only an existing bridge keeps its own
-        options = [*addressing.options, ("bridge_ports", p.uplink), ("bridge_stp", "off")]
-        new_bridge = edits.iface_stanza(p.bridge, "inet", addressing.method, options, indent)
-        block = [_BLANK, auto_line, new_bridge, *moved]
-        if up_inet is not None:
-            path, i = up_inet.path, up_inet.index
-            models[path][i] = _terminated(models[path][i])
-            models[path][i + 1 : i + 1] = block
+    def place_bridge(
+        self,
+        addressing: Addressing | None,
+        auto_line: ifs.Stanza,
+        has_auto_bridge: bool,
+        moved: list[ifs.Stanza],
+    ) -> None:
+        """br0's stanza: a new one right after eth0's inet (with its auto line and the
+        moved inet6 stanzas), or the existing one edited in place."""
+        tree, p, models, indent = self.tree, self.p, self.models, self.indent
+        up_inet, br_inet = self.up_inet, self.br_inet
+        if br_inet is None:
+            assert addressing is not None  # only an existing bridge keeps its own
+            options = [*addressing.options, ("bridge_ports", p.uplink), ("bridge_stp", "off")]
+            new_bridge = edits.iface_stanza(p.bridge, "inet", addressing.method, options, indent)
+            block = [_BLANK, auto_line, new_bridge, *moved]
+            if up_inet is not None:
+                path, i = up_inet.path, up_inet.index
+                models[path][i] = _terminated(models[path][i])
+                models[path][i + 1 : i + 1] = block
+            else:
+                manual = edits.iface_stanza(p.uplink, "inet", "manual", (), indent)
+                main = models[tree.main]
+                if main and not main[-1].raw.endswith("\n"):
+                    main[-1] = _terminated(main[-1])
+                main += [_BLANK, manual, *block]
+                self.notes.append(
+                    f"{p.uplink} had no inet stanza; it gets 'iface {p.uplink} inet manual'"
+                )
         else:
-            manual = edits.iface_stanza(p.uplink, "inet", "manual", (), indent)
-            main = models[tree.main]
-            if main and not main[-1].raw.endswith("\n"):
-                main[-1] = _terminated(main[-1])
-            main += [_BLANK, manual, *block]
-            notes.append(f"{p.uplink} had no inet stanza; it gets 'iface {p.uplink} inet manual'")
-    else:
-        path, i, s = br_inet.path, br_inet.index, br_inet.stanza
-        models[path][i] = _edit_bridge(br_inet, p, addressing, indent)
-        extra = [] if has_auto_bridge else [auto_line]
-        if moved:
-            models[path][i] = _terminated(models[path][i])
-        models[path][i:i] = extra
-        models[path][i + len(extra) + 1 : i + len(extra) + 1] = moved
+            path, i = br_inet.path, br_inet.index
+            models[path][i] = _edit_bridge(br_inet, p, addressing, indent)
+            extra = [] if has_auto_bridge else [auto_line]
+            if moved:
+                models[path][i] = _terminated(models[path][i])
+            models[path][i:i] = extra
+            models[path][i + len(extra) + 1 : i + len(extra) + 1] = moved
 
-    changed: dict[str, str] = {}
-    for path, stanzas in models.items():
-        text = "".join(s.raw for s in _drop_gone(stanzas))
-        original = tree.files[path].render()
-        if original.count("\r\n") * 2 > original.count("\n"):
-            text = re.sub(r"(?<!\r)\n", "\r\n", text)  # keep a CRLF file CRLF
-        if text != original:
-            changed[path] = text
-    return changed, notes
+    def changed_files(self) -> dict[str, str]:
+        """The new text of each file whose stanzas changed (a CRLF file stays CRLF)."""
+        changed: dict[str, str] = {}
+        for path, stanzas in self.models.items():
+            text = "".join(s.raw for s in _drop_gone(stanzas))
+            original = self.tree.files[path].render()
+            if original.count("\r\n") * 2 > original.count("\n"):
+                text = re.sub(r"(?<!\r)\n", "\r\n", text)  # keep a CRLF file CRLF
+            if text != original:
+                changed[path] = text
+        return changed
 
 
 _BLANK = ifs.Stanza((ifs.Line("\n"),))
@@ -468,7 +393,7 @@ def _trim_blanks(stanza: ifs.Stanza) -> ifs.Stanza:
 def bridge_summary(tree: source_tree.Tree, files: dict[str, str], p: BridgeParams) -> str:
     """The bridge's method and address in the planned files, e.g. "static 192.0.2.10/24"."""
     texts = {path: m.render() for path, m in tree.files.items()} | files
-    bridge = _one_inet(source_tree.tree_from_texts(tree.main, texts), p.bridge)
+    bridge = one_inet(source_tree.tree_from_texts(tree.main, texts), p.bridge)
     if bridge is None:
         return "no inet stanza"
     address, netmask = bridge.option("address") or "", bridge.option("netmask")
