@@ -42,7 +42,7 @@ __all__ = [
 
 PARAMS_DIR_ENV = "OPSBOOK_PARAMS_DIR"
 _DEFAULTS_ENV = (
-    "OPSBOOK_DEFAULTS"  # opslib.engine.runbook.DEFAULTS_ENV (no import: runbook uses us)
+    "OPSBOOK_DEFAULTS"  # opslib.engine.notebook_params.DEFAULTS_ENV (no import: engine uses us)
 )
 _store_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "opsbook_store_root", default=None

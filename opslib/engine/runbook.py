@@ -35,22 +35,18 @@ from opslib.core import params
 from opslib.core.changes import Plan, Result
 from opslib.core.errors import ApplyError, InputError, OpsError
 from opslib.core.locks import host_lock
-from opslib.core.paramsets import load_param_file
-from opslib.engine import form_records
+from opslib.engine import form_records, notebook_params
 from opslib.records import clock, store
 
 __all__ = [
-    "DEFAULTS_ENV",
     "HEADLESS_ENV",
     "PLAN_VARIABLE",
     "Runbook",
     "headless",
-    "preset_values",
     "start",
 ]
 
 HEADLESS_ENV = "OPSBOOK_HEADLESS"
-DEFAULTS_ENV = "OPSBOOK_DEFAULTS"
 # The notebook's variable that holds the plan Apply applies (docs/conventions.md: the
 # cells are `plan = rb.plan(X.plan)` and `rb.apply(X.apply, plan)`).
 PLAN_VARIABLE = "plan"
@@ -62,43 +58,18 @@ def headless() -> bool:
     return os.environ.get(HEADLESS_ENV, "") not in ("", "0")
 
 
-def _notebook_path(ns: MutableMapping[str, Any]) -> Path | None:
-    for candidate in (
-        os.environ.get("OPSBOOK_NOTEBOOK"),
-        ns.get("__session__"),  # ipykernel under jupyter-server: the notebook's path
-        ns.get("__vsc_ipynb_file__"),
-        os.environ.get("JPY_SESSION_NAME"),
-    ):
-        if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-def _declarations_from_history(ns: MutableMapping[str, Any]) -> list[params.Param]:
-    # Without a notebook file (a console, an unsaved notebook), the parameters
-    # cell is the latest executed cell that reads as declarations.
-    for source in reversed(list(ns.get("In", []) or [])):
-        try:
-            found = params.parse_declarations(source)
-        except InputError:
-            continue
-        if found:
-            return found
-    return []
-
-
 def start(ns: MutableMapping[str, Any]) -> Runbook:
     """The runbook of the calling notebook: ``rb = runbook.start(globals())``."""
-    path = _notebook_path(ns)
+    path = notebook_params.notebook_path(ns)
     if path is not None:
         info = params.read_runbook(path)
         name, decls, purpose = info.name, list(info.params), info.purpose
     else:
-        name, decls, purpose = "notebook", _declarations_from_history(ns), ""
+        name, decls, purpose = "notebook", notebook_params.declarations_from_history(ns), ""
     name = os.environ.get("OPSBOOK_RUNBOOK") or name
     raw = {p.name: ns.get(p.name, p.default) for p in decls}
     if not headless():
-        for key, value in preset_values(name, decls, raw).items():
+        for key, value in notebook_params.preset_values(name, decls, raw).items():
             raw[key] = ns[key] = value
     rb = Runbook(name, decls, raw, ns, path=path, purpose=purpose)
     from opslib.engine import ui
@@ -120,31 +91,6 @@ def start(ns: MutableMapping[str, Any]) -> Runbook:
             choices=rb.choices,
         ).shown()
     return rb
-
-
-def preset_values(name: str, decls: list[params.Param], raw: dict[str, Any]) -> dict[str, Any]:
-    """An interactive session's parameter set: ``$OPSBOOK_DEFAULTS/NAME.yaml``.
-
-    The notebooks' defaults describe a real daemon host (``qemu:///system``); a session
-    for another host (the lab: ``opsbook lab notebook``, or ``parameters/HOST/``) sets
-    ``OPSBOOK_DEFAULTS`` and the form starts from that host's values. A value the
-    operator already changed in the parameters cell is kept. Headless runs take their
-    values from papermill only and ignore this.
-    """
-    directory = os.environ.get(DEFAULTS_ENV)
-    path = Path(directory) / f"{name}.yaml" if directory else None
-    if path is None or not path.is_file():
-        return {}
-    found = load_param_file(path)
-    presets: dict[str, Any] = {}
-    for p in decls:
-        if p.name not in found or raw.get(p.name) != p.default:
-            continue
-        try:
-            presets[p.name] = p.convert(found[p.name])
-        except InputError:
-            presets[p.name] = found[p.name]  # the form shows why it is wrong
-    return presets
 
 
 class Runbook:
