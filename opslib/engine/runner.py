@@ -7,10 +7,10 @@ Order of a run (:func:`run`):
    ``--host``) holding a secret's value in any case or quoting, convert each value
    to its declared type, check VM/network names against libvirt: any problem is an
    InputError (exit 2) and no record is written, because nothing ran;
-2. insert a ``running`` index row and a placeholder record (see records.py);
-3. execute with papermill into a hidden partial notebook beside the record,
-   typed values injected as the ``injected-parameters`` cell, one progress line
-   per code cell;
+2. insert a ``running`` index row and a placeholder record (see records/store.py);
+3. execute with papermill (:mod:`opslib.engine.run_cells`) into a hidden partial
+   notebook beside the record, typed values injected as the ``injected-parameters``
+   cell, one progress line per code cell;
 4. finalise: an error of exit code 2 that the procedure raised (InputError,
    HostError...: bad input found once the kernel ran) ends as ``bad-input``, exit 2,
    its message the summary; header into ``metadata.opsbook``, scanned with the
@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import signal
 import sys
-import tempfile
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from opslib.core import errors, params, secrets
+from opslib.core import params, secrets
 from opslib.core.errors import InputError, UnknownName
 from opslib.core.params import RunbookInfo
 from opslib.core.paramsets import load_param_file
@@ -47,10 +42,6 @@ from opslib.records import header as record_header
 from opslib.records import store as records
 
 __all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
-
-# A busy host (guests booting, other runs starting their kernels) can take over a
-# minute to start Python; a kernel silent for this long is dead, not slow.
-KERNEL_START_TIMEOUT = 300
 
 
 def notebooks_dir() -> Path:
@@ -198,69 +189,6 @@ class RunOutcome:
     terminal_lost: str = ""  # "WHEN (HOW)" when the terminal went away during the run
 
 
-def error_exit_code(ename: str) -> int:
-    """The exit code of an error the kernel raised, by class name: opslib's errors carry
-    theirs (InputError, UnknownName, HostError, Unsupported, SecretError: 2); others 1."""
-    cls = getattr(errors, ename, None)
-    if isinstance(cls, type) and issubclass(cls, errors.OpsError):
-        return int(cls.exit_code)
-    return 1
-
-
-def choose_kernel() -> str:
-    """The ``opsbook`` kernelspec (setup.sh installs it into the venv), else python3,
-    which jupyter_client starts with this very interpreter: the same venv either way."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return "opsbook" if "opsbook" in KernelSpecManager().find_kernel_specs() else "python3"
-
-
-@contextlib.contextmanager
-def _environment(extra: Mapping[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class _Terminated(Exception):
-    """SIGTERM: finish the record as killed, then exit."""
-
-
-@contextlib.contextmanager
-def _signals(terminal: Terminal) -> Iterator[None]:
-    """SIGTERM ends the run as killed; SIGHUP (the terminal hung up) does not end it."""
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise _Terminated(signal.Signals(signum).name)
-
-    def hangup(signum: int, frame: Any) -> None:
-        terminal.lose("SIGHUP")
-
-    if threading_main():
-        old = {
-            signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, hangup),
-        }
-    else:
-        old = {}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def threading_main() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def run(
     prepared: Prepared,
     *,
@@ -294,105 +222,28 @@ def run(
     run_id, path = store.begin(header, nb_source)
     header["id"] = run_id
     partial = records.partial_path(path)
-    env = {
-        HEADLESS_ENV: "1",
-        "OPSBOOK_RECORDS": str(store.root.resolve()),
-        "OPSBOOK_RUNBOOK": info.name,
-        "OPSBOOK_NOTEBOOK": str(info.path.resolve()),
-        "OPSBOOK_HOST": prepared.host,
-        "OPSBOOK_RUN_ID": str(run_id),
-        "OPSBOOK_RUNNER_PID": str(os.getpid()),
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules warning
-        **(extra_env or {}),
-    }
-    if lock_wait is not None:
-        env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
+    env = _kernel_env(prepared, store, run_id, lock_wait, extra_env)
     code_cells = sum(1 for c in nb_source.get("cells", []) if c.get("cell_type") == "code")
     terminal = Terminal(f"opsbook run {info.name} on {prepared.host} (record #{run_id})")
     prog = run_cells.Progress(progress, code_cells + 1, terminal) if progress is not None else None
-    status, error = "ok", ""
     t0 = time.monotonic()
-    with (
-        tempfile.TemporaryFile("w+") as kernel_log,
-        _environment(env),
-        _signals(terminal),
-        terminal.watched(),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        for name in ("papermill", "traitlets", "nbclient"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
-
-        try:
-            papermill.execute_notebook(
-                str(info.path),
-                str(partial),
-                parameters=prepared.values,
-                engine_name=run_cells.engine(),
-                progress=prog,
-                kernel_name=choose_kernel(),
-                progress_bar=False,
-                execution_timeout=timeout,
-                start_timeout=KERNEL_START_TIMEOUT,
-                kernel_manager_class=run_cells.quiet_kernel_manager(kernel_log),
-            )
-        except PapermillExecutionError as exc:
-            status = "locked" if exc.ename == "LockHeld" else "failed"
-            error = f"{exc.ename}: {exc.evalue}"
-            if exc.ename == "StalePlan":  # its message is the one line (opsbook apply)
-                error = (str(exc.evalue).strip().splitlines() or [exc.ename])[0][:300]
-            if error_exit_code(exc.ename) == 2:
-                # The procedure's own InputError (HostError, SecretError...): bad input,
-                # exit 2 with its message as the one line; the kernel ran, so keep the record.
-                status = "bad-input"
-                error = (str(exc.evalue).strip().splitlines() or [exc.ename])[0][:300]
-        except (KeyboardInterrupt, _Terminated) as exc:
-            status, error = "killed", f"interrupted ({type(exc).__name__} {exc})".strip()
-        except Exception as exc:  # nbclient's timeout, a dead kernel...
-            timed_out = "Timeout" in type(exc).__name__
-            status = "timeout" if timed_out else "failed"
-            first = (str(exc).strip().splitlines() or [""])[0]
-            error = f"{type(exc).__name__}: {first}"[:300]
+    status, error = run_cells.execute(
+        info.path, partial, prepared.values, env, terminal, prog, timeout
+    )
     seconds = time.monotonic() - t0
     try:
         nb = json.loads(partial.read_bytes())
     except (OSError, ValueError):
         nb = json.loads(path.read_bytes())
-    final = notebook_json.final_result(notebook_json.results_of(nb))
-    # A run that stopped before its apply said what it did (killed, a dead kernel...):
-    # its plan's "no change" does not speak for the host, so changed is unknown.
-    cut_short = status != "ok" and (final is None or final.get("kind") != "result")
-    if status == "ok" and final is not None and final.get("failed"):
-        status = "failed"
-    changed = bool(final.get("changed")) if final is not None and not cut_short else None
-    summary = notebook_json.summarize(nb, status) or error
-    stale = status == "failed" and error.startswith("stale: ")
-    if (
-        stale
-        or status == "bad-input"
-        or (status != "ok" and error and not notebook_json.cell_error(nb))
-    ):
-        summary = error
-    if status == "timeout":
-        summary = f"a cell ran longer than {timeout:g} s: {run_cells.failed_cell(nb)}"
+    status, changed, summary = _verdict(nb, status, error, timeout)
     end = clock.utcnow()
     header = record_header.finished(
         header, status=status, changed=changed, summary=summary, end=clock.iso(end)
     )
     if terminal.lost:
         header["notes"] = [f"the terminal was lost at {terminal.lost}; the run went on without it"]
-    # Fail closed: the record must not hold a secret, and the run must say so.
-    nb, header, _ = notebook_json.redact_leaks(nb, header, prepared.secret_values)
-    if seal is not None:
-        header = seal(header, nb)
+    nb, header = _file_record(store, run_id, path, nb, header, prepared.secret_values, seal)
     status, exit_code, summary = header["status"], header["exit_code"], header["summary"]
-    data = notebook_json.dump_notebook(notebook_json.with_header(nb, header))
-    records.atomic_write(path, data)
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()
-    store.finish(run_id, path, header)
     if metrics_dir is not None:  # its Prometheus metrics, for node_exporter
         checks = metrics.checks_of(notebook_json.final_result(notebook_json.results_of(nb)))
         ok, ended = status == "ok", end.timestamp()
@@ -413,3 +264,75 @@ def run(
         tuple(notebook_json.results_of(nb)),
         terminal.lost,
     )
+
+
+def _file_record(
+    store: records.Store,
+    run_id: int,
+    path: Path,
+    nb: dict[str, Any],
+    header: dict[str, Any],
+    secret_values: Sequence[str],
+    seal: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record written into place (its partial notebook gone) and indexed; the notebook
+    and header as filed. Fail closed: the record must not hold a secret, and the run must
+    say so (redacted, ``leaked-secret``)."""
+    nb, header, _ = notebook_json.redact_leaks(nb, header, secret_values)
+    if seal is not None:
+        header = seal(header, nb)
+    data = notebook_json.dump_notebook(notebook_json.with_header(nb, header))
+    records.atomic_write(path, data)
+    with contextlib.suppress(FileNotFoundError):
+        records.partial_path(path).unlink()
+    store.finish(run_id, path, header)
+    return nb, header
+
+
+def _kernel_env(
+    prepared: Prepared,
+    store: records.Store,
+    run_id: int,
+    lock_wait: float | None,
+    extra_env: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """What the kernel's environment tells the notebook: headless, its record, its host."""
+    info = prepared.info
+    env = {
+        HEADLESS_ENV: "1",
+        "OPSBOOK_RECORDS": str(store.root.resolve()),
+        "OPSBOOK_RUNBOOK": info.name,
+        "OPSBOOK_NOTEBOOK": str(info.path.resolve()),
+        "OPSBOOK_HOST": prepared.host,
+        "OPSBOOK_RUN_ID": str(run_id),
+        "OPSBOOK_RUNNER_PID": str(os.getpid()),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # the debugger's frozen-modules warning
+        **(extra_env or {}),
+    }
+    if lock_wait is not None:
+        env["OPSBOOK_LOCK_WAIT"] = str(lock_wait)
+    return env
+
+
+def _verdict(
+    nb: Mapping[str, Any], status: str, error: str, timeout: float | None
+) -> tuple[str, bool | None, str]:
+    """(status, changed, summary) of the run from its executed notebook."""
+    final = notebook_json.final_result(notebook_json.results_of(nb))
+    # A run that stopped before its apply said what it did (killed, a dead kernel...):
+    # its plan's "no change" does not speak for the host, so changed is unknown.
+    cut_short = status != "ok" and (final is None or final.get("kind") != "result")
+    if status == "ok" and final is not None and final.get("failed"):
+        status = "failed"
+    changed = bool(final.get("changed")) if final is not None and not cut_short else None
+    summary = notebook_json.summarize(nb, status) or error
+    stale = status == "failed" and error.startswith("stale: ")
+    if (
+        stale
+        or status == "bad-input"
+        or (status != "ok" and error and not notebook_json.cell_error(nb))
+    ):
+        summary = error
+    if status == "timeout":
+        summary = f"a cell ran longer than {timeout:g} s: {run_cells.failed_cell(nb)}"
+    return status, changed, summary

@@ -430,7 +430,7 @@ def test_procedure_raising_input_error_exits_2_with_its_message_and_keeps_the_re
 
 
 def test_error_exit_codes_come_from_the_opslib_error_tree() -> None:
-    from opslib.engine.runner import error_exit_code
+    from opslib.engine.run_cells import error_exit_code
 
     for name in ("InputError", "UnknownName", "HostError", "Unsupported", "SecretError"):
         assert error_exit_code(name) == 2, name
