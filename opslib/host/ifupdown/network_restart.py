@@ -138,7 +138,21 @@ def steps(
     read it), ``iface`` what ``ifup --no-act`` validates, ``state`` the kernel state a
     rollback must bring back (with ``describe()``), ``verify`` the checks that must pass
     within the deadline."""
-    deadline = work.restart.deadline
+    return [
+        *_file_steps(work, result, old_config=old_config, new_files=new_files, state=state),
+        *_restart_steps(work, result, iface=iface, state=state, verify=verify),
+    ]
+
+
+def _file_steps(
+    work: Restarting,
+    result: Result,
+    *,
+    old_config: str,
+    new_files: dict[str, str],
+    state: Callable[[], Any],
+) -> list[Action]:
+    """Back up (with the kernel state before) and write the files; restored as undo."""
 
     def back_up(detail: Detail) -> None:
         work.before = state()
@@ -163,6 +177,24 @@ def steps(
         for path, copy in work.backups.items():
             file_io.restore(path, copy)
             detail.append(f"{copy} -> {path}")
+
+    return [
+        Action("back up", back_up),
+        Action("write", write, restore, undo_name="restore backup", partial=True),
+    ]
+
+
+def _restart_steps(
+    work: Restarting,
+    result: Result,
+    *,
+    iface: str,
+    state: Callable[[], Any],
+    verify: Callable[[], list[Check]],
+) -> list[Action]:
+    """Validate the new files (ifup --no-act), arm the watchdog, restart networking (and
+    back when undone), verify within the deadline."""
+    deadline = work.restart.deadline
 
     def validate(detail: Detail) -> None:
         states = work.file("state")
@@ -208,8 +240,6 @@ def steps(
     work.validating = Action("validate (ifup --no-act)", validate)
     work.verifying = Action("verify", check_within_deadline, check=verified)
     return [
-        Action("back up", back_up),
-        Action("write", write, restore, undo_name="restore backup", partial=True),
         work.validating,
         watchdog,
         # Undone last: networking restarts with the files the other undos put back.
