@@ -17,6 +17,7 @@ plain frozen data; :func:`run` is the notebook's report. The join is
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,15 +125,7 @@ def observe(
         networks = {n.name: n for n in virt.list_networks(conn)}
         views = tuple(view for _dom, view in domains)
 
-        bridge_macs: dict[str, set[str]] = {}
-        network_of_bridge: dict[str, virt.Network] = {}
-        for view in views:
-            for iface in view.interfaces:
-                network, bridge = nic_bridge(iface, networks)
-                if bridge:
-                    bridge_macs.setdefault(bridge, set()).add(iface.mac)
-                if network in networks and bridge:
-                    network_of_bridge[bridge] = networks[network]
+        bridge_macs, network_of_bridge = _bridges(views, networks)
         ifindex: dict[str, int] = {}
         missing = set()
         for bridge in bridge_macs:
@@ -145,22 +138,7 @@ def observe(
         probes: list[BridgeProbe] = []
         probe_started = time.time()
         if probe:
-            jobs = []
-            for bridge, idx in ifindex.items():
-                addresses = netlink.addresses(netns, ifindex=idx)
-                prefixes[bridge] = neighbour_probe.bridge_prefixes(
-                    addresses, network_of_bridge.get(bridge)
-                )
-                running = frozenset(
-                    i.mac
-                    for v in views
-                    if v.state == "running"
-                    for i in v.interfaces
-                    if nic_bridge(i, networks)[1] == bridge
-                )
-                if running:
-                    sweep = tuple(neighbour_probe.sweep(addresses))
-                    jobs.append(ProbeJob(bridge, idx, tuple(prefixes[bridge]), sweep, running))
+            jobs = _probe_jobs(netns, ifindex, views, networks, network_of_bridge, prefixes)
             probe_started = time.time()
             probes = neighbour_probe.probe_all(netns, jobs, probe_wait)
 
@@ -194,6 +172,49 @@ def observe(
         probe_started=probe_started,
         probe_seconds=time.time() - probe_started if probe else 0.0,
     )
+
+
+def _bridges(
+    views: Iterable[DomainView], networks: Mapping[str, virt.Network]
+) -> tuple[dict[str, set[str]], dict[str, virt.Network]]:
+    """The MACs of the VMs' NICs on each bridge, and the libvirt network of each bridge."""
+    bridge_macs: dict[str, set[str]] = {}
+    network_of_bridge: dict[str, virt.Network] = {}
+    for view in views:
+        for iface in view.interfaces:
+            network, bridge = nic_bridge(iface, networks)
+            if bridge:
+                bridge_macs.setdefault(bridge, set()).add(iface.mac)
+            if network in networks and bridge:
+                network_of_bridge[bridge] = networks[network]
+    return bridge_macs, network_of_bridge
+
+
+def _probe_jobs(
+    netns: str,
+    ifindex: Mapping[str, int],
+    views: Iterable[DomainView],
+    networks: Mapping[str, virt.Network],
+    network_of_bridge: Mapping[str, virt.Network],
+    prefixes: dict[str, list[str]],
+) -> list[ProbeJob]:
+    """One probe per bridge with running VMs on it (its prefixes go into ``prefixes``,
+    for every bridge)."""
+    jobs = []
+    for bridge, idx in ifindex.items():
+        addresses = netlink.addresses(netns, ifindex=idx)
+        prefixes[bridge] = neighbour_probe.bridge_prefixes(addresses, network_of_bridge.get(bridge))
+        running = frozenset(
+            i.mac
+            for v in views
+            if v.state == "running"
+            for i in v.interfaces
+            if nic_bridge(i, networks)[1] == bridge
+        )
+        if running:
+            sweep = tuple(neighbour_probe.sweep(addresses))
+            jobs.append(ProbeJob(bridge, idx, tuple(prefixes[bridge]), sweep, running))
+    return jobs
 
 
 def find(**observing: Any) -> list[VmAddresses]:
