@@ -114,7 +114,8 @@ def _netreg(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    """opsbook demo."""
     from opslib.cli.records import records_option
 
     p = sub.add_parser(
@@ -141,22 +142,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     records_option(p)
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser(
-        "lab",
-        help="the lab daemon host (namespaces, libvirtd, NetReg, guests)",
-        description="A whole daemon host built from real parts in network namespaces.",
-    )
-    p.add_argument(
-        "--prefix",
-        help="lab name prefix (default: $OPSBOOK_LAB_PREFIX or 'ob'); "
-        "namespaces PREFIX-host/-campus/-he, files under /var/tmp/opsbook-lab/PREFIX",
-    )
-    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
-    q = lab_sub.add_parser("image", help="build the guest kernel + initramfs (once)")
-    q.add_argument("--force", action="store_true", help="download and rebuild")
-    q.set_defaults(func=_image)
-
+def _add_up(lab_sub: argparse._SubParsersAction) -> None:
+    """opsbook lab up."""
     q = lab_sub.add_parser(
         "up", help="build the lab bare and boot its daemon host daemon1; again is harmless"
     )
@@ -187,6 +175,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: $OPSBOOK_RECORDS or ./records)",
     )
     q.set_defaults(func=_up)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    _add_demo(sub)
+
+    p = sub.add_parser(
+        "lab",
+        help="the lab daemon host (namespaces, libvirtd, NetReg, guests)",
+        description="A whole daemon host built from real parts in network namespaces.",
+    )
+    p.add_argument(
+        "--prefix",
+        help="lab name prefix (default: $OPSBOOK_LAB_PREFIX or 'ob'); "
+        "namespaces PREFIX-host/-campus/-he, files under /var/tmp/opsbook-lab/PREFIX",
+    )
+    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    q = lab_sub.add_parser("image", help="build the guest kernel + initramfs (once)")
+    q.add_argument("--force", action="store_true", help="download and rebuild")
+    q.set_defaults(func=_image)
+
+    _add_up(lab_sub)
 
     q = lab_sub.add_parser("down", help="remove everything the lab made (keeps its log dir)")
     q.set_defaults(func=_down)
