@@ -48,10 +48,6 @@ def sets(lab: Lab) -> dict[str, dict[str, Any]]:
         "server_ipv6": lab.tunnel_he_ipv6,
         "routed_prefix": lab.routed_prefix,
     }
-    cloudflare = {
-        "token": f"file:{service.lab_token_file(lab)}",
-        "api_base_url": service.lab_url(lab),
-    }
     netreg = lab.netreg_guest
     return {
         "network-inventory": host,
@@ -81,28 +77,8 @@ def sets(lab: Lab) -> dict[str, dict[str, Any]]:
             "apply": True,
         },
         # the lab kernel has no sit: the userspace 6in4 to the broker end in PREFIX-he
-        "ipv6-tunnel": {
-            **host,
-            **tunnel,
-            "local_ipv4": lab.host_eth0_ip,
-            "server_ipv4": lab.he_ipv4,
-            "nat_network": "nat-bridge",
-            "mtu": "1480",
-            "implementation": "userspace",
-            "interfaces_file": str(lab.interfaces_file),
-            "run_dir": str(lab.root),
-            "apply": True,
-        },
-        "cloudflare-aaaa": {
-            **host,
-            "vm": "vm-nat1",
-            "record_name": f"vm-nat1.{service.LAB_ZONES[0]}",
-            "zone": service.LAB_ZONES[0],
-            **cloudflare,
-            "proxied": True,
-            "ttl": 1,
-            "apply": True,
-        },
+        "ipv6-tunnel": _tunnel_set(lab, host, tunnel),
+        "cloudflare-aaaa": _cloudflare_set(lab, host),
         "host-health": {
             **host,
             "nat_network": "nat-bridge",
@@ -119,6 +95,37 @@ def sets(lab: Lab) -> dict[str, dict[str, Any]]:
                 {"runbook": "host-health", "parameters": "host-health.yaml", "when": "hourly"}
             ],
         },
+    }
+
+
+def _tunnel_set(lab: Lab, host: dict[str, Any], tunnel: dict[str, Any]) -> dict[str, Any]:
+    """ipv6-tunnel's set: the userspace 6in4 (the lab kernel has no sit) to PREFIX-he."""
+    return {
+        **host,
+        **tunnel,
+        "local_ipv4": lab.host_eth0_ip,
+        "server_ipv4": lab.he_ipv4,
+        "nat_network": "nat-bridge",
+        "mtu": "1480",
+        "implementation": "userspace",
+        "interfaces_file": str(lab.interfaces_file),
+        "run_dir": str(lab.root),
+        "apply": True,
+    }
+
+
+def _cloudflare_set(lab: Lab, host: dict[str, Any]) -> dict[str, Any]:
+    """cloudflare-aaaa's set: vm-nat1's AAAA in the lab's first zone, on its stand-in API."""
+    return {
+        **host,
+        "vm": "vm-nat1",
+        "record_name": f"vm-nat1.{service.LAB_ZONES[0]}",
+        "zone": service.LAB_ZONES[0],
+        "token": f"file:{service.lab_token_file(lab)}",
+        "api_base_url": service.lab_url(lab),
+        "proxied": True,
+        "ttl": 1,
+        "apply": True,
     }
 
 
