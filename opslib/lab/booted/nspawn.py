@@ -164,9 +164,12 @@ def forget(machine: str, groups: Sequence[Path] = ()) -> None:
     may still use them)."""
     for top in groups:
         if top.is_dir():
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+            # bottom-up; os.walk skips a directory that goes while it walks (a container's
+            # systemd still removing its own cgroups), where rglob raised
+            for parent, children, _ in os.walk(top, topdown=False):
+                for child in children:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(parent, child))
             with contextlib.suppress(OSError):
                 top.rmdir()
                 top.parent.rmdir()  # opsbook-lab/, once no container uses it
