@@ -75,6 +75,7 @@ class Inputs(inputs.Declared):
     ttl: int = param(
         "int[1|60..86400]",
         "TTL in seconds, 1 = automatic (proxied records are always automatic)", 1,
+        rules=("1 if proxied",),
     )  # fmt: skip
     address: str = param(
         "ipv6-global?", "publish this address instead of the VM's SLAAC address", ""
@@ -82,13 +83,6 @@ class Inputs(inputs.Declared):
     replace: bool = param(
         "bool", "replace a CNAME or another proxied record that holds the name", False
     )
-
-    def __post_init__(self) -> None:
-        if self.proxied and self.ttl != 1:
-            raise InputError(
-                f"ttl {self.ttl} has no effect on a proxied record (Cloudflare serves it with "
-                "automatic TTL); use ttl=1 or proxied=False"
-            )
 
 
 # -- planning (pure) ------------------------------------------------------------------

@@ -162,8 +162,9 @@ class Inputs(inputs.Declared):
         rules=("in client_ipv6",),
     )  # fmt: skip
     routed_prefix: str = param(
-        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64"
-    )
+        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64",
+        rules=("not in client_ipv6",),
+    )  # fmt: skip
     nat_network: str = param(
         "network-name?",
         "the NAT network that should carry the routed /64 (empty = not checked)",

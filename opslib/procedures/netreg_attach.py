@@ -44,13 +44,8 @@ class Inputs(inputs.Declared):
     mode: str = param(
         "choice[attach|virt-install]",
         "attach to a VM, or print the virt-install argument", "attach",
+        rules=("attach needs vm",),
     )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if self.mode == "attach" and not self.vm:
-            raise InputError(
-                "vm is empty; name the VM to attach the NIC to (or use mode virt-install)"
-            )
 
     @property
     def nic(self) -> virt.Interface:

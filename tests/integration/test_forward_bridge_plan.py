@@ -454,7 +454,7 @@ def test_network_xml_defines_on_the_libvirt_test_driver() -> None:
         ({"uplink": "eth 0"}, r"uplink \(ifname\): 'eth 0' is not an interface name"),
         ({"uplink": "-eth0"}, r"uplink \(ifname\): '-eth0' is not an interface name"),
         ({"bridge": "a-very-long-bridge-name"}, "bridge .* is not an interface name"),
-        ({"bridge": "eth0"}, "uplink and bridge are both"),
+        ({"bridge": "eth0"}, "uplink: eth0 is bridge too; give uplink and bridge two different"),
         ({"address": "192.0.2.10"}, "needs a prefix length"),
         ({"address": "192.0.2.300/24"}, "not an IPv4 address with prefix"),
         ({"address": "192.0.2.10/24"}, "address: needs gateway too"),

@@ -114,6 +114,11 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("cloudflare-aaaa", {"vm": "", "address": ""}, "vm"),  # neither the VM nor its address
     ("nat-bridge-ipv6", {"prefix": "fd00:1::/64"}, "prefix"),  # ULA without allow_ula
     ("host-health", {"tunnel": "he-ipv6"}, "tunnel"),  # a tunnel check without its addresses
+    # The rules between two fields that the runbooks' __post_init__ checked in the kernel:
+    ("cloudflare-aaaa", {"proxied": "true", "ttl": "300"}, "ttl"),  # a proxied record is auto
+    ("netreg-attach", {"mode": "attach", "vm": ""}, "mode"),  # attach needs a VM
+    ("forward-bridge", {"uplink": "br0", "bridge": "br0"}, "uplink"),  # two different links
+    ("ipv6-tunnel", {"routed_prefix": "2001:db8:1::/64"}, "routed_prefix"),  # not the tunnel's
 ]
 
 

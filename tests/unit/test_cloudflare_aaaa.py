@@ -58,7 +58,7 @@ def test_inputs_are_normalised() -> None:
     [
         ({"record_name": "vm1.example.net"}, "not in zone example.org"),
         ({"record_name": "bad name.example.org"}, "not a DNS name"),
-        ({"proxied": True, "ttl": 300}, "no effect on a proxied record"),
+        ({"proxied": True, "ttl": 300}, "ttl: 300 cannot go with proxied true"),
         ({"proxied": False, "ttl": 5}, "out of range"),
         ({"address": "fe80::1"}, "link-local"),
         ({"address": "fd00::1"}, "unique-local"),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from opslib.core.changes import Check
-from opslib.core.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
+from opslib.core.errors import ApplyError, NetlinkError, OpsError, Unsupported
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
 from opslib.host.ifupdown import file_io
@@ -55,13 +55,11 @@ def spec_of(
     mtu: int = 1480,
     implementation: str = "kernel",
 ) -> TunnelSpec:
-    """The tunnel of values already in their declared types (the ipv6-tunnel runbook's
-    inputs: ifname, ipv4, ipv6-cidr64, ipv6 in client_ipv6, ipv6-prefix64...); InputError
-    for what those do not say: the routed /64 must be another than the tunnel's."""
+    """The tunnel of values already in their declared types and rules (the ipv6-tunnel
+    runbook's inputs: ifname, ipv4, ipv6-cidr64, ipv6 in client_ipv6, ipv6-prefix64 not in
+    client_ipv6...)."""
     client = ipaddress.IPv6Interface(client_ipv6)
     routed = ipaddress.IPv6Network(routed_prefix)
-    if routed.overlaps(client.network):
-        raise InputError(f"routed_prefix {routed} overlaps the tunnel's {client.network}")
     return TunnelSpec(
         tunnel, local_ipv4, server_ipv4, client, server_ipv6, routed, mtu, 255, implementation
     )

@@ -61,7 +61,9 @@ class Inputs(inputs.Declared):
     interfaces_file: str = param(
         "path", "the host's ifupdown interfaces file", "/etc/network/interfaces"
     )
-    uplink: str = param("ifname", "the NIC that becomes the bridge's port", "eth0")
+    uplink: str = param(
+        "ifname", "the NIC that becomes the bridge's port", "eth0", rules=("not bridge",)
+    )
     bridge: str = param("ifname", "the bridge that forward-bridge VMs attach to", "br0")
     # static CIDR on the bridge; "" = the uplink's addressing (or DHCP, which brings the
     # gateway: so a static address needs one, and a gateway needs a static address)
@@ -91,11 +93,8 @@ class Inputs(inputs.Declared):
         return Restart(self.restart_command, self.deadline, self.backup_dir)
 
     def __post_init__(self) -> None:
-        # What the declared types and rules do not say: the template with this netns, and
-        # two different links.
+        # What the declared types and rules do not say: the template with this netns.
         restart_argv(self.restart_command, self.netns, old="x", new="x", ifaces="x")
-        if self.uplink == self.bridge:
-            raise InputError(f"uplink and bridge are both {self.uplink!r}; give them two names")
 
 
 # -- observation ---------------------------------------------------------------------
