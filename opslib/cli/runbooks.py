@@ -109,10 +109,10 @@ def print_outcome(outcome: Any, *, summary_only: bool = False) -> int:
         )
         return outcome.exit_code
     # What the person asked for (find-vm-ip's addresses, the checks), as `records show` has it.
-    from opslib.engine import ui
+    from opslib.records import render
 
     for result in outcome.results:
-        print(ui.result_text(result).rstrip() + "\n", flush=True)
+        print(render.result_text(result).rstrip() + "\n", flush=True)
     print(line, file=sys.stderr if outcome.exit_code else sys.stdout)
     print(f"{record}  ({outcome.seconds:.1f} s)")
     return outcome.exit_code
