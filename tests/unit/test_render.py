@@ -13,7 +13,8 @@ import pytest
 from opslib.core.changes import Change, Check, Plan, Result, Step
 from opslib.engine import ui
 from opslib.records import site as record_site
-from opslib.records.store import RESULT_MIME, Store
+from opslib.records.notebook_json import RESULT_MIME
+from opslib.records.store import Store
 
 HEADER = {
     "runbook": "forward-bridge", "host": "lab", "parameters": {"host": "lab"},
