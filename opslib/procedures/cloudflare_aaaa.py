@@ -40,7 +40,7 @@ from opslib.host.cloudflare import aaaa
 from opslib.host.cloudflare.aaaa import Desired, Op, plan_records, verify
 from opslib.host.cloudflare.dns import DnsClient, DnsRecord
 from opslib.host.kernel import icmp
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 
 RUNBOOK = "cloudflare-aaaa"
 
@@ -138,7 +138,7 @@ class VmAddress:
     source: str  # how it was found, for the plan's notes
 
 
-def slaac_candidates(domain: virt.Domain, networks: Sequence[virt.Network]) -> list[VmAddress]:
+def slaac_candidates(domain: virt.Domain, networks: Sequence[netxml.Network]) -> list[VmAddress]:
     """SLAAC addresses of the VM's NICs on NAT networks that carry an IPv6 /64 (pure)."""
     by_name = {n.name: n for n in networks}
     found = []

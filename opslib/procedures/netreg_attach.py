@@ -27,7 +27,7 @@ from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Check, Plan
 from opslib.core.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
 from opslib.core.shellcmd import command
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 
 RUNBOOK = "netreg-attach"
 
@@ -48,19 +48,15 @@ class Inputs(inputs.Declared):
     )  # fmt: skip
 
     @property
-    def nic(self) -> virt.Interface:
-        return virt.Interface(self.mac, "network", self.network, model="virtio")
+    def nic(self) -> virtxml.Interface:
+        return virtxml.Interface(self.mac, "network", self.network, model="virtio")
 
 
 @dataclass(frozen=True)
 class Observed:
-    network: virt.Network | None
+    network: netxml.Network | None
     macs_in_use: dict[str, list[str]]  # mac -> domains using it (config or live)
     domain: virt.Definition | None  # None in virt-install mode
-
-
-def interface_xml(mac: str, network: str) -> str:
-    return virt.Interface(mac, "network", network, model="virtio").xml()
 
 
 def virt_install_argument(mac: str, network: str) -> str:
@@ -68,7 +64,7 @@ def virt_install_argument(mac: str, network: str) -> str:
 
 
 def _has_nic(xml: str, mac: str, network: str) -> bool:
-    return any(i.mac == mac and i.source == network for i in virt.parse_interfaces(xml))
+    return any(i.mac == mac and i.source == network for i in virtxml.parse_interfaces(xml))
 
 
 def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
@@ -94,7 +90,7 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
 
     dom = obs.domain
     assert dom is not None
-    for iface in virt.parse_interfaces(dom.config_xml):
+    for iface in virtxml.parse_interfaces(dom.config_xml):
         if iface.mac == mac and iface.source != network:
             raise InputError(
                 f"{vm} already has MAC {mac} on {iface.source or iface.type}; "
@@ -108,8 +104,8 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
                 f"domain:{vm}",
                 "attach",
                 f"add a virtio NIC {mac} on {network} to {vm}'s definition",
-                before=dom.config_xml,
-                after=virt.with_device(dom.config_xml, interface_xml(mac, network)),
+                before=virtxml.canonical(dom.config_xml),
+                after=virtxml.DomainXml(dom.config_xml).with_interface(inputs.nic).text,
             )
         )
     if dom.running and not _has_nic(dom.live_xml, mac, network):
@@ -152,7 +148,7 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
 
     def observe(self, inputs: Inputs, session: libvirt.virConnect) -> Observed:
         try:
-            net: virt.Network | None = virt.get_network(session, inputs.network)
+            net: netxml.Network | None = virt.get_network(session, inputs.network)
         except UnknownName:
             net = None
         domain = virt.definition(session, inputs.vm) if inputs.mode == "attach" else None

@@ -44,7 +44,7 @@ from opslib.core.errors import OpsError, StalePlan
 from opslib.host.cloudflare import dns
 from opslib.host.ifupdown import confirm, file_io, network_restart, source_tree
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import virt, virtxml
 from opslib.host.sixinfour import tunnels
 
 
@@ -147,11 +147,13 @@ def netreg(tmp_path: Path) -> Iterator[World]:
 
         def attach(conn: Any, vm: str, xml: str, *, config: bool, live: bool) -> None:
             assert config and not live
-            conn.defineXML(virt.with_device(virt.definition(conn, vm).config_xml, xml))
+            (nic,) = virtxml.parse_interfaces(f"<d><devices>{xml}</devices></d>")
+            config_xml = virt.definition(conn, vm).config_xml
+            conn.defineXML(virtxml.DomainXml(config_xml).with_interface(nic).text)
 
         def detach(conn: Any, vm: str, xml: str, *, config: bool, live: bool) -> None:
             root = etree.fromstring(virt.definition(conn, vm).config_xml.encode())
-            mac = virt.parse_interfaces(f"<d><devices>{xml}</devices></d>")[0].mac
+            mac = virtxml.parse_interfaces(f"<d><devices>{xml}</devices></d>")[0].mac
             for iface in root.iterfind("devices/interface"):
                 if iface.find("mac").get("address") == mac:  # type: ignore[union-attr]
                     iface.getparent().remove(iface)  # type: ignore[union-attr]

@@ -20,8 +20,9 @@ from opslib.core.actions import Action, Applied, Detail
 from opslib.core.changes import Change, Result
 from opslib.core.errors import ApplyError, LibvirtError, OpsError
 from opslib.core.shellcmd import command
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import DomainXml, NetworkXml, canonical
+from opslib.host.libvirt import virt, virtxml
+from opslib.host.libvirt.netxml import NetworkXml
+from opslib.host.libvirt.virtxml import DomainXml, canonical
 
 
 def define_checked(
@@ -217,7 +218,7 @@ def _move_guest(
     if not state.running:
         return
     live = DomainXml(state.live_xml).retargeted(old, new)
-    for iface in virt.parse_interfaces(state.live_xml):
+    for iface in virtxml.parse_interfaces(state.live_xml):
         if iface.type != "network" or iface.source != old:
             continue
         element = live.interface(iface.mac)

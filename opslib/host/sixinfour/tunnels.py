@@ -23,7 +23,7 @@ from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
 from opslib.host.ifupdown import file_io
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 from opslib.host.sixinfour import userspace
 
 IMPLEMENTATIONS = ("kernel", "userspace")
@@ -417,7 +417,7 @@ def path_health(
 
 
 def _routed_check(netns: str, libvirt_uri: str, nat_network: str, routed_prefix: str) -> Check:
-    def has_ipv6(network: virt.Network, net: ipaddress.IPv6Network) -> bool:
+    def has_ipv6(network: netxml.Network, net: ipaddress.IPv6Network) -> bool:
         return network.carries(gateway(net), 64)
 
     net = ipaddress.IPv6Network(routed_prefix)

@@ -32,8 +32,9 @@ from opslib.core.errors import ApplyError, HostError, InputError, UnknownName
 from opslib.host.ifupdown import network_restart, source_tree
 from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, Restart, restart_argv
 from opslib.host.kernel import netlink
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import NetworkXml, bridge_network
+from opslib.host.libvirt import netxml, virt
+from opslib.host.libvirt.netxml import NetworkXml, bridge_network
+from opslib.host.libvirt.virtxml import canonical
 from opslib.procedures.forward_bridge.kernel import (
     KernelState,
     LinkFacts,
@@ -104,10 +105,10 @@ class Inputs(inputs.Declared):
 class Observed:
     tree: source_tree.Tree
     links: dict[str, LinkFacts]
-    network: virt.Network | None
+    network: netxml.Network | None
 
 
-def observe_network(libvirt_uri: str, name: str) -> virt.Network | None:
+def observe_network(libvirt_uri: str, name: str) -> netxml.Network | None:
     with virt.connect(libvirt_uri) as conn:
         try:
             return virt.get_network(conn, name)
@@ -129,7 +130,7 @@ def observe(p: Inputs) -> Observed:
 # -- planning: the kernel and libvirt (pure) ---------------------------------------------
 
 
-def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Change]:
+def plan_network(net: netxml.Network | None, name: str, bridge: str) -> list[Change]:
     target = f"network:{name}"
     if net is None:
         return [
@@ -144,7 +145,7 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
         summary = f"update {name}: forward mode bridge on {bridge}"
         if net.active:
             summary += " (restarted: guests on it stay on the bridge)"
-        changes.append(Change(target, "update", summary, net.xml, wanted))
+        changes.append(Change(target, "update", summary, canonical(net.xml), wanted))
     elif not net.persistent:
         changes.append(Change(target, "define", f"make {name} persistent", None, wanted))
     if not net.active:

@@ -27,7 +27,7 @@ its reason is in the result.
 
 The shape of every changing runbook (opslib.contract.transaction): :class:`Inputs`,
 ``observe`` (:mod:`.observed`), the pure ``make_plan`` (:mod:`.planning`), and
-steps, each with its undo; the XML edits are :mod:`opslib.host.libvirt.virtxml` models,
+steps, each with its undo; the XML edits are :mod:`opslib.host.libvirt.netxml` models,
 the prefix rules :mod:`opslib.core.ipv6prefix`.
 """
 
