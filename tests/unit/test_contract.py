@@ -36,7 +36,7 @@ import pytest
 import opslib.procedures
 from opslib.contract import transaction
 from opslib.contract.inputs import declarations, parameters_cell
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core import secrets
 from opslib.core.actions import Action
 from opslib.core.changes import Check
@@ -601,7 +601,7 @@ def _actions(w: World) -> list[Action]:
         plan = w.proc.plan(w.inputs, observed, w.host)
         from opslib.core.changes import Result
 
-        return w.proc.steps(Run(w.inputs, observed, plan, session, Result("x", "h", "ok")))
+        return w.proc.steps(Transaction(w.inputs, observed, plan, session, Result("x", "h", "ok")))
 
 
 class Injected(OpsError):
@@ -625,9 +625,9 @@ def _fail_at(w: World, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Action] = []
 
     def failing_at_k(
-        run: Run[Any, Any, Any], k: int = k, built: list[Action] = built
+        tx: Transaction[Any, Any, Any], k: int = k, built: list[Action] = built
     ) -> list[Action]:
-        actions = real_steps(run)
+        actions = real_steps(tx)
         built[:] = actions
 
         def injected(_detail: list[str]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from opslib.contract import inputs, transaction
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import ApplyError, HostError, InputError, UnknownName
@@ -221,18 +221,18 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
-        p, plan = run.inputs, run.plan
+    def steps(self, tx: Transaction[Inputs, Observed, Restart]) -> list[Action]:
+        p, plan = tx.inputs, tx.plan
         if not isinstance(plan, BridgePlan):  # the engine passes what make_plan made
             raise TypeError(f"forward-bridge's steps need a BridgePlan, not {type(plan)}")
-        work = run.share(network_restart.Restarting(
-            run.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
+        work = tx.share(network_restart.Restarting(
+            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
         ))  # fmt: skip
-        run.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
+        tx.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
         steps = []
         if any(c.action == "restart" for c in plan.changes):
             steps += network_restart.steps(
-                work, run.result, old_config=source_tree.flatten(run.observed.tree),
+                work, tx.result, old_config=source_tree.flatten(tx.observed.tree),
                 new_files=plan.new_files, iface=p.bridge,
                 state=lambda: kernel_state(p.netns, p.uplink, p.bridge),
                 verify=lambda: verify_bridge(p, p.netns),
@@ -246,23 +246,23 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
             ))  # fmt: skip
         return steps
 
-    def finish(self, run: Run[Inputs, Observed, Restart]) -> None:
-        outcome, result, p = run.outcome, run.result, run.inputs
-        work = run.shared(network_restart.Restarting)
+    def finish(self, tx: Transaction[Inputs, Observed, Restart]) -> None:
+        applied, result, p = tx.applied, tx.result, tx.inputs
+        work = tx.shared(network_restart.Restarting)
 
         def state() -> KernelState:
             return kernel_state(p.netns, p.uplink, p.bridge)
 
         try:
-            if outcome.ok and result.changes:
+            if applied.ok and result.changes:
                 result.summary = "; ".join(c.summary for c in result.changes)
-            elif outcome.ok:
+            elif applied.ok:
                 result.summary = "nothing to do: the bridge and the network are as planned"
                 with result.step("verify") as detail:
-                    result.checks = verify_bridge(run.inputs, run.inputs.netns)
+                    result.checks = verify_bridge(tx.inputs, tx.inputs.netns)
                     detail.append(", ".join(f"{c.name}: {c.status}" for c in result.checks))
-            elif not network_restart.failed(work, outcome, result, state):
-                result.summary = transaction.failure_summary(outcome)
+            elif not network_restart.failed(work, applied, result, state):
+                result.summary = transaction.failure_summary(applied)
         finally:
             work.clean_up()
 
