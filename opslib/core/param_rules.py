@@ -94,7 +94,7 @@ def _inside(value: Any, other: Any, within: Any) -> str:
 def _overlaps(value: Any, other: Any, within: Any) -> str:
     """Why the prefix ``value`` is not outside ``within``'s network (rule ``not in``)."""
     network = ipaddress.ip_interface(str(within)).network
-    if not ipaddress.ip_network(str(value)).overlaps(network):
+    if not ipaddress.ip_network(str(value), strict=False).overlaps(network):
         return ""
     return (
         f"{value} overlaps {other.name}'s network {network}; give a prefix outside it "
