@@ -56,11 +56,12 @@ def snapshot(lab: Lab) -> dict[str, Any]:
     """What the runbooks configure, as the real components report it."""
     with labvirt.connect(lab) as conn:
         networks = {n.name(): bool(n.isActive()) for n in conn.listAllNetworks()}
+        # Any type: live, a NIC on a bridge-mode network is type "bridge", its source
+        # still names the network.
         nics = {
             (dom.name(), nic.mac, nic.source)
             for dom in conn.listAllDomains()
             for nic in parse_interfaces(dom.XMLDesc())
-            if nic.type == "network"
         }
     links = _ip(lab, "link")
     nat_addrs = _ip(lab, "-6", "addr", "show", "dev", lab.nat_bridge)
