@@ -230,12 +230,8 @@ def apply_panel(
 
     from opslib.core.errors import OpsError
 
-    button = w.Button(
-        description="Apply",
-        button_style="danger",
-        icon="play",
-        tooltip="make the changes of the plan shown above",
-    )
+    tip = "make the changes of the plan shown above"
+    button = w.Button(description="Apply", button_style="danger", icon="play", tooltip=tip)
     saver = None
     if save is not None:
         saver = w.Button(icon="save", tooltip="file this plan to review, approve, apply as it is")
@@ -247,7 +243,7 @@ def apply_panel(
         plan = current()
         why = blocked() if plan is not None else ""
         button.disabled = busy["applying"] or plan is None or bool(why)
-        button.tooltip = why or "make the changes of the plan shown above"
+        button.tooltip = why or tip
         reason.value = f"<span style='color:#a15c00'>⚠ {html.escape(why)}</span>" if why else ""
         if saver is not None:
             saver.disabled = busy["applying"] or plan is None
