@@ -55,12 +55,9 @@ def configured_simulated_host(lab: Lab) -> SimulatedHost:
             f"a plain `lab up` boots daemon1 only): run `{fix}`"
         )
     try:
-        conn = connect(lab)
-        try:
+        with connect(lab) as conn:
             networks = virt.list_networks(conn)
             domains = {d.name: d for d in virt.list_domains(conn)}
-        finally:
-            conn.close()
     except OpsError as exc:
         raise StateMissing(f"lab {lab.prefix}: its libvirtd does not answer ({exc})") from exc
     net = next((n for n in networks if n.bridge == lab.nat_bridge and n.active), None)

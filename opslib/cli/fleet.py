@@ -231,8 +231,7 @@ def play(
 
 def _show_plans(rows: list[Any], store: Any) -> None:
     """Each host's plan and diff, as its record has them."""
-    from opslib.engine import ui
-    from opslib.records import notebook_json
+    from opslib.records import notebook_json, render
 
     for row in rows:
         if row.record_id is None:
@@ -240,7 +239,7 @@ def _show_plans(rows: list[Any], store: Any) -> None:
         nb = store.notebook(store.get(row.record_id))
         print(f"== {row.host} ==")
         for result in notebook_json.results_of(nb):
-            print(ui.result_text(result).rstrip() + "\n")
+            print(render.result_text(result).rstrip() + "\n")
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -164,8 +164,7 @@ def _list_plans(store: Any, args: argparse.Namespace, rows: list[Any]) -> int:
 
 
 def cmd_records_show(args: argparse.Namespace) -> int:
-    from opslib.engine import ui
-    from opslib.records import notebook_json
+    from opslib.records import notebook_json, render
     from opslib.records import store as records
 
     store = store_of(args)
@@ -213,7 +212,7 @@ def cmd_records_show(args: argparse.Namespace) -> int:
         print(f"error:   {err.splitlines()[0]}")
     for result in notebook_json.results_of(nb):
         print()
-        print(ui.result_text(result).rstrip())
+        print(render.result_text(result).rstrip())
     return 0
 
 

@@ -109,10 +109,10 @@ def print_outcome(outcome: Any, *, summary_only: bool = False) -> int:
         )
         return outcome.exit_code
     # What the person asked for (find-vm-ip's addresses, the checks), as `records show` has it.
-    from opslib.engine import ui
+    from opslib.records import render
 
     for result in outcome.results:
-        print(ui.result_text(result).rstrip() + "\n", flush=True)
+        print(render.result_text(result).rstrip() + "\n", flush=True)
     print(line, file=sys.stderr if outcome.exit_code else sys.stdout)
     print(f"{record}  ({outcome.seconds:.1f} s)")
     return outcome.exit_code
@@ -139,9 +139,58 @@ def seconds(option: str, *, zero: bool = False) -> Callable[[str], float]:
     return convert
 
 
+_AS_OPTION = "a value starting with '-' reads as an option: write it -p {name}=-VALUE"
+
+
+def param_pair(words: list[str]) -> tuple[str, str]:
+    """``-p NAME VALUE`` or ``-p NAME=VALUE`` (the way to give a value that starts with
+    '-', which argparse takes for an option), or InputError in one line."""
+    if len(words) == 1 and "=" in words[0] and not words[0].startswith("="):
+        name, _, value = words[0].partition("=")
+        return name, value
+    if len(words) == 2:
+        return words[0], words[1]
+    if not words:
+        hint = _AS_OPTION.format(name="NAME")
+        raise InputError(f"-p needs a parameter's name and value: -p NAME VALUE ({hint})")
+    if len(words) == 1:
+        hint = _AS_OPTION.format(name=words[0])
+        raise InputError(f"-p {words[0]}: no value; give -p {words[0]} VALUE ({hint})")
+    raise InputError(
+        f"-p {' '.join(words)}: -p takes a name and one value; quote a value with spaces, and "
+        "put the runbook before the -p options"
+    )
+
+
+class _Param(argparse.Action):
+    """``-p``: appends (NAME, VALUE) pairs (:func:`param_pair`)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: Any, option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        pairs = [*(getattr(namespace, self.dest, None) or []), param_pair(list(values))]
+        setattr(namespace, self.dest, pairs)
+
+
+def _pair_formatter(base: Any) -> Any:
+    """The usage says ``-p NAME VALUE`` (argparse would say ``[NAME [VALUE ...]]``)."""
+
+    class Formatter(base):
+        def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+            if isinstance(action, _Param):
+                return "NAME VALUE"
+            return str(super()._format_args(action, default_metavar))
+
+    return Formatter
+
+
 def param_option(p: argparse.ArgumentParser, help: str) -> None:
-    """``-p NAME VALUE``, repeatable: a runbook parameter given on the command line."""
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help=help)
+    """``-p NAME VALUE`` or ``-p NAME=VALUE``, repeatable: a runbook parameter given on
+    the command line. Any number of words is taken, so that a missing value or one
+    starting with '-' is one line (:func:`param_pair`), not argparse's usage."""
+    p.add_argument("-p", "--param", nargs="*", action=_Param, help=help + " (or -p NAME=VALUE)")
+    p.formatter_class = _pair_formatter(p.formatter_class)
 
 
 def kernel_env(args: argparse.Namespace) -> dict[str, str]:

@@ -130,7 +130,7 @@ class Declared:
     type by the same function the CLI, the fleet's check and the form use (so a value is
     refused, or normalised, the same everywhere), then the rules between fields are
     checked, then the class's own ``__post_init__`` runs: it keeps only what needs
-    several fields and is not declared (forward-bridge: uplink and bridge differ)."""
+    several fields and is not declared (forward-bridge: the restart template with the netns)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -7,8 +7,8 @@ through one):
   one line, before any side effect);
 - **observe** (inputs, session) -> observed state: the only side effects of a plan;
 - **plan** (inputs, observed, host) -> :class:`~opslib.core.changes.Plan`: pure;
-- **steps** (:class:`Run`) -> a list of :class:`Action`, each with do / undo / check;
-- **finish** (:class:`Run`): the result's summary, checks and data once the steps ran.
+- **steps** (:class:`Transaction`) -> a list of :class:`Action`, each with do / undo / check;
+- **finish** (:class:`Transaction`): the result's summary, checks and data once the steps ran.
 
 :func:`apply` is the one apply: it re-observes, refuses a plan the host no longer
 matches (:func:`~opslib.core.changes.ensure_unchanged`), runs the actions in order as
@@ -35,11 +35,11 @@ from opslib.core.errors import InputError, OpsError, VerificationFailed
 I = TypeVar("I")  # noqa: E741 - the inputs dataclass
 O = TypeVar("O")  # noqa: E741 - the observed state
 S = TypeVar("S")  # an open session (a libvirt connection, an API client) or None
-W = TypeVar("W")  # what the actions of one apply share (Run.share)
+W = TypeVar("W")  # what the actions of one apply share (Transaction.share)
 
 
 @dataclass
-class Run(Generic[I, O, S]):
+class Transaction(Generic[I, O, S]):
     """One apply in progress: what ``steps`` and ``finish`` get."""
 
     inputs: I
@@ -47,7 +47,7 @@ class Run(Generic[I, O, S]):
     plan: Plan
     session: S
     result: Result
-    outcome: Applied = field(default_factory=Applied)
+    applied: Applied = field(default_factory=Applied)
     # What the actions share with finish, one typed object per kind (:meth:`share`).
     _shared: dict[type, Any] = field(default_factory=dict, repr=False)
 
@@ -61,7 +61,7 @@ class Run(Generic[I, O, S]):
         """What :meth:`share` kept of ``kind``; ``default`` (kept) when nothing was."""
         if kind not in self._shared:
             if default is None:
-                raise LookupError(f"no {kind.__name__} was shared in this run")
+                raise LookupError(f"no {kind.__name__} was shared in this apply")
             self._shared[kind] = default
         found: W = self._shared[kind]
         return found
@@ -86,16 +86,16 @@ class Procedure(Generic[I, O, S]):
     def plan(self, inputs: I, observed: O, host: str) -> Plan:
         raise NotImplementedError
 
-    def steps(self, run: Run[I, O, S]) -> list[Action]:
+    def steps(self, tx: Transaction[I, O, S]) -> list[Action]:
         raise NotImplementedError
 
-    def finish(self, run: Run[I, O, S]) -> None:
+    def finish(self, tx: Transaction[I, O, S]) -> None:
         """The result's summary; the default names the failure or the changes."""
-        outcome, result = run.outcome, run.result
-        if outcome.ok:
+        applied, result = tx.applied, tx.result
+        if applied.ok:
             result.summary = "; ".join(c.summary for c in result.changes) or "nothing to do"
         else:
-            result.summary = failure_summary(outcome)
+            result.summary = failure_summary(applied)
 
     def check_host(self, inputs: I) -> None:
         """Refuse (HostError, one line) to apply on this host before anything is done,
@@ -118,14 +118,14 @@ class Procedure(Generic[I, O, S]):
         return fingerprint.parts_of(self.comparable(observed))
 
 
-def failure_summary(outcome: Applied) -> str:
+def failure_summary(applied: Applied) -> str:
     """'ERROR; rolled back (UNDONE)' or 'ERROR; rolling back left: PROBLEMS'."""
-    error = str(outcome.error)
-    if outcome.problems:
-        left = "; ".join(f"{a.undo_step} failed: {exc}" for a, exc in outcome.problems)
+    error = str(applied.error)
+    if applied.problems:
+        left = "; ".join(f"{a.undo_step} failed: {exc}" for a, exc in applied.problems)
         return f"{error}; rolling back left: {left}"
-    if outcome.undone:
-        return f"{error}; rolled back ({', '.join(a.name for a in outcome.undone)})"
+    if applied.undone:
+        return f"{error}; rolled back ({', '.join(a.name for a in applied.undone)})"
     return error
 
 
@@ -189,33 +189,33 @@ def apply(
             ensure_fresh(reviewed, fresh)
         elif reviewed is not None:
             ensure_unchanged(reviewed, fresh)
-        run: Run[I, O, S] = Run(inputs, observed, fresh, s, result)
-        actions = proc.steps(run)
-        execute(actions, run)
-        outcome = run.outcome
+        tx: Transaction[I, O, S] = Transaction(inputs, observed, fresh, s, result)
+        actions = proc.steps(tx)
+        execute(actions, tx)
+        applied = tx.applied
         # The plan is what was applied: every step passed, or the last one, past a point
         # of no return, did its work and only its check failed (nothing is undone then).
-        made = outcome.kept and outcome.checked and outcome.failed is actions[-1]
-        if outcome.ok or made:
+        made = applied.kept and applied.checked and applied.failed is actions[-1]
+        if applied.ok or made:
             result.changes = list(fresh.changes)
-        if outcome.ok:
+        if applied.ok:
             result.status = "changed" if fresh.changes else "unchanged"
         else:
-            result.status = outcome.status
-        proc.finish(run)
+            result.status = applied.status
+        proc.finish(tx)
     return result
 
 
-def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
-    """Run ``actions`` as steps of ``run.result``; undo the done ones in reverse on failure.
+def execute(actions: list[Action], tx: Transaction[Any, Any, Any]) -> Applied:
+    """Run ``actions`` as steps of ``tx.result``; undo the done ones in reverse on failure.
 
     Errors that are not OpsError (bugs) are undone alike, then raised again.
     """
-    outcome, result = run.outcome, run.result
+    applied, result = tx.applied, tx.result
     kept: list[Action] = []  # told to keep their changes
     for action in actions:
         if action.commits:  # the point of no return: what was done before is kept
-            _keep(outcome.done, kept)
+            _keep(applied.done, kept)
         did = False
         try:
             with result.step(action.name) as detail:
@@ -228,22 +228,22 @@ def execute(actions: list[Action], run: Run[Any, Any, Any]) -> Applied:
                     if failing:
                         raise VerificationFailed(f"failing: {', '.join(failing)}")
         except Exception as exc:
-            outcome.error, outcome.failed, outcome.checked = exc, action, did
-            if action.commits or any(a.commits for a in outcome.done):
-                outcome.kept = True
+            applied.error, applied.failed, applied.checked = exc, action, did
+            if action.commits or any(a.commits for a in applied.done):
+                applied.kept = True
             else:
-                undo = [*outcome.done, action] if did or action.partial else list(outcome.done)
-                _undo(undo, run)
-            first = not outcome.done
-            if isinstance(exc, action.refusals) and first and not outcome.problems:
+                undo = [*applied.done, action] if did or action.partial else list(applied.done)
+                _undo(undo, tx)
+            first = not applied.done
+            if isinstance(exc, action.refusals) and first and not applied.problems:
                 raise
             if not isinstance(exc, OpsError):
                 raise
             break
-        outcome.done.append(action)
-    if outcome.ok or outcome.kept:
-        _keep(outcome.done, kept)
-    return outcome
+        applied.done.append(action)
+    if applied.ok or applied.kept:
+        _keep(applied.done, kept)
+    return applied
 
 
 def _keep(done: list[Action], kept: list[Action]) -> None:
@@ -253,23 +253,23 @@ def _keep(done: list[Action], kept: list[Action]) -> None:
         kept.append(action)
 
 
-def _undo(actions: list[Action], run: Run[Any, Any, Any]) -> None:
+def _undo(actions: list[Action], tx: Transaction[Any, Any, Any]) -> None:
     ordered = sorted(reversed(actions), key=lambda a: a.undo_order)  # stable: last first
     for action in ordered:
         if action.undo is None:
             continue
         try:
-            with run.result.step(action.undo_step) as detail:
+            with tx.result.step(action.undo_step) as detail:
                 action.undo(detail)
         except OpsError as exc:
-            run.outcome.problems.append((action, exc))
+            tx.applied.problems.append((action, exc))
             continue
-        run.outcome.undone.append(action)
+        tx.applied.undone.append(action)
 
 
 __all__ = [
     "Procedure",
-    "Run",
+    "Transaction",
     "apply",
     "execute",
     "failure_summary",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opslib.core.changes import Check, Outcome
+from opslib.core.changes import Check, ResultStatus
 from opslib.core.errors import OpsError
 
 Detail = list[str]  # what a step appends for the record
@@ -73,7 +73,7 @@ class Applied:
         return self.error is None
 
     @property
-    def status(self) -> Outcome:
+    def status(self) -> ResultStatus:
         """A failed apply's status: rolled back when every undo ran and one did something."""
         return "rolled back" if self.undone and not self.problems else "failed"
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 Status = Literal["ok", "warn", "fail"]
-Outcome = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
+ResultStatus = Literal["changed", "unchanged", "rolled back", "failed", "ok", "planned"]
 
 
 # Who wants to know when a step starts (the interactive form's progress line).
@@ -153,7 +153,7 @@ class Result:
 
     runbook: str
     host: str
-    status: Outcome
+    status: ResultStatus
     summary: str = ""
     changes: list[Change] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)

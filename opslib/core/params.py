@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from opslib.core.errors import InputError, UnknownName
-from opslib.core.param_rules import RULE_KINDS, Rule, check_rules
+from opslib.core.param_rules import RULE_KINDS, Rule, check_rules, parse_rule
 from opslib.core.param_types import ELSEWHERE, TYPES, Bad, choice, ipv6_prefix64_or_ula
 from opslib.core.param_types import host as host_name
 
@@ -204,14 +204,14 @@ def _parse_ranges(name: str, base: str, arg: str, lineno: int) -> tuple[Range, .
 def _parse_rules(name: str, text: str | None, lineno: int) -> tuple[Rule, ...]:
     rules = []
     for part in (text or "").split(","):
-        words = part.split()
-        kind, other = " ".join(words[:-1]), words[-1] if words else ""
-        if kind not in RULE_KINDS or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", other):
+        rule = parse_rule(part)
+        if rule is None:
+            kinds = ", ".join(f"{'V ' if k == 'if' else ''}{k} FIELD" for k in RULE_KINDS)
             raise InputError(
                 f"line {lineno}: {name}: cannot read the rule {part.strip()!r}; write "
-                f"({', '.join(k + ' FIELD' for k in RULE_KINDS)})"
+                f"({kinds}, V needs FIELD)"
             )
-        rules.append(Rule(kind, other))
+        rules.append(rule)
     return tuple(rules)
 
 

@@ -122,7 +122,7 @@ def file_run(
     An apply is filed with ``apply = True`` among its parameters: the Apply button is
     what applied, and readers of the index (host-health's DNS drift) take ``apply`` as
     "this run made its changes"."""
-    from opslib.engine import ui
+    from opslib.records import render
 
     values = form.filed_values(True if plan is not None else None)
     assignments = "".join(f"{k} = {v!r}\n" for k, v in values.items())
@@ -136,11 +136,11 @@ def file_run(
         ),
         *(
             [
-                _code_cell("rb.plan(...)", [ui.bundle_output(plan.to_json())]),
-                _code_cell("rb.apply(...)", [ui.bundle_output(result.to_json())]),
+                _code_cell("rb.plan(...)", [render.bundle_output(plan.to_json())]),
+                _code_cell("rb.apply(...)", [render.bundle_output(result.to_json())]),
             ]
             if plan is not None
-            else [_code_cell("rb.report(...)", [ui.bundle_output(result.to_json())])]
+            else [_code_cell("rb.report(...)", [render.bundle_output(result.to_json())])]
         ),
     ]
     text = result.summary or result.status
@@ -165,7 +165,7 @@ def file_run(
 
 def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
     """Save ``plan`` as a plan record; returns it and the plan bound to it ("plan #N")."""
-    from opslib.engine import ui
+    from opslib.records import render
 
     started = clock.iso(clock.utcnow())
     values = form.filed_values(False)
@@ -176,7 +176,7 @@ def file_plan(form: Form, plan: Plan) -> tuple[plan_records.Saved, Plan]:
             "# plan saved from JupyterLab\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()),
             [],
         ),
-        _code_cell("plan = rb.plan(...)", [ui.bundle_output(plan.to_json())]),
+        _code_cell("plan = rb.plan(...)", [render.bundle_output(plan.to_json())]),
     ]
     n = len(plan.changes)
     header = _header(

@@ -1,9 +1,9 @@
 """Display of plans and results, and the interactive forms (the only IPython/ipywidgets user).
 
-The renderers (``*_text``, ``*_html``) are pure: JSON of a Plan/Result in, text
-out; ``opsbook records show`` uses the text ones without a kernel. The display
-functions emit one bundle per plan/result: text/plain, text/html and the
-structured JSON under :data:`opslib.records.notebook_json.RESULT_MIME`.
+The display functions emit one bundle per plan/result (:func:`opslib.records.render.bundle`:
+text/plain, text/html and the structured JSON under
+:data:`opslib.records.notebook_json.RESULT_MIME`); the renderer is the records site's too, so a
+notebook and the site show a plan or a result the same way.
 
 The form and the panels (Plan, Apply, Run / Save record) only draw widgets and
 call what they are given: the parameters and callables to plan, apply, run and
@@ -20,9 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from opslib.core.tables import dict_table
-from opslib.records.notebook_json import RESULT_MIME
-from opslib.records.pages import diff_line_kind
+from opslib.records.render import bundle
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,186 +28,7 @@ if TYPE_CHECKING:
     from opslib.core.changes import Plan, Result
     from opslib.core.params import Param
 
-__all__ = [
-    "bundle_output",
-    "install_error_display",
-    "plan_text",
-    "result_text",
-    "show_plan",
-    "show_result",
-]
-
-_STATUS_COLOR = {
-    "changed": "#1a7f37",
-    "unchanged": "#57606a",
-    "ok": "#1a7f37",
-    "rolled back": "#bc4c00",
-    "failed": "#cf222e",
-    "planned": "#0969da",
-    "warn": "#9a6700",
-    "fail": "#cf222e",
-}
-
-
-# -- pure renderers -------------------------------------------------------------------------
-
-
-def _table_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    if not rows:
-        return "  (none)\n"
-    return dict_table(rows, columns, indent="  ") + "\n"
-
-
-def _checks_shown(checks: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Checks as displayed, and their columns: a fix only beside a check that is not ok
-    (a fix beside "ok" reads as a problem), and no fix column when nothing needs one."""
-    rows = [{**c, "fix": (c.get("fix") or "") if c.get("status") != "ok" else ""} for c in checks]
-    columns = ["name", "status", "seen"] + (["fix"] if any(r["fix"] for r in rows) else [])
-    return rows, columns
-
-
-def plan_text(plan: Mapping[str, Any]) -> str:
-    changes = plan.get("changes", [])
-    out = [
-        f"Plan for {plan.get('runbook')} on {plan.get('host')}: "
-        f"{len(changes) or 'no'} change{'s' * (len(changes) != 1)}\n"
-    ]
-    for c in changes:
-        out.append(f"  {c.get('action')} {c.get('target')}: {c.get('summary')}\n")
-        out += [f"    {line}\n" for line in (c.get("diff") or "").splitlines()]
-    out += [f"  note: {n}\n" for n in plan.get("notes", [])]
-    return "".join(out)
-
-
-def result_text(result: Mapping[str, Any]) -> str:
-    if result.get("kind") == "plan":
-        return plan_text(result)
-    out = [
-        f"{result.get('runbook')} on {result.get('host')}: {result.get('status')}"
-        + (f": {result['summary']}" if result.get("summary") else "")
-        + "\n"
-    ]
-    if result.get("changes"):
-        out.append("Changes:\n")
-        for c in result["changes"]:
-            out.append(f"  {c.get('action')} {c.get('target')}: {c.get('summary')}\n")
-    if result.get("checks"):
-        out.append("Checks:\n")
-        out.append(_table_text(*_checks_shown(result["checks"])))
-    if result.get("steps"):
-        out.append("Steps:\n")
-        steps = [{**s, "ok": "ok" if s.get("ok") else "FAILED"} for s in result["steps"]]
-        out.append(_table_text(steps, ["name", "ok", "seconds", "detail"]))
-    columns = result.get("columns") or {}
-    for name, rows in (result.get("tables") or {}).items():
-        out.append(f"{name}:\n")
-        out.append(_table_text(rows, columns.get(name)))
-    return "".join(out)
-
-
-def _change_html(c: Mapping[str, Any]) -> list[str]:
-    """One change of a plan or result: action, target, summary, and its diff."""
-    line = (
-        f"<div><b>{html.escape(str(c.get('action')))}</b> "
-        f"<code>{html.escape(str(c.get('target')))}</code>: "
-        f"{html.escape(str(c.get('summary')))}</div>"
-    )
-    return [line, _diff_html(c["diff"])] if c.get("diff") else [line]
-
-
-_DIFF_COLOR = {"add": "#1a7f37", "del": "#cf222e", "hunk": "#0969da", "ctx": "#57606a"}
-
-
-def _diff_html(diff: str) -> str:
-    lines = [
-        f'<span style="color:{_DIFF_COLOR[diff_line_kind(line)]}">{html.escape(line)}</span>'
-        for line in diff.splitlines()
-    ]
-    return (
-        '<pre style="background:#f6f8fa;padding:6px;border-radius:4px;margin:2px 0 8px">'
-        + "\n".join(lines)
-        + "</pre>"
-    )
-
-
-def _badge(status: str) -> str:
-    color = _STATUS_COLOR.get(status, "#57606a")
-    return (
-        f'<span style="background:{color};color:white;padding:1px 8px;border-radius:8px;'
-        f'font-weight:600">{html.escape(status)}</span>'
-    )
-
-
-def _table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    if not rows:
-        return "<p><i>(none)</i></p>"
-    import pandas as pd
-
-    # Escape every cell here so that a "record" column can be a link (records-review).
-    def cell(key: str, value: Any) -> str:
-        text = html.escape("" if value is None else str(value))
-        if key == "record" and text.endswith(".ipynb"):
-            return f'<a href="{text}" target="_blank">{text}</a>'
-        return text
-
-    frame = pd.DataFrame([{k: cell(k, v) for k, v in r.items()} for r in rows])
-    if columns:
-        frame = frame[[c for c in columns if c in frame.columns]]
-    return str(frame.to_html(index=False, escape=False, border=0))
-
-
-def plan_html(plan: Mapping[str, Any]) -> str:
-    changes = plan.get("changes", [])
-    head = (
-        f"<h4>Plan for {html.escape(str(plan.get('runbook')))} on "
-        f"{html.escape(str(plan.get('host')))}: "
-        f"{len(changes) or 'no'} change{'s' * (len(changes) != 1)}</h4>"
-    )
-    body = []
-    for c in changes:
-        body += _change_html(c)
-    body += [f"<div><i>note:</i> {html.escape(n)}</div>" for n in plan.get("notes", [])]
-    return head + "".join(body)
-
-
-def result_html(result: Mapping[str, Any]) -> str:
-    if result.get("kind") == "plan":
-        return plan_html(result)
-    parts = [
-        f"<h4>{html.escape(str(result.get('runbook')))} on "
-        f"{html.escape(str(result.get('host')))}: {_badge(str(result.get('status')))}</h4>"
-    ]
-    if result.get("summary"):
-        parts.append(f"<p>{html.escape(str(result['summary']))}</p>")
-    if result.get("changes"):
-        parts.append("<h5>Changes</h5>")
-        for c in result["changes"]:
-            parts += _change_html(c)
-    if result.get("checks"):
-        parts.append("<h5>Checks</h5>")
-        parts.append(_table_html(*_checks_shown(result["checks"])))
-    if result.get("steps"):
-        parts.append("<h5>Steps</h5>")
-        parts.append(_table_html(result["steps"], ["name", "ok", "seconds", "detail"]))
-    columns = result.get("columns") or {}
-    for name, rows in (result.get("tables") or {}).items():
-        parts.append(f"<h5>{html.escape(name)}</h5>")
-        parts.append(_table_html(rows, columns.get(name)))
-    return "".join(parts)
-
-
-def bundle(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "text/plain": result_text(data),
-        "text/html": result_html(data),
-        RESULT_MIME: dict(data),
-    }
-
-
-def bundle_output(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A notebook output (nbformat 4) holding ``data``'s bundle."""
-    return {"output_type": "display_data", "metadata": {}, "data": bundle(data)}
-
+__all__ = ["install_error_display", "show_note", "show_plan", "show_result"]
 
 # -- display in a kernel -------------------------------------------------------------------
 
@@ -411,12 +230,8 @@ def apply_panel(
 
     from opslib.core.errors import OpsError
 
-    button = w.Button(
-        description="Apply",
-        button_style="danger",
-        icon="play",
-        tooltip="make the changes of the plan shown above",
-    )
+    tip = "make the changes of the plan shown above"
+    button = w.Button(description="Apply", button_style="danger", icon="play", tooltip=tip)
     saver = None
     if save is not None:
         saver = w.Button(icon="save", tooltip="file this plan to review, approve, apply as it is")
@@ -428,7 +243,7 @@ def apply_panel(
         plan = current()
         why = blocked() if plan is not None else ""
         button.disabled = busy["applying"] or plan is None or bool(why)
-        button.tooltip = why or "make the changes of the plan shown above"
+        button.tooltip = why or tip
         reason.value = f"<span style='color:#a15c00'>⚠ {html.escape(why)}</span>" if why else ""
         if saver is not None:
             saver.disabled = busy["applying"] or plan is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from typing import Any
 
 from opslib.core import procs
 from opslib.core.errors import LibvirtError, OpsError
@@ -66,13 +67,21 @@ def _host_link_rows(lab: Lab) -> list[Row]:
 
 
 def _libvirt_rows(lab: Lab) -> list[Row]:
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(connect(lab))
+        except LibvirtError as exc:
+            return [_row("libvirt", lab.uri, "unreachable", str(exc))]
+        return _libvirt_objects(lab, conn)
+
+
+def _libvirt_objects(lab: Lab, conn: Any) -> list[Row]:
+    """A row per network and guest (its MACs with their NAT leases)."""
     import libvirt
 
+    from opslib.host.libvirt.virtxml import parse_interfaces
+
     rows = []
-    try:
-        conn = connect(lab)
-    except LibvirtError as exc:
-        return [_row("libvirt", lab.uri, "unreachable", str(exc))]
     try:
         leases: dict[str, str] = {}
         for net in conn.listAllNetworks():
@@ -86,13 +95,11 @@ def _libvirt_rows(lab: Lab) -> list[Row]:
                         leases[lease["mac"]] = lease["ipaddr"]
         for dom in conn.listAllDomains():
             state = "running" if dom.isActive() else "shut off"
-            macs = re.findall(r"<mac address='([0-9a-f:]+)'", dom.XMLDesc())
+            macs = [nic.mac for nic in parse_interfaces(dom.XMLDesc())]
             detail = ", ".join(f"{mac} {leases.get(mac, 'no lease')}" for mac in macs)
             rows.append(_row("guest", dom.name(), state, detail))
     except libvirt.libvirtError as exc:
         rows.append(_row("libvirt", lab.uri, "error", str(exc)))
-    finally:
-        conn.close()
     return rows
 
 

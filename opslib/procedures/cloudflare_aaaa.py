@@ -30,7 +30,7 @@ from typing import Any
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core import secrets, slaac
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check, Plan, Status
@@ -40,7 +40,7 @@ from opslib.host.cloudflare import aaaa
 from opslib.host.cloudflare.aaaa import Desired, Op, plan_records, verify
 from opslib.host.cloudflare.dns import DnsClient, DnsRecord
 from opslib.host.kernel import icmp
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 
 RUNBOOK = "cloudflare-aaaa"
 
@@ -75,6 +75,7 @@ class Inputs(inputs.Declared):
     ttl: int = param(
         "int[1|60..86400]",
         "TTL in seconds, 1 = automatic (proxied records are always automatic)", 1,
+        rules=("1 if proxied",),
     )  # fmt: skip
     address: str = param(
         "ipv6-global?", "publish this address instead of the VM's SLAAC address", ""
@@ -82,13 +83,6 @@ class Inputs(inputs.Declared):
     replace: bool = param(
         "bool", "replace a CNAME or another proxied record that holds the name", False
     )
-
-    def __post_init__(self) -> None:
-        if self.proxied and self.ttl != 1:
-            raise InputError(
-                f"ttl {self.ttl} has no effect on a proxied record (Cloudflare serves it with "
-                "automatic TTL); use ttl=1 or proxied=False"
-            )
 
 
 # -- planning (pure) ------------------------------------------------------------------
@@ -144,7 +138,7 @@ class VmAddress:
     source: str  # how it was found, for the plan's notes
 
 
-def slaac_candidates(domain: virt.Domain, networks: Sequence[virt.Network]) -> list[VmAddress]:
+def slaac_candidates(domain: virt.Domain, networks: Sequence[netxml.Network]) -> list[VmAddress]:
     """SLAAC addresses of the VM's NICs on NAT networks that carry an IPv6 /64 (pure)."""
     by_name = {n.name: n for n in networks}
     found = []
@@ -240,10 +234,10 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, Api]) -> list[Action]:
-        client, zone_id, want = run.session.client, run.observed.zone_id, run.observed.want
-        ops, _notes = plan_records(run.observed.records, want, replace=run.inputs.replace)
-        shared = run.share(Applying())
+    def steps(self, tx: Transaction[Inputs, Observed, Api]) -> list[Action]:
+        client, zone_id, want = tx.session.client, tx.observed.zone_id, tx.observed.want
+        ops, _notes = plan_records(tx.observed.records, want, replace=tx.inputs.replace)
+        shared = tx.share(Applying())
         done = shared.done
 
         def action(op: Op) -> Action:
@@ -265,20 +259,20 @@ class CloudflareAaaa(Procedure[Inputs, Observed, Api]):
         checked = Action("read back", read_back, check=lambda: verify(shared.after, want))
         return [*(action(op) for op in ops), checked]
 
-    def finish(self, run: Run[Inputs, Observed, Api]) -> None:
-        outcome, result, want = run.outcome, run.result, run.observed.want
-        shared = run.shared(Applying)
+    def finish(self, tx: Transaction[Inputs, Observed, Api]) -> None:
+        applied, result, want = tx.applied, tx.result, tx.observed.want
+        shared = tx.shared(Applying)
         result.checks[:0] = [
-            Check("token file", "warn", w, "chmod o-r the token file") for w in run.session.warnings
+            Check("token file", "warn", w, "chmod o-r the token file") for w in tx.session.warnings
         ]
-        undo_failed = "; ".join(f"cannot undo {a.name}: {exc}" for a, exc in outcome.problems)
-        if not outcome.ok:
+        undo_failed = "; ".join(f"cannot undo {a.name}: {exc}" for a, exc in applied.problems)
+        if not applied.ok:
             # Undone changes are not changes made: keep them apart for the record.
             result.data["undone"] = [op.change(want.zone).to_json() for op in shared.done]
-            if isinstance(outcome.error, VerificationFailed):  # the read-back's check
+            if isinstance(applied.error, VerificationFailed):  # the read-back's check
                 summary = f"{want.name} did not read back as planned"
             else:
-                summary = str(outcome.error)
+                summary = str(applied.error)
                 result.checks.append(Check(f"AAAA {want.name}", "fail", summary, "apply again"))
             result.summary = summary + (f"; {undo_failed}" if undo_failed else "")
             return

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Plan, Result
 from opslib.core.errors import ApplyError, OpsError, Unsupported
@@ -162,8 +162,9 @@ class Inputs(inputs.Declared):
         rules=("in client_ipv6",),
     )  # fmt: skip
     routed_prefix: str = param(
-        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64"
-    )
+        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64",
+        rules=("not in client_ipv6",),
+    )  # fmt: skip
     nat_network: str = param(
         "network-name?",
         "the NAT network that should carry the routed /64 (empty = not checked)",
@@ -227,12 +228,12 @@ def _attempts(detail: Detail, *parts: tuple[str, Callable[[], str | None]]) -> N
     problems = []
     for doing, fn in parts:
         try:
-            outcome = fn()
+            said = fn()
         except OpsError as exc:
             problems.append(f"{doing} failed: {exc}")
             continue
-        if outcome != "":
-            detail.append(outcome or doing)
+        if said != "":
+            detail.append(said or doing)
     if problems:
         raise ApplyError("; ".join(problems))
 
@@ -264,12 +265,12 @@ class Steps:
     found, after the link is back (a route dies with its link).
     """
 
-    def __init__(self, run: Run[Inputs, TunnelState, None], plan: TunnelPlan) -> None:
-        self.i, self.spec, self.state, self.plan = run.inputs, run.inputs.spec, run.observed, plan
-        self.netns, self.name, self.run_dir = run.inputs.netns, self.spec.name, run.inputs.run_dir
+    def __init__(self, tx: Transaction[Inputs, TunnelState, None], plan: TunnelPlan) -> None:
+        self.i, self.spec, self.state, self.plan = tx.inputs, tx.inputs.spec, tx.observed, plan
+        self.netns, self.name, self.run_dir = tx.inputs.netns, self.spec.name, tx.inputs.run_dir
         self.changes = {c.action for c in plan.changes}
         self.replacing = "replace" in self.changes and self.state.exists
-        self.put_back = run.share(PutBack()).details
+        self.put_back = tx.share(PutBack()).details
         self.unit_changes = plan.unit is not None and plan.unit != self.state.unit_text
 
     def undoing(self, *parts: tuple[str, Callable[[], str | None]]) -> Callable[[Detail], None]:
@@ -386,24 +387,24 @@ class Ipv6Tunnel(Procedure[Inputs, TunnelState, None]):
     def plan(self, inputs: Inputs, observed: TunnelState, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, TunnelState, None]) -> list[Action]:
+    def steps(self, tx: Transaction[Inputs, TunnelState, None]) -> list[Action]:
         """Link, configuration, file; each undone back to what was found (:class:`Steps`)."""
-        if not isinstance(run.plan, TunnelPlan):  # the engine passes what make_plan made
-            raise TypeError(f"ipv6-tunnel's steps need a TunnelPlan, not {type(run.plan)}")
-        return Steps(run, run.plan).actions()
+        if not isinstance(tx.plan, TunnelPlan):  # the engine passes what make_plan made
+            raise TypeError(f"ipv6-tunnel's steps need a TunnelPlan, not {type(tx.plan)}")
+        return Steps(tx, tx.plan).actions()
 
-    def finish(self, run: Run[Inputs, TunnelState, None]) -> None:
-        i, result, outcome = run.inputs, run.result, run.outcome
-        if outcome.problems:
-            left = "; ".join(str(exc) for _action, exc in outcome.problems)
-            result.summary = f"{outcome.error}; rolling back left: {left}"
-        elif not outcome.ok:
-            put_back = ", ".join(run.shared(PutBack).details) or "nothing had changed"
-            result.summary = f"{outcome.error}; rolled back ({put_back})"
-        if not outcome.ok:
+    def finish(self, tx: Transaction[Inputs, TunnelState, None]) -> None:
+        i, result, applied = tx.inputs, tx.result, tx.applied
+        if applied.problems:
+            left = "; ".join(str(exc) for _action, exc in applied.problems)
+            result.summary = f"{applied.error}; rolling back left: {left}"
+        elif not applied.ok:
+            put_back = ", ".join(tx.shared(PutBack).details) or "nothing had changed"
+            result.summary = f"{applied.error}; rolled back ({put_back})"
+        if not applied.ok:
             return
         failing = [c.name for c in result.checks if not c.ok]
-        done = "made" if run.plan.changes else "already there"
+        done = "made" if tx.plan.changes else "already there"
         result.summary = f"{i.spec.name} {done}" + (
             f"; failing: {', '.join(failing)}" if failing else "; every check passes"
         )

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from opslib.contract import inputs, transaction
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Check, Plan
 from opslib.core.errors import HostError, InputError, UnknownName
@@ -277,9 +277,9 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
                 f"as that account (runuser): run it as root (sudo opsbook run {RUNBOOK} ...)"
             )
 
-    def steps(self, run: Run[Inputs, Observed, None]) -> list[Action]:
-        i, obs, targets = run.inputs, run.observed, {c.target for c in run.plan.changes}
-        probed = run.share(Probed())
+    def steps(self, tx: Transaction[Inputs, Observed, None]) -> list[Action]:
+        i, obs, targets = tx.inputs, tx.observed, {c.target for c in tx.plan.changes}
+        probed = tx.share(Probed())
         actions = []
         if f"group:{i.group}" in targets:
 
@@ -336,9 +336,9 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
         actions.append(Action(f"virsh net-list --all as {i.account}", verify, check=checks))
         return actions
 
-    def finish(self, run: Run[Inputs, Observed, None]) -> None:
-        i, result, outcome = run.inputs, run.result, run.outcome
-        probed = run.shared(Probed)
+    def finish(self, tx: Transaction[Inputs, Observed, None]) -> None:
+        i, result, applied = tx.inputs, tx.result, tx.applied
+        probed = tx.shared(Probed)
         found = probed.probe
         if found is not None:
             result.add_table(
@@ -348,8 +348,8 @@ class LibvirtAccess(Procedure[Inputs, Observed, None]):
             )
             result.data["probe"] = {"uri": found.uri, "returncode": found.returncode,
                                     "networks": list(found.networks)}  # fmt: skip
-        if not outcome.ok:
-            result.summary = transaction.failure_summary(outcome)
+        if not applied.ok:
+            result.summary = transaction.failure_summary(applied)
             return
         listed = ", ".join(found.networks) if found and found.networks else "no networks"
         done = ", ".join(

@@ -22,12 +22,12 @@ import libvirt
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Check, Plan
 from opslib.core.errors import ApplyError, InputError, OpsError, UnknownName, VerificationFailed
 from opslib.core.shellcmd import command
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 
 RUNBOOK = "netreg-attach"
 
@@ -44,28 +44,19 @@ class Inputs(inputs.Declared):
     mode: str = param(
         "choice[attach|virt-install]",
         "attach to a VM, or print the virt-install argument", "attach",
+        rules=("attach needs vm",),
     )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        if self.mode == "attach" and not self.vm:
-            raise InputError(
-                "vm is empty; name the VM to attach the NIC to (or use mode virt-install)"
-            )
-
     @property
-    def nic(self) -> virt.Interface:
-        return virt.Interface(self.mac, "network", self.network, model="virtio")
+    def nic(self) -> virtxml.Interface:
+        return virtxml.Interface(self.mac, "network", self.network, model="virtio")
 
 
 @dataclass(frozen=True)
 class Observed:
-    network: virt.Network | None
+    network: netxml.Network | None
     macs_in_use: dict[str, list[str]]  # mac -> domains using it (config or live)
     domain: virt.Definition | None  # None in virt-install mode
-
-
-def interface_xml(mac: str, network: str) -> str:
-    return virt.Interface(mac, "network", network, model="virtio").xml()
 
 
 def virt_install_argument(mac: str, network: str) -> str:
@@ -73,7 +64,7 @@ def virt_install_argument(mac: str, network: str) -> str:
 
 
 def _has_nic(xml: str, mac: str, network: str) -> bool:
-    return any(i.mac == mac and i.source == network for i in virt.parse_interfaces(xml))
+    return any(i.mac == mac and i.source == network for i in virtxml.parse_interfaces(xml))
 
 
 def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
@@ -99,7 +90,7 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
 
     dom = obs.domain
     assert dom is not None
-    for iface in virt.parse_interfaces(dom.config_xml):
+    for iface in virtxml.parse_interfaces(dom.config_xml):
         if iface.mac == mac and iface.source != network:
             raise InputError(
                 f"{vm} already has MAC {mac} on {iface.source or iface.type}; "
@@ -113,8 +104,8 @@ def make_plan(inputs: Inputs, obs: Observed, host: str) -> Plan:
                 f"domain:{vm}",
                 "attach",
                 f"add a virtio NIC {mac} on {network} to {vm}'s definition",
-                before=dom.config_xml,
-                after=virt.with_device(dom.config_xml, interface_xml(mac, network)),
+                before=virtxml.canonical(dom.config_xml),
+                after=virtxml.DomainXml(dom.config_xml).with_interface(inputs.nic).text,
             )
         )
     if dom.running and not _has_nic(dom.live_xml, mac, network):
@@ -157,7 +148,7 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
 
     def observe(self, inputs: Inputs, session: libvirt.virConnect) -> Observed:
         try:
-            net: virt.Network | None = virt.get_network(session, inputs.network)
+            net: netxml.Network | None = virt.get_network(session, inputs.network)
         except UnknownName:
             net = None
         domain = virt.definition(session, inputs.vm) if inputs.mode == "attach" else None
@@ -166,8 +157,8 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
-        i, conn, targets = run.inputs, run.session, {c.target for c in run.plan.changes}
+    def steps(self, tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
+        i, conn, targets = tx.inputs, tx.session, {c.target for c in tx.plan.changes}
         if not targets:
             return []
         config, live = f"domain:{i.vm}" in targets, f"domain:{i.vm}:live" in targets
@@ -181,12 +172,12 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
             # Nothing left to detach is fine; what counts is that the NIC is gone after.
             with contextlib.suppress(OpsError):
                 virt.detach_device(conn, i.vm, nic, config=config, live=live)
-            if any(c.ok and "has" in c.name for c in self._verify(run)):
+            if any(c.ok and "has" in c.name for c in self._verify(tx)):
                 raise ApplyError("detaching it again did not complete: check the VM")
             detail.append("detached it again")
 
         def check() -> list[Check]:
-            found = self._verify(run)
+            found = self._verify(tx)
             if {c.name for c in found if not c.ok} == {f"{i.vm} running has {i.mac}"}:
                 # Only the hot-plug is missing: keep the NIC in the definition, as the
                 # check's fix says (a restart of the guest picks it up).
@@ -195,26 +186,26 @@ class NetregAttach(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.virC
 
         return [Action(f"attach {i.mac} on {i.network} to {i.vm}", attach, detach, check)]
 
-    def _verify(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Check]:
-        i = run.inputs
-        return verify(conn=run.session, vm=i.vm, mac=i.mac, network=i.network)
+    def _verify(self, tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> list[Check]:
+        i = tx.inputs
+        return verify(conn=tx.session, vm=i.vm, mac=i.mac, network=i.network)
 
-    def finish(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
-        i, result, outcome = run.inputs, run.result, run.outcome
+    def finish(self, tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> None:
+        i, result, applied = tx.inputs, tx.result, tx.applied
         if i.mode == "virt-install":
             result.status = "ok"
             result.data["argument"] = virt_install_argument(i.mac, i.network)
             result.summary = f"virt-install ... {result.data['argument']}"
-        elif not isinstance(outcome.error, VerificationFailed | None):
-            result.summary = str(outcome.error)
-        elif not outcome.ok:
-            how = "detached it again" if outcome.undone else (
+        elif not isinstance(applied.error, VerificationFailed | None):
+            result.summary = str(applied.error)
+        elif not applied.ok:
+            how = "detached it again" if applied.undone else (
                 "detaching it again did not complete: check the VM"
             )  # fmt: skip
             result.summary = f"attaching {i.mac} to {i.vm} did not verify; {how}"
-        elif run.plan.empty:
+        elif tx.plan.empty:
             result.summary = f"{i.vm} already has {i.mac} on {i.network}"
-            result.checks = self._verify(run)
+            result.checks = self._verify(tx)
         elif any(c.status == "warn" for c in result.checks):
             result.summary = (
                 f"{i.vm} has {i.mac} on {i.network} in its definition; restart it to use it"

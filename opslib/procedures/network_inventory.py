@@ -16,7 +16,7 @@ from opslib.contract import inputs
 from opslib.core.changes import Check, Result
 from opslib.core.shellcmd import command, then
 from opslib.host.kernel import netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 
 RUNBOOK = "network-inventory"
 
@@ -35,16 +35,16 @@ class BridgeView:
 
 @dataclass(frozen=True)
 class Observed:
-    networks: tuple[virt.Network, ...]
+    networks: tuple[netxml.Network, ...]
     bridges: Mapping[str, BridgeView]  # by name; absent when the kernel has no such bridge
     port_kinds: Mapping[str, str]  # link name -> kind (veth, tun, "" for physical)
 
 
-def _ips(net: virt.Network, family: str) -> str:
+def _ips(net: netxml.Network, family: str) -> str:
     return ", ".join(f"{ip.address}/{ip.prefix}" for ip in net.ips if ip.family == family)
 
 
-def _dhcp(net: virt.Network) -> str:
+def _dhcp(net: netxml.Network) -> str:
     return ", ".join(f"{a}-{b}" for ip in net.ips for a, b in ip.dhcp_ranges)
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from opslib.records import store as records
 from opslib.records import clock
 from opslib.records import run_index
-from opslib.records.pages import esc, page
+from opslib.records.pages import page
+from opslib.records.render import esc
 
 __all__ = ["HOST_PAGE", "SHOWN", "SITE_JS", "Run", "runs_of", "write", "write_if_changed"]
 

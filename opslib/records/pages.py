@@ -4,7 +4,8 @@ A record's page (:func:`record_page`): its header (runbook, host, who, when, sta
 exit, parameters (a secret by its source only: records hold no secret values),
 opslib version and revision), the run's results (plans with their diffs, changes,
 checks, steps with their times, tables) first, what changed since the previous run
-of the same runbook on the same host, and the executed cells last, collapsed.
+of the same runbook on the same host, and the executed cells last, collapsed. A plan or
+result is rendered by :mod:`opslib.records.render`, as the notebook shows it.
 :mod:`opslib.records.site` decides which pages to write and where.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from html import escape
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CSS", "esc", "page", "record_page", "result_html", "status_cell", "table_html"]
+from opslib.records.render import esc, result_html, table_html
+
+__all__ = ["CSS", "page", "record_page", "status_cell"]
 
 FAILING = ("failed", "bad-input", "killed", "timeout", "locked", "leaked-secret", "fail")
 
@@ -43,10 +45,6 @@ dl.header dt { font-weight: 600; } dl.header dd { margin: 0; }
 """
 
 
-def esc(value: Any) -> str:
-    return escape("" if value is None else str(value))
-
-
 def status_cell(status: str) -> str:
     return f'<span class="{esc(status.replace(" ", "-"))}">{esc(status)}</span>'
 
@@ -58,84 +56,6 @@ def page(title: str, body: str, *, nav: Sequence[tuple[str, str]] = ()) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
         f"<nav>{links}</nav>\n{body}\n</body></html>\n"
     )
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return esc(json.dumps(value, sort_keys=True))
-    return esc(value)
-
-
-def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    if not rows:
-        return "<p><i>(none)</i></p>"
-    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-    body = []
-    for r in rows:
-        tds = []
-        for c in cols:
-            v = r.get(c)
-            cls = f' class="{esc(v)}"' if c == "status" and isinstance(v, str) else ""
-            tds.append(f"<td{cls}>{_cell(v)}</td>")
-        body.append(f"<tr>{''.join(tds)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def diff_line_kind(line: str) -> str:
-    """What a line of a unified diff is: ``add``, ``del``, ``hunk`` or ``ctx``."""
-    if line.startswith("+") and not line.startswith("+++"):
-        return "add"
-    if line.startswith("-") and not line.startswith("---"):
-        return "del"
-    return "hunk" if line.startswith("@@") else "ctx"
-
-
-def diff_html(diff: str) -> str:
-    out = [f'<span class="{diff_line_kind(line)}">{esc(line)}</span>' for line in diff.splitlines()]
-    return "<pre>" + "\n".join(out) + "</pre>"
-
-
-def _changes_html(changes: Iterable[Mapping[str, Any]]) -> str:
-    out = []
-    for c in changes:
-        out.append(
-            f"<div><b>{esc(c.get('action'))}</b> <code>{esc(c.get('target'))}</code>: "
-            f"{esc(c.get('summary'))}</div>"
-        )
-        if c.get("diff"):
-            out.append(diff_html(c["diff"]))
-    return "".join(out)
-
-
-def result_html(result: Mapping[str, Any]) -> str:
-    """A plan (its changes and diffs) or a result (changes, checks, steps, tables)."""
-    if result.get("kind") == "plan":
-        changes = result.get("changes") or []
-        n = len(changes)
-        parts = [f"<h3>Plan: {n or 'no'} change{'s' * (n != 1)}</h3>", _changes_html(changes)]
-        parts += [f"<div><i>note:</i> {esc(note)}</div>" for note in result.get("notes") or []]
-        return "".join(parts)
-    parts = [f"<h3>Result: {status_cell(str(result.get('status')))}</h3>"]
-    if result.get("summary"):
-        parts.append(f"<p>{esc(result['summary'])}</p>")
-    if result.get("changes"):
-        parts += ["<h4>Changes</h4>", _changes_html(result["changes"])]
-    if result.get("checks"):
-        checks = result["checks"]
-        cols = ["name", "status", "seen"] + (["fix"] if any(c.get("fix") for c in checks) else [])
-        shown = [{**c, "fix": c.get("fix") if c.get("status") != "ok" else ""} for c in checks]
-        parts += ["<h4>Checks</h4>", table_html(shown, cols)]
-    if result.get("steps"):
-        steps = [
-            {**s, "ok": "ok" if s.get("ok") else "FAILED", "seconds": f"{s.get('seconds', 0):.2f}"}
-            for s in result["steps"]
-        ]
-        parts += ["<h4>Steps</h4>", table_html(steps, ["name", "ok", "seconds", "detail"])]
-    columns = result.get("columns") or {}
-    for name, rows in (result.get("tables") or {}).items():
-        parts += [f"<h4>{esc(name)}</h4>", table_html(rows, columns.get(name))]
-    return "".join(parts)
 
 
 def _header_html(h: Mapping[str, Any], links: Mapping[str, str]) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opslib.records.pages import page, status_cell
 from opslib.records.plan_index import PlanRow
-from opslib.records.pages import esc, page, status_cell
+from opslib.records.render import esc
 
 __all__ = ["PLANS_PAGE", "apply_section", "plan_section", "plans_page"]
 

@@ -21,17 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opslib.records import plan_index
-from opslib.records import plan_pages
-from opslib.records import diff
+from opslib.core.errors import InputError
+from opslib.records import diff, plan_index, plan_pages, search
 from opslib.records import index as record_index
 from opslib.records import pages as record_pages
-from opslib.records import search
 from opslib.records import store as records
 from opslib.records import notebook_json
 from opslib.core.errors import InputError
 from opslib.records.index import Run
-from opslib.records.pages import esc, status_cell
+from opslib.records.pages import status_cell
+from opslib.records.render import esc
 
 __all__ = [
     "RENDERER_FILES",
@@ -48,6 +47,7 @@ _HERE = Path(__file__).resolve().parent
 RENDERER_FILES: tuple[Path, ...] = (
     _HERE / "site.py",
     _HERE / "pages.py",
+    _HERE / "render.py",
     _HERE / "diff.py",
     _HERE / "row_diff.py",
     _HERE / "plan_pages.py",

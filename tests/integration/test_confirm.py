@@ -43,7 +43,7 @@ def test_without_confirmation_it_restores_the_file_and_rolls_back(tmp_path: Path
     assert conf.read_text() == "iface eth0 inet dhcp\n"
     # The rollback ran after the restore: it saw the old file.
     assert mark.read_text() == "iface eth0 inet dhcp\n"
-    assert "no confirmation by the deadline" in dog.outcome()
+    assert "no confirmation by the deadline" in dog.log_text()
 
 
 def test_confirmed_change_is_kept(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_confirmed_change_is_kept(tmp_path: Path) -> None:
     dog.confirm()
     _wait_gone(dog.pid)
     assert conf.read_text() == "iface br0 inet dhcp\n" and not mark.exists()
-    assert dog.decided and dog.outcome() == ""
+    assert dog.decided and dog.log_text() == ""
 
 
 def test_the_watchdog_reverts_after_its_caller_is_killed(tmp_path: Path) -> None:

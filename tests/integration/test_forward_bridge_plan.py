@@ -14,8 +14,8 @@ from support import INTERFACES_CORPUS, REPO
 from opslib.core.errors import HostError, InputError
 from opslib.host.ifupdown import file_io, source_tree
 from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, restart_argv
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import bridge_network
+from opslib.host.libvirt import netxml, virt
+from opslib.host.libvirt.netxml import bridge_network
 from opslib.procedures import forward_bridge as fb
 from opslib.procedures.forward_bridge.kernel import LinkFacts, check_links
 
@@ -58,8 +58,8 @@ def observed(texts: dict[str, str], main: str = MAIN, links=None, network=None) 
     )
 
 
-def net(xml: str = GOOD_NET_XML, **state: bool) -> virt.Network:
-    return virt.parse_network(
+def net(xml: str = GOOD_NET_XML, **state: bool) -> netxml.Network:
+    return netxml.parse_network(
         xml, **{"active": True, "autostart": True, "persistent": True, **state}
     )
 
@@ -248,7 +248,7 @@ def test_bare_dhcp_host_plan_shows_the_wiki_stanza_as_a_diff() -> None:
     for line in ("-auto eth0", "-iface eth0 inet dhcp", "+iface eth0 inet manual", "+auto br0",
                  "+iface br0 inet dhcp", "+\tbridge_ports eth0", "+\tbridge_stp off"):  # fmt: skip
         assert line + "\n" in diff
-    assert "<forward mode='bridge'/>" in (plan.changes[2].after or "")
+    assert '<forward mode="bridge"/>' in (plan.changes[2].after or "")
 
 
 def test_static_address_goes_on_the_bridge_with_the_carried_dns_lines() -> None:
@@ -454,7 +454,7 @@ def test_network_xml_defines_on_the_libvirt_test_driver() -> None:
         ({"uplink": "eth 0"}, r"uplink \(ifname\): 'eth 0' is not an interface name"),
         ({"uplink": "-eth0"}, r"uplink \(ifname\): '-eth0' is not an interface name"),
         ({"bridge": "a-very-long-bridge-name"}, "bridge .* is not an interface name"),
-        ({"bridge": "eth0"}, "uplink and bridge are both"),
+        ({"bridge": "eth0"}, "uplink: eth0 is bridge too; give uplink and bridge two different"),
         ({"address": "192.0.2.10"}, "needs a prefix length"),
         ({"address": "192.0.2.300/24"}, "not an IPv4 address with prefix"),
         ({"address": "192.0.2.10/24"}, "address: needs gateway too"),

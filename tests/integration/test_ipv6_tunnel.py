@@ -50,7 +50,7 @@ SPEC = t.Inputs(**GOOD).spec
         ({"routed_prefix": "2001:db8::/48"}, "not a /64"),
         ({"routed_prefix": "fe80::/64"}, "link-local"),
         ({"routed_prefix": "2001:db8::1/64"}, "host bits"),
-        ({"routed_prefix": "2001:db8:1::/64"}, "overlaps"),
+        ({"routed_prefix": "2001:db8:1::/64"}, "routed_prefix: .* overlaps client_ipv6's"),
         ({"mtu": 1500}, r"mtu \(int\[1280..1480\]\): 1500 is out of range"),
         ({"tunnel": "a-very-long-tunnel-name"}, "not an interface name"),
         ({"implementation": "magic"}, "not one of kernel, userspace"),

@@ -90,7 +90,7 @@ def form_field(page: Page, kind: str, label: str) -> Any:
 
 
 def result_table(page: Page, title: str) -> Any:
-    """The table under a result's ``<h5>title</h5>`` (ui.result_html)."""
+    """The table under a result's ``<h5>title</h5>`` (opslib.records.render.result_html)."""
     heading = page.locator(".jp-OutputArea-output h5", has_text=re.compile(rf"^{title}$")).last
     return heading.locator("xpath=following-sibling::table[1]")
 

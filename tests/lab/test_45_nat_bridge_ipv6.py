@@ -14,8 +14,8 @@ from opslib.core.changes import Result
 from opslib.core.errors import InputError
 from opslib.core.slaac import eui64_address
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import IPv6Edit
+from opslib.host.libvirt import netxml, virt, virtxml
+from opslib.host.libvirt.netxml import IPv6Edit
 from opslib.lab.config import Lab
 from opslib.lab.simulated import guestconsole, labvirt
 from opslib.lab.simulated import parameters as lab_parameters
@@ -51,7 +51,7 @@ def test_apply_gives_the_nat_network_the_routed_prefix(lab: Lab, applied: Result
     with virt.connect(lab.uri) as conn:
         net = virt.get_network(conn, lab.nat_network)
     assert net.active
-    assert net.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert net.ip("ipv6") == netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
     bridge = netlink.link_by_name(lab.host_ns, lab.nat_bridge)
     assert bridge is not None
     assert any(
@@ -171,8 +171,8 @@ def _on(lab: Lab, network: str) -> dict[str, tuple[str, str]]:
     with virt.connect(lab.uri) as conn:
         for name in (g.name for g in lab.nat_guests):
             dom = conn.lookupByName(name)
-            live = virt.parse_interfaces(dom.XMLDesc(0))
-            saved = virt.parse_interfaces(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            live = virtxml.parse_interfaces(dom.XMLDesc(0))
+            saved = virtxml.parse_interfaces(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             mac = next(g.nat_mac for g in lab.nat_guests if g.name == name)
             found[name] = (
                 next(i.source for i in live if i.mac == mac),
@@ -191,7 +191,7 @@ def test_rename_to_nat_bridge_moves_running_guests_and_back(lab: Lab, applied: R
         with virt.connect(lab.uri) as conn:
             names = {n.name: n for n in virt.list_networks(conn)}
         assert old not in names and names[new].active and names[new].autostart
-        assert names[new].ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+        assert names[new].ip("ipv6") == netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
         assert set(_on(lab, new).values()) == {(new, new)}
         for guest in lab.nat_guests:
             assert icmp.ping(lab.host_ns, eui64_address(lab.routed_prefix, guest.nat_mac)).ok

@@ -25,6 +25,7 @@ import pytest
 from opslib.cli import main
 from opslib.core import slaac
 from opslib.engine import runner
+from opslib.host.libvirt.virtxml import parse_interfaces
 from opslib.lab import notebook as lab_notebook
 from opslib.lab.campus import netreg
 from opslib.lab.cloudflare import service
@@ -53,18 +54,15 @@ def _ip(lab: Lab, *args: str) -> str:
 
 def snapshot(lab: Lab) -> dict[str, Any]:
     """What the runbooks configure, as the real components report it."""
-    conn = labvirt.connect(lab)
-    try:
+    with labvirt.connect(lab) as conn:
         networks = {n.name(): bool(n.isActive()) for n in conn.listAllNetworks()}
+        # Any type: live, a NIC on a bridge-mode network is type "bridge", its source
+        # still names the network.
         nics = {
-            (dom.name(), mac, net)
+            (dom.name(), nic.mac, nic.source)
             for dom in conn.listAllDomains()
-            for mac, net in re.findall(
-                r"<mac address='([0-9a-f:]+)'/>\s*<source network='([^']+)'", dom.XMLDesc()
-            )
+            for nic in parse_interfaces(dom.XMLDesc())
         }
-    finally:
-        conn.close()
     links = _ip(lab, "link")
     nat_addrs = _ip(lab, "-6", "addr", "show", "dev", lab.nat_bridge)
     eth0 = re.search(r"^\d+: eth0@\S+ .*", links, re.M)

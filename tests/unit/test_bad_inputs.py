@@ -114,6 +114,11 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("cloudflare-aaaa", {"vm": "", "address": ""}, "vm"),  # neither the VM nor its address
     ("nat-bridge-ipv6", {"prefix": "fd00:1::/64"}, "prefix"),  # ULA without allow_ula
     ("host-health", {"tunnel": "he-ipv6"}, "tunnel"),  # a tunnel check without its addresses
+    # The rules between two fields that the runbooks' __post_init__ checked in the kernel:
+    ("cloudflare-aaaa", {"proxied": "true", "ttl": "300"}, "ttl"),  # a proxied record is auto
+    ("netreg-attach", {"mode": "attach", "vm": ""}, "mode"),  # attach needs a VM
+    ("forward-bridge", {"uplink": "br0", "bridge": "br0"}, "uplink"),  # two different links
+    ("ipv6-tunnel", {"routed_prefix": "2001:db8:1::/64"}, "routed_prefix"),  # not the tunnel's
 ]
 
 
@@ -161,7 +166,12 @@ def refused(capsys: pytest.CaptureFixture[str], argv: list[str], name: str) -> s
 
 
 def pairs(given: dict[str, str]) -> list[str]:
-    return [arg for name, value in given.items() for arg in ("-p", name, value)]
+    """``-p NAME VALUE`` each, ``-p NAME=VALUE`` for a value starting with '-' (argparse
+    would read it as an option)."""
+    found = []
+    for name, value in given.items():
+        found += ["-p", f"{name}={value}"] if value.startswith("-") else ["-p", name, value]
+    return found
 
 
 def three_ways(
@@ -175,20 +185,16 @@ def three_ways(
 ) -> None:
     store, inventory, _ = world
     values = {**GOOD[runbook], **given}
-    # A value with a leading '-' cannot follow -p (argparse reads it as an option and
-    # refuses the command line itself, exit 2): it arrives by a file, or a fleet's set.
-    by_p = not any(v.startswith("-") for v in values.values())
-    if by_p:
-        refused(capsys, ["run", runbook, *pairs(values)], name)
+    refused(capsys, ["run", runbook, *pairs(values)], name)
     set_file = store.parent / f"{runbook}.yaml"
     set_file.write_text(yaml.safe_dump(values))
     refused(capsys, ["run", runbook, "-f", str(set_file)], name)
     fleet = ["fleet", "run", runbook, "-i", str(inventory), "--records", str(store)]
-    if not by_p:
+    if any(v.startswith("-") for v in given.values()):  # the host's set holds it too
         (store.parent / "parameters" / "alpha" / set_file.name).write_text(set_file.read_text())
         refused(capsys, fleet, name)
         (store.parent / "parameters" / "alpha" / set_file.name).unlink()
-    elif elsewhere_too:
+    if elsewhere_too:
         refused(capsys, [*fleet, *pairs(values)], name)
     else:  # a path that does not exist here may exist on the host: its opsbook run checks
         with pytest.raises(Reached):
@@ -232,3 +238,42 @@ def test_the_good_values_pass_every_check(
         with pytest.raises(KernelStarted):
             main.main(["run", runbook, *pairs(GOOD[runbook])])
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["-p", "mac", "-x"], "-p mac: no value; give -p mac VALUE (a value starting with '-'"),
+        (["-p", "-x"], "-p needs a parameter's name and value: -p NAME VALUE"),
+        (["-p"], "-p needs a parameter's name and value"),
+        (["-p", "mac", "x", "y"], "-p mac x y: -p takes a name and one value"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run"], ["plan"], ["fleet", "run"], ["fleet", "plan"]])
+def test_a_p_without_its_value_is_one_line_not_the_usage(
+    capsys: pytest.CaptureFixture[str],
+    world: tuple[Path, Path, pytest.MonkeyPatch],
+    command: list[str],
+    argv: list[str],
+    words: str,
+) -> None:
+    """A value starting with '-' after -p is read by argparse as an option: the line
+    says how to give it (-p NAME=-VALUE), instead of the usage and "expected 2 arguments"."""
+    _, inventory, _ = world
+    fleet = ["-i", str(inventory)] if command[0] == "fleet" else []
+    rc = main.main([*command, "netreg-attach", *fleet, *argv])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.startswith("opsbook: -p") and err.count("\n") == 1, err
+    assert words in err and "usage:" not in err, err
+
+
+def test_a_value_starting_with_a_dash_is_given_as_name_equals_value(
+    capsys: pytest.CaptureFixture[str], world: tuple[Path, Path, pytest.MonkeyPatch]
+) -> None:
+    """-p mac=-x reaches the parameter's type (and is refused there), -p vm=test with the
+    rest passes every check: NAME=VALUE is a parameter like NAME VALUE."""
+    err = refused(capsys, ["run", "netreg-attach", "-p", "mac=-x", "-p", "vm", "test"], "mac")
+    assert "'-x' is not a MAC address" in err
+    given = ["-p", "libvirt_uri=test:///default", "-p", "mac=52:54:00:12:34:56", "-p", "vm=test"]
+    with pytest.raises(KernelStarted):
+        main.main(["run", "netreg-attach", *given, "-p", "network", "default"])

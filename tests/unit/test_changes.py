@@ -7,7 +7,7 @@ import json
 import pytest
 
 from opslib.core.changes import Change, Check, Plan, Result
-from opslib.engine import ui
+from opslib.records import render
 
 
 def test_change_diff_is_a_unified_diff_of_the_file() -> None:
@@ -54,7 +54,7 @@ def test_table_columns_keep_their_order_through_a_record() -> None:
     result.tables["addresses"] = [{"vm": "vm1", "mac": "52:54:00:00:00:01", "ip": "192.0.2.5"}]
     # Notebooks are written with sorted keys, as nbformat does.
     stored = json.loads(json.dumps(result.to_json(), sort_keys=True))
-    header = ui.result_text(stored).splitlines()[-2].split()
+    header = render.result_text(stored).splitlines()[-2].split()
     assert header == ["VM", "MAC", "IP"]
 
 

@@ -18,7 +18,7 @@ import pytest
 from opslib.core.changes import Plan
 from opslib.core.errors import ApiError, InputError, OpsError, SecretError
 from opslib.host.cloudflare.dns import DnsRecord
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 from opslib.lab.cloudflare.api import CloudflareStandIn
 from opslib.lab.cloudflare.store import Fault
 from opslib.procedures import cloudflare_aaaa as cfa
@@ -58,7 +58,7 @@ def test_inputs_are_normalised() -> None:
     [
         ({"record_name": "vm1.example.net"}, "not in zone example.org"),
         ({"record_name": "bad name.example.org"}, "not a DNS name"),
-        ({"proxied": True, "ttl": 300}, "no effect on a proxied record"),
+        ({"proxied": True, "ttl": 300}, "ttl: 300 cannot go with proxied true"),
         ({"proxied": False, "ttl": 5}, "out of range"),
         ({"address": "fe80::1"}, "link-local"),
         ({"address": "fd00::1"}, "unique-local"),
@@ -174,16 +174,16 @@ NAT_XML = """<network><name>default</name><forward mode='nat'/><bridge name='vir
 
 
 def test_slaac_address_comes_from_the_nat_nic_and_the_networks_prefix() -> None:
-    domain = virt.Domain("vm1", "u", "running", virt.parse_interfaces(DOMAIN_XML))
-    [found] = cfa.slaac_candidates(domain, [virt.parse_network(NAT_XML)])
+    domain = virt.Domain("vm1", "u", "running", virtxml.parse_interfaces(DOMAIN_XML))
+    [found] = cfa.slaac_candidates(domain, [netxml.parse_network(NAT_XML)])
     assert found.address == ADDR
     assert "52:54:00:0b:00:01" in found.source and "2001:db8:2::/64" in found.source
 
 
 def test_a_nat_network_without_ipv6_gives_no_candidate() -> None:
-    domain = virt.Domain("vm1", "u", "running", virt.parse_interfaces(DOMAIN_XML))
+    domain = virt.Domain("vm1", "u", "running", virtxml.parse_interfaces(DOMAIN_XML))
     v4_only = NAT_XML.replace("<ip family='ipv6' address='2001:db8:2::1' prefix='64'/>", "")
-    assert cfa.slaac_candidates(domain, [virt.parse_network(v4_only)]) == []
+    assert cfa.slaac_candidates(domain, [netxml.parse_network(v4_only)]) == []
 
 
 # -- plan and apply through the SDK against the stand-in -----------------------------

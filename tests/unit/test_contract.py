@@ -36,7 +36,7 @@ import pytest
 import opslib.procedures
 from opslib.contract import transaction
 from opslib.contract.inputs import declarations, parameters_cell
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core import secrets
 from opslib.core.actions import Action
 from opslib.core.changes import Check
@@ -44,7 +44,7 @@ from opslib.core.errors import OpsError, StalePlan
 from opslib.host.cloudflare import dns
 from opslib.host.ifupdown import confirm, file_io, network_restart, source_tree
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import virt, virtxml
 from opslib.host.sixinfour import tunnels
 
 
@@ -147,11 +147,13 @@ def netreg(tmp_path: Path) -> Iterator[World]:
 
         def attach(conn: Any, vm: str, xml: str, *, config: bool, live: bool) -> None:
             assert config and not live
-            conn.defineXML(virt.with_device(virt.definition(conn, vm).config_xml, xml))
+            (nic,) = virtxml.parse_interfaces(f"<d><devices>{xml}</devices></d>")
+            config_xml = virt.definition(conn, vm).config_xml
+            conn.defineXML(virtxml.DomainXml(config_xml).with_interface(nic).text)
 
         def detach(conn: Any, vm: str, xml: str, *, config: bool, live: bool) -> None:
             root = etree.fromstring(virt.definition(conn, vm).config_xml.encode())
-            mac = virt.parse_interfaces(f"<d><devices>{xml}</devices></d>")[0].mac
+            mac = virtxml.parse_interfaces(f"<d><devices>{xml}</devices></d>")[0].mac
             for iface in root.iterfind("devices/interface"):
                 if iface.find("mac").get("address") == mac:  # type: ignore[union-attr]
                     iface.getparent().remove(iface)  # type: ignore[union-attr]
@@ -599,7 +601,7 @@ def _actions(w: World) -> list[Action]:
         plan = w.proc.plan(w.inputs, observed, w.host)
         from opslib.core.changes import Result
 
-        return w.proc.steps(Run(w.inputs, observed, plan, session, Result("x", "h", "ok")))
+        return w.proc.steps(Transaction(w.inputs, observed, plan, session, Result("x", "h", "ok")))
 
 
 class Injected(OpsError):
@@ -623,9 +625,9 @@ def _fail_at(w: World, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Action] = []
 
     def failing_at_k(
-        run: Run[Any, Any, Any], k: int = k, built: list[Action] = built
+        tx: Transaction[Any, Any, Any], k: int = k, built: list[Action] = built
     ) -> list[Action]:
-        actions = real_steps(run)
+        actions = real_steps(tx)
         built[:] = actions
 
         def injected(_detail: list[str]) -> None:

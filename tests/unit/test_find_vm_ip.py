@@ -10,28 +10,28 @@ import pytest
 from opslib.core.errors import UnknownName
 from opslib.core.slaac import eui64_address, link_local
 from opslib.host.kernel.netlink import Neighbour
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 from opslib.procedures import find_vm_ip as f
 from opslib.procedures.find_vm_ip import neighbour_probe
 
-NAT = virt.parse_network(
+NAT = netxml.parse_network(
     "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
     "<ip address='198.51.100.1' prefix='24'/><ip family='ipv6' address='2001:db8:2::1'"
     " prefix='64'/></network>",
     active=True,
 )
-FWD = virt.parse_network(
+FWD = netxml.parse_network(
     "<network><name>forward-bridge</name><forward mode='bridge'/><bridge name='br0'/></network>",
     active=True,
 )
-NOBR = virt.parse_network(
+NOBR = netxml.parse_network(
     "<network><name>macvtap</name><forward mode='passthrough'/></network>", active=True
 )
 NETWORKS = {n.name: n for n in (NAT, FWD, NOBR)}
 
 
-def nic(mac: str, type_: str = "network", source: str = "default") -> virt.Interface:
-    return virt.Interface(mac=mac, type=type_, source=source)
+def nic(mac: str, type_: str = "network", source: str = "default") -> virtxml.Interface:
+    return virtxml.Interface(mac=mac, type=type_, source=source)
 
 
 def test_eui64_matches_rfc4291_examples() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core import params
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
@@ -51,11 +51,11 @@ class Links(Procedure[Inputs, dict[str, int], None]):
             return Plan(self.name, host)
         return Plan(self.name, host, (Change(f"link:{inputs.name}", "mtu", f"mtu {inputs.mtu}"),))
 
-    def steps(self, run: Run[Inputs, dict[str, int], None]) -> list[Action]:
+    def steps(self, tx: Transaction[Inputs, dict[str, int], None]) -> list[Action]:
         def do(_detail: list[str]) -> None:
-            WORLD[run.inputs.name] = run.inputs.mtu
+            WORLD[tx.inputs.name] = tx.inputs.mtu
 
-        return [Action("set", do)] if run.plan.changes else []
+        return [Action("set", do)] if tx.plan.changes else []
 
     def check_host(self, inputs: Inputs) -> None:
         if not self.allowed:

@@ -21,8 +21,9 @@ from opslib.core.changes import Plan, Result
 from opslib.core.errors import InputError, UnknownName
 from opslib.core.ipv6prefix import ULA
 from opslib.host.kernel import icmp
-from opslib.host.libvirt import guest_taps, virt
-from opslib.host.libvirt.virtxml import DomainXml, NetworkXml, canonical
+from opslib.host.libvirt import guest_taps, netxml, virt, virtxml
+from opslib.host.libvirt.netxml import NetworkXml
+from opslib.host.libvirt.virtxml import DomainXml, canonical
 from opslib.procedures import nat_bridge_ipv6 as nb
 
 PREFIX = "2001:db8:2::/64"
@@ -117,9 +118,9 @@ def test_adding_ipv6_adds_one_element_and_leaves_the_rest_alone() -> None:
     assert diff_lines(canonical(STOCK), after) == [
         '+  <ip family="ipv6" address="2001:db8:2::1" prefix="64"/>'
     ]
-    parsed = virt.parse_network(after)
-    assert parsed.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
-    assert parsed.ip("ipv4") == virt.NetworkIP(
+    parsed = netxml.parse_network(after)
+    assert parsed.ip("ipv6") == netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert parsed.ip("ipv4") == netxml.NetworkIP(
         "ipv4", "198.51.100.1", 24, (("198.51.100.100", "198.51.100.199"),)
     )
     assert nb.with_ipv6(after, NET) == after  # idempotent
@@ -139,7 +140,7 @@ def test_a_wrong_ipv6_address_is_corrected_in_place() -> None:
 def test_a_network_without_any_ip_gets_the_ipv6_element() -> None:
     bare = "<network>\n  <name>n</name>\n  <bridge name='br9'/>\n</network>\n"
     after = nb.with_ipv6(bare, NET)
-    assert virt.parse_network(after).ip("ipv6") is not None
+    assert netxml.parse_network(after).ip("ipv6") is not None
     assert after.endswith('<ip family="ipv6" address="2001:db8:2::1" prefix="64"/>\n</network>\n')
 
 
@@ -158,7 +159,7 @@ def test_retarget_moves_only_interfaces_on_the_old_network() -> None:
 <interface type='network'><mac address='52:54:00:00:00:02'/><source network='other'/></interface>
 <interface type='bridge'><mac address='52:54:00:00:00:03'/><source bridge='default'/></interface>
 </devices></domain>"""
-    ifaces = virt.parse_interfaces(DomainXml(dom).retargeted("default", "nat-bridge").text)
+    ifaces = virtxml.parse_interfaces(DomainXml(dom).retargeted("default", "nat-bridge").text)
     assert [i.source for i in ifaces] == ["nat-bridge", "other", "default"]
 
 
@@ -245,7 +246,7 @@ def test_rename_is_planned_only_when_asked(node: libvirt.virConnect) -> None:
     assert '-      <source network="default"/>' in moved.diff.replace("'", '"') or (
         "source network" in moved.diff
     )
-    assert virt.parse_network(plan.xml).name == "nat-bridge"
+    assert netxml.parse_network(plan.xml).name == "nat-bridge"
 
 
 def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.virConnect) -> None:
@@ -255,12 +256,12 @@ def test_rename_apply_moves_network_autostart_and_guest_configs(node: libvirt.vi
     )
     names = [n.name for n in virt.list_networks(node)]
     new = virt.get_network(node, "nat-bridge")
-    off = virt.parse_interfaces(node.lookupByName("vm-off").XMLDesc(0))
+    off = virtxml.parse_interfaces(node.lookupByName("vm-off").XMLDesc(0))
     run_dom = node.lookupByName("vm-run")
-    run_cfg = virt.parse_interfaces(run_dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    run_cfg = virtxml.parse_interfaces(run_dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     assert names == ["nat-bridge"]
     assert new.active and new.autostart and new.bridge == "virbr0"
-    assert new.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert new.ip("ipv6") == netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
     assert [i.source for i in off] == ["nat-bridge"]
     assert [i.source for i in run_cfg] == ["nat-bridge"]
     # The test driver cannot change a live interface: the record says so.
@@ -396,7 +397,7 @@ def step(result: Any, name: str) -> Any:
 
 def sources(conn: libvirt.virConnect, domain: str) -> list[str]:
     xml = conn.lookupByName(domain).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    return [i.source for i in virt.parse_interfaces(xml)]
+    return [i.source for i in virtxml.parse_interfaces(xml)]
 
 
 def assert_default_is_back(conn: libvirt.virConnect, result: Any) -> None:
@@ -475,7 +476,7 @@ def test_rename_whose_rollback_fails_too_says_so_and_keeps_the_old_definition(
     result = rename(node)
     assert result.status == "failed"
     assert "putting default back failed too" in result.summary
-    assert virt.parse_network(result.data["restore_xml"]).name == "default"
+    assert netxml.parse_network(result.data["restore_xml"]).name == "default"
     assert [n.name for n in virt.list_networks(node)] == []
 
 
@@ -559,14 +560,15 @@ def test_replacing_a_prefix_says_so_and_drops_the_dhcpv6_children_of_the_old_one
     assert "range 2001:db8:9::100-2001:db8:9::1ff" in update.summary
     assert "host 2001:db8:9::5" in update.summary
     assert "2001:db8:9::" not in plan.xml
-    assert virt.parse_network(plan.xml).ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    want = netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert netxml.parse_network(plan.xml).ip("ipv6") == want
     # libvirt takes it (its parser refuses a range outside the prefix), and apply does it.
     result = apply_on(
         conn, host="h", netns="", net=NET, network="default", replace_ipv6=True, timeout=0
     )
     assert [c.action for c in result.changes] == ["update", "restart"], result.summary
     after = virt.get_network(conn, "default")
-    assert after.ip("ipv6") == virt.NetworkIP("ipv6", "2001:db8:2::1", 64)
+    assert after.ip("ipv6") == netxml.NetworkIP("ipv6", "2001:db8:2::1", 64)
     assert "2001:db8:9::" not in after.xml
 
 
@@ -574,7 +576,7 @@ SECOND_V6 = "  <ip family='ipv6' address='fd00:9::1' prefix='64'/>\n"
 
 
 def ipv6_prefixes(xml: str) -> list[str]:
-    ips = virt.parse_network(xml).ips
+    ips = netxml.parse_network(xml).ips
     return [f"{ip.address}/{ip.prefix}" for ip in ips if ip.family == "ipv6"]
 
 
@@ -635,7 +637,7 @@ def test_another_address_in_the_same_prefix_is_corrected_keeping_the_children_th
     assert (
         "set default's IPv6 to 2001:db8:2::1/64 (was 2001:db8:2::7/64)" in plan.changes[0].summary
     )
-    assert virt.parse_network(plan.xml).ip("ipv6") == virt.NetworkIP(
+    assert netxml.parse_network(plan.xml).ip("ipv6") == netxml.NetworkIP(
         "ipv6", "2001:db8:2::1", 64, (("2001:db8:2::100", "2001:db8:2::1ff"),)
     )
     assert "2001:db8:2::5" in plan.xml

@@ -60,10 +60,10 @@ def test_plan_shows_the_nic_as_a_diff_of_the_definition(uri: str) -> None:
     assert [c.target for c in p.changes] == ["domain:vm-netreg", "domain:vm-netreg:live"]
     added = [line for line in p.diff.splitlines() if line.startswith("+") and "+++" not in line]
     assert added == [
-        "+    <interface type='network'>",
-        f"+      <mac address='{MAC}'/>",
-        "+      <source network='forward-bridge'/>",
-        "+      <model type='virtio'/>",
+        '+    <interface type="network">',
+        f'+      <mac address="{MAC}"/>',
+        '+      <source network="forward-bridge"/>',
+        '+      <model type="virtio"/>',
         "+    </interface>",
     ]
 

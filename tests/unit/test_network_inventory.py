@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 from opslib.procedures import network_inventory as ni
 
 
-def net(xml: str, **state: bool) -> virt.Network:
-    return virt.parse_network(xml, **{"active": True, "autostart": True, **state})
+def net(xml: str, **state: bool) -> netxml.Network:
+    return netxml.parse_network(xml, **{"active": True, "autostart": True, **state})
 
 
 NAT = "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/><ip address='198.51.100.1' prefix='24'><dhcp><range start='198.51.100.100' end='198.51.100.199'/></dhcp></ip></network>"  # noqa: E501

@@ -436,6 +436,13 @@ vm = ""  # vm? (or address6): one VM
 address6 = "2001:db8::5"  # ipv6?: or its address
 prefix = "2001:db8:2::/64"  # ipv6-prefix64 (ula if allow_ula): routed
 allow_ula = False  # bool: allow a unique-local prefix
+uplink = "eth0"  # ifname (not bridge): the bridge's port
+bridge = "br0"  # ifname: the bridge
+client = "2001:db8:1::2/64"  # ipv6-cidr64: the tunnel's end
+routed = "2001:db8:3::/64"  # ipv6-prefix64 (not in client): routed to us
+mode = "print"  # choice[attach|print] (attach needs vm): what to do
+ttl = 1  # int[1|60..86400] (1 if proxied): TTL, 1 = automatic
+proxied = False  # bool: proxied
 """
 
 
@@ -449,6 +456,11 @@ allow_ula = False  # bool: allow a unique-local prefix
         ({"name": "vm.example.net"}, "parameter name: vm.example.net is not in zone example.org"),
         ({"address6": ""}, "parameter vm: give vm or address6"),
         ({"prefix": "fd00:1::/64"}, "set allow_ula to use it anyway"),
+        ({"bridge": "eth0"}, "parameter uplink: eth0 is bridge too; give uplink and bridge two"),
+        ({"routed": "2001:db8:1::/64"}, "parameter routed: 2001:db8:1::/64 overlaps client's"),
+        ({"client": "2001:db8:3::1/64"}, "overlaps client's network 2001:db8:3::/64"),
+        ({"mode": "attach"}, "parameter mode: attach needs vm; give vm, or mode print"),
+        ({"proxied": "true", "ttl": "300"}, "parameter ttl: 300 cannot go with proxied true"),
     ],
 )
 def test_rules_between_two_parameters_are_checked_with_the_types(
@@ -465,10 +477,15 @@ def test_rules_that_hold_pass_and_are_part_of_the_declaration() -> None:
     values = params.validate(
         decls,
         {"address": "192.0.2.10/24", "gateway": "192.0.2.1", "prefix": "fd00:1::/64",
-         "allow_ula": "true", "name": "Example.org", "address6": "2001:db8::5"},
+         "allow_ula": "true", "name": "Example.org", "address6": "2001:db8::5",
+         "mode": "attach", "vm": "test", "ttl": "300"},
     )  # fmt: skip
     assert values["gateway"] == "192.0.2.1" and values["prefix"] == "fd00:1::/64"
     assert decls[1].declared == "ipv4? (needs address, in address)"
+    assert [p.declared for p in decls[-3:]] == [
+        "choice[attach|print] (attach needs vm)", "int[1|60..86400] (1 if proxied)", "bool",
+    ]  # fmt: skip
+    assert params.validate(decls, {"proxied": "true"})["ttl"] == 1
     with pytest.raises(InputError, match="'needs nothing' names no other parameter"):
         params.parse_declarations('x = ""  # str? (needs nothing): x\n')
     with pytest.raises(InputError, match="cannot read the rule 'implies x'"):

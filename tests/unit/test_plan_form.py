@@ -55,9 +55,11 @@ class FileDemo(transaction.Procedure[Inputs, Observed, None]):
             self.name, host, (Change(f"file:{i.path}", "update", "write", observed.file, i.text),)
         )
 
-    def steps(self, run: transaction.Run[Inputs, Observed, None]) -> list[transaction.Action]:
-        p = Path(run.inputs.path)
-        return [transaction.Action(f"write {p}", lambda d: p.write_text(run.inputs.text))]
+    def steps(
+        self, tx: transaction.Transaction[Inputs, Observed, None]
+    ) -> list[transaction.Action]:
+        p = Path(tx.inputs.path)
+        return [transaction.Action(f"write {p}", lambda d: p.write_text(tx.inputs.text))]
 
 
 plan_fn, apply_fn = inputs.verbs(FileDemo())

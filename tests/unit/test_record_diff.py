@@ -15,7 +15,7 @@ import pytest
 
 from opslib.core.changes import Check, Result
 from opslib.host.kernel.netlink import Neighbour
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 from opslib.procedures import find_vm_ip, network_inventory
 from opslib.records import diff
 
@@ -32,8 +32,8 @@ V6 = {
 }
 
 
-def nat(name: str = "nat-bridge") -> virt.Network:
-    return virt.parse_network(
+def nat(name: str = "nat-bridge") -> netxml.Network:
+    return netxml.parse_network(
         f"<network><name>{name}</name><forward mode='nat'/><bridge name='virbr1'/>"
         "<ip address='198.51.100.1' prefix='24'/><ip family='ipv6' address='2001:db8:2::1'"
         " prefix='64'/></network>",
@@ -70,7 +70,7 @@ def find_vm_ip_run(
             find_vm_ip.DomainView(
                 vm,
                 vm_state.get(vm, "running"),
-                (virt.Interface(mac=mac, type="network", source=network),),
+                (virtxml.Interface(mac=mac, type="network", source=network),),
             )
             for vm, mac in MACS.items()
         ),
@@ -158,7 +158,7 @@ def test_a_renamed_network_is_one_line_per_table(monkeypatch: pytest.MonkeyPatch
     ]
 
 
-def inventory(monkeypatch: pytest.MonkeyPatch, network: virt.Network) -> dict[str, Any]:
+def inventory(monkeypatch: pytest.MonkeyPatch, network: netxml.Network) -> dict[str, Any]:
     """network-inventory's report of one network on a bridge that is up."""
     bridge = network_inventory.BridgeView("virbr1", True, "UP", ("vnet0",), (), "on")
     obs = network_inventory.Observed((network,), {"virbr1": bridge}, {"vnet0": "tun"})
@@ -173,7 +173,7 @@ def test_a_network_renamed_with_all_else_equal_is_one_rename(
     assert a["result"]["keys"] == {"networks": ["network"]}
     assert diff.diff_runs(a, b) == ["~ networks: nat-bridge renamed to nat0"]
     # Another network on another bridge is not a rename: the one went and another came.
-    other = virt.parse_network(
+    other = netxml.parse_network(
         "<network><name>nat0</name><forward mode='nat'/><bridge name='virbr7'/></network>",
         active=True,
         autostart=True,

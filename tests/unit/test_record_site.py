@@ -183,7 +183,7 @@ def test_a_record_page_leads_with_the_result_and_says_what_changed_since_the_las
     for field in ("find-vm-ip", "operator", "2024-05-01T11:00:00Z", "failed", "abc123", "0.1.0"):
         assert field in second
     # the result (checks, steps with their times, tables) before the executed cells
-    assert second.index("<h4>Checks</h4>") < second.index('id="since"') < second.index('id="cells"')
+    assert second.index("<h5>Checks</h5>") < second.index('id="since"') < second.index('id="cells"')
     assert "1.25" in second and MAC in second and "<details" in second
     since = second[second.index('id="since"') : second.index('id="cells"')]
     assert "guest up" in since and "ok" in since and "fail" in since
@@ -277,13 +277,14 @@ def test_search_survives_reindex_and_catches_up_an_index_without_it(tmp_path: Pa
 
 def test_a_plan_shows_each_change_with_its_diff() -> None:
     from opslib.core.changes import Change, Plan
-    from opslib.records import pages as record_pages
+    from opslib.records import render
 
     change = Change("file:/etc/network/interfaces", "update", "br0 takes eth0", "a\n", "b\n")
-    html = record_pages.result_html(Plan("forward-bridge", "lab", (change,)).to_json())
-    assert "<h3>Plan: 1 change</h3>" in html
+    html = render.result_html(Plan("forward-bridge", "lab", (change,)).to_json())
+    assert "<h4>Plan for forward-bridge on lab: 1 change</h4>" in html
     assert "<code>file:/etc/network/interfaces</code>: br0 takes eth0" in html
-    assert '<span class="del">-a</span>' in html and '<span class="add">+b</span>' in html
+    assert '<span class="del" style="color:#cf222e">-a</span>' in html
+    assert '<span class="add" style="color:#1a7f37">+b</span>' in html
 
 
 def test_an_index_written_elsewhere_links_back_into_the_store(tmp_path: Path) -> None:

@@ -358,7 +358,7 @@ def test_the_form_checks_ranges_and_interface_names_and_files_under_this_host(
 
 
 def test_checks_show_a_fix_only_where_a_check_is_not_ok() -> None:
-    from opslib.engine import ui
+    from opslib.records import render
 
     registered = "is the host's MAC registered for DHCP (NetReg)?"
     result = Result(
@@ -370,11 +370,11 @@ def test_checks_show_a_fix_only_where_a_check_is_not_ok() -> None:
             Check("autostart", "warn", "off", "virsh net-autostart nat-bridge"),
         ],
     ).to_json()
-    lines = ui.result_text(result).splitlines()
+    lines = render.result_text(result).splitlines()
     assert lines[2].split() == ["NAME", "STATUS", "SEEN", "FIX"]
     assert lines[3].rstrip().endswith("ok      52:54:00:0b:01:03 leased")  # no fix beside ok
     assert lines[4].endswith("virsh net-autostart nat-bridge")
-    assert "register the MAC" not in ui.result_html(result)
-    assert "virsh net-autostart nat-bridge" in ui.result_html(result)
+    assert "register the MAC" not in render.result_html(result)
+    assert "virsh net-autostart nat-bridge" in render.result_html(result)
     only_ok = {**result, "checks": result["checks"][:1]}
-    assert ui.result_text(only_ok).splitlines()[2].split() == ["NAME", "STATUS", "SEEN"]
+    assert render.result_text(only_ok).splitlines()[2].split() == ["NAME", "STATUS", "SEEN"]

@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from opslib.host.libvirt import netxml
 from opslib.procedures import host_health
 from opslib.procedures import network_inventory as ni
 from opslib.records import store as records
@@ -90,7 +91,7 @@ def fixes(tmp_path: Path, name: str) -> dict[str, str]:
         records_dir=published(tmp_path, name),
     )  # fmt: skip
     bridge = ni.BridgeView(name, False, "DOWN", (), (), "")
-    on = ni.virt.parse_network(
+    on = netxml.parse_network(
         NODE_NET.format(name=escape(name, {"'": "&apos;"})), active=True, autostart=True
     )
     net = ni.Observed((on,), {name: bridge}, {})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from opslib.contract import transaction
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Change, Check, Plan, watching_steps
 from opslib.core.errors import ApplyError, HostError, OpsError
@@ -44,8 +44,8 @@ class Toy(Procedure[Want, dict[str, str], dict[str, str]]):
         )
         return Plan(self.name, host, changes)
 
-    def steps(self, run: Run[Want, dict[str, str], dict[str, str]]) -> list[Action]:
-        host = run.session
+    def steps(self, tx: Transaction[Want, dict[str, str], dict[str, str]]) -> list[Action]:
+        host = tx.session
 
         def action(key: str, value: str) -> Action:
             old = host.get(key)
@@ -71,7 +71,7 @@ class Toy(Procedure[Want, dict[str, str], dict[str, str]]):
 
             return Action(f"set {key}", do, undo, check=check, **self.extra.get(key, {}))
 
-        return [action(c.target[4:], str(c.after)) for c in run.plan.changes]
+        return [action(c.target[4:], str(c.after)) for c in tx.plan.changes]
 
 
 WANT = Want((("a", "1"), ("b", "2"), ("c", "3")))
@@ -171,9 +171,9 @@ def test_a_refusal_before_any_change_is_raised() -> None:
 
     steps = toy.steps
     toy.steps = (
-        lambda run: [  # type: ignore[method-assign]
+        lambda tx: [  # type: ignore[method-assign]
             Action("set a", refuse, refusals=(HostError,)),
-            *steps(run)[1:],
+            *steps(tx)[1:],
         ]
     )
     with pytest.raises(HostError, match="no such thing"):
@@ -195,8 +195,8 @@ def test_keep_is_called_as_a_point_of_no_return_starts() -> None:
     toy = Toy(a={"keep": lambda: heard.append("kept a")}, c={"commits": True})
     steps = toy.steps
 
-    def noting(run: Run[Want, dict[str, str], dict[str, str]]) -> list[Action]:
-        found = steps(run)
+    def noting(tx: Transaction[Want, dict[str, str], dict[str, str]]) -> list[Action]:
+        found = steps(tx)
         do = found[2].do
         return [*found[:2], dataclasses.replace(found[2], do=lambda d: (heard.append("c"), do(d)))]
 
@@ -227,14 +227,16 @@ def test_what_the_actions_share_with_finish_is_one_typed_object_per_kind() -> No
     class Made:
         names: list[str] = dataclasses.field(default_factory=list)
 
-    run: Run[None, None, None] = Run(None, None, Plan("x", "h"), None, Result("x", "h", "ok"))
+    tx: Transaction[None, None, None] = Transaction(
+        None, None, Plan("x", "h"), None, Result("x", "h", "ok")
+    )
     with pytest.raises(LookupError, match="no Made was shared"):
-        run.shared(Made)
-    made = run.share(Made())
+        tx.shared(Made)
+    made = tx.share(Made())
     made.names.append("br0")
-    assert run.shared(Made) is made and run.shared(Made).names == ["br0"]
+    assert tx.shared(Made) is made and tx.shared(Made).names == ["br0"]
     fresh = Made(["x"])
-    assert run.shared(Made, fresh) is made  # a default only where nothing was shared
+    assert tx.shared(Made, fresh) is made  # a default only where nothing was shared
 
 
 def test_an_advisory_check_that_fails_is_reported_and_undoes_nothing() -> None:

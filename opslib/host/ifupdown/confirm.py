@@ -67,7 +67,8 @@ class Watchdog:
     def decided(self) -> bool:
         return (self.directory / DECIDED).exists()
 
-    def outcome(self) -> str:
+    def log_text(self) -> str:
+        """What the watchdog wrote (why it reverted), "" when it did not."""
         return self.log.read_text() if self.log.exists() else ""
 
 

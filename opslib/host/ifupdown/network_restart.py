@@ -249,20 +249,20 @@ def _restart_steps(
     ]  # fmt: skip
 
 
-def failed(work: Restarting, outcome: Applied, result: Result, state: Callable[[], Any]) -> bool:
+def failed(work: Restarting, applied: Applied, result: Result, state: Callable[[], Any]) -> bool:
     """The result of a restart that failed (False: the failure was not the restart's)."""
-    if outcome.failed is None:
+    if applied.failed is None:
         return False
-    if outcome.failed is work.validating:
+    if applied.failed is work.validating:
         result.status = "failed"  # nothing was applied: the rejected file is gone
-        why = outcome.error
+        why = applied.error
         result.summary = f"ifup --no-act rejected the new file; the old one is back: {why}"
         return True
-    if outcome.failed is not work.verifying or not outcome.undone:
+    if applied.failed is not work.verifying or not applied.undone:
         return False
     # After the undo: wait for the kernel to be as it was; say whether it is.
     failing = [c for c in work.checks if not c.ok]
-    what = "; ".join(f"{c.name}: {c.seen}" for c in failing) or str(outcome.error)
+    what = "; ".join(f"{c.name}: {c.seen}" for c in failing) or str(applied.error)
     before = work.before
     with result.step("verify previous state") as detail:
         after = poll(lambda: (s := state(), s == before),

@@ -16,7 +16,7 @@ from opslib.core.changes import Check
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt.virtxml import NetworkXml
+from opslib.host.libvirt.netxml import NetworkXml
 
 WAIT_ROUND = 0.5  # seconds between rounds of pings to the guests
 

@@ -20,8 +20,9 @@ from opslib.core.actions import Action, Applied, Detail
 from opslib.core.changes import Change, Result
 from opslib.core.errors import ApplyError, LibvirtError, OpsError
 from opslib.core.shellcmd import command
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import DomainXml, NetworkXml, canonical
+from opslib.host.libvirt import virt, virtxml
+from opslib.host.libvirt.netxml import NetworkXml
+from opslib.host.libvirt.virtxml import DomainXml, canonical
 
 
 def define_checked(
@@ -217,7 +218,7 @@ def _move_guest(
     if not state.running:
         return
     live = DomainXml(state.live_xml).retargeted(old, new)
-    for iface in virt.parse_interfaces(state.live_xml):
+    for iface in virtxml.parse_interfaces(state.live_xml):
         if iface.type != "network" or iface.source != old:
             continue
         element = live.interface(iface.mac)
@@ -231,7 +232,7 @@ def _move_guest(
 
 
 def rename_failed(
-    outcome: Applied,
+    applied: Applied,
     result: Result,
     source: virt.NetworkState,
     network: str,
@@ -241,7 +242,7 @@ def rename_failed(
     """The summary of a rename that stopped: the old network back unless the new one ran,
     the running guests' taps put back in every case (``reattach``, of ``taps`` taps: None
     when no guest was cut off yet)."""
-    old, bridge, error = source.name, source.bridge, outcome.error
+    old, bridge, error = source.name, source.bridge, applied.error
     if reattach is None:
         result.summary = str(error)  # the new config was refused: nothing changed
         return
@@ -255,14 +256,14 @@ def rename_failed(
     except OpsError as exc:
         taps_left = f"; guests' taps: {exc}"
     taps_text = taps_left
-    if outcome.kept:
+    if applied.kept:
         result.summary = (
             f"renaming {old} to {network} stopped: {error}; {network} runs on {bridge} with "
             f"the guests' taps put back{taps_text}; fix the rest by hand "
             f"({command('virsh', 'net-autostart', network)}, virsh edit GUEST)"
         )
-    elif outcome.problems:
-        problems = "; ".join(str(exc) for _action, exc in outcome.problems)
+    elif applied.problems:
+        problems = "; ".join(str(exc) for _action, exc in applied.problems)
         result.summary = (
             f"{network}: {error}; putting {old} back failed too: {problems}; define it again "
             f"from data.restore_xml (virsh net-define, net-start){taps_text}"

@@ -1,13 +1,14 @@
-"""libvirt: connect by URI, networks and domains, parsed from their XML with lxml.
+"""libvirt: connect by URI (the one way opsbook connects, the lab's too), networks and
+domains as the host has them.
 
-Side effects (the connection) and parsing (XML text in, dataclasses out) are
-separate: the parsers are pure and tested on XML strings, the rest takes an
-open connection. libvirtError is translated to opslib.core.errors here, nowhere else.
+Side effects (the connection) and parsing are separate: the definitions are read and
+edited by the declared models of :mod:`opslib.host.libvirt.virtxml` (domains) and
+:mod:`opslib.host.libvirt.netxml` (networks), pure and tested on XML strings; this module
+takes an open connection. libvirtError is translated to opslib.core.errors here, nowhere else.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -16,10 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
-from lxml import etree
 
 from opslib.core.errors import InputError, LibvirtError, OpsError, UnknownName
 from opslib.core.params import Param
+from opslib.host.libvirt.netxml import Network, parse_network
+from opslib.host.libvirt.virtxml import Interface, parse_interfaces
 
 # libvirt prints every error to stderr by default; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -88,88 +90,6 @@ class LibvirtSession:
         return connect(inputs.libvirt_uri)
 
 
-# -- XML models ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interface:
-    """A guest NIC as the domain XML declares it: :func:`parse_interfaces` reads it,
-    :meth:`xml` writes it (as libvirt formats it, so that diffs of definitions read alike)."""
-
-    mac: str
-    type: str  # network | bridge | direct | user ...
-    source: str  # network name or bridge name ("" when none)
-    target: str = ""  # the host-side tap device while running
-    model: str = ""
-
-    def xml(self) -> str:
-        source = {"network": "network", "bridge": "bridge"}.get(self.type, "dev")
-        children = [
-            f"<mac address='{self.mac}'/>",
-            f"<source {source}='{self.source}'/>" if self.source else "",
-            f"<target dev='{self.target}'/>" if self.target else "",
-            f"<model type='{self.model}'/>" if self.model else "",
-        ]
-        inner = "".join(f"  {c}\n" for c in children if c)
-        return f"<interface type='{self.type}'>\n{inner}</interface>\n"
-
-
-def with_device(domain_xml: str, device_xml: str) -> str:
-    """The domain XML text with a device added after its last interface (or at the end of
-    ``<devices>``), indented as its neighbours; the rest is kept byte for byte."""
-    end = domain_xml.rfind("</interface>")
-    if end >= 0:
-        line_start = domain_xml.rfind("\n", 0, end) + 1
-        indent = domain_xml[line_start:end]
-        at = domain_xml.find("\n", end) + 1 or len(domain_xml)
-    else:
-        end = domain_xml.rfind("</devices>")
-        if end < 0:
-            raise InputError("the domain XML has no <devices>; cannot add a device to it")
-        line_start = domain_xml.rfind("\n", 0, end) + 1
-        indent = domain_xml[line_start:end] + "  "
-        at = line_start
-    added = "".join(indent + line + "\n" for line in device_xml.splitlines())
-    return domain_xml[:at] + added + domain_xml[at:]
-
-
-@dataclass(frozen=True)
-class NetworkIP:
-    family: str  # ipv4 | ipv6
-    address: str
-    prefix: int
-    dhcp_ranges: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return ipaddress.ip_interface(f"{self.address}/{self.prefix}").network
-
-
-@dataclass(frozen=True)
-class Network:
-    name: str
-    bridge: str
-    forward_mode: str  # nat | bridge | route | open | isolated ("" in the XML)
-    ips: tuple[NetworkIP, ...]
-    xml: str
-    active: bool = False
-    autostart: bool = False
-    persistent: bool = False
-    uuid: str = ""
-
-    def ip(self, family: str) -> NetworkIP | None:
-        return next((i for i in self.ips if i.family == family), None)
-
-    def carries(self, address: str, prefix: int) -> bool:
-        """Whether one of the network's ``<ip>`` is ``address``/``prefix``."""
-        want = ipaddress.ip_address(address)
-        for ip in self.ips:
-            with suppress(ValueError):
-                if ipaddress.ip_address(ip.address) == want:
-                    return ip.prefix == prefix
-        return False
-
-
 @dataclass(frozen=True)
 class Domain:
     name: str
@@ -186,65 +106,6 @@ class Domain:
     @property
     def macs(self) -> tuple[str, ...]:
         return tuple(i.mac for i in self.interfaces)
-
-
-def _parse(xml: str) -> etree._Element:
-    return etree.fromstring(xml.encode())
-
-
-def _attr(parent: etree._Element, child: str, name: str) -> str:
-    node = parent.find(child)
-    return node.get(name, "") if node is not None else ""
-
-
-def parse_interfaces(domain_xml: str) -> tuple[Interface, ...]:
-    """Every ``<interface>`` of a domain XML, MACs lower-cased."""
-    root = _parse(domain_xml)
-    found = []
-    for iface in root.iterfind("devices/interface"):
-        source = iface.find("source")
-        src = ""
-        if source is not None:
-            src = source.get("network") or source.get("bridge") or source.get("dev") or ""
-        found.append(
-            Interface(
-                mac=_attr(iface, "mac", "address").lower(),
-                type=iface.get("type", ""),
-                source=src,
-                target=_attr(iface, "target", "dev"),
-                model=_attr(iface, "model", "type"),
-            )
-        )
-    return tuple(found)
-
-
-def parse_network(xml: str, **state: bool) -> Network:
-    """A network XML (``net-dumpxml``) as a :class:`Network`; ``state`` adds active/autostart."""
-    root = _parse(xml)
-    forward = root.find("forward")
-    mode = "isolated" if forward is None else forward.get("mode", "nat")
-    bridge = root.find("bridge")
-    ips = []
-    for ip in root.iterfind("ip"):
-        family = ip.get("family", "ipv4")
-        address = ip.get("address", "")
-        if ip.get("prefix"):
-            prefix = int(ip.get("prefix", "0"))
-        elif ip.get("netmask"):
-            prefix = ipaddress.IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen
-        else:
-            prefix = 64 if family == "ipv6" else 24
-        ranges = tuple((r.get("start", ""), r.get("end", "")) for r in ip.iterfind("dhcp/range"))
-        ips.append(NetworkIP(family, address, prefix, ranges))
-    return Network(
-        name=root.findtext("name", ""),
-        bridge=bridge.get("name", "") if bridge is not None else "",
-        forward_mode=mode,
-        ips=tuple(ips),
-        xml=xml,
-        uuid=root.findtext("uuid", "").strip(),
-        **state,
-    )
 
 
 # -- reading a host ------------------------------------------------------------

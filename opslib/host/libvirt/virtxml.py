@@ -3,32 +3,29 @@
 A model parses a definition once. Each property is declared as one path (an element's
 text, ``name``, or an attribute, ``bridge/@name``); edits return a new model; ``text``
 is what libvirt is given, in lxml's form, so that a diff of two definitions (both
-through a model) shows the edit only. Procedures edit definitions through these
-models, not with f-strings or etree surgery of their own, and show the diff before
-anything is defined.
+through a model) shows the edit only. Procedures read and edit definitions through
+these models (domains here, networks in :mod:`opslib.host.libvirt.netxml`:
+:func:`parse_interfaces`, :class:`Interface`, :meth:`DomainXml.with_interface`,
+:func:`~opslib.host.libvirt.netxml.parse_network`...), not with f-strings, text splicing or etree
+surgery of their own, and show the diff before anything is defined.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
 from lxml import etree
 
 from opslib.core.errors import InputError
-from opslib.core.ipv6prefix import gateway
-
-# The namespace of what opsbook keeps in a definition's <metadata>.
-OPSBOOK_NS = "urn:opsbook:libvirt:1"
 
 
-def _parse(xml: str) -> etree._Element:
+def parse_xml(xml: str) -> etree._Element:
     return etree.fromstring(xml.encode(), etree.XMLParser(remove_blank_text=False))
 
 
-def _remove(element: etree._Element) -> None:
+def remove(element: etree._Element) -> None:
     """Remove ``element``, keeping its siblings' indentation."""
     parent = element.getparent()
     assert parent is not None
@@ -40,13 +37,89 @@ def _remove(element: etree._Element) -> None:
     parent.remove(element)
 
 
+def indent(element: etree._Element, at: str, step: str = "  ") -> None:
+    """Indent ``element``'s children one ``step`` deeper than ``at`` (the element's own
+    line's whitespace, newline included), as libvirt lays a definition out."""
+    children = list(element)
+    if not children:
+        return
+    element.text = at + step
+    for child in children:
+        indent(child, at + step, step)
+        child.tail = at + step
+    children[-1].tail = at
+
+
+def line_indent(element: etree._Element) -> str:
+    """The whitespace before ``element`` (its line's indentation, newline included)."""
+    previous, parent = element.getprevious(), element.getparent()
+    if previous is not None:
+        return previous.tail or "\n"
+    return (parent.text if parent is not None else None) or "\n"
+
+
+def insert_after(anchor: etree._Element, element: etree._Element) -> None:
+    """Add ``element`` right after ``anchor``, indented as it."""
+    at = line_indent(anchor)
+    anchor.addnext(element)
+    element.tail, anchor.tail = anchor.tail, at
+    indent(element, at)
+
+
+def insert(parent: etree._Element, element: etree._Element) -> None:
+    """Add ``element`` as ``parent``'s last child, indented as its siblings (one step
+    deeper than ``parent`` when it has none)."""
+    children = list(parent)
+    if children:
+        insert_after(children[-1], element)
+        return
+    outer = line_indent(parent)
+    parent.text, element.tail = outer + "  ", outer
+    parent.append(element)
+    indent(element, outer + "  ")
+
+
+def _attr(parent: etree._Element, child: str, name: str) -> str:
+    node = parent.find(child)
+    return node.get(name, "") if node is not None else ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A guest NIC as the domain XML declares it: :meth:`DomainXml.interfaces` reads it,
+    :meth:`element` writes it."""
+
+    mac: str
+    type: str  # network | bridge | direct | user ...
+    source: str  # network name or bridge name ("" when none)
+    target: str = ""  # the host-side tap device while running
+    model: str = ""
+
+    def element(self) -> etree._Element:
+        iface = etree.Element("interface", {"type": self.type})
+        etree.SubElement(iface, "mac", {"address": self.mac})
+        if self.source:
+            kind = {"network": "network", "bridge": "bridge"}.get(self.type, "dev")
+            etree.SubElement(iface, "source", {kind: self.source})
+        if self.target:
+            etree.SubElement(iface, "target", {"dev": self.target})
+        if self.model:
+            etree.SubElement(iface, "model", {"type": self.model})
+        indent(iface, "\n")
+        return iface
+
+    def xml(self) -> str:
+        """The ``<interface>`` alone: what attachDeviceFlags / detachDeviceFlags take."""
+        return etree.tostring(self.element(), encoding="unicode") + "\n"
+
+
 class Model:
     """A definition with declared properties: ``PROPERTIES`` maps a name to its path."""
 
     PROPERTIES: ClassVar[dict[str, str]] = {}
 
     def __init__(self, xml: str | etree._Element) -> None:
-        self.root = _parse(xml) if isinstance(xml, str) else xml
+        self.root = parse_xml(xml) if isinstance(xml, str) else xml
 
     def get(self, prop: str) -> str | None:
         path, _, attr = self.PROPERTIES[prop].partition("/@")
@@ -66,7 +139,7 @@ class Model:
                     if attr:
                         node.attrib.pop(attr, None)
                     else:
-                        _remove(node)
+                        remove(node)
             elif not nodes:
                 raise InputError(f"the definition has no <{path}> to set {prop} in")
             elif attr:
@@ -85,211 +158,6 @@ def canonical(xml: str) -> str:
     return Model(xml).text
 
 
-@dataclass(frozen=True)
-class IPv6Edit:
-    """The network XML with PREFIX::1/64, and what the edit took away to get there."""
-
-    xml: str
-    old: str = ""  # the IPv6 address/prefix rewritten in place ("" when added or already there)
-    dropped: tuple[str, ...] = ()  # DHCPv6 children of ``old`` outside the new prefix
-    others: tuple[str, ...] = ()  # the network's other IPv6 address/prefix, left as they were
-
-    def replaces(self, net: ipaddress.IPv6Network) -> ipaddress.IPv6Network | None:
-        """The other prefix this edit replaces (None for an add or a fix within ``net``)."""
-        if not self.old:
-            return None
-        try:
-            old = ipaddress.IPv6Interface(self.old).network
-        except ValueError:
-            return ipaddress.IPv6Network("::/128")  # unreadable: a replacement all the same
-        return None if old == net else old
-
-    def other_prefixes(self) -> tuple[str, ...]:
-        """The prefixes of ``others`` (their address/prefix when unreadable)."""
-        found = []
-        for text in self.others:
-            try:
-                found.append(str(ipaddress.IPv6Interface(text).network))
-            except ValueError:
-                found.append(text)
-        return tuple(found)
-
-
-def _in(net: ipaddress.IPv6Network, address: str | None) -> bool:
-    try:
-        return ipaddress.IPv6Address(address or "") in net
-    except ValueError:
-        return False
-
-
-def _is_gateway(net: ipaddress.IPv6Network, address: str | None) -> bool:
-    try:
-        return ipaddress.IPv6Address(address or "") == ipaddress.IPv6Address(gateway(net))
-    except ValueError:
-        return False
-
-
-def _prefix_text(ip: etree._Element) -> str:
-    return f"{ip.get('address', '')}/{ip.get('prefix', '64')}"
-
-
-class NetworkXml(Model):
-    """A libvirt network definition (``net-dumpxml``)."""
-
-    PROPERTIES: ClassVar[dict[str, str]] = {
-        "name": "name",
-        "uuid": "uuid",
-        "bridge": "bridge/@name",
-        "forward": "forward/@mode",
-    }
-
-    def _ipv6(self) -> list[etree._Element]:
-        return [ip for ip in self.root.iterfind("ip") if ip.get("family") == "ipv6"]
-
-    def same_config(self, other: str) -> bool:
-        """Whether ``other`` configures the same network: UUIDs, whitespace and the live
-        XML's count of attached guests (``connections``) aside."""
-
-        def key(root: etree._Element) -> bytes:
-            root = copy.deepcopy(root)
-            for uuid in root.findall("uuid"):
-                root.remove(uuid)
-            root.attrib.pop("connections", None)
-            for node in root.iter():
-                node.tail = node.tail.strip() if node.tail else None
-                if len(node):
-                    node.text = node.text.strip() if node.text else None
-            return bytes(etree.tostring(root, method="c14n"))
-
-        return key(self.root) == key(_parse(other))
-
-    def has_ipv6(self, net: ipaddress.IPv6Network) -> bool:
-        """True when the network carries PREFIX::1/64 for ``net``."""
-        for ip in self._ipv6():
-            if _is_gateway(net, ip.get("address")):
-                return ip.get("prefix", "64") == "64"
-        return False
-
-    def renamed(self, name: str) -> NetworkXml:
-        """The same network under another name: its UUID kept (defined once the old name
-        is undefined, libvirt takes it), and marked in its ``<metadata>`` with the name it
-        had (:meth:`renamed_from`)."""
-        old = self.get("name")
-        if old is None:
-            raise InputError("the network XML has no <name>")
-        new = self.set(name=name)
-        metadata = new.root.find("metadata")
-        if metadata is None:
-            metadata = etree.Element("metadata")
-            after = new.root.find("uuid")
-            after = after if after is not None else new.root.find("name")
-            assert after is not None
-            after.addnext(metadata)
-            metadata.tail, metadata.text = after.tail, after.tail
-        for mark in metadata.findall(f"{{{OPSBOOK_NS}}}renamed"):
-            _remove(mark)
-        inner = (metadata.text or "\n") + "  "
-        mark = etree.SubElement(metadata, f"{{{OPSBOOK_NS}}}renamed", nsmap={"opsbook": OPSBOOK_NS})
-        mark.set("from", old)
-        previous = mark.getprevious()
-        mark.tail = (previous.tail if previous is not None else metadata.text) or "\n"
-        if previous is not None:
-            previous.tail = inner
-        else:
-            metadata.text = inner
-        return new
-
-    def renamed_from(self) -> str | None:
-        """The name the network had before opsbook renamed it (None: not renamed by it).
-
-        libvirt keeps a network's ``<metadata>`` as given (9.0 and later), so a second
-        run can tell "already renamed" from a ``rename_from`` naming no network at all."""
-        mark = self.root.find(f"metadata/{{{OPSBOOK_NS}}}renamed")
-        return None if mark is None else mark.get("from")
-
-    def with_ipv6(self, net: ipaddress.IPv6Network) -> IPv6Edit:
-        """Set the network's IPv6 ``<ip>`` to PREFIX::1/64: add one, or rewrite one in place
-        (the one within ``net`` if any, else the first), dropping its DHCPv6 ``<range>`` and
-        ``<host>`` children that the new prefix does not hold (libvirt refuses those). The
-        network's other IPv6 ``<ip>`` are left alone and named in ``others``."""
-        new = self.set()
-        existing = new._ipv6()
-        if not existing:
-            return IPv6Edit(new._added_ipv6(net))
-        done = self.has_ipv6(net)
-        ip = next(
-            (
-                e
-                for e in existing
-                if (_is_gateway(net, e.get("address")) if done else _in(net, e.get("address")))
-                and e.get("prefix", "64") == "64"
-            ),
-            existing[0],
-        )
-        others = tuple(_prefix_text(e) for e in existing if e is not ip)
-        if done:
-            return IPv6Edit(self.text, others=others)
-        old = _prefix_text(ip)
-        ip.set("address", gateway(net))
-        ip.set("prefix", "64")
-        ip.attrib.pop("netmask", None)
-        dropped = []
-        for dhcp in ip.findall("dhcp"):
-            for child in list(dhcp):
-                if child.tag == "range" and not (
-                    _in(net, child.get("start")) and _in(net, child.get("end"))
-                ):
-                    dropped.append(f"range {child.get('start')}-{child.get('end')}")
-                    _remove(child)
-                elif child.tag == "host" and child.get("ip") and not _in(net, child.get("ip")):
-                    dropped.append(f"host {child.get('ip')}")
-                    _remove(child)
-            if not len(dhcp):
-                _remove(dhcp)
-        if not len(ip):
-            ip.text = None
-        return IPv6Edit(new.text, old, tuple(dropped), others)
-
-    def without_other_ipv6(self, net: ipaddress.IPv6Network) -> NetworkXml:
-        """A copy whose only IPv6 ``<ip>`` is PREFIX::1 of ``net`` (the others removed)."""
-        new = self.set()
-        for ip in new._ipv6():
-            if not _is_gateway(net, ip.get("address")):
-                _remove(ip)
-        return new
-
-    def _added_ipv6(self, net: ipaddress.IPv6Network) -> str:
-        """The text with an IPv6 ``<ip>`` PREFIX::1/64 added after the last ``<ip>``."""
-        root = self.root
-        ip = etree.Element("ip", {"family": "ipv6", "address": gateway(net), "prefix": "64"})
-        ips = root.findall("ip")
-        if ips:
-            last = ips[-1]
-            previous = last.getprevious()
-            indent = (previous.tail if previous is not None else root.text) or "\n  "
-            last.addnext(ip)
-            ip.tail, last.tail = last.tail, indent
-        else:
-            children = list(root)
-            indent = root.text or "\n  "
-            if children:
-                children[-1].addnext(ip)
-                ip.tail, children[-1].tail = children[-1].tail, indent
-            else:
-                root.text, ip.tail = indent, "\n"
-                root.append(ip)
-        return self.text
-
-
-def bridge_network(name: str, bridge: str, uuid: str = "") -> str:
-    """A network in forward mode bridge on ``bridge`` (libvirt's own layout)."""
-    uuid_line = f"  <uuid>{uuid}</uuid>\n" if uuid else ""
-    return (
-        f"<network>\n  <name>{name}</name>\n{uuid_line}  <forward mode='bridge'/>\n"
-        f"  <bridge name='{bridge}'/>\n</network>\n"
-    )
-
-
 class DomainXml(Model):
     """A libvirt domain definition (``dumpxml``)."""
 
@@ -303,6 +171,39 @@ class DomainXml(Model):
                 source.set("network", new)
         return moved
 
+    def interfaces(self) -> tuple[Interface, ...]:
+        """Every ``<interface>`` of the domain, MACs lower-cased."""
+        found = []
+        for iface in self.root.iterfind("devices/interface"):
+            source = iface.find("source")
+            src = ""
+            if source is not None:
+                src = source.get("network") or source.get("bridge") or source.get("dev") or ""
+            found.append(
+                Interface(
+                    mac=_attr(iface, "mac", "address").lower(),
+                    type=iface.get("type", ""),
+                    source=src,
+                    target=_attr(iface, "target", "dev"),
+                    model=_attr(iface, "model", "type"),
+                )
+            )
+        return tuple(found)
+
+    def with_interface(self, nic: Interface) -> DomainXml:
+        """A copy with ``nic`` added after the last ``<interface>`` (or at the end of
+        ``<devices>``), indented as its neighbours."""
+        new = self.set()
+        devices = new.root.find("devices")
+        if devices is None:
+            raise InputError("the domain XML has no <devices>; cannot add a device to it")
+        ifaces = devices.findall("interface")
+        if ifaces:
+            insert_after(ifaces[-1], nic.element())
+        else:
+            insert(devices, nic.element())
+        return new
+
     def interface(self, mac: str) -> str | None:
         """The ``<interface>`` element of ``mac`` alone (what updateDeviceFlags takes)."""
         for iface in self.root.iterfind("devices/interface"):
@@ -312,3 +213,8 @@ class DomainXml(Model):
                 alone.tail = None
                 return etree.tostring(alone, encoding="unicode")
         return None
+
+
+def parse_interfaces(domain_xml: str) -> tuple[Interface, ...]:
+    """Every ``<interface>`` of a domain XML, MACs lower-cased."""
+    return DomainXml(domain_xml).interfaces()

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from opslib.core.changes import Check
-from opslib.core.errors import ApplyError, InputError, NetlinkError, OpsError, Unsupported
+from opslib.core.errors import ApplyError, NetlinkError, OpsError, Unsupported
 from opslib.core.ipv6prefix import gateway
 from opslib.core.shellcmd import command
 from opslib.host.ifupdown import file_io
 from opslib.host.kernel import icmp, netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt
 from opslib.host.sixinfour import userspace
 
 IMPLEMENTATIONS = ("kernel", "userspace")
@@ -55,13 +55,11 @@ def spec_of(
     mtu: int = 1480,
     implementation: str = "kernel",
 ) -> TunnelSpec:
-    """The tunnel of values already in their declared types (the ipv6-tunnel runbook's
-    inputs: ifname, ipv4, ipv6-cidr64, ipv6 in client_ipv6, ipv6-prefix64...); InputError
-    for what those do not say: the routed /64 must be another than the tunnel's."""
+    """The tunnel of values already in their declared types and rules (the ipv6-tunnel
+    runbook's inputs: ifname, ipv4, ipv6-cidr64, ipv6 in client_ipv6, ipv6-prefix64 not in
+    client_ipv6...)."""
     client = ipaddress.IPv6Interface(client_ipv6)
     routed = ipaddress.IPv6Network(routed_prefix)
-    if routed.overlaps(client.network):
-        raise InputError(f"routed_prefix {routed} overlaps the tunnel's {client.network}")
     return TunnelSpec(
         tunnel, local_ipv4, server_ipv4, client, server_ipv6, routed, mtu, 255, implementation
     )
@@ -419,7 +417,7 @@ def path_health(
 
 
 def _routed_check(netns: str, libvirt_uri: str, nat_network: str, routed_prefix: str) -> Check:
-    def has_ipv6(network: virt.Network, net: ipaddress.IPv6Network) -> bool:
+    def has_ipv6(network: netxml.Network, net: ipaddress.IPv6Network) -> bool:
         return network.carries(gateway(net), 64)
 
     net = ipaddress.IPv6Network(routed_prefix)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from opslib.core.errors import LibvirtError, OpsError
@@ -19,19 +20,18 @@ from opslib.lab.simulated.guestxml import guest_xml, nat_network_xml
 LEASE_TIMEOUT = 75.0
 
 
-def connect(lab: Lab) -> Any:
-    """A libvirt connection to the lab's own libvirtd."""
-    import libvirt
+@contextlib.contextmanager
+def connect(lab: Lab) -> Iterator[Any]:
+    """A connection to the lab's own libvirtd, closed afterwards: opsbook's one way to
+    connect (:func:`opslib.host.libvirt.virt.connect`), with the lab's hint when it fails."""
+    from opslib.host.libvirt import virt
 
-    # libvirt prints every error to stderr by default; we raise ours instead
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        return libvirt.open(lab.uri)
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(
-            f"cannot reach the lab's libvirtd at {lab.uri}: {exc}; is the lab up (opsbook lab up)?",
-            exc.get_error_code(),
-        ) from exc
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(virt.connect(lab.uri))
+        except LibvirtError as exc:
+            raise LibvirtError(f"{exc}; is the lab up (opsbook lab up)?", exc.code) from exc
+        yield conn
 
 
 def start_daemons(lab: Lab) -> None:
@@ -76,20 +76,20 @@ def nat_net(conn: Any, lab: Lab) -> Any:
 def ensure_nat_network(lab: Lab) -> None:
     import libvirt
 
-    conn = connect(lab)
-    try:
+    with connect(lab) as conn:
         try:
-            net = nat_net(conn, lab)
-        except libvirt.libvirtError:
-            net = conn.networkDefineXML(nat_network_xml(lab))
-        if not net.autostart():
-            net.setAutostart(True)
-        if not net.isActive():
-            net.create()
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(f"NAT network {lab.nat_network}: {exc}", exc.get_error_code()) from exc
-    finally:
-        conn.close()
+            try:
+                net = nat_net(conn, lab)
+            except libvirt.libvirtError:
+                net = conn.networkDefineXML(nat_network_xml(lab))
+            if not net.autostart():
+                net.setAutostart(True)
+            if not net.isActive():
+                net.create()
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(
+                f"NAT network {lab.nat_network}: {exc}", exc.get_error_code()
+            ) from exc
 
 
 def domain_type(lab: Lab) -> str:
@@ -104,31 +104,31 @@ def start_guests(lab: Lab, dtype: str, clock: Clock) -> set[str]:
     """Define and start the guests; the NAT MACs of those that were running already."""
     import libvirt
 
-    conn = connect(lab)
-    try:
-        with clock.step(f"guests defined and started ({dtype})"):
-            domains = []
-            for guest in lab.guests:
-                try:
-                    dom = conn.lookupByName(guest.name)
-                except libvirt.libvirtError:
-                    dom = conn.defineXML(guest_xml(lab, guest, dtype))
-                domains.append(dom)
+    with connect(lab) as conn:
+        try:
+            with clock.step(f"guests defined and started ({dtype})"):
+                domains = []
+                for guest in lab.guests:
+                    try:
+                        dom = conn.lookupByName(guest.name)
+                    except libvirt.libvirtError:
+                        dom = conn.defineXML(guest_xml(lab, guest, dtype))
+                    domains.append(dom)
 
-            # guests already running renew only at their lease's T1 (see leased())
-            running = {g.nat_mac for g, d in zip(lab.guests, domains, strict=True) if d.isActive()}
+                # guests already running renew only at their lease's T1 (see leased())
+                running = {
+                    g.nat_mac for g, d in zip(lab.guests, domains, strict=True) if d.isActive()
+                }
 
-            def start(dom: Any) -> None:
-                if not dom.isActive():
-                    dom.create()
+                def start(dom: Any) -> None:
+                    if not dom.isActive():
+                        dom.create()
 
-            with concurrent.futures.ThreadPoolExecutor(len(domains)) as pool:
-                for future in [pool.submit(start, d) for d in domains]:
-                    future.result()
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(f"lab guests: {exc}", exc.get_error_code()) from exc
-    finally:
-        conn.close()
+                with concurrent.futures.ThreadPoolExecutor(len(domains)) as pool:
+                    for future in [pool.submit(start, d) for d in domains]:
+                        future.result()
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"lab guests: {exc}", exc.get_error_code()) from exc
     return running
 
 
@@ -137,45 +137,56 @@ def wait_leases(lab: Lab, running: set[str], clock: Clock) -> None:
     ran before this ``up``, asked to renew at once)."""
     import libvirt
 
-    conn = connect(lab)
-    try:
-        with clock.step("every guest holds a NAT lease"):
-            wanted = {g.nat_mac for g in lab.guests}
-            net = nat_net(conn, lab)
-            since, nudged = time.monotonic(), False
+    with connect(lab) as conn:
+        try:
+            with clock.step("every guest holds a NAT lease"):
+                wanted = {g.nat_mac for g in lab.guests}
+                net = nat_net(conn, lab)
+                since, nudged = time.monotonic(), False
 
-            def leased() -> bool:
-                nonlocal nudged
-                have = {lease["mac"] for lease in net.DHCPLeases()}
-                missing = wanted - have
-                if missing and not nudged and (missing <= running or time.monotonic() - since > 20):
-                    # A renamed or restarted network forgets its leases; a running
-                    # guest would only renew at its next T1: ask it to renew now (at
-                    # once when it was running before this `up`, else after its boot).
-                    nudged = True
-                    for guest in lab.guests:
-                        if guest.nat_mac not in have:
-                            with contextlib.suppress(OpsError):
-                                guest_shell(lab, guest.name, RENEW_LEASE, timeout=5)
-                return wanted <= have
+                def leased() -> bool:
+                    nonlocal nudged
+                    have = {lease["mac"] for lease in net.DHCPLeases()}
+                    missing = wanted - have
+                    if (
+                        missing
+                        and not nudged
+                        and (missing <= running or time.monotonic() - since > 20)
+                    ):
+                        # A renamed or restarted network forgets its leases; a running
+                        # guest would only renew at its next T1: ask it to renew now (at
+                        # once when it was running before this `up`, else after its boot).
+                        nudged = True
+                        for guest in lab.guests:
+                            if guest.nat_mac not in have:
+                                with contextlib.suppress(OpsError):
+                                    guest_shell(lab, guest.name, RENEW_LEASE, timeout=5)
+                    return wanted <= have
 
-            wait_until(
-                leased, LEASE_TIMEOUT, f"guest leases on {lab.nat_network}; see {lab.log_dir}", 0.5
-            )
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(f"lab guests: {exc}", exc.get_error_code()) from exc
-    finally:
-        conn.close()
+                wait_until(
+                    leased,
+                    LEASE_TIMEOUT,
+                    f"guest leases on {lab.nat_network}; see {lab.log_dir}",
+                    0.5,
+                )
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"lab guests: {exc}", exc.get_error_code()) from exc
 
 
 def destroy_all(lab: Lab) -> None:
     """Destroy the guests (in parallel: each takes a second or two) and the networks."""
+
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(connect(lab))
+        except LibvirtError:
+            return  # ending the processes comes next anyway
+        _destroy(conn)
+
+
+def _destroy(conn: Any) -> None:
     import libvirt
 
-    try:
-        conn = connect(lab)
-    except LibvirtError:
-        return  # ending the processes comes next anyway
     try:
         domains = [d for d in conn.listAllDomains() if d.isActive()]
         if domains:
@@ -188,20 +199,16 @@ def destroy_all(lab: Lab) -> None:
                 with contextlib.suppress(libvirt.libvirtError):
                     net.destroy()
     except libvirt.libvirtError:
-        pass  # best effort, see above
-    finally:
-        conn.close()
+        pass  # best effort, see destroy_all
 
 
 def nat_leases(lab: Lab) -> dict[str, str]:
     """MAC -> IPv4 of the NAT network's DHCP leases, as libvirt reports them."""
     import libvirt
 
-    conn = connect(lab)
-    try:
-        net = nat_net(conn, lab)
-        return {lease["mac"]: lease["ipaddr"] for lease in net.DHCPLeases()}
-    except libvirt.libvirtError as exc:
-        raise LibvirtError(f"leases of {lab.nat_network}: {exc}", exc.get_error_code()) from exc
-    finally:
-        conn.close()
+    with connect(lab) as conn:
+        try:
+            net = nat_net(conn, lab)
+            return {lease["mac"]: lease["ipaddr"] for lease in net.DHCPLeases()}
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"leases of {lab.nat_network}: {exc}", exc.get_error_code()) from exc

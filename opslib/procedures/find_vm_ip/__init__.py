@@ -29,7 +29,7 @@ from opslib.contract.inputs import param
 from opslib.core.changes import Check, Result, Step
 from opslib.core.errors import LibvirtError, NetlinkError
 from opslib.host.kernel import netlink, rtnl
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 from opslib.procedures.find_vm_ip import neighbour_probe
 from opslib.procedures.find_vm_ip.neighbour_probe import PROBE_WAIT, ProbeJob
 from opslib.procedures.find_vm_ip.vm_addresses import (
@@ -95,7 +95,7 @@ def _domains(conn: libvirt.virConnect, vm: str) -> list[tuple[libvirt.virDomain,
         view = DomainView(
             name=dom.name(),
             state=state,
-            interfaces=virt.parse_interfaces(xml),
+            interfaces=virtxml.parse_interfaces(xml),
             agent_connected=state == "running" and _agent_connected(xml),
         )
         out.append((dom, view))
@@ -175,11 +175,11 @@ def observe(
 
 
 def _bridges(
-    views: Iterable[DomainView], networks: Mapping[str, virt.Network]
-) -> tuple[dict[str, set[str]], dict[str, virt.Network]]:
+    views: Iterable[DomainView], networks: Mapping[str, netxml.Network]
+) -> tuple[dict[str, set[str]], dict[str, netxml.Network]]:
     """The MACs of the VMs' NICs on each bridge, and the libvirt network of each bridge."""
     bridge_macs: dict[str, set[str]] = {}
-    network_of_bridge: dict[str, virt.Network] = {}
+    network_of_bridge: dict[str, netxml.Network] = {}
     for view in views:
         for iface in view.interfaces:
             network, bridge = nic_bridge(iface, networks)
@@ -194,8 +194,8 @@ def _probe_jobs(
     netns: str,
     ifindex: Mapping[str, int],
     views: Iterable[DomainView],
-    networks: Mapping[str, virt.Network],
-    network_of_bridge: Mapping[str, virt.Network],
+    networks: Mapping[str, netxml.Network],
+    network_of_bridge: Mapping[str, netxml.Network],
     prefixes: dict[str, list[str]],
 ) -> list[ProbeJob]:
     """One probe per bridge with running VMs on it (its prefixes go into ``prefixes``,

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from opslib.core import slaac
 from opslib.host.kernel import icmp, netlink, rtnl
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml
 from opslib.procedures.find_vm_ip.vm_addresses import BridgeProbe
 
 
-def bridge_prefixes(addresses: Iterable[netlink.Address], net: virt.Network | None) -> list[str]:
+def bridge_prefixes(addresses: Iterable[netlink.Address], net: netxml.Network | None) -> list[str]:
     """The global /64s of a bridge: from the network XML and from the bridge itself."""
     prefixes = []
     if net is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from opslib.core import slaac
 from opslib.core.changes import JsonData
 from opslib.host.kernel import netlink
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import netxml, virt, virtxml
 
 SOURCES = ("neighbour", "lease", "agent")
 
@@ -73,7 +73,7 @@ class VmAddresses(JsonData):
 class DomainView:
     name: str
     state: str
-    interfaces: tuple[virt.Interface, ...]
+    interfaces: tuple[virtxml.Interface, ...]
     agent_connected: bool = False
 
 
@@ -101,7 +101,7 @@ class BridgeProbe:
 @dataclass(frozen=True)
 class Observed:
     domains: tuple[DomainView, ...]
-    networks: Mapping[str, virt.Network]
+    networks: Mapping[str, netxml.Network]
     neighbours: Mapping[str, Sequence[netlink.Neighbour]]  # by bridge
     missing_bridges: frozenset[str] = frozenset()
     leases: Mapping[str, Sequence[virt.Lease]] = dataclasses.field(default_factory=dict)
@@ -116,7 +116,7 @@ class Observed:
     probe_seconds: float = 0.0  # the whole probe (bridges are probed at once)
 
 
-def nic_bridge(iface: virt.Interface, networks: Mapping[str, virt.Network]) -> tuple[str, str]:
+def nic_bridge(iface: virtxml.Interface, networks: Mapping[str, netxml.Network]) -> tuple[str, str]:
     """(network, bridge) of a NIC; bridge "" when it has none."""
     # A running NIC on a bridge-mode network shows as type bridge with source network=NAME,
     # one on a macvtap network as type direct with source network=NAME.
@@ -141,7 +141,7 @@ BYPASS = (
 
 
 def _nic_note(
-    iface: virt.Interface, network: str, bridge: str, dom: DomainView, obs: Observed
+    iface: virtxml.Interface, network: str, bridge: str, dom: DomainView, obs: Observed
 ) -> str:
     notes = []
     if dom.state != "running":

@@ -25,15 +25,16 @@ from typing import Any
 
 from opslib.contract import inputs, transaction
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import ApplyError, HostError, InputError, UnknownName
 from opslib.host.ifupdown import network_restart, source_tree
 from opslib.host.ifupdown.network_restart import DEFAULT_RESTART, Restart, restart_argv
 from opslib.host.kernel import netlink
-from opslib.host.libvirt import virt
-from opslib.host.libvirt.virtxml import NetworkXml, bridge_network
+from opslib.host.libvirt import netxml, virt
+from opslib.host.libvirt.netxml import NetworkXml, bridge_network
+from opslib.host.libvirt.virtxml import canonical
 from opslib.procedures.forward_bridge.kernel import (
     KernelState,
     LinkFacts,
@@ -61,7 +62,9 @@ class Inputs(inputs.Declared):
     interfaces_file: str = param(
         "path", "the host's ifupdown interfaces file", "/etc/network/interfaces"
     )
-    uplink: str = param("ifname", "the NIC that becomes the bridge's port", "eth0")
+    uplink: str = param(
+        "ifname", "the NIC that becomes the bridge's port", "eth0", rules=("not bridge",)
+    )
     bridge: str = param("ifname", "the bridge that forward-bridge VMs attach to", "br0")
     # static CIDR on the bridge; "" = the uplink's addressing (or DHCP, which brings the
     # gateway: so a static address needs one, and a gateway needs a static address)
@@ -91,11 +94,8 @@ class Inputs(inputs.Declared):
         return Restart(self.restart_command, self.deadline, self.backup_dir)
 
     def __post_init__(self) -> None:
-        # What the declared types and rules do not say: the template with this netns, and
-        # two different links.
+        # What the declared types and rules do not say: the template with this netns.
         restart_argv(self.restart_command, self.netns, old="x", new="x", ifaces="x")
-        if self.uplink == self.bridge:
-            raise InputError(f"uplink and bridge are both {self.uplink!r}; give them two names")
 
 
 # -- observation ---------------------------------------------------------------------
@@ -105,10 +105,10 @@ class Inputs(inputs.Declared):
 class Observed:
     tree: source_tree.Tree
     links: dict[str, LinkFacts]
-    network: virt.Network | None
+    network: netxml.Network | None
 
 
-def observe_network(libvirt_uri: str, name: str) -> virt.Network | None:
+def observe_network(libvirt_uri: str, name: str) -> netxml.Network | None:
     with virt.connect(libvirt_uri) as conn:
         try:
             return virt.get_network(conn, name)
@@ -130,7 +130,7 @@ def observe(p: Inputs) -> Observed:
 # -- planning: the kernel and libvirt (pure) ---------------------------------------------
 
 
-def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Change]:
+def plan_network(net: netxml.Network | None, name: str, bridge: str) -> list[Change]:
     target = f"network:{name}"
     if net is None:
         return [
@@ -145,7 +145,7 @@ def plan_network(net: virt.Network | None, name: str, bridge: str) -> list[Chang
         summary = f"update {name}: forward mode bridge on {bridge}"
         if net.active:
             summary += " (restarted: guests on it stay on the bridge)"
-        changes.append(Change(target, "update", summary, net.xml, wanted))
+        changes.append(Change(target, "update", summary, canonical(net.xml), wanted))
     elif not net.persistent:
         changes.append(Change(target, "define", f"make {name} persistent", None, wanted))
     if not net.active:
@@ -221,18 +221,18 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, Restart]) -> list[Action]:
-        p, plan = run.inputs, run.plan
+    def steps(self, tx: Transaction[Inputs, Observed, Restart]) -> list[Action]:
+        p, plan = tx.inputs, tx.plan
         if not isinstance(plan, BridgePlan):  # the engine passes what make_plan made
             raise TypeError(f"forward-bridge's steps need a BridgePlan, not {type(plan)}")
-        work = run.share(network_restart.Restarting(
-            run.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
+        work = tx.share(network_restart.Restarting(
+            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
         ))  # fmt: skip
-        run.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
+        tx.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
         steps = []
         if any(c.action == "restart" for c in plan.changes):
             steps += network_restart.steps(
-                work, run.result, old_config=source_tree.flatten(run.observed.tree),
+                work, tx.result, old_config=source_tree.flatten(tx.observed.tree),
                 new_files=plan.new_files, iface=p.bridge,
                 state=lambda: kernel_state(p.netns, p.uplink, p.bridge),
                 verify=lambda: verify_bridge(p, p.netns),
@@ -246,23 +246,23 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
             ))  # fmt: skip
         return steps
 
-    def finish(self, run: Run[Inputs, Observed, Restart]) -> None:
-        outcome, result, p = run.outcome, run.result, run.inputs
-        work = run.shared(network_restart.Restarting)
+    def finish(self, tx: Transaction[Inputs, Observed, Restart]) -> None:
+        applied, result, p = tx.applied, tx.result, tx.inputs
+        work = tx.shared(network_restart.Restarting)
 
         def state() -> KernelState:
             return kernel_state(p.netns, p.uplink, p.bridge)
 
         try:
-            if outcome.ok and result.changes:
+            if applied.ok and result.changes:
                 result.summary = "; ".join(c.summary for c in result.changes)
-            elif outcome.ok:
+            elif applied.ok:
                 result.summary = "nothing to do: the bridge and the network are as planned"
                 with result.step("verify") as detail:
-                    result.checks = verify_bridge(run.inputs, run.inputs.netns)
+                    result.checks = verify_bridge(tx.inputs, tx.inputs.netns)
                     detail.append(", ".join(f"{c.name}: {c.status}" for c in result.checks))
-            elif not network_restart.failed(work, outcome, result, state):
-                result.summary = transaction.failure_summary(outcome)
+            elif not network_restart.failed(work, applied, result, state):
+                result.summary = transaction.failure_summary(applied)
         finally:
             work.clean_up()
 

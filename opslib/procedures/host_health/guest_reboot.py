@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 
 from opslib.core.changes import Check
 from opslib.core.shellcmd import command
-from opslib.host.libvirt import virt
+from opslib.host.libvirt import virt, virtxml
 
 COME_BACK = "guests come back after a reboot"
 
 
-def _on_campus(nic: virt.Interface, forward_network: str, bridge: str) -> bool:
+def _on_campus(nic: virtxml.Interface, forward_network: str, bridge: str) -> bool:
     """A NIC on the forward-bridge (network or host bridge): NetReg knows its MAC."""
     if nic.type == "network":
         return bool(forward_network) and nic.source == forward_network

@@ -27,7 +27,7 @@ its reason is in the result.
 
 The shape of every changing runbook (opslib.contract.transaction): :class:`Inputs`,
 ``observe`` (:mod:`.observed`), the pure ``make_plan`` (:mod:`.planning`), and
-steps, each with its undo; the XML edits are :mod:`opslib.host.libvirt.virtxml` models,
+steps, each with its undo; the XML edits are :mod:`opslib.host.libvirt.netxml` models,
 the prefix rules :mod:`opslib.core.ipv6prefix`.
 """
 
@@ -42,7 +42,7 @@ import libvirt
 
 from opslib.contract import inputs, transaction
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check, Plan
 from opslib.core.ipv6prefix import gateway
@@ -105,19 +105,19 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
+    def steps(self, tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> list[Action]:
         """The new config (checked, restarted) or the rename, then the taps back."""
-        conn, i, observed, plan = run.session, run.inputs, run.observed, run.plan
+        conn, i, observed, plan = tx.session, tx.inputs, tx.observed, tx.plan
         if not isinstance(plan, NatPlan):  # the engine passes what make_plan made
             raise TypeError(f"nat-bridge-ipv6's steps need a NatPlan, not {type(plan)}")
         bridge, netns = plan.bridge, i.netns
-        shared = run.share(Cutting())
+        shared = tx.share(Cutting())
         cuts = shared.cuts = [
             _Cut(t.domain, t.tap, t.mac, eui64_address(i.net, t.mac), 0.0)
             for t in observed.taps
             if t.tap
         ]
-        actions = {c.action for c in run.plan.changes}
+        actions = {c.action for c in tx.plan.changes}
 
         def stopping() -> None:
             for cut in cuts:
@@ -145,28 +145,28 @@ class NatBridgeIpv6(virt.LibvirtSession, Procedure[Inputs, Observed, libvirt.vir
             )  # fmt: skip
         if actions & {"restart", "start", "attach"}:
             steps.append(Action(f"reattach guest taps to {bridge}", reattach))
-        shared.waiting = _waiting(run, bridge, cuts)
+        shared.waiting = _waiting(tx, bridge, cuts)
         return [*steps, shared.waiting]
 
-    def finish(self, run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
-        outcome, result, network = run.outcome, run.result, run.inputs.network
-        source, shared = run.observed.source, run.shared(Cutting)
+    def finish(self, tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> None:
+        applied, result, network = tx.applied, tx.result, tx.inputs.network
+        source, shared = tx.observed.source, tx.shared(Cutting)
         cuts = shared.cuts
-        if outcome.ok or outcome.failed is shared.waiting:
-            _summarise(run)
-        elif isinstance(run.plan, NatPlan) and run.plan.rename_from and source is not None:
-            cut_off = any(c.detached_at for c in cuts) or bool(outcome.undone)
+        if applied.ok or applied.failed is shared.waiting:
+            _summarise(tx)
+        elif isinstance(tx.plan, NatPlan) and tx.plan.rename_from and source is not None:
+            cut_off = any(c.detached_at for c in cuts) or bool(applied.undone)
             reattach = (
-                (lambda: _reattach(run.inputs.netns, source.bridge, cuts)) if cut_off else None
+                (lambda: _reattach(tx.inputs.netns, source.bridge, cuts)) if cut_off else None
             )
-            network_change.rename_failed(outcome, result, source, network, reattach, len(cuts))
-        elif outcome.undone and outcome.failed is not None and outcome.failed.partial:
+            network_change.rename_failed(applied, result, source, network, reattach, len(cuts))
+        elif applied.undone and applied.failed is not None and applied.failed.partial:
             result.summary = (
-                f"{network} did not start with the new config ({outcome.error}); "
+                f"{network} did not start with the new config ({applied.error}); "
                 "the old one is back"
             )
         else:
-            result.summary = transaction.failure_summary(outcome)
+            result.summary = transaction.failure_summary(applied)
 
     def comparable(self, observed: Observed) -> Any:
         return observed.target, observed.source, observed.users
@@ -192,7 +192,7 @@ def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
 
 
 def _waiting(
-    run: Run[Inputs, Observed, libvirt.virConnect], bridge: str, cuts: list[_Cut]
+    tx: Transaction[Inputs, Observed, libvirt.virConnect], bridge: str, cuts: list[_Cut]
 ) -> Action:
     """The wait for each guest's SLAAC address, and its checks, as the last step.
 
@@ -200,7 +200,7 @@ def _waiting(
     (``commits``). The network already runs with the prefix and carries the guests that
     came back; undoing would cut every guest off a second time, for a guest that may only
     be slow or configured without SLAAC. The result is failed and names them (finish)."""
-    i, conn = run.inputs, run.session
+    i, conn = tx.inputs, tx.session
 
     def wait(detail: Detail) -> None:
         _wait_for_guests(i.netns, cuts, i.timeout)
@@ -214,11 +214,11 @@ def _waiting(
     return Action("wait for each guest's SLAAC address", wait, check=checked, commits=True)
 
 
-def _summarise(run: Run[Inputs, Observed, libvirt.virConnect]) -> None:
+def _summarise(tx: Transaction[Inputs, Observed, libvirt.virConnect]) -> None:
     """Once the guests were waited for (the step passed or failed): how long each guest
     was cut off, which did not come back. The summary only: the status is the engine's."""
-    result, network, net = run.result, run.inputs.network, run.inputs.net
-    cuts, changed = run.shared(Cutting).cuts, bool(run.plan.changes)
+    result, network, net = tx.result, tx.inputs.network, tx.inputs.net
+    cuts, changed = tx.shared(Cutting).cuts, bool(tx.plan.changes)
     result.add_table(
         "guests", guest_taps.table(cuts, changed=changed), key=("guest",), volatile=("cut off s",)
     )

@@ -2,7 +2,7 @@
 the prefixes it replaces or refuses, the rename, the restart and the guests' taps.
 
 From :class:`~opslib.procedures.nat_bridge_ipv6.observed.Observed` alone; the XML edits
-are :mod:`opslib.host.libvirt.virtxml` models, the rename's changes
+are :mod:`opslib.host.libvirt.netxml` models, the rename's changes
 :mod:`opslib.host.libvirt.network_change`.
 """
 
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import InputError, UnknownName
 from opslib.core.ipv6prefix import gateway
-from opslib.host.libvirt import network_change, virt
-from opslib.host.libvirt.virtxml import IPv6Edit, NetworkXml, canonical
+from opslib.host.libvirt import network_change, netxml, virt
+from opslib.host.libvirt.netxml import IPv6Edit, NetworkXml
+from opslib.host.libvirt.virtxml import canonical
 from opslib.procedures.nat_bridge_ipv6.observed import GuestTap, Observed
 
 RUNBOOK = "nat-bridge-ipv6"
@@ -60,7 +61,7 @@ def ipv6_plan(
     renaming = _renaming(observed, network, rename_from, known_networks, notes)
     base = source if renaming else target
     assert base is not None
-    mode = virt.parse_network(base.xml).forward_mode
+    mode = netxml.parse_network(base.xml).forward_mode
     if mode in NO_IP_MODES:
         raise InputError(
             f"network {base.name} forwards in mode {mode}, where libvirt allows no <ip> "
