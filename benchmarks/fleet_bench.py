@@ -1,36 +1,42 @@
-"""What Ansible costs a fleet run: host-health on 1 and 3 hosts, beside plain ssh.
+"""What Ansible costs a fleet run: host-health on 1, 3 and N hosts, beside plain ssh.
 
-Runs on three booted hosts and their inventory (``STATE``), as root::
+Runs on booted hosts and their inventory (``STATE``), as root::
 
-    .venv/bin/opsbook lab --prefix ob up --hosts 3
-    .venv/bin/python benchmarks/fleet_bench.py --prefix ob [--runs 3]
+    .venv/bin/opsbook lab --prefix ob up --hosts 3      # or --hosts 10 for --hosts 10
+    .venv/bin/python benchmarks/fleet_bench.py --prefix ob [--hosts 10] [--runs 3]
 
 (prefix: ``--prefix``, else $OPSBOOK_LAB_PREFIX, else ``ob``). It checks that state first
 (:func:`check_state`) and names what is missing in one line, exit 1.
 
-Times, median of N runs each:
+Times, median of N rounds (each round runs every case once, in turn, so that a machine
+shared with others loads every case alike):
 
-- ``opsbook fleet run host-health`` on the first host (forks 1) and on three hosts (forks 3);
+- ``opsbook fleet run host-health`` on the first host (forks 1), on 3 hosts (forks 3) and,
+  with ``--hosts N``, on N hosts (forks N);
 - the same runbook by hand over plain ssh (``ssh HOST sudo opsbook run host-health …``, the
-  host's parameter set as ``-p``), one host, then three hosts one after the other.
+  host's parameter set as ``-p``), on 1, 3 and N hosts one after the other.
 
-Prints Ansible's overhead over one ``ssh … opsbook run`` (fleet on 1 host minus ssh on 1
-host), the ratio of 3 hosts to 1 (target ≤ 1.5×), and a projection for 50 hosts at forks 10
-with the figures it rests on. Any run that fails ends the benchmark with exit 1, the reason
-and no figures.
+Prints the table, fleet on 1 host over ssh on 1 host (target ≤ 1.5×), 3 hosts / 1 host
+(≤ 1.5×), N hosts / 1 host (≤ 2× at 10), what one more host costs, and where the time of
+each fleet run goes: the workstation's CPU (the fleet command, Ansible and its ssh), the
+hosts' CPU (their containers' cgroups: opsbook, sshd, sudo), the opsbook run's own seconds
+on each host, and how busy both together kept the machine's cores. Any run that fails ends
+the benchmark with exit 1, the reason and no figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import re
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -43,21 +49,43 @@ import labstate  # noqa: E402
 
 from opslib.core import procs  # noqa: E402
 from opslib.core.errors import OpsError  # noqa: E402
+from opslib.lab.booted import daemonhost, nspawn  # noqa: E402
 from opslib.lab.booted import fleet as labfleet  # noqa: E402
 from opslib.lab.booted import ssh  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 
-STATE = "three booted hosts and their inventory: opsbook lab up --hosts 3"
+STATE = "booted hosts and their inventory: opsbook lab up --hosts 3 (--hosts N for --hosts N)"
 RUNBOOK = "host-health"
 OPSBOOK = str(ROOT / ".venv" / "bin" / "opsbook")
+CORES = os.cpu_count() or 1
+# what a host's opsbook says of its run: "record #12: daemon1/…-host-health.ipynb, 2.1 s)"
+OWN_SECONDS = re.compile(r"record #\d+: \S+, ([\d.]+) s\)")
 
 
 class BenchFailed(Exception):
     """What the benchmark timed did not succeed: no figure is worth printing."""
 
 
-def timed(name: str, argvs: list[list[str]], env: dict[str, str] | None = None) -> float:
-    """Seconds for ``argvs`` run one after the other; BenchFailed when one fails."""
+@dataclass
+class Sample:
+    """One timed run of a case: wall seconds, CPU seconds of the workstation's processes
+    (this benchmark's children: the fleet command, Ansible, ssh) and of the hosts (their
+    cgroups), and each host's opsbook run as it timed itself."""
+
+    seconds: float
+    workstation_cpu: float = 0.0
+    hosts_cpu: float = 0.0
+    own: list[float] = field(default_factory=list)
+
+
+def timed(
+    name: str,
+    argvs: list[list[str]],
+    env: dict[str, str] | None = None,
+    output: list[str] | None = None,
+) -> float:
+    """Seconds for ``argvs`` run one after the other; BenchFailed when one fails. Each
+    run's output is appended to ``output`` when given."""
     t0 = time.perf_counter()
     for argv in argvs:
         proc = subprocess.run(
@@ -66,7 +94,36 @@ def timed(name: str, argvs: list[list[str]], env: dict[str, str] | None = None) 
         if proc.returncode != 0:
             why = procs.last_line(proc)
             raise BenchFailed(f"{name}: `{shlex.join(argv)}` exited {proc.returncode}: {why}")
+        if output is not None:
+            output.append(proc.stdout + proc.stderr)
     return time.perf_counter() - t0
+
+
+def hosts_cpu(lab: Lab) -> float:
+    """CPU seconds used so far by every booted host of the lab (its cgroup v2 cpu.stat:
+    systemd, sshd, sudo, opsbook, libvirtd and its guests)."""
+    total = 0
+    for host in daemonhost.hosts(lab):
+        for group in nspawn.cgroups(host.container):
+            stat = group / "cpu.stat"
+            if stat.is_file():
+                for line in stat.read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        total += int(line.split()[1])
+    return total / 1e6
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sample(lab: Lab, name: str, argvs: list[list[str]], env: dict[str, str]) -> Sample:
+    out: list[str] = []
+    cpu0, hosts0 = children_cpu(), hosts_cpu(lab)
+    seconds = timed(name, argvs, env, out)
+    own = [float(s) for text in out for s in OWN_SECONDS.findall(text)]
+    return Sample(seconds, children_cpu() - cpu0, hosts_cpu(lab) - hosts0, own)
 
 
 def by_ssh(lab: Lab, host: str) -> list[str]:
@@ -78,66 +135,95 @@ def by_ssh(lab: Lab, host: str) -> list[str]:
     return ssh.ssh_argv(lab, host, shlex.join(argv))
 
 
-def check_state(lab: Lab) -> list[str]:
-    """Three running booted hosts and the inventory (StateMissing otherwise): their names."""
-    return labstate.booted_hosts(lab, 3)
+def check_state(lab: Lab, count: int = 3) -> list[str]:
+    """``count`` running booted hosts and the inventory (StateMissing otherwise): their
+    names, daemon1 first."""
+    return labstate.booted_hosts(lab, count)
+
+
+def median(samples: list[Sample], what: str) -> float:
+    return statistics.median(getattr(s, what) for s in samples)
+
+
+def report(sizes: list[int], runs: int, found: dict[str, list[Sample]]) -> None:
+    def fleet(n: int) -> list[Sample]:
+        return found[f"fleet run, {n} host{'s' if n > 1 else ''} (forks {n})"]
+
+    def by_hand(n: int) -> list[Sample]:
+        return found[f"ssh opsbook run, {n} host{'s in turn' if n > 1 else ''}"]
+
+    print(f"{'WAY (' + RUNBOOK + ', median of ' + str(runs) + ')':40} {'SECONDS':>8}")
+    for name, samples in found.items():
+        print(f"{name:40} {median(samples, 'seconds'):8.2f}")
+    f1, s1 = median(fleet(1), "seconds"), median(by_hand(1), "seconds")
+    print(f"\nfleet on 1 host / ssh on 1 host: {f1 / s1:.2f}× (target ≤ 1.5×); "
+          f"Ansible adds {f1 - s1:.2f} s")  # fmt: skip
+    for n in sizes[1:]:
+        fn, sn = median(fleet(n), "seconds"), median(by_hand(n), "seconds")
+        target = " (target ≤ 1.5×)" if n == 3 else " (target ≤ 2× at 10)" if n == 10 else ""
+        print(
+            f"{n} hosts / 1 host: {fn / f1:.2f}× with fleet{target}, {sn / s1:.2f}× by ssh in "
+            f"turn; one more host costs the fleet {(fn - f1) / (n - 1):.2f} s "
+            f"(by ssh {(sn - s1) / (n - 1):.2f} s)"
+        )
+    print(
+        f"\nwhere a fleet run's time goes ({CORES} cores; CPU seconds, medians):\n"
+        f"{'HOSTS':>5} {'WALL':>6} {'WORKSTATION':>11} {'HOSTS CPU':>9} {'BUSY':>5} "
+        f"{'OPSBOOK/HOST':>12}"
+    )
+    for n in sizes:
+        samples = fleet(n)
+        wall = median(samples, "seconds")
+        mine, theirs = median(samples, "workstation_cpu"), median(samples, "hosts_cpu")
+        own = statistics.median(x for s in samples for x in s.own) if samples[0].own else 0.0
+        busy = (mine + theirs) / (CORES * wall)
+        print(f"{n:5} {wall:6.2f} {mine:11.2f} {theirs:9.2f} {busy:5.0%} {own:12.2f}")
+    print(
+        "WORKSTATION: the fleet command, ansible-playbook and its ssh; HOSTS CPU: the hosts' "
+        "cgroups (opsbook, sshd, sudo; guests too); BUSY: both over all cores for the wall "
+        "time (100%: the machine is the limit); OPSBOOK/HOST: each host's run as it timed "
+        "itself"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prefix", default=None, help="lab prefix (default $OPSBOOK_LAB_PREFIX)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--hosts", type=int, default=3, help="the largest fleet timed (3 or more)")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be 1 or more")
+    if args.hosts < 3:
+        ap.error("--hosts must be 3 or more")
     try:
         lab = Lab.from_env(args.prefix)
-        hosts = check_state(lab)
+        hosts = check_state(lab, args.hosts)
     except (labstate.StateMissing, OpsError) as exc:
         print(f"fleet_bench: {exc}", file=sys.stderr)
         return 1
     inventory = labfleet.inventory_file(lab)
-    figures: dict[str, float] = {}
+    sizes = sorted({1, 3, args.hosts})
+    cases: dict[str, list[list[str]]] = {}
+    for n in sizes:
+        cases[f"fleet run, {n} host{'s' if n > 1 else ''} (forks {n})"] = [
+            [OPSBOOK, "fleet", "run", RUNBOOK, "-i", str(inventory),
+             "--limit", ":".join(hosts[:n]), "--forks", str(n)]
+        ]  # fmt: skip
+    for n in sizes:
+        name = f"ssh opsbook run, {n} host{'s in turn' if n > 1 else ''}"
+        cases[name] = [by_ssh(lab, h) for h in hosts[:n]]
+    found: dict[str, list[Sample]] = {name: [] for name in cases}
     with tempfile.TemporaryDirectory(prefix="opsbook-fleet-bench-") as records:
         env = {"OPSBOOK_RECORDS": records}
-
-        def fleet(n: int) -> list[list[str]]:
-            limit = ":".join(hosts[:n])
-            return [[OPSBOOK, "fleet", "run", RUNBOOK, "-i", str(inventory),
-                     "--limit", limit, "--forks", str(n)]]  # fmt: skip
-
-        cases = {
-            "fleet run, 1 host (forks 1)": fleet(1),
-            "fleet run, 3 hosts (forks 3)": fleet(3),
-            "ssh opsbook run, 1 host": [by_ssh(lab, hosts[0])],
-            "ssh opsbook run, 3 hosts in turn": [by_ssh(lab, h) for h in hosts],
-        }
         try:
-            for name, argvs in cases.items():
-                times = [timed(name, argvs, env) for _ in range(args.runs)]
-                figures[name] = statistics.median(times)
+            for _round in range(args.runs):  # in turn: each round meets the same load
+                for name, argvs in cases.items():
+                    found[name].append(sample(lab, name, argvs, env))
         except BenchFailed as exc:
             print(f"fleet_bench: FAILED, no figures: {exc}", file=sys.stderr)
             return 1
-    print(f"{'WAY (' + RUNBOOK + ', median of ' + str(args.runs) + ')':40} {'SECONDS':>8}")
-    for name, seconds in figures.items():
-        print(f"{name:40} {seconds:8.2f}")
-    f1, f3 = figures["fleet run, 1 host (forks 1)"], figures["fleet run, 3 hosts (forks 3)"]
-    s1, s3 = figures["ssh opsbook run, 1 host"], figures["ssh opsbook run, 3 hosts in turn"]
-    overhead = f1 - s1
-    per_extra = max(0.0, (f3 - f1) / 2)
-    rounds = math.ceil(50 / 10)
-    print(
-        f"\nAnsible's overhead over one ssh … opsbook run: {overhead:.2f} s ({f1:.2f} − {s1:.2f})"
-    )
-    print(f"3 hosts / 1 host: {f3 / f1:.2f}× with fleet (target ≤ 1.5×), {s3 / s1:.2f}× by ssh")
-    print(
-        f"50 hosts at forks 10: {rounds} rounds of 10. With each host on its own machine, "
-        f"≈ {overhead:.2f} + {rounds} × {s1:.2f} = {overhead + rounds * s1:.1f} s (overhead "
-        f"once, one host's run per round); with this lab's cost per extra parallel host "
-        f"({per_extra:.2f} s, all hosts sharing its cores) ≈ {f1:.2f} + 49 × {per_extra:.2f} "
-        f"= {f1 + 49 * per_extra:.1f} s; by ssh in turn ≈ 50 × {s1:.2f} = {50 * s1:.1f} s"
-    )
+    report(sizes, args.runs, found)
     return 0
 
 

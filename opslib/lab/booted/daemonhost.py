@@ -123,12 +123,13 @@ def check_name(name: str) -> str:
 
 
 def hosts(lab: Lab) -> list[Host]:
-    """The lab's booted hosts (running or not) that ``down`` has not removed."""
+    """The lab's booted hosts (running or not) that ``down`` has not removed, in the order
+    of their slots (daemon2 before daemon10)."""
     found = []
-    for slot_file in sorted(hosts_dir(lab).glob("*/slot")):
+    for slot_file in hosts_dir(lab).glob("*/slot"):
         with contextlib.suppress(ValueError, OSError):
             found.append(Host(lab, slot_file.parent.name, int(slot_file.read_text())))
-    return found
+    return sorted(found, key=lambda h: (h.slot, h.name))
 
 
 def _host(lab: Lab, name: str, *, allocate: bool = False) -> Host | None:
