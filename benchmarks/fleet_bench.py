@@ -49,9 +49,8 @@ import labstate  # noqa: E402
 
 from opslib.core import procs  # noqa: E402
 from opslib.core.errors import OpsError  # noqa: E402
-from opslib.lab.booted import daemonhost, nspawn  # noqa: E402
+from opslib.lab.booted import daemonhost, nspawn, ssh  # noqa: E402
 from opslib.lab.booted import fleet as labfleet  # noqa: E402
-from opslib.lab.booted import ssh  # noqa: E402
 from opslib.lab.config import Lab  # noqa: E402
 
 STATE = "booted hosts and their inventory: opsbook lab up --hosts 3 (--hosts N for --hosts N)"

@@ -44,7 +44,7 @@ class ActionModule(ActionBase):
                 with open(path, "rb") as fh:
                     data = fh.read()
             except OSError as exc:
-                raise AnsibleActionFail(f"opsbook_run: stdin_file {path}: {exc.strerror}")
+                raise AnsibleActionFail(f"opsbook_run: stdin_file {path}: {exc.strerror}") from None
         # in_data: sent on the ssh channel's stdin after become (sudo -S reads a password
         # first when one is set), as pipelining sends a module. Never empty: without stdin
         # the ssh connection asks for a tty (-tt), which would fold stderr into stdout.
