@@ -16,6 +16,7 @@ import contextlib
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from opslib.cli.records import yes_no
 from opslib.core.errors import ApplyError, HostError
 from opslib.core.tables import table
 from opslib.engine import runner
-from opslib.lab.booted import daemonhost, fleet, peers, ssh
+from opslib.lab.booted import daemonhost, fleet, memory, peers, ssh
 from opslib.lab.booted import guests as hostguests
 from opslib.lab.campus import netreg
 from opslib.lab.config import Lab
@@ -36,6 +37,7 @@ ORDER = (*WIKI_ORDER, "libvirt-access")
 # parameters/lab as the install script puts it on a host (pyproject.toml's shared-data)
 INSTALLED_SETS = "/opt/opsbook/share/opsbook/parameters/lab"
 RUN_TIMEOUT = 600.0
+GUEST_HOSTS = 3  # daemon1 (its guests) and daemon2, daemon3 (vm-nat1 each); the rest none
 _DONE = re.compile(r"^([\w-]+) \((changed|no change)\)", re.M)
 _RECORD = re.compile(r"^record #\d+: (\S+)\s+\(([\d.]+) s\)", re.M)
 
@@ -203,23 +205,28 @@ def up(
     say: Callable[[str], None] = print,
 ) -> list[daemonhost.Host]:
     """``opsbook lab up``: campus (no simulated host), then daemon1 with its guests and peers
-    (:func:`boot`) and daemon2 … daemonN with opsbook and one guest each (``vm-nat1``: a
-    fleet-wide find-vm-ip has something to find; one, to spare two cores), and their Ansible
-    inventory (:func:`opslib.lab.booted.fleet.write_inventory`); with ``configured`` daemon1
-    configured (:func:`configure`)."""
+    (:func:`boot`), daemon2 … daemonN with opsbook, the first few (up to
+    :data:`GUEST_HOSTS`) with one guest each (``vm-nat1``: a fleet-wide find-vm-ip has
+    something to find; one, and on a few hosts only: TCG guests take the two cores a ten-host
+    fleet shares), and their Ansible inventory
+    (:func:`opslib.lab.booted.fleet.write_inventory`); the time and memory it took; with
+    ``configured`` daemon1 configured (:func:`configure`)."""
+    started, before = time.monotonic(), memory.available()
     control.up(lab, progress=say, simulated_host=False)
     first, *others = fleet.names(max(count, 1))
     host, guests = boot_started(lab, first, say=say)
     booted, waits = [host], [guests]
     with ThreadPoolExecutor(max(len(others), 1), thread_name_prefix="fleet-guests") as pool:
-        for name in others:
+        for n, name in enumerate(others, start=2):
             other = daemonhost.up(lab, name, reuse_install=True, progress=say)
             booted.append(other)
-            waits.append(pool.submit(hostguests.up, other, progress=say, names=("vm-nat1",)))
+            if n <= GUEST_HOSTS:
+                waits.append(pool.submit(hostguests.up, other, progress=say, names=("vm-nat1",)))
         for wait in waits:
             wait.result()
     path = fleet.write_inventory(lab)
     say(f"{len(booted)} host(s) up; inventory {path} (opsbook fleet run RUNBOOK -i {path})")
+    say(memory.summary(booted, before, time.monotonic() - started))
     if configured:
         configure(booted[0], say=say)
     return booted
