@@ -17,6 +17,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -132,20 +133,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
     playbooks.playbook("run.yml")  # there, before the inventory runs its templates
-    inventory = playbooks.load_inventory(Path(args.inventory), limit)  # runs its templates
-    _host_params(info, given, inventory)
-
+    playbooks.check_inventory_file(Path(args.inventory))
     run_id = outcome.new_run_id()
     started = time.monotonic()
     say = _say(started, quiet=args.summary)
     applies = given.get("apply", "").lower() in ("true", "yes", "on", "1")
     mode = "plan only (--check)" if args.check else "apply" if applies else "run"
-    say(
-        f"fleet run {run_id}: {info.name} on {len(inventory.hosts)} host(s) "
-        f"({', '.join(inventory.hosts)}), {mode}"
-    )
+
+    def load() -> Any:
+        """The selected hosts, each one's parameter set checked (Ansible starts meanwhile)."""
+        inventory = playbooks.load_inventory(Path(args.inventory), limit)  # runs its templates
+        _host_params(info, given, inventory)
+        say(
+            f"fleet run {run_id}: {info.name} on {len(inventory.hosts)} host(s) "
+            f"({', '.join(inventory.hosts)}), {mode}"
+        )
+        return inventory
+
     extravars: dict[str, Any] = {"opsbook_runbook": info.name, "opsbook_params": given}
-    rows, result = play(args, inventory, store, run_id, say, extravars)
+    inventory, rows, result = play_gated(
+        args, load, Path(args.inventory), store, run_id, say, extravars
+    )
     where = questions.answer(info.name, given, rows, store)
     if metrics_dir is not None:
         outcome.write_metrics(
@@ -198,12 +206,29 @@ def play(
 ) -> tuple[list[Any], Any]:
     """ansible/run.yml on the inventory's selected hosts with ``extravars`` (and the
     rollout options of ``args``): one row per host, each record home in ``store``."""
+    _inventory, rows, result = play_gated(
+        args, lambda: inventory, inventory.path, store, run_id, say, extravars
+    )
+    return rows, result
+
+
+def play_gated(
+    args: argparse.Namespace,
+    load: Callable[[], Any],
+    inventory_path: Path,
+    store: Any,
+    run_id: str,
+    say: Any,
+    extravars: dict[str, Any],
+) -> tuple[Any, list[Any], Any]:
+    """:func:`play`, Ansible started first and waiting at its gate while ``load()`` loads
+    and checks the inventory (its error aborts the run: no host touched); then the play
+    runs on the hosts ``load`` selected."""
     from opslib import __version__
     from opslib.fleet import outcome, playbooks
 
     with tempfile.TemporaryDirectory(prefix="opsbook-fleet-records-") as fetched:
         # each record comes home inline, in the run task's own output (no fetch task)
-        fold = outcome.Fold(inventory.hosts, say, Path(fetched))
         extravars = {**extravars, "opsbook_record_inline": True, "opsbook_version": __version__}
         if getattr(args, "serial", None):
             extravars["opsbook_serial"] = args.serial
@@ -212,21 +237,35 @@ def play(
         if getattr(args, "lock_wait", None) is not None:
             extravars["opsbook_lock_wait"] = args.lock_wait
         keep = getattr(args, "keep_artifacts", None)
-        result = playbooks.run(
+        folds: list[Any] = []  # the fold, once the hosts are known (events come from a thread)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if folds:
+                folds[0](event)
+
+        running = playbooks.start(
             playbooks.playbook("run.yml"),
-            inventory.path,
+            inventory_path,
             extravars=extravars,
-            limit=inventory.hosts,
             forks=args.forks,
-            on_event=fold,
+            on_event=on_event,
             keep_artifacts=Path(keep) if keep else None,
+            gated=True,
         )
+        try:
+            inventory = load()
+        except BaseException:
+            running.abort()
+            raise
+        folds.append(outcome.Fold(inventory.hosts, say, Path(fetched)))
+        running.open(inventory.hosts)
+        result = running.wait()
         stopped = bool(getattr(args, "serial", None)) or (
             getattr(args, "max_fail_percentage", None) is not None
         )
-        rows = fold.finish(stopped_early=stopped)
+        rows = folds[0].finish(stopped_early=stopped)
         outcome.import_records(rows, Path(fetched), store, run_id)
-    return rows, result
+    return inventory, rows, result
 
 
 def _show_plans(rows: list[Any], store: Any) -> None:

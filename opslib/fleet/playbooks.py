@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,16 @@ from typing import Any
 
 from opslib.core.errors import BackendError, HostError, InputError
 
-__all__ = ["Inventory", "RunResult", "ansible_dir", "load_inventory", "playbook", "run"]
+__all__ = [
+    "Inventory",
+    "RunResult",
+    "Started",
+    "ansible_dir",
+    "load_inventory",
+    "playbook",
+    "run",
+    "start",
+]
 
 Event = dict[str, Any]
 # what Ansible may see of the workstation's environment; nothing else (tokens stay out)
@@ -73,11 +83,15 @@ class Inventory:
     vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # host -> its vars
 
 
+def check_inventory_file(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"-i {path}: no such inventory file; opsbook lab up --hosts N writes one")
+
+
 def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -> Inventory:
     """The hosts ``limit`` selects in ``path``, with their variables templated; InputError
     (before any host is touched) when the file is missing or nothing matches."""
-    if not path.is_file():
-        raise InputError(f"-i {path}: no such inventory file; opsbook lab up --hosts N writes one")
+    check_inventory_file(path)
     _ansible_runner()
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -151,7 +165,58 @@ def scrubbed_environ(extra: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run(
+class Started:
+    """A playbook run under way (:func:`start`): ``wait`` for its result. Started gated,
+    its play waits for its hosts (``open``) before it touches any: Ansible starts (its
+    Python, its inventory, the playbook) while the workstation checks the hosts' inputs,
+    and ``abort`` ends it with no host touched."""
+
+    def __init__(
+        self, private: Path, thread: Any, runner: Any, keep: Path | None, events: list[Event]
+    ) -> None:
+        self.private, self.thread, self.runner, self.keep = private, thread, runner, keep
+        self.events = events  # ansible-runner's thread appends to it
+        self.aborted = False
+
+    @property
+    def gate(self) -> Path:
+        return self.private / "gate"
+
+    def open(self, hosts: Sequence[str]) -> None:
+        """The play runs on ``hosts`` (ansible/lookup_plugins/opsbook_gate.py reads them)."""
+        tmp = self.private / ".gate"
+        tmp.write_text(",".join(hosts))
+        tmp.replace(self.gate)
+
+    def abort(self) -> None:
+        """No host: the play matches none and Ansible ends; its artefacts go once it has
+        (this process waits for that at its exit, not here: the error is said first)."""
+        self.aborted = True  # ansible-runner's cancel_callback: stopped, should it linger
+        self.open([])
+        self.keep = None
+        threading.Thread(target=self._wait_quietly).start()
+
+    def _wait_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.wait()
+
+    def wait(self) -> RunResult:
+        self.thread.join()
+        outcome = self.runner
+        if outcome.status not in ("successful", "failed", "timeout", "canceled"):
+            shutil.rmtree(self.private, ignore_errors=True)  # its thread died on its own error
+            raise BackendError(f"ansible-runner failed: it ended {outcome.status}")
+        kept = None
+        if self.keep is not None:
+            self.keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.private), self.keep)
+            kept = self.keep
+        else:
+            shutil.rmtree(self.private, ignore_errors=True)
+        return RunResult(int(outcome.rc or 0), str(outcome.status), self.events, kept)
+
+
+def start(
     book: Path,
     inventory: Path,
     *,
@@ -160,10 +225,14 @@ def run(
     forks: int = 5,
     on_event: Callable[[Event], None] | None = None,
     keep_artifacts: Path | None = None,
-) -> RunResult:
-    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` through ansible_runner.run."""
+    gated: bool = False,
+) -> Started:
+    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` started through ansible_runner
+    (in a thread of this process); ``gated``: its play waits for :meth:`Started.open`."""
     runner_api = _ansible_runner()
+    private = Path(tempfile.mkdtemp(prefix="opsbook-fleet-"))  # mode 700
     events: list[Event] = []
+    started: Started | None = None
 
     def handler(event: Event) -> bool:
         events.append(event)
@@ -171,7 +240,6 @@ def run(
             on_event(event)
         return True
 
-    private = Path(tempfile.mkdtemp(prefix="opsbook-fleet-"))  # mode 700
     envvars = {
         "ANSIBLE_HOME": str(private / "home"),
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
@@ -184,9 +252,11 @@ def run(
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_TIMEOUT": "10",
     }
+    if gated:
+        extravars = {**extravars, "opsbook_gate": str(private / "gate")}
     try:
-        with scrubbed_environ(envvars):
-            outcome = runner_api.run(
+        with scrubbed_environ(envvars):  # ansible-runner copies it here, before its thread
+            thread, runner = runner_api.run_async(
                 private_data_dir=str(private),
                 playbook=str(book.resolve()),
                 inventory=str(inventory.resolve()),
@@ -194,6 +264,7 @@ def run(
                 limit=",".join(limit) or None,
                 forks=forks,
                 event_handler=handler,
+                cancel_callback=lambda: started is not None and started.aborted,
                 quiet=True,
                 suppress_env_files=True,
                 json_mode=False,
@@ -201,11 +272,27 @@ def run(
     except Exception as exc:  # ansible-runner's own failures (not a host's)
         shutil.rmtree(private, ignore_errors=True)
         raise BackendError(f"ansible-runner failed: {str(exc).splitlines()[0]}") from exc
-    kept = None
-    if keep_artifacts is not None:
-        keep_artifacts.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(private), keep_artifacts)
-        kept = keep_artifacts
-    else:
-        shutil.rmtree(private, ignore_errors=True)
-    return RunResult(int(outcome.rc or 0), str(outcome.status), events, kept)
+    started = Started(private, thread, runner, keep_artifacts, events)
+    return started
+
+
+def run(
+    book: Path,
+    inventory: Path,
+    *,
+    extravars: Mapping[str, Any],
+    limit: Sequence[str] = (),
+    forks: int = 5,
+    on_event: Callable[[Event], None] | None = None,
+    keep_artifacts: Path | None = None,
+) -> RunResult:
+    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` through ansible_runner, to its end."""
+    return start(
+        book,
+        inventory,
+        extravars=extravars,
+        limit=limit,
+        forks=forks,
+        on_event=on_event,
+        keep_artifacts=keep_artifacts,
+    ).wait()

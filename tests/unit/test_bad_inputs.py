@@ -137,11 +137,18 @@ def world(
     def kernel(*_args: Any, **_kw: Any) -> None:
         raise KernelStarted
 
-    def ansible(*_args: Any, **_kw: Any) -> None:
-        raise Reached
+    class Gated:  # playbooks.Started: Ansible up, waiting for its hosts
+        def open(self, hosts: list[str]) -> None:
+            raise Reached
+
+        def abort(self) -> None:
+            pass
+
+    def ansible(*_args: Any, **_kw: Any) -> Gated:
+        return Gated()
 
     monkeypatch.setattr(runner, "run", kernel)
-    monkeypatch.setattr(playbooks, "run", ansible)
+    monkeypatch.setattr(playbooks, "start", ansible)
     monkeypatch.setenv(TOKEN_ENV, "a-token-for-the-bad-inputs-test")
     monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(NOTEBOOKS))
     store = tmp_path / "records"

@@ -239,10 +239,14 @@ def test_a_directory_on_the_target_is_not_looked_for_on_the_workstation(
 ) -> None:
     from opslib.fleet import playbooks
 
-    def reached(*_args: object, **_kw: object) -> None:
-        raise Reached
+    class Gated:  # playbooks.Started: Ansible up, waiting for its hosts
+        def open(self, hosts: list[str]) -> None:
+            raise Reached
 
-    monkeypatch.setattr(playbooks, "run", reached)
+        def abort(self) -> None:
+            pass
+
+    monkeypatch.setattr(playbooks, "start", lambda *_args, **_kw: Gated())
     # /srv/backups-on-the-host exists on the hosts (their opsbook run checks), not here
     with pytest.raises(Reached):
         fleet(capsys, "run", "forward-bridge", "-i", str(inventory),

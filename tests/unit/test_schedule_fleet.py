@@ -164,17 +164,27 @@ def _event(kind: str, host: str, task: str, **res: object) -> dict[str, object]:
 def ansible_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ansible's run replaced by its events: fl1 ok, fl2 unreachable, fl3's runbook failed."""
 
-    def run(book: Path, inventory: Path, **kw: Any) -> playbooks.RunResult:
-        events = [
-            _event("runner_on_ok", "fl1", outcome.T_RUN, rc=0, stdout="ok: all checks passed"),
-            _event("runner_on_unreachable", "fl2", "Gathering", msg="ssh: connect: timed out"),
-            _event("runner_on_ok", "fl3", outcome.T_RUN, rc=1, stderr="failed: br0 is down"),
-        ]
-        for event in events:
-            kw["on_event"](event)
-        return playbooks.RunResult(2, "failed", events, None)
+    events = [
+        _event("runner_on_ok", "fl1", outcome.T_RUN, rc=0, stdout="ok: all checks passed"),
+        _event("runner_on_unreachable", "fl2", "Gathering", msg="ssh: connect: timed out"),
+        _event("runner_on_ok", "fl3", outcome.T_RUN, rc=1, stderr="failed: br0 is down"),
+    ]
 
-    monkeypatch.setattr(playbooks, "run", run)
+    class Started:  # playbooks.Started: the play runs once its gate opens
+        def __init__(self, on_event: Any) -> None:
+            self.on_event = on_event
+
+        def open(self, hosts: list[str]) -> None:
+            for event in events:
+                self.on_event(event)
+
+        def wait(self) -> playbooks.RunResult:
+            return playbooks.RunResult(2, "failed", events, None)
+
+    def start(book: Path, inventory: Path, **kw: Any) -> Started:
+        return Started(kw["on_event"])
+
+    monkeypatch.setattr(playbooks, "start", start)
 
 
 def test_a_failed_scheduled_fleet_run_hands_the_failing_hosts_to_on_failure(
