@@ -40,9 +40,8 @@ __all__ = [
 STATUSES = ("ok", "changed", "failed", "unreachable", "bad-input", "skipped")
 NOT_DONE = ("failed", "unreachable", "bad-input", "skipped")
 # task names in ansible/run.yml
-T_PREFLIGHT = "Opsbook missing or older than the workstation's"
 T_RUN = "Run the runbook"
-T_OUTCOME = "Runbook outcome"
+T_OUTCOME = "Runbook outcome"  # fails the host: opsbook missing or too old, or the run failed
 MANIFESTS = ".fleet"
 # ansible/run.yml's markers: a preflight refusal, and a record sent ahead of opsbook's output
 PREFLIGHT = "OPSBOOK-PREFLIGHT "
@@ -124,7 +123,7 @@ class Fold:
         elif kind == "runner_on_ok" and task == T_RUN:
             stdout = str(res.get("stdout", ""))
             if stdout.startswith(PREFLIGHT):
-                return  # refused before the run: T_PREFLIGHT's failure says why
+                return  # refused before the run (no rc): T_OUTCOME's failure says why
             into = self.fetched / str(host) if self.fetched is not None else None
             stdout = take_record(stdout, into)
             row.rc = int(res.get("rc", 1))
@@ -134,11 +133,11 @@ class Fold:
             row.summary = _last_line(stdout, res.get("stderr", ""))
             self.say(f"{host}: {row.status}: {row.summary}")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            if task == T_OUTCOME:
+            if task == T_OUTCOME and row.rc is not None:
                 return  # the runbook's own failure: already in the row
             row.status = "failed"
             row.summary = _last_line(str(res.get("msg", ""))) or f"task {task!r} failed"
-            if task != T_PREFLIGHT:
+            if task != T_OUTCOME:  # else the preflight's refusal, one line naming the fix
                 row.summary = f"{task}: {row.summary}"
             self.say(f"{host}: failed: {row.summary}")
 

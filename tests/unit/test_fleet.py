@@ -118,7 +118,7 @@ def test_events_fold_into_one_row_per_host() -> None:
     fold(_event("runner_on_ok", "b", outcome.T_RUN, rc=1, stdout="", stderr="failed: y"))
     fold(_event("runner_on_failed", "b", outcome.T_OUTCOME, msg="exited 1"))
     fold(_event("runner_on_unreachable", "c", "Gathering", msg="ssh: connect: timed out"))
-    fold(_event("runner_on_failed", "d", outcome.T_PREFLIGHT, msg="opsbook is not installed"))
+    fold(_event("runner_on_failed", "d", outcome.T_OUTCOME, msg="opsbook is not installed"))
     rows = {r.host: r for r in fold.finish(stopped_early=True)}
     assert [(h, r.status) for h, r in rows.items()] == [
         ("a", "changed"), ("b", "failed"), ("c", "unreachable"), ("d", "failed"), ("e", "skipped"),
@@ -145,7 +145,7 @@ def test_a_record_sent_in_the_run_tasks_output_comes_home_and_is_not_the_summary
     fold = outcome.Fold(["a", "d"], [].append, tmp_path)
     fold(_event("runner_on_ok", "a", outcome.T_RUN, rc=0, changed=False, stdout=stdout))
     fold(_event("runner_on_ok", "d", outcome.T_RUN, rc=0, stdout=f"{outcome.PREFLIGHT}missing"))
-    fold(_event("runner_on_failed", "d", outcome.T_PREFLIGHT, msg="opsbook is not installed on d"))
+    fold(_event("runner_on_failed", "d", outcome.T_OUTCOME, msg="opsbook is not installed on d"))
     rows = {r.host: r for r in fold.finish(stopped_early=False)}
     assert (rows["a"].status, rows["a"].summary) == ("ok", said)
     assert (tmp_path / "a" / "1Z-host-health.ipynb").read_bytes() == body
