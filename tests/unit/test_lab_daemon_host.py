@@ -97,6 +97,23 @@ def test_preflight_refuses_too_little_space_before_building(
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_host_that_would_find_no_inotify_instance_is_refused_naming_the_sysctl(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """At root's inotify limit a host's systemd exits at boot ("Too many open files"), as
+    the tenth host of a lab did beside other labs: the room is checked first."""
+    from opslib.lab.booted import nspawn
+
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("1\n")  # this test's own process tree may hold none: 1 is too few
+    monkeypatch.setattr(nspawn, "INOTIFY_LIMIT", limit)
+    said = nspawn.inotify_room()
+    assert said is not None and "fs.inotify.max_user_instances=1 in use" in said
+    assert said.endswith("raise the limit: sysctl -w fs.inotify.max_user_instances=1024")
+    limit.write_text("1000000\n")
+    assert nspawn.inotify_room() is None
+
+
 def test_an_interrupted_build_leaves_nothing_a_later_run_would_use(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

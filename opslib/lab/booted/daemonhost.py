@@ -173,6 +173,9 @@ def preflight(lab: Lab) -> None:
             f"lab {lab.prefix} is not up (no campus and NetReg); "
             f"run opsbook lab --prefix {lab.prefix} up first"
         )
+    short = nspawn.inotify_room()
+    if short:
+        raise HostError(short)
     free = shutil.disk_usage(lab.base).free // 2**20
     if free < MIN_FREE_MIB:
         raise HostError(

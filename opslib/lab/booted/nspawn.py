@@ -177,3 +177,30 @@ def forget(machine: str, groups: Sequence[Path] = ()) -> None:
     for directory in (NSPAWN_RUN / "locks", NSPAWN_RUN / "propagate", NSPAWN_RUN):
         with contextlib.suppress(OSError):
             directory.rmdir()
+
+
+# A booted Debian host's systemd and services hold about this many inotify instances, and
+# they count against root's fs.inotify.max_user_instances with every other container's
+# (all run as root): at the limit, systemd exits at boot ("Too many open files").
+INOTIFY_PER_HOST = 12
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def inotify_room() -> str | None:
+    """None when one more host's systemd has its inotify instances; else why not, naming
+    the fix (the limit is the machine's, shared by every lab on it)."""
+    try:
+        limit = int(INOTIFY_LIMIT.read_text())
+    except (OSError, ValueError):
+        return None
+    used = 0
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            used += sum(os.readlink(fd) == "anon_inode:inotify" for fd in fd_dir.iterdir())
+    if used + INOTIFY_PER_HOST <= limit:
+        return None
+    return (
+        f"no inotify instances left for a booted host's systemd: {used} of "
+        f"fs.inotify.max_user_instances={limit} in use (every lab's hosts count), about "
+        f"{INOTIFY_PER_HOST} needed; raise the limit: sysctl -w fs.inotify.max_user_instances=1024"
+    )
