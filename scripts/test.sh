@@ -40,7 +40,7 @@ echo "==> mypy opslib"
 mypy opslib
 mkdir -p artifacts
 
-LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s configured:c)  # NAME:the letter of its lab prefix
+LAB_SESSIONS=(booted:b bridging:r fleet:f simulated:s configured:c room:m)  # NAME:the letter of its lab prefix
 base=${OPSBOOK_TEST_LAB_PREFIX:-obt}
 base=${base:0:7}  # a lab prefix has at most 8 characters
 

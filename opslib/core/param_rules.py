@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opslib.core import roomhosts
 from opslib.core.errors import InputError
 from opslib.core.ipv6prefix import ULA
 
@@ -34,9 +35,11 @@ class Rule:
     """A rule between this parameter and another, declared beside it, checked once every
     value has its type (:func:`check_rules`): ``needs F`` (given, F must be given too),
     ``V needs F`` (when this is V, F must be given), ``or F`` (this or F must be given),
-    ``in F`` (an address inside F's network, or a DNS name inside the zone F), ``not in
-    F`` (a prefix outside F's network), ``not F`` (another value than F's), ``V if F``
-    (this must be V when the flag F is true), ``ula if F`` (a unique-local prefix only
+    ``in F`` (an address inside F's network, or a DNS name inside the zone F; for
+    ``room-hosts``, each host's next hop inside F's /64 and its own /64 another), ``not in
+    F`` (a prefix outside F's network), ``within F`` (a prefix, or each host's /64 of
+    ``room-hosts``, inside the larger prefix F), ``not F`` (another value than F's), ``V if
+    F`` (this must be V when the flag F is true), ``ula if F`` (a unique-local prefix only
     when F is true)."""
 
     kind: str
@@ -47,7 +50,7 @@ class Rule:
         return " ".join(w for w in (self.value, self.kind, self.other) if w)
 
 
-RULE_KINDS = ("needs", "or", "in", "not in", "not", "ula if", "if")
+RULE_KINDS = ("needs", "or", "in", "not in", "within", "not", "ula if", "if")
 # The kinds that take a value first (``attach needs vm``, ``1 if proxied``); ``needs``
 # also goes without one.
 VALUED_KINDS = ("needs", "if")
@@ -75,8 +78,19 @@ def _empty(value: object) -> bool:
     return value is None or value == "" or value is False
 
 
-def _inside(value: Any, other: Any, within: Any) -> str:
+def _inside(value: Any, p: Any, other: Any, within: Any) -> str:
     """Why ``value`` is not inside ``within`` (rule ``in``), or ""."""
+    if p.type == "room-hosts":
+        net = ipaddress.IPv6Network(str(within), strict=False)
+        for host in roomhosts.parse(str(value)):
+            if host.prefix == net:
+                return f"{host.name}'s {host.prefix} is {other.name} itself; give it another /64"
+            if host.via not in net or host.via == net.network_address:
+                return (
+                    f"{host.name}'s next hop {host.via} is not in {net} ({other.name}); "
+                    "give its address on that /64"
+                )
+        return ""
     if other.type in ("dns-name", "dns-zone"):
         if value == within or str(value).endswith("." + str(within)):
             return ""
@@ -102,6 +116,20 @@ def _overlaps(value: Any, other: Any, within: Any) -> str:
     )
 
 
+def _within(value: Any, p: Any, other: Any, within: Any) -> str:
+    """Why the prefix(es) of ``value`` are not inside the prefix ``within`` (rule
+    ``within``), or ""."""
+    outer = ipaddress.IPv6Network(str(within))
+    if p.type == "room-hosts":
+        named = [(f"{h.name}'s {h.prefix}", h.prefix) for h in roomhosts.parse(str(value))]
+    else:
+        named = [(str(value), ipaddress.IPv6Network(str(value)))]
+    for what, net in named:
+        if not net.subnet_of(outer) or net == outer:
+            return f"{what} is not a /64 of {outer} ({other.name}); take one from it"
+    return ""
+
+
 def _broken(p: Any, rule: Rule, declared: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     """Why ``p``'s ``rule`` does not hold, or ""."""
     value, other = values.get(p.name), values.get(rule.other)
@@ -115,9 +143,11 @@ def _broken(p: Any, rule: Rule, declared: Mapping[str, Any], values: Mapping[str
         return f"needs {rule.other} too; give {rule.other}, or leave {p.name} empty"
     if kind == "or" and not given and _empty(other):
         return f"give {p.name} or {rule.other}"
-    if kind in ("in", "not in") and given and not _empty(other):
+    if kind in ("in", "not in", "within") and given and not _empty(other):
         if kind == "in":
-            return _inside(value, declared[rule.other], other)
+            return _inside(value, p, declared[rule.other], other)
+        if kind == "within":
+            return _within(value, p, declared[rule.other], other)
         return _overlaps(value, declared[rule.other], other)
     if kind == "not" and given and value == other:
         return f"{value} is {rule.other} too; give {p.name} and {rule.other} two different values"

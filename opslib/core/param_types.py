@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from opslib.core import roomhosts
 from opslib.core.ipv6prefix import ULA, BadPrefix, parse_prefix64
 
 WIKI_PLACEHOLDER_MAC = "yo:ug:ot:fr:om:nr"
@@ -258,6 +259,33 @@ def ipv6_prefix64_or_ula(value: object) -> str:
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
+def _ipv6_prefix48(value: object) -> str:
+    """A routed /48, as a tunnel broker delegates one (Hurricane Electric's "Routed /48")."""
+    text = _text(value)
+    example = "write it like 2001:db8:48::/48"
+    if "%" in text:
+        raise Bad(f"{text!r} has a zone index, which no routed prefix has; {example}")
+    try:
+        net = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise Bad(f"{text!r} is not an IPv6 prefix; {example}") from None
+    if "/" in text and ipaddress.IPv6Interface(text).ip != net.network_address:
+        raise Bad(f"{text!r} has host bits set; the prefix is {net}")
+    if "/" not in text or net.prefixlen != 48:
+        raise Bad(f"{text!r} is not a /48; {example} (the broker's Routed /48)")
+    if net.subnet_of(ULA) or net.is_link_local or net.is_multicast or net.is_site_local:
+        raise Bad(f"{text!r} is not a globally routed prefix; {example}")
+    return str(net)
+
+
+def _room_hosts(value: object) -> str:
+    text = value if isinstance(value, str) else _text(value)
+    try:
+        return roomhosts.render(roomhosts.parse(text))
+    except ValueError as exc:
+        raise Bad(str(exc)) from None
+
+
 def _account(value: object) -> str:
     text = _text(value)
     if not _ACCOUNT.fullmatch(text):
@@ -416,6 +444,8 @@ TYPES: dict[str, Callable[[object], Any]] = {
     "ipv6-global": _ipv6_global,
     "ipv6-cidr64": _ipv6_cidr64,
     "ipv6-prefix64": _ipv6_prefix64,
+    "ipv6-prefix48": _ipv6_prefix48,
+    "room-hosts": _room_hosts,
     "account": _account,
     "group": _group,
     "dns-name": _dns_name,

@@ -41,8 +41,10 @@ def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     lab = _lab(args)
     if args.simulated:
-        if args.hosts:
-            raise InputError("lab up: --simulated boots no hosts; drop --hosts or --simulated")
+        if args.hosts or args.room_router:
+            raise InputError(
+                "lab up: --simulated boots no hosts; drop --hosts/--room-router or --simulated"
+            )
         from opslib.lab.simulated import runs
 
         records = Path(args.records) if args.records else None
@@ -55,7 +57,8 @@ def _up(args: argparse.Namespace) -> int:
             )
         from opslib.lab.booted import runs as hostruns
 
-        hostruns.up(lab, count=args.hosts or 1, configured=args.configured, say=_progress)
+        hostruns.up(lab, count=args.hosts or 1, configured=args.configured,
+                    room=args.room_router, say=_progress)  # fmt: skip
     print(f"lab up in {time.monotonic() - started:.0f} s")
     return 0
 
@@ -161,6 +164,13 @@ def _add_up(lab_sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="boot N daemon hosts (daemon1..N, opsbook installed; default 1) and write "
         "their Ansible inventory, LAB/fleet/inventory.yml, for opsbook fleet run",
+    )
+    q.add_argument(
+        "--room-router",
+        action="store_true",
+        help="daemon1 as the room router (at least 3 hosts): the broker delegates "
+        "2001:db8:48::/48 to its tunnel, room-router runs there (radvd on campus, "
+        "daemon2's /64 routed via daemon2); daemon3 keeps its own tunnel",
     )
     q.add_argument(
         "--simulated",

@@ -12,6 +12,18 @@ campus 192.0.2.0/24 (gateway + NetReg 192.0.2.1, host eth0 leased 192.0.2.10);
 he IPv4 endpoint 203.0.113.1 behind campus; NAT network ``default`` on virbr0
 198.51.100.1/24; tunnel 2001:db8:1::1 (he) / 2001:db8:1::2 (host) /64; routed
 /64 2001:db8:2::/64; "internet" 2001:db8:ffff::1 on he's lo.
+
+Booted hosts (opslib.lab.booted): host in slot N (daemonN) at 192.0.2.(19+N), MAC
+02:0b:01:00:00:NN; its own tunnel 2001:db8:1:N::1 (he) / 2001:db8:1:N::2 /64, routed
+/64 2001:db8:2:N::/64 (N in hex; opslib.lab.booted.peers.tunnel_parameters).
+
+The room router (``lab up --room-router``, the room-router runbook): daemon1 is the router;
+the broker routes the /48 :attr:`Lab.room_delegated` (2001:db8:48::/48) through daemon1's
+own tunnel (as Hurricane Electric's "Routed /48" rides the same tunnel as its /64).
+radvd on daemon1 advertises :attr:`Lab.room_prefix` (2001:db8:48::/64, daemon1 is
+2001:db8:48::1) on campus; a host in slot N takes 2001:db8:48:0:b:1ff:fe00:N there by
+SLAAC (EUI-64 of its MAC: :meth:`Lab.room_address`) and gets the nat-bridge /64
+2001:db8:48:N::/64 (:meth:`Lab.room_host_prefix`), routed by daemon1 via that address.
 """
 
 from __future__ import annotations
@@ -74,6 +86,10 @@ class Lab:
     tunnel_host_ipv6: str = "2001:db8:1::2"
     tunnel_prefixlen: int = 64
     routed_prefix: str = "2001:db8:2::/64"  # the /64 the host puts on nat-bridge
+    # the room router (docstring): the /48 the broker delegates, the /64 radvd advertises
+    room_router: str = "daemon1"
+    room_delegated: str = "2001:db8:48::/48"
+    room_prefix: str = "2001:db8:48::/64"
 
     # --- host: the daemon host ------------------------------------------------
     nat_network: str = "default"
@@ -103,6 +119,24 @@ class Lab:
     def from_env(cls, prefix: str | None = None) -> Lab:
         """The lab named by ``prefix``, else $OPSBOOK_LAB_PREFIX, else "ob"."""
         return cls(prefix=prefix or os.environ.get("OPSBOOK_LAB_PREFIX") or DEFAULT_PREFIX)
+
+    # --- the room router ----------------------------------------------------------
+    def room_host_prefix(self, slot: int) -> str:
+        """The nat-bridge /64 of the host in ``slot`` behind the room router."""
+        return f"2001:db8:48:{slot:x}::/64"
+
+    @property
+    def room_address_router(self) -> str:
+        """The router's address on the room's /64 (its ::1)."""
+        import ipaddress
+
+        return str(ipaddress.IPv6Network(self.room_prefix).network_address + 1)
+
+    def room_address(self, mac: str) -> str:
+        """The SLAAC (EUI-64) address a NIC with ``mac`` takes on the room's /64."""
+        from opslib.core.slaac import eui64_address
+
+        return eui64_address(self.room_prefix, mac)
 
     # --- names ------------------------------------------------------------------
     @property

@@ -12,6 +12,11 @@ broker and Cloudflare:
   stand-in's state file, so both listeners are one Cloudflare. Its edit token is put
   at the real-host default ``/etc/opsbook/cloudflare-token`` (root, 0600).
 
+- **the room's /48**, on the host that is the lab's room router (``lab up --room-router``
+  marks it: :func:`make_room_router`): the broker also routes :attr:`Lab.room_delegated`
+  through that host's tunnel, as Hurricane Electric's Routed /48 rides the tunnel of its
+  /64. :func:`room_parameters` are the room-router runbook's values for it.
+
 ``up(host)`` starts both (again: harmless); ``daemonhost.down`` stops both (their pid
 files are the host's ``peer-*.pid``).
 """
@@ -66,7 +71,42 @@ def start_broker(host: Host) -> int:
     netlink.ensure_address(lab.he_ns, spec.name, f"{server}/64")
     gateway = values["client_ipv6"].split("/")[0]
     netlink.ensure_route(lab.he_ns, values["routed_prefix"], gateway=gateway, dev=spec.name)
+    if is_room_router(host):
+        netlink.ensure_route(lab.he_ns, lab.room_delegated, gateway=gateway, dev=spec.name)
     return pid
+
+
+# -- the room router ------------------------------------------------------------------
+def _room_marker(host: Host) -> Path:
+    return host.dir / "room-router"
+
+
+def is_room_router(host: Host) -> bool:
+    return _room_marker(host).exists()
+
+
+def make_room_router(host: Host) -> None:
+    """The broker delegates the room's /48 to ``host``'s tunnel (now, and whenever
+    :func:`up` starts its broker end again); kept until the host is taken down."""
+    _room_marker(host).write_text(f"{host.lab.room_delegated}\n")
+    start_broker(host)
+
+
+def room_parameters(router: Host, hosts: list[Host], *, interface: str = "eth0") -> dict[str, str]:
+    """The room-router runbook's values for ``router`` (the broker's tunnel page with its
+    Routed /48, the room) with ``hosts`` behind it: each host's /64 by its slot, via its
+    SLAAC address on the room's /64 (its campus MAC: the lab's hosts keep it on br0)."""
+    from opslib.core import roomhosts
+
+    lab, tunnel = router.lab, tunnel_parameters(router)
+    entries = [(h.name, lab.room_host_prefix(h.slot), lab.room_address(h.mac)) for h in hosts]
+    return {
+        **{k: v for k, v in tunnel.items() if k != "routed_prefix"},
+        "routed_prefix": lab.room_delegated,
+        "room_prefix": lab.room_prefix,
+        "room_interface": interface,
+        "hosts": roomhosts.render(entries),
+    }
 
 
 # -- the Cloudflare stand-in on the host's loopback ------------------------------------

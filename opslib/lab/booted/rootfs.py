@@ -50,6 +50,7 @@ HOST_PACKAGES = (
     "nftables",
     "iputils-ping",
     "procps",
+    "radvd",  # the room router's router advertisements (the room-router runbook)
     "openssh-server",
     "openssh-sftp-server",  # scp speaks SFTP since OpenSSH 9
     "sudo",

@@ -197,11 +197,37 @@ def configure(host: daemonhost.Host, *, say: Callable[[str], None] = print) -> N
             )
 
 
+def room_router(
+    router: daemonhost.Host,
+    behind: list[daemonhost.Host],
+    *,
+    say: Callable[[str], None] = print,
+) -> HostRun:
+    """``lab up --room-router``: the broker delegates the room's /48 to ``router``'s tunnel
+    (:func:`opslib.lab.booted.peers.make_room_router`), and the room-router runbook runs
+    there over SSH with ``parameters/lab/room-router.yaml`` and ``behind`` as its hosts (on
+    br0 when the router has one: forward-bridge ran there); ApplyError when it fails."""
+    peers.make_room_router(router)
+    has_br0 = ssh.run(router.lab, router.name, "ip link show br0", check=False).returncode == 0
+    values = peers.room_parameters(router, behind, interface="br0" if has_br0 else "eth0")
+    given = runner.load_param_file(sets_dir() / "room-router.yaml")
+    params = {k: v for k, v in {"host": router.name, **values}.items() if given.get(k) != v}
+    say(f"==> room-router on {router.name}: {command('room-router', params)}")
+    outcome = run(router, "room-router", params)
+    say(f"    {outcome.status}: {router.name}:~root/{outcome.record}")
+    if outcome.exit_code != 0:
+        tail = " ".join(outcome.output.strip().splitlines()[-3:])
+        raise ApplyError(f"lab up --room-router: room-router on {router.name} "
+                         f"{outcome.status}: {tail}")  # fmt: skip
+    return outcome
+
+
 def up(
     lab: Lab,
     *,
     count: int = 1,
     configured: bool = False,
+    room: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[daemonhost.Host]:
     """``opsbook lab up``: campus (no simulated host), then daemon1 with its guests and peers
@@ -210,10 +236,12 @@ def up(
     something to find; one, and on a few hosts only: TCG guests take the two cores a ten-host
     fleet shares), and their Ansible inventory
     (:func:`opslib.lab.booted.fleet.write_inventory`); the time and memory it took; with
-    ``configured`` daemon1 configured (:func:`configure`)."""
+    ``configured`` daemon1 configured (:func:`configure`); with ``room`` (at least 3
+    hosts) daemon1 the room router with daemon2 behind it and daemon3 on its own tunnel
+    (:func:`room_router`)."""
     started, before = time.monotonic(), memory.available()
     control.up(lab, progress=say, simulated_host=False)
-    first, *others = fleet.names(max(count, 1))
+    first, *others = fleet.names(max(count, 3 if room else 1))
     host, guests = boot_started(lab, first, say=say)
     booted, waits = [host], [guests]
     with ThreadPoolExecutor(max(len(others), 1), thread_name_prefix="fleet-guests") as pool:
@@ -229,6 +257,8 @@ def up(
     say(memory.summary(booted, before, time.monotonic() - started))
     if configured:
         configure(booted[0], say=say)
+    if room:
+        room_router(booted[0], booted[1:2], say=say)
     return booted
 
 

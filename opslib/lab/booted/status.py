@@ -8,9 +8,12 @@ virsh lists them. ``SERVICE`` hooks the booted hosts into ``lab status`` and
 
 from __future__ import annotations
 
+import socket
+
 from opslib.core.errors import HostError
+from opslib.host.kernel import netlink
 from opslib.lab import services
-from opslib.lab.booted import daemonhost, nspawn
+from opslib.lab.booted import daemonhost, nspawn, peers
 from opslib.lab.config import Lab
 
 
@@ -25,15 +28,42 @@ def status(lab: Lab) -> list[dict[str, str]]:
         detail += f"{host.address} {host.mac}, netns {host.netns}"
         row = {"component": "booted host", "name": host.name, "state": state, "detail": detail}
         rows.append(row)
+        if peers.is_room_router(host):
+            rows.append(_room_row(host))
         if pid and state not in ("stopped", "booting"):
             rows += _inside_rows(host)
     return rows
 
 
+def _room_row(host: daemonhost.Host) -> dict[str, str]:
+    """The room router: whether the broker routes the room's /48 through its tunnel."""
+    lab = host.lab
+    gateway = peers.tunnel_parameters(host)["client_ipv6"].split("/")[0]
+    routes = (
+        [
+            r
+            for r in netlink.routes(lab.he_ns, family=socket.AF_INET6)
+            if r.dst == lab.room_delegated
+        ]
+        if netlink.netns_exists(lab.he_ns)
+        else []
+    )
+    state = "delegated" if any(r.gateway == gateway for r in routes) else "not routed"
+    detail = (
+        f"broker: {lab.room_delegated} via {gateway} ({peers.broker_link(host)}); "
+        f"radvd: {lab.room_prefix} on campus, router {lab.room_address_router}"
+    )
+    return {"component": "room router", "name": host.name, "state": state, "detail": detail}
+
+
 def _inside_rows(host: daemonhost.Host) -> list[dict[str, str]]:
     def row(component: str, name: str, state: str, detail: str = "") -> dict[str, str]:
-        return {"component": component, "name": f"{host.name}/{name}", "state": state,
-                "detail": detail}  # fmt: skip
+        return {
+            "component": component,
+            "name": f"{host.name}/{name}",
+            "state": state,
+            "detail": detail,
+        }
 
     rows = []
     try:

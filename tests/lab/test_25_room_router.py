@@ -1,0 +1,179 @@
+"""The room router on booted Debian 12 hosts (issue 25): the session's ``dh1`` is the router,
+``dh2`` a host behind it (on the room's segment, campus), ``dh3`` a daemon host on its own
+tunnel. Everything runs as an operator runs it: ``ssh operator@dh1 sudo -i opsbook run
+room-router -f SET -p …`` with ``parameters/lab/room-router.yaml`` and the per-host values
+(:func:`opslib.lab.booted.peers.room_parameters`); the lab's broker delegates the room's /48
+to dh1's tunnel (:func:`opslib.lab.booted.peers.make_room_router`).
+
+Assertions read what the hosts' own tools say (ip, ping, systemctl) and what the broker's
+side (the lab's ``he`` netns, "the internet" on its lo) reaches.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from on_host import ssh, wait_for
+
+from opslib.lab.booted import daemonhost, peers, runs
+from opslib.lab.config import Lab
+
+pytestmark = pytest.mark.lab_session("room")
+
+BEHIND, OWN = "dh2", "dh3"
+NAT_STANDIN = "lo"  # dh2's /64 is put on its lo here: the move (room-ipv6-move) puts it on nat-bridge
+
+
+def _progress(line: str) -> None:
+    print(f"room: {line}", flush=True)
+
+
+def on(host: daemonhost.Host, command: str, timeout: float = 120) -> str:
+    rc, out = ssh(host, command, timeout=timeout)
+    assert rc == 0, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def room(lab: Lab, booted_host: daemonhost.Host) -> Iterator[dict[str, daemonhost.Host]]:
+    """dh1 (the router, its broker end delegating the /48), dh2 bare behind it, dh3 with
+    opsbook for its own tunnel; dh2 and dh3 are taken down at the end."""
+    for name in (BEHIND, OWN):
+        daemonhost.down(lab, name, progress=_progress)  # what an interrupted module left
+    try:
+        behind = daemonhost.up(lab, BEHIND, install=False, progress=_progress)
+        own = daemonhost.up(lab, OWN, reuse_install=True, progress=_progress)
+        peers.up(booted_host)
+        peers.make_room_router(booted_host)
+        peers.start_broker(own)
+        yield {"router": booted_host, BEHIND: behind, OWN: own}
+    finally:
+        for name in (BEHIND, OWN):
+            daemonhost.down(lab, name, progress=_progress)
+
+
+def room_run(room: dict[str, daemonhost.Host], **extra: str) -> str:
+    router = room["router"]
+    values = {"host": router.name, **peers.room_parameters(router, [room[BEHIND]]), **extra}
+    rc, out = ssh(router, runs.command("room-router", values), timeout=300)
+    assert rc == 0, out
+    return out
+
+
+def outcome(out: str) -> str:
+    found = re.findall(r"^room-router \((changed|no change)\)", out, re.M)
+    assert found, out
+    return found[-1]
+
+
+def test_the_plan_shows_radvd_conf_the_sysctl_file_and_the_routes_as_diffs(
+    lab: Lab, room: dict[str, daemonhost.Host]
+) -> None:
+    out = room_run(room, apply="false")
+    behind = room[BEHIND]
+    assert "+interface eth0" in out and f"+\tprefix {lab.room_prefix}" in out, out
+    assert "+net.ipv6.conf.all.forwarding = 1" in out, out
+    via = lab.room_address(behind.mac)
+    assert f"+\tup ip -6 route replace {lab.room_host_prefix(behind.slot)} via {via}" in out
+    assert f"+\tup ip -6 route replace unreachable {lab.room_delegated}" in out, out
+
+
+def test_room_router_applies_and_a_second_run_changes_nothing(
+    lab: Lab, room: dict[str, daemonhost.Host]
+) -> None:
+    router = room["router"]
+    assert outcome(room_run(room)) == "changed"
+    assert on(router, "systemctl is-active radvd; systemctl is-enabled radvd") == (
+        "active\nenabled\n"
+    )
+    assert on(router, "sysctl -n net.ipv6.conf.all.forwarding") == "1\n"
+    assert outcome(room_run(room)) == "no change"
+
+
+def reaches_the_broker_side(lab: Lab, host: daemonhost.Host, what: str) -> str:
+    """New sessions until ``host`` has its SLAAC address on the room's /64, a default
+    route learned from an RA, and pings the internet (he's lo) through the router."""
+    address = lab.room_address(host.mac)
+    return wait_for(
+        lambda: ssh(
+            host,
+            "ip -6 -o addr show dev eth0 scope global; ip -6 route show default; "
+            f"ping -6 -c 1 -W 2 {lab.internet_ipv6} >/dev/null && echo internet answers",
+            timeout=30,
+        )[1],
+        lambda out: f"{address}/64" in out and "proto ra" in out and "answers" in out,
+        120,
+        what,
+    )
+
+
+def he_pings(lab: Lab, address: str) -> bool:
+    argv = ["ip", "netns", "exec", lab.he_ns, "ping", "-6", "-c", "1", "-W", "2", address]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+
+def test_a_host_on_the_segment_gets_slaac_and_reaches_the_broker_side(
+    lab: Lab, room: dict[str, daemonhost.Host]
+) -> None:
+    behind = room[BEHIND]
+    reaches_the_broker_side(lab, behind, f"{behind.name} on the room's /64")
+    assert he_pings(lab, lab.room_address(behind.mac))  # and back, through the tunnel
+    # its /64 (routed by the router via its room address) answers from the broker's side
+    prefix = lab.room_host_prefix(behind.slot)
+    mine = prefix.replace("::/64", "::1/128")
+    on(behind, f"sudo ip -6 addr replace {mine} dev {NAT_STANDIN}")
+    try:
+        wait_for(
+            lambda: "yes" if he_pings(lab, mine.split("/")[0]) else "no",
+            lambda seen: seen == "yes",
+            60,
+            f"the broker's side reaching {prefix} through the router",
+        )
+    finally:
+        on(behind, f"sudo ip -6 addr del {mine} dev {NAT_STANDIN}")
+
+
+def test_a_host_on_its_own_tunnel_still_works(lab: Lab, room: dict[str, daemonhost.Host]) -> None:
+    own = room[OWN]
+    values = runs.per_host(own)
+    for runbook in ("ipv6-tunnel", "nat-bridge-ipv6"):
+        rc, out = ssh(own, runs.command(runbook, values[runbook]), timeout=300)
+        assert rc == 0, out
+    # a forwarding host ignores the room's RAs (accept_ra 1): its own tunnel routes it
+    routes = wait_for(
+        lambda: ssh(
+            own,
+            "ip -6 route show default; "
+            f"ping -6 -c 1 -W 2 {lab.internet_ipv6} >/dev/null && echo internet answers",
+            timeout=30,
+        )[1],
+        lambda out: "dev he-ipv6" in out and "answers" in out,
+        120,
+        f"{own.name} reaching the internet through its own tunnel",
+    )
+    assert "proto ra" not in routes, routes
+    routed = peers.tunnel_parameters(own)["routed_prefix"].replace("::/64", "::1")
+    assert he_pings(lab, routed)  # its nat-bridge, from the broker's side
+
+
+def test_the_room_router_is_back_after_a_reboot(lab: Lab, room: dict[str, daemonhost.Host]) -> None:
+    router = room["router"]
+    daemonhost.reboot(lab, router.name, progress=_progress)
+    peers.up(router)  # the lab's side of its links, again: the /48 still delegated
+    wait_for(
+        lambda: ssh(router, "systemctl is-active radvd opsbook-6in4-he-ipv6", timeout=30)[1],
+        lambda out: out == "active\nactive\n",
+        120,
+        "radvd and the tunnel back after the router booted again",
+    )
+    behind = room[BEHIND]
+    routes = on(router, "sysctl -n net.ipv6.conf.all.forwarding; ip -6 route show")
+    assert routes.startswith("1\n"), routes
+    via = lab.room_address(behind.mac)
+    assert f"{lab.room_host_prefix(behind.slot)} via {via} dev eth0" in routes, routes
+    assert f"unreachable {lab.room_delegated}" in routes, routes
+    reaches_the_broker_side(lab, behind, f"{behind.name} through the router after its reboot")
+    assert outcome(room_run(room)) == "no change"
