@@ -24,7 +24,7 @@ from opslib.lab.config import Lab
 pytestmark = pytest.mark.lab_session("room")
 
 BEHIND, OWN = "dh2", "dh3"
-NAT_STANDIN = "lo"  # dh2's /64 is put on its lo here: the move (room-ipv6-move) puts it on nat-bridge
+NAT_STANDIN = "lo"  # dh2's /64 on its lo here; the move (room-ipv6-move) puts it on nat-bridge
 
 
 def _progress(line: str) -> None:
@@ -64,7 +64,7 @@ def room_run(room: dict[str, daemonhost.Host], **extra: str) -> str:
 
 
 def outcome(out: str) -> str:
-    found = re.findall(r"^room-router \((changed|no change)\)", out, re.M)
+    found = re.findall(r"^ok \((changed|no change)\)", out, re.M)
     assert found, out
     return found[-1]
 

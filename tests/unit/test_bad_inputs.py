@@ -38,6 +38,7 @@ GOOD: dict[str, dict[str, str]] = {
 }
 GOOD["cloudflare-aaaa"].update(token=f"env:{TOKEN_ENV}", vm="test")
 GOOD["libvirt-access"].update(account="alice")
+GOOD["room-router"] = {}  # a router's runbook: no libvirt
 GOOD["netreg-attach"].update(mac="52:54:00:12:34:56", vm="test", network="default")
 
 # Bad values of each type. "/nonexistent..." for dir and file is bad on this machine only:
@@ -62,6 +63,13 @@ BAD: dict[str, tuple[str, ...]] = {
     "ipv6-global": ("fe80::1", "fd00::1"),
     "ipv6-cidr64": ("garbage", "2001:db8:1::2/48"),
     "ipv6-prefix64": ("fd00:1::/64", "2001:db8::/48", "fe80::/64"),
+    "ipv6-prefix48": ("2001:db8::/32", "fd00:48::/48", "2001:db8:48::1/48"),
+    "room-hosts": (
+        "daemon2 2001:db8:48:2::/64",  # no next hop
+        "daemon2 2001:db8:48:2::/48 via 2001:db8:48::2",  # not a /64
+        "daemon2 2001:db8:48:2::/64 via fe80::2",  # link-local next hop
+        "d2 2001:db8:48:2::/64 via 2001:db8:48::2, d2 2001:db8:48:3::/64 via 2001:db8:48::3",
+    ),
     "account": ("root; rm -rf /", "root"),
     "group": ("Wheel",),
     "dns-name": ("a..example.org",),
@@ -119,6 +127,13 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("netreg-attach", {"mode": "attach", "vm": ""}, "mode"),  # attach needs a VM
     ("forward-bridge", {"uplink": "br0", "bridge": "br0"}, "uplink"),  # two different links
     ("ipv6-tunnel", {"routed_prefix": "2001:db8:1::/64"}, "routed_prefix"),  # not the tunnel's
+    ("room-router", {"room_prefix": "2001:db8:49::/64"}, "room_prefix"),  # not in the /48
+    # a host's /64 outside the /48, its next hop off the room's /64, its /64 the room's own
+    ("room-router", {"hosts": "d2 2001:db8:49:2::/64 via 2001:db8:48::2"}, "hosts"),
+    ("room-router", {"hosts": "d2 2001:db8:48:2::/64 via 2001:db8:49::2"}, "hosts"),
+    ("room-router", {"hosts": "d2 2001:db8:48::/64 via 2001:db8:48::2"}, "hosts"),
+    ("room-router", {"client_ipv6": "2001:db8:48:ff::2/64", "server_ipv6": "2001:db8:48:ff::1"},
+     "routed_prefix"),  # the tunnel's /64 inside the /48
 ]
 
 

@@ -286,6 +286,85 @@ def ipv6_tunnel(tmp_path: Path) -> Iterator[World]:
         yield World(t.PROCEDURE, inputs)
 
 
+@world("room-router")
+def room_router(tmp_path: Path) -> Iterator[World]:
+    """ipv6-tunnel's fake kernel for the tunnel; forwarding, radvd's unit and the /48's
+    routes as dicts behind their adapters (their files real, in tmp): the tunnel, the
+    forwarding file, the routes file and radvd.conf all to write."""
+    from opslib.host.kernel import sysctl
+    from opslib.host.router import radvd, routes
+    from opslib.procedures import ipv6_tunnel
+    from opslib.procedures import room_router as rr
+
+    iface_file = tmp_path / "interfaces"
+    iface_file.write_text("source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n")
+    live: dict[str, Any] = {rr.FORWARDING: "0", "enabled": False, "active": False}
+    table: dict[str, str] = {}
+    address: list[bool] = [False]
+
+    def observe_routes(_netns: str, spec: Any) -> routes.RoutesState:
+        return routes.RoutesState(address[0], {d: table.get(d, "") for d in spec.wanted()})
+
+    def apply_live(_netns: str, spec: Any, _state: Any) -> list[str]:
+        address[0] = True
+        table.update(spec.wanted())
+        return ["routed"]
+
+    def put_back(_netns: str, spec: Any, state: Any) -> str:
+        address[0] = state.address
+        for dst in spec.wanted():
+            table[dst] = state.routes.get(dst, "")
+        return "put back"
+
+    def radvd_observe(conf: Path = radvd.CONF) -> radvd.Service:
+        text = conf.read_text() if conf.exists() else None
+        return radvd.Service(text, bool(live["enabled"]), bool(live["active"]))
+
+    def radvd_install(text: str, conf: Path = radvd.CONF) -> None:
+        conf.write_text(text)
+        live.update(enabled=True, active=True)
+
+    def radvd_put_back(found: radvd.Service, conf: Path = radvd.CONF) -> str:
+        if found.text is None:
+            conf.unlink(missing_ok=True)
+        else:
+            conf.write_text(found.text)
+        live.update(enabled=found.enabled, active=found.active)
+        return "radvd as found"
+
+    def ping(_netns: str, targets: Any, **_kw: Any) -> icmp.Echo:
+        return icmp.Echo({t: frozenset({t}) for t in targets}, frozenset(), 0.0)
+
+    kernel = FakeKernel()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(netlink, "ipr", kernel.ipr)
+        m.setattr(ipv6_tunnel, "sit_supported", lambda: True)
+        m.setattr(sysctl, "live", lambda key, _netns="": live[key])
+        m.setattr(sysctl, "set_live", lambda values, _ns="": live.update(values.items()))
+        m.setattr(routes, "observe", observe_routes)
+        m.setattr(routes, "apply_live", apply_live)
+        m.setattr(routes, "put_back", put_back)
+        m.setattr(radvd, "observe", radvd_observe)
+        m.setattr(radvd, "install", radvd_install)
+        m.setattr(radvd, "put_back", radvd_put_back)
+        m.setattr(radvd, "installed", lambda: True)
+        m.setattr(radvd, "sent", lambda _iface, _netns="": 1)
+        m.setattr(radvd, "wait_sent", lambda *_a, **_kw: "")
+        m.setattr(icmp, "ping", ping)
+        inputs = rr.Inputs(
+            tunnel="he-ipv6", local_ipv4="192.0.2.20", server_ipv4="203.0.113.1",
+            client_ipv6="2001:db8:1:1::2/64", server_ipv6="2001:db8:1:1::1",
+            routed_prefix="2001:db8:48::/48", room_interface="eth0",
+            room_prefix="2001:db8:48::/64",
+            hosts="daemon2 2001:db8:48:2::/64 via 2001:db8:48:0:b:1ff:fe00:2",
+            interfaces_file=str(iface_file),
+            routes_file=str(tmp_path / "interfaces.d" / "opsbook-room-router"),
+            sysctl_file=str(tmp_path / "sysctl.d" / "60-opsbook-room-router.conf"),
+            radvd_conf=str(tmp_path / "radvd.conf"), run_dir=str(tmp_path),
+        )  # fmt: skip
+        yield World(rr.PROCEDURE, inputs)
+
+
 NAT_NODE = """<node>
   <network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>
     <ip address='198.51.100.1' netmask='255.255.255.0'/></network>

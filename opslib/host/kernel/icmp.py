@@ -120,6 +120,7 @@ def ping(
     wait: float = 1.0,
     tries: int = 1,
     until: Callable[[Mapping[str, AbstractSet[str]]], bool] | None = None,
+    source: str = "",
 ) -> Echo:
     """One echo request to every target at once, from ``netns`` ("" = this one).
 
@@ -132,7 +133,9 @@ def ping(
     that went out answered) and waits ``wait`` seconds at most for the silent ones;
     ``tries`` > 1 sends to those again after each ``wait``. A multicast target
     (ff02::1) is answered by every node on the link: its replies are collected, never
-    awaited. Raw sockets: needs CAP_NET_RAW.
+    awaited. ``source`` sends from that address of this host (like ping -I ADDRESS): the
+    replies then find their way back by the peer's routes to it. Raw sockets: needs
+    CAP_NET_RAW.
     """
     wanted, family_of, multicast = _targets(targets)
     awaited = [t for t in wanted if t not in multicast]
@@ -147,7 +150,7 @@ def ping(
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         socks = {
-            family: stack.enter_context(_echo_socket(netns, family, ifname))
+            family: stack.enter_context(_echo_socket(netns, family, ifname, source))
             for family in dict.fromkeys(family_of.values())
         }
         scope = ifindex(netns, ifname) if ifname and socket.AF_INET6 in socks else 0

@@ -104,6 +104,7 @@ class Route:
     dst: str  # "default" or CIDR
     gateway: str
     ifindex: int
+    proto: int = 0  # who made it: RTPROT_RA (9) for one learned from a router advertisement
 
 
 def _link(msg: Any) -> Link:
@@ -200,9 +201,17 @@ def routes(netns: str = "", *, family: int = socket.AF_INET) -> list[Route]:
                     dst=f"{dst}/{m['dst_len']}" if dst else "default",
                     gateway=m.get_attr("RTA_GATEWAY") or "",
                     ifindex=m.get_attr("RTA_OIF") or 0,
+                    proto=_proto(m),
                 )
             )
         return found
+
+
+def _proto(msg: Any) -> int:
+    try:
+        return int(msg["proto"] or 0)
+    except (KeyError, TypeError):  # a message without the field
+        return 0
 
 
 def default_route(netns: str = "", *, family: int = socket.AF_INET) -> Route | None:

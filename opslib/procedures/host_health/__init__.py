@@ -27,7 +27,7 @@ from opslib.core.errors import OpsError
 from opslib.core.shellcmd import command, then, word
 from opslib.host.kernel import netlink
 from opslib.host.libvirt import virt
-from opslib.procedures.host_health import guest_reboot
+from opslib.procedures.host_health import guest_reboot, ipv6_mode
 
 RUNBOOK = "host-health"
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -308,6 +308,10 @@ class Inputs(inputs.Declared):
     client_ipv6: str = param("ipv6-cidr64?", "this host's tunnel address with /64", "")
     server_ipv6: str = param("ipv6?", "the broker's tunnel address", "",
                              rules=("in client_ipv6",))  # fmt: skip
+    ipv6_mode: str = param(
+        "choice[auto|tunnel|room]", "how the host reaches IPv6: its own tunnel, the room "
+        "router (RAs on the bridge), or auto (the tunnel link exists, else an RA route)", "auto",
+    )  # fmt: skip
     token: str = param("secret?", "Cloudflare token source for DNS drift (file:/path or "
                        "env:NAME; empty = as recorded)", "")  # fmt: skip
     api_base_url: str = param(
@@ -333,11 +337,16 @@ def _run(i: Inputs, host: str) -> Result:
         groups["nat-bridge IPv6"] = lambda: nat_prefix_checks(
             libvirt_uri, nat_network, i.routed_prefix
         )
-    if i.tunnel:
+    segment = i.bridge or i.uplink
+    mode, why = ipv6_mode.decide(netns, i.ipv6_mode, i.tunnel, segment)
+    groups["IPv6 via"] = lambda: [ipv6_mode.mode_check(mode, why, i.tunnel, segment)]
+    if mode == "tunnel" and i.tunnel:
         groups["tunnel"] = lambda: tunnel_checks(
             netns=netns, tunnel=i.tunnel, client_ipv6=i.client_ipv6,
             server_ipv6=i.server_ipv6, routed_prefix=i.routed_prefix,
         )  # fmt: skip
+    elif mode == "room":
+        groups["room router"] = lambda: ipv6_mode.room_checks(netns, segment, i.routed_prefix)
     # a guest's global IPv6 is due only where the NAT network is given a routed /64
     ipv6_on = nat_network if i.routed_prefix else ""
     groups["guests"] = lambda: guest_checks(
@@ -352,7 +361,7 @@ def _run(i: Inputs, host: str) -> Result:
         bridge=i.bridge, records_dir=records_dir,
     )  # fmt: skip
     groups["records"] = lambda: records_checks(records_dir)
-    return result_of(host, run_groups(groups))
+    return result_of(host, run_groups(groups), {"ipv6_mode": mode or "none"})
 
 
 run = inputs.reading(Inputs, _run)

@@ -36,7 +36,7 @@ from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check, Plan
 from opslib.core.errors import InputError
 from opslib.host.ifupdown import interfaces
-from opslib.host.kernel import rtnl, sysctl
+from opslib.host.kernel import icmp, sysctl
 from opslib.host.router import radvd, routes
 from opslib.host.router.routes import RoomRoutes
 from opslib.procedures import ipv6_tunnel
@@ -326,7 +326,7 @@ def host_checks(i: Inputs) -> list[Check]:
     """Each host's next hop answers on the room's /64 (a host still on its own tunnel
     may not have an address there yet)."""
     hosts = i.spec.hosts
-    answered = rtnl.ping("", [str(h.via) for h in hosts], wait=2, tries=3).answered()
+    answered = icmp.ping("", [str(h.via) for h in hosts], wait=2, tries=3).answered()
     return [
         Check.given(
             f"{h.name} answers at {h.via}",
