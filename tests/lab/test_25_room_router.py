@@ -12,6 +12,7 @@ side (the lab's ``he`` netns, "the internet" on its lo) reaches.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from collections.abc import Iterator
 
@@ -39,12 +40,12 @@ def on(host: daemonhost.Host, command: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def room(lab: Lab, booted_host: daemonhost.Host) -> Iterator[dict[str, daemonhost.Host]]:
-    """dh1 (the router, its broker end delegating the /48), dh2 bare behind it, dh3 with
-    opsbook for its own tunnel; dh2 and dh3 are taken down at the end."""
+    """dh1 (the router, its broker end delegating the /48), dh2 behind it, dh3 for its own
+    tunnel (both with opsbook, as booted); dh2 and dh3 are taken down at the end."""
     for name in (BEHIND, OWN):
         daemonhost.down(lab, name, progress=_progress)  # what an interrupted module left
     try:
-        behind = daemonhost.up(lab, BEHIND, install=False, progress=_progress)
+        behind = daemonhost.up(lab, BEHIND, reuse_install=True, progress=_progress)
         own = daemonhost.up(lab, OWN, reuse_install=True, progress=_progress)
         peers.up(booted_host)
         peers.make_room_router(booted_host)
@@ -89,7 +90,7 @@ def test_room_router_applies_and_a_second_run_changes_nothing(
     assert on(router, "systemctl is-active radvd; systemctl is-enabled radvd") == (
         "active\nenabled\n"
     )
-    assert on(router, "sysctl -n net.ipv6.conf.all.forwarding") == "1\n"
+    assert on(router, "cat /proc/sys/net/ipv6/conf/all/forwarding") == "1\n"
     assert outcome(room_run(room)) == "no change"
 
 
@@ -124,7 +125,9 @@ def test_a_host_on_the_segment_gets_slaac_and_reaches_the_broker_side(
     # its /64 (routed by the router via its room address) answers from the broker's side
     prefix = lab.room_host_prefix(behind.slot)
     mine = prefix.replace("::/64", "::1/128")
-    on(behind, f"sudo ip -6 addr replace {mine} dev {NAT_STANDIN}")
+    unrouted = lab.room_host_prefix(0xFF)  # a /64 of the /48 the router routes to no host
+    for address in (mine, unrouted.replace("::/64", "::1/128")):
+        on(behind, f"sudo ip -6 addr replace {address} dev {NAT_STANDIN}")
     try:
         wait_for(
             lambda: "yes" if he_pings(lab, mine.split("/")[0]) else "no",
@@ -132,8 +135,37 @@ def test_a_host_on_the_segment_gets_slaac_and_reaches_the_broker_side(
             60,
             f"the broker's side reaching {prefix} through the router",
         )
+        # host-health knows it is on the room router, and whose /64 the router routes
+        checks = health(behind, routed_prefix=prefix)
+        assert checks["IPv6 via"][0] == "ok", checks
+        assert "the room router, by RAs on eth0" in checks["IPv6 via"][1], checks
+        for name in ("eth0 takes RAs", "RA seen on eth0",
+                     "default IPv6 route via the router on eth0",
+                     f"{prefix} reachable from the router"):  # fmt: skip
+            assert checks[name][0] == "ok", (name, checks)
+        checks = health(behind, routed_prefix=unrouted, fails=True)
+        assert checks[f"{unrouted} reachable from the router"][0] == "fail", checks
     finally:
-        on(behind, f"sudo ip -6 addr del {mine} dev {NAT_STANDIN}")
+        for address in (mine, unrouted.replace("::/64", "::1/128")):
+            on(behind, f"sudo ip -6 addr del {address} dev {NAT_STANDIN}")
+
+
+def health(host: daemonhost.Host, *, fails: bool = False, **params: str) -> dict[str, list[str]]:
+    """host-health on ``host`` as booted (no br0, no forward-bridge, its stock NAT network
+    without IPv6); its checks by name: [status, seen]."""
+    values = {"host": host.name, "nat_network": "", "forward_network": "", "bridge": "",
+              **params}  # fmt: skip
+    argv = ["sudo", "-i", "opsbook", "run", "host-health"]
+    for key, value in values.items():
+        argv += ["-p", key, value]
+    rc, out = ssh(host, shlex.join(argv), timeout=300)
+    assert rc == (1 if fails else 0), out
+    found = {}
+    for line in out.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) >= 3 and cells[1] in ("ok", "fail", "warn"):
+            found[cells[0]] = cells[1:]
+    return found
 
 
 def test_a_host_on_its_own_tunnel_still_works(lab: Lab, room: dict[str, daemonhost.Host]) -> None:
@@ -155,8 +187,13 @@ def test_a_host_on_its_own_tunnel_still_works(lab: Lab, room: dict[str, daemonho
         f"{own.name} reaching the internet through its own tunnel",
     )
     assert "proto ra" not in routes, routes
-    routed = peers.tunnel_parameters(own)["routed_prefix"].replace("::/64", "::1")
+    tunnel = peers.tunnel_parameters(own)
+    routed = tunnel["routed_prefix"].replace("::/64", "::1")
     assert he_pings(lab, routed)  # its nat-bridge, from the broker's side
+    given = {k: tunnel[k] for k in ("routed_prefix", "client_ipv6", "server_ipv6")}
+    checks = health(own, nat_network="nat-bridge", tunnel="he-ipv6", **given)
+    assert "own tunnel he-ipv6" in checks["IPv6 via"][1], checks
+    assert checks["he-ipv6 up"][0] == "ok" and "RA seen on eth0" not in checks, checks
 
 
 def test_the_room_router_is_back_after_a_reboot(lab: Lab, room: dict[str, daemonhost.Host]) -> None:
@@ -170,7 +207,7 @@ def test_the_room_router_is_back_after_a_reboot(lab: Lab, room: dict[str, daemon
         "radvd and the tunnel back after the router booted again",
     )
     behind = room[BEHIND]
-    routes = on(router, "sysctl -n net.ipv6.conf.all.forwarding; ip -6 route show")
+    routes = on(router, "cat /proc/sys/net/ipv6/conf/all/forwarding; ip -6 route show")
     assert routes.startswith("1\n"), routes
     via = lab.room_address(behind.mac)
     assert f"{lab.room_host_prefix(behind.slot)} via {via} dev eth0" in routes, routes

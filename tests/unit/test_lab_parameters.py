@@ -142,10 +142,31 @@ def test_booted_lab_host_sets_are_valid_and_daemon1s_values() -> None:
     )
 
 
+def test_the_room_router_set_is_daemon1_routing_daemon2() -> None:
+    """parameters/lab/room-router.yaml is what the lab computes for daemon1 with daemon2
+    behind it (lab up --room-router passes no -p on daemon1 as booted), every address
+    from the lab's address plan (opslib/lab/config.py)."""
+    from opslib.core import params
+    from opslib.lab.booted import daemonhost, peers
+
+    lab = Lab()
+    given = runner.load_param_file(BOOTED_SETS / "room-router.yaml")
+    params.validate(runner.find_runbook("room-router").params, given)
+    daemon1, daemon2 = (daemonhost.Host(lab, f"daemon{n}", n) for n in (1, 2))
+    computed = peers.room_parameters(daemon1, [daemon2])
+    assert {k: given[k] for k in computed} == computed
+    assert computed["hosts"] == "daemon2 2001:db8:48:2::/64 via 2001:db8:48:0:b:1ff:fe00:2"
+    assert (computed["routed_prefix"], computed["room_prefix"]) == (
+        lab.room_delegated,
+        lab.room_prefix,
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--simulated", "--hosts", "2"], "lab up: --simulated boots no hosts; drop --hosts"),
+        (["--simulated", "--room-router"], "lab up: --simulated boots no hosts"),
         (["--hosts", "-1"], "lab up --hosts -1: give a number of hosts, 1 or more"),
         (["--records", "r"], "lab up: --records is for --simulated --configured"),
     ],
