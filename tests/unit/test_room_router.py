@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import REPO_NOTEBOOKS
 
 from opslib.core import params, roomhosts
 from opslib.core.errors import InputError
@@ -19,7 +20,7 @@ from opslib.host.sixinfour.tunnels import TunnelState
 from opslib.procedures import room_router as rr
 from opslib.procedures.room_router.plan import RouterState
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "room-router.ipynb"
+NOTEBOOK = REPO_NOTEBOOKS / "room-router.ipynb"
 HOSTS = "daemon2 2001:db8:48:2::/64 via 2001:db8:48::b:1ff:fe00:2"
 VALUES = dict(
     local_ipv4="192.0.2.20", server_ipv4="203.0.113.1", client_ipv6="2001:db8:1:1::2/64",

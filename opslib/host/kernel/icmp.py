@@ -84,12 +84,14 @@ def _reply(family: int, data: bytes) -> tuple[int, int, bytes] | None:
     return ident, seq, data[start + 8 :]
 
 
-def _echo_socket(netns: str, family: int, ifname: str) -> socket.socket:
+def _echo_socket(netns: str, family: int, ifname: str, source: str = "") -> socket.socket:
     proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
     sock = netns_socket(netns, family, socket.SOCK_RAW, proto)
     try:
         if ifname:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if source and (":" in source) == (family == socket.AF_INET6):
+            sock.bind((source, 0, 0, 0) if family == socket.AF_INET6 else (source, 0))
         # Never fragment (ping -M do): a request above the path MTU fails at sendto.
         # The filters pass only echo replies: a raw socket gets every ICMP of the netns.
         if family == socket.AF_INET:

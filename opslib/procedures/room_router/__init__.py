@@ -35,7 +35,7 @@ from opslib.core import roomhosts
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check, Plan
 from opslib.core.errors import InputError
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel import icmp, sysctl
 from opslib.host.router import radvd, routes
 from opslib.host.router.routes import RoomRoutes
@@ -144,7 +144,7 @@ class Inputs(inputs.Declared):
 
 
 def _sources(interfaces_file: str, routes_file: str) -> bool:
-    text = interfaces.read_exact(interfaces_file) or ""
+    text = file_io.read_exact(interfaces_file) or ""
     directory = str(Path(routes_file).parent)
     return any(
         line.split()[:1] in (["source"], ["source-directory"]) and directory in line
@@ -164,7 +164,7 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
             radvd_installed=radvd.installed(),
             sysctl_text=sysctl.read(Path(inputs.sysctl_file)),
             forwarding=sysctl.live(FORWARDING),
-            routes_text=interfaces.read_exact(inputs.routes_file),
+            routes_text=file_io.read_exact(inputs.routes_file),
             routes=routes.observe("", inputs.spec),
             sources_routes_dir=_sources(inputs.interfaces_file, inputs.routes_file),
             ra_sent=radvd.sent(inputs.room_interface),
@@ -202,13 +202,13 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
         ):
 
             def route(detail: Detail) -> None:
-                interfaces.write_atomic(i.routes_file, plan.routes_file)
+                file_io.write_atomic(i.routes_file, plan.routes_file)
                 detail.append(f"{i.routes_file} written")
                 if state.routes.interface_exists:
                     detail.extend(routes.apply_live("", spec, state.routes))
 
             def unroute(detail: Detail) -> None:
-                detail.append(interfaces.put_back(i.routes_file, state.routes_text))
+                detail.append(file_io.put_back(i.routes_file, state.routes_text))
                 detail.append(routes.put_back("", spec, state.routes))
 
             steps.append(
