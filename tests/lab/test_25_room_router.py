@@ -43,6 +43,13 @@ def _boot_guest(host: daemonhost.Host) -> None:
         BOOT_FAILED.append(exc)
 
 
+def guest_booted(host: daemonhost.Host) -> None:
+    for thread in BOOTING:
+        thread.join()
+    if BOOT_FAILED:
+        pytest.fail(f"{host.name}'s vm-netreg did not boot: {BOOT_FAILED[0]}")
+
+
 def _progress(line: str) -> None:
     print(f"room: {line}", flush=True)
 
@@ -106,12 +113,27 @@ def test_room_router_applies_and_a_second_run_changes_nothing(
     lab: Lab, room: dict[str, daemonhost.Host]
 ) -> None:
     router = room["router"]
-    assert outcome(room_run(room)) == "changed"
+    # as `opsbook lab up --room-router` runs it: the set, the per-host values on top
+    first = runs.room_router(router, [room[BEHIND]], say=_progress)
+    assert first.changed is True and first.exit_code == 0, first.output
     assert on(router, "systemctl is-active radvd; systemctl is-enabled radvd") == (
         "active\nenabled\n"
     )
     assert on(router, "cat /proc/sys/net/ipv6/conf/all/forwarding") == "1\n"
     assert outcome(room_run(room)) == "no change"
+
+
+def test_lab_status_shows_the_room_router(
+    lab: Lab, room: dict[str, daemonhost.Host], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from opslib.cli import main
+
+    main.main(["lab", "--prefix", lab.prefix, "status", "--json"])
+    rows = {(r["component"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
+    row = rows[("room router", room["router"].name)]
+    assert row["state"] == "delegated", row  # the broker routes the /48 through its tunnel
+    assert lab.room_delegated in row["detail"] and lab.room_prefix in row["detail"], row
+    assert ("room router", room[BEHIND].name) not in rows
 
 
 def reaches_the_broker_side(lab: Lab, host: daemonhost.Host, what: str) -> str:
@@ -156,6 +178,7 @@ def test_a_host_on_the_segment_gets_slaac_and_reaches_the_broker_side(
             f"the broker's side reaching {prefix} through the router",
         )
         # host-health knows it is on the room router, and whose /64 the router routes
+        guest_booted(behind)  # (it checks every guest too: vm-netreg holds its NAT lease)
         checks = health(behind, routed_prefix=prefix)
         assert checks["IPv6 via"][0] == "ok", checks
         assert "the room router, by RAs on eth0" in checks["IPv6 via"][1], checks
@@ -257,10 +280,7 @@ def test_a_guest_on_forward_bridge_takes_the_rooms_slaac_and_reaches_the_broker_
     values = runs.per_host(behind)
     rc, out = ssh(behind, runs.command("forward-bridge", values["forward-bridge"]), timeout=300)
     assert rc == 0, out
-    for thread in BOOTING:
-        thread.join()
-    if BOOT_FAILED:
-        pytest.fail(f"{behind.name}'s vm-netreg did not boot: {BOOT_FAILED[0]}")
+    guest_booted(behind)
     guest = guests.netreg_guest(behind)
     assert guest.netreg_mac
     netreg.netreg_add(lab, guest.netreg_mac)  # the wiki's manual step: NetReg registers it
