@@ -218,12 +218,15 @@ def test_a_host_on_its_own_tunnel_still_works(lab: Lab, room: dict[str, daemonho
     # On the room's segment a host took the router's RAs while it did not forward, and
     # libvirt then refuses an IPv6 network ("kernel autoconfigured IPv6 routes ... without
     # accept_ra set to 2"): a host that keeps its own tunnel ignores the room's RAs,
-    # persisted (docs/room-router.md, "Beside the router").
+    # persisted, and drops what it took from them: the RA's prefix route counts for
+    # libvirt too, and toggling disable_ipv6 leaves only the link-local address
+    # (docs/room-router.md, "Beside the router").
     conf = "/etc/sysctl.d/60-own-tunnel.conf"
+    drop = "sudo /usr/sbin/sysctl -q -w net.ipv6.conf.eth0.disable_ipv6="
     on(
         own,
         f"printf 'net.ipv6.conf.eth0.accept_ra = 0\\n' | sudo tee {conf} && "
-        f"sudo /usr/sbin/sysctl -q -p {conf} && sudo ip -6 route flush dev eth0 proto ra",
+        f"sudo /usr/sbin/sysctl -q -p {conf} && {drop} 1 && {drop} 0",
     )
     for runbook in ("nat-bridge-ipv6", "ipv6-tunnel"):  # the wiki's order: forwarding first
         rc, out = ssh(own, runs.command(runbook, values[runbook]), timeout=300)
