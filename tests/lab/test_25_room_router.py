@@ -226,7 +226,7 @@ def test_a_host_on_its_own_tunnel_still_works(lab: Lab, room: dict[str, daemonho
     on(
         own,
         f"printf 'net.ipv6.conf.eth0.accept_ra = 0\\n' | sudo tee {conf} && "
-        f"sudo /usr/sbin/sysctl -q -p {conf} && {drop} 1 && {drop} 0",
+        f"sudo /usr/sbin/sysctl -q -p {conf} && {drop}1 && {drop}0",
     )
     for runbook in ("nat-bridge-ipv6", "ipv6-tunnel"):  # the wiki's order: forwarding first
         rc, out = ssh(own, runs.command(runbook, values[runbook]), timeout=300)
