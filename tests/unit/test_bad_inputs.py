@@ -132,8 +132,11 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("room-router", {"hosts": "d2 2001:db8:49:2::/64 via 2001:db8:48::2"}, "hosts"),
     ("room-router", {"hosts": "d2 2001:db8:48:2::/64 via 2001:db8:49::2"}, "hosts"),
     ("room-router", {"hosts": "d2 2001:db8:48::/64 via 2001:db8:48::2"}, "hosts"),
-    ("room-router", {"client_ipv6": "2001:db8:48:ff::2/64", "server_ipv6": "2001:db8:48:ff::1"},
-     "routed_prefix"),  # the tunnel's /64 inside the /48
+    (
+        "room-router",
+        {"client_ipv6": "2001:db8:48:ff::2/64", "server_ipv6": "2001:db8:48:ff::1"},
+        "routed_prefix",
+    ),  # the tunnel's /64 inside the /48
 ]
 
 

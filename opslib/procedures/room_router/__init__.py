@@ -24,17 +24,15 @@ room's interface (a failure undoes the apply); each host's next hop answering
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core import roomhosts
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check, Plan
-from opslib.core.errors import InputError
 from opslib.host.ifupdown import file_io
 from opslib.host.kernel import icmp, sysctl
 from opslib.host.router import radvd, routes
@@ -71,7 +69,9 @@ class Inputs(inputs.Declared):
         rules=("in client_ipv6",),
     )
     routed_prefix: str = param(
-        "ipv6-prefix48", "the broker's Routed /48", example="2001:db8:48::/48"
+        "ipv6-prefix48 (not in client_ipv6)",
+        "the broker's Routed /48",
+        example="2001:db8:48::/48",
     )
     room_interface: str = param(
         "ifname",
@@ -112,13 +112,6 @@ class Inputs(inputs.Declared):
     spec: RoomRoutes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Several fields at once (no rule says it): the tunnel's /64 outside the /48.
-        client = ipaddress.IPv6Interface(self.client_ipv6).network
-        if client.overlaps(ipaddress.IPv6Network(self.routed_prefix)):
-            raise InputError(
-                f"client_ipv6 {self.client_ipv6} lies in routed_prefix "
-                f"{self.routed_prefix}; the tunnel's /64 is another"
-            )
         tunnel = ipv6_tunnel.Inputs(
             libvirt_uri="",
             netns="",
@@ -176,12 +169,12 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
     def plan(self, inputs: Inputs, observed: RouterState, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, RouterState, None]) -> list[Action]:
-        i, state, plan = run.inputs, run.observed, run.plan
+    def steps(self, tx: Transaction[Inputs, RouterState, None]) -> list[Action]:
+        i, state, plan = tx.inputs, tx.observed, tx.plan
         if not isinstance(plan, RouterPlan) or plan.tunnel is None:
             raise TypeError(f"room-router's steps need a RouterPlan, not {type(plan)}")
-        tunnel_run = Run(i.tunnel_inputs, state.tunnel, plan.tunnel, None, run.result)
-        steps = [a for a in ipv6_tunnel.PROCEDURE.steps(tunnel_run) if not a.advisory]
+        tunnel_tx = Transaction(i.tunnel_inputs, state.tunnel, plan.tunnel, None, tx.result)
+        steps = [a for a in ipv6_tunnel.PROCEDURE.steps(tunnel_tx) if not a.advisory]
         targets = {c.target for c in plan.changes}
         spec, sysctl_path = i.spec, Path(i.sysctl_file)
 
@@ -240,13 +233,13 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
             )
         return steps
 
-    def finish(self, run: Run[Inputs, RouterState, None]) -> None:
-        super().finish(run)
-        if not run.outcome.ok:
+    def finish(self, tx: Transaction[Inputs, RouterState, None]) -> None:
+        super().finish(tx)
+        if not tx.applied.ok:
             return
-        i, result = run.inputs, run.result
+        i, result = tx.inputs, tx.result
         failing = [c.name for c in result.checks if not c.ok]
-        done = "made" if run.plan.changes else "already there"
+        done = "made" if tx.plan.changes else "already there"
         result.summary = (
             f"room router {done}: {i.spec.address.network} on {i.room_interface}, "
             f"{len(i.spec.hosts)} host route(s), tunnel {i.tunnel}"
