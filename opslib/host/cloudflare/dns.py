@@ -279,13 +279,15 @@ class DnsClient:
         raise InputError(f"no zone {zone} visible to this token; check the zone name and token")
 
     def list_records(self, zone_id: str, *, name: str, type: str = "") -> list[DnsRecord]:
-        """Every record of ``name`` (and ``type``), all pages."""
-        action = f"list DNS records of {name}"
+        """Every record of ``name`` (and ``type``), all pages; ``name`` "": of the zone."""
+        action = f"list DNS records of {name or 'the zone'}"
         found: list[DnsRecord] = []
         # Pages one by one, each with retries: the SDK's iterator would fail the
         # whole listing on a 5xx at page 7. Bounded even if a server never ends.
         for page in range(1, 10_000):
-            kwargs: dict[str, Any] = {"name": {"exact": name}, "page": page, "per_page": PER_PAGE}
+            kwargs: dict[str, Any] = {"page": page, "per_page": PER_PAGE}
+            if name:
+                kwargs["name"] = {"exact": name}
             if type:
                 kwargs["type"] = type
 

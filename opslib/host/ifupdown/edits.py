@@ -111,3 +111,28 @@ def with_iface(
         at = found[0][0] if found else len(stanzas) - 1
         stanzas.insert(at, Stanza((Line(f"auto {name}\n"),)))
     return with_stanzas(model, stanzas).render()
+
+
+def without_iface(text: str, path: str, name: str, family: str) -> str:
+    """The file without the ``iface NAME FAMILY`` stanza (and the blank line before it);
+    everything else byte for byte, ``auto NAME`` included unless no stanza of NAME is left."""
+    model = parse(text, path)
+    drop = {i for i, s in model.ifaces(name) if s.family == family}
+    if not drop:
+        return text
+    stanzas = list(model.stanzas)
+    for i in sorted(drop):
+        if i > 0 and stanzas[i - 1].kind == "blank" and i - 1 not in drop:
+            drop.add(i - 1)
+    kept = [s for i, s in enumerate(stanzas) if i not in drop]
+    if not any(s.kind == "iface" and s.name == name for s in kept):
+        kept = [s for s in (_without_auto(s, name) for s in kept) if s is not None]
+    return with_stanzas(model, kept).render()
+
+
+def _without_auto(stanza: Stanza, name: str) -> Stanza | None:
+    """An ``auto``/``allow-*`` line without ``name`` (None when nothing is left of it)."""
+    if stanza.kind not in ("auto", "allow") or name not in stanza.classes[1]:
+        return stanza
+    words = [w for w in stanza.head if w != name]
+    return set_head(stanza, words) if len(words) > 1 else None
