@@ -25,7 +25,7 @@ from opslib.engine import runner
 from opslib.fleet import playbooks
 
 NOTEBOOKS = REPO_NOTEBOOKS
-# The ten runbooks of opslib/procedures (records-review is the record store's, no host's).
+# The runbooks of opslib/procedures (records-review is the record store's, no host's).
 RUNBOOKS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem != "records-review")
 TOKEN_ENV = "OPSBOOK_TEST_BAD_INPUTS_TOKEN"
 
@@ -137,6 +137,10 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
         {"client_ipv6": "2001:db8:48:ff::2/64", "server_ipv6": "2001:db8:48:ff::1"},
         "routed_prefix",
     ),  # the tunnel's /64 inside the /48
+    ("room-ipv6-move", {"direction": "sideways"}, "direction"),
+    ("room-ipv6-move", {"room_prefix": "2001:db8:3::/48"}, "room_prefix"),  # the /48, not a /64
+    ("room-ipv6-move", {"zone": "example.org"}, "zone"),  # records to move, but no token
+    ("room-ipv6-move", {"probe": "fe80::1"}, "probe"),
 ]
 
 
