@@ -406,6 +406,18 @@ def nat_bridge_rename(tmp_path: Path) -> Iterator[World]:
         yield made
 
 
+@world("room-ipv6-move")
+def room_ipv6_move(tmp_path: Path) -> Iterator[World]:
+    """tests/room_move_world.py: nat-bridge on the own tunnel's /64 (test driver), a guest's
+    AAAA record (the stand-in), br0 and the tunnel's unit faked; the move to the room router."""
+    from room_move_world import room_world
+
+    from opslib.procedures import room_ipv6_move as move
+
+    with room_world(tmp_path) as w:
+        yield World(move.PROCEDURE, w.inputs, session=w.session)
+
+
 class FakeIfupdown:
     """What restarting networking does to the fake kernel: br0 over eth0 holding the
     host's address when the interfaces file says so, eth0 holding it otherwise."""
