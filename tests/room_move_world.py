@@ -31,7 +31,9 @@ ROUTER = "fe80::3"
 GUEST_MAC = "52:54:00:0b:00:02"
 TOKEN = "room-move-test-token-41c7"
 UNIT = "[Service]\nExecStart=/opt/opsbook/bin/python -m opslib.host.sixinfour.userspace\n"
-INTERFACES = "auto lo\niface lo inet loopback\n\nauto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n"
+INTERFACES = (
+    "auto lo\niface lo inet loopback\n\nauto br0\niface br0 inet dhcp\n\tbridge_ports eth0\n"
+)
 NODE = """<node>
   <network><name>nat-bridge</name><forward mode='nat'/><bridge name='virbr0'/>
     <ip address='198.51.100.1' netmask='255.255.255.0'/>
@@ -75,7 +77,9 @@ class FakeSide:
 
     def wait_for_ra(self, bridge: str, prefixes: tuple[str, ...], timeout: float) -> Taken:
         if self.accept_ra == 2 and self.advert is not None:
-            self.taken = Taken(("2001:db8:3::5054:ff:fe0a:1/64",), ROUTER, (f"default via {ROUTER}",))
+            self.taken = Taken(
+                ("2001:db8:3::5054:ff:fe0a:1/64",), ROUTER, (f"default via {ROUTER}",)
+            )
         return self.taken
 
     def tunnel(self, inputs: Any) -> TunnelState:
@@ -179,6 +183,4 @@ def room_world(tmp_path: Path, **given: Any) -> Iterator[RoomWorld]:
 
 def turned(world: RoomWorld, direction: str) -> RoomWorld:
     """The same world, with ``direction`` instead."""
-    return dataclasses.replace(
-        world, inputs=dataclasses.replace(world.inputs, direction=direction)
-    )
+    return dataclasses.replace(world, inputs=dataclasses.replace(world.inputs, direction=direction))

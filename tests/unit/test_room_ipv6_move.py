@@ -155,7 +155,10 @@ def test_the_reverse_move_plans_the_tunnel_and_the_records_back(tmp_path: Path) 
         plan = transaction.plan(move.PROCEDURE, back.inputs, "daemon2", session=w.session)
     assert isinstance(plan, move.MovePlan) and plan.tunnel is not None
     targets = [(c.target, c.action) for c in plan.changes]
-    assert targets[:2] == [("link:br0", "accept-ra"), (f"file:{w.inputs.interfaces_file}", "update")]
+    assert targets[:2] == [
+        ("link:br0", "accept-ra"),
+        (f"file:{w.inputs.interfaces_file}", "update"),
+    ]
     assert ("link:he-ipv6", "create") in targets
     assert ("file:/etc/systemd/system/opsbook-6in4-he-ipv6.service", "create") in targets
     assert targets[-3:] == [("network:nat-bridge", "update"), ("network:nat-bridge", "restart"),
