@@ -79,5 +79,5 @@ def test_the_room_routers_advert_is_taken_with_accept_ra_2_and_forgotten(
     assert side.route_dev("2001:db8:ffff::1", "") == link
     assert side.answers("2001:db8:48::1", timeout=10.0)
     side.set_accept_ra(link, 0)
-    assert side.forget(link) == 2  # the address and the default route
+    assert side.forget(link) == 3  # the address, the default route, the prefix's on-link route
     assert side.taken(link) == ra.Taken()

@@ -34,7 +34,7 @@ _RS, _RA = 133, 134
 _PREFIX_INFO = 3
 _ICMP6_FILTER = 1
 _IFA_F_PERMANENT = 0x80
-RTPROT_RA = 9
+RTPROT_KERNEL, RTPROT_RA = 2, 9
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,22 @@ class Taken:
 
 
 def _ra_routes(ip: Any, index: int) -> list[Any]:
+    """The routes an advertisement made on the link: its default route (protocol ``ra``)
+    and the on-link route of each prefix it advertised (protocol kernel, but with an
+    expiry: an address's own prefix route has none). Left behind, the latter makes
+    libvirt refuse to enable IPv6 forwarding ("interface br0 has kernel autoconfigured
+    IPv6 routes"): nat-bridge would not start again."""
     return [
         m
         for m in ip.get_routes(family=socket.AF_INET6, table=254)
-        if m["proto"] == RTPROT_RA and m.get_attr("RTA_OIF") == index
+        if m.get_attr("RTA_OIF") == index
+        and (m["proto"] == RTPROT_RA or (m["proto"] == RTPROT_KERNEL and _expires(m)))
     ]
+
+
+def _expires(m: Any) -> bool:
+    info = m.get_attr("RTA_CACHEINFO")
+    return bool(info is not None and info.get("rta_expires"))
 
 
 def _slaac(ip: Any, index: int) -> list[Any]:
