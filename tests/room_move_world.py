@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from opslib.core.slaac import eui64_address
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel import netlink
 from opslib.host.kernel.ra import Advert, Taken
 from opslib.host.libvirt import virt
@@ -83,7 +83,7 @@ class FakeSide:
         return self.taken
 
     def tunnel(self, inputs: Any) -> TunnelState:
-        text = interfaces.read_exact(inputs.interfaces_file)
+        text = file_io.read_exact(inputs.interfaces_file)
         if not self.tunnel_up:
             return TunnelState(False, interfaces_text=text, unit_host=True)
         return TunnelState(

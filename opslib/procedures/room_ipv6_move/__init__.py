@@ -48,7 +48,7 @@ from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import HostError, InputError
 from opslib.host.cloudflare.dns import DnsClient, DnsRecord
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.host.kernel.ra import Advert, Taken
 from opslib.host.libvirt import virt
 from opslib.host.sixinfour.tunnels import TunnelSpec, TunnelState, spec_of
@@ -228,7 +228,7 @@ class RoomIpv6Move(Procedure[Inputs, Observed, Session]):
             nat=nat, guests=guests, accept_ra=side.accept_ra(inputs.bridge),
             taken=side.taken(inputs.bridge), advert=advert,
             tunnel=side.tunnel(inputs.tunnel_inputs()),
-            interfaces_text=interfaces.read_exact(inputs.interfaces_file),
+            interfaces_text=file_io.read_exact(inputs.interfaces_file),
             zone_id=zone_id, records=records,
         )  # fmt: skip
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from opslib.core.changes import Change, Plan
 from opslib.core.slaac import eui64_address
 from opslib.host.cloudflare.dns import DnsRecord
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import edits
 from opslib.host.kernel.ra import Advert, Taken
 from opslib.host.sixinfour import tunnel_unit
 from opslib.host.sixinfour.tunnels import TunnelState
@@ -153,11 +153,11 @@ def interfaces_texts(
             return None, None
         text = ""
     if direction == TO_ROOM:
-        bridged = interfaces.with_iface(
+        bridged = edits.with_iface(
             text, path, bridge, "inet6", "auto", [("accept_ra", str(TAKES_RA))]
         )
-        return bridged, interfaces.without_iface(bridged, path, tunnel, "inet6")
-    return interfaces.without_iface(text, path, bridge, "inet6"), None
+        return bridged, edits.without_iface(bridged, path, tunnel, "inet6")
+    return edits.without_iface(text, path, bridge, "inet6"), None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from opslib.core.errors import OpsError
-from opslib.host.kernel import netlink, ra, rtnl
+from opslib.host.kernel import icmp, netlink, ra
 from opslib.host.sixinfour import tunnel_unit, tunnels
 from opslib.host.sixinfour.tunnels import TunnelSpec, TunnelState
 from opslib.procedures import ipv6_tunnel
@@ -97,7 +97,7 @@ class Side:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if rtnl.ping(self.netns, target, source=source, wait=1.0).ok:
+                if icmp.ping(self.netns, target, source=source, wait=1.0).ok:
                     return True
             except OpsError:  # the source address is not usable yet (DAD)
                 pass

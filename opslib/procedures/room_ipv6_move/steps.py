@@ -19,7 +19,7 @@ from opslib.core.changes import Check
 from opslib.core.ipv6prefix import gateway
 from opslib.core.slaac import eui64_address
 from opslib.host.cloudflare.dns import DnsRecord, same_content
-from opslib.host.ifupdown import interfaces
+from opslib.host.ifupdown import file_io
 from opslib.procedures import ipv6_tunnel
 from opslib.procedures import nat_bridge_ipv6 as nb
 from opslib.procedures.room_ipv6_move.moves import TAKES_RA, TO_ROOM, Move, MovePlan
@@ -87,11 +87,11 @@ def persist_action(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
 
     def write(detail: Detail) -> None:
         if before is not None:
-            detail.append(f"backup {interfaces.backup(path)}")
-        interfaces.write_atomic(path, after or "")
+            detail.append(f"backup {file_io.backup(path)}")
+        file_io.write_atomic(path, after or "")
 
     def back(detail: Detail) -> None:
-        detail.append(interfaces.put_back(path, before) or f"{path} as found")
+        detail.append(file_io.put_back(path, before) or f"{path} as found")
 
     return [Action(f"{verb} {run.inputs.bridge}'s accept_ra in {path}", write, back, partial=True)]
 
@@ -210,12 +210,12 @@ def removal_action(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
     def remove(detail: Detail) -> None:
         side.remove_tunnel(plan.remove_tunnel, i.spec, i.run_dir)
         if rewrite:
-            interfaces.write_atomic(path, after or "")
+            file_io.write_atomic(path, after or "")
             detail.append(f"`iface {i.tunnel} inet6` gone from {path}")
 
     def back(detail: Detail) -> None:
         if rewrite:
-            detail.append(interfaces.put_back(path, before) or f"{path} as before")
+            detail.append(file_io.put_back(path, before) or f"{path} as before")
         side.put_tunnel_back(plan.remove_tunnel, i.spec, seen.tunnel, i.run_dir)
         detail.append(f"{i.tunnel} back as found")
 
