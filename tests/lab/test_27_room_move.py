@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,16 @@ def ignore_the_room(host: daemonhost.Host) -> None:
              "sudo ip -6 addr flush dev br0 scope global dynamic")  # fmt: skip
 
 
+def own_tunnel(host: daemonhost.Host, guest: Future[None] | None = None) -> None:
+    """``host`` on its own tunnel beside the router: br0, nat-bridge with the tunnel's /64
+    (once ``guest`` is up: nat-bridge-ipv6 waits for the guests' addresses), the tunnel."""
+    configure(host, "forward-bridge")
+    ignore_the_room(host)
+    if guest is not None:
+        guest.result()
+    configure(host, "nat-bridge-ipv6", "ipv6-tunnel")
+
+
 @pytest.fixture(scope="module")
 def room(lab: Lab, booted_host: daemonhost.Host) -> Iterator[dict[str, daemonhost.Host]]:
     """The router (dh1: the broker delegates the /48, room-router routes dh2's /64 only),
@@ -91,18 +101,16 @@ def room(lab: Lab, booted_host: daemonhost.Host) -> Iterator[dict[str, daemonhos
     try:
         mover = daemonhost.up(lab, MOVER, reuse_install=True, progress=_progress)
         second = daemonhost.up(lab, SECOND, reuse_install=True, progress=_progress)
-        with ThreadPoolExecutor(1) as pool:  # the guest boots while the router is made
+        # dh2's guest boots and dh3 is configured while the router is made and dh2 is
+        with ThreadPoolExecutor(2) as pool:
             booting = pool.submit(guests.up, mover, names=[GUEST], progress=_progress)
             for host in (booted_host, mover, second):
                 peers.up(host)
             peers.make_room_router(booted_host)
+            beside = pool.submit(own_tunnel, second)
             router_run(booted_host, [mover])
-            for host in (second, mover):
-                configure(host, "forward-bridge")
-                ignore_the_room(host)
-            configure(second, "nat-bridge-ipv6", "ipv6-tunnel")
-            booting.result()
-        configure(mover, "nat-bridge-ipv6", "ipv6-tunnel")
+            own_tunnel(mover, booting)
+            beside.result()
         service.lab_store(lab).delete_records(ZONE, name=record_name(mover), type="AAAA")
         configure(mover, "cloudflare-aaaa")
         yield {"router": booted_host, MOVER: mover, SECOND: second}
