@@ -58,7 +58,7 @@ def test_apply_puts_the_guest_on_campus_and_find_vm_ip_shows_it(bridged: Lab) ->
     g = bridged.netreg_guest
     mac = g.netreg_mac or ""
     plan = na.plan(**params(bridged))
-    assert f"<mac address='{mac}'/>" in plan.diff
+    assert f'<mac address="{mac}"/>' in plan.diff
     result = na.apply(plan, libvirt_uri=bridged.uri)
     assert result.status == "changed", result.summary
     assert all(c.ok for c in result.checks)

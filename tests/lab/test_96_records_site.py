@@ -113,7 +113,7 @@ def test_a_reviewer_finds_a_vm_by_its_mac_and_reads_its_runs(
     found.first.locator("td a").filter(has_text=".html").click()
     expect(page.locator("h1")).to_contain_text("find-vm-ip on lab")
     expect(page.locator("dl.header")).to_contain_text("revision")
-    addresses = page.locator("h4", has_text="addresses").locator(
+    addresses = page.locator("h5", has_text="addresses").locator(
         "xpath=following-sibling::table[1]"
     )
     expect(addresses).to_contain_text(guest.nat_mac)
