@@ -109,6 +109,25 @@ def _host_params(info: Any, given: dict[str, str], inventory: Any) -> None:
         params.validate(info.params, merged, where=f"{info.name} on {host}: ", here=False)
 
 
+def _limit(args: argparse.Namespace, store: Any) -> tuple[list[str] | None, str | None]:
+    """With --retry-failed, the hosts the last run left not ok (said here when there are
+    none) and --limit narrowed to them; else (None, --limit)."""
+    from opslib.fleet import outcome
+
+    limit: str | None = args.limit
+    if not args.retry_failed:
+        return None, limit
+    last = outcome.load_manifest(store.root)
+    again = [h for h, r in last["hosts"].items() if r["status"] in outcome.NOT_DONE]
+    if not again:
+        print(f"fleet run {last['id']}: every host was ok; nothing to retry")
+    elif limit:
+        limit = f"{':'.join(again)}:&{limit}"
+    else:
+        limit = ":".join(again)
+    return again, limit
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from opslib.cli.records import store_of
     from opslib.engine import runner
@@ -124,14 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             given["apply"] = "false"
     store = store_of(args)
-    limit = args.limit
-    if args.retry_failed:
-        last = outcome.load_manifest(store.root)
-        again = [h for h, r in last["hosts"].items() if r["status"] in outcome.NOT_DONE]
-        if not again:
-            print(f"fleet run {last['id']}: every host was ok; nothing to retry")
-            return 0
-        limit = ":".join(again) if not limit else f"{':'.join(again)}:&{limit}"
+    retry, limit = _limit(args, store)
+    if retry == []:
+        return 0
     playbooks.playbook("run.yml")  # there, before the inventory runs its templates
     playbooks.check_inventory_file(Path(args.inventory))
     run_id = outcome.new_run_id()

@@ -49,6 +49,24 @@ def parse_prefix64(text: str) -> ipaddress.IPv6Network:
     return net
 
 
+def parse_prefix48(text: str) -> ipaddress.IPv6Network:
+    """The routed /48 ``text`` names (the room router's delegation), or BadPrefix."""
+    example = "write it like 2001:db8:48::/48"
+    if "%" in text:
+        raise BadPrefix(f"has a zone index, which no routed prefix has; {example}")
+    try:
+        net = ipaddress.IPv6Network(text, strict=False)
+    except ValueError:
+        raise BadPrefix(f"is not an IPv6 prefix; {example}") from None
+    if "/" in text and ipaddress.IPv6Interface(text).ip != net.network_address:
+        raise BadPrefix(f"has host bits set; the prefix is {net}")
+    if "/" not in text or net.prefixlen != 48:
+        raise BadPrefix(f"is not a /48; {example} (the broker's Routed /48)")
+    if net.subnet_of(ULA) or net.is_link_local or net.is_multicast or net.is_site_local:
+        raise BadPrefix(f"is not a globally routed prefix; {example}")
+    return net
+
+
 def gateway(net: ipaddress.IPv6Network) -> str:
     """The bridge's address in the prefix: PREFIX::1, as the wiki has it."""
     return str(net.network_address + 1)

@@ -1,12 +1,10 @@
 """The parameter types: one function each that parses a value or refuses it in one line.
 
-Every place a runbook's parameter arrives uses these same functions, through
-:class:`opslib.core.params.Param`: ``opsbook run -p`` and ``-f`` files, the fleet's check of
-``fleet run``, the notebook's form, and the runbook's inputs dataclass
-(:class:`opslib.contract.inputs.Declared`). A function takes the value (text from a command line,
-a file or a form field, or an already typed value) and returns it in its type, or raises
+``opsbook run -p`` and ``-f`` files, the fleet's check, the notebook's form and the
+runbook's inputs dataclass all use these, through :class:`opslib.core.params.Param`. A
+function takes the value (text, or an already typed value) and returns it typed, or raises
 :class:`Bad` with the rest of the line ``parameter NAME (TYPE): ...``: what is wrong and
-what to write instead. A new type is one function here and one entry in :data:`TYPES`
+what to write. A new type is one function here and one entry in :data:`TYPES`
 (docs/runbook-shape.md, "Adding a parameter type").
 """
 
@@ -21,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opslib.core import roomhosts
-from opslib.core.ipv6prefix import ULA, BadPrefix, parse_prefix64
+from opslib.core.ipv6prefix import ULA, BadPrefix, parse_prefix48, parse_prefix64
 
 WIKI_PLACEHOLDER_MAC = "yo:ug:ot:fr:om:nr"
 
@@ -262,20 +260,10 @@ _ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 def _ipv6_prefix48(value: object) -> str:
     """A routed /48, as a tunnel broker delegates one (Hurricane Electric's "Routed /48")."""
     text = _text(value)
-    example = "write it like 2001:db8:48::/48"
-    if "%" in text:
-        raise Bad(f"{text!r} has a zone index, which no routed prefix has; {example}")
     try:
-        net = ipaddress.IPv6Network(text, strict=False)
-    except ValueError:
-        raise Bad(f"{text!r} is not an IPv6 prefix; {example}") from None
-    if "/" in text and ipaddress.IPv6Interface(text).ip != net.network_address:
-        raise Bad(f"{text!r} has host bits set; the prefix is {net}")
-    if "/" not in text or net.prefixlen != 48:
-        raise Bad(f"{text!r} is not a /48; {example} (the broker's Routed /48)")
-    if net.subnet_of(ULA) or net.is_link_local or net.is_multicast or net.is_site_local:
-        raise Bad(f"{text!r} is not a globally routed prefix; {example}")
-    return str(net)
+        return str(parse_prefix48(text))
+    except BadPrefix as bad:
+        raise Bad(f"{text!r} {bad}") from None
 
 
 def _room_hosts(value: object) -> str:
@@ -358,8 +346,7 @@ def _path(value: object) -> str:
 
 
 def _host_path(value: object) -> str:
-    """A file of the host the runbook acts on: absolute, since a relative one would
-    depend on where the run was started."""
+    """A file of the host the runbook acts on: absolute (not relative to the run's cwd)."""
     path = _path(value)
     if path and not path.startswith("/"):
         raise Bad(f"{path!r} is relative; give an absolute path, e.g. /etc/network/interfaces")
@@ -458,7 +445,6 @@ TYPES: dict[str, Callable[[object], Any]] = {
     "secret": _secret,
 }
 
-# Types whose check looks at this machine's filesystem, and what is left of it where the
-# value names a path on another machine (the fleet's check on the workstation: the
-# host's own `opsbook run` checks that it exists).
+# Types whose check looks at this machine's files, and what is left of it for a path on
+# another machine (the fleet's check; the host's own `opsbook run` checks it exists).
 ELSEWHERE: dict[str, Callable[[object], Any]] = {"dir": _path, "file": _path}

@@ -131,14 +131,11 @@ def ping(
     ``size`` is the payload, like ping -s; requests are never fragmented (ping -M do),
     so one above the path MTU fails instead of passing in pieces.
 
-    The probe ends as soon as ``until(replies)`` holds (default: every unicast target
-    that went out answered) and waits ``wait`` seconds at most for the silent ones;
-    ``tries`` > 1 sends to those again after each ``wait``. A multicast target
-    (ff02::1) is answered by every node on the link: its replies are collected, never
-    awaited. ``source`` sends from that address of this host (like ping -I ADDRESS): the
-    replies then find their way back by the peer's routes to it. Raw sockets: needs
-    CAP_NET_RAW.
-    """
+    It ends once ``until(replies)`` holds (default: every unicast target sent to
+    answered), waiting ``wait`` s at most; ``tries`` > 1 sends to the silent ones again.
+    A multicast target (ff02::1) is answered by every node on the link: collected, never
+    awaited. ``source``: from that address of this host (ping -I ADDRESS). Raw sockets:
+    needs CAP_NET_RAW."""
     wanted, family_of, multicast = _targets(targets)
     awaited = [t for t in wanted if t not in multicast]
     seq_of = {target: seq for seq, target in enumerate(wanted, start=1)}

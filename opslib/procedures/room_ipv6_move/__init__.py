@@ -43,7 +43,7 @@ import libvirt
 
 from opslib.contract import inputs
 from opslib.contract.inputs import param
-from opslib.contract.transaction import Procedure, Run
+from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
 from opslib.core.errors import HostError, InputError
@@ -239,10 +239,10 @@ class RoomIpv6Move(Procedure[Inputs, Observed, Session]):
     def plan(self, inputs: Inputs, observed: Observed, host: str) -> Plan:
         return make_plan(inputs, observed, host)
 
-    def steps(self, run: Run[Inputs, Observed, Session]) -> list[Action]:
+    def steps(self, run: Transaction[Inputs, Observed, Session]) -> list[Action]:
         return steps.steps(run)
 
-    def finish(self, run: Run[Inputs, Observed, Session]) -> None:
+    def finish(self, run: Transaction[Inputs, Observed, Session]) -> None:
         super().finish(run)
         plan, result = run.plan, run.result
         if not isinstance(plan, MovePlan):
@@ -252,7 +252,7 @@ class RoomIpv6Move(Procedure[Inputs, Observed, Session]):
             for m in plan.moves
         ]
         where = "the room router" if plan.direction == TO_ROOM else f"its own {run.inputs.tunnel}"
-        if run.outcome.ok:
+        if run.applied.ok:
             failing = [c.name for c in result.checks if not c.ok]
             done = "moved" if plan.changes else "already"
             result.summary = f"{done} on {where}: nat-bridge {plan.prefix}" + (

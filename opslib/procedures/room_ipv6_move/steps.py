@@ -13,7 +13,7 @@ import dataclasses
 import ipaddress
 from typing import Any
 
-from opslib.contract.transaction import Run
+from opslib.contract.transaction import Transaction
 from opslib.core.actions import Action, Detail
 from opslib.core.changes import Check
 from opslib.core.ipv6prefix import gateway
@@ -29,7 +29,7 @@ def _nothing(_detail: Detail) -> None:
     return None
 
 
-def bridge_action(run: Run[Any, Any, Any], plan: MovePlan) -> Action:
+def bridge_action(run: Transaction[Any, Any, Any], plan: MovePlan) -> Action:
     """The bridge takes the room's advertisements (or stops), the default route with it."""
     i, seen, side = run.inputs, run.observed, run.session.side
     bridge, tunnel_default = i.bridge, seen.tunnel.default_gateway
@@ -78,7 +78,7 @@ def bridge_action(run: Run[Any, Any, Any], plan: MovePlan) -> Action:
     return Action(f"{bridge} stops taking the room's RAs", leave, leave_back, partial=True)
 
 
-def persist_action(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
+def persist_action(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
     path, before, after = run.inputs.interfaces_file, run.observed.interfaces_text, None
     after = plan.interfaces_after_bridge
     if after is None or after == before:
@@ -96,11 +96,11 @@ def persist_action(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
     return [Action(f"{verb} {run.inputs.bridge}'s accept_ra in {path}", write, back, partial=True)]
 
 
-def nat_actions(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
+def nat_actions(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
     """nat-bridge-ipv6's own actions for the new /64, none of them a point of no return."""
     if plan.nat is None or not plan.nat.changes:
         return []
-    sub = Run(nat_inputs(run.inputs, plan.prefix), run.observed.nat, plan.nat,
+    sub = Transaction(nat_inputs(run.inputs, plan.prefix), run.observed.nat, plan.nat,
               run.session.conn, run.result)  # fmt: skip
     run.share(sub)
     return [dataclasses.replace(a, commits=False) for a in nb.PROCEDURE.steps(sub)]
@@ -111,7 +111,7 @@ def nat_inputs(i: Any, prefix: str) -> nb.Inputs:
                      prefix=prefix, replace_ipv6=True, timeout=i.timeout)  # fmt: skip
 
 
-def tunnel_actions(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
+def tunnel_actions(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
     """ipv6-tunnel's own actions, the link's verification included; its health beyond the
     host is this runbook's own last check (through the tunnel, from the new /64)."""
     if plan.tunnel is None or not plan.tunnel.changes:
@@ -119,11 +119,11 @@ def tunnel_actions(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
     state = run.observed.tunnel  # as planned: the file as the bridge's part leaves it
     if plan.interfaces_after_bridge is not None:
         state = dataclasses.replace(state, interfaces_text=plan.interfaces_after_bridge)
-    tunnel_run = Run(run.inputs.tunnel_inputs(), state, plan.tunnel, None, run.result)
+    tunnel_run = Transaction(run.inputs.tunnel_inputs(), state, plan.tunnel, None, run.result)
     return [a for a in ipv6_tunnel.PROCEDURE.steps(tunnel_run) if not a.advisory]
 
 
-def through(run: Run[Any, Any, Any], plan: MovePlan, *, last: bool = False) -> Action:
+def through(run: Transaction[Any, Any, Any], plan: MovePlan, *, last: bool = False) -> Action:
     """The check that the guests' way out works: the kernel sends what comes from the new
     /64 out of the bridge (room router) or the tunnel, the address beyond answers a ping
     from PREFIX::1 (so the way back to the /64 is routed too), and each running guest
@@ -158,7 +158,7 @@ def through(run: Run[Any, Any, Any], plan: MovePlan, *, last: bool = False) -> A
     return Action(("still: " if last else "") + name, _nothing, check=checked)
 
 
-def record_actions(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
+def record_actions(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
     """One update per record (undo: the record as it was), then a read-back."""
     if not plan.moves:
         return []
@@ -195,7 +195,7 @@ def record_actions(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
     return [*(action(m) for m in plan.moves), read]
 
 
-def removal_action(run: Run[Any, Any, Any], plan: MovePlan) -> list[Action]:
+def removal_action(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
     """The own tunnel goes, last: its unit (or link), and its stanza in the interfaces file."""
     i, seen, side = run.inputs, run.observed, run.session.side
     path = i.interfaces_file
@@ -227,7 +227,7 @@ def _in_any(cidr: str, prefixes: tuple[str, ...]) -> bool:
     return any(address in ipaddress.IPv6Network(p) for p in prefixes)
 
 
-def steps(run: Run[Any, Any, Any]) -> list[Action]:
+def steps(run: Transaction[Any, Any, Any]) -> list[Action]:
     plan = run.plan
     if not isinstance(plan, MovePlan):  # the engine passes what make_plan made
         raise TypeError(f"room-ipv6-move's steps need a MovePlan, not {type(plan)}")
