@@ -26,6 +26,16 @@ else
   step "Debian packages present"
 fi
 
+# Every booted lab host's systemd holds about a dozen inotify instances, all counted against
+# root's limit (Debian's default 128): the test suite's lab sessions boot about ten hosts
+# side by side, beside what the machine runs itself.
+want=1024
+have=$(cat /proc/sys/fs/inotify/max_user_instances)
+if [ "$have" -lt "$want" ]; then
+  step "sysctl fs.inotify.max_user_instances $have -> $want (booted lab hosts)"
+  sysctl -qw fs.inotify.max_user_instances=$want
+fi
+
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   step "virtualenv .venv ($($py --version))"
