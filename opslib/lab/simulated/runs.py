@@ -37,8 +37,9 @@ WIKI_ORDER = (
     "host-health",
 )
 # Runbooks the simulated host cannot run: it has no accounts of its own (its /etc/passwd
-# is this machine's). They run on the lab's booted hosts (tests/lab/test_16_booted_host_ops).
-BOOTED_HOST_ONLY = ("libvirt-access", "libvirt-access-audit")
+# is this machine's), and no room router on its campus. They run on the lab's booted
+# hosts (tests/lab/test_16_booted_host_ops, test_25_room_router, test_27_room_move).
+BOOTED_HOST_ONLY = ("libvirt-access", "libvirt-access-audit", "room-router", "room-ipv6-move")
 
 
 def lab_runs(
