@@ -36,6 +36,7 @@ from pathlib import Path
 from opslib.core.errors import InputError
 
 DEFAULT_PREFIX = "ob"
+DEFAULT_HOST = "daemon1"  # the booted host `opsbook lab host up|down|ssh` means by default
 LAB_BASE = Path("/var/tmp/opsbook-lab")
 # The guest kernel + initramfs are built once per machine and shared by every lab.
 IMAGE_DIR = Path(os.environ.get("OPSBOOK_GUEST_CACHE", "/var/cache/opsbook/guest"))

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from opslib.lab.config import Lab
+from opslib.lab.config import DEFAULT_HOST, Lab
 
 
 def _progress(line: str) -> None:
@@ -74,8 +74,6 @@ def _ssh(args: argparse.Namespace) -> int:
 
 
 def add_parser(lab_sub: argparse._SubParsersAction) -> None:
-    from opslib.lab.booted.daemonhost import DEFAULT_NAME
-
     p = lab_sub.add_parser(
         "host",
         help="booted daemon hosts (Debian 12, systemd, SSH) on the lab's campus",
@@ -87,16 +85,16 @@ def add_parser(lab_sub: argparse._SubParsersAction) -> None:
     q.add_argument("--force", action="store_true", help="build it again")
     q.set_defaults(func=_image)
     q = sub.add_parser("up", help="boot a host and install opsbook on it; again is harmless")
-    q.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"default {DEFAULT_NAME}")
+    q.add_argument("name", nargs="?", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     q.add_argument("--no-install", action="store_true", help="boot only, no opsbook on it")
     q.set_defaults(func=_up)
     q = sub.add_parser("down", help="power a host off and remove all of it")
-    q.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"default {DEFAULT_NAME}")
+    q.add_argument("name", nargs="?", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     q.set_defaults(func=_down)
     q = sub.add_parser("status", help="the booted hosts (exit 1 when none is running)")
     q.add_argument("--json", action="store_true", help="rows as JSON")
     q.set_defaults(func=_status)
     q = sub.add_parser("ssh", help="ssh to a host as the operator, from campus")
-    q.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"default {DEFAULT_NAME}")
+    q.add_argument("name", nargs="?", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     q.add_argument("command", nargs=argparse.REMAINDER, help="a command to run there")
     q.set_defaults(func=_ssh)

@@ -39,11 +39,11 @@ from opslib.core import procs
 from opslib.core.errors import HostError, InputError
 from opslib.lab.booted import nspawn, rootfs, ssh
 from opslib.lab.campus import netreg
-from opslib.lab.config import Lab
+from opslib.lab.config import DEFAULT_HOST, Lab
 from opslib.lab.simulated import guestxml
 
 Progress = Callable[[str], None]
-DEFAULT_NAME = "daemon1"
+DEFAULT_NAME = DEFAULT_HOST
 BOOT_TIMEOUT = 180.0  # generous: the machine is shared by several workers
 FIRST_HOST = 20  # campus .20-.99: the booted hosts' fixed NetReg leases
 SLOTS = 80
