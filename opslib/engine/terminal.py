@@ -58,14 +58,17 @@ class Terminal:
     def watched(self) -> Iterator[None]:
         """Notice the terminal going away when it goes (a pipe whose reader closed, a tty
         hung up: poll says POLLERR or POLLHUP), not at the run's next line of output."""
-        stop = threading.Event()
+        wake_r, wake_w = os.pipe()  # written at the end: the watcher wakes at once
 
         def watch() -> None:
             poller = select.poll()
             for fd in (1, 2):
                 poller.register(fd, 0)  # only POLLERR, POLLHUP, POLLNVAL come back
-            while not stop.is_set() and not self.lost:
-                events = poller.poll(500)
+            poller.register(wake_r, select.POLLIN)
+            while not self.lost:
+                events = poller.poll()
+                if any(fd == wake_r for fd, _ev in events):
+                    return
                 if any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in events):
                     self.lose(GONE)
                 if any(ev & select.POLLNVAL for _fd, ev in events):
@@ -76,8 +79,10 @@ class Terminal:
         try:
             yield
         finally:
-            stop.set()
+            os.write(wake_w, b"x")
             thread.join(2)
+            os.close(wake_r)
+            os.close(wake_w)
 
 
 GONE = "its output went away"
