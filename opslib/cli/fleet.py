@@ -4,8 +4,8 @@
 runbook, every ``-p``, the rollout options, then each selected host's parameter set): bad
 input is one line and exit 2 before any host is touched, and the runbook and ``-p`` before
 the inventory is even loaded (loading it runs its Jinja templates, whose lookups can run
-commands). Then ``ansible/run.yml`` runs through
-ansible-runner, one progress line per host event, and the run ends with one table (host,
+commands). Then ``ansible/run.yml`` runs
+(``ansible-playbook``), one progress line per host event, and the run ends with one table (host,
 status, summary, record). Exit 0 every host ok, 1 any host failed, was unreachable or not
 run.
 """
@@ -398,7 +398,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     q.add_argument(
         "--keep-artifacts",
         metavar="DIR",
-        help="keep ansible-runner's artefacts in DIR (default: deleted)",
+        help="keep Ansible's artefacts (command, output, events) in DIR (default: deleted)",
     )
     q.add_argument(
         "--summary",

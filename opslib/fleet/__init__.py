@@ -1,8 +1,9 @@
 """Fleet runs: one runbook on many daemon hosts, fanned out by Ansible.
 
 - :mod:`opslib.fleet.playbooks`: the repository's playbooks (``ansible/``), the inventory read
-  in-process for input checks, and ``ansible_runner.run`` in a private directory with a
-  scrubbed environment (no secret reaches Ansible's artefacts or event stream);
+  in-process for input checks, and ``ansible-playbook`` in a private directory with a
+  scrubbed environment, its events read as they come (no secret reaches Ansible's
+  artefacts or event stream);
 - :mod:`opslib.fleet.outcome`: Ansible's events folded into one row per host, records
   brought home into the workstation's store, the fleet run's manifest (``--retry-failed``,
   ``opsbook records --fleet-run``);

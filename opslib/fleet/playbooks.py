@@ -1,10 +1,12 @@
-"""Ansible, driven through ansible-runner's Python API, and the inventory it runs on.
+"""Ansible (``ansible-playbook``, its events read as they come) and the inventory it runs on.
 
-Where ansible-runner keeps what it saw: a private temp dir (mode 700) per run, deleted at
-the end unless the caller asks to keep it. Ansible runs with an environment of names from
-an allow-list (ansible-runner copies the environment into its ``command`` and status
-artefacts): a token exported on the workstation never reaches Ansible, its artefacts or
-its event stream. Secrets go to hosts as sources (``file:/path``), never as values.
+Each run has a private temp dir (mode 700): the extra variables, Ansible's home and
+control sockets, and its artefacts (``artifacts/``: the command, Ansible's output, the
+event stream), deleted at the end unless the caller asks to keep them. Events come over a
+pipe from ``ansible/callback_plugins/opsbook_events.py``, as they happen. Ansible runs with
+an environment of names from an allow-list: a token exported on the workstation never
+reaches Ansible, its artefacts or its event stream. Secrets go to hosts as sources
+(``file:/path``), never as values.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from opslib.core.errors import BackendError, HostError, InputError
+from opslib.core.errors import HostError, InputError
 
 __all__ = [
     "Inventory",
@@ -63,14 +68,11 @@ def playbook(name: str) -> Path:
     return path
 
 
-def _ansible_runner() -> Any:
+def _need_ansible() -> None:
     try:
-        import ansible_runner
+        import ansible  # noqa: F401
     except ImportError:
-        raise HostError(
-            "fleet runs need ansible-core and ansible-runner: pip install 'opslib[fleet]'"
-        ) from None
-    return ansible_runner
+        raise HostError("fleet runs need ansible-core: pip install 'opslib[fleet]'") from None
 
 
 # -- the inventory ----------------------------------------------------------------------
@@ -92,7 +94,7 @@ def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -
     """The hosts ``limit`` selects in ``path``, with their variables templated; InputError
     (before any host is touched) when the file is missing or nothing matches."""
     check_inventory_file(path)
-    _ansible_runner()
+    _need_ansible()
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
@@ -144,25 +146,17 @@ def _quiet_ansible() -> Iterator[None]:
 @dataclass
 class RunResult:
     rc: int
-    status: str  # ansible-runner's: successful, failed, timeout, canceled
+    status: str  # successful, failed or canceled
     events: list[Event]
     artifacts: Path | None  # kept only when asked for
 
 
-@contextlib.contextmanager
-def scrubbed_environ(extra: Mapping[str, str]) -> Iterator[None]:
-    """os.environ reduced to :data:`ENV_KEEP` plus ``extra`` (ansible-runner copies it)."""
-    saved = dict(os.environ)
+def ansible_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    """os.environ reduced to :data:`ENV_KEEP` plus ``extra``: what ansible-playbook gets."""
     bin_dir = str(Path(sys.executable).parent)  # ansible-playbook of this environment
-    path = os.pathsep.join([bin_dir, saved.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
-    os.environ.clear()
-    os.environ.update({k: saved[k] for k in ENV_KEEP if k in saved})
-    os.environ.update({"PATH": path, **extra})
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    path = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+    kept = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+    return {**kept, "PATH": path, **extra}
 
 
 class Started:
@@ -172,10 +166,15 @@ class Started:
     and ``abort`` ends it with no host touched."""
 
     def __init__(
-        self, private: Path, thread: Any, runner: Any, keep: Path | None, events: list[Event]
+        self,
+        private: Path,
+        proc: subprocess.Popen[bytes],
+        reader: threading.Thread,
+        keep: Path | None,
+        events: list[Event],
     ) -> None:
-        self.private, self.thread, self.runner, self.keep = private, thread, runner, keep
-        self.events = events  # ansible-runner's thread appends to it
+        self.private, self.proc, self.reader, self.keep = private, proc, reader, keep
+        self.events = events  # the reader thread appends to it
         self.aborted = False
 
     @property
@@ -191,7 +190,7 @@ class Started:
     def abort(self) -> None:
         """No host: the play matches none and Ansible ends; its artefacts go once it has
         (this process waits for that at its exit, not here: the error is said first)."""
-        self.aborted = True  # ansible-runner's cancel_callback: stopped, should it linger
+        self.aborted = True
         self.open([])
         self.keep = None
         threading.Thread(target=self._wait_quietly).start()
@@ -201,11 +200,15 @@ class Started:
             self.wait()
 
     def wait(self) -> RunResult:
-        self.thread.join()
-        outcome = self.runner
-        if outcome.status not in ("successful", "failed", "timeout", "canceled"):
-            shutil.rmtree(self.private, ignore_errors=True)  # its thread died on its own error
-            raise BackendError(f"ansible-runner failed: it ended {outcome.status}")
+        try:
+            rc = self.proc.wait()
+        except BaseException:  # interrupted here: Ansible does not outlive the command
+            self.proc.terminate()
+            self.proc.wait()
+            raise
+        finally:
+            self.reader.join()
+        status = "canceled" if self.aborted else "successful" if rc == 0 else "failed"
         kept = None
         if self.keep is not None:
             self.keep.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +216,24 @@ class Started:
             kept = self.keep
         else:
             shutil.rmtree(self.private, ignore_errors=True)
-        return RunResult(int(outcome.rc or 0), str(outcome.status), self.events, kept)
+        return RunResult(rc, status, self.events, kept)
+
+
+def _read_events(
+    pipe: IO[str], events: list[Event], log: IO[str], on_event: Callable[[Event], None] | None
+) -> None:
+    """Ansible's events (callback_plugins/opsbook_events.py), one JSON line each, as they
+    come: kept in ``events`` and ``log``, each given to ``on_event``."""
+    with pipe, log:
+        for line in pipe:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not an event (a plugin of the inventory writing to the fd)
+            log.write(line)
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
 
 
 def start(
@@ -227,53 +247,59 @@ def start(
     keep_artifacts: Path | None = None,
     gated: bool = False,
 ) -> Started:
-    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` started through ansible_runner
-    (in a thread of this process); ``gated``: its play waits for :meth:`Started.open`."""
-    runner_api = _ansible_runner()
+    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` started in a private directory,
+    its events read by a thread of this process; ``gated``: its play waits for
+    :meth:`Started.open`."""
     private = Path(tempfile.mkdtemp(prefix="opsbook-fleet-"))  # mode 700
-    events: list[Event] = []
-    started: Started | None = None
-
-    def handler(event: Event) -> bool:
-        events.append(event)
-        if on_event is not None:
-            on_event(event)
-        return True
-
-    envvars = {
-        "ANSIBLE_HOME": str(private / "home"),
-        "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
-        "ANSIBLE_SSH_ARGS": SSH_ARGS,
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "ANSIBLE_TIMEOUT": "10",
-    }
+    artifacts = private / "artifacts"
+    artifacts.mkdir()
     if gated:
         extravars = {**extravars, "opsbook_gate": str(private / "gate")}
+    with open(private / "extravars.json", "x", encoding="utf-8") as fh:  # in the 700 dir
+        json.dump(dict(extravars), fh)
+    argv = [
+        "ansible-playbook", str(book.resolve()), "-i", str(inventory.resolve()),
+        "-e", f"@{private / 'extravars.json'}", "--forks", str(forks),
+    ]  # fmt: skip
+    if limit:
+        argv += ["--limit", ",".join(limit)]
+    (artifacts / "command").write_text(shlex.join(argv) + "\n")
+    read_end, write_end = os.pipe()
+    env = ansible_environ(
+        {
+            "ANSIBLE_HOME": str(private / "home"),
+            "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+            "ANSIBLE_SSH_ARGS": SSH_ARGS,
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_TIMEOUT": "10",
+            "OPSBOOK_EVENTS_FD": str(write_end),
+        }
+    )
     try:
-        with scrubbed_environ(envvars):  # ansible-runner copies it here, before its thread
-            thread, runner = runner_api.run_async(
-                private_data_dir=str(private),
-                playbook=str(book.resolve()),
-                inventory=str(inventory.resolve()),
-                extravars=dict(extravars),
-                limit=",".join(limit) or None,
-                forks=forks,
-                event_handler=handler,
-                cancel_callback=lambda: started is not None and started.aborted,
-                quiet=True,
-                suppress_env_files=True,
-                json_mode=False,
-            )
-    except Exception as exc:  # ansible-runner's own failures (not a host's)
+        with open(artifacts / "stdout", "wb") as out:
+            proc = subprocess.Popen(
+                argv, cwd=private, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, pass_fds=(write_end,),
+            )  # fmt: skip
+    except OSError as exc:  # no ansible-playbook beside this Python
+        os.close(read_end)
         shutil.rmtree(private, ignore_errors=True)
-        raise BackendError(f"ansible-runner failed: {str(exc).splitlines()[0]}") from exc
-    started = Started(private, thread, runner, keep_artifacts, events)
-    return started
+        raise HostError(
+            f"fleet runs need ansible-core: pip install 'opslib[fleet]' ({exc.strerror})"
+        ) from None
+    finally:
+        os.close(write_end)  # Ansible holds it now: its end is the stream's end
+    events: list[Event] = []
+    pipe = os.fdopen(read_end, encoding="utf-8")
+    log = open(artifacts / "events.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (the thread's)
+    reader = threading.Thread(target=_read_events, args=(pipe, events, log, on_event), daemon=True)
+    reader.start()
+    return Started(private, proc, reader, keep_artifacts, events)
 
 
 def run(
@@ -286,7 +312,7 @@ def run(
     on_event: Callable[[Event], None] | None = None,
     keep_artifacts: Path | None = None,
 ) -> RunResult:
-    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` through ansible_runner, to its end."""
+    """``ansible-playbook BOOK -i INVENTORY --limit HOSTS``, to its end."""
     return start(
         book,
         inventory,
