@@ -20,9 +20,11 @@ import yaml
 from support import REPO_NOTEBOOKS
 
 from opslib.cli import main
+from opslib.contract import inputs
 from opslib.core import params
 from opslib.engine import runner
 from opslib.fleet import playbooks
+from opslib.procedures.ipv6_tunnel.page import TunnelPage
 
 NOTEBOOKS = REPO_NOTEBOOKS
 # The runbooks of opslib/procedures (records-review is the record store's, no host's).
@@ -142,6 +144,51 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("room-ipv6-move", {"zone": "example.org"}, "zone"),  # records to move, but no token
     ("room-ipv6-move", {"probe": "fe80::1"}, "probe"),
 ]
+
+
+# The three runbooks that take the broker's tunnel page, declared once (TunnelPage), but for
+# room-router's routed_prefix: the page's Routed /48, where the others take its Routed /64.
+TUNNEL_RUNBOOKS = ("ipv6-tunnel", "room-router", "room-ipv6-move")
+TUNNEL_FIELDS = [
+    p for p in inputs.declarations(TunnelPage, changing=False) if p.name != "host"
+]  # fmt: skip
+
+
+def tunnel_cases() -> Iterator[tuple[str, str]]:
+    for p in TUNNEL_FIELDS:
+        for value in (*BAD[p.type], *out_of_range(p)):
+            yield p.name, value
+    yield "server_ipv6", "2001:db8:9::1"  # not in client_ipv6's /64
+    yield "routed_prefix", "2001:db8:1::/64"  # the tunnel's own /64
+
+
+def test_the_three_notebooks_show_the_tunnel_page_alike() -> None:
+    """Each tunnel field's line of the parameters cell (type, rules, help, default) is the
+    same in ipv6-tunnel, room-router and room-ipv6-move."""
+    for p in TUNNEL_FIELDS:
+        shown = {}
+        for runbook in TUNNEL_RUNBOOKS:
+            cell = params.read_runbook(NOTEBOOKS / f"{runbook}.ipynb").params
+            shown[runbook] = next(repr(q) for q in cell if q.name == p.name)
+        if p.name == "routed_prefix":
+            del shown["room-router"]  # its Routed /48
+        assert len(set(shown.values())) == 1, (p.name, shown)
+
+
+@pytest.mark.parametrize(("name", "value"), list(tunnel_cases()))
+def test_a_bad_tunnel_value_is_one_and_the_same_line_in_all_three(
+    capsys: pytest.CaptureFixture[str],
+    world: tuple[Path, Path, pytest.MonkeyPatch],
+    name: str,
+    value: str,
+) -> None:
+    said = {}
+    for runbook in TUNNEL_RUNBOOKS:
+        if runbook == "room-router" and name == "routed_prefix":
+            continue  # its Routed /48: refused by that type (the walk above)
+        argv = ["run", runbook, *pairs({**GOOD[runbook], name: value})]
+        said[runbook] = refused(capsys, argv, name).removeprefix(f"opsbook: {runbook}: ")
+    assert len(set(said.values())) == 1, said
 
 
 class KernelStarted(Exception):

@@ -91,7 +91,7 @@ def test_radvd_itself_accepts_the_file(tmp_path: Path) -> None:
 
 
 def test_the_routes_file_holds_address_unreachable_48_and_a_route_per_host() -> None:
-    spec = rr.Inputs(**VALUES).spec
+    spec = rr.Inputs(**VALUES).room
     text = routes.stanza(spec, "/etc/sysctl.d/60-opsbook-room-router.conf")
     assert text.splitlines()[1:] == [
         "iface eth0 inet6 static",
@@ -132,7 +132,7 @@ def test_a_router_as_planned_needs_nothing() -> None:
     inputs = rr.Inputs(**VALUES, implementation="userspace")
     first = rr.make_plan(inputs, _state(), "router")
     assert isinstance(first, rr.RouterPlan)
-    spec = inputs.spec
+    spec = inputs.room
     done = _state(
         radvd=Service(first.radvd_conf, True, True), sysctl_text=first.sysctl,
         forwarding="1", routes_text=first.routes_file,

@@ -36,7 +36,7 @@ import contextlib
 import dataclasses
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -51,10 +51,11 @@ from opslib.host.cloudflare.dns import DnsClient, DnsRecord
 from opslib.host.ifupdown import file_io
 from opslib.host.kernel.ra import Advert, Taken
 from opslib.host.libvirt import virt
-from opslib.host.sixinfour.tunnels import TunnelSpec, TunnelState, spec_of
+from opslib.host.sixinfour.tunnels import TunnelState
 from opslib.procedures import ipv6_tunnel
 from opslib.procedures import nat_bridge_ipv6 as nb
 from opslib.procedures.cloudflare_aaaa import load_token
+from opslib.procedures.ipv6_tunnel.page import TunnelPage
 from opslib.procedures.room_ipv6_move import moves, steps
 from opslib.procedures.room_ipv6_move.moves import (
     RUNBOOK,
@@ -70,7 +71,10 @@ __all__ = ["PROCEDURE", "RUNBOOK", "Inputs", "MovePlan", "Observed", "apply", "m
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs(inputs.Declared):
+class Inputs(TunnelPage):
+    """The own tunnel's page (ipv6-tunnel's: its ``routed_prefix`` is nat-bridge's /64 on
+    the tunnel), then the move; ``interfaces_file`` holds br0's accept_ra too."""
+
     libvirt_uri: str = inputs.libvirt_uri()
     netns: str = inputs.netns("bridges and links")
     direction: str = param(
@@ -87,32 +91,6 @@ class Inputs(inputs.Declared):
         "ipv6-global", "an address beyond the broker that answers ping (the checks)",
         example="2001:db8:ffff::1",
     )  # fmt: skip
-    tunnel: str = param("ifname", "the host's own tunnel", "he-ipv6")
-    local_ipv4: str = param(
-        "ipv4", "the own tunnel's local end (ipv6-tunnel's)", example="192.0.2.10"
-    )
-    server_ipv4: str = param("ipv4", "the broker's Server IPv4 Address", example="203.0.113.1")
-    client_ipv6: str = param(
-        "ipv6-cidr64", "the broker's Client IPv6 Address, with /64", example="2001:db8:1::2/64"
-    )
-    server_ipv6: str = param(
-        "ipv6", "the broker's Server IPv6 Address", example="2001:db8:1::1",
-        rules=("in client_ipv6",),
-    )  # fmt: skip
-    routed_prefix: str = param(
-        "ipv6-prefix64", "the own tunnel's Routed /64 (nat-bridge's, on the tunnel)",
-        example="2001:db8:2::/64",
-    )  # fmt: skip
-    mtu: int = param("int[1280..1480]", "the own tunnel's MTU", 1480)
-    implementation: str = param(
-        "choice[kernel|userspace]", "sit, or the lab's userspace 6in4", "kernel"
-    )
-    interfaces_file: str = param(
-        "path",
-        "where br0's accept_ra (and a kernel tunnel) is persisted",
-        "/etc/network/interfaces",
-    )
-    run_dir: str = param("path", "pid file directory of the userspace 6in4", "/run/opsbook")
     zone: str = param(
         "dns-zone?", "the Cloudflare zone whose AAAA records follow the guests (empty: none)", "",
         rules=("needs token",),
@@ -123,7 +101,6 @@ class Inputs(inputs.Declared):
     )
     timeout: float = 90.0  # seconds for the guests' new SLAAC addresses
     ra_wait: float = 15.0  # seconds for the room router's advertisement
-    spec: TunnelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # several fields, no declared rule: checked in the dataclass
@@ -133,24 +110,14 @@ class Inputs(inputs.Declared):
                 f"room_prefix {room} is the own tunnel's routed_prefix too; give the /64 the "
                 "room router routes to this host"
             )
-        spec = spec_of(
-            tunnel=self.tunnel, local_ipv4=self.local_ipv4, server_ipv4=self.server_ipv4,
-            client_ipv6=self.client_ipv6, server_ipv6=self.server_ipv6,
-            routed_prefix=self.routed_prefix, mtu=self.mtu, implementation=self.implementation,
-        )  # fmt: skip
-        if room.overlaps(spec.client.network):
-            raise InputError(f"room_prefix {room} overlaps the tunnel's {spec.client.network}")
-        object.__setattr__(self, "spec", spec)
+        if room.overlaps(self.spec.client.network):
+            raise InputError(f"room_prefix {room} overlaps the tunnel's {self.spec.client.network}")
 
     def tunnel_inputs(self) -> ipv6_tunnel.Inputs:
         """The own tunnel as ipv6-tunnel takes it (its NAT network is checked here)."""
         return ipv6_tunnel.Inputs(
-            libvirt_uri="", netns=self.netns, tunnel=self.tunnel, local_ipv4=self.local_ipv4,
-            server_ipv4=self.server_ipv4, client_ipv6=self.client_ipv6,
-            server_ipv6=self.server_ipv6, routed_prefix=self.routed_prefix, nat_network="",
-            mtu=self.mtu, implementation=self.implementation,
-            interfaces_file=self.interfaces_file, run_dir=self.run_dir,
-        )  # fmt: skip
+            **self.tunnel_page(), libvirt_uri="", netns=self.netns, nat_network=""
+        )
 
     @property
     def target(self) -> str:

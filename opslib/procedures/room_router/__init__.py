@@ -38,6 +38,7 @@ from opslib.host.kernel import icmp, sysctl
 from opslib.host.router import radvd, routes
 from opslib.host.router.routes import RoomRoutes
 from opslib.procedures import ipv6_tunnel
+from opslib.procedures.ipv6_tunnel.page import TunnelPage
 from opslib.procedures.room_router.plan import (
     FORWARDING,
     RUNBOOK,
@@ -51,28 +52,14 @@ __all__ = ["PROCEDURE", "RUNBOOK", "Inputs", "apply", "make_plan", "plan"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs(inputs.Declared):
-    """The router's parameters: the broker's tunnel page (with its Routed /48), the room."""
+class Inputs(TunnelPage):
+    """The router's parameters: the broker's tunnel page (ipv6-tunnel's, but with its Routed
+    /48), then the room."""
 
-    tunnel: str = param("ifname", "the tunnel's link name", "he-ipv6")
-    local_ipv4: str = param(
-        "ipv4", "this router's IPv4 address, the tunnel's local end", example="192.0.2.20"
-    )
-    server_ipv4: str = param("ipv4", "the broker's Server IPv4 Address", example="203.0.113.1")
-    client_ipv6: str = param(
-        "ipv6-cidr64", "the broker's Client IPv6 Address, with /64", example="2001:db8:1:1::2/64"
-    )
-    server_ipv6: str = param(
-        "ipv6",
-        "the broker's Server IPv6 Address",
-        example="2001:db8:1:1::1",
-        rules=("in client_ipv6",),
-    )
     routed_prefix: str = param(
-        "ipv6-prefix48 (not in client_ipv6)",
-        "the broker's Routed /48",
-        example="2001:db8:48::/48",
-    )
+        "ipv6-prefix48", "the broker's Routed /48", example="2001:db8:48::/48",
+        rules=("not in client_ipv6",),
+    )  # fmt: skip
     room_interface: str = param(
         "ifname",
         "the router's link on the room's segment (br0 on a daemon host with "
@@ -91,13 +78,6 @@ class Inputs(inputs.Declared):
         "",
     )
     ra_interval: int = param("int[4..1800]", "radvd's MaxRtrAdvInterval, seconds", 30)
-    mtu: int = param("int[1280..1480]", "tunnel MTU (1480 = 1500 minus the IPv4 header)", 1480)
-    implementation: str = param(
-        "choice[kernel|userspace]", "sit, or the lab's userspace 6in4", "kernel"
-    )
-    interfaces_file: str = param(
-        "path", "the interfaces file (the kernel tunnel's stanza)", "/etc/network/interfaces"
-    )
     routes_file: str = param(
         "path",
         "where the room's address and routes are persisted",
@@ -107,30 +87,18 @@ class Inputs(inputs.Declared):
         "path", "where IPv6 forwarding is persisted", "/etc/sysctl.d/60-opsbook-room-router.conf"
     )
     radvd_conf: str = param("path", "radvd's configuration, written whole", "/etc/radvd.conf")
-    run_dir: str = param("path", "pid file directory of the userspace 6in4", "/run/opsbook")
     tunnel_inputs: ipv6_tunnel.Inputs = field(init=False, repr=False, compare=False)
-    spec: RoomRoutes = field(init=False, repr=False, compare=False)
+    room: RoomRoutes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tunnel = ipv6_tunnel.Inputs(
-            libvirt_uri="",
-            netns="",
-            tunnel=self.tunnel,
-            local_ipv4=self.local_ipv4,
-            server_ipv4=self.server_ipv4,
-            client_ipv6=self.client_ipv6,
-            server_ipv6=self.server_ipv6,
-            routed_prefix=self.room_prefix,
-            nat_network="",
-            mtu=self.mtu,
-            implementation=self.implementation,
-            interfaces_file=self.interfaces_file,
-            run_dir=self.run_dir,
-        )
+        # the tunnel as ipv6-tunnel makes it; its routed /64 is the room's (no NAT network
+        # of the router is checked)
+        page = {**self.tunnel_page(), "routed_prefix": self.room_prefix}
+        tunnel = ipv6_tunnel.Inputs(**page, libvirt_uri="", netns="", nat_network="")
         object.__setattr__(self, "tunnel_inputs", tunnel)
         hosts = roomhosts.parse(self.hosts)
-        spec = room_routes(self.room_interface, self.room_prefix, self.routed_prefix, hosts)
-        object.__setattr__(self, "spec", spec)
+        room = room_routes(self.room_interface, self.room_prefix, self.routed_prefix, hosts)
+        object.__setattr__(self, "room", room)
 
     def paths(self) -> dict[str, str]:
         return {"sysctl": self.sysctl_file, "radvd": self.radvd_conf, "routes": self.routes_file}
@@ -158,7 +126,7 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
             sysctl_text=sysctl.read(Path(inputs.sysctl_file)),
             forwarding=sysctl.live(FORWARDING),
             routes_text=file_io.read_exact(inputs.routes_file),
-            routes=routes.observe("", inputs.spec),
+            routes=routes.observe("", inputs.room),
             sources_routes_dir=_sources(inputs.interfaces_file, inputs.routes_file),
             ra_sent=radvd.sent(inputs.room_interface),
         )
@@ -176,7 +144,7 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
         tunnel_tx = Transaction(i.tunnel_inputs, state.tunnel, plan.tunnel, None, tx.result)
         steps = [a for a in ipv6_tunnel.PROCEDURE.steps(tunnel_tx) if not a.advisory]
         targets = {c.target for c in plan.changes}
-        spec, sysctl_path = i.spec, Path(i.sysctl_file)
+        spec, sysctl_path = i.room, Path(i.sysctl_file)
 
         if f"file:{i.sysctl_file}" in targets or f"sysctl:{FORWARDING}" in targets:
 
@@ -241,14 +209,14 @@ class RoomRouter(Procedure[Inputs, RouterState, None]):
         failing = [c.name for c in result.checks if not c.ok]
         done = "made" if tx.plan.changes else "already there"
         result.summary = (
-            f"room router {done}: {i.spec.address.network} on {i.room_interface}, "
-            f"{len(i.spec.hosts)} host route(s), tunnel {i.tunnel}"
+            f"room router {done}: {i.room.address.network} on {i.room_interface}, "
+            f"{len(i.room.hosts)} host route(s), tunnel {i.tunnel}"
             + (f"; failing: {', '.join(failing)}" if failing else "; every check passes")
         )
         result.data["room"] = {
-            "prefix": str(i.spec.address.network),
-            "router": str(i.spec.address.ip),
-            "hosts": [str(h) for h in i.spec.hosts],
+            "prefix": str(i.room.address.network),
+            "router": str(i.room.address.ip),
+            "hosts": [str(h) for h in i.room.hosts],
         }
 
 
@@ -259,7 +227,7 @@ def _nothing(_detail: Detail) -> None:
 def verify(i: Inputs, before: RouterState, restarted: bool) -> list[Check]:
     """What this apply makes on the router: forwarding, the address and routes, radvd
     active and RAs leaving the room's interface."""
-    spec = i.spec
+    spec = i.room
     now = routes.observe("", spec)
     forwarding = sysctl.live(FORWARDING)
     found = [
@@ -318,7 +286,7 @@ def verify(i: Inputs, before: RouterState, restarted: bool) -> list[Check]:
 def host_checks(i: Inputs) -> list[Check]:
     """Each host's next hop answers on the room's /64 (a host still on its own tunnel
     may not have an address there yet)."""
-    hosts = i.spec.hosts
+    hosts = i.room.hosts
     answered = icmp.ping("", [str(h.via) for h in hosts], wait=2, tries=3).answered()
     return [
         Check.given(
@@ -342,7 +310,7 @@ def make_plan(inputs: Inputs, observed: RouterState, host: str) -> Plan:
     return router_plan(
         observed,
         tunnel,
-        inputs.spec,
+        inputs.room,
         host=host,
         paths=inputs.paths(),
         max_interval=inputs.ra_interval,

@@ -44,8 +44,8 @@ from opslib.host.sixinfour.tunnels import (
     config_requests,
     observe,
     sit_supported,
-    spec_of,
 )
+from opslib.procedures.ipv6_tunnel.page import TunnelPage
 
 RUNBOOK = "ipv6-tunnel"
 
@@ -139,9 +139,8 @@ def tunnel_plan(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inputs(inputs.Declared):
-    """The runbook's parameters, each converted to its declared type (the same check as
-    ``opsbook run``'s); the tunnel's are made into ``spec`` before anything."""
+class Inputs(TunnelPage):
+    """ipv6-tunnel's parameters: the tunnel page, then where the health checks look."""
 
     # libvirt_uri and nat_network: only for the health checks after apply
     libvirt_uri: str = param(
@@ -149,44 +148,11 @@ class Inputs(inputs.Declared):
         "qemu:///system",
     )  # fmt: skip
     netns: str = inputs.netns("links")
-    tunnel: str = param("ifname", "the tunnel's link name", example="he-ipv6")
-    local_ipv4: str = param(
-        "ipv4", "this host's IPv4 address, the tunnel's local end", example="192.0.2.10"
-    )
-    server_ipv4: str = param("ipv4", "the broker's Server IPv4 Address", example="203.0.113.1")
-    client_ipv6: str = param(
-        "ipv6-cidr64", "the broker's Client IPv6 Address, with /64", example="2001:db8:1::2/64"
-    )
-    server_ipv6: str = param(
-        "ipv6", "the broker's Server IPv6 Address", example="2001:db8:1::1",
-        rules=("in client_ipv6",),
-    )  # fmt: skip
-    routed_prefix: str = param(
-        "ipv6-prefix64", "the broker's Routed /64", example="2001:db8:2::/64",
-        rules=("not in client_ipv6",),
-    )  # fmt: skip
     nat_network: str = param(
         "network-name?",
         "the NAT network that should carry the routed /64 (empty = not checked)",
         "nat-bridge",
     )
-    mtu: int = param("int[1280..1480]", "tunnel MTU (1480 = 1500 minus the IPv4 header)", 1480)
-    implementation: str = param(
-        "choice[kernel|userspace]", "sit, or the lab's userspace 6in4", "kernel"
-    )
-    interfaces_file: str = param(
-        "path", "where the tunnel is persisted (kernel)", "/etc/network/interfaces"
-    )
-    run_dir: str = param("path", "pid file directory of the userspace 6in4", "/run/opsbook")
-    spec: TunnelSpec = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        spec = spec_of(
-            tunnel=self.tunnel, local_ipv4=self.local_ipv4, server_ipv4=self.server_ipv4,
-            client_ipv6=self.client_ipv6, server_ipv6=self.server_ipv6,
-            routed_prefix=self.routed_prefix, mtu=self.mtu, implementation=self.implementation,
-        )  # fmt: skip
-        object.__setattr__(self, "spec", spec)
 
     def health(self) -> dict[str, str]:
         """The health checks' arguments (:func:`checks`)."""
