@@ -140,3 +140,21 @@ def test_a_router_as_planned_needs_nothing() -> None:
     )  # fmt: skip
     rest = rr.make_plan(inputs, done, "router")
     assert [c.target for c in rest.changes if not c.target.startswith(("link:", "route:def"))] == []
+
+
+def test_a_host_dropped_from_hosts_is_a_route_to_remove_in_the_plan() -> None:
+    """The router still routes daemon3's /64 (it was in ``hosts`` before): the plan
+    removes that route, before → after as the other routes show theirs."""
+    inputs = rr.Inputs(**VALUES, implementation="userspace")
+    first = rr.make_plan(inputs, _state(), "router")
+    assert isinstance(first, rr.RouterPlan)
+    old = "via 2001:db8:48::3 dev eth0"
+    done = _state(
+        radvd=Service(first.radvd_conf, True, True), sysctl_text=first.sysctl,
+        forwarding="1", routes_text=first.routes_file,
+        routes=RoutesState(True, inputs.room.wanted(), dropped={"2001:db8:48:3::/64": old}),
+    )  # fmt: skip
+    plan = rr.make_plan(inputs, done, "router")
+    [removal] = [c for c in plan.changes if c.target == "route:2001:db8:48:3::/64"]
+    assert removal.action == "delete" and removal.summary.startswith("remove route")
+    assert removal.diff.splitlines()[-2:] == [f"-{old}", "+none"]

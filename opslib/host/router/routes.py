@@ -8,7 +8,9 @@ Persisted as one ifupdown file written whole, ``/etc/network/interfaces.d/NAME``
 interfaces file sources that directory): an ``iface IFACE inet6 static`` stanza with the
 address and an ``up`` line per route, so they come back whenever ifupdown brings the
 room's interface up, at boot included. Applied now through rtnetlink (no restart of
-networking: the interface stays up), and put back as observed.
+networking: the interface stays up), and put back as observed. A host dropped from the
+hosts loses its live route too (``RoutesState.dropped``: a /64 of the /48 via a next hop
+on the room's interface that no host has), not only its line in the file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from opslib.core.shellcmd import command
 from opslib.host.kernel import netlink
 
 RTN_UNREACHABLE = 7
+RTPROT_RA = 9
 MARKER = "# opsbook room-router: the room's /48 on this router"
 
 
@@ -49,6 +52,8 @@ class RoutesState:
         default_factory=dict
     )  # dst → "via GW dev IF" | "unreachable" | ""
     interface_exists: bool = True
+    # a host's route that ``hosts`` no longer has: dst → "via GW dev IF" (deleted by apply)
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 def stanza(spec: RoomRoutes, sysctl_file: str, runbook: str = "room-router") -> str:
@@ -76,7 +81,25 @@ def _describe(msg: Any, names: dict[int, str]) -> str:
     return f"via {gateway} dev {dev}" if gateway else f"dev {dev}"
 
 
+def _dropped(msg: Any, dst: str, spec: RoomRoutes, index: int) -> bool:
+    """Whether ``msg`` is a host's route as :func:`stanza` makes one (a /64 of the /48 via a
+    next hop on the room's interface) that no host of ``spec`` has: the route of a host
+    dropped from ``hosts``. What the kernel made itself (an address's prefix, an RA's
+    route) has no gateway, or protocol ra."""
+    net = ipaddress.IPv6Network(dst)
+    return (
+        dst not in spec.wanted()
+        and net.prefixlen > spec.delegated.prefixlen
+        and net.subnet_of(spec.delegated)
+        and bool(msg.get_attr("RTA_GATEWAY"))
+        and msg.get_attr("RTA_OIF") == index
+        and msg["proto"] != RTPROT_RA
+    )
+
+
 def observe(netns: str, spec: RoomRoutes) -> RoutesState:
+    """The address, each wanted route as it is now, and the routes of hosts no longer in
+    ``spec`` (:func:`_dropped`)."""
     link = netlink.link_by_name(netns, spec.interface)
     if link is None:
         return RoutesState(False, {dst: "" for dst in spec.wanted()}, interface_exists=False)
@@ -86,12 +109,17 @@ def observe(netns: str, spec: RoomRoutes) -> RoutesState:
     )
     names = {lk.index: lk.name for lk in netlink.links(netns)}
     seen: dict[str, str] = {}
+    dropped: dict[str, str] = {}
     with netlink.ipr(netns) as ip, netlink.translated("cannot read the IPv6 routes"):
         for msg in ip.get_routes(family=socket.AF_INET6, table=254):
             dst = msg.get_attr("RTA_DST")
             if dst:
-                seen.setdefault(f"{dst}/{msg['dst_len']}", _describe(msg, names))
-    return RoutesState(has, {dst: seen.get(dst, "") for dst in spec.wanted()})
+                key = f"{dst}/{msg['dst_len']}"
+                seen.setdefault(key, _describe(msg, names))
+                if _dropped(msg, key, spec, link.index):
+                    dropped.setdefault(key, _describe(msg, names))
+    wanted = {dst: seen.get(dst, "") for dst in spec.wanted()}
+    return RoutesState(has, wanted, dropped=dict(sorted(dropped.items())))
 
 
 def _route(ip: Any, verb: str, dst: str, how: str, names: dict[str, int]) -> None:
@@ -108,7 +136,7 @@ def _route(ip: Any, verb: str, dst: str, how: str, names: dict[str, int]) -> Non
 
 
 def apply_live(netns: str, spec: RoomRoutes, state: RoutesState) -> list[str]:
-    """The address and every route now; what was done."""
+    """The address and every route now, the dropped hosts' routes deleted; what was done."""
     done = []
     if not state.address and netlink.ensure_address(netns, spec.interface, str(spec.address)):
         done.append(f"{spec.address} on {spec.interface}")
@@ -118,12 +146,15 @@ def apply_live(netns: str, spec: RoomRoutes, state: RoutesState) -> list[str]:
             if state.routes.get(dst) != how:
                 _route(ip, "replace", dst, how, names)
                 done.append(f"{dst} {how}")
+        for dst, how in state.dropped.items():
+            _route(ip, "del", dst, how, names)
+            done.append(f"{dst} {how} removed")
     return done
 
 
 def put_back(netns: str, spec: RoomRoutes, state: RoutesState) -> str:
     """Routes and address as observed: a route that was none is deleted, one that
-    differed replaced by the old one."""
+    differed replaced by the old one, a dropped host's route made again."""
     names = {lk.name: lk.index for lk in netlink.links(netns)}
     undone = []
     with netlink.ipr(netns) as ip, netlink.translated("cannot put the routes back"):
@@ -136,6 +167,12 @@ def put_back(netns: str, spec: RoomRoutes, state: RoutesState) -> str:
                     _route(ip, "replace", dst, old, names)
                 else:
                     _route(ip, "del", dst, how, names)
+            except (KeyError, ApplyError):
+                continue  # its interface is gone: the route went with it
+            undone.append(dst)
+        for dst, how in state.dropped.items():
+            try:
+                _route(ip, "replace", dst, how, names)
             except (KeyError, ApplyError):
                 continue  # its interface is gone: the route went with it
             undone.append(dst)

@@ -250,7 +250,7 @@ def verify(i: Inputs, before: RouterState, restarted: bool) -> list[Check]:
         f"{dst}: {now.routes.get(dst) or 'none'}"
         for dst, how in spec.wanted().items()
         if now.routes.get(dst) != how
-    ]
+    ] + [f"{dst}: still {how}" for dst, how in now.dropped.items()]
     found.append(
         Check.given(
             "routes of the /48",

@@ -66,6 +66,30 @@ def _file(path: str, before: str | None, after: str, what: str) -> list[Change]:
     return [Change(f"file:{path}", action, what, before, after)]
 
 
+def live_route_changes(now: RoutesState, spec: RoomRoutes) -> list[Change]:
+    """The room's address and each route of the /48 as the kernel should have them now: a
+    route made or changed (before → after), a dropped host's removed (after ``none``)."""
+    changes = []
+    if now.interface_exists and not now.address:
+        changes.append(
+            Change(f"link:{spec.interface}", "address", f"add {spec.address} to {spec.interface}")
+        )
+    for dst, how in spec.wanted().items():
+        was = now.routes.get(dst, "")
+        if was != how and now.interface_exists:
+            changes.append(
+                Change(f"route:{dst}", "route", f"route {dst} {how}", was or "none", how)
+            )
+    for dst, how in now.dropped.items():
+        changes.append(
+            Change(
+                f"route:{dst}", "delete", f"remove route {dst} {how}: no host of hosts has it",
+                how, "none",
+            )
+        )  # fmt: skip
+    return changes
+
+
 def router_plan(
     state: RouterState,
     tunnel: TunnelPlan,
@@ -104,16 +128,7 @@ def router_plan(
         routes_new,
         f"the room's /64 on {spec.interface} and the /48's routes, persisted for ifupdown",
     )
-    if state.routes.interface_exists and not state.routes.address:
-        changes.append(
-            Change(f"link:{spec.interface}", "address", f"add {spec.address} to {spec.interface}")
-        )
-    for dst, how in spec.wanted().items():
-        was = state.routes.routes.get(dst, "")
-        if was != how and state.routes.interface_exists:
-            changes.append(
-                Change(f"route:{dst}", "route", f"route {dst} {how}", was or "none", how)
-            )
+    changes += live_route_changes(state.routes, spec)
     conf = radvd.render(
         interface=spec.interface, prefix=str(spec.address.network), max_interval=max_interval
     )
