@@ -239,6 +239,10 @@ def test_the_reverse_move_restores_the_own_tunnel(
     assert on(mover, f"systemctl is-active {UNIT}; systemctl is-enabled {UNIT}") == (
         "active\nenabled\n"
     )
+    # br0 ignores the room's RAs at boot too: persisted in its stanza (docs/room-router.md)
+    stanza = on(mover, "sed -n '/^iface br0 inet6/,/^$/p' /etc/network/interfaces")
+    assert "\taccept_ra 0\n" in stanza and "net.ipv6.conf.br0.disable_ipv6=1" in stanza, stanza
+    assert on(mover, "cat /proc/sys/net/ipv6/conf/br0/accept_ra") == "0\n"
     routes = on(mover, "ip -6 route show default")
     assert "dev he-ipv6" in routes and "proto ra" not in routes, routes
     answers_from_he(lab, guest_address(mover, routed), f"{GUEST} on the tunnel again")

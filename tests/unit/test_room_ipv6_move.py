@@ -4,20 +4,27 @@ tests/room_move_world.py), and the reverse move's plan."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from room_move_world import GUEST_MAC, INTERFACES, OWN, ROOM, room_world, turned
 
 from opslib.contract import transaction
-from opslib.core.errors import HostError, InputError
+from opslib.core.actions import Action, Detail
+from opslib.core.errors import ApplyError, HostError, InputError
 from opslib.core.slaac import eui64_address
 from opslib.host.cloudflare.dns import DnsRecord
 from opslib.host.libvirt import virt
 from opslib.procedures import room_ipv6_move as move
-from opslib.procedures.room_ipv6_move.moves import Guest, record_moves
+from opslib.procedures.room_ipv6_move import steps as move_steps
+from opslib.procedures.room_ipv6_move.moves import Guest, interfaces_texts, record_moves
 
 OLD_ADDRESS = eui64_address(OWN, GUEST_MAC)
+TAKING = "\niface br0 inet6 auto\n\taccept_ra 2\n"  # br0 on the room router
+FORGET = "sysctl -q -w net.ipv6.conf.br0.disable_ipv6=1 net.ipv6.conf.br0.disable_ipv6=0"
+IGNORING = f"\niface br0 inet6 auto\n\taccept_ra 0\n\tup {FORGET}\n"  # on its own tunnel
 NEW_ADDRESS = eui64_address(ROOM, GUEST_MAC)
 
 
@@ -63,7 +70,7 @@ def test_the_plan_lists_every_part_of_the_move_in_order(tmp_path: Path) -> None:
     by_target = {c.target: c for c in plan.changes if c.action != "restart"}
     iface = by_target[f"file:{w.inputs.interfaces_file}"]
     assert iface.before == INTERFACES
-    assert iface.after == INTERFACES + "\niface br0 inet6 auto\n\taccept_ra 2\n"
+    assert iface.after == INTERFACES + TAKING
     assert "2001:db8:3:2::1" in (by_target["network:nat-bridge"].after or "")
     assert "2001:db8:2::1" not in (by_target["network:nat-bridge"].after or "")
     dns = by_target["dns:example.org/vm-nat1-daemon2.example.org"]
@@ -164,7 +171,10 @@ def test_the_reverse_move_plans_the_tunnel_and_the_records_back(tmp_path: Path) 
     assert targets[-3:] == [("network:nat-bridge", "update"), ("network:nat-bridge", "restart"),
                             ("dns:example.org/vm-nat1-daemon2.example.org", "update")]  # fmt: skip
     by_target = {c.target: c for c in plan.changes}
-    assert by_target[f"file:{w.inputs.interfaces_file}"].after == INTERFACES
+    persisted = by_target[f"file:{w.inputs.interfaces_file}"]
+    assert persisted.after == INTERFACES + IGNORING
+    assert "ignores the room's RAs at boot (accept_ra 0)" in persisted.summary
+    assert "-\taccept_ra 2\n+\taccept_ra 0\n+\tup sysctl" in persisted.diff
     assert f"{NEW_ADDRESS} → {OLD_ADDRESS}" in plan.changes[-1].summary
     assert plan.prefix == OWN
 
@@ -184,3 +194,89 @@ def test_inputs_that_cannot_both_hold_are_refused(
         import dataclasses
 
         dataclasses.replace(w.inputs, **given)
+
+
+def test_the_reverse_move_persists_accept_ra_0_and_the_forward_move_takes_it_back() -> None:
+    """br0's inet6 stanza, both ways: accept_ra 0 and the line that drops what br0 took
+    before at boot on the own tunnel; accept_ra 2 without that line on the room router.
+    Each edit again changes nothing; the rest of the file is kept byte for byte."""
+    path = "/etc/network/interfaces"
+
+    def turn(text: str | None, direction: str) -> str | None:
+        return interfaces_texts(text, path, direction=direction, bridge="br0", tunnel="he-ipv6")[0]
+
+    moved = turn(INTERFACES, move.TO_ROOM)
+    assert moved == INTERFACES + TAKING
+    back = turn(moved, move.TO_TUNNEL)
+    assert back == INTERFACES + IGNORING
+    assert turn(back, move.TO_TUNNEL) == back
+    assert turn(back, move.TO_ROOM) == moved
+    # a host never moved, its file without a final newline: the stanza is added
+    assert turn(INTERFACES.rstrip("\n"), move.TO_TUNNEL) == INTERFACES + IGNORING
+    # an operator's own up line in the stanza stays, either way
+    own = INTERFACES + "\niface br0 inet6 auto\n\taccept_ra 2\n\tup echo mine\n"
+    assert turn(own, move.TO_TUNNEL) == (
+        INTERFACES + f"\niface br0 inet6 auto\n\taccept_ra 0\n\tup echo mine\n\tup {FORGET}\n"
+    )
+    assert turn(turn(own, move.TO_TUNNEL), move.TO_ROOM) == own
+    assert turn(None, move.TO_TUNNEL) is None  # no ifupdown here: nothing to persist in
+    bridged = interfaces_texts(None, path, direction=move.TO_TUNNEL, bridge="br0.10", tunnel="t")
+    assert bridged == (None, None)
+    vlan = interfaces_texts("", path, direction=move.TO_TUNNEL, bridge="br0.10", tunnel="t")[0]
+    assert "up sysctl -q -w net/ipv6/conf/br0.10/disable_ipv6=1 " in (vlan or "")
+
+
+@pytest.mark.skipif(shutil.which("ifup") is None, reason="ifupdown not installed")
+def test_ifupdown_sets_accept_ra_0_then_drops_what_br0_took(tmp_path: Path) -> None:
+    """What ifupdown runs for br0 at boot with the reverse move's file: after the bridge's
+    own stanza, accept_ra 0, then the line that drops what br0 took until then."""
+    path = tmp_path / "interfaces"
+    after, _ = interfaces_texts(
+        INTERFACES, str(path), direction=move.TO_TUNNEL, bridge="br0", tunnel="he-ipv6"
+    )
+    path.write_text(after or "")
+    state = tmp_path / "state"
+    state.mkdir()
+    argv = ["ifup", "--no-act", "-v", "-i", str(path), "--state-dir", str(state), "br0"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith(("sysctl", "ip "))]
+    accept = said.index("sysctl -q -e -w net.ipv6.conf.br0.accept_ra=0")
+    assert said.index(FORGET) > said.index("ip link set dev br0 up") > accept, said
+
+
+def test_a_failed_reverse_move_puts_the_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moved, then back with the tunnel's step failing after br0's stanza was written: the
+    stanza is accept_ra 2 again, as the move left it, and br0 takes RAs again; a reverse
+    move that passes leaves accept_ra 0. (ipv6-tunnel's own steps would install a systemd
+    unit on this machine: they are stood in for, failing, then making the fake tunnel.)"""
+
+    def fail(_detail: Detail) -> None:
+        raise ApplyError("the tunnel's step, stood in to fail")
+
+    with room_world(tmp_path) as w:
+        moved = transaction.apply(move.PROCEDURE, w.inputs, "daemon2", session=w.session)
+        assert moved.status == "changed", moved.summary
+        path = Path(w.inputs.interfaces_file)
+        assert path.read_text() == INTERFACES + TAKING
+        back = turned(w, move.TO_TUNNEL)
+        tunnel = [Action("create he-ipv6 (stood in)", fail)]
+        monkeypatch.setattr(move_steps, "tunnel_actions", lambda _run, _plan: tunnel)
+        failed = transaction.apply(move.PROCEDURE, back.inputs, "daemon2", session=w.session)
+        assert failed.status == "rolled back", failed.summary
+        names = [s.name for s in failed.steps]
+        assert names.index("create he-ipv6 (stood in)") > names.index(
+            f"persist br0's accept_ra in {path}"
+        )
+        assert path.read_text() == INTERFACES + TAKING and w.fake.accept_ra == 2
+
+        def make(_detail: Detail) -> None:
+            w.fake.tunnel_up, w.fake.tunnel_default = True, "2001:db8:1::1"
+
+        made = [Action("create he-ipv6 (stood in)", make)]
+        monkeypatch.setattr(move_steps, "tunnel_actions", lambda _run, _plan: made)
+        done = transaction.apply(move.PROCEDURE, back.inputs, "daemon2", session=w.session)
+        assert done.status == "changed" and not done.failed, done.summary
+        assert path.read_text() == INTERFACES + IGNORING and w.fake.accept_ra == 0

@@ -113,6 +113,41 @@ def with_iface(
     return with_stanzas(model, stanzas).render()
 
 
+def with_option_line(
+    text: str, path: str, name: str, family: str, line: tuple[str, str], *, present: bool
+) -> str:
+    """The file whose ``iface NAME FAMILY`` stanza holds the option line ``KEY VALUE`` once
+    (``present``, appended after its options) or not at all; the stanza's other lines
+    (other lines of KEY too) and the rest of the file byte for byte. Without such a stanza,
+    the text as it is."""
+    model = parse(text, path)
+    found = [(i, s) for i, s in model.ifaces(name) if s.family == family]
+    if not found:
+        return text
+    index, stanza = found[0]
+    key, value = line
+    same = [
+        i
+        for i, ln in stanza.option_lines
+        if option_key(ln.key_value[0]) == option_key(key) and ln.key_value[1] == value
+    ]
+    if len(same) == (1 if present else 0):
+        return text
+    kept = [ln for i, ln in enumerate(stanza.lines) if i not in same]
+    edited = replace(stanza, lines=tuple(kept))
+    if present:
+        options = edited.option_lines
+        at = options[-1][0] + 1 if options else 1
+        indent = (options[-1][1].indent if options else "") or model.indent
+        if not kept[at - 1].newline:  # the file's last line, without its newline
+            kept[at - 1] = Line(kept[at - 1].raw + "\n")
+        kept.insert(at, _option_line(indent, key, value))
+        edited = replace(stanza, lines=tuple(kept))
+    stanzas = list(model.stanzas)
+    stanzas[index] = edited
+    return with_stanzas(model, stanzas).render()
+
+
 def without_iface(text: str, path: str, name: str, family: str) -> str:
     """The file without the ``iface NAME FAMILY`` stanza (and the blank line before it);
     everything else byte for byte, ``auto NAME`` included unless no stanza of NAME is left."""

@@ -23,9 +23,11 @@ transaction (``direction: to-room-router``), in this order:
 
 When any step fails (or its check), every step done is undone, last first: the tunnel
 back, the records back, nat-bridge on its old /64, the bridge as found.
-``direction: to-own-tunnel`` is the reverse: the bridge stops taking the RAs, the tunnel
-is made again (ipv6-tunnel's own steps and link check), nat-bridge back on
-``routed_prefix``, the check through the tunnel, the records back.
+``direction: to-own-tunnel`` is the reverse: the bridge stops taking the RAs (persisted as
+``accept_ra 0`` in its stanza, whose ``up`` line drops what it took before at boot: libvirt
+starts nat-bridge's IPv6 only on a bridge without RA routes), the tunnel is made again
+(ipv6-tunnel's own steps and link check), nat-bridge back on ``routed_prefix``, the check
+through the tunnel, the records back.
 The parameters hold both ends (the tunnel's, as ipv6-tunnel takes them, and the room's
 /64): one parameter set per host, only ``direction`` differs.
 """
@@ -262,12 +264,22 @@ def make_plan(inputs: Inputs, observed: Observed, host: str) -> Plan:
         seen.interfaces_text, i.interfaces_file, direction=i.direction, bridge=i.bridge,
         tunnel=i.tunnel,
     )  # fmt: skip
-    what = f"{i.bridge} takes the room's RAs at boot" if to_room else f"{i.bridge} as before"
+    what = (
+        f"{i.bridge} takes the room's RAs at boot (accept_ra {moves.TAKES_RA})"
+        if to_room
+        else f"{i.bridge} ignores the room's RAs at boot (accept_ra {moves.NO_RA}) and drops "
+        "what it took before, so that libvirt starts nat-bridge's IPv6"
+    )
     files = moves.file_change(i.interfaces_file, seen.interfaces_text, after_bridge, what)
     nat = nb.ipv6_plan(seen.nat, host=host, network=i.network,
                        prefix=ipaddress.IPv6Network(target), replace_ipv6=True)  # fmt: skip
     leaving = (seen.prefix, i.routed_prefix if to_room else i.room_prefix)
     found, notes = record_moves(seen.records, seen.guests, leaving, target)
+    if after_bridge is None:
+        notes.append(
+            f"no {i.interfaces_file}: {i.bridge}'s accept_ra {moves.NO_RA} is not persisted "
+            "(not an ifupdown host): keep it from taking the room's RAs at boot"
+        )
     if i.zone and not found:
         notes.append(f"no AAAA record of {i.zone} points at a guest of this host in its old /64")
     tunnel_plan, removal, how = None, list[Change](), ""

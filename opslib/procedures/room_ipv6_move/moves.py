@@ -6,7 +6,9 @@ Each part of a move is planned here from what observe saw:
   forwarding host) and what the kernel took from them, and the default IPv6 route (via
   the room router, or via the host's own tunnel);
 - ``iface BRIDGE inet6 auto`` / ``accept_ra 2`` in the interfaces file (the setting
-  persisted, so the bridge takes them again after a reboot), and the own tunnel's
+  persisted, so the bridge takes them again after a reboot), or ``accept_ra 0`` and an
+  ``up`` line that drops what it took before (back on the own tunnel, so that libvirt
+  starts nat-bridge's IPv6 after a reboot), and the own tunnel's
   ``iface TUNNEL inet6 v4tunnel`` stanza, if it has one;
 - nat-bridge renumbered: nat-bridge-ipv6's own plan (``replace_ipv6``), kept whole;
 - every Cloudflare AAAA record that points at a guest of this host in the /64 it leaves:
@@ -21,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from opslib.core.changes import Change, Plan
+from opslib.core.shellcmd import command
 from opslib.core.slaac import eui64_address
 from opslib.host.cloudflare.dns import DnsRecord
 from opslib.host.ifupdown import edits
@@ -143,21 +146,42 @@ def raise_missing(bridge: str) -> None:
     )
 
 
+def forget_line(bridge: str) -> tuple[str, str]:
+    """The ``up`` line of the bridge's ``inet6`` stanza on the own tunnel: IPv6 off and on
+    again on the bridge, which drops what it took from the room's RAs before ifupdown set
+    ``accept_ra`` 0 (at boot the bridge takes RAs from the moment it is up, its ``inet``
+    stanza's DHCP included, while nothing forwards yet). Left there, an RA's route makes
+    libvirt refuse to start nat-bridge's IPv6 ("kernel autoconfigured IPv6 routes"). Only
+    the link-local address comes back; the host's IPv4, and so the tunnel, are untouched."""
+    key = f"net.ipv6.conf.{bridge}.disable_ipv6"
+    if "." in bridge:  # sysctl reads dots as separators: br0.10's key is written with /
+        key = f"net/ipv6/conf/{bridge}/disable_ipv6"
+    return "up", command("sysctl", "-q", "-w", f"{key}=1", f"{key}=0")
+
+
 def interfaces_texts(
     text: str | None, path: str, *, direction: str, bridge: str, tunnel: str
 ) -> tuple[str | None, str | None]:
     """The interfaces file after the bridge's part, and after the tunnel's (a move to the
-    room also drops the tunnel's ``inet6`` stanza, last); None: no file to write."""
+    room also drops the tunnel's ``inet6`` stanza, last); None: no file to write.
+
+    The bridge's ``iface BRIDGE inet6 auto`` stanza says what it does with the room's RAs
+    at boot: ``accept_ra 2`` takes them (on the room router), ``accept_ra 0`` ignores them
+    and :func:`forget_line` drops what it took before (on the own tunnel). A host without
+    the file (no ifupdown) gets none on its way back."""
     if text is None:
         if direction == TO_TUNNEL:
             return None, None
         text = ""
-    if direction == TO_ROOM:
-        bridged = edits.with_iface(
-            text, path, bridge, "inet6", "auto", [("accept_ra", str(TAKES_RA))]
-        )
+    to_room = direction == TO_ROOM
+    accept_ra = str(TAKES_RA if to_room else NO_RA)
+    bridged = edits.with_iface(text, path, bridge, "inet6", "auto", [("accept_ra", accept_ra)])
+    bridged = edits.with_option_line(
+        bridged, path, bridge, "inet6", forget_line(bridge), present=not to_room
+    )
+    if to_room:
         return bridged, edits.without_iface(bridged, path, tunnel, "inet6")
-    return edits.without_iface(text, path, bridge, "inet6"), None
+    return bridged, None
 
 
 @dataclass(frozen=True)
@@ -213,6 +237,7 @@ __all__ = [
     "bridge_changes",
     "describe_moves",
     "file_change",
+    "forget_line",
     "interfaces_texts",
     "record_moves",
     "tunnel_removal",

@@ -83,7 +83,6 @@ def persist_action(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Acti
     after = plan.interfaces_after_bridge
     if after is None or after == before:
         return []
-    verb = "persist" if plan.direction == TO_ROOM else "unpersist"
 
     def write(detail: Detail) -> None:
         if before is not None:
@@ -93,7 +92,8 @@ def persist_action(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Acti
     def back(detail: Detail) -> None:
         detail.append(file_io.put_back(path, before) or f"{path} as found")
 
-    return [Action(f"{verb} {run.inputs.bridge}'s accept_ra in {path}", write, back, partial=True)]
+    name = f"persist {run.inputs.bridge}'s accept_ra in {path}"
+    return [Action(name, write, back, partial=True)]
 
 
 def nat_actions(run: Transaction[Any, Any, Any], plan: MovePlan) -> list[Action]:
