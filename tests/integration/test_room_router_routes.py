@@ -4,8 +4,9 @@ The router is a network namespace of our own, entered for the runbook (``pushns`
 runbook acts on its own namespace); its room link ``eth0`` is a veth to a second
 namespace that holds the daemon hosts' addresses on the room's /64, so their next hops
 answer. Forwarding, the room's address and the routes of the /48 are the kernel's, the
-files real ones in a temporary directory. Stood in for: radvd (a systemd unit: its own
-tests in test_room_router's unit tests and the room lab), and the tunnel's observation
+files real ones in a temporary directory. Stood in for: radvd (a systemd unit:
+tests/radvd_stand_in.py; radvd itself in test_room_router and the room lab), and the
+tunnel's observation
 (ipv6-tunnel's tests make real ones): the tunnel is found as made, its link a veth
 ``he-ipv6`` holding the client address and the default route, which its verify checks.
 """
@@ -16,15 +17,13 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyroute2.netns import popns, pushns
+from radvd_stand_in import RadvdStandIn
 
 from opslib.contract import transaction
-from opslib.core.errors import ApplyError
 from opslib.host.ifupdown import file_io
-from opslib.host.router import radvd
 from opslib.host.sixinfour.tunnels import TunnelState
 from opslib.procedures import ipv6_tunnel
 from opslib.procedures import room_router as rr
@@ -80,25 +79,9 @@ def inputs(tmp_path: Path, hosts: str) -> rr.Inputs:
 
 
 @pytest.fixture
-def inside(room: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """In the router's namespace, radvd and the tunnel's observation stood in for; the
-    dict says how radvd is (``fail``: its install raises)."""
-    service: dict[str, Any] = {"active": False, "fail": False}
-
-    def observe_radvd(conf: Path = radvd.CONF) -> radvd.Service:
-        text = conf.read_text() if conf.exists() else None
-        return radvd.Service(text, service["active"], service["active"])
-
-    def install(text: str, conf: Path = radvd.CONF) -> None:
-        if service["fail"]:
-            raise ApplyError("radvd: stood in to fail")
-        conf.write_text(text)
-        service["active"] = True
-
-    def put_back(found: radvd.Service, conf: Path = radvd.CONF) -> str:
-        file_io.put_back(str(conf), found.text)
-        service["active"] = found.active
-        return "radvd as found"
+def inside(room: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[RadvdStandIn]:
+    """In the router's namespace, radvd and the tunnel's observation stood in for."""
+    service = RadvdStandIn().patch(monkeypatch)
 
     def tunnel(i: ipv6_tunnel.Inputs, _session: None) -> TunnelState:
         return TunnelState(
@@ -107,12 +90,6 @@ def inside(room: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[d
             interfaces_text=file_io.read_exact(i.interfaces_file),
         )  # fmt: skip
 
-    monkeypatch.setattr(radvd, "observe", observe_radvd)
-    monkeypatch.setattr(radvd, "install", install)
-    monkeypatch.setattr(radvd, "put_back", put_back)
-    monkeypatch.setattr(radvd, "installed", lambda: True)
-    monkeypatch.setattr(radvd, "sent", lambda _iface, _netns="": 1)
-    monkeypatch.setattr(radvd, "wait_sent", lambda *_a, **_kw: "")
     monkeypatch.setattr(ipv6_tunnel.PROCEDURE, "observe", tunnel)
     pushns(room[0])
     try:
@@ -127,7 +104,7 @@ def routes(router: str) -> str:
 
 @root
 def test_a_host_dropped_from_hosts_loses_its_route_and_a_second_run_changes_nothing(
-    room: tuple[str, str], inside: dict[str, Any], tmp_path: Path
+    room: tuple[str, str], inside: RadvdStandIn, tmp_path: Path
 ) -> None:
     router = room[0]
     both = inputs(tmp_path, f"{DAEMON2}, {DAEMON3}")
@@ -159,14 +136,14 @@ def test_a_host_dropped_from_hosts_loses_its_route_and_a_second_run_changes_noth
 
 @root
 def test_a_failed_apply_puts_the_dropped_hosts_route_back(
-    room: tuple[str, str], inside: dict[str, Any], tmp_path: Path
+    room: tuple[str, str], inside: RadvdStandIn, tmp_path: Path
 ) -> None:
     """radvd fails after the routes step: its undo makes the dropped host's route again."""
     router = room[0]
     first = transaction.apply(rr.PROCEDURE, inputs(tmp_path, f"{DAEMON2}, {DAEMON3}"), "r")
     assert first.status == "changed" and not first.failed, first.summary
     before = routes(router)
-    inside["fail"] = True
+    inside.fail = True
     one = inputs(tmp_path, DAEMON2)
     Path(one.radvd_conf).write_text("# another radvd.conf: the apply rewrites it\n")
     result = transaction.apply(rr.PROCEDURE, one, "r")

@@ -288,17 +288,20 @@ def ipv6_tunnel(tmp_path: Path) -> Iterator[World]:
 
 @world("room-router")
 def room_router(tmp_path: Path) -> Iterator[World]:
-    """ipv6-tunnel's fake kernel for the tunnel; forwarding, radvd's unit and the /48's
-    routes as dicts behind their adapters (their files real, in tmp): the tunnel, the
-    forwarding file, the routes file and radvd.conf all to write."""
+    """ipv6-tunnel's fake kernel for the tunnel; forwarding and the /48's routes as dicts
+    behind their adapters, radvd's unit stood in for (tests/radvd_stand_in.py; their files
+    real, in tmp): the tunnel, the forwarding file, the routes file and radvd.conf all to
+    write."""
+    from radvd_stand_in import RadvdStandIn
+
     from opslib.host.kernel import sysctl
-    from opslib.host.router import radvd, routes
+    from opslib.host.router import routes
     from opslib.procedures import ipv6_tunnel
     from opslib.procedures import room_router as rr
 
     iface_file = tmp_path / "interfaces"
     iface_file.write_text("source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n")
-    live: dict[str, Any] = {rr.FORWARDING: "0", "enabled": False, "active": False}
+    live: dict[str, Any] = {rr.FORWARDING: "0"}
     table: dict[str, str] = {}
     address: list[bool] = [False]
 
@@ -316,22 +319,6 @@ def room_router(tmp_path: Path) -> Iterator[World]:
             table[dst] = state.routes.get(dst, "")
         return "put back"
 
-    def radvd_observe(conf: Path = radvd.CONF) -> radvd.Service:
-        text = conf.read_text() if conf.exists() else None
-        return radvd.Service(text, bool(live["enabled"]), bool(live["active"]))
-
-    def radvd_install(text: str, conf: Path = radvd.CONF) -> None:
-        conf.write_text(text)
-        live.update(enabled=True, active=True)
-
-    def radvd_put_back(found: radvd.Service, conf: Path = radvd.CONF) -> str:
-        if found.text is None:
-            conf.unlink(missing_ok=True)
-        else:
-            conf.write_text(found.text)
-        live.update(enabled=found.enabled, active=found.active)
-        return "radvd as found"
-
     def ping(_netns: str, targets: Any, **_kw: Any) -> icmp.Echo:
         return icmp.Echo({t: frozenset({t}) for t in targets}, frozenset(), 0.0)
 
@@ -344,12 +331,7 @@ def room_router(tmp_path: Path) -> Iterator[World]:
         m.setattr(routes, "observe", observe_routes)
         m.setattr(routes, "apply_live", apply_live)
         m.setattr(routes, "put_back", put_back)
-        m.setattr(radvd, "observe", radvd_observe)
-        m.setattr(radvd, "install", radvd_install)
-        m.setattr(radvd, "put_back", radvd_put_back)
-        m.setattr(radvd, "installed", lambda: True)
-        m.setattr(radvd, "sent", lambda _iface, _netns="": 1)
-        m.setattr(radvd, "wait_sent", lambda *_a, **_kw: "")
+        RadvdStandIn().patch(m)
         m.setattr(icmp, "ping", ping)
         inputs = rr.Inputs(
             tunnel="he-ipv6", local_ipv4="192.0.2.20", server_ipv4="203.0.113.1",
