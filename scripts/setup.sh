@@ -55,6 +55,12 @@ step "Jupyter kernelspec opsbook -> .venv"
 .venv/bin/python -m ipykernel install --prefix "$root/.venv" --name opsbook \
   --display-name "opsbook (.venv)" >/dev/null
 
+# opslib is installed editable: every run, kernel and test imports it from this checkout.
+# Compiled once here, it is not compiled again by each of those processes (with
+# PYTHONDONTWRITEBYTECODE set, Python reads .pyc files but never writes them).
+step "bytecode of opslib"
+.venv/bin/python -m compileall -q opslib tests ansible benchmarks
+
 step "guest kernel and initramfs"
 .venv/bin/opsbook lab image
 
