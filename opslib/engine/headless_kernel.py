@@ -3,7 +3,9 @@ without its debugger.
 
 A headless run (:mod:`opslib.engine.run_cells`) starts the kernelspec's own argv
 (``opsbook``, else ``python3``) with this module in place of ``ipykernel_launcher``: the
-same interpreter and flags, the same kernel. Nothing attaches a debugger to a run nobody
+same interpreter and flags, the same kernel (``-P``: this module, and so the opslib the
+notebook imports, is the kernelspec environment's even where the run started in a
+directory holding another ``opslib``). Nothing attaches a debugger to a run nobody
 watches, yet ipykernel imports debugpy at start when it is installed (about a quarter of
 the kernel's start-up CPU). Here debugpy cannot be imported while ipykernel initialises,
 so the kernel starts without the debugger (its kernel_info offers none, which no record
@@ -30,7 +32,8 @@ MODULE = "opslib.engine.headless_kernel"  # what run_cells puts after the kernel
 
 def main() -> None:
     # As ipykernel_launcher: the working directory leaves sys.path while the kernel loads
-    # (InteractiveShellApp.init_path puts it back for the notebook's imports).
+    # (InteractiveShellApp.init_path puts it back for the notebook's imports); with -P
+    # Python did not put it there.
     if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
         del sys.path[0]
     blocked = "debugpy" not in sys.modules

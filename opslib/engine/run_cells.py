@@ -131,12 +131,14 @@ def engine() -> str:
 
 def headless_argv(argv: Sequence[str]) -> list[str]:
     """A kernelspec's argv for a headless run: ``-m ipykernel_launcher`` becomes
-    ``-m opslib.engine.headless_kernel`` (ipykernel without its debugger), the interpreter
-    and its flags as they are; an argv that does not start ipykernel_launcher, as it is."""
+    ``-P -m opslib.engine.headless_kernel`` (ipykernel without its debugger; ``-P``: from
+    the kernelspec's environment, not an ``opslib`` directory where the run was started),
+    the interpreter and its flags as they are; an argv that does not start
+    ipykernel_launcher, as it is."""
     argv = list(argv)
     for i in range(len(argv) - 1):
         if argv[i] == "-m" and argv[i + 1] == "ipykernel_launcher":
-            argv[i + 1] = headless_kernel.MODULE
+            argv[i : i + 2] = ["-P", "-m", headless_kernel.MODULE]
             break
     return argv
 

@@ -15,6 +15,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+import opslib
 from opslib.engine import run_cells
 from opslib.engine.terminal import Terminal
 
@@ -62,6 +63,21 @@ def test_a_headless_kernel_runs_without_the_debugger_yet_can_import_it(headless:
     assert printed == ["False", "False", "debugpy"]
     assert "debugger" not in info.get("supported_features", [])
     assert info["language_info"]["name"] == "python"
+
+
+def test_a_headless_kernel_starts_where_the_run_started_beside_another_opslib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "opslib").mkdir()  # a checkout of another opsbook, say, without this module
+    (tmp_path / "opslib" / "__init__.py").write_text("raise ImportError('the other opslib')\n")
+    monkeypatch.chdir(tmp_path)
+    with tempfile.TemporaryFile("w+") as log:
+        manager = run_cells.started_kernel_manager(run_cells.choose_kernel(), log)
+        try:
+            printed, _info = run_in(manager.started, "import opslib; print(opslib.__file__)")
+        finally:
+            run_cells.stop_unclaimed(manager)
+    assert printed == [opslib.__file__]
 
 
 def test_the_same_kernelspec_as_jupyterlab_starts_it_keeps_its_debugger() -> None:
