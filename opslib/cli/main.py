@@ -69,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # inside: an option's type function raises InputError, one line (engine_cli.seconds)
         args = parser.parse_args(argv)
         code = int(args.func(args) or 0)
-        if args.command == "fleet":
-            # a fleet command holds Ansible's inventory and its many objects: Python's last
-            # garbage collection at exit went through them all, a third of a second of a
-            # fleet run for nothing (every file is closed). The permanent generation is
-            # skipped by that collection.
+        if args.command in ("fleet", "run", "plan", "apply"):
+            # a fleet command holds Ansible's inventory and its many objects, a command that
+            # ran a notebook (run, plan, apply) papermill, nbformat and jupyter_client:
+            # Python's last garbage collection at exit went through them all, a third of a
+            # second of a fleet run and a tenth of a run for nothing (every file is closed).
+            # The permanent generation is skipped by that collection.
             gc.freeze()
         return code
     except OpsError as exc:

@@ -2,7 +2,13 @@
 (:func:`execute`, SIGTERM ending the run as killed, SIGHUP not), one progress line per
 cell from a papermill engine that reports each cell's start and end, a kernel whose own
 output goes to a log instead of the operator's terminal, and the status and one line
-that say how the run ended."""
+that say how the run ended.
+
+The kernel is the kernelspec's (``opsbook``, else ``python3``) started without its
+debugger (:func:`headless_argv`, :mod:`opslib.engine.headless_kernel`), and it starts
+before papermill is imported (:func:`started_kernel_manager`): nbclient gets its manager
+through papermill's ``kernel_manager_class``, so the kernel's start-up and the import
+overlap."""
 
 from __future__ import annotations
 
@@ -15,11 +21,12 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from opslib.core import errors
+from opslib.engine import headless_kernel
 from opslib.engine.terminal import Terminal
 
 ENGINE = "opsbook"
@@ -34,7 +41,10 @@ __all__ = [
     "error_exit_code",
     "execute",
     "failed_cell",
+    "headless_argv",
     "quiet_kernel_manager",
+    "started_kernel_manager",
+    "stop_unclaimed",
 ]
 
 
@@ -119,9 +129,23 @@ def engine() -> str:
     return ENGINE
 
 
+def headless_argv(argv: Sequence[str]) -> list[str]:
+    """A kernelspec's argv for a headless run: ``-m ipykernel_launcher`` becomes
+    ``-P -m opslib.engine.headless_kernel`` (ipykernel without its debugger; ``-P``: from
+    the kernelspec's environment, not an ``opslib`` directory where the run was started),
+    the interpreter and its flags as they are; an argv that does not start
+    ipykernel_launcher, as it is."""
+    argv = list(argv)
+    for i in range(len(argv) - 1):
+        if argv[i] == "-m" and argv[i + 1] == "ipykernel_launcher":
+            argv[i : i + 2] = ["-P", "-m", headless_kernel.MODULE]
+            break
+    return argv
+
+
 def quiet_kernel_manager(log: TextIO) -> type:
-    """A kernel manager whose kernel writes its stderr (debugger and TCP warnings,
-    tracebacks of crashes) to ``log`` instead of our terminal."""
+    """A kernel manager whose kernel writes its stderr (TCP warnings, tracebacks of
+    crashes) to ``log`` instead of our terminal, started by :func:`headless_argv`."""
     from jupyter_client.manager import AsyncKernelManager
 
     class QuietKernelManager(AsyncKernelManager):
@@ -130,8 +154,57 @@ def quiet_kernel_manager(log: TextIO) -> type:
             kw.setdefault("stdout", log)
             await super()._async_start_kernel(**kw)
 
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            return headless_argv(super().format_kernel_cmd(extra_arguments))
+
+        async def _async_finish_shutdown(
+            self, waittime: float | None = None, pollinterval: float = 0.1, restart: bool = False
+        ) -> None:
+            # jupyter_client looks every 0.1 s whether the kernel has exited; it exits in a
+            # few hundredths once asked (headless_kernel), and the run waits for that.
+            pollinterval = min(pollinterval, KERNEL_EXIT_POLL)
+            await super()._async_finish_shutdown(waittime, pollinterval, restart)
+
     return QuietKernelManager
 
+
+def started_kernel_manager(kernel_name: str, log: TextIO) -> type:
+    """Start the run's kernel now, as nbclient would start it (the same manager and
+    arguments), and return the ``kernel_manager_class`` that gives nbclient this manager
+    instead of a new one. The caller imports papermill while the kernel starts; nbclient
+    finds a kernel (``has_kernel``), so it only connects and waits for it, and owns it as
+    one it started: it shuts it down when the notebook ends (interrupting a cell that ran
+    out of time first, whose KeyboardInterrupt is then in the record). The class keeps the
+    manager as ``started`` for :func:`stop_unclaimed`."""
+    from jupyter_core.utils import run_sync
+
+    km = quiet_kernel_manager(log)(kernel_name=kernel_name)
+    # nbclient keeps an ipykernel's history in memory, knowing one by its kernel name
+    # (python3: choose_kernel's fallback; not opsbook): the arguments it would pass.
+    extra = ["--HistoryManager.hist_file=:memory:"] if km.ipykernel else []
+    run_sync(km.start_kernel)(extra_arguments=extra)
+
+    class StartedKernelManager(type(km)):  # type: ignore[misc]
+        started = km
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            return km  # nbclient's kernel_manager_class(kernel_name=..., config=...)
+
+    return StartedKernelManager
+
+
+def stop_unclaimed(manager: type) -> None:
+    """Shut down the kernel of :func:`started_kernel_manager` when nbclient never took it
+    (papermill failed before, or the run was interrupted): nbclient shut down any other."""
+    km = getattr(manager, "started", None)
+    if km is not None and km.has_kernel:
+        from jupyter_core.utils import run_sync
+
+        run_sync(km.shutdown_kernel)(now=False)
+
+
+# How often the run looks whether its kernel has exited, once it asked it to (seconds).
+KERNEL_EXIT_POLL = 0.01
 
 # A busy host (guests booting, other runs starting their kernels) can take over a
 # minute to start Python; a kernel silent for this long is dead, not slow.
@@ -222,31 +295,45 @@ def execute(
         warnings.simplefilter("ignore")
         for name in ("papermill", "traitlets", "nbclient"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
-
+        manager = None
         try:
-            papermill.execute_notebook(
-                str(notebook),
-                str(partial),
-                parameters=dict(parameters),
-                engine_name=engine(),
-                progress=prog,
-                kernel_name=choose_kernel(),
-                progress_bar=False,
-                execution_timeout=timeout,
-                start_timeout=KERNEL_START_TIMEOUT,
-                kernel_manager_class=quiet_kernel_manager(kernel_log),
-            )
-        except PapermillExecutionError as exc:
-            return _cell_failure(exc.ename, exc.evalue)
+            try:
+                kernel_name = choose_kernel()
+                # the kernel starts now, and papermill loads meanwhile
+                manager = started_kernel_manager(kernel_name, kernel_log)
+                import papermill
+
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(partial),
+                    parameters=dict(parameters),
+                    engine_name=engine(),
+                    progress=prog,
+                    kernel_name=kernel_name,
+                    progress_bar=False,
+                    execution_timeout=timeout,
+                    start_timeout=KERNEL_START_TIMEOUT,
+                    kernel_manager_class=manager,
+                )
+            finally:
+                if manager is not None:
+                    stop_unclaimed(manager)
         except (KeyboardInterrupt, _Terminated) as exc:
             return "killed", f"interrupted ({type(exc).__name__} {exc})".strip()
-        except Exception as exc:  # nbclient's timeout, a dead kernel...
-            timed_out = "Timeout" in type(exc).__name__
-            first = (str(exc).strip().splitlines() or [""])[0]
-            return "timeout" if timed_out else "failed", f"{type(exc).__name__}: {first}"[:300]
+        except Exception as exc:  # a failing cell, nbclient's timeout, a dead kernel...
+            return _failure(exc)
     return "ok", ""
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """The status and error line of a run that papermill ended with ``exc``."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        return _cell_failure(exc.ename, exc.evalue)
+    timed_out = "Timeout" in type(exc).__name__
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return "timeout" if timed_out else "failed", f"{type(exc).__name__}: {first}"[:300]
 
 
 def _cell_failure(ename: str, evalue: Any) -> tuple[str, str]:

@@ -21,6 +21,7 @@ STATES = {
     "host_health_bench": "up --simulated --configured",
     "fleet_bench": "up --hosts 3",
     "records_bench": "",
+    "run_bench": "up --simulated --configured",
 }
 
 
@@ -48,6 +49,23 @@ def test_host_health_bench_prints_no_figure_when_the_run_fails(
     out, err = capsys.readouterr()
     assert out == ""
     assert "FAILED, no figures: host-health via opsbook run:" in err
+    assert "exited 2: opsbook:" in err and "nat_netwrok" in err
+
+
+def test_run_bench_prints_no_figure_when_a_run_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rb = bench("run_bench")
+    lab = Lab(prefix="obbench", base=tmp_path)
+    lab.root.mkdir(parents=True)
+    (tmp_path / "host-health.yaml").write_text("nat_netwrok: nat-bridge\n")  # exit 2
+    monkeypatch.setattr(rb, "Lab", SimpleNamespace(from_env=lambda prefix=None: lab))
+    monkeypatch.setattr(rb, "check_state", lambda _lab: None)  # as if the lab were up
+    monkeypatch.setattr(rb, "lab_defaults", lambda _lab: tmp_path)
+    assert rb.main(["--runs", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "FAILED, no figures: stock: `opsbook run host-health -q" in err
     assert "exited 2: opsbook:" in err and "nat_netwrok" in err
 
 
