@@ -43,7 +43,8 @@ __all__ = [
 Event = dict[str, Any]
 # what Ansible may see of the workstation's environment; nothing else (tokens stay out)
 ENV_KEEP = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "LOGNAME", "SSH_AUTH_SOCK", "TERM", "USER")
-SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=30s"
+# no -C: what crosses is the run's output and its record, already gzipped
+SSH_ARGS = "-o ControlMaster=auto -o ControlPersist=30s"
 
 
 def ansible_dir() -> Path:
