@@ -143,6 +143,9 @@ EXAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("room-ipv6-move", {"room_prefix": "2001:db8:3::/48"}, "room_prefix"),  # the /48, not a /64
     ("room-ipv6-move", {"zone": "example.org"}, "zone"),  # records to move, but no token
     ("room-ipv6-move", {"probe": "fe80::1"}, "probe"),
+    # the room's /64 is neither the own tunnel's routed /64 nor its client /64
+    ("room-ipv6-move", {"room_prefix": "2001:db8:2::/64"}, "room_prefix"),
+    ("room-ipv6-move", {"room_prefix": "2001:db8:1::/64"}, "room_prefix"),
 ]
 
 

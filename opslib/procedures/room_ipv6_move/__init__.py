@@ -48,7 +48,7 @@ from opslib.contract.inputs import param
 from opslib.contract.transaction import Procedure, Transaction
 from opslib.core.actions import Action
 from opslib.core.changes import Change, Plan
-from opslib.core.errors import HostError, InputError
+from opslib.core.errors import HostError
 from opslib.host.cloudflare.dns import DnsClient, DnsRecord
 from opslib.host.ifupdown import file_io
 from opslib.host.kernel.ra import Advert, Taken
@@ -87,7 +87,7 @@ class Inputs(TunnelPage):
     network: str = param("network-name", "the NAT network whose /64 moves", "nat-bridge")
     room_prefix: str = param(
         "ipv6-prefix64", "the /64 of the room router's /48 that it routes to this host",
-        example="2001:db8:3:2::/64",
+        example="2001:db8:3:2::/64", rules=("not in routed_prefix", "not in client_ipv6"),
     )  # fmt: skip
     probe: str = param(
         "ipv6-global", "an address beyond the broker that answers ping (the checks)",
@@ -103,17 +103,6 @@ class Inputs(TunnelPage):
     )
     timeout: float = 90.0  # seconds for the guests' new SLAAC addresses
     ra_wait: float = 15.0  # seconds for the room router's advertisement
-
-    def __post_init__(self) -> None:
-        # several fields, no declared rule: checked in the dataclass
-        room = ipaddress.IPv6Network(self.room_prefix)
-        if room.overlaps(ipaddress.IPv6Network(self.routed_prefix)):
-            raise InputError(
-                f"room_prefix {room} is the own tunnel's routed_prefix too; give the /64 the "
-                "room router routes to this host"
-            )
-        if room.overlaps(self.spec.client.network):
-            raise InputError(f"room_prefix {room} overlaps the tunnel's {self.spec.client.network}")
 
     def tunnel_inputs(self) -> ipv6_tunnel.Inputs:
         """The own tunnel as ipv6-tunnel takes it (its NAT network is checked here)."""
