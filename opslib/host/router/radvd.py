@@ -20,6 +20,7 @@ from pathlib import Path
 from opslib.core import files, procs
 from opslib.core.errors import ApplyError, HostError
 from opslib.core.shellcmd import command
+from opslib.host.systemctl import systemctl
 
 CONF = Path("/etc/radvd.conf")
 UNIT = "radvd.service"
@@ -82,18 +83,7 @@ class Service:
 
 
 def _systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        done = subprocess.run(
-            ["systemctl", *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except FileNotFoundError as exc:
-        raise HostError("systemctl is missing: radvd runs as a systemd unit here") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ApplyError(f"systemctl {' '.join(args)} timed out") from exc
-    if check and done.returncode != 0:
-        tail = procs.last_line(done)
-        raise ApplyError(f"systemctl {' '.join(args)} failed (rc {done.returncode}): {tail}")
-    return done
+    return systemctl(*args, missing=": radvd runs as a systemd unit here", check=check)
 
 
 def observe(conf: Path = CONF) -> Service:

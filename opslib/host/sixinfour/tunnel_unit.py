@@ -23,10 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-from opslib.core import files, procs
-from opslib.core.errors import ApplyError, HostError
+from opslib.core import files
+from opslib.core.errors import ApplyError
 from opslib.core.shellcmd import command
 from opslib.host.kernel import netlink
+from opslib.host.systemctl import systemctl
 
 UNIT_DIR = Path("/etc/systemd/system")
 MARKER = "# opsbook ipv6-tunnel: the userspace 6in4 end"
@@ -98,17 +99,7 @@ def render(
 
 
 def _systemctl(*args: str) -> None:
-    try:
-        done = subprocess.run(
-            ["systemctl", *args], capture_output=True, text=True, timeout=60, check=False
-        )
-    except FileNotFoundError as exc:
-        raise HostError("systemctl is missing, yet systemd runs this host") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ApplyError(f"systemctl {' '.join(args)} timed out") from exc
-    if done.returncode != 0:
-        tail = procs.last_line(done)
-        raise ApplyError(f"systemctl {' '.join(args)} failed (rc {done.returncode}): {tail}")
+    systemctl(*args, missing=", yet systemd runs this host")
 
 
 def install(tunnel: str, text: str, *, unit_dir: Path = UNIT_DIR) -> None:
