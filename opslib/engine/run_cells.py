@@ -197,10 +197,21 @@ def stop_unclaimed(manager: type) -> None:
     """Shut down the kernel of :func:`started_kernel_manager` when nbclient never took it
     (papermill failed before, or the run was interrupted): nbclient shut down any other."""
     km = getattr(manager, "started", None)
-    if km is not None and km.has_kernel:
-        from jupyter_core.utils import run_sync
+    if km is None or not km.has_kernel:
+        return
+    from jupyter_core.utils import run_sync
 
+    try:
         run_sync(km.shutdown_kernel)(now=False)
+    except BaseException:
+        # Called on the way out of a run already ending (SIGTERM, a dead kernel...): that
+        # ending decides the run's status, so this must not replace it (a second SIGTERM,
+        # an event loop left mid-step). The kernel goes all the same.
+        with contextlib.suppress(BaseException):
+            process = getattr(km.provisioner, "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)
 
 
 # How often the run looks whether its kernel has exited, once it asked it to (seconds).
