@@ -144,3 +144,31 @@ def test_a_unit_systemd_refuses_is_one_line_before_any_change(
     with pytest.raises(ApplyError, match=r"did not start \(systemd-run: Failed to start"):
         confirm.arm(backups={str(conf): str(backup)}, rollback=["true"], seconds=1)
     assert conf.read_text() == "iface br0 inet dhcp\n"
+
+
+def test_a_bridge_the_rollback_leaves_is_deleted_and_logged(tmp_path: Path) -> None:
+    """A rollback whose ifdown leaves the new bridge behind (as once after a run killed
+    with its session): the watchdog deletes it, and only the links the change made."""
+    conf, backup, _mark = _changed_file(tmp_path)
+    netns = f"obcf-{os.getpid()}"
+    ip = ["ip", "-n", netns]
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        for name in ("br0", "br9"):  # br9 was there before the change: kept
+            subprocess.run([*ip, "link", "add", name, "type", "bridge"], check=True)
+            subprocess.run([*ip, "link", "set", name, "up"], check=True)
+        dog = confirm.arm(
+            backups={str(conf): str(backup)},
+            rollback=["true"],  # restarts nothing: br0 stays, as in the lab
+            seconds=0.5,
+            made=confirm.Made(netns, ("br0", "nosuch0")),
+        )
+        assert _wait_decided(dog.directory) == "reverted"
+        links = subprocess.run([*ip, "-o", "link", "show"], capture_output=True, text=True)
+        names = {line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines()}
+        assert "br0" not in names and "br9" in names, links.stdout
+        log = dog.log_text()
+        assert "br0 was left after the rollback: deleted" in log, log
+        assert "nosuch0" not in log, log  # gone as it should be: nothing to say
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)

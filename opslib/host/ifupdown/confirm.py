@@ -81,15 +81,27 @@ def _alive(pid: int) -> bool:
 
 
 def arm(
-    *, backups: dict[str, str], rollback: list[str], seconds: float, workdir: str | None = None
+    *,
+    backups: dict[str, str],
+    rollback: list[str],
+    seconds: float,
+    made: Made | None = None,
+    workdir: str | None = None,
 ) -> Watchdog:
     """Start the watchdog: after ``seconds`` without a decision, restore and roll back.
 
     ``backups`` maps each changed file to its backup copy; ``rollback`` is the
-    command that restarts networking with the restored files.
+    command that restarts networking with the restored files; ``made`` the links the
+    change creates, deleted if the rollback leaves them.
     """
     directory = Path(tempfile.mkdtemp(prefix="opsbook-confirm-", dir=workdir))
-    state = {"backups": backups, "rollback": rollback, "deadline": time.time() + seconds}
+    made = made or Made()
+    state = {
+        "backups": backups,
+        "rollback": rollback,
+        "made": {"netns": made.netns, "links": list(made.links)},
+        "deadline": time.time() + seconds,
+    }
     (directory / "state.json").write_text(json.dumps(state))
     argv = [sys.executable, "-m", "opslib.host.ifupdown.confirm", str(directory)]
     unit = systemd_unit(directory) if _systemd_booted() else None
@@ -154,6 +166,33 @@ def _start_unit(unit: str, argv: list[str]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Made:
+    """Links a change creates that the files it restores do not declare (a new bridge).
+    Such a link can outlive the rollback's ifdown (seen once in the lab: an empty br0
+    left up after the watchdog reverted a run killed with its session), and nothing
+    that reads the restored files would ever remove it; the rollback deletes it."""
+
+    netns: str = ""
+    links: tuple[str, ...] = ()
+
+
+def delete_leftovers(made: Made) -> list[str]:
+    """Delete the links of ``made`` that still exist; one line per link deleted."""
+    ip = ["ip", "-n", made.netns] if made.netns else ["ip"]
+    lines = []
+    for name in made.links:
+        shown = subprocess.run([*ip, "link", "show", "dev", name], capture_output=True,
+                               timeout=30, check=False)  # fmt: skip
+        if shown.returncode != 0:
+            continue  # gone, as it should be
+        done = subprocess.run([*ip, "link", "del", "dev", name], capture_output=True,
+                              text=True, timeout=30, check=False)  # fmt: skip
+        how = "deleted" if done.returncode == 0 else f"not deleted: {done.stderr.strip()}"
+        lines.append(f"{name} was left after the rollback: {how}")
+    return lines
+
+
 @dataclass
 class Armed:
     """The watchdog an :func:`action` armed (None until its step ran)."""
@@ -166,6 +205,7 @@ def action(
     backups: Callable[[], dict[str, str]],
     rollback: Callable[[], list[str]],
     seconds: float,
+    made: Made | None = None,
     armed: Armed | None = None,
     name: str = "arm the revert watchdog",
 ) -> Action:
@@ -179,7 +219,7 @@ def action(
     def do(detail: Detail) -> None:
         # Survives this process: if the operator's session (and with it the kernel)
         # dies mid-change, the watchdog still restores and rolls back.
-        holder.watchdog = arm(backups=backups(), rollback=rollback(), seconds=seconds)
+        holder.watchdog = arm(backups=backups(), rollback=rollback(), seconds=seconds, made=made)
         where = f" ({holder.watchdog.unit})" if holder.watchdog.unit else ""
         detail.append(f"pid {holder.watchdog.pid}{where}, reverts after {seconds:.0f}s")
 
@@ -217,6 +257,9 @@ def watch(directory: Path) -> int:
         out.flush()
         done = subprocess.run(state["rollback"], capture_output=True, text=True, check=False)
         out.write(f"rollback exit {done.returncode}: {(done.stdout + done.stderr)[-300:]}\n")
+        made = state.get("made") or {}
+        for line in delete_leftovers(Made(made.get("netns", ""), tuple(made.get("links", ())))):
+            out.write(line + "\n")
     (directory / DECIDED).write_text("reverted\n")
     return 0
 

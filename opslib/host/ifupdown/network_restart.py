@@ -91,6 +91,7 @@ class Restarting:
     netns: str
     interfaces_file: str
     ifaces: str  # what ``{ifaces}`` stands for
+    made: tuple[str, ...] = ()  # links the new files create (none of them existed before)
     backups: dict[str, str] = field(default_factory=dict)
     armed: confirm.Armed = field(default_factory=confirm.Armed)
     directory: str = ""
@@ -106,6 +107,9 @@ class Restarting:
 
     def file(self, name: str) -> str:
         return os.path.join(self.directory, name)
+
+    def leftovers(self) -> confirm.Made:
+        return confirm.Made(self.netns, self.made)
 
     def argv(self, old: str) -> list[str]:
         return restart_argv(self.restart.command, self.netns, old=old,
@@ -216,6 +220,7 @@ def _restart_steps(
         work.rollback_started = time.monotonic()
         rc, out = _run(work.argv(old=work.file("interfaces.new")), deadline)
         detail.append(f"rc {rc}: {out}" if out else f"rc {rc}")
+        detail.extend(confirm.delete_leftovers(work.leftovers()))
 
     def check_within_deadline(detail: Detail) -> None:
         # a failed restart is final (ifup gave up): look once instead of waiting it out
@@ -235,6 +240,7 @@ def _restart_steps(
         backups=lambda: work.backups,
         rollback=lambda: work.argv(old=work.file("interfaces.new")),
         seconds=2 * deadline + WATCHDOG_MARGIN,
+        made=work.leftovers(),
         armed=work.armed,
     )
     work.validating = Action("validate (ifup --no-act)", validate)

@@ -225,8 +225,9 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         p, plan = tx.inputs, tx.plan
         if not isinstance(plan, BridgePlan):  # the engine passes what make_plan made
             raise TypeError(f"forward-bridge's steps need a BridgePlan, not {type(plan)}")
+        made = () if p.bridge in tx.observed.links else (p.bridge,)
         work = tx.share(network_restart.Restarting(
-            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}"
+            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}", made
         ))  # fmt: skip
         tx.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
         steps = []
