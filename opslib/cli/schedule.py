@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opslib.core import procs
-from opslib.core.errors import HostError, InputError
+from opslib.core.errors import InputError
 from opslib.core.shellcmd import command
+from opslib.host.systemctl import systemctl
 
 if TYPE_CHECKING:  # imported in the commands: `opsbook` itself must start fast
     from opslib.records.store import Store
@@ -59,10 +59,8 @@ def _systemd_manages(unit_dir: Path) -> bool:
 
 
 def _systemctl(*args: str, check: bool = True) -> None:
-    proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        tail = procs.last_line(proc)
-        raise HostError(f"systemctl {' '.join(args)} failed (rc {proc.returncode}): {tail}")
+    # the host adapters' systemctl: a hung unit command times out instead of hanging here
+    systemctl(*args, missing=" (systemd runs the timers where it is the init)", check=check)
 
 
 def _timers(paths: list[Path]) -> list[str]:
