@@ -1,8 +1,11 @@
-"""pyroute2: links, bridges, addresses, neighbours and routes of a network namespace.
+"""Links, bridges, addresses, neighbours and routes of a network namespace: listed with
+lean raw rtnetlink (:mod:`opslib.host.kernel.rtnl`), changed with pyroute2.
 
 Every function takes the namespace by name ("" is the caller's own) and opens
-its own rtnetlink socket: pyroute2 sockets are per thread. pyroute2's
-NetlinkError is translated here, keeping the kernel's errno.
+its own rtnetlink socket: pyroute2 sockets are per thread. pyroute2 is imported by the
+first function that changes something (or dumps neighbours), not by a run that only
+lists (its import is a tenth of a second of CPU); its NetlinkError is translated here,
+keeping the kernel's errno.
 """
 
 from __future__ import annotations
@@ -13,35 +16,54 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError as _PyrNetlinkError
+from typing import TYPE_CHECKING, Any
 
 from opslib.core.errors import InputError, NetlinkError
+from opslib.host.kernel import rtnl
+from opslib.host.kernel.rtnl import (
+    FAMILIES,
+    IFF_UP,
+    NUD_STATES,
+    Address,
+    Link,
+    Neighbour,
+    Route,
+    netns_exists,
+)
 
-IFF_UP = 0x1
-NUD_STATES = {
-    0x01: "INCOMPLETE",
-    0x02: "REACHABLE",
-    0x04: "STALE",
-    0x08: "DELAY",
-    0x10: "PROBE",
-    0x20: "FAILED",
-    0x40: "NOARP",
-    0x80: "PERMANENT",
-    0x00: "NONE",
-}
-FAMILIES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
-
-def netns_exists(netns: str) -> bool:
-    return not netns or os.path.exists(f"/run/netns/{netns}")
+__all__ = [
+    "FAMILIES",
+    "IFF_UP",
+    "NUD_STATES",
+    "Address",
+    "Link",
+    "Neighbour",
+    "Route",
+    "addresses",
+    "bridge_ports",
+    "default_route",
+    "delete_link",
+    "ensure_address",
+    "ensure_route",
+    "ipr",
+    "link_by_name",
+    "links",
+    "neighbours",
+    "netns_exists",
+    "routes",
+    "set_link",
+    "set_master",
+    "translated",
+]
 
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
+    from pyroute2.netlink.exceptions import NetlinkError as _PyrNetlinkError
+
     try:
         yield
     except _PyrNetlinkError as exc:
@@ -51,6 +73,8 @@ def translated(action: str) -> Iterator[None]:
 @contextmanager
 def ipr(netns: str = "") -> Iterator[IPRoute]:
     """An rtnetlink socket in ``netns`` ("" = this namespace); never creates one."""
+    from pyroute2 import IPRoute
+
     if not netns_exists(netns):
         raise InputError(f"network namespace {netns!r} does not exist; check `ip netns list`")
     # pyroute2's sync API drives its own asyncio loop and fails inside a running one (a
@@ -68,65 +92,8 @@ def ipr(netns: str = "") -> Iterator[IPRoute]:
         asyncio._set_running_loop(outer)
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    kind: str  # veth, bridge, tun, ... ("" for a physical device or loopback)
-    mac: str
-    up: bool  # administratively up
-    operstate: str  # UP, DOWN, UNKNOWN, LOWERLAYERDOWN ...
-    master: int  # index of the bridge it is a port of, 0 when none
-    mtu: int
-
-
-@dataclass(frozen=True)
-class Address:
-    ifindex: int
-    family: str
-    address: str
-    prefix: int
-    scope: str  # global | link | host
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    ifindex: int
-    family: str
-    ip: str
-    mac: str
-    state: str
-
-
-@dataclass(frozen=True)
-class Route:
-    family: str
-    dst: str  # "default" or CIDR
-    gateway: str
-    ifindex: int
-    proto: int = 0  # who made it: RTPROT_RA (9) for one learned from a router advertisement
-
-
-def _link(msg: Any) -> Link:
-    kind = ""
-    info = msg.get_attr("IFLA_LINKINFO")
-    if info is not None:
-        kind = info.get_attr("IFLA_INFO_KIND") or ""
-    return Link(
-        index=msg["index"],
-        name=msg.get_attr("IFLA_IFNAME"),
-        kind=kind,
-        mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-        up=bool(msg["flags"] & IFF_UP),
-        operstate=msg.get_attr("IFLA_OPERSTATE") or "",
-        master=msg.get_attr("IFLA_MASTER") or 0,
-        mtu=msg.get_attr("IFLA_MTU") or 0,
-    )
-
-
 def links(netns: str = "") -> list[Link]:
-    with ipr(netns) as ip, translated("cannot list links"):
-        return sorted((_link(m) for m in ip.get_links()), key=lambda link: link.index)
+    return rtnl.links(netns)
 
 
 def link_by_name(netns: str, name: str) -> Link | None:
@@ -144,23 +111,8 @@ def bridge_ports(netns: str = "") -> dict[str, list[str]]:
     return ports
 
 
-_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}
-
-
 def addresses(netns: str = "", *, ifindex: int | None = None) -> list[Address]:
-    kwargs = {"index": ifindex} if ifindex else {}
-    with ipr(netns) as ip, translated("cannot list addresses"):
-        msgs = ip.get_addr(**kwargs)
-        return [
-            Address(
-                ifindex=m["index"],
-                family=FAMILIES.get(m["family"], str(m["family"])),
-                address=m.get_attr("IFA_ADDRESS"),
-                prefix=m["prefixlen"],
-                scope=_SCOPES.get(m["scope"], str(m["scope"])),
-            )
-            for m in msgs
-        ]
+    return rtnl.addresses(netns, ifindex=ifindex)
 
 
 def neighbours(
@@ -191,27 +143,8 @@ def neighbours(
 
 
 def routes(netns: str = "", *, family: int = socket.AF_INET) -> list[Route]:
-    with ipr(netns) as ip, translated("cannot list routes"):
-        found = []
-        for m in ip.get_routes(family=family, table=254):
-            dst = m.get_attr("RTA_DST")
-            found.append(
-                Route(
-                    family=FAMILIES.get(family, str(family)),
-                    dst=f"{dst}/{m['dst_len']}" if dst else "default",
-                    gateway=m.get_attr("RTA_GATEWAY") or "",
-                    ifindex=m.get_attr("RTA_OIF") or 0,
-                    proto=_proto(m),
-                )
-            )
-        return found
-
-
-def _proto(msg: Any) -> int:
-    try:
-        return int(msg["proto"] or 0)
-    except (KeyError, TypeError):  # a message without the field
-        return 0
+    """The routes of ``family`` in the main table (254)."""
+    return rtnl.routes(netns, family=family)
 
 
 def default_route(netns: str = "", *, family: int = socket.AF_INET) -> Route | None:
