@@ -5,6 +5,8 @@ leaves no kernel behind."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +122,21 @@ def test_a_run_that_fails_before_its_first_cell_leaves_no_kernel(tmp_path: Path)
         if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert left == []
+
+
+def test_papermill_loads_without_format_checkers_and_leaves_their_packages_importable() -> None:
+    probe = """
+import sys
+from opslib.engine import run_cells
+run_cells.import_papermill()
+import jsonschema, nbformat
+print(sorted(jsonschema.FormatChecker().checkers.keys() & {"uri", "duration", "color"}))
+print(nbformat.validator.get_validator(4, 5).name)
+for name in run_cells.FORMAT_ONLY:
+    try:
+        __import__(name)
+    except ImportError as exc:
+        print(name, type(exc).__name__, exc)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["[]", "fastjsonschema"]
