@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,3 +107,17 @@ def records_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``opsbook records --records ROOT ARGS`` in a child process, run to its end."""
     argv = [sys.executable, "-m", "opslib.cli.main", "records", "--records", str(root), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def throwaway_netns(tag: str, *commands: str) -> Iterator[str]:
+    """A network namespace of this test process (``ob<tag>-<pid>``), set up with
+    ``ip -n NS`` commands (e.g. ``"link set lo up"``), deleted on the way out."""
+    name = f"ob{tag}-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for command in commands:
+            subprocess.run(["ip", "-n", name, *command.split()], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import eventually
+from support import eventually, throwaway_netns
 
 from opslib.core.errors import ApplyError
 from opslib.host.ifupdown import confirm
@@ -150,25 +150,20 @@ def test_a_bridge_the_rollback_leaves_is_deleted_and_logged(tmp_path: Path) -> N
     """A rollback whose ifdown leaves the new bridge behind (as once after a run killed
     with its session): the watchdog deletes it, and only the links the change made."""
     conf, backup, _mark = _changed_file(tmp_path)
-    netns = f"obcf-{os.getpid()}"
-    ip = ["ip", "-n", netns]
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    try:
+    with throwaway_netns("cf", "link add br0 type bridge", "link add br9 type bridge") as ns:
         for name in ("br0", "br9"):  # br9 was there before the change: kept
-            subprocess.run([*ip, "link", "add", name, "type", "bridge"], check=True)
-            subprocess.run([*ip, "link", "set", name, "up"], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", name, "up"], check=True)
         dog = confirm.arm(
             backups={str(conf): str(backup)},
             rollback=["true"],  # restarts nothing: br0 stays, as in the lab
             seconds=0.5,
-            made=confirm.Made(netns, ("br0", "nosuch0")),
+            made=confirm.Made(ns, ("br0", "nosuch0")),
         )
         assert _wait_decided(dog.directory) == "reverted"
-        links = subprocess.run([*ip, "-o", "link", "show"], capture_output=True, text=True)
-        names = {line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines()}
-        assert "br0" not in names and "br9" in names, links.stdout
-        log = dog.log_text()
-        assert "br0 was left after the rollback: deleted" in log, log
-        assert "nosuch0" not in log, log  # gone as it should be: nothing to say
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False)
+        links = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+    names = {line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines()}
+    assert "br0" not in names and "br9" in names, links.stdout
+    log = dog.log_text()
+    assert "br0 was left after the rollback: deleted" in log, log
+    assert "nosuch0" not in log, log  # gone as it should be: nothing to say

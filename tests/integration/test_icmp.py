@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from support import throwaway_netns
 
 from opslib.host.kernel import icmp
 
@@ -17,20 +18,15 @@ root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespa
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A throwaway netns: loopback answers; 192.0.2.2 on a veth with no one behind never does."""
-    name = f"obfv-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (
-            "link set lo up",
-            "link add v0 type veth peer name v1",
-            "addr add 192.0.2.1/24 dev v0",
-            "link set v0 up",
-            "link set v1 up",
-        ):
-            subprocess.run(["ip", "-n", name, *cmd.split()], check=True)
+    with throwaway_netns(
+        "fv",
+        "link set lo up",
+        "link add v0 type veth peer name v1",
+        "addr add 192.0.2.1/24 dev v0",
+        "link set v0 up",
+        "link set v1 up",
+    ) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 @root

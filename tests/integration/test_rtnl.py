@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from support import throwaway_netns
 
 from opslib.core.errors import InputError
 from opslib.host.kernel import netlink, rtnl
@@ -26,28 +27,23 @@ def ip(netns: str, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"obrt-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for cmd in (
-            "link set lo up",
-            "link add br9 type bridge",
-            "link add v0 type veth peer name v1",
-            "link set v0 master br9",
-            "link set v0 up",
-            "link set br9 up",
-            "link set v1 mtu 1400",  # v1 stays down
-            "addr add 192.0.2.1/24 dev br9",
-            "addr add 2001:db8:9::1/64 dev br9 nodad",
-            "addr add 198.51.100.1 peer 198.51.100.2/32 dev v1",
-            "route add default via 192.0.2.254",
-            "-6 route add default via 2001:db8:9::fe dev br9 proto ra",
-            "-6 route add 2001:db8:77::/48 via 2001:db8:9::fd table 100",
-        ):
-            ip(name, *cmd.split())
+    with throwaway_netns(
+        "rt",
+        "link set lo up",
+        "link add br9 type bridge",
+        "link add v0 type veth peer name v1",
+        "link set v0 master br9",
+        "link set v0 up",
+        "link set br9 up",
+        "link set v1 mtu 1400",  # v1 stays down
+        "addr add 192.0.2.1/24 dev br9",
+        "addr add 2001:db8:9::1/64 dev br9 nodad",
+        "addr add 198.51.100.1 peer 198.51.100.2/32 dev v1",
+        "route add default via 192.0.2.254",
+        "-6 route add default via 2001:db8:9::fe dev br9 proto ra",
+        "-6 route add 2001:db8:77::/48 via 2001:db8:9::fd table 100",
+    ) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def pyroute2_view(netns: str) -> tuple[list[Link], list[Address], list[Route]]:
