@@ -187,9 +187,38 @@ class FakeKernel:
         }
         self.default: dict[int, tuple[str, int]] = {socket.AF_INET6: ("2001:db8:9::1", 2)}
 
+    def install(self, m: pytest.MonkeyPatch) -> None:
+        """In place of the kernel: the changes (pyroute2, at netlink.ipr) and the reads
+        (raw rtnetlink dumps, at netlink.links, addresses and routes)."""
+        m.setattr(netlink, "ipr", self.ipr)
+        m.setattr(netlink, "links", self.read_links)
+        m.setattr(netlink, "addresses", self.read_addresses)
+        m.setattr(netlink, "routes", self.read_routes)
+
     @contextmanager
     def ipr(self, netns: str = "") -> Iterator[FakeKernel]:
         yield self
+
+    def read_links(self, netns: str = "") -> list[netlink.Link]:
+        return [
+            netlink.Link(i, link["name"], link["kind"], f"52:54:00:00:00:{i:02x}", link["up"],
+                         "UP" if link["up"] else "DOWN", link.get("master", 0), link["mtu"])
+            for i, link in sorted(self.links.items())
+        ]  # fmt: skip
+
+    def read_addresses(self, netns: str = "", *, ifindex: int | None = None) -> list[Any]:
+        return [
+            netlink.Address(i, netlink.FAMILIES[f], a, p, "global")
+            for i, link in sorted(self.links.items())
+            if ifindex in (None, i)
+            for a, p, f in sorted(link["addrs"])
+        ]
+
+    def read_routes(self, netns: str = "", *, family: int = socket.AF_INET) -> list[Any]:
+        if family not in self.default:
+            return []
+        gateway, oif = self.default[family]
+        return [netlink.Route(netlink.FAMILIES[family], "default", gateway, oif)]
 
     def _index(self, kw: dict[str, Any]) -> int:
         return int(kw["index"]) if "index" in kw else self.link_lookup(ifname=kw["ifname"])[0]
@@ -272,7 +301,7 @@ def ipv6_tunnel(tmp_path: Path) -> Iterator[World]:
     iface_file.write_text("auto lo\niface lo inet loopback\n")
     kernel = FakeKernel()
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(netlink, "ipr", kernel.ipr)
+        kernel.install(m)
         m.setattr(t, "sit_supported", lambda: True)
         inputs = t.Inputs(
             tunnel="he-ipv6", local_ipv4="192.0.2.10", server_ipv4="203.0.113.1",
@@ -324,7 +353,7 @@ def room_router(tmp_path: Path) -> Iterator[World]:
 
     kernel = FakeKernel()
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(netlink, "ipr", kernel.ipr)
+        kernel.install(m)
         m.setattr(ipv6_tunnel, "sit_supported", lambda: True)
         m.setattr(sysctl, "live", lambda key, _netns="": live[key])
         m.setattr(sysctl, "set_live", lambda values, _ns="": live.update(values.items()))
@@ -453,7 +482,7 @@ def forward_bridge(tmp_path: Path) -> Iterator[World]:
     name = f"fb-contract-{tmp_path.name}"
     # test:///default keeps its state while a connection to it is open: this one.
     with virt.connect("test:///default") as kept, pytest.MonkeyPatch.context() as m:
-        m.setattr(netlink, "ipr", kernel.ipr)
+        kernel.install(m)
         m.setattr(network_restart, "_run", FakeIfupdown(kernel, main).run)
         m.setattr(
             icmp, "ping", lambda *_a, **_kw: icmp.Echo({"x": frozenset({"x"})}, frozenset(), 0)

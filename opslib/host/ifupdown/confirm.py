@@ -32,8 +32,9 @@ from pathlib import Path
 
 from opslib.core import files
 from opslib.core.actions import Action, Detail
-from opslib.core.errors import ApplyError
+from opslib.core.errors import ApplyError, OpsError
 from opslib.host.ifupdown import file_io
+from opslib.host.kernel import netlink
 
 DECIDED = "decided"  # written by confirm/disarm: the watchdog exits without acting
 POLL = 0.2
@@ -179,17 +180,13 @@ class Made:
 
 def delete_leftovers(made: Made) -> list[str]:
     """Delete the links of ``made`` that still exist; one line per link deleted."""
-    ip = ["ip", "-n", made.netns] if made.netns else ["ip"]
     lines = []
     for name in made.links:
-        shown = subprocess.run([*ip, "link", "show", "dev", name], capture_output=True,
-                               timeout=30, check=False)  # fmt: skip
-        if shown.returncode != 0:
-            continue  # gone, as it should be
-        done = subprocess.run([*ip, "link", "del", "dev", name], capture_output=True,
-                              text=True, timeout=30, check=False)  # fmt: skip
-        how = "deleted" if done.returncode == 0 else f"not deleted: {done.stderr.strip()}"
-        lines.append(f"{name} was left after the rollback: {how}")
+        try:
+            if netlink.delete_link(made.netns, name):
+                lines.append(f"{name} was left after the rollback: deleted")
+        except OpsError as exc:  # said in the log; the rollback itself is done
+            lines.append(f"{name} may be left after the rollback: {exc}")
     return lines
 
 
