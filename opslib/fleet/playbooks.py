@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -251,6 +252,8 @@ def start(
     """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` started in a private directory,
     its events read by a thread of this process; ``gated``: its play waits for
     :meth:`Started.open`."""
+    if importlib.util.find_spec("ansible") is None:
+        raise HostError("fleet runs need ansible-core: pip install 'opslib[fleet]'")
     private = Path(tempfile.mkdtemp(prefix="opsbook-fleet-"))  # mode 700
     artifacts = private / "artifacts"
     artifacts.mkdir()
@@ -258,8 +261,11 @@ def start(
         extravars = {**extravars, "opsbook_gate": str(private / "gate")}
     with open(private / "extravars.json", "x", encoding="utf-8") as fh:  # in the 700 dir
         json.dump(dict(extravars), fh)
+    # ansible-playbook, run by this Python (isolated: no cwd, user site or PYTHON* variable
+    # on its path) through ansible_playbook.py: its garbage collector off while it starts
     argv = [
-        "ansible-playbook", str(book.resolve()), "-i", str(inventory.resolve()),
+        sys.executable, "-I", "-m", "opslib.fleet.ansible_playbook",
+        str(book.resolve()), "-i", str(inventory.resolve()),
         "-e", f"@{private / 'extravars.json'}", "--forks", str(forks),
     ]  # fmt: skip
     if limit:
@@ -287,7 +293,7 @@ def start(
                 argv, cwd=private, env=env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, pass_fds=(write_end,),
             )  # fmt: skip
-    except OSError as exc:  # no ansible-playbook beside this Python
+    except OSError as exc:  # this Python is gone
         os.close(read_end)
         shutil.rmtree(private, ignore_errors=True)
         raise HostError(
