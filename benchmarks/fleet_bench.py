@@ -5,6 +5,8 @@ Runs on booted hosts and their inventory (``STATE``), as root::
     .venv/bin/opsbook lab --prefix ob up --hosts 3      # or --hosts 10 for --hosts 10
     .venv/bin/python benchmarks/fleet_bench.py --prefix ob [--hosts 10] [--runs 3]
 
+(``--hosts 1``: the 1-host rows only, on a lab up with ``--hosts 1``.)
+
 (prefix: ``--prefix``, else $OPSBOOK_LAB_PREFIX, else ``ob``). It checks that state first
 (:func:`check_state`) and names what is missing in one line, exit 1.
 
@@ -189,12 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prefix", default=None, help="lab prefix (default $OPSBOOK_LAB_PREFIX)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--hosts", type=int, default=3, help="the largest fleet timed (3 or more)")
+    ap.add_argument(
+        "--hosts", type=int, default=3, help="largest fleet timed: 3 or more, or 1 (that row only)"
+    )
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be 1 or more")
-    if args.hosts < 3:
-        ap.error("--hosts must be 3 or more")
+    if args.hosts == 2 or args.hosts < 1:
+        ap.error("--hosts must be 1, or 3 or more")
     try:
         lab = Lab.from_env(args.prefix)
         hosts = check_state(lab, args.hosts)
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fleet_bench: {exc}", file=sys.stderr)
         return 1
     inventory = labfleet.inventory_file(lab)
-    sizes = sorted({1, 3, args.hosts})
+    sizes = [1] if args.hosts == 1 else sorted({1, 3, args.hosts})
     cases: dict[str, list[list[str]]] = {}
     for n in sizes:
         cases[f"fleet run, {n} host{'s' if n > 1 else ''} (forks {n})"] = [

@@ -130,11 +130,11 @@ def _limit(args: argparse.Namespace, store: Any) -> tuple[list[str] | None, str 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from opslib.cli.records import store_of
-    from opslib.engine import runner
+    from opslib.engine import catalog
     from opslib.fleet import outcome, playbooks, questions
 
     _check_numbers(args)
-    info = runner.find_runbook(args.runbook)
+    info = catalog.find_runbook(args.runbook)
     given = _given(info, args)
     metrics_dir = _metrics_dir(args)
     if args.check:

@@ -48,11 +48,11 @@ def _host_plan(store: Any, row: Any) -> dict[str, Any] | None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from opslib.cli import fleet
     from opslib.cli.records import store_of
-    from opslib.engine import runner
+    from opslib.engine import catalog
     from opslib.fleet import outcome, playbooks
 
     fleet._check_numbers(args)
-    info = runner.find_runbook(args.runbook)
+    info = catalog.find_runbook(args.runbook)
     if info.param("apply") is None:
         raise InputError(f"{info.name} changes nothing, so it has no plan to save")
     given = fleet._given(info, args)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from opslib import __version__
 from opslib.core.errors import OpsError
@@ -35,39 +36,82 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _lab(sub: Any) -> None:
+    from opslib.lab import cli
+
+    cli.add_parser(sub)
+
+
+def _runbooks(sub: Any) -> None:
+    from opslib.cli import runbooks
+
+    runbooks.add_parsers(sub)
+
+
+def _plan(sub: Any) -> None:
+    from opslib.cli import plan
+
+    plan.add_parsers(sub)
+
+
+def _schedule(sub: Any) -> None:
+    from opslib.cli import schedule
+
+    schedule.add_parser(sub)
+
+
+def _notebook(sub: Any) -> None:
+    from opslib.cli import notebook
+
+    notebook.add_parser(sub)
+
+
+def _fleet(sub: Any) -> None:
+    from opslib.cli import fleet, fleet_plan
+
+    fleet_plan.add_parsers(fleet.add_parser(sub))
+
+
+# each area of the command line with the commands it adds, in the order --help lists them
+AREAS: tuple[tuple[tuple[str, ...], Callable[[Any], None]], ...] = (
+    (("demo", "lab"), _lab),
+    (("runbooks", "run", "records"), _runbooks),
+    (("plan", "approve", "apply"), _plan),
+    (("schedule",), _schedule),
+    (("notebook",), _notebook),
+    (("fleet",), _fleet),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``command``, only the area that adds it (every area's parsers,
+    their modules and argparse's translation of each string were a fifth of what
+    ``opsbook fleet run`` did before it started Ansible); every area without."""
     parser = argparse.ArgumentParser(
         prog="opsbook",
         description="Networking runbooks of libvirt daemon hosts, as Jupyter notebooks.",
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from opslib.lab import cli as lab_cli
-
-    lab_cli.add_parser(sub)
-    from opslib.cli import runbooks
-
-    runbooks.add_parsers(sub)
-    from opslib.cli import plan
-
-    plan.add_parsers(sub)
-    from opslib.cli import schedule
-
-    schedule.add_parser(sub)
-    from opslib.cli import notebook
-
-    notebook.add_parser(sub)
-    from opslib.cli import fleet, fleet_plan
-
-    fleet_plan.add_parsers(fleet.add_parser(sub))
+    for names, add in AREAS:
+        if command is None or command in names:
+            add(sub)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names when it is one of :data:`AREAS`' (options come after it:
+    ``--version`` and ``-h`` alone come first, and they need every area)."""
+    first = argv[0] if argv else None
+    return first if any(first in names for names, _add in AREAS) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command(words))
     try:
         # inside: an option's type function raises InputError, one line (engine_cli.seconds)
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
         code = int(args.func(args) or 0)
         if args.command in ("fleet", "run", "plan", "apply"):
             # a fleet command holds Ansible's inventory and its many objects, a command that

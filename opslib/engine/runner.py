@@ -35,48 +35,22 @@ from opslib.core.errors import InputError, UnknownName
 from opslib.core.params import RunbookInfo
 from opslib.core.paramsets import load_param_file
 from opslib.engine import metrics, run_cells
+from opslib.engine.catalog import find_runbook, list_runbooks, notebooks_dir
 from opslib.engine.runbook import HEADLESS_ENV
 from opslib.engine.terminal import Terminal
 from opslib.records import clock, notebook_json
 from opslib.records import header as record_header
 from opslib.records import store as records
 
-__all__ = ["RunOutcome", "find_runbook", "list_runbooks", "load_param_file", "prepare", "run"]
-
-
-def notebooks_dir() -> Path:
-    """$OPSBOOK_NOTEBOOKS, else the checkout's notebooks/, else those installed with the
-    package (PREFIX/share/opsbook/notebooks: pyproject's data-files), else ./notebooks."""
-    env = os.environ.get("OPSBOOK_NOTEBOOKS")
-    if env:
-        return Path(env)
-    for candidate in (
-        Path(__file__).resolve().parents[2] / "notebooks",
-        Path(sys.prefix) / "share" / "opsbook" / "notebooks",
-    ):
-        if candidate.is_dir():
-            return candidate
-    return Path("notebooks")
-
-
-def list_runbooks(directory: Path | None = None) -> list[RunbookInfo]:
-    directory = directory or notebooks_dir()
-    return [params.read_runbook(p) for p in sorted(directory.glob("*.ipynb"))]
-
-
-def find_runbook(name: str, directory: Path | None = None) -> RunbookInfo:
-    """A runbook by name (``forward-bridge``) or by notebook path."""
-    if name.endswith(".ipynb"):
-        path = Path(name)
-        if not path.is_file():
-            raise InputError(f"{name}: no such notebook")
-        return params.read_runbook(path)
-    directory = directory or notebooks_dir()
-    path = directory / f"{name}.ipynb"
-    if not path.is_file():
-        known = [p.stem for p in directory.glob("*.ipynb")]
-        raise UnknownName("runbook", name, known)
-    return params.read_runbook(path)
+__all__ = [
+    "RunOutcome",
+    "find_runbook",
+    "list_runbooks",
+    "load_param_file",
+    "notebooks_dir",
+    "prepare",
+    "run",
+]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@
   in-process for input checks, and ``ansible-playbook`` in a private directory with a
   scrubbed environment, its events read as they come (no secret reaches Ansible's
   artefacts or event stream);
+- :mod:`opslib.fleet.ansible_playbook`: ``ansible-playbook`` as it is started, Python's
+  garbage collector off while Ansible starts;
 - :mod:`opslib.fleet.outcome`: Ansible's events folded into one row per host, records
   brought home into the workstation's store, the fleet run's manifest (``--retry-failed``,
   ``opsbook records --fleet-run``);

@@ -12,7 +12,9 @@ reaches Ansible, its artefacts or its event stream. Secrets go to hosts as sourc
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -95,7 +97,29 @@ def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -
     """The hosts ``limit`` selects in ``path``, with their variables templated; InputError
     (before any host is touched) when the file is missing or nothing matches."""
     check_inventory_file(path)
-    _need_ansible()
+    with _collector_paused():
+        _need_ansible()
+        return _load_inventory(path, limit, pattern)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's garbage collector off while Ansible is imported and the inventory read (as
+    in ansible-playbook: fleet/ansible_playbook.py), then on, what they made frozen out of
+    its reach: modules and objects that stay to the command's end. It went through them
+    again and again as they came, a tenth of that load's CPU, while ansible-playbook
+    started beside it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
+
+
+def _load_inventory(path: Path, limit: str | None, pattern: str) -> Inventory:
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
@@ -251,6 +275,8 @@ def start(
     """``ansible-playbook BOOK -i INVENTORY --limit HOSTS`` started in a private directory,
     its events read by a thread of this process; ``gated``: its play waits for
     :meth:`Started.open`."""
+    if importlib.util.find_spec("ansible") is None:
+        raise HostError("fleet runs need ansible-core: pip install 'opslib[fleet]'")
     private = Path(tempfile.mkdtemp(prefix="opsbook-fleet-"))  # mode 700
     artifacts = private / "artifacts"
     artifacts.mkdir()
@@ -258,8 +284,11 @@ def start(
         extravars = {**extravars, "opsbook_gate": str(private / "gate")}
     with open(private / "extravars.json", "x", encoding="utf-8") as fh:  # in the 700 dir
         json.dump(dict(extravars), fh)
+    # ansible-playbook, run by this Python (isolated: no cwd, user site or PYTHON* variable
+    # on its path) through ansible_playbook.py: its garbage collector off while it starts
     argv = [
-        "ansible-playbook", str(book.resolve()), "-i", str(inventory.resolve()),
+        sys.executable, "-I", "-m", "opslib.fleet.ansible_playbook",
+        str(book.resolve()), "-i", str(inventory.resolve()),
         "-e", f"@{private / 'extravars.json'}", "--forks", str(forks),
     ]  # fmt: skip
     if limit:
@@ -287,7 +316,7 @@ def start(
                 argv, cwd=private, env=env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, pass_fds=(write_end,),
             )  # fmt: skip
-    except OSError as exc:  # no ansible-playbook beside this Python
+    except OSError as exc:  # this Python is gone
         os.close(read_end)
         shutil.rmtree(private, ignore_errors=True)
         raise HostError(

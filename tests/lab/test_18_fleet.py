@@ -257,7 +257,7 @@ def test_host_health_on_three_hosts_brings_every_record_home(
     # nor in the process table while it ran: no command line of the workstation or the
     # hosts, no environment of Ansible or its ssh (the sampler saw both ends of the run)
     lines = table_of_processes.args
-    assert any("ansible-playbook" in a for a in lines), sorted(lines)[:50]
+    assert any("opslib.fleet.ansible_playbook" in a for a in lines), sorted(lines)[:50]
     assert any("opsbook run host-health --summary" in a for a in lines)
     assert table_of_processes.environments
     assert not [a for a in lines if TOKEN in a]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from opslib.cli import main
+from opslib.core.errors import InputError
 from opslib.fleet import outcome
 from opslib.records.store import Store
 
@@ -99,6 +100,27 @@ def test_a_bad_p_is_refused_before_the_inventory_is_loaded(
     assert rc == 2 and says in text and "inventory" not in text, text
     playbooks.load_inventory(path)  # loading it does run the template: the check above can fail
     assert trace.exists()
+
+
+def test_loading_an_inventory_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """It is off while Ansible loads it (playbooks._collector_paused), on again after, even
+    when the inventory is refused."""
+    import gc
+
+    from opslib.fleet import playbooks
+
+    path = tmp_path / "inventory.yml"
+    path.write_text(INVENTORY.format(sets=tmp_path / "parameters"))
+    assert playbooks.load_inventory(path).hosts and gc.isenabled()
+    with pytest.raises(InputError, match="no host matches"):
+        playbooks.load_inventory(path, "no-such-host")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        playbooks.load_inventory(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_missing_inventory_names_the_file(capsys: pytest.CaptureFixture[str]) -> None:

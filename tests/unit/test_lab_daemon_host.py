@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opslib.core.errors import HostError, InputError
-from opslib.engine import runner
+from opslib.engine import catalog, runner
 from opslib.lab.booted import daemonhost, rootfs, ssh
 from opslib.lab.config import Lab
 
@@ -182,11 +182,11 @@ def test_an_installed_package_finds_its_runbooks_under_its_prefix(
 ) -> None:
     monkeypatch.delenv("OPSBOOK_NOTEBOOKS", raising=False)
     site = tmp_path / "lib" / "python3" / "site-packages" / "opslib"
-    monkeypatch.setattr(runner, "__file__", str(site / "runner.py"))
+    monkeypatch.setattr(catalog, "__file__", str(site / "engine" / "catalog.py"))
     installed = tmp_path / "share" / "opsbook" / "notebooks"
     installed.mkdir(parents=True)
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    assert runner.notebooks_dir() == installed
+    assert catalog.notebooks_dir() == runner.notebooks_dir() == installed
 
 
 def test_a_build_step_past_its_deadline_is_ended_and_names_the_log(

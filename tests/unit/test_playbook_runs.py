@@ -118,3 +118,32 @@ def test_without_ansible_playbook_the_fix_is_named_and_nothing_is_left(
     with pytest.raises(HostError, match=r"fleet runs need ansible-core: pip install"):
         playbooks.run(book[0], book[1], extravars={}, limit=["h1"])
     assert list(private.iterdir()) == []
+
+
+GC_STATE = """\
+import gc
+
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    def run(self, tmp=None, task_vars=None):
+        return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "changed": False}
+"""
+
+
+def test_the_collector_is_on_once_the_play_runs_with_ansibles_start_frozen(
+    book: tuple[Path, Path],
+) -> None:
+    """ansible_playbook.py starts Ansible with the collector off; callback_plugins/opsbook_gc
+    switches it back on at the play's start: a long run still collects."""
+    (book[0].parent / "action_plugins").mkdir()
+    (book[0].parent / "action_plugins" / "gc_state.py").write_text(GC_STATE)
+    book[0].write_text(
+        "- hosts: daemon_hosts\n  gather_facts: false\n  tasks:\n    - name: Collector\n"
+        "      gc_state:\n"
+    )
+    result = playbooks.run(book[0], book[1], extravars={}, limit=["h1"])
+    assert result.rc == 0, result
+    [said] = [e["event_data"]["res"] for e in result.events if e["event"] == "runner_on_ok"]
+    assert said["enabled"] is True and said["frozen"] > 10_000
