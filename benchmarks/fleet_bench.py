@@ -146,7 +146,15 @@ def median(samples: list[Sample], what: str) -> float:
     return statistics.median(getattr(s, what) for s in samples)
 
 
-def report(sizes: list[int], runs: int, found: dict[str, list[Sample]]) -> None:
+def idle_rate(lab: Lab, seconds: float = 5.0) -> float:
+    """The hosts' CPU seconds per second while nothing runs on them (their daemons, the
+    guests of the first hosts): what a run's wall time costs them anyway."""
+    before = hosts_cpu(lab)
+    time.sleep(seconds)
+    return (hosts_cpu(lab) - before) / seconds
+
+
+def report(sizes: list[int], runs: int, found: dict[str, list[Sample]], idle: float = 0.0) -> None:
     def fleet(n: int) -> list[Sample]:
         return found[f"fleet run, {n} host{'s' if n > 1 else ''} (forks {n})"]
 
@@ -169,8 +177,8 @@ def report(sizes: list[int], runs: int, found: dict[str, list[Sample]]) -> None:
         )
     print(
         f"\nwhere a fleet run's time goes ({CORES} cores; CPU seconds, medians):\n"
-        f"{'HOSTS':>5} {'WALL':>6} {'WORKSTATION':>11} {'HOSTS CPU':>9} {'BUSY':>5} "
-        f"{'OPSBOOK/HOST':>12}"
+        f"{'HOSTS':>5} {'WALL':>6} {'WORKSTATION':>11} {'HOSTS CPU':>9} {'OF IT IDLE':>10} "
+        f"{'BUSY':>5} {'OPSBOOK/HOST':>12}"
     )
     for n in sizes:
         samples = fleet(n)
@@ -178,12 +186,14 @@ def report(sizes: list[int], runs: int, found: dict[str, list[Sample]]) -> None:
         mine, theirs = median(samples, "workstation_cpu"), median(samples, "hosts_cpu")
         own = statistics.median(x for s in samples for x in s.own) if samples[0].own else 0.0
         busy = (mine + theirs) / (CORES * wall)
-        print(f"{n:5} {wall:6.2f} {mine:11.2f} {theirs:9.2f} {busy:5.0%} {own:12.2f}")
+        print(f"{n:5} {wall:6.2f} {mine:11.2f} {theirs:9.2f} {idle * wall:10.2f} {busy:5.0%} "
+              f"{own:12.2f}")  # fmt: skip
     print(
         "WORKSTATION: the fleet command, ansible-playbook and its ssh; HOSTS CPU: the hosts' "
-        "cgroups (opsbook, sshd, sudo; guests too); BUSY: both over all cores for the wall "
-        "time (100%: the machine is the limit); OPSBOOK/HOST: each host's run as it timed "
-        "itself"
+        "cgroups (opsbook, sshd, sudo; guests too); OF IT IDLE: what the hosts use in that "
+        f"time with nothing run ({idle:.2f} CPU-s/s: daemons, the first hosts' guests); "
+        "BUSY: both over all cores for the wall time (100%: the machine is the limit); "
+        "OPSBOOK/HOST: each host's run as it timed itself"
     )
 
 
@@ -217,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"ssh opsbook run, {n} host{'s in turn' if n > 1 else ''}"
         cases[name] = [by_ssh(lab, h) for h in hosts[:n]]
     found: dict[str, list[Sample]] = {name: [] for name in cases}
+    idle = idle_rate(lab)
     with tempfile.TemporaryDirectory(prefix="opsbook-fleet-bench-") as records:
         env = {"OPSBOOK_RECORDS": records}
         try:
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchFailed as exc:
             print(f"fleet_bench: FAILED, no figures: {exc}", file=sys.stderr)
             return 1
-    report(sizes, args.runs, found)
+    report(sizes, args.runs, found, idle)
     return 0
 
 
