@@ -105,16 +105,15 @@ def load_inventory(path: Path, limit: str | None = None, pattern: str = "all") -
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Python's garbage collector off while Ansible is imported and the inventory read (as
-    in ansible-playbook: fleet/ansible_playbook.py), then on, what they made frozen out of
-    its reach: modules and objects that stay to the command's end. It went through them
-    again and again as they came, a tenth of that load's CPU, while ansible-playbook
-    started beside it."""
+    in ansible-playbook: fleet/ansible_playbook.py), then as it was. It went through their
+    modules and objects again and again as they came, a tenth of that load's CPU, while
+    ansible-playbook started beside it. Nothing is frozen here: this is a library call
+    (a test process calls it too); the CLI freezes on its way out."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
         if was:
             gc.enable()
 
@@ -284,10 +283,11 @@ def start(
         extravars = {**extravars, "opsbook_gate": str(private / "gate")}
     with open(private / "extravars.json", "x", encoding="utf-8") as fh:  # in the 700 dir
         json.dump(dict(extravars), fh)
-    # ansible-playbook, run by this Python (isolated: no cwd, user site or PYTHON* variable
-    # on its path) through ansible_playbook.py: its garbage collector off while it starts
+    # ansible-playbook, run by this Python (-E -P: no PYTHON* variable, no cwd on its
+    # path; a user-site install still imports) through ansible_playbook.py: its garbage
+    # collector off while it starts
     argv = [
-        sys.executable, "-I", "-m", "opslib.fleet.ansible_playbook",
+        sys.executable, "-E", "-P", "-m", "opslib.fleet.ansible_playbook",
         str(book.resolve()), "-i", str(inventory.resolve()),
         "-e", f"@{private / 'extravars.json'}", "--forks", str(forks),
     ]  # fmt: skip
@@ -320,7 +320,8 @@ def start(
         os.close(read_end)
         shutil.rmtree(private, ignore_errors=True)
         raise HostError(
-            f"fleet runs need ansible-core: pip install 'opslib[fleet]' ({exc.strerror})"
+            f"cannot start {sys.executable} for ansible-playbook ({exc.strerror}); "
+            "reinstall opsbook's environment (scripts/setup.sh)"
         ) from None
     finally:
         os.close(write_end)  # Ansible holds it now: its end is the stream's end

@@ -359,6 +359,16 @@ def test_file_converted_but_kernel_not_yet_plans_only_the_restart() -> None:
     assert "not a port of an up br0" in plan.changes[0].summary
 
 
+def test_a_rollback_deletes_only_a_bridge_the_restored_files_do_not_declare() -> None:
+    fresh = observed({MAIN: "auto eth0\niface eth0 inet dhcp\n"})
+    assert fb.made_links(params(), fresh) == ("br0",)
+    # the file is converted, the kernel not yet: a rollback brings br0 back with the file
+    converted = observed({MAIN: (CORPUS / "04-already-converted" / "interfaces").read_text()})
+    assert fb.made_links(params(), converted) == ()
+    assert fb.made_links(params(), observed({MAIN: "iface eth0 inet dhcp\n"},
+                                            links=CONVERTED_LINKS)) == ()  # fmt: skip
+
+
 # -- kernel facts ----------------------------------------------------------------------------
 
 

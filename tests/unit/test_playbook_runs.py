@@ -4,6 +4,7 @@ kept of a run holds no secret of the workstation's environment."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -107,15 +108,27 @@ def test_kept_artefacts_hold_the_run_and_no_secret_of_the_environment(
     assert oct(kept.stat().st_mode & 0o777) == "0o700"
 
 
-def test_without_ansible_playbook_the_fix_is_named_and_nothing_is_left(
+def test_without_ansible_the_fix_is_named_and_nothing_is_left(
     book: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(playbooks.sys, "executable", str(tmp_path / "nowhere" / "python"))
-    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setitem(sys.modules, "ansible", None)  # not installed: find_spec says None
     private = tmp_path / "private"
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))
     with pytest.raises(HostError, match=r"fleet runs need ansible-core: pip install"):
+        playbooks.run(book[0], book[1], extravars={}, limit=["h1"])
+    assert list(private.iterdir()) == []
+
+
+def test_a_python_that_cannot_start_is_named_and_nothing_is_left(
+    book: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gone = tmp_path / "nowhere" / "python"
+    monkeypatch.setattr(playbooks.sys, "executable", str(gone))
+    private = tmp_path / "private"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    with pytest.raises(HostError, match=rf"cannot start {gone} for ansible-playbook \(No such"):
         playbooks.run(book[0], book[1], extravars={}, limit=["h1"])
     assert list(private.iterdir()) == []
 

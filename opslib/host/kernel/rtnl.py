@@ -163,9 +163,11 @@ def _dump(netns: str, kind: int, body: bytes, action: str) -> Iterator[bytes]:
             offset = 0
             while offset < len(data):
                 length, msg_type = struct.unpack_from("=IH", data, offset)
-                if msg_type == _NLMSG_ERROR:
+                # an error ends it; so does a DONE carrying a negative errno (a dump that
+                # failed part way), which would otherwise read as a short list
+                if msg_type in (_NLMSG_ERROR, _NLMSG_DONE) and length >= _HDR + 4:
                     (err,) = struct.unpack_from("=i", data, offset + _HDR)
-                    if err:
+                    if err < 0:
                         raise NetlinkError(f"{action}: {os.strerror(-err)}", -err)
                 if msg_type in (_NLMSG_DONE, _NLMSG_ERROR):
                     yield data[:offset]

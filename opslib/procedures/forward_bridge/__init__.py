@@ -225,9 +225,9 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         p, plan = tx.inputs, tx.plan
         if not isinstance(plan, BridgePlan):  # the engine passes what make_plan made
             raise TypeError(f"forward-bridge's steps need a BridgePlan, not {type(plan)}")
-        made = () if p.bridge in tx.observed.links else (p.bridge,)
         work = tx.share(network_restart.Restarting(
-            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}", made
+            tx.session or Restart(), p.netns, p.interfaces_file, f"{p.uplink} {p.bridge}",
+            made_links(p, tx.observed),
         ))  # fmt: skip
         tx.result.data["diff"] = "".join(c.diff for c in plan.changes if c.target[:5] == "file:")
         steps = []
@@ -285,6 +285,15 @@ class ForwardBridge(Procedure[Inputs, Observed, Restart]):
         parts[f"link {p.bridge}"] = (links.get(p.bridge), ports)
         parts[f"libvirt network {p.network_name}"] = observed.network
         return parts
+
+
+def made_links(p: Inputs, observed: Observed) -> tuple[str, ...]:
+    """The bridge, when the apply creates it and the files a rollback restores do not
+    declare it: what a rollback deletes if ifdown left it. One those files declare (file
+    converted, kernel not yet) comes back with them and must stay."""
+    if p.bridge in observed.links or observed.tree.ifaces(p.bridge):
+        return ()
+    return (p.bridge,)
 
 
 PROCEDURE = ForwardBridge()
