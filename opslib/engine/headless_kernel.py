@@ -16,8 +16,10 @@ Nor does a run nobody types into keep IPython's input history in its sqlite file
 (``~/.ipython/profile_default/history.sqlite``): every run opened it, added a session
 and each cell's source, committed by a thread of its own, and the file grew with every
 scheduled run. nbclient keeps an ipykernel's history in memory, but knows one only by
-its kernel name (``python3``, not ``opsbook``); here the history is off for any kernel
-(``HistoryManager.enabled``: no sqlite, no saving thread). A cell's inputs and outputs,
+its kernel name (``python3``, not ``opsbook``); here it is in memory for any kernel
+(``HistoryManager.hist_file`` ``:memory:``, as nbclient does). Switching the history off
+(``HistoryManager.enabled``) instead made one run in two wait 2.5 to 3.5 s more (seen in
+the lab: 1.0 s runs took 3.4 to 4.8 s). A cell's inputs and outputs,
 ``In``, ``Out`` and the execution counts in the record are the same.
 
 Once the run shuts the kernel down, its heap is frozen (``gc.freeze``) before Python
@@ -53,7 +55,7 @@ def main() -> None:
         from ipykernel.kernelapp import IPKernelApp
         from traitlets.config import Config
 
-        app = IPKernelApp.instance(config=Config({"HistoryManager": {"enabled": False}}))
+        app = IPKernelApp.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
         app.initialize()
     finally:
         if blocked and "debugpy" in sys.modules and sys.modules["debugpy"] is None:
