@@ -12,16 +12,6 @@ so the kernel starts without the debugger (its kernel_info offers none, which no
 keeps); the notebook may still import debugpy once the kernel runs. JupyterLab starts the
 ``opsbook`` kernelspec unchanged, debugger included.
 
-Nor does a run nobody types into keep IPython's input history in its sqlite file
-(``~/.ipython/profile_default/history.sqlite``): every run opened it, added a session
-and each cell's source, committed by a thread of its own, and the file grew with every
-scheduled run. nbclient keeps an ipykernel's history in memory, but knows one only by
-its kernel name (``python3``, not ``opsbook``); here it is in memory for any kernel
-(``HistoryManager.hist_file`` ``:memory:``, as nbclient does). Switching the history off
-(``HistoryManager.enabled``) instead made one run in two wait 2.5 to 3.5 s more (seen in
-the lab: 1.0 s runs took 3.4 to 4.8 s). A cell's inputs and outputs,
-``In``, ``Out`` and the execution counts in the record are the same.
-
 Once the run shuts the kernel down, its heap is frozen (``gc.freeze``) before Python
 exits, as opsbook itself does at the end of a run (opslib.cli.main): the interpreter's
 last garbage collections went through everything the notebook imported, a tenth of a
@@ -53,9 +43,8 @@ def main() -> None:
         sys.modules["debugpy"] = None  # type: ignore[assignment]
     try:
         from ipykernel.kernelapp import IPKernelApp
-        from traitlets.config import Config
 
-        app = IPKernelApp.instance(config=Config({"HistoryManager": {"hist_file": ":memory:"}}))
+        app = IPKernelApp.instance()
         app.initialize()
     finally:
         if blocked and "debugpy" in sys.modules and sys.modules["debugpy"] is None:

@@ -82,24 +82,6 @@ def test_a_headless_kernel_starts_where_the_run_started_beside_another_opslib(
     assert printed == [opslib.__file__]
 
 
-def test_a_headless_kernel_keeps_no_input_history_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))  # the kernel's IPython profiles
-    with tempfile.TemporaryFile("w+") as log:
-        manager = run_cells.started_kernel_manager(run_cells.choose_kernel(), log)
-        try:
-            printed, _info = run_in(
-                manager.started,
-                "x = 6 * 7\nprint(x, In[-1])\nprint(get_ipython().profile_dir.location)",
-            )
-        finally:
-            run_cells.stop_unclaimed(manager)
-    assert printed[:8] == ["42", "x", "=", "6", "*", "7", "print(x,", "In[-1])"]
-    assert printed[-1] == str(tmp_path / "profile_default")  # its profile is there...
-    assert list(tmp_path.rglob("history.sqlite")) == []  # ...and holds no history
-
-
 def test_the_same_kernelspec_as_jupyterlab_starts_it_keeps_its_debugger() -> None:
     name = run_cells.choose_kernel()
     km = AsyncKernelManager(kernel_name=name)
