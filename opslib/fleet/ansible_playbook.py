@@ -1,4 +1,4 @@
-"""``python -I -m opslib.fleet.ansible_playbook ARGS``: ``ansible-playbook ARGS``, Python's
+"""``python -E -P -m opslib.fleet.ansible_playbook ARGS``: ``ansible-playbook ARGS``, Python's
 cyclic garbage collector off while Ansible starts.
 
 Ansible's start (its imports, configuration, inventory and playbook: 0.3 to 0.4 s of a
