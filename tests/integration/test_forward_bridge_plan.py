@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import INTERFACES_CORPUS, REPO
+from support import INTERFACES_CORPUS, REPO, throwaway_netns
 
 from opslib.core.errors import HostError, InputError
 from opslib.host.ifupdown import file_io, source_tree
@@ -198,11 +198,7 @@ def test_the_uplinks_hooks_keep_it_in_its_auto_line_ahead_of_the_bridge() -> Non
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throwaway network namespace")
 def test_ifup_no_act_touches_nothing(tmp_path: Path) -> None:
     """The validation the tests (and apply) rely on: links, addresses, state stay as they were."""
-    netns = f"obna-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth",
-                        "peer", "name", "peer0"], check=True)  # fmt: skip
+    with throwaway_netns("na", "link add eth0 type veth peer name peer0") as netns:
 
         def state() -> str:
             show = ["ip", "-n", netns, "-d", "-o"]
@@ -222,8 +218,6 @@ def test_ifup_no_act_touches_nothing(tmp_path: Path) -> None:
         assert "ethtool -K eth0 tso off" in done.stderr  # printed, not run
         assert state() == seen
         assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if (CORPUS / c / "expected").exists()])
@@ -525,11 +519,7 @@ def test_lab_parameter_set_matches_the_notebook() -> None:
 def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) -> None:
     """eth0's inet6 static stanza lacks its address: ifupdown reads the file (so does the
     planner), but ``ifup --no-act br0`` rejects it once the stanza has moved to br0."""
-    netns = f"obfb-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "add", "eth0", "type", "veth",
-                        "peer", "name", "peer0"], check=True)  # fmt: skip
+    with throwaway_netns("fb", "link add eth0 type veth peer name peer0") as netns:
         main = tmp_path / "interfaces"
         before = "auto eth0\niface eth0 inet dhcp\niface eth0 inet6 static\n\tgateway 2001:db8::1\n"
         main.write_text(before)
@@ -543,8 +533,6 @@ def test_a_file_ifupdown_rejects_is_restored_before_any_restart(tmp_path: Path) 
         assert not marker.exists()  # networking was never restarted
         assert [s.name for s in result.steps][-2:] == ["validate (ifup --no-act)", "restore backup"]
         assert Path(result.data["backups"][str(main)]).read_text() == before
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False)
 
 
 def test_a_failed_restart_step_is_known_by_the_action_not_by_its_label() -> None:
